@@ -1,0 +1,124 @@
+"""In-memory implementations of every port: for unit tests, the demo, and other services' tests.
+
+Each records what was asked of it, in order, so a test can assert on state.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from adapters import sidecar_xml
+from domain.errors import Rejected
+from domain.model import Query, Record, Sidecar, TransferRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Relation:
+    fragment_id: str
+    related_pid: str
+    reason: str
+
+
+class InMemoryArchiveRecords:
+    """MediaHaven as a list of records; a search matches values exactly."""
+
+    def __init__(self, records: Iterable[Record] = ()) -> None:
+        self.records: list[Record] = list(records)
+        self.searches: list[Query] = []
+        self.relations: list[Relation] = []
+        self.deleted: list[str] = []
+        self.delete_reasons: dict[str, str] = {}
+
+    def search(self, query: Query) -> list[Record]:
+        self.searches.append(query)
+        return [record for record in self.records if _matches(record, query)]
+
+    def add_relation(self, fragment_id: str, related_pid: str, reason: str) -> None:
+        self.relations.append(Relation(fragment_id, related_pid, reason))
+
+    def delete(self, fragment_id: str, reason: str) -> None:
+        self.deleted.append(fragment_id)
+        self.delete_reasons[fragment_id] = reason
+        self.records = [r for r in self.records if r.fragment_id != fragment_id]
+
+
+def _field_value(record: Record, name: str) -> str | None:
+    fields = {
+        "s3_object_key": record.s3_object_key,
+        "s3_bucket": record.s3_bucket,
+        "dc_identifier_localid": record.local_id,
+        "PID": record.pid,
+    }
+    return fields.get(name)
+
+
+def _matches(record: Record, query: Query) -> bool:
+    return all(
+        any(_field_value(record, term.field) == term.value for term in group)
+        for group in query.groups
+    )
+
+
+class SequentialPids:
+    """Hands out `pid0000001`, `pid0000002`, … (or the PIDs it was given, in order)."""
+
+    def __init__(self, pids: Iterable[str] = ()) -> None:
+        given = list(pids)
+        self._pids = iter(given) if given else (f"pid{n:07d}" for n in itertools.count(1))
+        self.minted: list[str] = []
+
+    def mint(self) -> str:
+        pid = next(self._pids)
+        self.minted.append(pid)
+        return pid
+
+
+class InMemoryOrganisations:
+    """A fixed table of OR-id -> CP name; unknown ids are refused as the real API's are."""
+
+    def __init__(self, cp_names: dict[str, str]) -> None:
+        self.cp_names = dict(cp_names)
+        self.lookups: list[str] = []
+
+    def cp_name(self, or_id: str) -> str:
+        self.lookups.append(or_id)
+        try:
+            return self.cp_names[or_id]
+        except KeyError:
+            raise Rejected(f"no organisation with a MAM label for {or_id}") from None
+
+
+class InMemoryTransportServer:
+    """Folders of files; the sidecar is rendered exactly as the FTP adapter renders it."""
+
+    def __init__(self, folders: Iterable[str] | None = None) -> None:
+        self.folders = set(folders) if folders is not None else None
+        self.uploaded: dict[str, bytes] = {}
+
+    def upload(self, sidecar: Sidecar) -> None:
+        folder = f"/{sidecar.cp_name}/{sidecar.folder}"
+        if self.folders is not None and folder not in self.folders:
+            raise Rejected(f"no folder {folder} on the transport server")
+        self.uploaded[f"{folder}/{sidecar.filename}"] = sidecar_xml.render(sidecar)
+
+
+@dataclass
+class InMemoryTransferRequests:
+    """The transfer queue as a list."""
+
+    published: list[TransferRequest] = field(default_factory=list)
+
+    def publish(self, request: TransferRequest) -> None:
+        self.published.append(request)
+
+
+__all__ = [
+    "InMemoryArchiveRecords",
+    "InMemoryOrganisations",
+    "InMemoryTransferRequests",
+    "InMemoryTransportServer",
+    "Relation",
+    "SequentialPids",
+]

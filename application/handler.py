@@ -1,0 +1,164 @@
+"""One incoming message -> the right use case -> an outcome for the broker (SPEC section 6)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
+from domain.errors import BadInput, PermanentError, S3EventsHandlerError
+from domain.events import parse_record
+from domain.model import EventKind, S3Event, is_valid_pid
+from domain.use_cases import Progress
+
+log = logging.getLogger(__name__)
+
+ATTEMPT_HEADER = "x-attempt"
+PID_HEADER = "x-pid"
+ERROR_HEADER = "x-error"
+STAGE_HEADER = "x-error-stage"
+MAX_REASON_LENGTH = 500
+
+
+class UseCase(Protocol):
+    def execute(self, event: S3Event, *, correlation_id: str, progress: Progress) -> str: ...
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Backoff levels in seconds; attempts past the last level stay on it."""
+
+    delays: tuple[int, ...] = (10, 30, 90, 270, 810)
+    max_attempts: int = 8
+
+    def delay_after(self, attempt: int) -> int:
+        return self.delays[min(attempt, len(self.delays)) - 1]
+
+
+def one_line(text: str) -> str:
+    """Headers and log lines take one line of bounded length."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= MAX_REASON_LENGTH else flat[: MAX_REASON_LENGTH - 1] + "…"
+
+
+def attempt_of(headers: Mapping[str, Any]) -> int:
+    value = headers.get(ATTEMPT_HEADER, 1)
+    try:
+        attempt = int(value)
+    except (TypeError, ValueError):
+        return 1
+    return max(attempt, 1)
+
+
+def _pid_of(headers: Mapping[str, Any]) -> str | None:
+    value = headers.get(PID_HEADER)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return value if isinstance(value, str) and is_valid_pid(value) else None
+
+
+class MessageHandler:
+    """Turns a delivery into exactly one outcome; never raises.
+
+    - Bad input and refusals are dead-lettered with the reason and the stage.
+    - Anything else that fails is retried with backoff until the attempts run out.
+    - A message with several records is split, each record then handled on its own.
+    """
+
+    def __init__(
+        self,
+        *,
+        ingest: UseCase,
+        remove: UseCase,
+        retry_policy: RetryPolicy,
+    ) -> None:
+        self._use_cases = {EventKind.CREATED: ingest, EventKind.REMOVED: remove}
+        self._retry_policy = retry_policy
+
+    def handle(self, delivery: Delivery) -> Outcome:
+        progress = Progress(pid=_pid_of(delivery.headers), stage="parse")
+        correlation_id = delivery.correlation_id
+        try:
+            records = self._records(delivery.body)
+            if len(records) > 1:
+                return Split(tuple(json.dumps({"Records": [r]}).encode() for r in records))
+            if correlation_id is None:
+                correlation_id = _correlation_id_of(records[0])
+            event = parse_record(records[0])
+            use_case = self._use_cases[event.kind]
+            summary = use_case.execute(event, correlation_id=correlation_id, progress=progress)
+        except PermanentError as error:
+            return self._dead_letter(delivery, str(error), progress.stage, correlation_id)
+        except Exception as error:  # the service never stops for one message
+            if correlation_id is None:
+                correlation_id = str(uuid.uuid4())
+            return self._retry(delivery, error, progress, correlation_id)
+        log.info("done: %s", summary)
+        return Done(summary=summary, correlation_id=correlation_id)
+
+    @staticmethod
+    def _records(body: bytes) -> list[Any]:
+        try:
+            message = json.loads(body)
+        except (UnicodeDecodeError, ValueError) as error:
+            raise BadInput(f"body is not JSON: {error}") from error
+        if not isinstance(message, dict):
+            raise BadInput("body is not a JSON object")
+        records = message.get("Records")
+        if not isinstance(records, list) or not records:
+            raise BadInput("Records is missing, not a list, or empty")
+        return records
+
+    def _retry(
+        self, delivery: Delivery, error: Exception, progress: Progress, correlation_id: str
+    ) -> Outcome:
+        attempt = attempt_of(delivery.headers)
+        reason = one_line(f"{type(error).__name__}: {error}")
+        if attempt >= self._retry_policy.max_attempts:
+            return self._dead_letter(
+                delivery,
+                f"gave up after {attempt} attempts: {reason}",
+                progress.stage,
+                correlation_id,
+            )
+        if isinstance(error, S3EventsHandlerError):
+            log.warning("attempt %d failed at %s: %s", attempt, progress.stage, reason)
+        else:
+            log.exception("unexpected failure at %s (attempt %d)", progress.stage, attempt)
+        headers = dict(delivery.headers)
+        headers[ATTEMPT_HEADER] = attempt + 1
+        if progress.pid is not None:
+            headers[PID_HEADER] = progress.pid
+        return Retry(
+            reason=reason,
+            delay_seconds=self._retry_policy.delay_after(attempt),
+            headers=headers,
+            correlation_id=correlation_id,
+        )
+
+    @staticmethod
+    def _dead_letter(
+        delivery: Delivery, reason: str, stage: str, correlation_id: str | None
+    ) -> Outcome:
+        reason = one_line(reason)
+        log.error("dead-lettered at %s: %s", stage, reason)
+        headers = dict(delivery.headers)
+        headers[ERROR_HEADER] = reason
+        headers[STAGE_HEADER] = stage
+        return DeadLetter(
+            reason=reason, stage=stage, headers=headers, correlation_id=correlation_id
+        )
+
+
+def _correlation_id_of(record: Any) -> str:
+    if isinstance(record, dict):
+        elements = record.get("responseElements")
+        if isinstance(elements, dict):
+            request_id = elements.get("x-viaa-request-id")
+            if isinstance(request_id, str) and request_id:
+                return request_id
+    return str(uuid.uuid4())

@@ -1,0 +1,29 @@
+"""Failure types. The application decides ack, retry or dead-letter from this split alone."""
+
+
+class S3EventsHandlerError(Exception):
+    """Base of every failure the service knows how to classify."""
+
+
+class PermanentError(S3EventsHandlerError):
+    """Trying again cannot help: the event goes to the dead-letter queue."""
+
+
+class BadInput(PermanentError):
+    """The event, or a value derived from it, is not something the service can act on."""
+
+
+class Rejected(PermanentError):
+    """An outside system refused the request for good (a 4xx, a missing folder, no MAM label)."""
+
+
+class TransientError(S3EventsHandlerError):
+    """Likely to succeed later: the event waits in a retry queue."""
+
+
+class ServiceUnavailable(TransientError):
+    """An outside system did not answer, answered 5xx/429, or answered nonsense."""
+
+
+class EssenceNotArchivedYet(TransientError):
+    """A collateral arrived before the essence it belongs to was archived."""

@@ -1,0 +1,230 @@
+"""The service's vocabulary as plain, immutable values."""
+
+from __future__ import annotations
+
+import enum
+import posixpath
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from domain.errors import BadInput
+
+PID_PATTERN = re.compile(r"[a-z0-9]{10}")
+MD5_PATTERN = re.compile(r"[0-9a-fA-F]{32}")
+NOID_LENGTH = 7
+SUBTITLE_TYPES = frozenset({"openOt", "closedOt"})
+DEFAULT_FOLDER = "DISK-SHARE-EVENTS"
+TRANSPORT_SIDECAR_ROOT = "/mnt/STORAGE/INGEST/SIDECAR"
+
+# Characters XML 1.0 cannot carry: C0 controls except tab, newline and carriage return,
+# lone surrogates and the two non-characters U+FFFE/U+FFFF.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+class EventKind(enum.Enum):
+    CREATED = "ObjectCreated"
+    REMOVED = "ObjectRemoved"
+
+
+class FileKind(enum.Enum):
+    """What an object is to the archive; the destination table is keyed by these values."""
+
+    ESSENCE = "essence"
+    COLLATERAL = "collateral"
+
+
+def normalise_or_id(raw: str) -> str:
+    """`or-RF5KF25` -> `OR-rf5kf25`: the form the Organisations API and MediaHaven know."""
+    parts = raw.split("-")
+    if len(parts) != 2 or not parts[0] or len(parts[1]) != NOID_LENGTH:
+        raise BadInput(f"not an OR-id (PREFIX-noid, noid of {NOID_LENGTH}): {raw!r}")
+    prefix, noid = parts
+    if _CONTROL.search(raw) or "/" in raw or "\\" in raw:
+        raise BadInput(f"not an OR-id: {raw!r}")
+    return f"{prefix.upper()}-{noid.lower()}"
+
+
+def valid_md5(raw: str | None) -> str | None:
+    """An md5 is trusted only as 32 hex digits, kept as given."""
+    if raw is not None and MD5_PATTERN.fullmatch(raw):
+        return raw
+    return None
+
+
+def is_valid_pid(value: str) -> bool:
+    return PID_PATTERN.fullmatch(value) is not None
+
+
+def require_path_segment(value: str, what: str) -> str:
+    """Values that become part of an FTP path must stay one segment below their folder."""
+    if not value or value in (".", "..") or "/" in value or "\\" in value or _CONTROL.search(value):
+        raise BadInput(f"{what} cannot be used as a folder or file name: {value!r}")
+    return value
+
+
+def require_xml_text(value: str, what: str) -> str:
+    if _NOT_XML.search(value):
+        raise BadInput(f"{what} holds a character XML cannot carry: {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class S3Object:
+    """The object an event is about, as the S3 gateway names it."""
+
+    domain: str
+    bucket: str
+    key: str
+    owner: str
+    md5: str | None = None
+    etag: str | None = None
+
+    @property
+    def extension(self) -> str:
+        """The key's extension with its dot, `""` when there is none."""
+        return posixpath.splitext(self.key)[1]
+
+
+@dataclass(frozen=True, slots=True)
+class S3Event:
+    """One validated record of an S3 notification."""
+
+    kind: EventKind
+    name: str
+    or_id: str
+    object: S3Object
+    event_time: str | None = None
+    request_id: str | None = None
+
+    @property
+    def identity(self) -> str:
+        """Stable across redeliveries and duplicates of the same gateway event."""
+        if self.request_id:
+            return self.request_id
+        obj = self.object
+        return "|".join((obj.bucket, obj.key, obj.etag or "", self.event_time or ""))
+
+
+@dataclass(frozen=True, slots=True)
+class CollateralKey:
+    """`<collateral_type>/<media_id>/<file name>`: what a collateral key says it belongs to."""
+
+    collateral_type: str
+    media_id: str
+
+    @classmethod
+    def parse(cls, key: str) -> CollateralKey:
+        parts = key.split("/")
+        if len(parts) < 2 or not parts[0] or not parts[1]:
+            raise BadInput(f"collateral key is not <type>/<media id>/<file>: {key!r}")
+        return cls(
+            collateral_type=require_path_segment(parts[0], "collateral type"),
+            media_id=require_path_segment(parts[1], "media id"),
+        )
+
+    @property
+    def object_use(self) -> str:
+        return "subtitle" if self.collateral_type in SUBTITLE_TYPES else "collateral"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One MediaHaven record, reduced to the fields the flows decide on."""
+
+    fragment_id: str
+    is_fragment: bool
+    pid: str | None = None
+    local_id: str | None = None
+    s3_object_key: str | None = None
+    s3_bucket: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Sidecar:
+    """What MediaHaven is told about a file arriving on the transport server.
+
+    `name` is the base name on the server and in the transfer request; for a
+    collateral it is `{essence_pid}_{type}` while `pid` is the essence's PID (as today).
+    """
+
+    name: str
+    cp_name: str
+    folder: str
+    or_id: str
+    pid: str
+    object: S3Object
+    object_use: str
+    media_id: str | None = None
+    related_pid: str | None = None
+
+    @property
+    def filename(self) -> str:
+        return f"{self.name}.xml"
+
+    @property
+    def is_collateral(self) -> bool:
+        return self.media_id is not None
+
+
+@dataclass(frozen=True, slots=True)
+class TransferRequest:
+    """Asks the file-transfer service to move an object from S3 to the transport server."""
+
+    source: S3Object
+    destination_path: str
+    destination_host: str
+    message_id: str
+    correlation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    field: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """An AND of OR-groups of exact field/value terms; adapters quote and escape the values."""
+
+    groups: tuple[tuple[Term, ...], ...]
+
+    @classmethod
+    def any_of(cls, *terms: Term) -> Query:
+        return cls(groups=(tuple(terms),))
+
+    @classmethod
+    def all_of(cls, *terms: Term) -> Query:
+        return cls(groups=tuple((term,) for term in terms))
+
+
+@dataclass(frozen=True)
+class Destinations:
+    """Where sidecars go on the transport server, for one environment.
+
+    `folders` maps a lower-cased CP name to {"essence": folder, "collateral": folder};
+    CP names match case-insensitively, anything not listed gets the default folder.
+    """
+
+    transfer_host: str
+    folders: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    default_folder: str = DEFAULT_FOLDER
+
+    def folder_for(self, cp_name: str, kind: FileKind) -> str:
+        by_kind = self.folders.get(cp_name.lower(), {})
+        return require_path_segment(by_kind.get(kind.value, self.default_folder), "folder")
+
+    def transfer_request(self, sidecar: Sidecar, *, correlation_id: str) -> TransferRequest:
+        path = (
+            f"{TRANSPORT_SIDECAR_ROOT}/{sidecar.cp_name}/{sidecar.folder}/"
+            f"{sidecar.name}{sidecar.object.extension}"
+        )
+        return TransferRequest(
+            source=sidecar.object,
+            destination_path=path,
+            destination_host=self.transfer_host,
+            message_id=sidecar.name,
+            correlation_id=correlation_id,
+        )

@@ -1,0 +1,51 @@
+"""One port per outside system, named for the role it plays for the archive."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from domain.model import Query, Record, Sidecar, TransferRequest
+
+
+class ArchiveRecords(Protocol):
+    """MediaHaven's records."""
+
+    def search(self, query: Query) -> list[Record]:
+        """Every record matching `query`, all pages read."""
+        ...
+
+    def add_relation(self, fragment_id: str, related_pid: str, reason: str) -> None:
+        """Record on `fragment_id` that `related_pid` is related to it."""
+        ...
+
+    def delete(self, fragment_id: str, reason: str) -> None:
+        """Delete a record; one that is already gone counts as deleted."""
+        ...
+
+
+class PidService(Protocol):
+    """Hands out new persistent identifiers."""
+
+    def mint(self) -> str: ...
+
+
+class Organisations(Protocol):
+    """Knows each content partner's MAM label (the CP name)."""
+
+    def cp_name(self, or_id: str) -> str: ...
+
+
+class TransportServer(Protocol):
+    """MediaHaven's ingest server, where sidecars are dropped."""
+
+    def upload(self, sidecar: Sidecar) -> None:
+        """Place the sidecar atomically: the server never sees a partial file."""
+        ...
+
+
+class TransferRequests(Protocol):
+    """The file-transfer service's inbox."""
+
+    def publish(self, request: TransferRequest) -> None:
+        """Return only once the request is safely queued; raise otherwise."""
+        ...

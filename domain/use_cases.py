@@ -1,0 +1,244 @@
+"""The two things the service does, free of any protocol or library."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from domain.errors import EssenceNotArchivedYet, Rejected
+from domain.model import (
+    CollateralKey,
+    Destinations,
+    FileKind,
+    Query,
+    Record,
+    S3Event,
+    Sidecar,
+    Term,
+    require_path_segment,
+)
+from domain.ports import (
+    ArchiveRecords,
+    Organisations,
+    PidService,
+    TransferRequests,
+    TransportServer,
+)
+
+log = logging.getLogger(__name__)
+
+ESSENCE_USE = "archive_master"
+DEFAULT_COLLATERAL_BUCKET = "mam-collaterals"
+
+
+@dataclass
+class Progress:
+    """How far one attempt at an event got; read back after a failure.
+
+    `pid` may come in filled from an earlier attempt, so a retry reuses it.
+    """
+
+    pid: str | None = None
+    stage: str = "received"
+
+
+class IngestEssence:
+    """Archive a newly created object, essence or collateral.
+
+    - An object MediaHaven already has (same key, or same md5 where the md5
+      counts) is skipped with a warning.
+    - The md5 counts for collaterals, and for essences unless the CP is VRT.
+    - An essence gets a new PID, or the one an earlier attempt minted.
+    - A collateral takes `{essence_pid}_{type}` as its name and is linked to
+      its essence (a fragment preferred) before its sidecar goes out.
+    - The sidecar is on the transport server before the transfer request is sent.
+    """
+
+    def __init__(
+        self,
+        *,
+        records: ArchiveRecords,
+        pids: PidService,
+        organisations: Organisations,
+        transport: TransportServer,
+        transfers: TransferRequests,
+        destinations: Destinations,
+        collateral_bucket: str = DEFAULT_COLLATERAL_BUCKET,
+    ) -> None:
+        self._records = records
+        self._pids = pids
+        self._organisations = organisations
+        self._transport = transport
+        self._transfers = transfers
+        self._destinations = destinations
+        self._collateral_bucket = collateral_bucket
+
+    def execute(self, event: S3Event, *, correlation_id: str, progress: Progress) -> str:
+        """Returns a one-line account of what was done."""
+        collateral = (
+            CollateralKey.parse(event.object.key)
+            if event.object.bucket == self._collateral_bucket
+            else None
+        )
+        progress.stage = "organisations"
+        cp_name = require_path_segment(self._organisations.cp_name(event.or_id), "CP name")
+        progress.stage = "archived-check"
+        if self._is_archived(event, cp_name, collateral is not None):
+            log.warning("already archived, nothing to do: %s", event.object.key)
+            return f"already archived: {event.object.key}"
+        if collateral is None:
+            sidecar = self._essence_sidecar(event, cp_name, progress)
+        else:
+            sidecar = self._collateral_sidecar(event, cp_name, collateral, progress)
+        progress.stage = "sidecar-upload"
+        self._transport.upload(sidecar)
+        progress.stage = "transfer-request"
+        self._transfers.publish(
+            self._destinations.transfer_request(sidecar, correlation_id=correlation_id)
+        )
+        progress.stage = "done"
+        return f"sent {sidecar.cp_name}/{sidecar.folder}/{sidecar.filename} for {event.object.key}"
+
+    def _is_archived(self, event: S3Event, cp_name: str, collateral: bool) -> bool:
+        terms = [Term("s3_object_key", event.object.key)]
+        md5 = event.object.md5
+        if md5 is not None and (collateral or cp_name.upper() != "VRT"):
+            terms.append(Term("md5", md5))
+        return bool(self._records.search(Query.any_of(*terms)))
+
+    def _essence_sidecar(self, event: S3Event, cp_name: str, progress: Progress) -> Sidecar:
+        progress.stage = "pid"
+        if progress.pid is None:
+            progress.pid = require_path_segment(self._pids.mint(), "PID")
+        return Sidecar(
+            name=progress.pid,
+            cp_name=cp_name,
+            folder=self._destinations.folder_for(cp_name, FileKind.ESSENCE),
+            or_id=event.or_id,
+            pid=progress.pid,
+            object=event.object,
+            object_use=ESSENCE_USE,
+        )
+
+    def _collateral_sidecar(
+        self, event: S3Event, cp_name: str, key: CollateralKey, progress: Progress
+    ) -> Sidecar:
+        progress.stage = "essence-lookup"
+        essence = self._find_essence(key.media_id)
+        if not essence.pid:
+            raise Rejected(f"essence {essence.fragment_id} of {key.media_id!r} has no PID")
+        essence_pid = require_path_segment(essence.pid, "essence PID")
+        name = f"{essence_pid}_{key.collateral_type}"
+        progress.stage = "relation"
+        self._records.add_relation(
+            essence.fragment_id,
+            name,
+            reason=f"[s3-events-handler] Voeg relatie van {key.object_use} toe",
+        )
+        return Sidecar(
+            name=name,
+            cp_name=cp_name,
+            folder=self._destinations.folder_for(cp_name, FileKind.COLLATERAL),
+            or_id=event.or_id,
+            pid=essence_pid,
+            object=event.object,
+            object_use=key.object_use,
+            media_id=key.media_id,
+            related_pid=essence_pid,
+        )
+
+    def _find_essence(self, media_id: str) -> Record:
+        found = self._records.search(Query.any_of(Term("dc_identifier_localid", media_id)))
+        candidates = [
+            record
+            for record in found
+            if record.local_id == media_id and record.s3_bucket != self._collateral_bucket
+        ]
+        fragments = [record for record in candidates if record.is_fragment]
+        chosen = fragments or candidates
+        if not chosen:
+            raise EssenceNotArchivedYet(f"no archived essence with local id {media_id!r} yet")
+        if len(chosen) > 1:
+            log.warning(
+                "%d records with local id %r, linking to the first: %s",
+                len(chosen),
+                media_id,
+                chosen[0].fragment_id,
+            )
+        return chosen[0]
+
+
+class RemoveEssence:
+    """Take a deleted S3 object out of MediaHaven, with its collaterals.
+
+    - Only records whose bucket and key equal the event's exactly are touched,
+      whatever else the search engine returns.
+    - Collaterals (records sharing a fragment's local id) go before the essence.
+    - A record that is already gone counts as deleted, so a retry finishes the job.
+    """
+
+    def __init__(self, *, records: ArchiveRecords, organisations: Organisations) -> None:
+        self._records = records
+        self._organisations = organisations
+
+    def execute(self, event: S3Event, *, correlation_id: str, progress: Progress) -> str:
+        """Returns a one-line account of what was done."""
+        bucket, key = event.object.bucket, event.object.key
+        progress.stage = "organisations"
+        self._organisations.cp_name(event.or_id)
+        progress.stage = "search"
+        found = self._records.search(
+            Query.all_of(Term("s3_object_key", key), Term("s3_bucket", bucket))
+        )
+        matches = [r for r in found if r.s3_object_key == key and r.s3_bucket == bucket]
+        if not matches:
+            log.info("nothing archived for bucket %r and key %r", bucket, key)
+            return f"nothing to remove for {bucket}/{key}"
+        collaterals = self._collaterals_of(matches)
+        progress.stage = "delete-collateral"
+        for collateral, fragment in collaterals:
+            self._records.delete(
+                collateral.fragment_id,
+                reason=(
+                    f'Deleted collateral with local_id: "{collateral.local_id}" linked to '
+                    f'fragment with fragment_id: "{fragment.fragment_id}". '
+                    "Essence was deleted via s3 delete-object."
+                ),
+            )
+        progress.stage = "delete-essence"
+        essences = [record for record in matches if not record.is_fragment]
+        for essence in essences:
+            self._records.delete(
+                essence.fragment_id,
+                reason=f's3 delete-object for bucket: "{bucket}" and key: "{key}"',
+            )
+        progress.stage = "done"
+        return (
+            f"removed {len(essences)} essence(s) and {len(collaterals)} collateral(s) "
+            f"for {bucket}/{key}"
+        )
+
+    def _collaterals_of(self, matches: list[Record]) -> list[tuple[Record, Record]]:
+        """Each collateral with the fragment whose local id it shares."""
+        fragments: dict[str, Record] = {}
+        for record in matches:
+            if record.is_fragment and record.local_id:
+                fragments.setdefault(record.local_id, record)
+        if not fragments:
+            return []
+        related = self._records.search(
+            Query.any_of(*(Term("dc_identifier_localid", local_id) for local_id in fragments))
+        )
+        own = {record.fragment_id for record in matches}
+        seen: set[str] = set()
+        collaterals = []
+        for record in related:
+            if (
+                not record.is_fragment
+                and record.local_id in fragments
+                and record.fragment_id not in own
+                and record.fragment_id not in seen
+            ):
+                seen.add(record.fragment_id)
+                collaterals.append((record, fragments[record.local_id]))
+        return collaterals
