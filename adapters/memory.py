@@ -6,7 +6,7 @@ Each records what was asked of it, in order, so a test can assert on state.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from adapters import sidecar_xml
@@ -22,10 +22,20 @@ class Relation:
 
 
 class InMemoryArchiveRecords:
-    """MediaHaven as a list of records; a search matches values exactly."""
+    """MediaHaven as a list of records.
 
-    def __init__(self, records: Iterable[Record] = ()) -> None:
+    A search matches values exactly unless `matches` says otherwise: a looser
+    rule stands in for a search engine that also returns near misses.
+    """
+
+    def __init__(
+        self,
+        records: Iterable[Record] = (),
+        *,
+        matches: Callable[[Record, Query], bool] | None = None,
+    ) -> None:
         self.records: list[Record] = list(records)
+        self._matches = matches or exact_match
         self.searches: list[Query] = []
         self.relations: list[Relation] = []
         self.deleted: list[str] = []
@@ -33,7 +43,7 @@ class InMemoryArchiveRecords:
 
     def search(self, query: Query) -> list[Record]:
         self.searches.append(query)
-        return [record for record in self.records if _matches(record, query)]
+        return [record for record in self.records if self._matches(record, query)]
 
     def add_relation(self, fragment_id: str, related_pid: str, reason: str) -> None:
         self.relations.append(Relation(fragment_id, related_pid, reason))
@@ -54,7 +64,8 @@ def _field_value(record: Record, name: str) -> str | None:
     return fields.get(name)
 
 
-def _matches(record: Record, query: Query) -> bool:
+def exact_match(record: Record, query: Query) -> bool:
+    """Every group has a term whose field equals its value exactly."""
     return all(
         any(_field_value(record, term.field) == term.value for term in group)
         for group in query.groups

@@ -1,0 +1,95 @@
+"""Small builders for unit tests: events and records as the use cases see them."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from adapters.memory import (
+    InMemoryArchiveRecords,
+    InMemoryOrganisations,
+    InMemoryTransferRequests,
+    InMemoryTransportServer,
+    SequentialPids,
+)
+from domain.events import parse_record
+from domain.model import Destinations, Record, S3Event
+from domain.use_cases import IngestEssence, RemoveEssence
+
+OR_ID = "OR-rf5kf25"
+TRANSFER_HOST = "ftp://transport.example.org"
+PRODUCTION_FOLDERS = {
+    "vrt": {"essence": "TAPE-SHARE-EVENTS", "collateral": "DISK-SHARE-EVENTS"},
+    "testbeeld": {"essence": "DISK-SHARE-EVENTS", "collateral": "DISK-SHARE-EVENTS"},
+}
+
+
+def golden_event(examples: Path, name: str) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads((examples / name).read_text())
+    return event
+
+
+def record_of(message: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """The first record of a message, with nested changes given as dotted paths."""
+    record: dict[str, Any] = copy.deepcopy(message["Records"][0])
+    for path, value in changes.items():
+        node = record
+        *parents, leaf = path.split("__")
+        for step in parents:
+            node = node[step]
+        if value is None:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
+    return record
+
+
+def event_of(message: dict[str, Any], **changes: Any) -> S3Event:
+    return parse_record(record_of(message, **changes))
+
+
+def essence_record(
+    fragment_id: str,
+    *,
+    key: str = "essence.MXF",
+    bucket: str = "mam-highresvideo",
+    pid: str = "k98z0d4w1q",
+    local_id: str | None = None,
+    is_fragment: bool = False,
+) -> Record:
+    return Record(
+        fragment_id=fragment_id,
+        is_fragment=is_fragment,
+        pid=pid,
+        local_id=local_id,
+        s3_object_key=key,
+        s3_bucket=bucket,
+    )
+
+
+class World:
+    """Every port as an in-memory fake, and the two use cases wired to them."""
+
+    def __init__(
+        self,
+        records: list[Record] | None = None,
+        cp_name: str = "VRT",
+        pids: tuple[str, ...] = ("k98z0d4w1q", "a1b2c3d4e5", "z9y8x7w6v5"),
+    ) -> None:
+        self.records = InMemoryArchiveRecords(records or [])
+        self.pids = SequentialPids(pids)
+        self.organisations = InMemoryOrganisations({OR_ID: cp_name})
+        self.transport = InMemoryTransportServer()
+        self.transfers = InMemoryTransferRequests()
+        self.destinations = Destinations(transfer_host=TRANSFER_HOST, folders=PRODUCTION_FOLDERS)
+        self.ingest = IngestEssence(
+            records=self.records,
+            pids=self.pids,
+            organisations=self.organisations,
+            transport=self.transport,
+            transfers=self.transfers,
+            destinations=self.destinations,
+        )
+        self.remove = RemoveEssence(records=self.records, organisations=self.organisations)

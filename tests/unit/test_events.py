@@ -1,0 +1,102 @@
+"""Reading and validating one S3 notification record (SPEC section 2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from domain.errors import BadInput
+from domain.events import parse_record
+from domain.model import EventKind
+from tests.unit.builders import event_of, golden_event, record_of
+
+ESSENCE = "event-essence-created.json"
+
+
+def test_reads_the_fields_the_flows_need(examples: Path) -> None:
+    event = event_of(golden_event(examples, ESSENCE))
+    assert event.kind is EventKind.CREATED
+    assert event.or_id == "OR-rf5kf25"
+    assert event.object.key.endswith(".MXF")
+    assert event.object.extension == ".MXF"
+    assert event.object.owner == "ingest-robot+OR-rf5kf25"
+    assert event.object.md5 == "0cc175b9c0f1b6a831c399e269772661"
+    assert event.identity == "7c1f0a9e2b3d4c5e6f708192a3b4c5d6"
+
+
+def test_without_request_id_the_identity_is_bucket_key_etag_and_time(examples: Path) -> None:
+    event = event_of(golden_event(examples, ESSENCE), responseElements=None)
+    assert event.identity == (
+        "mam-highresvideo|20261120-journaal-1900-a7f3c2d1-55e4-4b2a-9c1d-0e8f7a6b5c4d.MXF|"
+        "4f1c2e9a7b3d5e6f8a9b0c1d2e3f4a5b|2026-11-20T09:14:03.512Z"
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalised"),
+    [("or-RF5KF25", "OR-rf5kf25"), ("OR-rf5kf25", "OR-rf5kf25"), ("Or-AbCdEfG", "OR-abcdefg")],
+)
+def test_the_or_id_is_normalised(examples: Path, raw: str, normalised: str) -> None:
+    event = event_of(golden_event(examples, ESSENCE), s3__bucket__metadata__tenant=raw)
+    assert event.or_id == normalised
+
+
+@pytest.mark.parametrize("raw", ["OR", "OR-abc", "OR-rf5kf25x", "OR-rf-5kf25", "-rf5kf25"])
+def test_a_malformed_or_id_is_bad_input(examples: Path, raw: str) -> None:
+    with pytest.raises(BadInput):
+        event_of(golden_event(examples, ESSENCE), s3__bucket__metadata__tenant=raw)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "eventName",
+        "s3__bucket__name",
+        "s3__domain__name",
+        "s3__object__key",
+        "s3__bucket__metadata__tenant",
+        "userIdentity__principalId",
+    ],
+)
+def test_a_missing_required_field_is_bad_input(examples: Path, path: str) -> None:
+    message = golden_event(examples, ESSENCE)
+    with pytest.raises(BadInput):
+        parse_record(record_of(message, **{path: None}))
+    with pytest.raises(BadInput):
+        parse_record(record_of(message, **{path: ""}))
+    with pytest.raises(BadInput):
+        parse_record(record_of(message, **{path: 42}))
+
+
+@pytest.mark.parametrize(
+    ("metadata", "md5"),
+    [
+        ({"x-amz-meta-md5sum": "a" * 32, "md5sum": "b" * 32, "x-md5sum-meta": "c" * 32}, "a" * 32),
+        ({"md5sum": "b" * 32, "x-md5sum-meta": "c" * 32}, "b" * 32),
+        ({"x-md5sum-meta": "C" * 32}, "C" * 32),
+        ({"md5sum": "not-an-md5"}, None),
+        ({"md5sum": "a" * 31}, None),
+        ({}, None),
+    ],
+)
+def test_the_md5_follows_todays_precedence_and_must_be_hex(
+    examples: Path, metadata: dict[str, str], md5: str | None
+) -> None:
+    event = event_of(golden_event(examples, ESSENCE), s3__object__metadata=metadata)
+    assert event.object.md5 == md5
+
+
+def test_a_key_with_a_character_xml_cannot_carry_is_bad_input(examples: Path) -> None:
+    with pytest.raises(BadInput):
+        event_of(golden_event(examples, ESSENCE), s3__object__key="a\x00b.MXF")
+
+
+def test_the_key_is_used_as_given(examples: Path) -> None:
+    event = event_of(golden_event(examples, ESSENCE), s3__object__key="a%20b+c d.MXF")
+    assert event.object.key == "a%20b+c d.MXF"
+
+
+def test_a_record_that_is_not_an_object_is_bad_input() -> None:
+    with pytest.raises(BadInput):
+        parse_record(["not", "a", "record"])

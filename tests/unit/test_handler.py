@@ -1,0 +1,201 @@
+"""The application layer: one delivery -> one outcome (SPEC sections 2 and 6)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from application.handler import MessageHandler, RetryPolicy
+from application.messages import DeadLetter, Delivery, Done, Retry, Split
+from domain.errors import ServiceUnavailable
+from domain.model import S3Event
+from domain.use_cases import Progress
+from tests.unit.builders import World, essence_record, golden_event
+
+ESSENCE = "event-essence-created.json"
+
+
+def handler_for(world: World, policy: RetryPolicy | None = None) -> MessageHandler:
+    return MessageHandler(
+        ingest=world.ingest, remove=world.remove, retry_policy=policy or RetryPolicy()
+    )
+
+
+def delivery(message: object, **kwargs: Any) -> Delivery:
+    return Delivery(body=json.dumps(message).encode(), **kwargs)
+
+
+class FailingUseCase:
+    """Fails at a chosen stage, after 'minting' a PID, as a downstream outage would."""
+
+    def __init__(self, error: Exception, pid: str | None = "a1b2c3d4e5") -> None:
+        self.error = error
+        self.pid = pid
+
+    def execute(self, event: S3Event, *, correlation_id: str, progress: Progress) -> str:
+        progress.stage = "pid"
+        if progress.pid is None:
+            progress.pid = self.pid
+        progress.stage = "sidecar-upload"
+        raise self.error
+
+
+def failing_handler(error: Exception, policy: RetryPolicy | None = None) -> MessageHandler:
+    world = World()
+    return MessageHandler(
+        ingest=FailingUseCase(error), remove=world.remove, retry_policy=policy or RetryPolicy()
+    )
+
+
+def test_a_good_essence_event_is_done(examples: Path) -> None:
+    world = World()
+    outcome = handler_for(world).handle(delivery(golden_event(examples, ESSENCE)))
+    assert isinstance(outcome, Done)
+    assert len(world.transfers.published) == 1
+
+
+def test_the_gateway_request_id_becomes_the_correlation_id(examples: Path) -> None:
+    world = World()
+    handler_for(world).handle(delivery(golden_event(examples, ESSENCE)))
+    assert world.transfers.published[0].correlation_id == "7c1f0a9e2b3d4c5e6f708192a3b4c5d6"
+
+
+def test_an_incoming_correlation_id_is_carried_on(examples: Path) -> None:
+    world = World()
+    handler_for(world).handle(
+        delivery(golden_event(examples, ESSENCE), correlation_id="from-upstream")
+    )
+    assert world.transfers.published[0].correlation_id == "from-upstream"
+
+
+def test_without_any_id_a_new_correlation_id_is_made(examples: Path) -> None:
+    message = golden_event(examples, ESSENCE)
+    del message["Records"][0]["responseElements"]
+    world = World()
+    handler_for(world).handle(delivery(message))
+    assert len(world.transfers.published[0].correlation_id) == 36
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b"\xff\xfe", b"[1, 2]", b'"text"', b"{}", b'{"Records": []}', b'{"Records": 3}'],
+)
+def test_a_body_that_is_no_s3_notification_is_dead_lettered(body: bytes) -> None:
+    outcome = handler_for(World()).handle(Delivery(body=body))
+    assert isinstance(outcome, DeadLetter)
+    assert outcome.stage == "parse"
+    assert outcome.headers["x-error-stage"] == "parse"
+    assert "\n" not in outcome.headers["x-error"]
+
+
+def test_an_unknown_event_type_is_dead_lettered_with_its_reason(examples: Path) -> None:
+    message = golden_event(examples, ESSENCE)
+    message["Records"][0]["eventName"] = "ObjectAccessed:Get"
+    outcome = handler_for(World()).handle(delivery(message, headers={"keep": "me"}))
+    assert isinstance(outcome, DeadLetter)
+    assert "unknown event type" in outcome.reason
+    assert outcome.headers["keep"] == "me"
+
+
+def test_an_organisation_without_label_is_dead_lettered_at_that_stage(examples: Path) -> None:
+    message = golden_event(examples, ESSENCE)
+    message["Records"][0]["s3"]["bucket"]["metadata"]["tenant"] = "OR-0000000"
+    outcome = handler_for(World()).handle(delivery(message))
+    assert isinstance(outcome, DeadLetter)
+    assert outcome.stage == "organisations"
+
+
+def test_several_records_are_split_one_per_message(examples: Path) -> None:
+    first = golden_event(examples, ESSENCE)["Records"][0]
+    second = golden_event(examples, "event-removed.json")["Records"][0]
+    world = World()
+    outcome = handler_for(world).handle(delivery({"Records": [first, second]}))
+    assert isinstance(outcome, Split)
+    assert [json.loads(body) for body in outcome.bodies] == [
+        {"Records": [first]},
+        {"Records": [second]},
+    ]
+    assert world.transfers.published == []
+
+
+def test_a_transient_failure_is_retried_at_its_backoff_level(examples: Path) -> None:
+    handler = failing_handler(ServiceUnavailable("MediaHaven answered 503"))
+    outcome = handler.handle(delivery(golden_event(examples, ESSENCE)))
+    assert isinstance(outcome, Retry)
+    assert outcome.delay_seconds == 10
+    assert outcome.headers["x-attempt"] == 2
+    assert outcome.headers["x-pid"] == "a1b2c3d4e5"
+
+
+def test_later_attempts_back_off_further_and_stay_on_the_last_level(examples: Path) -> None:
+    handler = failing_handler(ServiceUnavailable("down"), RetryPolicy(max_attempts=99))
+    message = golden_event(examples, ESSENCE)
+    delays = []
+    for attempt in (2, 3, 4, 5, 6, 7):
+        outcome = handler.handle(delivery(message, headers={"x-attempt": attempt}))
+        assert isinstance(outcome, Retry)
+        delays.append(outcome.delay_seconds)
+    assert delays == [30, 90, 270, 810, 810, 810]
+
+
+def test_the_last_attempt_goes_to_the_dead_letter_queue(examples: Path) -> None:
+    handler = failing_handler(ServiceUnavailable("still down"))
+    outcome = handler.handle(delivery(golden_event(examples, ESSENCE), headers={"x-attempt": 8}))
+    assert isinstance(outcome, DeadLetter)
+    assert outcome.reason.startswith("gave up after 8 attempts")
+    assert outcome.stage == "sidecar-upload"
+
+
+def test_a_retry_reuses_the_pid_it_carries(examples: Path) -> None:
+    world = World()
+    outcome = handler_for(world).handle(
+        delivery(golden_event(examples, ESSENCE), headers={"x-pid": "z9y8x7w6v5", "x-attempt": 2})
+    )
+    assert isinstance(outcome, Done)
+    assert world.pids.minted == []
+    assert world.transfers.published[0].message_id == "z9y8x7w6v5"
+
+
+def test_a_forged_pid_header_is_ignored(examples: Path) -> None:
+    world = World()
+    handler_for(world).handle(
+        delivery(golden_event(examples, ESSENCE), headers={"x-pid": "../../etc/x"})
+    )
+    assert world.pids.minted == ["k98z0d4w1q"]
+
+
+def test_an_unforeseen_exception_is_retried_not_raised(examples: Path) -> None:
+    handler = failing_handler(KeyError("surprise"))
+    outcome = handler.handle(delivery(golden_event(examples, ESSENCE)))
+    assert isinstance(outcome, Retry)
+    assert "KeyError" in outcome.reason
+
+
+def test_a_collateral_before_its_essence_waits_for_a_retry(examples: Path) -> None:
+    world = World()
+    outcome = handler_for(world).handle(
+        delivery(golden_event(examples, "event-collateral-created.json"))
+    )
+    assert isinstance(outcome, Retry)
+    assert "no archived essence" in outcome.reason
+
+
+def test_a_removal_is_done(examples: Path) -> None:
+    key = "20261120-journaal-1900-a7f3c2d1-55e4-4b2a-9c1d-0e8f7a6b5c4d.MXF"
+    world = World([essence_record("essence-1", key=key)])
+    outcome = handler_for(world).handle(delivery(golden_event(examples, "event-removed.json")))
+    assert isinstance(outcome, Done)
+    assert world.records.deleted == ["essence-1"]
+
+
+@pytest.mark.parametrize("attempt", ["x", None, -3, 0])
+def test_a_garbled_attempt_header_counts_as_the_first(examples: Path, attempt: object) -> None:
+    handler = failing_handler(ServiceUnavailable("down"))
+    outcome = handler.handle(
+        delivery(golden_event(examples, ESSENCE), headers={"x-attempt": attempt})
+    )
+    assert isinstance(outcome, Retry)
+    assert outcome.headers["x-attempt"] == 2

@@ -1,0 +1,206 @@
+"""IngestEssence against the in-memory fakes: the essence and collateral flows of SPEC section 1."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from domain.errors import BadInput, EssenceNotArchivedYet, Rejected
+from domain.model import Query, Term
+from domain.use_cases import Progress
+from tests.unit.builders import World, essence_record, event_of, golden_event
+
+ESSENCE = "event-essence-created.json"
+ESSENCE_NO_MD5 = "event-essence-created-no-md5.json"
+COLLATERAL = "event-collateral-created.json"
+ESSENCE_KEY = "20261120-journaal-1900-a7f3c2d1-55e4-4b2a-9c1d-0e8f7a6b5c4d.MXF"
+
+
+def ingest(world: World, examples: Path, name: str, **changes: object) -> str:
+    event = event_of(golden_event(examples, name), **changes)
+    return world.ingest.execute(event, correlation_id="corr-1", progress=Progress())
+
+
+def transfer_json(world: World, index: int = 0) -> dict[str, object]:
+    request = world.transfers.published[index]
+    return {
+        "source": {
+            "domain": {"name": request.source.domain},
+            "bucket": {"name": request.source.bucket},
+            "object": {"key": request.source.key},
+        },
+        "destination": {"path": request.destination_path, "host": request.destination_host},
+    }
+
+
+def test_an_essence_gets_the_golden_sidecar_in_the_tape_folder(examples: Path) -> None:
+    world = World()
+    ingest(world, examples, ESSENCE)
+    assert list(world.transport.uploaded) == ["/VRT/TAPE-SHARE-EVENTS/k98z0d4w1q.xml"]
+    sidecar = world.transport.uploaded["/VRT/TAPE-SHARE-EVENTS/k98z0d4w1q.xml"]
+    assert sidecar == (examples / "sidecar-essence.xml").read_bytes()
+
+
+def test_an_essence_without_md5_gets_a_sidecar_without_md5(examples: Path) -> None:
+    world = World()
+    ingest(world, examples, ESSENCE_NO_MD5)
+    sidecar = world.transport.uploaded["/VRT/TAPE-SHARE-EVENTS/k98z0d4w1q.xml"]
+    assert sidecar == (examples / "sidecar-essence-no-md5.xml").read_bytes()
+
+
+def test_an_essence_is_followed_by_the_golden_transfer_request(examples: Path) -> None:
+    world = World()
+    ingest(world, examples, ESSENCE)
+    golden = json.loads((examples / "transfer-request-essence.json").read_text())
+    assert transfer_json(world) == golden
+    request = world.transfers.published[0]
+    assert (request.message_id, request.correlation_id) == ("k98z0d4w1q", "corr-1")
+
+
+def test_skips_an_essence_that_is_already_archived(examples: Path) -> None:
+    world = World([essence_record("frag-1", key=ESSENCE_KEY)])
+    summary = ingest(world, examples, ESSENCE)
+    assert "already archived" in summary
+    assert world.pids.minted == []
+    assert world.transport.uploaded == {}
+    assert world.transfers.published == []
+
+
+def test_the_vrt_archived_check_ignores_the_md5_of_an_essence(examples: Path) -> None:
+    world = World()
+    ingest(world, examples, ESSENCE)
+    assert world.records.searches[0] == Query.any_of(Term("s3_object_key", ESSENCE_KEY))
+
+
+def test_other_partners_archived_check_includes_the_md5(examples: Path) -> None:
+    world = World(cp_name="testbeeld")
+    ingest(world, examples, ESSENCE)
+    assert world.records.searches[0] == Query.any_of(
+        Term("s3_object_key", ESSENCE_KEY), Term("md5", "0cc175b9c0f1b6a831c399e269772661")
+    )
+    assert list(world.transport.uploaded) == ["/testbeeld/DISK-SHARE-EVENTS/k98z0d4w1q.xml"]
+
+
+def test_the_cp_name_matches_the_destination_table_case_insensitively(examples: Path) -> None:
+    world = World(cp_name="Vrt")
+    ingest(world, examples, ESSENCE)
+    assert list(world.transport.uploaded) == ["/Vrt/TAPE-SHARE-EVENTS/k98z0d4w1q.xml"]
+
+
+def test_a_partner_missing_from_the_table_goes_to_disk(examples: Path) -> None:
+    world = World(cp_name="AMSAB")
+    ingest(world, examples, ESSENCE)
+    assert list(world.transport.uploaded) == ["/AMSAB/DISK-SHARE-EVENTS/k98z0d4w1q.xml"]
+    assert transfer_json(world)["destination"] == {
+        "path": "/mnt/STORAGE/INGEST/SIDECAR/AMSAB/DISK-SHARE-EVENTS/k98z0d4w1q.MXF",
+        "host": "ftp://transport.example.org",
+    }
+
+
+def test_a_retry_reuses_the_pid_an_earlier_attempt_minted(examples: Path) -> None:
+    world = World()
+    event = event_of(golden_event(examples, ESSENCE))
+    world.ingest.execute(event, correlation_id="c", progress=Progress(pid="a1b2c3d4e5"))
+    assert world.pids.minted == []
+    assert list(world.transport.uploaded) == ["/VRT/TAPE-SHARE-EVENTS/a1b2c3d4e5.xml"]
+
+
+def test_progress_tells_how_far_a_failed_attempt_got(examples: Path) -> None:
+    world = World()
+    world.transport.folders = set()  # no folder: the upload is refused
+    progress = Progress()
+    event = event_of(golden_event(examples, ESSENCE))
+    with pytest.raises(Rejected):
+        world.ingest.execute(event, correlation_id="c", progress=progress)
+    assert (progress.stage, progress.pid) == ("sidecar-upload", "k98z0d4w1q")
+    assert world.transfers.published == []
+
+
+def test_a_cp_name_that_would_leave_the_folder_is_bad_input(examples: Path) -> None:
+    world = World(cp_name="../../etc")
+    with pytest.raises(BadInput):
+        ingest(world, examples, ESSENCE)
+    assert world.transport.uploaded == {}
+
+
+def test_a_pid_that_is_no_path_segment_is_refused(examples: Path) -> None:
+    world = World(pids=("../x",))
+    with pytest.raises(BadInput):
+        ingest(world, examples, ESSENCE)
+
+
+# Collaterals
+
+
+def test_a_collateral_is_linked_and_gets_the_golden_sidecar(examples: Path) -> None:
+    world = World([essence_record("frag-1", local_id="MEDIA-0042", is_fragment=True)])
+    ingest(world, examples, COLLATERAL)
+    assert world.pids.minted == []
+    relation = world.records.relations[0]
+    assert (relation.fragment_id, relation.related_pid) == ("frag-1", "k98z0d4w1q_closedOt")
+    assert relation.reason == "[s3-events-handler] Voeg relatie van subtitle toe"
+    path = "/VRT/DISK-SHARE-EVENTS/k98z0d4w1q_closedOt.xml"
+    assert world.transport.uploaded[path] == (examples / "sidecar-collateral.xml").read_bytes()
+    request = world.transfers.published[0]
+    assert request.destination_path == (
+        "/mnt/STORAGE/INGEST/SIDECAR/VRT/DISK-SHARE-EVENTS/k98z0d4w1q_closedOt.srt"
+    )
+    assert request.message_id == "k98z0d4w1q_closedOt"
+
+
+def test_a_collateral_prefers_the_fragment_over_the_main_record(examples: Path) -> None:
+    world = World(
+        [
+            essence_record("main-1", local_id="MEDIA-0042", pid="mainpid001"),
+            essence_record("frag-1", local_id="MEDIA-0042", is_fragment=True, pid="fragpid001"),
+        ]
+    )
+    ingest(world, examples, COLLATERAL)
+    assert world.records.relations[0].fragment_id == "frag-1"
+    assert "/VRT/DISK-SHARE-EVENTS/fragpid001_closedOt.xml" in world.transport.uploaded
+
+
+def test_a_collateral_never_links_to_an_earlier_collateral(examples: Path) -> None:
+    earlier = essence_record("coll-1", local_id="MEDIA-0042", bucket="mam-collaterals")
+    world = World([earlier, essence_record("main-1", local_id="MEDIA-0042")])
+    ingest(world, examples, COLLATERAL)
+    assert world.records.relations[0].fragment_id == "main-1"
+
+
+def test_a_collateral_whose_essence_is_not_archived_yet_waits(examples: Path) -> None:
+    world = World([essence_record("other", local_id="MEDIA-00421")])
+    with pytest.raises(EssenceNotArchivedYet):
+        ingest(world, examples, COLLATERAL)
+    assert world.records.relations == []
+    assert world.transport.uploaded == {}
+
+
+def test_a_collateral_archived_check_always_includes_the_md5(examples: Path) -> None:
+    world = World([essence_record("frag-1", local_id="MEDIA-0042", is_fragment=True)])
+    ingest(world, examples, COLLATERAL)
+    assert world.records.searches[0] == Query.any_of(
+        Term("s3_object_key", "closedOt/MEDIA-0042/journaal-1900.srt"),
+        Term("md5", "92eb5ffee6ae2fec3ad71c777531578f"),
+    )
+
+
+def test_a_collateral_of_another_type_is_a_plain_collateral(examples: Path) -> None:
+    world = World([essence_record("frag-1", local_id="MEDIA-0042", is_fragment=True)])
+    ingest(world, examples, COLLATERAL, s3__object__key="poster/MEDIA-0042/still.jpg")
+    assert world.records.relations[0].reason == (
+        "[s3-events-handler] Voeg relatie van collateral toe"
+    )
+    sidecar = world.transport.uploaded["/VRT/DISK-SHARE-EVENTS/k98z0d4w1q_poster.xml"]
+    assert b"<object_use>collateral</object_use>" in sidecar
+
+
+@pytest.mark.parametrize(
+    "key", ["closedOt", "closedOt//x.srt", "/MEDIA-0042/x.srt", "../MEDIA-0042/x.srt"]
+)
+def test_a_collateral_key_without_type_and_media_id_is_bad_input(examples: Path, key: str) -> None:
+    world = World()
+    with pytest.raises(BadInput):
+        ingest(world, examples, COLLATERAL, s3__object__key=key)
+    assert world.records.searches == []
