@@ -1,0 +1,178 @@
+"""Settings from `config.yml`, with values from the environment through `!ENV ${NAME}` tags.
+
+Every problem is collected before anything is reported, so an operator fixes
+a deployment in one round instead of one variable per restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from domain.errors import BadInput
+from domain.model import DEFAULT_FOLDER, Destinations, FileKind, require_path_segment
+
+log = logging.getLogger(__name__)
+
+# ${NAME} required; ${NAME?} must be set but may be empty; ${NAME:-default} optional.
+_REFERENCE = re.compile(
+    r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<set>\?)|:-(?P<default>[^}]*))?\}"
+)
+LOG_FORMATS = ("json", "text")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(Exception):
+    """The settings cannot start the service; the message names every problem."""
+
+    def __init__(self, missing: list[str], problems: list[str]) -> None:
+        self.missing = missing
+        self.problems = problems
+        lines = []
+        if missing:
+            lines.append("missing or empty environment variables: " + ", ".join(missing))
+        lines.extend(problems)
+        super().__init__("; ".join(lines))
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError("must be at least 1")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if number <= 0:
+        raise ValueError("must be above 0")
+    return number
+
+
+def _delays(value: str) -> list[int]:
+    delays = [_positive_int(part.strip()) for part in value.split(",")]
+    if not delays:
+        raise ValueError("needs at least one delay")
+    return delays
+
+
+def _choice(options: tuple[str, ...], *, upper: bool = False) -> Callable[[str], str]:
+    def convert(value: str) -> str:
+        value = value.upper() if upper else value.lower()
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return value
+
+    return convert
+
+
+# Dotted path in config.yml -> (variable it usually comes from, conversion).
+CONVERSIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "app.shutdown_grace_seconds": ("SHUTDOWN_GRACE_SECONDS", _positive_float),
+    "app.retry_delays": ("RETRY_DELAYS", _delays),
+    "app.retry_max_attempts": ("RETRY_MAX_ATTEMPTS", _positive_int),
+    "logging.level": ("LOG_LEVEL", _choice(LOG_LEVELS, upper=True)),
+    "logging.format": ("LOG_FORMAT", _choice(LOG_FORMATS)),
+    "rabbitmq.port": ("RABBIT_MQ_PORT", _positive_int),
+    "rabbitmq.prefetch": ("RABBIT_MQ_PREFETCH", _positive_int),
+    "mediahaven.ftp.timeout_seconds": ("FTP_TIMEOUT_SECONDS", _positive_float),
+    "organisations_api.cache_seconds": ("ORGANISATIONS_CACHE_SECONDS", _positive_float),
+    "http.timeout_seconds": ("HTTP_TIMEOUT_SECONDS", _positive_float),
+}
+
+
+class _EnvLoader(yaml.SafeLoader):
+    """A safe loader that knows `!ENV`; one per load, as it remembers what was missing."""
+
+    def __init__(self, stream: Any, environ: Mapping[str, str]) -> None:
+        super().__init__(stream)
+        self.environ = environ
+        self.missing: list[str] = []
+
+
+def _substitute(loader: _EnvLoader, node: yaml.ScalarNode) -> str:
+    def replace(match: re.Match[str]) -> str:
+        name = match.group("name")
+        value = loader.environ.get(name)
+        if match.group("default") is not None:
+            return value or match.group("default")
+        if value is None or (not value and match.group("set") is None):
+            loader.missing.append(name)
+            return ""
+        return value
+
+    return _REFERENCE.sub(replace, loader.construct_scalar(node))
+
+
+_EnvLoader.add_constructor("!ENV", _substitute)
+
+
+def _walk(tree: dict[str, Any], path: str) -> tuple[dict[str, Any], str] | None:
+    *parents, leaf = path.split(".")
+    node = tree
+    for step in parents:
+        child = node.get(step)
+        if not isinstance(child, dict):
+            return None
+        node = child
+    return (node, leaf) if leaf in node else None
+
+
+def load_config(path: Path, environ: Mapping[str, str]) -> dict[str, Any]:
+    """The settings tree with values filled in and typed; raises `ConfigError`."""
+    with path.open() as stream:
+        loader = _EnvLoader(stream, environ)
+        try:
+            tree = loader.get_single_data()
+        finally:
+            loader.dispose()
+    if not isinstance(tree, dict):
+        raise ConfigError([], [f"{path} does not hold a mapping"])
+    missing = sorted(set(loader.missing))
+    problems = []
+    for dotted, (variable, convert) in CONVERSIONS.items():
+        found = _walk(tree, dotted)
+        if found is None or found[1] not in found[0]:
+            continue
+        node, leaf = found
+        if variable in missing:
+            continue
+        try:
+            node[leaf] = convert(str(node[leaf]))
+        except ValueError as error:
+            problems.append(f"{variable}={node[leaf]!r} is not valid: {error}")
+    if missing or problems:
+        raise ConfigError(missing, problems)
+    return tree
+
+
+def load_destinations(path: Path, *, environment: str, transfer_host: str) -> Destinations:
+    """The destination table of one environment, CP names lower-cased for matching."""
+    with path.open() as stream:
+        table = yaml.safe_load(stream) or {}
+    if not isinstance(table, dict):
+        raise ConfigError([], [f"{path} does not hold a mapping"])
+    section = table.get(environment) or {}
+    folders: dict[str, dict[str, str]] = {}
+    problems = []
+    for cp_name, by_kind in section.items():
+        if not isinstance(by_kind, dict):
+            problems.append(f"{path}: {environment}.{cp_name} is not a mapping")
+            continue
+        entry = {}
+        for kind in FileKind:
+            folder = str(by_kind.get(kind.value, DEFAULT_FOLDER))
+            try:
+                entry[kind.value] = require_path_segment(folder, "folder")
+            except BadInput as error:
+                problems.append(f"{path}: {environment}.{cp_name}.{kind.value}: {error}")
+        folders[str(cp_name).lower()] = entry
+    if problems:
+        raise ConfigError([], problems)
+    log.info("destination folders for %s (default %s): %s", environment, DEFAULT_FOLDER, folders)
+    return Destinations(transfer_host=transfer_host, folders=folders)

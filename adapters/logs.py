@@ -1,0 +1,66 @@
+"""Log output: one JSON object a line (or plain text), with known secrets masked."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+MASK = "***"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, so the log shipper needs no parsing rules."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+class MaskSecrets(logging.Filter):
+    """Last line of defence: a secret that slipped into a message is masked before output."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        # Longest first, so a secret containing another is masked whole.
+        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    def mask(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, MASK)
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._secrets:
+            message = self.mask(record.getMessage())
+            if record.exc_info:
+                exception = logging.Formatter().formatException(record.exc_info)
+                message = f"{message}\n{self.mask(exception)}"
+                record.exc_info = None
+                record.exc_text = None
+            record.msg, record.args = message, None
+        return True
+
+
+def configure_logging(level: str, fmt: str, secrets: Iterable[str] = ()) -> None:
+    """Route every logger to stderr in the chosen format."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(MaskSecrets(secrets))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # pika logs every connection hiccup at length; its errors reach us as exceptions anyway.
+    logging.getLogger("pika").setLevel(max(logging.WARNING, root.level))

@@ -1,0 +1,146 @@
+"""Content partners' MAM labels from meemoo's Organisations API (GraphQL), cached (SPEC 4.3)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+
+from domain.errors import Rejected, ServiceUnavailable
+from domain.ports import Organisations
+
+log = logging.getLogger(__name__)
+
+# The OR-id travels as a variable, so no id can change the query.
+CP_NAME_QUERY = "query cp($id: String!) { organizations(id: $id) { mam_label } }"
+# Pauses between the tries of one call: the retry queue does the long waits.
+BACKOFF_SECONDS = (0.25, 0.75)
+# Client errors that say "not now" rather than "never".
+_TRANSIENT_CLIENT_ERRORS = frozenset({408, 429})
+
+
+class _TryAgain(Exception):
+    """A failure worth another try within the same call (5xx, refused connection)."""
+
+
+class OrganisationsApi:
+    """Looks up the MAM label of an OR-id.
+
+    No organisation or no label is permanent for the event; an unreachable or
+    confused API is transient. A 5xx or a connection error is tried again a couple
+    of times (the query is idempotent); a timeout is not, so one call never takes
+    much longer than `timeout`.
+    """
+
+    def __init__(
+        self,
+        *,
+        session: requests.Session,
+        url: str,
+        timeout: float,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._session = session
+        self._url = url
+        self._timeout = timeout
+        self._sleep = sleep
+
+    def cp_name(self, or_id: str) -> str:
+        tries = 0
+        while True:
+            try:
+                return self._look_up(or_id)
+            except _TryAgain as failure:
+                if tries == len(BACKOFF_SECONDS):
+                    raise ServiceUnavailable(str(failure)) from failure
+                log.warning("Organisations API failed, trying again: %s", failure)
+                self._sleep(BACKOFF_SECONDS[tries])
+                tries += 1
+
+    def _look_up(self, or_id: str) -> str:
+        body = {"query": CP_NAME_QUERY, "variables": {"id": or_id}}
+        try:
+            response = self._session.post(
+                self._url,
+                json=body,
+                timeout=self._timeout,
+                headers={"Accept": "application/json"},
+            )
+        except requests.Timeout as error:
+            raise ServiceUnavailable(f"Organisations API timed out: {error}") from error
+        except requests.ConnectionError as error:
+            raise _TryAgain(f"Organisations API unreachable: {error}") from error
+        except requests.RequestException as error:
+            raise ServiceUnavailable(f"Organisations API request failed: {error}") from error
+        status = response.status_code
+        if status >= 500:
+            raise _TryAgain(f"Organisations API answered {status} for {or_id}")
+        if status in _TRANSIENT_CLIENT_ERRORS:
+            raise ServiceUnavailable(f"Organisations API answered {status} for {or_id}")
+        if status >= 400:
+            raise Rejected(f"Organisations API refused the lookup of {or_id} ({status})")
+        try:
+            answer = response.json()
+        except ValueError as error:
+            raise ServiceUnavailable(
+                f"Organisations API answered something other than JSON for {or_id}"
+            ) from error
+        return _mam_label_in(answer, or_id)
+
+
+def _mam_label_in(answer: Any, or_id: str) -> str:
+    """`{"data": {"organizations": [{"mam_label": "VRT"}]}}` -> `VRT`."""
+    if not isinstance(answer, dict):
+        raise ServiceUnavailable(f"Organisations API answer for {or_id} is not an object")
+    if answer.get("errors"):
+        raise ServiceUnavailable(
+            f"Organisations API reported errors for {or_id}: {str(answer['errors'])[:200]}"
+        )
+    data = answer.get("data")
+    organisations = data.get("organizations") if isinstance(data, dict) else None
+    if not isinstance(organisations, list):
+        raise ServiceUnavailable(f"Organisations API answer for {or_id} has no organizations")
+    if not organisations:
+        raise Rejected(f"no organisation {or_id} in the Organisations API")
+    first = organisations[0]
+    label = first.get("mam_label") if isinstance(first, dict) else None
+    if label is not None and not isinstance(label, str):
+        raise ServiceUnavailable(f"Organisations API gave a mam_label that is not text for {or_id}")
+    if not label or not label.strip():
+        raise Rejected(f"organisation {or_id} has no MAM label")
+    return label
+
+
+class CachedOrganisations:
+    """Remembers each found label for `ttl_seconds`, so an event does not wait on the API.
+
+    Failures are not remembered: a label added later, or an API that recovers, is
+    seen at the next lookup.
+    """
+
+    def __init__(
+        self,
+        inner: Organisations,
+        *,
+        ttl_seconds: float = 3600,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._inner = inner
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._found: dict[str, tuple[str, float]] = {}
+
+    def cp_name(self, or_id: str) -> str:
+        now = self._clock()
+        cached = self._found.get(or_id)
+        if cached is not None and now - cached[1] < self._ttl:
+            return cached[0]
+        label = self._inner.cp_name(or_id)
+        self._found[or_id] = (label, now)
+        return label
+
+
+__all__ = ["BACKOFF_SECONDS", "CP_NAME_QUERY", "CachedOrganisations", "OrganisationsApi"]

@@ -1,0 +1,268 @@
+"""Fake PID service and Organisations API on 127.0.0.1, for tests that talk over real sockets.
+
+Each serves from daemon threads on a free port, so a service under test in
+another process can reach it through `.url`. A test can queue canned answers
+(a status, a body, a delay); once the queue is empty the fake answers normally.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import string
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Self
+
+_PID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+@dataclass(frozen=True)
+class Canned:
+    """One queued answer. `body=None` means the fake's normal answer, after any `delay`.
+
+    A `bytes` body is sent as is (`b"null"` for a JSON null); anything else as JSON.
+    """
+
+    status: int = 200
+    body: Any = None
+    delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def json_answer(value: Any, status: int = 200) -> Answer:
+    return Answer(status, json.dumps(value).encode())
+
+
+@dataclass
+class _State:
+    queued: deque[Canned] = field(default_factory=deque)
+    requests: list[RecordedRequest] = field(default_factory=list)
+
+
+class StubServer:
+    """The plumbing both fakes share: a threaded HTTP server, a queue of canned answers,
+    and a record of every request. Subclasses say what the normal answer is."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state = _State()
+        self._stopping = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._port: int | None = None
+
+    # -- what a subclass provides -------------------------------------------------
+
+    def answer(self, request: RecordedRequest) -> Answer:
+        """The normal answer to `request`."""
+        raise NotImplementedError
+
+    # -- what a test uses ----------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        if self._port is None:
+            raise RuntimeError("the stub has not been started")
+        return f"http://127.0.0.1:{self._port}/"
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return list(self._state.requests)
+
+    @property
+    def request_count(self) -> int:
+        with self._lock:
+            return len(self._state.requests)
+
+    def queue(self, *answers: Canned) -> None:
+        """Answer the next requests with these, in order, before answering normally again."""
+        with self._lock:
+            self._state.queued.extend(answers)
+
+    def start(self) -> Self:
+        self._stopping.clear()
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        server.daemon_threads = True
+        self._server = server
+        self._port = server.server_address[1]
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop answering; the port then refuses connections. Delayed answers are cut short."""
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- serving -------------------------------------------------------------------
+
+    def _respond(self, request: RecordedRequest) -> Answer:
+        with self._lock:
+            self._state.requests.append(request)
+            canned = self._state.queued.popleft() if self._state.queued else None
+        if canned is None:
+            return self.answer(request)
+        if canned.delay:
+            self._stopping.wait(canned.delay)
+        if canned.body is None:
+            if canned.status == 200:
+                return self.answer(request)
+            return Answer(canned.status, f"canned {canned.status}".encode(), "text/plain")
+        if isinstance(canned.body, bytes):
+            return Answer(canned.status, canned.body, "text/plain")
+        return json_answer(canned.body, canned.status)
+
+
+def _handler_for(stub: StubServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self._serve()
+
+        def do_POST(self) -> None:
+            self._serve()
+
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            request = RecordedRequest(
+                method=self.command,
+                path=self.path,
+                headers=dict(self.headers.items()),
+                body=self.rfile.read(length),
+            )
+            answer = stub._respond(request)
+            try:
+                self.send_response(answer.status)
+                self.send_header("Content-Type", answer.content_type)
+                self.send_header("Content-Length", str(len(answer.body)))
+                self.end_headers()
+                self.wfile.write(answer.body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (a timeout test); nothing to tell it
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Keep test output quiet."""
+
+    return Handler
+
+
+class FakePidService(StubServer):
+    """Answers every GET with a fresh valid PID, `[{"id": pid, "number": 1}]`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.minted: list[str] = []
+
+    def answer(self, request: RecordedRequest) -> Answer:
+        if request.method != "GET":
+            return Answer(405, b"GET only", "text/plain")
+        pid = "".join(secrets.choice(_PID_ALPHABET) for _ in range(10))
+        with self._lock:
+            self.minted.append(pid)
+        return json_answer([{"id": pid, "number": 1}])
+
+
+class FakeOrganisationsApi(StubServer):
+    """Answers the GraphQL lookup of `organizations(id: $id) { mam_label }` from a table.
+
+    An OR-id missing from the table gets an empty list; one mapped to None gets a
+    null label. A request that is not such a query, or that pastes the id into the
+    query instead of passing it as a variable, gets a 400 and is noted in `invalid`.
+    """
+
+    def __init__(self, labels: dict[str, str | None] | None = None) -> None:
+        super().__init__()
+        self.labels: dict[str, str | None] = dict(labels or {})
+        self.variables: list[dict[str, Any]] = []
+        self.invalid: list[str] = []
+
+    @property
+    def looked_up(self) -> list[str]:
+        """The OR-ids asked for, in order."""
+        with self._lock:
+            return [str(variables["id"]) for variables in self.variables]
+
+    def answer(self, request: RecordedRequest) -> Answer:
+        problem, variables = _graphql_lookup(request)
+        if problem is not None:
+            with self._lock:
+                self.invalid.append(problem)
+            return json_answer({"errors": [{"message": problem}]}, status=400)
+        with self._lock:
+            self.variables.append(variables)
+        or_id = variables["id"]
+        if or_id not in self.labels:
+            return json_answer({"data": {"organizations": []}})
+        return json_answer({"data": {"organizations": [{"mam_label": self.labels[or_id]}]}})
+
+
+def _graphql_lookup(request: RecordedRequest) -> tuple[str | None, dict[str, Any]]:
+    """(why the request is not a proper lookup, or None; its variables)."""
+    if request.method != "POST":
+        return f"{request.method} instead of POST", {}
+    try:
+        body = request.json()
+    except ValueError:
+        return "body is not JSON", {}
+    if not isinstance(body, dict):
+        return "body is not a JSON object", {}
+    query, variables = body.get("query"), body.get("variables")
+    if not isinstance(query, str) or "organizations(id: $id)" not in query:
+        return "query does not ask for organizations(id: $id)", {}
+    if "mam_label" not in query:
+        return "query does not ask for mam_label", {}
+    if not isinstance(variables, dict) or not isinstance(variables.get("id"), str):
+        return "variables.id is missing or not a string", {}
+    if variables["id"] and variables["id"] in query:
+        return "the id is pasted into the query", {}
+    return None, variables
+
+
+__all__ = [
+    "Answer",
+    "Canned",
+    "FakeOrganisationsApi",
+    "FakePidService",
+    "RecordedRequest",
+    "StubServer",
+]
