@@ -1,0 +1,267 @@
+"""The transport server over FTP (ftputil): sidecars land whole, under their final name.
+
+One control connection is kept open and reused between uploads; it is opened
+on the first upload and re-opened once when it turns out to have died.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ftplib
+import io
+import logging
+import threading
+import warnings
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+from adapters import sidecar_xml
+from domain.errors import Rejected, ServiceUnavailable
+from domain.model import Sidecar
+
+with warnings.catch_warnings():
+    # ftputil warns on import about its default path encoding; we always pass one.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import ftputil
+    import ftputil.error
+    import ftputil.session
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PORT = 21
+_SCHEME = "ftp://"
+_NOT_LOGGED_IN = 530  # a server that forgot the session: log in again
+
+
+def parse_ftp_host(value: str) -> tuple[str, int]:
+    """`ftp://host[:port]` or `host[:port]` (trailing `/` allowed) -> (host, port).
+
+    The configured value is also the transfer request's `host`, so it is kept
+    as operators write it and only taken apart here.
+    """
+    text = value.strip()
+    if text[: len(_SCHEME)].lower() == _SCHEME:
+        text = text[len(_SCHEME) :]
+    elif "://" in text:
+        raise ValueError(f"FTP host must be ftp://host[:port] or host[:port]: {value!r}")
+    text = text.removesuffix("/")
+    if not text or any(char in text for char in "/@?#\\ "):
+        raise ValueError(f"FTP host must be ftp://host[:port] or host[:port]: {value!r}")
+    parts = urlsplit(f"//{text}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"FTP host has an invalid port: {value!r}") from None
+    if not parts.hostname or port == 0 or text.endswith(":"):
+        raise ValueError(f"FTP host must be ftp://host[:port] or host[:port]: {value!r}")
+    return parts.hostname, DEFAULT_PORT if port is None else port
+
+
+class _ConnectionLost(Exception):
+    """The control connection failed mid-upload: worth one reconnect."""
+
+
+def _reply(error: BaseException) -> str:
+    """The server's reply (or the socket error) without ftputil's debugging suffix."""
+    if isinstance(error, ftputil.error.FTPError):
+        if error.strerror:
+            return str(error.strerror)
+        if error.__cause__ is not None:
+            return _reply(error.__cause__)
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _timed_ftp(timeout: float) -> type[ftplib.FTP]:
+    """An ftplib class bounding every socket operation (connect, commands, data) by `timeout`."""
+
+    class TimedFTP(ftplib.FTP):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("timeout", timeout)
+            super().__init__(*args, **kwargs)
+
+        # ftputil drops a session that failed to connect or log in: close its socket now.
+        def connect(
+            self,
+            host: str = "",
+            port: int = 0,
+            timeout: float = -999,
+            source_address: tuple[str, int] | None = None,
+        ) -> str:
+            try:
+                return super().connect(host, port, timeout, source_address)
+            except BaseException:
+                self.close()
+                raise
+
+        def login(self, user: str = "", passwd: str = "", acct: str = "") -> str:
+            try:
+                return super().login(user, passwd, acct)
+            except BaseException:
+                self.close()
+                raise
+
+    return TimedFTP
+
+
+class FtpTransportServer:
+    """MediaHaven's transport server; not safe to share between threads without its lock."""
+
+    def __init__(self, *, host: str, user: str, password: str, timeout: float) -> None:
+        self._hostname, self._port = parse_ftp_host(host)
+        self._user = user
+        self._password = password
+        self._session_class: Callable[..., ftplib.FTP] = ftputil.session.session_factory(
+            base_class=_timed_ftp(timeout),
+            port=self._port,
+            use_passive_mode=True,
+            encrypt_data_channel=False,
+            encoding="UTF-8",
+        )
+        self._host: Any = None  # ftputil.FTPHost once connected
+        self._session: ftplib.FTP | None = None
+        self._lock = threading.Lock()
+        self.connections_opened = 0
+
+    def __repr__(self) -> str:
+        return f"FtpTransportServer({self._hostname}:{self._port}, user={self._user!r})"
+
+    def upload(self, sidecar: Sidecar) -> None:
+        """Write `.{name}.xml.part`, then rename it: MediaHaven only ever sees whole sidecars."""
+        data = sidecar_xml.render(sidecar)
+        with self._lock:
+            reused = self._host is not None
+            try:
+                self._place(sidecar, data)
+            except _ConnectionLost as lost:
+                self._discard()
+                if not reused:
+                    raise ServiceUnavailable(self._scrub(str(lost))) from lost.__cause__
+                logger.warning(
+                    "FTP connection to %s:%d was lost (%s); reconnecting once",
+                    self._hostname,
+                    self._port,
+                    self._scrub(str(lost)),
+                )
+                try:
+                    self._place(sidecar, data)
+                except _ConnectionLost as again:
+                    self._discard()
+                    raise ServiceUnavailable(self._scrub(str(again))) from again.__cause__
+
+    def close(self) -> None:
+        """Drop the connection; the next upload opens a new one."""
+        with self._lock:
+            self._discard()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _place(self, sidecar: Sidecar, data: bytes) -> None:
+        folder = f"/{sidecar.cp_name}/{sidecar.folder}"
+        final = sidecar.filename
+        temporary = f".{sidecar.name}.xml.part"
+        host, session = self._connection()
+        try:
+            host.chdir(folder)
+        except ftputil.error.PermanentError as error:
+            if error.errno == _NOT_LOGGED_IN:
+                raise _ConnectionLost(f"FTP session expired: {_reply(error)}") from error
+            raise Rejected(
+                f"no folder {folder} on the transport server, or no access: "
+                f"{self._scrub(_reply(error))}"
+            ) from error
+        except (ftputil.error.FTPOSError, OSError, EOFError) as error:
+            raise _ConnectionLost(f"FTP CWD {folder} failed: {_reply(error)}") from error
+        try:
+            with ftputil.error.ftplib_error_to_ftp_os_error:
+                session.storbinary(f"STOR {temporary}", io.BytesIO(data))
+            self._rename_over(session, temporary, final)
+        except ftputil.error.PermanentError as error:
+            if error.errno == _NOT_LOGGED_IN:
+                raise _ConnectionLost(f"FTP session expired: {_reply(error)}") from error
+            self._forget(session, temporary)
+            raise Rejected(
+                f"transport server refused {folder}/{final}: {self._scrub(_reply(error))}"
+            ) from error
+        except (ftputil.error.FTPOSError, OSError, EOFError) as error:
+            raise _ConnectionLost(
+                f"FTP upload of {folder}/{final} failed: {_reply(error)}"
+            ) from error
+        logger.info("uploaded sidecar %s/%s (%d bytes)", folder, final, len(data))
+
+    @staticmethod
+    def _rename_over(session: ftplib.FTP, temporary: str, final: str) -> None:
+        """Some servers refuse RNTO onto an existing file: delete that file, then rename again.
+
+        The final name is only ever given a complete file, so it never holds partial content.
+        """
+        with ftputil.error.ftplib_error_to_ftp_os_error:
+            try:
+                session.rename(temporary, final)
+                return
+            except ftplib.error_perm as refused:
+                try:
+                    session.delete(final)
+                except ftplib.error_perm:
+                    raise refused from None
+            logger.info("server refused to rename over %s; deleted it first", final)
+            session.rename(temporary, final)
+
+    @staticmethod
+    def _forget(session: ftplib.FTP, temporary: str) -> None:
+        """Best effort: a refused upload should not leave its `.part` file behind."""
+        with contextlib.suppress(ftplib.Error, OSError, EOFError):
+            session.delete(temporary)
+
+    def _connection(self) -> tuple[Any, ftplib.FTP]:
+        if self._host is None or self._session is None:
+            self._open()
+        assert self._session is not None
+        return self._host, self._session
+
+    def _open(self) -> None:
+        def capture_session(*args: Any) -> ftplib.FTP:
+            # Uploads STOR on this control connection rather than in an ftputil child
+            # session, so one login serves every upload.
+            session = self._session_class(*args)
+            self._session = session
+            return session
+
+        try:
+            self._host = ftputil.FTPHost(
+                self._hostname, self._user, self._password, session_factory=capture_session
+            )
+        except (ftputil.error.FTPError, OSError, EOFError) as error:
+            self._discard()
+            raise ServiceUnavailable(
+                f"cannot log in to FTP server {self._hostname}:{self._port} as {self._user!r}: "
+                f"{self._scrub(_reply(error))}"
+            ) from error
+        self.connections_opened += 1
+        logger.info("logged in to FTP server %s:%d as %s", self._hostname, self._port, self._user)
+
+    def _discard(self) -> None:
+        host, session = self._host, self._session
+        self._host = self._session = None
+        try:
+            if host is not None:
+                host.close()
+            elif session is not None:
+                session.close()
+        except (ftputil.error.FTPError, OSError, EOFError) as error:
+            logger.debug("closing the FTP connection failed: %s", _reply(error))
+
+    def _scrub(self, text: str) -> str:
+        """Servers sometimes echo what they were sent; never let the password through."""
+        return text.replace(self._password, "***") if self._password else text

@@ -1,0 +1,186 @@
+"""A real FTP server (pyftpdlib) on 127.0.0.1 for integration and end-to-end tests.
+
+It serves a local directory in a background thread; clients (in this process
+or another) only ever reach it over its socket. All socket work happens on the
+server's own thread, so stop() is prompt and leaves nothing listening.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import threading
+import warnings
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+with warnings.catch_warnings():
+    # pyftpdlib still imports asyncore/asynchat, deprecated since Python 3.6.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from pyftpdlib.authorizers import DummyAuthorizer
+    from pyftpdlib.filesystems import AbstractedFS
+    from pyftpdlib.handlers import FTPHandler
+    from pyftpdlib.ioloop import IOLoop
+    from pyftpdlib.servers import FTPServer
+
+# pyftpdlib configures the root logger itself (and turns off thread names in every
+# log record) unless some handler is already there; give it one that does nothing.
+logging.getLogger("pyftpdlib").addHandler(logging.NullHandler())
+
+FULL_PERMISSIONS = "elradfmwMT"
+_POLL_SECONDS = 0.02
+
+
+class FtpTestServer:
+    """One user, rooted at `root`; counts logins and records what clients store and rename."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        user: str = "sidecar-robot",
+        password: str = "s3cr3t-Pa55word",
+        perm: str = FULL_PERMISSIONS,
+        idle_timeout: float = 300.0,
+        rename_replaces: bool = True,
+    ) -> None:
+        """`rename_replaces=False` refuses RNTO onto an existing file, as some servers do."""
+        self.root = Path(root)
+        self.user = user
+        self.password = password
+        self.perm = perm
+        self.idle_timeout = idle_timeout
+        self.rename_replaces = rename_replaces
+        self.port = 0
+        self._lock = threading.Lock()
+        self._logins = 0
+        self._stored: list[str] = []
+        self._renamed: list[tuple[str, str]] = []
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    @property
+    def host(self) -> str:
+        """`ftp://127.0.0.1:PORT`, the form MEDIAHAVEN_FTP_HOST takes."""
+        if not self.port:
+            raise RuntimeError("the FTP test server has not been started")
+        return f"ftp://127.0.0.1:{self.port}"
+
+    @property
+    def logins(self) -> int:
+        """Successful logins since the server was created (restarts included)."""
+        with self._lock:
+            return self._logins
+
+    @property
+    def stored(self) -> list[str]:
+        """FTP paths of the STOR commands that got past the permission check, in order."""
+        with self._lock:
+            return list(self._stored)
+
+    @property
+    def renamed(self) -> list[tuple[str, str]]:
+        """(from, to) FTP paths of successful renames, in order."""
+        with self._lock:
+            return list(self._renamed)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        """Listen (on a free port the first time, on the same port after a restart)."""
+        if self.running:
+            raise RuntimeError("the FTP test server is already running")
+        authorizer = DummyAuthorizer()
+        authorizer.add_user(self.user, self.password, str(self.root), perm=self.perm)
+        server = FTPServer(("127.0.0.1", self.port), self._handler_class(authorizer), IOLoop())
+        self.port = server.address[1]
+        self._server = server
+        self._stopping.clear()
+        self._thread = threading.Thread(
+            target=self._serve, args=(server,), name=f"ftp-test-server-{self.port}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Close the listening socket and every client connection, then return."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._stopping.set()
+        thread.join(timeout=5)
+        if thread.is_alive():
+            raise RuntimeError("the FTP test server thread did not stop")
+        self._server = None
+
+    def restart(self) -> None:
+        """Drop every connection and listen again on the same port, as a rebooted server."""
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _serve(self, server: Any) -> None:
+        try:
+            while not self._stopping.is_set():
+                server.serve_forever(timeout=_POLL_SECONDS, blocking=False, handle_exit=False)
+        finally:
+            server.close_all()
+
+    def _count_login(self) -> None:
+        with self._lock:
+            self._logins += 1
+
+    def _record_store(self, path: str) -> None:
+        with self._lock:
+            self._stored.append(path)
+
+    def _record_rename(self, source: str, target: str) -> None:
+        with self._lock:
+            self._renamed.append((source, target))
+
+    def _handler_class(self, authorizer: Any) -> type[Any]:
+        """pyftpdlib configures handlers through class attributes: one class per start.
+
+        Everything is recorded before the server answers, so a client that got its
+        reply can rely on the record.
+        """
+        owner = self
+
+        class FileSystem(AbstractedFS):  # type: ignore[misc]  # pyftpdlib is untyped
+            def rename(self, src: str, dst: str) -> None:
+                if not owner.rename_replaces and os.path.lexists(dst):
+                    raise FileExistsError(errno.EEXIST, "File exists")
+                super().rename(src, dst)
+                owner._record_rename(self.fs2ftp(src), self.fs2ftp(dst))
+
+        class Handler(FTPHandler):  # type: ignore[misc]  # pyftpdlib is untyped
+            def handle_auth_success(self, home: str, password: str, msg_login: str) -> None:
+                owner._count_login()
+                super().handle_auth_success(home, password, msg_login)
+
+            # pyftpdlib dispatches commands to methods named ftp_<COMMAND>.
+            def ftp_STOR(self, file: str, mode: str = "w") -> Any:  # noqa: N802
+                owner._record_store(self.fs.fs2ftp(file))
+                return super().ftp_STOR(file, mode)
+
+        Handler.authorizer = authorizer
+        Handler.abstracted_fs = FileSystem
+        Handler.timeout = self.idle_timeout
+        Handler.auth_failed_timeout = 0  # answer a wrong password at once
+        Handler.banner = "FTP test server ready."
+        return Handler
