@@ -1,0 +1,130 @@
+"""The `s3-events-handler` command: consume, process one event, or run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from adapters.config import ConfigError, load_config
+from adapters.logs import configure_logging
+from application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
+from entrypoints.container import Container
+from entrypoints.demo import run_demo
+
+log = logging.getLogger("s3-events-handler")
+
+EXIT_CONFIG = 2
+EXIT_DEAD_LETTER = 1
+EXIT_RETRY_LATER = 75  # EX_TEMPFAIL
+
+
+def secrets_of(settings: dict[str, Any]) -> list[str]:
+    return [
+        settings["rabbitmq"]["passwd"],
+        settings["mediahaven"]["api"]["client_secret"],
+        settings["mediahaven"]["api"]["passwd"],
+        settings["mediahaven"]["ftp"]["passwd"],
+    ]
+
+
+def build_container(config_path: Path) -> Container:
+    """Settings loaded and checked, logging set up; raises `ConfigError`."""
+    settings = load_config(config_path, os.environ)
+    configure_logging(
+        settings["logging"]["level"], settings["logging"]["format"], secrets_of(settings)
+    )
+    container = Container()
+    container.config.from_dict(settings)
+    container.destinations()  # a bad destination table stops the start, not the first event
+    return container
+
+
+def consume(container: Container) -> int:
+    consumer = container.consumer()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s: finishing the message in hand", signal.Signals(signum).name)
+        consumer.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    consumer.run(grace_seconds=container.config.app.shutdown_grace_seconds())
+    log.info("stopped")
+    return 0
+
+
+def process(container: Container, source: str) -> int:
+    """Run one event through the application against the configured services."""
+    body = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    container.broker().open()
+    return _report(container.handler().handle, Delivery(body=body))
+
+
+def _report(handle: Any, delivery: Delivery) -> int:
+    outcome: Outcome = handle(delivery)
+    if isinstance(outcome, Split):
+        return max(_report(handle, Delivery(body=body)) for body in outcome.bodies)
+    print(json.dumps(_as_json(outcome), ensure_ascii=False))
+    if isinstance(outcome, Done):
+        return 0
+    return EXIT_RETRY_LATER if isinstance(outcome, Retry) else EXIT_DEAD_LETTER
+
+
+def _as_json(outcome: Done | Retry | DeadLetter) -> dict[str, Any]:
+    if isinstance(outcome, Done):
+        return {"outcome": "done", "summary": outcome.summary}
+    if isinstance(outcome, Retry):
+        return {"outcome": "retry", "reason": outcome.reason, "delay": outcome.delay_seconds}
+    return {"outcome": "dead-letter", "reason": outcome.reason, "stage": outcome.stage}
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="s3-events-handler",
+        description="Archive objects landing in S3 in MediaHaven, and remove them when deleted.",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=Path(os.environ.get("CONFIG_PATH", "config.yml")),
+        help="settings structure (default: $CONFIG_PATH or ./config.yml)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("consume", help="consume S3 events from RabbitMQ until stopped")
+    one = commands.add_parser("process", help="run one event JSON through the service")
+    one.add_argument("file", help="a file holding the event, or - for standard input")
+    commands.add_parser("demo", help="run the example events on in-memory adapters")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "demo":
+        return run_demo(sys.stdout)
+    try:
+        container = build_container(args.config)
+    except ConfigError as error:
+        print(f"s3-events-handler: cannot start: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as error:
+        print(f"s3-events-handler: cannot start: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    container.init_resources()
+    try:
+        if args.command == "consume":
+            return consume(container)
+        return process(container, args.file)
+    finally:
+        container.shutdown_resources()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

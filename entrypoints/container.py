@@ -1,0 +1,144 @@
+"""The composition root: the one place that knows which adapter plays which port."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import requests
+from dependency_injector import containers, providers
+
+from adapters.config import load_destinations
+from adapters.ftp import FtpTransportServer
+from adapters.mediahaven import MediaHavenRecords
+from adapters.organisations import CachedOrganisations, OrganisationsApi
+from adapters.pid import LocalPids, PidWebService, uses_pid_service
+from adapters.rabbitmq import AmqpTransferRequests, BrokerConnection, BrokerSettings, Consumer
+from application.handler import MessageHandler, RetryPolicy
+from domain.use_cases import IngestEssence, RemoveEssence
+
+
+def http_session() -> Iterator[requests.Session]:
+    """One keep-alive session per outside service, closed at shutdown."""
+    session = requests.Session()
+    session.headers["User-Agent"] = "s3-events-handler"
+    yield session
+    session.close()
+
+
+def ftp_transport(
+    host: str, user: str, password: str, timeout: float
+) -> Iterator[FtpTransportServer]:
+    transport = FtpTransportServer(host=host, user=user, password=password, timeout=timeout)
+    yield transport
+    transport.close()
+
+
+def broker_connection(settings: BrokerSettings) -> Iterator[BrokerConnection]:
+    """Opened by whoever uses it first (the consumer reconnects on its own); closed at shutdown."""
+    connection = BrokerConnection(settings)
+    yield connection
+    connection.close()
+
+
+def pid_source(environment: str) -> str:
+    return "service" if uses_pid_service(environment) else "local"
+
+
+class Container(containers.DeclarativeContainer):
+    """Adapters as singletons, I/O handles as resources, use cases as factories."""
+
+    config = providers.Configuration(strict=True)
+
+    broker_settings = providers.Singleton(
+        BrokerSettings,
+        host=config.rabbitmq.host,
+        port=config.rabbitmq.port,
+        user=config.rabbitmq.user,
+        password=config.rabbitmq.passwd,
+        vhost=config.rabbitmq.vhost,
+        prefetch=config.rabbitmq.prefetch,
+        incoming_queue=config.rabbitmq.incoming.queue,
+        incoming_exchange=config.rabbitmq.incoming.exchange,
+        transfer_queue=config.rabbitmq.outgoing.queue,
+        transfer_exchange=config.rabbitmq.outgoing.exchange,
+        retry_delays=providers.Callable(tuple, config.app.retry_delays),
+    )
+    broker = providers.Resource(broker_connection, settings=broker_settings)
+
+    mediahaven_session = providers.Resource(http_session)
+    pid_session = providers.Resource(http_session)
+    organisations_session = providers.Resource(http_session)
+
+    records = providers.Singleton(
+        MediaHavenRecords,
+        session=mediahaven_session,
+        base_url=config.mediahaven.api.host,
+        client_id=config.mediahaven.api.client_id,
+        client_secret=config.mediahaven.api.client_secret,
+        username=config.mediahaven.api.username,
+        password=config.mediahaven.api.passwd,
+        timeout=config.http.timeout_seconds,
+    )
+    pids = providers.Selector(
+        providers.Callable(pid_source, config.app.environment),
+        service=providers.Singleton(
+            PidWebService,
+            session=pid_session,
+            url=config.pid_service.host,
+            timeout=config.http.timeout_seconds,
+        ),
+        local=providers.Singleton(LocalPids),
+    )
+    organisations = providers.Singleton(
+        CachedOrganisations,
+        providers.Singleton(
+            OrganisationsApi,
+            session=organisations_session,
+            url=config.organisations_api.host,
+            timeout=config.http.timeout_seconds,
+        ),
+        ttl_seconds=config.organisations_api.cache_seconds,
+    )
+    transport = providers.Resource(
+        ftp_transport,
+        host=config.mediahaven.ftp.host,
+        user=config.mediahaven.ftp.user,
+        password=config.mediahaven.ftp.passwd,
+        timeout=config.mediahaven.ftp.timeout_seconds,
+    )
+    transfers = providers.Singleton(
+        AmqpTransferRequests,
+        broker,
+        exchange=config.rabbitmq.outgoing.exchange,
+        routing_key=config.rabbitmq.outgoing.queue,
+    )
+    destinations = providers.Singleton(
+        load_destinations,
+        providers.Callable(Path, config.app.destination_config),
+        environment=config.app.environment,
+        transfer_host=config.mediahaven.ftp.host,
+    )
+
+    ingest = providers.Factory(
+        IngestEssence,
+        records=records,
+        pids=pids,
+        organisations=organisations,
+        transport=transport,
+        transfers=transfers,
+        destinations=destinations,
+        collateral_bucket=config.app.collateral_bucket,
+    )
+    remove = providers.Factory(RemoveEssence, records=records, organisations=organisations)
+    handler = providers.Singleton(
+        MessageHandler,
+        ingest=ingest,
+        remove=remove,
+        retry_policy=providers.Singleton(
+            RetryPolicy,
+            delays=providers.Callable(tuple, config.app.retry_delays),
+            max_attempts=config.app.retry_max_attempts,
+        ),
+    )
+    consumer = providers.Singleton(Consumer, broker, broker_settings, handler.provided.handle)

@@ -1,0 +1,163 @@
+"""`s3-events-handler demo`: the example events end to end on the in-memory adapters.
+
+Shows what the service sends where, without any outside system: the sidecars
+on the transport server, the transfer requests, and the MediaHaven calls.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from adapters.memory import (
+    InMemoryArchiveRecords,
+    InMemoryOrganisations,
+    InMemoryTransferRequests,
+    InMemoryTransportServer,
+    SequentialPids,
+)
+from application.messages import Delivery, Outcome
+from domain.model import Destinations, Record, TransferRequest
+from entrypoints.container import Container
+
+OR_ID = "OR-rf5kf25"
+ESSENCE_KEY = "20261120-journaal-1900-a7f3c2d1-55e4-4b2a-9c1d-0e8f7a6b5c4d.MXF"
+COLLATERAL_KEY = "closedOt/MEDIA-0042/journaal-1900.srt"
+COLLATERAL_MD5 = "92eb5ffee6ae2fec3ad71c777531578f"
+
+# Only what the in-memory world still reads from the settings.
+DEMO_SETTINGS: dict[str, Any] = {
+    "app": {
+        "collateral_bucket": "mam-collaterals",
+        "retry_delays": [10, 30, 90, 270, 810],
+        "retry_max_attempts": 8,
+    },
+}
+DEMO_DESTINATIONS = Destinations(
+    transfer_host="ftp://transport.example.org",
+    folders={"vrt": {"essence": "TAPE-SHARE-EVENTS", "collateral": "DISK-SHARE-EVENTS"}},
+)
+
+
+def s3_event(event_name: str, bucket: str, key: str, md5: str) -> dict[str, Any]:
+    """An S3 notification as the gateway sends it (SPEC section 2)."""
+    return {
+        "Records": [
+            {
+                "eventVersion": "0.1",
+                "eventSource": "viaa:s3",
+                "eventTime": "2026-11-20T09:14:03.512Z",
+                "eventName": event_name,
+                "userIdentity": {"principalId": f"ingest-robot+{OR_ID}"},
+                "responseElements": {"x-viaa-request-id": "7c1f0a9e2b3d4c5e6f708192a3b4c5d6"},
+                "s3": {
+                    "domain": {"name": "s3"},
+                    "bucket": {"name": bucket, "metadata": {"tenant": "or-rf5kf25"}},
+                    "object": {
+                        "key": key,
+                        "eTag": "4f1c2e9a7b3d5e6f8a9b0c1d2e3f4a5b",
+                        "metadata": {"md5sum": md5},
+                    },
+                },
+            }
+        ]
+    }
+
+
+def transfer_request_json(request: TransferRequest) -> dict[str, Any]:
+    return {
+        "source": {
+            "domain": {"name": request.source.domain},
+            "bucket": {"name": request.source.bucket},
+            "object": {"key": request.source.key},
+        },
+        "destination": {"path": request.destination_path, "host": request.destination_host},
+    }
+
+
+class Demo:
+    """The fakes, a container wired to them, and a running account of what happened."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.records = InMemoryArchiveRecords()
+        self.transport = InMemoryTransportServer()
+        self.transfers = InMemoryTransferRequests()
+        self.container = Container()
+        self.container.config.from_dict(copy.deepcopy(DEMO_SETTINGS))
+        self.container.override_providers(
+            records=self.records,
+            pids=SequentialPids(["k98z0d4w1q"]),
+            organisations=InMemoryOrganisations({OR_ID: "VRT"}),
+            transport=self.transport,
+            transfers=self.transfers,
+            destinations=DEMO_DESTINATIONS,
+        )
+        self.handle: Callable[[Delivery], Outcome] = self.container.handler().handle
+
+    def step(self, title: str, message: dict[str, Any] | bytes) -> None:
+        body = message if isinstance(message, bytes) else json.dumps(message).encode()
+        seen = (set(self.transport.uploaded), len(self.transfers.published))
+        relations, deleted = len(self.records.relations), len(self.records.deleted)
+        self.out.write(f"\n=== {title}\n")
+        outcome = self.handle(Delivery(body=body))
+        self.out.write(f"outcome: {type(outcome).__name__}: {_describe(outcome)}\n")
+        for path in sorted(set(self.transport.uploaded) - seen[0]):
+            self.out.write(f"--- sidecar {path}\n{self.transport.uploaded[path].decode()}")
+        for request in self.transfers.published[seen[1] :]:
+            self.out.write(f"--- transfer request (message_id {request.message_id})\n")
+            self.out.write(json.dumps(transfer_request_json(request), indent=2) + "\n")
+        for relation in self.records.relations[relations:]:
+            self.out.write(
+                f"--- MediaHaven: relate {relation.related_pid} to record "
+                f"{relation.fragment_id} ({relation.reason})\n"
+            )
+        for fragment_id in self.records.deleted[deleted:]:
+            reason = self.records.delete_reasons[fragment_id]
+            self.out.write(f"--- MediaHaven: delete record {fragment_id} ({reason})\n")
+
+    def run(self) -> None:
+        essence = s3_event(
+            "ObjectCreated:Put", "mam-highresvideo", ESSENCE_KEY, "0cc175b9c0f1b6a831c399e269772661"
+        )
+        self.step("An essence lands in S3", essence)
+        self.out.write(
+            "\n(MediaHaven ingests the essence and a fragment with local id MEDIA-0042)\n"
+        )
+        self.records.records += [
+            Record("essence-1", False, "k98z0d4w1q", None, ESSENCE_KEY, "mam-highresvideo"),
+            Record("fragment-1", True, "k98z0d4w1q", "MEDIA-0042", ESSENCE_KEY, "mam-highresvideo"),
+        ]
+        self.step("The same event again, once MediaHaven has it", essence)
+        collateral = s3_event(
+            "ObjectCreated:Put",
+            "mam-collaterals",
+            COLLATERAL_KEY,
+            "92eb5ffee6ae2fec3ad71c777531578f",
+        )
+        self.step("Subtitles for it land in the collateral bucket", collateral)
+        self.records.records.append(
+            Record(
+                "collateral-1",
+                False,
+                "k98z0d4w1q_closedOt",
+                "MEDIA-0042",
+                COLLATERAL_KEY,
+                "mam-collaterals",
+            )
+        )
+        removed = s3_event("ObjectRemoved:Delete", "mam-highresvideo", ESSENCE_KEY, "")
+        self.step("The essence is deleted from S3", removed)
+        self.step("A message that is not an S3 event", b"hello")
+
+
+def _describe(outcome: Outcome) -> str:
+    summary = getattr(outcome, "summary", None) or getattr(outcome, "reason", "")
+    return str(summary)
+
+
+def run_demo(out: TextIO) -> int:
+    Demo(out).run()
+    return 0

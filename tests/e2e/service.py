@@ -1,0 +1,160 @@
+"""The consumer as a process, with every outside system it talks to running on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adapters.rabbitmq import BrokerSettings
+from tests.support import amqp
+from tests.support.ftp_server import FtpTestServer
+from tests.support.http_stubs import FakeOrganisationsApi, FakePidService
+from tests.support.mediahaven_server import FakeMediaHaven
+
+REPO = Path(__file__).resolve().parents[2]
+COMMAND = Path(sys.executable).parent / "s3-events-handler"
+OR_ID = "OR-rf5kf25"
+FOLDERS = ("VRT/TAPE-SHARE-EVENTS", "VRT/DISK-SHARE-EVENTS")
+
+
+def command() -> list[str]:
+    """The installed console script, as operators run it."""
+    if COMMAND.exists():
+        return [str(COMMAND)]
+    return [sys.executable, "-m", "entrypoints"]
+
+
+@dataclass
+class RunningService:
+    """Fakes of MediaHaven, PID, Organisations and FTP, queue names, and the consumer process."""
+
+    workdir: Path
+    broker: tuple[str, int]
+    mediahaven: FakeMediaHaven = field(default_factory=FakeMediaHaven)
+    pid_service: FakePidService = field(default_factory=FakePidService)
+    organisations: FakeOrganisationsApi = field(
+        default_factory=lambda: FakeOrganisationsApi({OR_ID: "VRT"})
+    )
+    process: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.ftp = FtpTestServer(self.workdir / "ftp")
+        prefix = amqp.unique_prefix("e2e")
+        host, port = self.broker
+        self.settings: BrokerSettings = amqp.settings_for(
+            host,
+            port,
+            prefix,
+            incoming_exchange=f"{prefix}.s3-events",
+            transfer_exchange=f"{prefix}.filetransfer",
+            retry_delays=(1, 2),
+        )
+        self.log_path = self.workdir / "consumer.log"
+
+    def start_fakes(self) -> None:
+        for folder in FOLDERS:
+            (self.ftp.root / folder).mkdir(parents=True, exist_ok=True)
+        self.ftp.start()
+        self.mediahaven.start()
+        self.pid_service.start()
+        self.organisations.start()
+        # What exists on the live broker before this service ever starts (SPEC 4.5).
+        amqp.pre_declare_like_todays_service(self.settings)
+
+    def environment(self, **overrides: str) -> dict[str, str]:
+        s = self.settings
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "RABBIT_MQ_HOST": s.host,
+            "RABBIT_MQ_PORT": str(s.port),
+            "RABBIT_MQ_USER": amqp.USER,
+            "RABBIT_MQ_PASSWD": amqp.PASSWORD,
+            "S3_EVENTS_QUEUE": s.incoming_queue,
+            "S3_EVENTS_EXCHANGE": s.incoming_exchange,
+            "FILETRANSFER_QUEUE": s.transfer_queue,
+            "FILETRANSFER_EXCHANGE": s.transfer_exchange,
+            "MEDIAHAVEN_API_HOST": self.mediahaven.base_url,
+            "MEDIAHAVEN_API_CLIENT_ID": self.mediahaven.client_id,
+            "MEDIAHAVEN_API_CLIENT_SECRET": self.mediahaven.client_secret,
+            "MEDIAHAVEN_API_USERNAME": self.mediahaven.username,
+            "MEDIAHAVEN_API_PASSWD": self.mediahaven.password,
+            "MEDIAHAVEN_API_USER_PREFIX": "ignored-",
+            "MEDIAHAVEN_FTP_HOST": self.ftp.host,
+            "MEDIAHAVEN_FTP_USER": self.ftp.user,
+            "MEDIAHAVEN_FTP_PASSWD": self.ftp.password,
+            "PID_SERVICE_HOST": self.pid_service.url,
+            "ORGANISATIONS_API_HOST": self.organisations.url,
+            "APP_ENVIRONMENT": "production",
+            "RETRY_DELAYS": ",".join(str(d) for d in s.retry_delays),
+            "RETRY_MAX_ATTEMPTS": "3",
+            "HTTP_TIMEOUT_SECONDS": "5",
+            "FTP_TIMEOUT_SECONDS": "5",
+            "SHUTDOWN_GRACE_SECONDS": "5",
+            "CONFIG_PATH": str(REPO / "config.yml"),
+            "DESTINATION_CONFIG": str(REPO / "destination_config.yml"),
+            "LOG_LEVEL": "DEBUG",
+        }
+        env.update(overrides)
+        return env
+
+    def start_consumer(self, **env: str) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [*command(), "consume"],
+                env=self.environment(**env),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+            )
+        host, port = self.broker
+        ready = amqp.wait_until(
+            lambda: self._consumers(host, port) > 0 or self.process.poll() is not None,  # type: ignore[union-attr]
+            timeout=20,
+        )
+        if not ready or self.process.poll() is not None:
+            raise AssertionError(f"the consumer did not start:\n{self.log()}")
+
+    def _consumers(self, host: str, port: int) -> int:
+        try:
+            return amqp.consumer_count(host, port, self.settings.incoming_queue)
+        except Exception:  # the queue may not exist yet
+            return 0
+
+    def publish_event(self, body: bytes, **properties: Any) -> None:
+        import pika
+
+        s = self.settings
+        amqp.publish(
+            s.host,
+            s.port,
+            s.incoming_queue,
+            body,
+            exchange=s.incoming_exchange,
+            properties=pika.BasicProperties(**properties) if properties else None,
+        )
+
+    def stop_consumer(self) -> int | None:
+        """SIGTERM, then the exit status (None when it had to be killed)."""
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            return None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def close(self) -> None:
+        self.stop_consumer()
+        for fake in (self.organisations, self.pid_service, self.mediahaven, self.ftp):
+            fake.stop()
+        amqp.delete_topology(self.settings)

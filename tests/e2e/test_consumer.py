@@ -1,0 +1,194 @@
+"""`s3-events-handler consume` as a process: events in through the broker, sidecars on the
+FTP server, transfer requests in their queue, MediaHaven told what it must know."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.service import REPO, RunningService, command
+from tests.support import amqp
+from tests.support.http_stubs import Canned
+
+pytestmark = pytest.mark.e2e
+
+GOLDEN_PID = "k98z0d4w1q"
+ESSENCE_KEY = "20261120-journaal-1900-a7f3c2d1-55e4-4b2a-9c1d-0e8f7a6b5c4d.MXF"
+
+
+def golden_transfer_request(examples: Path, host: str) -> dict[str, object]:
+    expected: dict[str, Any] = json.loads((examples / "transfer-request-essence.json").read_text())
+    expected["destination"]["host"] = host
+    return expected
+
+
+def transfers(service: RunningService, count: int, timeout: float = 20) -> list[amqp.Message]:
+    s = service.settings
+    got = amqp.wait_for_messages(s.host, s.port, s.transfer_queue, count, timeout=timeout)
+    assert len(got) == count, f"{len(got)} of {count} transfer requests came\n{service.log()}"
+    return got
+
+
+def test_an_essence_event_becomes_the_golden_sidecar_and_transfer_request(
+    service: RunningService, examples: Path
+) -> None:
+    service.pid_service.queue(Canned(body=[{"id": GOLDEN_PID, "number": 1}]))
+    service.start_consumer()
+    service.publish_event((examples / "event-essence-created.json").read_bytes())
+
+    [request] = transfers(service, 1)
+    assert request.json() == golden_transfer_request(examples, service.ftp.host)
+    assert request.properties.delivery_mode == 2
+    assert request.properties.content_type == "application/json"
+    assert request.properties.message_id == GOLDEN_PID
+    assert request.properties.correlation_id == "7c1f0a9e2b3d4c5e6f708192a3b4c5d6"
+    sidecar = service.ftp.root / "VRT" / "TAPE-SHARE-EVENTS" / f"{GOLDEN_PID}.xml"
+    assert sidecar.read_bytes() == (examples / "sidecar-essence.xml").read_bytes()
+    assert sorted(p.name for p in sidecar.parent.iterdir()) == [f"{GOLDEN_PID}.xml"]
+
+
+def test_a_collateral_event_links_the_essence_and_sends_its_sidecar(
+    service: RunningService, examples: Path
+) -> None:
+    service.mediahaven.add_record(
+        "fragment-1",
+        is_fragment=True,
+        pid=GOLDEN_PID,
+        local_id="MEDIA-0042",
+        key=ESSENCE_KEY,
+        bucket="mam-highresvideo",
+    )
+    service.start_consumer()
+    service.publish_event(
+        (examples / "event-collateral-created.json").read_bytes(), correlation_id="upstream-7"
+    )
+
+    [request] = transfers(service, 1)
+    assert request.properties.correlation_id == "upstream-7"
+    assert request.json()["destination"]["path"] == (
+        "/mnt/STORAGE/INGEST/SIDECAR/VRT/DISK-SHARE-EVENTS/k98z0d4w1q_closedOt.srt"
+    )
+    sidecar = service.ftp.root / "VRT" / "DISK-SHARE-EVENTS" / "k98z0d4w1q_closedOt.xml"
+    assert sidecar.read_bytes() == (examples / "sidecar-collateral.xml").read_bytes()
+    [relation] = service.mediahaven.relations
+    assert relation.fragment_id == "fragment-1"
+    assert relation.metadata == (examples / "relation-update.xml").read_bytes()
+    assert relation.reason == "[s3-events-handler] Voeg relatie van subtitle toe"
+    assert service.pid_service.request_count == 0
+
+
+def test_a_removal_deletes_the_collaterals_then_the_essence(
+    service: RunningService, examples: Path
+) -> None:
+    mh = service.mediahaven
+    mh.add_record("essence-1", pid=GOLDEN_PID, key=ESSENCE_KEY, bucket="mam-highresvideo")
+    mh.add_record(
+        "fragment-1",
+        is_fragment=True,
+        pid="fragpid001",
+        local_id="MEDIA-0042",
+        key=ESSENCE_KEY,
+        bucket="mam-highresvideo",
+    )
+    mh.add_record(
+        "collateral-1",
+        pid="k98z0d4w1q_closedOt",
+        local_id="MEDIA-0042",
+        key="closedOt/MEDIA-0042/journaal-1900.srt",
+        bucket="mam-collaterals",
+    )
+    mh.add_record(
+        "near-miss", pid="other00001", key=ESSENCE_KEY + ".bak", bucket="mam-highresvideo"
+    )
+    service.start_consumer()
+    service.publish_event((examples / "event-removed.json").read_bytes())
+
+    assert amqp.wait_until(lambda: len(mh.deleted) == 2, timeout=20), service.log()
+    assert [d.fragment_id for d in mh.deleted] == ["collateral-1", "essence-1"]
+    assert [r["Internal"]["FragmentId"] for r in mh.records] == ["fragment-1", "near-miss"]
+
+
+def test_bad_input_is_dead_lettered_while_the_next_event_is_processed(
+    service: RunningService, examples: Path
+) -> None:
+    service.start_consumer()
+    service.publish_event(b"this is not an S3 event", headers={"origin": "test"})
+    service.publish_event((examples / "event-essence-created.json").read_bytes())
+
+    transfers(service, 1)
+    s = service.settings
+    [dead] = amqp.wait_for_messages(s.host, s.port, s.dead_letter_queue, 1, timeout=10)
+    assert dead.body == b"this is not an S3 event"
+    assert dead.headers["x-error-stage"] == "parse"
+    assert "not JSON" in dead.headers["x-error"]
+    assert dead.headers["origin"] == "test"
+    assert service.process is not None and service.process.poll() is None
+
+
+def test_a_message_with_several_records_is_handled_record_by_record(
+    service: RunningService, examples: Path
+) -> None:
+    message = json.loads((examples / "event-essence-created.json").read_text())
+    second = json.loads(json.dumps(message["Records"][0]))
+    second["s3"]["object"]["key"] = "second.MXF"
+    second["responseElements"]["x-viaa-request-id"] = "second-request"
+    message["Records"].append(second)
+    service.start_consumer()
+    service.publish_event(json.dumps(message).encode())
+
+    got = transfers(service, 2)
+    assert sorted(m.json()["source"]["object"]["key"] for m in got) == sorted(
+        [ESSENCE_KEY, "second.MXF"]
+    )
+    assert len({m.properties.message_id for m in got}) == 2
+
+
+def test_a_transient_failure_is_retried_until_it_succeeds(
+    service: RunningService, examples: Path
+) -> None:
+    service.pid_service.queue(Canned(status=503), Canned(status=503), Canned(status=503))
+    service.start_consumer()
+    service.publish_event((examples / "event-essence-created.json").read_bytes())
+
+    [request] = transfers(service, 1)
+    assert request.json()["source"]["object"]["key"] == ESSENCE_KEY
+    assert service.pid_service.request_count == 4  # three refused in attempt 1, one in attempt 2
+    assert f"-> {service.settings.retry_queue(1)}" in service.log()
+
+
+def test_sigterm_stops_the_consumer_cleanly(service: RunningService) -> None:
+    service.start_consumer()
+    assert service.stop_consumer() == 0
+
+
+def test_missing_settings_stop_the_start_with_one_message_naming_them(tmp_path: Path) -> None:
+    finished = subprocess.run(
+        [*command(), "consume"],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "CONFIG_PATH": str(REPO / "config.yml"),
+            "RABBIT_MQ_HOST": "127.0.0.1",
+            "S3_EVENTS_EXCHANGE": "",
+        },
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert finished.returncode == 2
+    assert "Traceback" not in finished.stderr
+    assert len(finished.stderr.strip().splitlines()) == 1
+    for name in (
+        "RABBIT_MQ_PORT",
+        "MEDIAHAVEN_API_CLIENT_SECRET",
+        "PID_SERVICE_HOST",
+        "FILETRANSFER_EXCHANGE",
+        "APP_ENVIRONMENT",
+    ):
+        assert name in finished.stderr
+    assert "RABBIT_MQ_HOST" not in finished.stderr
+    assert "S3_EVENTS_EXCHANGE" not in finished.stderr

@@ -1,0 +1,130 @@
+"""Settings: today's variable names, defaults for the new ones, every problem named at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from adapters.config import ConfigError, load_config, load_destinations
+from domain.model import FileKind
+
+REPO = Path(__file__).resolve().parents[2]
+REQUIRED = {
+    "RABBIT_MQ_HOST": "mq",
+    "RABBIT_MQ_PORT": "5672",
+    "RABBIT_MQ_USER": "u",
+    "RABBIT_MQ_PASSWD": "p",
+    "S3_EVENTS_QUEUE": "s3-events",
+    "S3_EVENTS_EXCHANGE": "s3-events",
+    "FILETRANSFER_QUEUE": "ft",
+    "FILETRANSFER_EXCHANGE": "",
+    "MEDIAHAVEN_API_HOST": "https://mh",
+    "MEDIAHAVEN_API_CLIENT_ID": "id",
+    "MEDIAHAVEN_API_CLIENT_SECRET": "secret",
+    "MEDIAHAVEN_API_USERNAME": "user",
+    "MEDIAHAVEN_API_PASSWD": "pw",
+    "MEDIAHAVEN_FTP_HOST": "ftp://tra",
+    "MEDIAHAVEN_FTP_USER": "fu",
+    "MEDIAHAVEN_FTP_PASSWD": "fp",
+    "PID_SERVICE_HOST": "http://pid",
+    "ORGANISATIONS_API_HOST": "http://org",
+    "APP_ENVIRONMENT": "production",
+}
+
+
+def load(**changes: str | None) -> dict[str, object]:
+    environ = {k: v for k, v in {**REQUIRED, **changes}.items() if v is not None}
+    return load_config(REPO / "config.yml", environ)
+
+
+def test_todays_variables_fill_the_settings() -> None:
+    settings = load()
+    assert settings["rabbitmq"] == {
+        "host": "mq", "port": 5672, "user": "u", "passwd": "p", "vhost": "/", "prefetch": 1,
+        "incoming": {"queue": "s3-events", "exchange": "s3-events"},
+        "outgoing": {"queue": "ft", "exchange": ""},
+    }  # fmt: skip
+
+
+def test_new_settings_have_the_documented_defaults() -> None:
+    settings = load()
+    assert settings["app"] == {
+        "environment": "production",
+        "collateral_bucket": "mam-collaterals",
+        "destination_config": "destination_config.yml",
+        "shutdown_grace_seconds": 20.0,
+        "retry_delays": [10, 30, 90, 270, 810],
+        "retry_max_attempts": 8,
+    }
+    assert settings["logging"] == {"level": "INFO", "format": "json"}
+    assert settings["http"] == {"timeout_seconds": 30.0}
+    assert settings["organisations_api"] == {"host": "http://org", "cache_seconds": 3600.0}
+
+
+def test_every_missing_or_empty_variable_is_named_at_once() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load(RABBIT_MQ_HOST=None, MEDIAHAVEN_API_PASSWD="", FILETRANSFER_EXCHANGE=None)
+    assert raised.value.missing == [
+        "FILETRANSFER_EXCHANGE",
+        "MEDIAHAVEN_API_PASSWD",
+        "RABBIT_MQ_HOST",
+    ]
+
+
+def test_the_exchanges_may_be_empty_but_must_be_set() -> None:
+    assert load(S3_EVENTS_EXCHANGE="")["rabbitmq"]["incoming"]["exchange"] == ""  # type: ignore[index]
+    with pytest.raises(ConfigError):
+        load(S3_EVENTS_EXCHANGE=None)
+
+
+def test_the_user_prefix_of_today_is_accepted_and_ignored() -> None:
+    assert "user_prefix" not in str(load(MEDIAHAVEN_API_USER_PREFIX="viaa-"))
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("RABBIT_MQ_PORT", "five"),
+        ("RETRY_DELAYS", "10,,30"),
+        ("RETRY_DELAYS", "10,-1"),
+        ("RETRY_MAX_ATTEMPTS", "0"),
+        ("LOG_FORMAT", "xml"),
+        ("HTTP_TIMEOUT_SECONDS", "0"),
+    ],
+)
+def test_a_malformed_value_is_named_with_the_reason(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load(**{name: value})
+    assert name in str(raised.value)
+
+
+def test_secrets_are_not_repeated_in_the_error() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load(RABBIT_MQ_PORT="x", RABBIT_MQ_HOST=None)
+    assert "secret" not in str(raised.value)
+    assert "fp" not in str(raised.value).split()
+
+
+def test_production_vrt_essences_go_to_tape_whatever_the_case_of_the_label() -> None:
+    destinations = load_destinations(
+        REPO / "destination_config.yml", environment="production", transfer_host="ftp://tra"
+    )
+    assert destinations.folder_for("VRT", FileKind.ESSENCE) == "TAPE-SHARE-EVENTS"
+    assert destinations.folder_for("vrt", FileKind.COLLATERAL) == "DISK-SHARE-EVENTS"
+    assert destinations.folder_for("AMSAB", FileKind.ESSENCE) == "DISK-SHARE-EVENTS"
+
+
+def test_other_environments_put_everything_on_disk() -> None:
+    for environment in ("qas", "int", "dev"):
+        destinations = load_destinations(
+            REPO / "destination_config.yml", environment=environment, transfer_host="ftp://tra"
+        )
+        assert destinations.folder_for("VRT", FileKind.ESSENCE) == "DISK-SHARE-EVENTS"
+
+
+def test_a_folder_that_is_not_one_path_segment_is_refused(tmp_path: Path) -> None:
+    table = tmp_path / "destinations.yml"
+    table.write_text("production:\n  vrt:\n    essence: ../../etc\n")
+    with pytest.raises(ConfigError):
+        load_destinations(table, environment="production", transfer_host="ftp://tra")
