@@ -1,0 +1,58 @@
+"""`s3-events-handler process FILE|-`: one event by hand against the configured services."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.service import RunningService, command
+from tests.support import amqp
+from tests.support.http_stubs import Canned
+
+pytestmark = pytest.mark.e2e
+
+
+def process(service: RunningService, source: str, stdin: bytes = b"") -> tuple[int, str]:
+    finished = subprocess.run(
+        [*command(), "process", source],
+        input=stdin,
+        env=service.environment(),
+        capture_output=True,
+        cwd=service.workdir,
+        timeout=60,
+    )
+    return finished.returncode, finished.stdout.decode()
+
+
+def test_an_event_file_is_processed_and_reported(service: RunningService, examples: Path) -> None:
+    service.pid_service.queue(Canned(body=[{"id": "k98z0d4w1q", "number": 1}]))
+    code, out = process(service, str(examples / "event-essence-created.json"))
+    assert (code, json.loads(out)["outcome"]) == (0, "done")
+    sidecar = service.ftp.root / "VRT" / "TAPE-SHARE-EVENTS" / "k98z0d4w1q.xml"
+    assert sidecar.read_bytes() == (examples / "sidecar-essence.xml").read_bytes()
+    s = service.settings
+    [request] = amqp.wait_for_messages(s.host, s.port, s.transfer_queue, 1, timeout=5)
+    assert request.properties.message_id == "k98z0d4w1q"
+
+
+def test_bad_input_on_standard_input_is_reported_with_its_reason(service: RunningService) -> None:
+    code, out = process(service, "-", stdin=b'{"Records": [{"eventName": "ObjectCreated:Put"}]}')
+    report = json.loads(out)
+    assert (code, report["outcome"]) == (1, "dead-letter")
+    assert "s3.object.key is missing" in report["reason"]
+
+
+def test_python_dash_m_entrypoints_is_the_same_command(tmp_path: Path) -> None:
+    finished = subprocess.run(
+        [sys.executable, "-m", "entrypoints", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert finished.returncode == 0
+    assert all(name in finished.stdout for name in ("consume", "process", "demo"))

@@ -1,0 +1,59 @@
+"""The composition root wires real settings to the use cases; fakes stand in for the I/O."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from adapters.config import load_config
+from adapters.memory import (
+    InMemoryArchiveRecords,
+    InMemoryOrganisations,
+    InMemoryTransferRequests,
+    InMemoryTransportServer,
+    SequentialPids,
+)
+from adapters.organisations import CachedOrganisations
+from adapters.pid import LocalPids, PidWebService
+from application.messages import Delivery, Done
+from entrypoints.container import Container
+from tests.unit.test_config import REPO, REQUIRED
+
+
+def container_for(**environ: str) -> Container:
+    container = Container()
+    settings = load_config(REPO / "config.yml", {**REQUIRED, **environ})
+    settings["app"]["destination_config"] = str(REPO / "destination_config.yml")
+    container.config.from_dict(settings)
+    return container
+
+
+def test_the_handler_runs_the_flows_on_whatever_adapters_it_is_given(examples: Path) -> None:
+    container = container_for()
+    transport, transfers = InMemoryTransportServer(), InMemoryTransferRequests()
+    container.override_providers(
+        records=InMemoryArchiveRecords(),
+        pids=SequentialPids(["k98z0d4w1q"]),
+        organisations=InMemoryOrganisations({"OR-rf5kf25": "VRT"}),
+        transport=transport,
+        transfers=transfers,
+    )
+    body = (examples / "event-essence-created.json").read_bytes()
+    outcome = container.handler().handle(Delivery(body=body))
+    assert isinstance(outcome, Done)
+    # The production table from destination_config.yml and MEDIAHAVEN_FTP_HOST were used.
+    assert list(transport.uploaded) == ["/VRT/TAPE-SHARE-EVENTS/k98z0d4w1q.xml"]
+    assert transfers.published[0].destination_host == "ftp://tra"
+
+
+def test_production_and_qas_use_the_pid_service_other_environments_mint_locally() -> None:
+    assert isinstance(container_for(APP_ENVIRONMENT="production").pids(), PidWebService)
+    assert isinstance(container_for(APP_ENVIRONMENT="qas").pids(), PidWebService)
+    assert isinstance(container_for(APP_ENVIRONMENT="int").pids(), LocalPids)
+
+
+def test_cp_names_are_cached_and_adapters_are_shared() -> None:
+    container = container_for()
+    assert isinstance(container.organisations(), CachedOrganisations)
+    assert container.records() is container.records()
+    assert container.transport() is container.transport()
+    container.shutdown_resources()
