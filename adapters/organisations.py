@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 import requests
 
+from adapters.http_calls import json_of, send, with_retries
 from domain.errors import Rejected, ServiceUnavailable
 from domain.ports import Organisations
 
-log = logging.getLogger(__name__)
-
 # The OR-id travels as a variable, so no id can change the query.
 CP_NAME_QUERY = "query cp($id: String!) { organizations(id: $id) { mam_label } }"
-# Pauses between the tries of one call: the retry queue does the long waits.
-BACKOFF_SECONDS = (0.25, 0.75)
+SERVICE = "Organisations API"
 # Client errors that say "not now" rather than "never".
 _TRANSIENT_CLIENT_ERRORS = frozenset({408, 429})
-
-
-class _TryAgain(Exception):
-    """A failure worth another try within the same call (5xx, refused connection)."""
 
 
 class OrganisationsApi:
@@ -49,46 +42,19 @@ class OrganisationsApi:
         self._sleep = sleep
 
     def cp_name(self, or_id: str) -> str:
-        tries = 0
-        while True:
-            try:
-                return self._look_up(or_id)
-            except _TryAgain as failure:
-                if tries == len(BACKOFF_SECONDS):
-                    raise ServiceUnavailable(str(failure)) from failure
-                log.warning("Organisations API failed, trying again: %s", failure)
-                self._sleep(BACKOFF_SECONDS[tries])
-                tries += 1
+        return with_retries(lambda: self._look_up(or_id), service=SERVICE, sleep=self._sleep)
 
     def _look_up(self, or_id: str) -> str:
         body = {"query": CP_NAME_QUERY, "variables": {"id": or_id}}
-        try:
-            response = self._session.post(
-                self._url,
-                json=body,
-                timeout=self._timeout,
-                headers={"Accept": "application/json"},
-            )
-        except requests.Timeout as error:
-            raise ServiceUnavailable(f"Organisations API timed out: {error}") from error
-        except requests.ConnectionError as error:
-            raise _TryAgain(f"Organisations API unreachable: {error}") from error
-        except requests.RequestException as error:
-            raise ServiceUnavailable(f"Organisations API request failed: {error}") from error
+        response = send(
+            self._session, "POST", self._url, service=SERVICE, timeout=self._timeout, json=body
+        )
         status = response.status_code
-        if status >= 500:
-            raise _TryAgain(f"Organisations API answered {status} for {or_id}")
         if status in _TRANSIENT_CLIENT_ERRORS:
-            raise ServiceUnavailable(f"Organisations API answered {status} for {or_id}")
+            raise ServiceUnavailable(f"{SERVICE} answered {status} for {or_id}")
         if status >= 400:
-            raise Rejected(f"Organisations API refused the lookup of {or_id} ({status})")
-        try:
-            answer = response.json()
-        except ValueError as error:
-            raise ServiceUnavailable(
-                f"Organisations API answered something other than JSON for {or_id}"
-            ) from error
-        return _mam_label_in(answer, or_id)
+            raise Rejected(f"{SERVICE} refused the lookup of {or_id} ({status})")
+        return _mam_label_in(json_of(response, service=f"{SERVICE} for {or_id}"), or_id)
 
 
 def _mam_label_in(answer: Any, or_id: str) -> str:
@@ -143,4 +109,4 @@ class CachedOrganisations:
         return label
 
 
-__all__ = ["BACKOFF_SECONDS", "CP_NAME_QUERY", "CachedOrganisations", "OrganisationsApi"]
+__all__ = ["CP_NAME_QUERY", "CachedOrganisations", "OrganisationsApi"]

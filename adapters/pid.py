@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import secrets
 import string
 import time
@@ -11,25 +10,19 @@ from typing import Any
 
 import requests
 
+from adapters.http_calls import json_of, send, with_retries
 from domain.errors import ServiceUnavailable
 from domain.model import is_valid_pid
-
-log = logging.getLogger(__name__)
 
 PID_SERVICE_ENVIRONMENTS = frozenset({"production", "qas"})
 PID_ALPHABET = string.ascii_lowercase + string.digits
 PID_LENGTH = 10
-# Pauses between the tries of one call: the retry queue does the long waits.
-BACKOFF_SECONDS = (0.25, 0.75)
+SERVICE = "PID service"
 
 
 def uses_pid_service(app_environment: str) -> bool:
     """Only production and qas mint real PIDs; other environments must not spend them."""
     return app_environment in PID_SERVICE_ENVIRONMENTS
-
-
-class _TryAgain(Exception):
-    """A failure worth another try within the same call (5xx, refused connection)."""
 
 
 class PidWebService:
@@ -54,37 +47,13 @@ class PidWebService:
         self._sleep = sleep
 
     def mint(self) -> str:
-        tries = 0
-        while True:
-            try:
-                return self._mint_once()
-            except _TryAgain as failure:
-                if tries == len(BACKOFF_SECONDS):
-                    raise ServiceUnavailable(str(failure)) from failure
-                log.warning("PID service failed, trying again: %s", failure)
-                self._sleep(BACKOFF_SECONDS[tries])
-                tries += 1
+        return with_retries(self._mint_once, service=SERVICE, sleep=self._sleep)
 
     def _mint_once(self) -> str:
-        try:
-            response = self._session.get(
-                self._url, timeout=self._timeout, headers={"Accept": "application/json"}
-            )
-        except requests.Timeout as error:
-            raise ServiceUnavailable(f"PID service timed out: {error}") from error
-        except requests.ConnectionError as error:
-            raise _TryAgain(f"PID service unreachable: {error}") from error
-        except requests.RequestException as error:
-            raise ServiceUnavailable(f"PID service request failed: {error}") from error
-        if response.status_code >= 500:
-            raise _TryAgain(f"PID service answered {response.status_code}")
+        response = send(self._session, "GET", self._url, service=SERVICE, timeout=self._timeout)
         if not 200 <= response.status_code < 300:
-            raise ServiceUnavailable(f"PID service answered {response.status_code}")
-        try:
-            answer = response.json()
-        except ValueError as error:
-            raise ServiceUnavailable("PID service answered something other than JSON") from error
-        return _pid_in(answer)
+            raise ServiceUnavailable(f"{SERVICE} answered {response.status_code}")
+        return _pid_in(json_of(response, service=SERVICE))
 
 
 def _pid_in(answer: Any) -> str:
@@ -107,7 +76,6 @@ class LocalPids:
 
 
 __all__ = [
-    "BACKOFF_SECONDS",
     "PID_SERVICE_ENVIRONMENTS",
     "LocalPids",
     "PidWebService",

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from adapters.organisations import BACKOFF_SECONDS, CachedOrganisations, OrganisationsApi
+from adapters.http_calls import BACKOFF_SECONDS
+from adapters.organisations import CachedOrganisations, OrganisationsApi
 from domain.errors import Rejected, ServiceUnavailable
 from tests.support.http_stubs import Canned, FakeOrganisationsApi
 

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from adapters.pid import BACKOFF_SECONDS, LocalPids, PidWebService, uses_pid_service
+from adapters.http_calls import BACKOFF_SECONDS
+from adapters.pid import LocalPids, PidWebService, uses_pid_service
 from domain.errors import ServiceUnavailable
 from domain.model import is_valid_pid
 from tests.support.http_stubs import Canned, FakePidService
