@@ -1,0 +1,317 @@
+"""The consumer loop: one message at a time on a worker thread, outcomes carried out on the
+I/O thread, reconnecting whenever the broker goes away (SPEC 6)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, wait
+from dataclasses import dataclass, field
+from typing import Any, assert_never
+
+import pika
+import pika.exceptions
+
+from adapters.rabbitmq.connection import PERSISTENT, BrokerConnection, BrokerSettings, describe
+from application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
+
+log = logging.getLogger(__name__)
+
+# Everything BasicProperties carries: a republished message keeps it all (see `_copy_properties`).
+_PROPERTY_NAMES = (
+    "content_type",
+    "content_encoding",
+    "headers",
+    "delivery_mode",
+    "priority",
+    "correlation_id",
+    "reply_to",
+    "expiration",
+    "message_id",
+    "timestamp",
+    "type",
+    "user_id",
+    "app_id",
+    "cluster_id",
+)
+
+
+class _ConsumerCancelled(Exception):
+    """The broker cancelled our consumer (e.g. the queue was deleted): start over."""
+
+
+@dataclass
+class _Work:
+    """The message in hand and its worker's result."""
+
+    delivery_tag: int
+    properties: Any
+    delivery: Delivery
+    outcome: Future[Outcome] = field(default_factory=Future)
+
+
+class Consumer:
+    """Consumes the incoming queue until stopped; survives the broker going away.
+
+    Every message ends acked after its outcome was carried out (republishes
+    confirmed first), or unacked when anything went wrong, for the broker to
+    redeliver (SPEC 6).
+    """
+
+    def __init__(
+        self,
+        connection: BrokerConnection,
+        settings: BrokerSettings,
+        handler: Callable[[Delivery], Outcome],
+        *,
+        reconnect_delays: Sequence[float] = (1, 2, 5, 10, 30),
+        sleep: Callable[[float], None] = time.sleep,
+        poll_interval: float = 0.2,
+    ) -> None:
+        if not reconnect_delays:
+            raise ValueError("reconnect_delays needs at least one delay")
+        self._connection = connection
+        self._settings = settings
+        self._handler = handler
+        self._reconnect_delays = tuple(reconnect_delays)
+        self._sleep = sleep
+        self._poll_interval = poll_interval
+        self._stopping = False
+        self._stop_requested_at = 0.0
+        self._inbox: deque[tuple[int, Any, bytes]] = deque()
+        self._work: _Work | None = None
+        self._cancelled_by_broker = False
+        self.ready = threading.Event()
+        """Set once consuming; cleared when the connection is lost."""
+        self.messages_handled = 0
+        """Messages whose outcome was carried out and acked."""
+        self.connects = 0
+        """Successful connections so far; more than one means the consumer reconnected."""
+
+    def stop(self) -> None:
+        """Ask `run()` to finish; only sets attributes, so it is safe in a signal handler."""
+        if not self._stopping:
+            self._stop_requested_at = time.monotonic()
+            self._stopping = True
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def run(self, grace_seconds: float | None = None) -> None:
+        """Consume until `stop()`; then finish the message in hand within `grace_seconds`.
+
+        Past the grace the connection is closed without acking: the broker redelivers.
+        Broker trouble never ends this: it reconnects with backoff.
+        """
+        failures = 0
+        try:
+            while not self._stopping:
+                try:
+                    self._connection.open()
+                    self.connects += 1
+                    failures = 0
+                    self._consume(grace_seconds)
+                    return
+                except Exception as error:
+                    self.ready.clear()
+                    self._connection.close()
+                    self._log_failure(error)
+                    if not self._wait_for_worker(grace_seconds):
+                        return
+                delay = self._reconnect_delays[min(failures, len(self._reconnect_delays) - 1)]
+                failures += 1
+                if self._stopping:
+                    break
+                log.warning("reconnecting to the broker in %s s", delay)
+                self._sleep_unless_stopped(delay)
+        finally:
+            self.ready.clear()
+            self._inbox.clear()
+            self._connection.close()
+            log.info("consumer stopped after %d messages", self.messages_handled)
+
+    def _log_failure(self, error: Exception) -> None:
+        text = describe(error, self._settings.password)
+        if isinstance(error, (pika.exceptions.AMQPError, OSError, _ConsumerCancelled)):
+            log.warning("broker connection lost: %s", text)
+        else:
+            log.error("consumer failed, starting over: %s", text, exc_info=error)
+
+    def _consume(self, grace_seconds: float | None) -> None:
+        settings = self._settings
+        channel = self._connection.channel
+        self._inbox.clear()
+        self._cancelled_by_broker = False
+        channel.add_on_cancel_callback(self._on_cancelled_by_broker)
+        consumer_tag = channel.basic_consume(
+            queue=settings.incoming_queue, on_message_callback=self._on_message, auto_ack=False
+        )
+        self.ready.set()
+        log.info("consuming from %s (prefetch %d)", settings.incoming_queue, settings.prefetch)
+        cancelled = False
+        while True:
+            if self._stopping and not cancelled:
+                self._cancel(channel, consumer_tag)
+                cancelled = True
+            if self._work is None and self._inbox and not self._stopping:
+                self._start(*self._inbox.popleft())
+            work = self._work
+            if work is not None and work.outcome.done():
+                self._work = None
+                self._settle(channel, work)
+                continue
+            if self._stopping:
+                if work is None:
+                    log.info("stopped consuming; closing the broker connection")
+                    return
+                if self._grace_expired(grace_seconds):
+                    log.warning(
+                        "message %d not finished %s s after stop; left unacked for redelivery",
+                        work.delivery_tag,
+                        grace_seconds,
+                    )
+                    self._work = None
+                    return
+            if self._cancelled_by_broker:
+                raise _ConsumerCancelled(
+                    f"the broker cancelled consuming {settings.incoming_queue}"
+                )
+            if not channel.is_open:
+                raise pika.exceptions.ChannelWrongStateError("the channel closed")
+            self._connection.process_data_events(self._poll_interval)
+
+    def _on_message(self, _channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        self._inbox.append((method.delivery_tag, properties, body))
+
+    def _on_cancelled_by_broker(self, _frame: Any) -> None:
+        self._cancelled_by_broker = True
+
+    def _cancel(self, channel: Any, consumer_tag: str) -> None:
+        """No new deliveries; the ones received but not started go back to the queue at once."""
+        channel.basic_cancel(consumer_tag)
+        while self._inbox:
+            delivery_tag, _properties, _body = self._inbox.popleft()
+            channel.basic_reject(delivery_tag=delivery_tag, requeue=True)
+
+    def _start(self, delivery_tag: int, properties: Any, body: bytes) -> None:
+        delivery = Delivery(
+            body=body,
+            headers=dict(properties.headers or {}),
+            correlation_id=properties.correlation_id,
+        )
+        work = _Work(delivery_tag=delivery_tag, properties=properties, delivery=delivery)
+        self._work = work
+
+        def handle() -> None:
+            try:
+                work.outcome.set_result(self._handler(delivery))
+            except BaseException as error:
+                work.outcome.set_exception(error)
+            finally:
+                self._connection.wake()
+
+        worker = threading.Thread(target=handle, name=f"message-{delivery_tag}", daemon=True)
+        worker.start()
+
+    def _settle(self, channel: Any, work: _Work) -> None:
+        """Carry out the outcome (confirmed republishes first), then ack."""
+        outcome = work.outcome.result()  # a handler that raised: start over, the broker redelivers
+        original = work.properties
+        user = self._settings.user
+        correlation_id: str | None
+        if isinstance(outcome, Done):
+            kind, routing = "done", "-"
+            correlation_id = outcome.correlation_id or original.correlation_id
+        elif isinstance(outcome, Split):
+            kind, routing = "split", f"{len(outcome.bodies)} x {self._settings.incoming_queue}"
+            correlation_id = original.correlation_id
+            for body in outcome.bodies:
+                properties = _copy_properties(original, user)
+                self._connection.publish("", self._settings.incoming_queue, body, properties)
+        elif isinstance(outcome, Retry):
+            level = self._settings.retry_level(outcome.delay_seconds)
+            kind, routing = "retry", self._settings.retry_queue(level)
+            correlation_id = outcome.correlation_id
+            properties = _copy_properties(
+                original,
+                user,
+                headers=dict(outcome.headers),
+                correlation_id=correlation_id,
+                delivery_mode=PERSISTENT,
+                expiration=None,
+            )
+            self._connection.publish("", routing, work.delivery.body, properties)
+        elif isinstance(outcome, DeadLetter):
+            kind, routing = "dead-letter", self._settings.dead_letter_queue
+            correlation_id = outcome.correlation_id or original.correlation_id
+            properties = _copy_properties(
+                original,
+                user,
+                headers=dict(outcome.headers),
+                correlation_id=correlation_id,
+                delivery_mode=PERSISTENT,
+                expiration=None,
+            )
+            self._connection.publish("", routing, work.delivery.body, properties)
+        else:
+            assert_never(outcome)
+        channel.basic_ack(delivery_tag=work.delivery_tag)
+        self.messages_handled += 1
+        log.info(
+            "%s: message %d (correlation id %s) -> %s",
+            kind,
+            work.delivery_tag,
+            correlation_id,
+            routing,
+        )
+
+    def _grace_expired(self, grace_seconds: float | None) -> bool:
+        if grace_seconds is None:
+            return False
+        return time.monotonic() - self._stop_requested_at >= grace_seconds
+
+    def _wait_for_worker(self, grace_seconds: float | None) -> bool:
+        """After losing the connection, let the message in hand finish before consuming again.
+
+        Its outcome is dropped (its delivery tag died with the connection; the
+        broker redelivers it), but starting the redelivered copy while the old
+        worker still runs would handle one event twice at once. False: stopped
+        and the grace ran out.
+        """
+        work, self._work = self._work, None
+        self._inbox.clear()
+        if work is None:
+            return True
+        log.warning(
+            "waiting for message %d to finish; its outcome is dropped, the broker redelivers it",
+            work.delivery_tag,
+        )
+        while not work.outcome.done():
+            if self._stopping and self._grace_expired(grace_seconds):
+                return False
+            wait([work.outcome], timeout=0.1)
+        return True
+
+    def _sleep_unless_stopped(self, seconds: float) -> None:
+        left = seconds
+        while left > 0 and not self._stopping:
+            step = min(left, 0.25)
+            self._sleep(step)
+            left -= step
+
+
+def _copy_properties(original: Any, user: str, **changes: Any) -> Any:
+    """The original's properties with `changes` applied.
+
+    A `user_id` other than ours is dropped: the broker refuses a publish whose
+    user_id is not the connection's user, and the message could never move on.
+    """
+    values = {name: getattr(original, name, None) for name in _PROPERTY_NAMES}
+    if values["user_id"] != user:
+        values["user_id"] = None
+    values.update(changes)
+    return pika.BasicProperties(**values)
