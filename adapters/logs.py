@@ -62,5 +62,8 @@ def configure_logging(level: str, fmt: str, secrets: Iterable[str] = ()) -> None
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # pika logs every connection hiccup at length; its errors reach us as exceptions anyway.
-    logging.getLogger("pika").setLevel(max(logging.WARNING, root.level))
+    # pika logs every connection hiccup with a traceback; its errors reach our code as
+    # exceptions, which log them in one line. Its own account is for debugging.
+    logging.getLogger("pika").setLevel(
+        logging.DEBUG if root.level <= logging.DEBUG else logging.CRITICAL
+    )

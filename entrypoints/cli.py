@@ -15,6 +15,7 @@ from typing import Any
 
 from adapters.config import ConfigError, load_config
 from adapters.logs import configure_logging
+from adapters.rabbitmq import describe
 from application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
 from entrypoints.container import Container
 from entrypoints.demo import run_demo
@@ -64,7 +65,15 @@ def consume(container: Container) -> int:
 def process(container: Container, source: str) -> int:
     """Run one event through the application against the configured services."""
     body = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
-    container.broker().open()
+    broker = container.broker()
+    try:
+        broker.open()
+    except Exception as error:  # nothing was done yet: say so plainly and let the caller retry
+        settings = broker.settings
+        reason = describe(error, settings.password)
+        where = f"{settings.host}:{settings.port}"
+        print(f"s3-events-handler: cannot reach the broker at {where}: {reason}", file=sys.stderr)
+        return EXIT_RETRY_LATER
     return _report(container.handler().handle, Delivery(body=body))
 
 

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from typing import Any, assert_never
@@ -232,31 +232,14 @@ class Consumer:
             for body in outcome.bodies:
                 properties = _copy_properties(original, user)
                 self._connection.publish("", self._settings.incoming_queue, body, properties)
-        elif isinstance(outcome, Retry):
-            level = self._settings.retry_level(outcome.delay_seconds)
-            kind, routing = "retry", self._settings.retry_queue(level)
-            correlation_id = outcome.correlation_id
-            properties = _copy_properties(
-                original,
-                user,
-                headers=dict(outcome.headers),
-                correlation_id=correlation_id,
-                delivery_mode=PERSISTENT,
-                expiration=None,
-            )
-            self._connection.publish("", routing, work.delivery.body, properties)
-        elif isinstance(outcome, DeadLetter):
-            kind, routing = "dead-letter", self._settings.dead_letter_queue
+        elif isinstance(outcome, Retry | DeadLetter):
+            if isinstance(outcome, Retry):
+                level = self._settings.retry_level(outcome.delay_seconds)
+                kind, routing = "retry", self._settings.retry_queue(level)
+            else:
+                kind, routing = "dead-letter", self._settings.dead_letter_queue
             correlation_id = outcome.correlation_id or original.correlation_id
-            properties = _copy_properties(
-                original,
-                user,
-                headers=dict(outcome.headers),
-                correlation_id=correlation_id,
-                delivery_mode=PERSISTENT,
-                expiration=None,
-            )
-            self._connection.publish("", routing, work.delivery.body, properties)
+            self._park(work, routing, outcome.headers, correlation_id)
         else:
             assert_never(outcome)
         channel.basic_ack(delivery_tag=work.delivery_tag)
@@ -268,6 +251,20 @@ class Consumer:
             correlation_id,
             routing,
         )
+
+    def _park(
+        self, work: _Work, queue: str, headers: Mapping[str, Any], correlation_id: str | None
+    ) -> None:
+        """The body unchanged to a retry or dead-letter queue, persistent and never expiring."""
+        properties = _copy_properties(
+            work.properties,
+            self._settings.user,
+            headers=dict(headers),
+            correlation_id=correlation_id,
+            delivery_mode=PERSISTENT,
+            expiration=None,
+        )
+        self._connection.publish("", queue, work.delivery.body, properties)
 
     def _grace_expired(self, grace_seconds: float | None) -> bool:
         if grace_seconds is None:

@@ -97,7 +97,7 @@ class RunningService:
             "SHUTDOWN_GRACE_SECONDS": "5",
             "CONFIG_PATH": str(REPO / "config.yml"),
             "DESTINATION_CONFIG": str(REPO / "destination_config.yml"),
-            "LOG_LEVEL": "DEBUG",
+            "LOG_LEVEL": "INFO",
         }
         env.update(overrides)
         return env

@@ -46,6 +46,24 @@ def test_bad_input_on_standard_input_is_reported_with_its_reason(service: Runnin
     assert "s3.object.key is missing" in report["reason"]
 
 
+def test_an_unreachable_broker_is_reported_without_doing_anything(
+    service: RunningService, examples: Path
+) -> None:
+    finished = subprocess.run(
+        [*command(), "process", str(examples / "event-essence-created.json")],
+        env=service.environment(RABBIT_MQ_PORT="1", RABBIT_MQ_PASSWD="pw-that-must-not-show"),
+        capture_output=True,
+        text=True,
+        cwd=service.workdir,
+        timeout=60,
+    )
+    assert finished.returncode == 75
+    assert "cannot reach the broker" in finished.stderr
+    assert "Traceback" not in finished.stderr
+    assert "pw-that-must-not-show" not in finished.stderr
+    assert service.pid_service.request_count == 0
+
+
 def test_python_dash_m_entrypoints_is_the_same_command(tmp_path: Path) -> None:
     finished = subprocess.run(
         [sys.executable, "-m", "entrypoints", "--help"],
