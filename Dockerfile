@@ -20,13 +20,17 @@ ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH \
     CONFIG_PATH=/app/config.yml \
-    DESTINATION_CONFIG=/app/destination_config.yml
+    DESTINATION_CONFIG=/app/destination_config.yml \
+    LEDGER_PATH=/data/ledger.sqlite3
 # A fixed uid and gid (10001:10001), so runAsUser/runAsGroup and volume permissions
 # can rely on them. groupadd/useradd come with Debian's passwd package, which both
 # python:3.12-slim and a debootstrap minbase have.
 RUN groupadd --gid 10001 s3events \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
-      --shell /usr/sbin/nologin s3events
+      --shell /usr/sbin/nologin s3events \
+ && mkdir /data && chown 10001:10001 /data
+# The ledger of events taken in: mount a volume here so it outlives the container.
+VOLUME /data
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY config.yml destination_config.yml ./

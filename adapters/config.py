@@ -83,6 +83,7 @@ CONVERSIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "mediahaven.ftp.timeout_seconds": ("FTP_TIMEOUT_SECONDS", _positive_float),
     "organisations_api.cache_seconds": ("ORGANISATIONS_CACHE_SECONDS", _positive_float),
     "http.timeout_seconds": ("HTTP_TIMEOUT_SECONDS", _positive_float),
+    "ledger.retention_days": ("LEDGER_RETENTION_DAYS", _positive_float),
 }
 
 

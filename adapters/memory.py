@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from adapters import sidecar_xml
 from domain.errors import Rejected
-from domain.model import Query, Record, Sidecar, TransferRequest
+from domain.model import LedgerEntry, Query, Record, Sidecar, Step, TransferRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +125,31 @@ class InMemoryTransferRequests:
         self.published.append(request)
 
 
+class InMemoryLedger:
+    """The ledger as a dict: durable only as long as the process lives."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, LedgerEntry] = {}
+
+    def recall(self, identity: str) -> LedgerEntry | None:
+        return self.entries.get(identity)
+
+    def claim_pid(self, identity: str, pid: str) -> str:
+        entry = self.entries.get(identity)
+        if entry is not None and entry.pid is not None:
+            return entry.pid
+        step = max(Step.PID_CLAIMED, entry.step if entry else Step.RECEIVED)
+        self.entries[identity] = LedgerEntry(identity, pid, step)
+        return pid
+
+    def advance(self, identity: str, step: Step) -> None:
+        entry = self.entries.get(identity) or LedgerEntry(identity, None, Step.RECEIVED)
+        self.entries[identity] = LedgerEntry(identity, entry.pid, max(entry.step, step))
+
+
 __all__ = [
     "InMemoryArchiveRecords",
+    "InMemoryLedger",
     "InMemoryOrganisations",
     "InMemoryTransferRequests",
     "InMemoryTransportServer",

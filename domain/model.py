@@ -28,6 +28,15 @@ class EventKind(enum.Enum):
     REMOVED = "ObjectRemoved"
 
 
+class Step(enum.IntEnum):
+    """How far an event got, in order; the ledger only ever moves forward."""
+
+    RECEIVED = 0
+    PID_CLAIMED = 1
+    SIDECAR_UPLOADED = 2
+    TRANSFER_REQUESTED = 3
+
+
 class FileKind(enum.Enum):
     """What an object is to the archive; the destination table is keyed by these values."""
 
@@ -139,6 +148,15 @@ class Record:
     local_id: str | None = None
     s3_object_key: str | None = None
     s3_bucket: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """What the service remembers of an event it took in."""
+
+    identity: str
+    pid: str | None
+    step: Step
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from domain.model import Query, Record, Sidecar, TransferRequest
+from domain.model import LedgerEntry, Query, Record, Sidecar, Step, TransferRequest
 
 
 class ArchiveRecords(Protocol):
@@ -48,4 +48,22 @@ class TransferRequests(Protocol):
 
     def publish(self, request: TransferRequest) -> None:
         """Return only once the request is safely queued; raise otherwise."""
+        ...
+
+
+class Ledger(Protocol):
+    """Durable memory of the events taken in, so a redelivery or duplicate is not done twice.
+
+    Keyed by `S3Event.identity`. Implementations must be safe for several
+    consumers side by side: the first PID claimed for an event wins.
+    """
+
+    def recall(self, identity: str) -> LedgerEntry | None: ...
+
+    def claim_pid(self, identity: str, pid: str) -> str:
+        """Store `pid` for the event unless one is stored already; return the stored one."""
+        ...
+
+    def advance(self, identity: str, step: Step) -> None:
+        """Record `step` as done, unless a later step was recorded already."""
         ...

@@ -14,11 +14,13 @@ from domain.model import (
     Record,
     S3Event,
     Sidecar,
+    Step,
     Term,
     require_path_segment,
 )
 from domain.ports import (
     ArchiveRecords,
+    Ledger,
     Organisations,
     PidService,
     TransferRequests,
@@ -52,6 +54,9 @@ class IngestEssence:
     - A collateral takes `{essence_pid}_{type}` as its name and is linked to
       its essence (a fragment preferred) before its sidecar goes out.
     - The sidecar is on the transport server before the transfer request is sent.
+    - The ledger learns each step before the next side effect: an event it
+      saw through to its transfer request is not done again, and a retried or
+      duplicated one reuses its PID, so it never gets two different sidecars.
     """
 
     def __init__(
@@ -63,9 +68,11 @@ class IngestEssence:
         transport: TransportServer,
         transfers: TransferRequests,
         destinations: Destinations,
+        ledger: Ledger,
         collateral_bucket: str = DEFAULT_COLLATERAL_BUCKET,
     ) -> None:
         self._records = records
+        self._ledger = ledger
         self._pids = pids
         self._organisations = organisations
         self._transport = transport
@@ -75,6 +82,11 @@ class IngestEssence:
 
     def execute(self, event: S3Event, *, correlation_id: str, progress: Progress) -> str:
         """Returns a one-line account of what was done."""
+        progress.stage = "ledger"
+        entry = self._ledger.recall(event.identity)
+        if entry is not None and entry.step >= Step.TRANSFER_REQUESTED:
+            log.info("already handled, nothing to do: %s (%s)", event.object.key, entry.pid)
+            return f"already handled: {event.object.key} as {entry.pid}"
         collateral = (
             CollateralKey.parse(event.object.key)
             if event.object.bucket == self._collateral_bucket
@@ -87,15 +99,18 @@ class IngestEssence:
             log.warning("already archived, nothing to do: %s", event.object.key)
             return f"already archived: {event.object.key}"
         if collateral is None:
-            sidecar = self._essence_sidecar(event, cp_name, progress)
+            known_pid = entry.pid if entry is not None else None
+            sidecar = self._essence_sidecar(event, cp_name, progress, known_pid)
         else:
             sidecar = self._collateral_sidecar(event, cp_name, collateral, progress)
         progress.stage = "sidecar-upload"
         self._transport.upload(sidecar)
+        self._ledger.advance(event.identity, Step.SIDECAR_UPLOADED)
         progress.stage = "transfer-request"
         self._transfers.publish(
             self._destinations.transfer_request(sidecar, correlation_id=correlation_id)
         )
+        self._ledger.advance(event.identity, Step.TRANSFER_REQUESTED)
         progress.stage = "done"
         return f"sent {sidecar.cp_name}/{sidecar.folder}/{sidecar.filename} for {event.object.key}"
 
@@ -106,10 +121,12 @@ class IngestEssence:
             terms.append(Term("md5", md5))
         return bool(self._records.search(Query.any_of(*terms)))
 
-    def _essence_sidecar(self, event: S3Event, cp_name: str, progress: Progress) -> Sidecar:
+    def _essence_sidecar(
+        self, event: S3Event, cp_name: str, progress: Progress, known_pid: str | None
+    ) -> Sidecar:
         progress.stage = "pid"
-        if progress.pid is None:
-            progress.pid = require_path_segment(self._pids.mint(), "PID")
+        pid = known_pid or progress.pid or require_path_segment(self._pids.mint(), "PID")
+        progress.pid = self._ledger.claim_pid(event.identity, pid)
         return Sidecar(
             name=progress.pid,
             cp_name=cp_name,
@@ -129,6 +146,8 @@ class IngestEssence:
             raise Rejected(f"essence {essence.fragment_id} of {key.media_id!r} has no PID")
         essence_pid = require_path_segment(essence.pid, "essence PID")
         name = f"{essence_pid}_{key.collateral_type}"
+        # Derived, not minted: the ledger keeps it only to mark the event as taken in.
+        self._ledger.claim_pid(event.identity, name)
         progress.stage = "relation"
         self._records.add_relation(
             essence.fragment_id,

@@ -14,6 +14,7 @@ from types import FrameType
 from typing import Any
 
 from adapters.config import ConfigError, load_config
+from adapters.ledger_postgres import password_in
 from adapters.logs import configure_logging
 from adapters.rabbitmq import describe
 from application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
@@ -28,11 +29,13 @@ EXIT_RETRY_LATER = 75  # EX_TEMPFAIL
 
 
 def secrets_of(settings: dict[str, Any]) -> list[str]:
+    dsn = settings["ledger"]["dsn"]
     return [
         settings["rabbitmq"]["passwd"],
         settings["mediahaven"]["api"]["client_secret"],
         settings["mediahaven"]["api"]["passwd"],
         settings["mediahaven"]["ftp"]["passwd"],
+        *([dsn, password_in(dsn) or ""] if dsn else []),
     ]
 
 

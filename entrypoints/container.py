@@ -10,11 +10,14 @@ from dependency_injector import containers, providers
 
 from adapters.config import load_destinations
 from adapters.ftp import FtpTransportServer
+from adapters.ledger_postgres import PostgresLedger
+from adapters.ledger_sqlite import SqliteLedger
 from adapters.mediahaven import MediaHavenRecords
 from adapters.organisations import CachedOrganisations, OrganisationsApi
 from adapters.pid import LocalPids, PidWebService, uses_pid_service
 from adapters.rabbitmq import AmqpTransferRequests, BrokerConnection, BrokerSettings, Consumer
 from application.handler import MessageHandler, RetryPolicy
+from domain.ports import Ledger
 from domain.use_cases import IngestEssence, RemoveEssence
 
 
@@ -39,6 +42,17 @@ def broker_connection(settings: BrokerSettings) -> Iterator[BrokerConnection]:
     connection = BrokerConnection(settings)
     yield connection
     connection.close()
+
+
+def ledger(path: str, dsn: str, retention_days: float) -> Iterator[Ledger]:
+    """PostgreSQL when LEDGER_DSN is set (several consumers), else a SQLite file."""
+    chosen: PostgresLedger | SqliteLedger = (
+        PostgresLedger(dsn, retention_days=retention_days)
+        if dsn
+        else SqliteLedger(path, retention_days=retention_days)
+    )
+    yield chosen
+    chosen.close()
 
 
 def pid_source(environment: str) -> str:
@@ -113,6 +127,12 @@ class Container(containers.DeclarativeContainer):
         exchange=config.rabbitmq.outgoing.exchange,
         routing_key=config.rabbitmq.outgoing.queue,
     )
+    ledger = providers.Resource(
+        ledger,
+        path=config.ledger.path,
+        dsn=config.ledger.dsn,
+        retention_days=config.ledger.retention_days,
+    )
     destinations = providers.Singleton(
         load_destinations,
         providers.Callable(Path, config.app.destination_config),
@@ -128,6 +148,7 @@ class Container(containers.DeclarativeContainer):
         transport=transport,
         transfers=transfers,
         destinations=destinations,
+        ledger=ledger,
         collateral_bucket=config.app.collateral_bucket,
     )
     remove = providers.Factory(RemoveEssence, records=records, organisations=organisations)

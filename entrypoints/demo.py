@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 from adapters.memory import (
     InMemoryArchiveRecords,
+    InMemoryLedger,
     InMemoryOrganisations,
     InMemoryTransferRequests,
     InMemoryTransportServer,
@@ -25,7 +26,10 @@ from entrypoints.container import Container
 OR_ID = "OR-rf5kf25"
 ESSENCE_KEY = "20261120-journaal-1900-a7f3c2d1-55e4-4b2a-9c1d-0e8f7a6b5c4d.MXF"
 COLLATERAL_KEY = "closedOt/MEDIA-0042/journaal-1900.srt"
-COLLATERAL_MD5 = "92eb5ffee6ae2fec3ad71c777531578f"
+MD5S = {
+    ESSENCE_KEY: "0cc175b9c0f1b6a831c399e269772661",
+    COLLATERAL_KEY: "92eb5ffee6ae2fec3ad71c777531578f",
+}
 
 # Only what the in-memory world still reads from the settings.
 DEMO_SETTINGS: dict[str, Any] = {
@@ -41,7 +45,7 @@ DEMO_DESTINATIONS = Destinations(
 )
 
 
-def s3_event(event_name: str, bucket: str, key: str, md5: str) -> dict[str, Any]:
+def s3_event(request_id: str, event_name: str, bucket: str, key: str) -> dict[str, Any]:
     """An S3 notification as the gateway sends it (SPEC section 2)."""
     return {
         "Records": [
@@ -51,14 +55,14 @@ def s3_event(event_name: str, bucket: str, key: str, md5: str) -> dict[str, Any]
                 "eventTime": "2026-11-20T09:14:03.512Z",
                 "eventName": event_name,
                 "userIdentity": {"principalId": f"ingest-robot+{OR_ID}"},
-                "responseElements": {"x-viaa-request-id": "7c1f0a9e2b3d4c5e6f708192a3b4c5d6"},
+                "responseElements": {"x-viaa-request-id": request_id},
                 "s3": {
                     "domain": {"name": "s3"},
                     "bucket": {"name": bucket, "metadata": {"tenant": "or-rf5kf25"}},
                     "object": {
                         "key": key,
                         "eTag": "4f1c2e9a7b3d5e6f8a9b0c1d2e3f4a5b",
-                        "metadata": {"md5sum": md5},
+                        "metadata": {"md5sum": MD5S.get(key, "")},
                     },
                 },
             }
@@ -94,6 +98,7 @@ class Demo:
             transport=self.transport,
             transfers=self.transfers,
             destinations=DEMO_DESTINATIONS,
+            ledger=InMemoryLedger(),
         )
         self.handle: Callable[[Delivery], Outcome] = self.container.handler().handle
 
@@ -119,36 +124,23 @@ class Demo:
             self.out.write(f"--- MediaHaven: delete record {fragment_id} ({reason})\n")
 
     def run(self) -> None:
-        essence = s3_event(
-            "ObjectCreated:Put", "mam-highresvideo", ESSENCE_KEY, "0cc175b9c0f1b6a831c399e269772661"
-        )
+        essence = s3_event("request-1", "ObjectCreated:Put", "mam-highresvideo", ESSENCE_KEY)
         self.step("An essence lands in S3", essence)
-        self.out.write(
-            "\n(MediaHaven ingests the essence and a fragment with local id MEDIA-0042)\n"
-        )
+        self.step("The gateway sends the same event twice", essence)
+        self.out.write("\n(MediaHaven ingests it, with a fragment of local id MEDIA-0042)\n")
         self.records.records += [
             Record("essence-1", False, "k98z0d4w1q", None, ESSENCE_KEY, "mam-highresvideo"),
             Record("fragment-1", True, "k98z0d4w1q", "MEDIA-0042", ESSENCE_KEY, "mam-highresvideo"),
         ]
-        self.step("The same event again, once MediaHaven has it", essence)
-        collateral = s3_event(
-            "ObjectCreated:Put",
-            "mam-collaterals",
-            COLLATERAL_KEY,
-            "92eb5ffee6ae2fec3ad71c777531578f",
-        )
+        again = s3_event("request-2", "ObjectCreated:Put", "mam-highresvideo", ESSENCE_KEY)
+        self.step("The same file is written to S3 again", again)
+        collateral = s3_event("request-3", "ObjectCreated:Put", "mam-collaterals", COLLATERAL_KEY)
         self.step("Subtitles for it land in the collateral bucket", collateral)
         self.records.records.append(
-            Record(
-                "collateral-1",
-                False,
-                "k98z0d4w1q_closedOt",
-                "MEDIA-0042",
-                COLLATERAL_KEY,
-                "mam-collaterals",
-            )
-        )
-        removed = s3_event("ObjectRemoved:Delete", "mam-highresvideo", ESSENCE_KEY, "")
+            Record("collateral-1", False, "k98z0d4w1q_closedOt", "MEDIA-0042", COLLATERAL_KEY,
+                   "mam-collaterals")
+        )  # fmt: skip
+        removed = s3_event("request-4", "ObjectRemoved:Delete", "mam-highresvideo", ESSENCE_KEY)
         self.step("The essence is deleted from S3", removed)
         self.step("A message that is not an S3 event", b"hello")
 

@@ -1,9 +1,11 @@
-"""Shared fixtures: the golden examples, and the local RabbitMQ broker (skipped or required)."""
+"""Shared fixtures: the golden examples and the local servers (skipped, or required)."""
 
 from __future__ import annotations
 
 import os
 import socket
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,14 +14,22 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO.parent / "shared" / "examples"
 BROKER_HOST = os.environ.get("TEST_BROKER_HOST", "127.0.0.1")
 BROKER_PORT = int(os.environ.get("TEST_BROKER_PORT", "5672"))
+POSTGRES_DSN = os.environ.get("TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
-def _broker_answers() -> bool:
+def _answers(host: str, port: int) -> bool:
     try:
-        with socket.create_connection((BROKER_HOST, BROKER_PORT), timeout=2):
+        with socket.create_connection((host, port), timeout=2):
             return True
     except OSError:
         return False
+
+
+def _missing(what: str, required_by: str) -> None:
+    """Skip, or fail when the run says the service must be there."""
+    if os.environ.get(required_by) == "1":
+        pytest.fail(f"{what} ({required_by}=1)")
+    pytest.skip(what)
 
 
 @pytest.fixture(scope="session")
@@ -33,9 +43,32 @@ def examples() -> Path:
 @pytest.fixture(scope="session")
 def broker() -> tuple[str, int]:
     """The local broker's address; skips without one unless REQUIRE_BROKER=1, then fails."""
-    if not _broker_answers():
-        reason = f"no RabbitMQ broker answers on {BROKER_HOST}:{BROKER_PORT}"
-        if os.environ.get("REQUIRE_BROKER") == "1":
-            pytest.fail(f"{reason} (REQUIRE_BROKER=1)")
-        pytest.skip(reason)
+    if not _answers(BROKER_HOST, BROKER_PORT):
+        _missing(f"no RabbitMQ broker answers on {BROKER_HOST}:{BROKER_PORT}", "REQUIRE_BROKER")
     return BROKER_HOST, BROKER_PORT
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """A DSN of the local PostgreSQL server's maintenance database; skips or fails as `broker`."""
+    import psycopg
+
+    try:
+        psycopg.connect(POSTGRES_DSN, connect_timeout=3).close()
+    except psycopg.Error as error:
+        _missing(f"no PostgreSQL answers at {POSTGRES_DSN}: {error}", "REQUIRE_POSTGRES")
+    return POSTGRES_DSN
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: str) -> Iterator[str]:
+    """A database of its own for one test, dropped afterwards."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    name = f"s3eh_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield make_conninfo(postgres_server, dbname=name)
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -98,6 +98,7 @@ class RunningService:
             "CONFIG_PATH": str(REPO / "config.yml"),
             "DESTINATION_CONFIG": str(REPO / "destination_config.yml"),
             "LOG_LEVEL": "INFO",
+            "LEDGER_PATH": str(self.workdir / "ledger.sqlite3"),
         }
         env.update(overrides)
         return env

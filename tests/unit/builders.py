@@ -9,6 +9,7 @@ from typing import Any
 
 from adapters.memory import (
     InMemoryArchiveRecords,
+    InMemoryLedger,
     InMemoryOrganisations,
     InMemoryTransferRequests,
     InMemoryTransportServer,
@@ -83,6 +84,7 @@ class World:
         self.organisations = InMemoryOrganisations({OR_ID: cp_name})
         self.transport = InMemoryTransportServer()
         self.transfers = InMemoryTransferRequests()
+        self.ledger = InMemoryLedger()
         self.destinations = Destinations(transfer_host=TRANSFER_HOST, folders=PRODUCTION_FOLDERS)
         self.ingest = IngestEssence(
             records=self.records,
@@ -91,5 +93,6 @@ class World:
             transport=self.transport,
             transfers=self.transfers,
             destinations=self.destinations,
+            ledger=self.ledger,
         )
         self.remove = RemoveEssence(records=self.records, organisations=self.organisations)

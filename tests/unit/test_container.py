@@ -7,6 +7,7 @@ from pathlib import Path
 from adapters.config import load_config
 from adapters.memory import (
     InMemoryArchiveRecords,
+    InMemoryLedger,
     InMemoryOrganisations,
     InMemoryTransferRequests,
     InMemoryTransportServer,
@@ -36,6 +37,7 @@ def test_the_handler_runs_the_flows_on_whatever_adapters_it_is_given(examples: P
         organisations=InMemoryOrganisations({"OR-rf5kf25": "VRT"}),
         transport=transport,
         transfers=transfers,
+        ledger=InMemoryLedger(),
     )
     body = (examples / "event-essence-created.json").read_bytes()
     outcome = container.handler().handle(Delivery(body=body))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from domain.errors import BadInput, EssenceNotArchivedYet, Rejected
-from domain.model import Query, Term
+from domain.model import LedgerEntry, Query, Step, Term
 from domain.use_cases import Progress
 from tests.unit.builders import World, essence_record, event_of, golden_event
 
@@ -204,3 +204,60 @@ def test_a_collateral_key_without_type_and_media_id_is_bad_input(examples: Path,
     with pytest.raises(BadInput):
         ingest(world, examples, COLLATERAL, s3__object__key=key)
     assert world.records.searches == []
+
+
+# The ledger: nothing done twice
+
+
+def test_the_same_event_twice_gets_one_pid_one_sidecar_one_transfer_request(
+    examples: Path,
+) -> None:
+    world = World()
+    ingest(world, examples, ESSENCE)
+    summary = ingest(world, examples, ESSENCE)
+    assert summary.startswith("already handled")
+    assert world.pids.minted == ["k98z0d4w1q"]
+    assert len(world.transport.uploaded) == 1
+    assert len(world.transfers.published) == 1
+
+
+def test_a_redelivery_after_a_crash_reuses_the_pid_the_ledger_holds(examples: Path) -> None:
+    world = World()
+    event = event_of(golden_event(examples, ESSENCE))
+    world.ledger.claim_pid(event.identity, "a1b2c3d4e5")
+    world.ledger.advance(event.identity, Step.SIDECAR_UPLOADED)
+    world.ingest.execute(event, correlation_id="c", progress=Progress(pid="z9y8x7w6v5"))
+    assert world.pids.minted == []
+    assert list(world.transport.uploaded) == ["/VRT/TAPE-SHARE-EVENTS/a1b2c3d4e5.xml"]
+    assert world.transfers.published[0].message_id == "a1b2c3d4e5"
+    assert world.ledger.recall(event.identity) == LedgerEntry(
+        event.identity, "a1b2c3d4e5", Step.TRANSFER_REQUESTED
+    )
+
+
+def test_the_ledger_knows_the_pid_before_the_sidecar_goes_out(examples: Path) -> None:
+    world = World()
+    world.transport.folders = set()
+    event = event_of(golden_event(examples, ESSENCE))
+    with pytest.raises(Rejected):
+        world.ingest.execute(event, correlation_id="c", progress=Progress())
+    assert world.ledger.recall(event.identity) == LedgerEntry(
+        event.identity, "k98z0d4w1q", Step.PID_CLAIMED
+    )
+
+
+def test_a_pid_claimed_by_another_consumer_first_wins(examples: Path) -> None:
+    world = World()
+    event = event_of(golden_event(examples, ESSENCE))
+    world.ledger.claim_pid(event.identity, "other00001")
+    progress = Progress(pid="a1b2c3d4e5")  # from an x-pid header, but the ledger knows better
+    world.ingest.execute(event, correlation_id="c", progress=progress)
+    assert progress.pid == "other00001"
+    assert list(world.transport.uploaded) == ["/VRT/TAPE-SHARE-EVENTS/other00001.xml"]
+
+
+def test_two_events_for_the_same_key_are_two_events(examples: Path) -> None:
+    world = World()
+    ingest(world, examples, ESSENCE)
+    ingest(world, examples, ESSENCE, responseElements=None)  # no request id: another identity
+    assert world.pids.minted == ["k98z0d4w1q", "a1b2c3d4e5"]

@@ -1,0 +1,124 @@
+"""The ledger in PostgreSQL: for several consumers side by side sharing one memory."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import psycopg
+
+from domain.errors import ServiceUnavailable
+from domain.model import LedgerEntry, Step
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS s3_events_ledger (
+    identity   TEXT PRIMARY KEY,
+    pid        TEXT,
+    step       SMALLINT NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+)
+"""
+
+
+class PostgresLedger:
+    """Each statement commits on its own; concurrent claims of one event agree on one PID.
+
+    The connection is opened on first use and opened again once when it has died.
+    """
+
+    def __init__(self, dsn: str, *, retention_days: float = 30, timeout: float = 10) -> None:
+        self._dsn = dsn
+        self._retention_days = retention_days
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._db: psycopg.Connection[Any] | None = None
+
+    def recall(self, identity: str) -> LedgerEntry | None:
+        rows = self._query(
+            "SELECT pid, step FROM s3_events_ledger WHERE identity = %s", (identity,)
+        )
+        return LedgerEntry(identity, rows[0][0], Step(rows[0][1])) if rows else None
+
+    def claim_pid(self, identity: str, pid: str) -> str:
+        rows = self._query(
+            "INSERT INTO s3_events_ledger AS l (identity, pid, step) VALUES (%s, %s, %s) "
+            "ON CONFLICT (identity) DO UPDATE SET "
+            "pid = COALESCE(l.pid, EXCLUDED.pid), step = GREATEST(l.step, EXCLUDED.step), "
+            "updated_at = now() "
+            "RETURNING pid",
+            (identity, pid, int(Step.PID_CLAIMED)),
+        )
+        return str(rows[0][0])
+
+    def advance(self, identity: str, step: Step) -> None:
+        self._query(
+            "INSERT INTO s3_events_ledger AS l (identity, pid, step) VALUES (%s, NULL, %s) "
+            "ON CONFLICT (identity) DO UPDATE SET "
+            "step = GREATEST(l.step, EXCLUDED.step), updated_at = now()",
+            (identity, int(step)),
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        db = psycopg.connect(self._dsn, autocommit=True, connect_timeout=int(self._timeout))
+        with db.transaction():
+            # Consumers starting together would race on CREATE TABLE IF NOT EXISTS.
+            db.execute("SELECT pg_advisory_xact_lock(hashtext('s3_events_ledger'))")
+            db.execute(SCHEMA)
+        pruned = db.execute(
+            "DELETE FROM s3_events_ledger WHERE updated_at < now() - make_interval(days => %s)",
+            (int(self._retention_days),),
+        ).rowcount
+        log.info(
+            "ledger in PostgreSQL; %d entries older than %s days pruned",
+            pruned,
+            self._retention_days,
+        )
+        return db
+
+    def _query(self, sql: str, parameters: tuple[object, ...]) -> list[tuple[Any, ...]]:
+        """One statement; a dead connection is reopened once, anything else waits for a retry."""
+        with self._lock:
+            for last_try in (False, True):
+                try:
+                    if self._db is None or self._db.closed:
+                        self._db = self._connect()
+                    cursor = self._db.execute(sql, parameters)
+                    return cursor.fetchall() if cursor.description else []
+                except psycopg.OperationalError as error:
+                    self._discard()
+                    if last_try:
+                        raise ServiceUnavailable(f"ledger database: {_one_line(error)}") from None
+                except psycopg.Error as error:
+                    raise ServiceUnavailable(f"ledger database: {_one_line(error)}") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _discard(self) -> None:
+        if self._db is not None:
+            try:
+                self._db.close()
+            except psycopg.Error:
+                log.debug("closing a dead ledger connection failed")
+            self._db = None
+
+
+def password_in(dsn: str) -> str | None:
+    """The password a DSN carries, so the logs can mask it."""
+    try:
+        password = psycopg.conninfo.conninfo_to_dict(dsn).get("password")
+    except psycopg.ProgrammingError:
+        return None
+    return str(password) if password else None
+
+
+def _one_line(error: BaseException) -> str:
+    """psycopg's messages span lines; the DSN (and its password) is never part of them."""
+    return " ".join(str(error).split())

@@ -1,0 +1,126 @@
+"""The ledger adapters against a real SQLite file and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from adapters.ledger_postgres import PostgresLedger
+from adapters.ledger_sqlite import SqliteLedger
+from domain.errors import ServiceUnavailable
+from domain.model import LedgerEntry, Step
+
+Opener = Callable[[], SqliteLedger | PostgresLedger]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def open_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    """Opens a ledger on one store; every ledger opened is closed afterwards."""
+    opened: list[SqliteLedger | PostgresLedger] = []
+    if request.param == "sqlite":
+        path = tmp_path / "ledger.sqlite3"
+
+        def open_one() -> SqliteLedger | PostgresLedger:
+            opened.append(SqliteLedger(path))
+            return opened[-1]
+    else:
+        dsn = request.getfixturevalue("postgres_dsn")
+
+        def open_one() -> SqliteLedger | PostgresLedger:
+            opened.append(PostgresLedger(dsn))
+            return opened[-1]
+
+    yield open_one
+    for ledger in opened:
+        ledger.close()
+
+
+def test_an_unknown_event_is_not_recalled(open_ledger: Opener) -> None:
+    assert open_ledger().recall("never-seen") is None
+
+
+def test_the_first_pid_claimed_for_an_event_wins(open_ledger: Opener) -> None:
+    ledger = open_ledger()
+    assert ledger.claim_pid("event-1", "a1b2c3d4e5") == "a1b2c3d4e5"
+    assert ledger.claim_pid("event-1", "z9y8x7w6v5") == "a1b2c3d4e5"
+    assert ledger.claim_pid("event-2", "z9y8x7w6v5") == "z9y8x7w6v5"
+
+
+def test_steps_only_move_forward(open_ledger: Opener) -> None:
+    ledger = open_ledger()
+    ledger.claim_pid("event-1", "a1b2c3d4e5")
+    ledger.advance("event-1", Step.TRANSFER_REQUESTED)
+    ledger.advance("event-1", Step.SIDECAR_UPLOADED)
+    ledger.claim_pid("event-1", "z9y8x7w6v5")
+    assert ledger.recall("event-1") == LedgerEntry("event-1", "a1b2c3d4e5", Step.TRANSFER_REQUESTED)
+
+
+def test_what_was_written_survives_a_restart(open_ledger: Opener) -> None:
+    first = open_ledger()
+    first.claim_pid("event-1", "a1b2c3d4e5")
+    first.advance("event-1", Step.SIDECAR_UPLOADED)
+    first.close()
+    assert open_ledger().recall("event-1") == LedgerEntry(
+        "event-1", "a1b2c3d4e5", Step.SIDECAR_UPLOADED
+    )
+
+
+def test_consumers_side_by_side_agree_on_one_pid(open_ledger: Opener) -> None:
+    ledgers = [open_ledger() for _ in range(6)]
+    start = threading.Barrier(len(ledgers))
+    claimed: list[str] = []
+
+    def claim(ledger: SqliteLedger | PostgresLedger, pid: str) -> None:
+        start.wait()
+        claimed.append(ledger.claim_pid("contested", pid))
+
+    threads = [
+        threading.Thread(target=claim, args=(ledger, f"pid{n:07d}"))
+        for n, ledger in enumerate(ledgers)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=20)
+    assert len(claimed) == len(ledgers)
+    assert len(set(claimed)) == 1
+
+
+def test_old_entries_are_pruned_when_the_ledger_opens(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    SqliteLedger(path).claim_pid("old", "a1b2c3d4e5")
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE s3_events_ledger SET updated_at = updated_at - 31 * 86400")
+    SqliteLedger(path).claim_pid("new", "z9y8x7w6v5")
+    reopened = SqliteLedger(path, retention_days=30)
+    assert reopened.recall("old") is None
+    assert reopened.recall("new") is not None
+
+
+def test_an_unwritable_sqlite_file_is_a_transient_failure(tmp_path: Path) -> None:
+    with pytest.raises(ServiceUnavailable):
+        SqliteLedger(tmp_path / "no-such-folder" / "ledger.sqlite3")
+
+
+def test_a_postgres_server_that_does_not_answer_is_transient_and_keeps_its_password() -> None:
+    ledger = PostgresLedger("postgresql://s3events:pw-not-to-show@127.0.0.1:1/s3events", timeout=2)
+    with pytest.raises(ServiceUnavailable) as raised:
+        ledger.recall("event-1")
+    assert "pw-not-to-show" not in str(raised.value)
+
+
+def test_a_dropped_postgres_connection_is_reopened(postgres_dsn: str) -> None:
+    ledger = PostgresLedger(postgres_dsn)
+    ledger.claim_pid("event-1", "a1b2c3d4e5")
+    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    assert ledger.recall("event-1") == LedgerEntry("event-1", "a1b2c3d4e5", Step.PID_CLAIMED)
+    ledger.close()
