@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.service import RunningService
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO.parent / "shared" / "examples"
 BROKER_HOST = os.environ.get("TEST_BROKER_HOST", "127.0.0.1")
@@ -72,3 +74,15 @@ def postgres_dsn(postgres_server: str) -> Iterator[str]:
     yield make_conninfo(postgres_server, dbname=name)
     with psycopg.connect(postgres_server, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def service(tmp_path: Path, broker: tuple[str, int]) -> Iterator[RunningService]:
+    """Fakes of everything the consumer talks to, started, and the broker pre-declared as
+    today's service leaves it; the consumer process is the test's to start."""
+    running = RunningService(workdir=tmp_path, broker=broker)
+    running.start_fakes()
+    try:
+        yield running
+    finally:
+        running.close()

@@ -103,10 +103,11 @@ class RunningService:
         env.update(overrides)
         return env
 
-    def start_consumer(self, **env: str) -> None:
+    def start_consumer(self, *, argv: list[str] | None = None, **env: str) -> None:
+        """Run `argv` (default: `s3-events-handler consume`) and wait until it consumes."""
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [*command(), "consume"],
+                argv or [*command(), "consume"],
                 env=self.environment(**env),
                 stdout=log,
                 stderr=subprocess.STDOUT,

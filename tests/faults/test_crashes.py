@@ -1,0 +1,137 @@
+"""SIGKILL at each step boundary of the essence flow, then a restart; and duplicate deliveries.
+
+Every event ends processed with one PID, never two different sidecars, and a
+transfer request repeated only when the crash fell between the broker's confirm
+and the ledger's write, and then with the same PID and message_id.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.service import REPO, RunningService
+from tests.support import amqp
+
+ESSENCE_FOLDER = Path("VRT") / "TAPE-SHARE-EVENTS"
+
+
+def essence_event(examples: Path, n: int) -> bytes:
+    message = json.loads((examples / "event-essence-created.json").read_text())
+    record = message["Records"][0]
+    record["responseElements"]["x-viaa-request-id"] = f"crash-test-{n}"
+    record["s3"]["object"]["key"] = f"crash-test-{n}.MXF"
+    return json.dumps(message).encode()
+
+
+def publish(service: RunningService, body: bytes) -> None:
+    service.publish_event(body, delivery_mode=2)
+
+
+def sidecars(service: RunningService) -> list[Path]:
+    return sorted((service.ftp.root / ESSENCE_FOLDER).iterdir())
+
+
+def ledger_steps(service: RunningService) -> dict[str, tuple[str, int]]:
+    with sqlite3.connect(service.workdir / "ledger.sqlite3") as db:
+        rows = db.execute("SELECT identity, pid, step FROM s3_events_ledger").fetchall()
+    return {identity: (pid, step) for identity, pid, step in rows}
+
+
+def crash_then_restart(service: RunningService, crash_at: str, body: bytes) -> int | None:
+    """Start the crashing consumer, let it die at `crash_at`, start the real one."""
+    service.start_consumer(
+        argv=[sys.executable, "-m", "tests.faults.crashing_consumer"],
+        CRASH_AT=crash_at,
+        PYTHONPATH=str(REPO),
+    )
+    publish(service, body)
+    process = service.process
+    assert process is not None
+    assert amqp.wait_until(lambda: process.poll() is not None, timeout=20), service.log()
+    service.start_consumer()
+    return process.returncode
+
+
+@pytest.mark.parametrize(
+    ("crash_at", "transfer_requests"),
+    [("pid", 1), ("upload", 1), ("transfer", 2), ("ack", 1)],
+)
+def test_a_crash_at_any_step_boundary_loses_nothing_and_does_nothing_twice(
+    service: RunningService, examples: Path, crash_at: str, transfer_requests: int
+) -> None:
+    returncode = crash_then_restart(service, crash_at, essence_event(examples, 1))
+    assert returncode == -9  # really killed, not a clean exit
+
+    s = service.settings
+    requests = amqp.wait_for_messages(
+        s.host, s.port, s.transfer_queue, transfer_requests, timeout=20
+    )
+    assert len(requests) == transfer_requests, service.log()
+    # Let the restarted consumer finish; nothing more may come, nothing may be left.
+    assert amqp.wait_until(lambda: ledger_steps(service)["crash-test-1"][1] == 3, timeout=20)
+    assert amqp.wait_until(lambda: amqp.message_count(s.host, s.port, s.incoming_queue) == 0)
+    assert service.stop_consumer() == 0
+    requests += amqp.get_messages(s.host, s.port, s.transfer_queue)
+
+    assert len(requests) == transfer_requests
+    assert len(service.pid_service.minted) == 1  # one PID minted for the event
+    [pid] = service.pid_service.minted
+    assert {m.properties.message_id for m in requests} == {pid}
+    assert {m.json()["destination"]["path"].rsplit("/", 1)[1] for m in requests} == {f"{pid}.MXF"}
+    assert [p.name for p in sidecars(service)] == [f"{pid}.xml"]  # one sidecar, no .part
+    assert ledger_steps(service) == {"crash-test-1": (pid, 3)}
+    assert amqp.message_count(s.host, s.port, s.dead_letter_queue) == 0
+
+
+def test_an_event_delivered_twice_is_archived_once(service: RunningService, examples: Path) -> None:
+    body = essence_event(examples, 2)
+    service.start_consumer()
+    publish(service, body)
+    publish(service, body)
+
+    s = service.settings
+    assert amqp.wait_until(
+        lambda: (
+            amqp.message_count(s.host, s.port, s.incoming_queue) == 0
+            and "already handled" in service.log()
+        ),
+        timeout=20,
+    ), service.log()
+    assert service.stop_consumer() == 0
+    requests = amqp.get_messages(s.host, s.port, s.transfer_queue)
+    assert len(requests) == 1
+    assert len(service.pid_service.minted) == 1
+    assert [p.name for p in sidecars(service)] == [f"{service.pid_service.minted[0]}.xml"]
+
+
+def test_many_events_with_a_crash_in_the_middle_all_end_processed(
+    service: RunningService, examples: Path
+) -> None:
+    """Ten events queued; the consumer dies after the fourth upload; the next one finishes."""
+    service.start_consumer(
+        argv=[sys.executable, "-m", "tests.faults.crashing_consumer"],
+        CRASH_AT="upload",
+        PYTHONPATH=str(REPO),
+    )
+    for n in range(10, 20):
+        publish(service, essence_event(examples, n))
+    process = service.process
+    assert process is not None
+    assert amqp.wait_until(lambda: process.poll() is not None, timeout=20)
+    service.start_consumer()
+    s = service.settings
+    requests = amqp.wait_for_messages(s.host, s.port, s.transfer_queue, 10, timeout=30)
+    assert amqp.wait_until(
+        lambda: sum(step == 3 for _, step in ledger_steps(service).values()) == 10, timeout=20
+    )
+    assert service.stop_consumer() == 0
+    requests += amqp.get_messages(s.host, s.port, s.transfer_queue)
+    keys = [m.json()["source"]["object"]["key"] for m in requests]
+    assert sorted(keys) == sorted(f"crash-test-{n}.MXF" for n in range(10, 20))
+    assert len(sidecars(service)) == 10
+    assert len(service.pid_service.minted) == 10
