@@ -80,6 +80,7 @@ CONVERSIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "logging.format": ("LOG_FORMAT", _choice(LOG_FORMATS)),
     "rabbitmq.port": ("RABBIT_MQ_PORT", _positive_int),
     "rabbitmq.prefetch": ("RABBIT_MQ_PREFETCH", _positive_int),
+    "rabbitmq.heartbeat": ("RABBIT_MQ_HEARTBEAT", _positive_int),
     "mediahaven.ftp.timeout_seconds": ("FTP_TIMEOUT_SECONDS", _positive_float),
     "organisations_api.cache_seconds": ("ORGANISATIONS_CACHE_SECONDS", _positive_float),
     "http.timeout_seconds": ("HTTP_TIMEOUT_SECONDS", _positive_float),

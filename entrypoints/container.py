@@ -72,6 +72,7 @@ class Container(containers.DeclarativeContainer):
         password=config.rabbitmq.passwd,
         vhost=config.rabbitmq.vhost,
         prefetch=config.rabbitmq.prefetch,
+        heartbeat=config.rabbitmq.heartbeat,
         incoming_queue=config.rabbitmq.incoming.queue,
         incoming_exchange=config.rabbitmq.incoming.exchange,
         transfer_queue=config.rabbitmq.outgoing.queue,

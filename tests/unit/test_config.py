@@ -42,6 +42,7 @@ def test_todays_variables_fill_the_settings() -> None:
     settings = load()
     assert settings["rabbitmq"] == {
         "host": "mq", "port": 5672, "user": "u", "passwd": "p", "vhost": "/", "prefetch": 1,
+        "heartbeat": 60,
         "incoming": {"queue": "s3-events", "exchange": "s3-events"},
         "outgoing": {"queue": "ft", "exchange": ""},
     }  # fmt: skip

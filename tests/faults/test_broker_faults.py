@@ -1,0 +1,264 @@
+"""The broker goes away, the consumer is told to stop, a downstream call outlasts heartbeats.
+
+The consumer runs as a process (`s3-events-handler consume`) against the real broker;
+every event is distinct (own key, own x-viaa-request-id) and published persistent. In
+every case each event ends with one transfer request (repeats only with the same
+message_id) and one sidecar, nothing in the dead-letter queue, and the process alive
+until it is told to stop.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.service import RunningService
+from tests.faults import broker_harness as harness
+from tests.support import amqp
+from tests.support.mediahaven_server import RECORDS_PATH, Fault
+
+CONNECTED = "connected to the broker at "
+LOST = "broker connection lost"
+
+
+def alive(service: RunningService) -> bool:
+    return service.process is not None and service.process.poll() is None
+
+
+def consumer_pid(service: RunningService) -> int:
+    assert service.process is not None
+    return service.process.pid
+
+
+def slow_searches(service: RunningService, *delays: float) -> None:
+    """The next MediaHaven searches (the archived check, one per event) take this long."""
+    service.mediahaven.fail_next(
+        RECORDS_PATH, *(Fault.slow(delay) for delay in delays), method="GET"
+    )
+
+
+def searches(service: RunningService) -> int:
+    return len(service.mediahaven.requests_to(RECORDS_PATH, method="GET"))
+
+
+def assert_all_processed_once(
+    service: RunningService, events: list[harness.Event], transfers: harness.Transfers
+) -> harness.Tally:
+    """Every event has its transfer request and its sidecar; nothing waits or is dead."""
+    s = service.settings
+    processed = transfers.take_until(len(events), timeout=60)
+    assert processed == len(events), (
+        f"{processed} of {len(events)} events processed\n{service.log()}"
+    )
+    depths = harness.wait_until_settled(s, timeout=30)
+    transfers.take_rest()  # a repeat published after the last new key came
+    result = harness.tally(events, transfers, service)
+    assert result.clean, f"{result}\n{service.log()}"
+    assert depths[s.incoming_queue] == (0, 0), depths
+    assert depths[s.dead_letter_queue] == (0, 0), depths
+    assert all(depths[s.retry_queue(level)] == (0, 0) for level in s.retry_delays), depths
+    return result
+
+
+# -- 1. broker loss while events flow ---------------------------------------------------
+
+FLOWING = 0.15  # seconds each search takes: events keep flowing, one in hand at a time
+IN_HAND = 2.0  # the search during which the broker goes away: the fault lands mid-event
+IN_FLIGHT = "waiting for message"  # the consumer lost its connection with a message in hand
+
+
+def searches_slow_at(*numbers: int, total: int) -> list[float]:
+    """Search delays in order: `IN_HAND` for the `numbers`-th searches, else `FLOWING`."""
+    return [IN_HAND if n in numbers else FLOWING for n in range(1, total + 1)]
+
+
+def wait_for_search(service: RunningService, number: int) -> None:
+    """Until the `number`-th search has begun (and, when it is a slow one, still runs)."""
+    assert amqp.wait_until(lambda: searches(service) >= number, timeout=30), service.log()
+
+
+def redo_figures(service: RunningService, events: list[harness.Event]) -> str:
+    uploads = len(service.ftp.stored)
+    skipped = harness.count_in_log(service, "already handled")
+    return f"{uploads - len(events)} sidecar re-uploads, {skipped} deliveries already handled"
+
+
+def test_the_broker_closing_the_consumers_connection_loses_and_repeats_nothing(
+    service: RunningService, examples: Path
+) -> None:
+    events = harness.essence_events(examples, "closed", 40)
+    closes_at = (9, 22, 35)  # search numbers; a redelivery searches again
+    slow_searches(service, *searches_slow_at(*closes_at, total=len(events) + len(closes_at)))
+    service.start_consumer()
+    process_id, port = consumer_pid(service), service.settings.port
+    harness.publish_persistent(service, events)
+    transfers = harness.Transfers(service.settings)
+
+    reconnect_seconds: list[float] = []
+    for number in closes_at:
+        wait_for_search(service, number)
+        closed = harness.close_connections_of(process_id, port)
+        began = time.monotonic()
+        assert len(closed) == 1, f"expected the consumer's one connection, found {closed}"
+        fresh = harness.wait_for_new_connection(process_id, port, closed, timeout=20)
+        assert fresh is not None, f"no reconnection after the close at search {number}"
+        reconnect_seconds.append(round(time.monotonic() - began, 1))
+        assert alive(service), service.log()
+
+    result = assert_all_processed_once(service, events, transfers)
+    assert alive(service), service.log()
+    assert harness.count_in_log(service, IN_FLIGHT) == 3, service.log()
+    assert harness.count_in_log(service, CONNECTED) == 4, service.log()
+    assert harness.count_in_log(service, LOST) == 3, service.log()
+    assert harness.reconnect_delays(service) == [1, 1, 1], service.log()
+    assert service.stop_consumer() == 0
+    print(
+        f"\nbroker closed the connection 3x, each time mid-event: {result}; "
+        f"{redo_figures(service, events)}; reconnected after {reconnect_seconds} s"
+    )
+
+
+def test_a_broker_restart_loses_and_repeats_nothing(
+    service: RunningService, examples: Path
+) -> None:
+    s = service.settings
+    events = harness.essence_events(examples, "restart", 30)
+    stop_at = 9
+    slow_searches(service, *searches_slow_at(stop_at, total=len(events) + 1))
+    service.start_consumer()
+    process_id = consumer_pid(service)
+    harness.publish_persistent(service, events)
+    assert all(harness.durable_queues(s).values()), harness.durable_queues(s)
+    transfers = harness.Transfers(s)
+    wait_for_search(service, stop_at)
+
+    began = time.monotonic()
+    with harness.broker_app_stopped() as outage:
+        # The consumer keeps trying, backing off: 1 s, then 2 s, ...
+        assert amqp.wait_until(
+            lambda: 2 in harness.reconnect_delays(service) or not alive(service), timeout=30
+        ), service.log()
+        assert alive(service), service.log()
+        down_for = time.monotonic() - began
+    fresh = harness.wait_for_new_connection(process_id, s.port, [], timeout=40)
+    assert fresh is not None, f"the consumer did not reconnect\n{service.log()}"
+    back_after = time.monotonic() - began
+
+    result = assert_all_processed_once(service, events, transfers)
+    assert alive(service), service.log()
+    assert harness.count_in_log(service, IN_FLIGHT) == 1, service.log()
+    delays = harness.reconnect_delays(service)
+    assert delays[:2] == [1, 2], delays
+    assert delays == sorted(delays), delays
+    assert harness.count_in_log(service, CONNECTED) == 2, service.log()
+    assert service.stop_consumer() == 0
+    print(
+        f"\nbroker app restarted mid-event {stop_at} of {len(events)}: {result}; "
+        f"{redo_figures(service, events)}; stop_app {outage.stopped_in:.1f} s, broker down "
+        f"{down_for:.1f} s, start_app {outage.started_in:.1f} s, consumer back "
+        f"{back_after:.1f} s after stop_app (backoff {delays})"
+    )
+
+
+# -- 2. SIGTERM with events queued -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("grace", "in_hand_seconds", "finished_before_exit", "says"),
+    [
+        pytest.param(
+            5,
+            2.0,
+            3,
+            "stopped consuming; closing the broker connection",
+            id="the-message-in-hand-finishes-within-the-grace",
+        ),
+        pytest.param(
+            2,
+            8.0,
+            2,
+            "left unacked for redelivery",
+            id="the-message-in-hand-outlasts-the-grace",
+        ),
+    ],
+)
+def test_sigterm_with_events_queued_exits_0_and_loses_nothing(
+    service: RunningService,
+    examples: Path,
+    grace: int,
+    in_hand_seconds: float,
+    finished_before_exit: int,
+    says: str,
+) -> None:
+    s = service.settings
+    events = harness.essence_events(examples, "sigterm", 10)
+    slow_searches(service, 0.3, 0.3, in_hand_seconds)  # the third event is in hand
+    service.start_consumer(SHUTDOWN_GRACE_SECONDS=str(grace))
+    harness.publish_persistent(service, events)
+    transfers = harness.Transfers(s)
+    assert transfers.take_until(2, timeout=20) == 2, service.log()
+    assert amqp.wait_until(lambda: searches(service) == 3, timeout=10), service.log()
+    assert len(transfers.keys) == 2  # the third is inside its slow search
+
+    process = service.process
+    assert process is not None
+    process.send_signal(signal.SIGTERM)
+    began = time.monotonic()
+    try:
+        status = process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    exit_seconds = time.monotonic() - began
+    assert status == 0, service.log()
+    assert exit_seconds < 10
+    assert harness.count_in_log(service, says) == 1, service.log()
+
+    transfers.take_rest()
+    depths = harness.queue_depths(s)
+    assert len(transfers.keys) == finished_before_exit, service.log()
+    assert depths[s.incoming_queue] == (len(events) - finished_before_exit, 0), depths
+    assert depths[s.dead_letter_queue] == (0, 0), depths
+    assert all(depths[s.retry_queue(level)] == (0, 0) for level in s.retry_delays), depths
+
+    service.start_consumer()
+    result = assert_all_processed_once(service, events, transfers)
+    assert service.stop_consumer() == 0
+    print(
+        f"\nSIGTERM (grace {grace} s, message in hand {in_hand_seconds} s): exit {status} "
+        f"after {exit_seconds:.1f} s, {finished_before_exit} processed and "
+        f"{depths[s.incoming_queue][0]} queued at exit; after a restart {result}"
+    )
+
+
+# -- 3. a slow downstream call and a short heartbeat ------------------------------------
+
+
+def test_a_downstream_call_longer_than_two_heartbeats_keeps_the_connection(
+    service: RunningService, examples: Path
+) -> None:
+    s = service.settings
+    [event] = harness.essence_events(examples, "heartbeat", 1)
+    slow_searches(service, 7.0)
+    service.start_consumer(RABBIT_MQ_HEARTBEAT="2", HTTP_TIMEOUT_SECONDS="20")
+    process_id = consumer_pid(service)
+    [connection] = harness.connections_of(process_id, s.port)
+    assert connection.heartbeat == 2  # the setting reached the broker
+
+    began = time.monotonic()
+    harness.publish_persistent(service, [event])
+    transfers = harness.Transfers(s)
+    assert transfers.take_until(1, timeout=30) == 1, service.log()
+    took = time.monotonic() - began
+
+    assert took >= 6.5  # the search took over three heartbeat intervals
+    assert harness.connections_of(process_id, s.port) == [connection]
+    assert harness.count_in_log(service, CONNECTED) == 1, service.log()
+    assert harness.count_in_log(service, LOST) == 0, service.log()
+    result = assert_all_processed_once(service, [event], transfers)
+    assert service.stop_consumer() == 0
+    print(f"\nheartbeat 2 s, search 7 s: processed in {took:.1f} s on one connection; {result}")
