@@ -22,6 +22,8 @@ PID_HEADER = "x-pid"
 ERROR_HEADER = "x-error"
 STAGE_HEADER = "x-error-stage"
 MAX_REASON_LENGTH = 500
+# An AMQP short string (a correlation id) holds at most 255 bytes of UTF-8.
+MAX_SHORT_STRING_BYTES = 255
 
 
 class UseCase(Protocol):
@@ -40,8 +42,8 @@ class RetryPolicy:
 
 
 def one_line(text: str) -> str:
-    """Headers and log lines take one line of bounded length."""
-    flat = " ".join(text.split())
+    """Headers and log lines take one line of bounded length, in text UTF-8 can carry."""
+    flat = " ".join(text.split()).encode("utf-8", "backslashreplace").decode("utf-8")
     return flat if len(flat) <= MAX_REASON_LENGTH else flat[: MAX_REASON_LENGTH - 1] + "…"
 
 
@@ -49,7 +51,7 @@ def attempt_of(headers: Mapping[str, Any]) -> int:
     value = headers.get(ATTEMPT_HEADER, 1)
     try:
         attempt = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return 1
     return max(attempt, 1)
 
@@ -104,7 +106,7 @@ class MessageHandler:
     def _records(body: bytes) -> list[Any]:
         try:
             message = json.loads(body)
-        except (UnicodeDecodeError, ValueError) as error:
+        except (UnicodeDecodeError, ValueError, RecursionError) as error:
             raise BadInput(f"body is not JSON: {error}") from error
         if not isinstance(message, dict):
             raise BadInput("body is not a JSON object")
@@ -159,6 +161,14 @@ def _correlation_id_of(record: Any) -> str:
         elements = record.get("responseElements")
         if isinstance(elements, dict):
             request_id = elements.get("x-viaa-request-id")
-            if isinstance(request_id, str) and request_id:
+            if isinstance(request_id, str) and request_id and _short_string(request_id):
                 return request_id
     return str(uuid.uuid4())
+
+
+def _short_string(value: str) -> bool:
+    """Whether `value` can travel as an AMQP short string (a correlation id)."""
+    try:
+        return len(value.encode("utf-8")) <= MAX_SHORT_STRING_BYTES
+    except UnicodeEncodeError:
+        return False

@@ -39,8 +39,15 @@ def _required(record: Mapping[str, Any], *path: str) -> str:
 
 
 def _optional(record: Mapping[str, Any], *path: str) -> str | None:
+    """A non-empty string, else None; one holding what no text store can keep is ignored."""
     value = _at(record, *path)
-    return value if isinstance(value, str) and value else None
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return require_xml_text(value, ".".join(path))
+    except BadInput as error:
+        log.warning("ignoring %s", error)
+        return None
 
 
 def event_kind(name: str) -> EventKind:

@@ -16,6 +16,10 @@ NOID_LENGTH = 7
 SUBTITLE_TYPES = frozenset({"openOt", "closedOt"})
 DEFAULT_FOLDER = "DISK-SHARE-EVENTS"
 TRANSPORT_SIDECAR_ROOT = "/mnt/STORAGE/INGEST/SIDECAR"
+# Longest path segment, in UTF-8 bytes: a collateral's temporary sidecar name
+# `.{essence_pid}_{type}.xml.part` then stays within a file name's 255 bytes, and
+# its name (the transfer request's message_id) within an AMQP short string's 255.
+MAX_SEGMENT_BYTES = 100
 
 # Characters XML 1.0 cannot carry: C0 controls except tab, newline and carriage return,
 # lone surrogates and the two non-characters U+FFFE/U+FFFF.
@@ -70,6 +74,8 @@ def require_path_segment(value: str, what: str) -> str:
     """Values that become part of an FTP path must stay one segment below their folder."""
     if not value or value in (".", "..") or "/" in value or "\\" in value or _CONTROL.search(value):
         raise BadInput(f"{what} cannot be used as a folder or file name: {value!r}")
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_SEGMENT_BYTES:
+        raise BadInput(f"{what} is longer than {MAX_SEGMENT_BYTES} bytes: {value[:40]!r}…")
     return value
 
 
