@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 import posixpath
 import re
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ TRANSPORT_SIDECAR_ROOT = "/mnt/STORAGE/INGEST/SIDECAR"
 # `.{essence_pid}_{type}.xml.part` then stays within a file name's 255 bytes, and
 # its name (the transfer request's message_id) within an AMQP short string's 255.
 MAX_SEGMENT_BYTES = 100
+MAX_IDENTITY_LENGTH = 200
 
 # Characters XML 1.0 cannot carry: C0 controls except tab, newline and carriage return,
 # lone surrogates and the two non-characters U+FFFE/U+FFFF.
@@ -115,11 +117,17 @@ class S3Event:
 
     @property
     def identity(self) -> str:
-        """Stable across redeliveries and duplicates of the same gateway event."""
-        if self.request_id:
-            return self.request_id
+        """Stable across redeliveries and duplicates of the same gateway event.
+
+        A long one is hashed, so any ledger can index it (keys may be kilobytes).
+        """
         obj = self.object
-        return "|".join((obj.bucket, obj.key, obj.etag or "", self.event_time or ""))
+        identity = self.request_id or "|".join(
+            (obj.bucket, obj.key, obj.etag or "", self.event_time or "")
+        )
+        if len(identity) <= MAX_IDENTITY_LENGTH:
+            return identity
+        return "sha256:" + hashlib.sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ I/O thread, reconnecting whenever the broker goes away (SPEC 6)."""
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 import time
 from collections import deque
@@ -19,6 +20,14 @@ from adapters.rabbitmq.connection import PERSISTENT, BrokerConnection, BrokerSet
 from application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
 
 log = logging.getLogger(__name__)
+
+# What pika raises, before anything is sent, for properties it cannot encode.
+_UNENCODABLE = (
+    pika.exceptions.ProtocolSyntaxError,
+    pika.exceptions.ShortStringTooLong,
+    UnicodeEncodeError,
+    struct.error,
+)
 
 # Everything BasicProperties carries: a republished message keeps it all (see `_copy_properties`).
 _PROPERTY_NAMES = (
@@ -231,7 +240,7 @@ class Consumer:
             correlation_id = original.correlation_id
             for body in outcome.bodies:
                 properties = _copy_properties(original, user)
-                self._connection.publish("", self._settings.incoming_queue, body, properties)
+                self._republish(work, self._settings.incoming_queue, body, properties)
         elif isinstance(outcome, Retry | DeadLetter):
             if isinstance(outcome, Retry):
                 level = self._settings.retry_level(outcome.delay_seconds)
@@ -264,7 +273,25 @@ class Consumer:
             delivery_mode=PERSISTENT,
             expiration=None,
         )
-        self._connection.publish("", queue, work.delivery.body, properties)
+        self._republish(work, queue, work.delivery.body, properties)
+
+    def _republish(self, work: _Work, queue: str, body: bytes, properties: Any) -> None:
+        """Publish confirmed; properties AMQP cannot encode send the message to the dead letters.
+
+        pika decodes some header values it cannot encode again (floats from other
+        clients, say); retrying such a message would loop forever.
+        """
+        try:
+            self._connection.publish("", queue, body, properties)
+        except _UNENCODABLE as error:
+            reason = describe(error)
+            log.error("message %d cannot be republished as it is: %s", work.delivery_tag, reason)
+            bare = pika.BasicProperties(
+                headers={"x-error": f"properties AMQP cannot encode: {reason}"[:500],
+                         "x-error-stage": "republish"},
+                delivery_mode=PERSISTENT,
+            )  # fmt: skip
+            self._connection.publish("", self._settings.dead_letter_queue, body, bare)
 
     def _grace_expired(self, grace_seconds: float | None) -> bool:
         if grace_seconds is None:

@@ -422,6 +422,28 @@ def test_dead_letter_keeps_the_body_and_adds_the_reason(
     assert amqp.message_count(settings.host, settings.port, settings.incoming_queue) == 0
 
 
+def test_a_retry_amqp_cannot_encode_is_dead_lettered_instead_of_looping(
+    settings: BrokerSettings, start_consumer: Callable[..., RunningConsumer]
+) -> None:
+    calls: list[bytes] = []
+
+    def handler(delivery: Delivery) -> Outcome:
+        calls.append(delivery.body)
+        # An integer no AMQP field can hold, as a header from elsewhere might decode to.
+        headers = {**delivery.headers, "x-attempt": 2, "x-huge": 2**70}
+        return Retry(reason="down", delay_seconds=1, headers=headers, correlation_id="c")
+
+    running = start_consumer(settings, handler)
+    amqp.publish(settings.host, settings.port, settings.incoming_queue, b"event")
+    [message] = amqp.wait_for_messages(settings.host, settings.port, settings.dead_letter_queue, 1)
+    assert message.body == b"event"
+    assert message.headers["x-error-stage"] == "republish"
+    assert "cannot encode" in message.headers["x-error"]
+    running.stop()
+    assert calls == [b"event"]
+    assert amqp.message_count(settings.host, settings.port, settings.incoming_queue) == 0
+
+
 def test_an_unconfirmed_republish_is_not_acked_and_the_consumer_starts_over(
     settings: BrokerSettings, start_consumer: Callable[..., RunningConsumer]
 ) -> None:

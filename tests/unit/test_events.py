@@ -100,3 +100,14 @@ def test_the_key_is_used_as_given(examples: Path) -> None:
 def test_a_record_that_is_not_an_object_is_bad_input() -> None:
     with pytest.raises(BadInput):
         parse_record(["not", "a", "record"])
+
+
+def test_a_long_identity_is_hashed_to_a_fixed_length(examples: Path) -> None:
+    long_key = "k" * 5000 + ".MXF"
+    one = event_of(golden_event(examples, ESSENCE), responseElements=None, s3__object__key=long_key)
+    two = event_of(golden_event(examples, ESSENCE), responseElements=None, s3__object__key=long_key)
+    other = event_of(
+        golden_event(examples, ESSENCE), responseElements=None, s3__object__key=long_key + "x"
+    )
+    assert one.identity == two.identity != other.identity
+    assert one.identity.startswith("sha256:") and len(one.identity) == 71
