@@ -225,7 +225,7 @@ class MediaHavenRecords:
             except _Transient as failure:
                 failed = f"MediaHaven {what} failed: {failure.reason}"
                 if not idempotent or attempt == len(BACKOFF_SECONDS):
-                    raise ServiceUnavailable(failed) from None
+                    raise ServiceUnavailable(failed, retry_after=failure.retry_after) from None
                 if failure.retry_after is None:
                     wait = BACKOFF_SECONDS[attempt]
                 else:
@@ -233,7 +233,8 @@ class MediaHavenRecords:
                     if wait > self._max_retry_wait:
                         raise ServiceUnavailable(
                             f"{failed}; Retry-After asks {wait:g} s, more than the "
-                            f"{self._max_retry_wait:g} s one call may wait"
+                            f"{self._max_retry_wait:g} s one call may wait",
+                            retry_after=wait,
                         ) from None
                 if waited + wait > budget:
                     raise ServiceUnavailable(

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
-from domain.errors import BadInput, PermanentError, S3EventsHandlerError
+from domain.errors import BadInput, PermanentError, S3EventsHandlerError, ServiceUnavailable
 from domain.events import parse_record
 from domain.model import EventKind, S3Event, is_valid_pid
 from domain.use_cases import Progress
@@ -135,9 +136,12 @@ class MessageHandler:
         headers[ATTEMPT_HEADER] = attempt + 1
         if progress.pid is not None:
             headers[PID_HEADER] = progress.pid
+        delay = self._retry_policy.delay_after(attempt)
+        if isinstance(error, ServiceUnavailable) and error.retry_after:
+            delay = max(delay, math.ceil(error.retry_after))  # as the service asked
         return Retry(
             reason=reason,
-            delay_seconds=self._retry_policy.delay_after(attempt),
+            delay_seconds=delay,
             headers=headers,
             correlation_id=correlation_id,
         )

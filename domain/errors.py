@@ -22,7 +22,14 @@ class TransientError(S3EventsHandlerError):
 
 
 class ServiceUnavailable(TransientError):
-    """An outside system did not answer, answered 5xx/429, or answered nonsense."""
+    """An outside system did not answer, answered 5xx/429, or answered nonsense.
+
+    `retry_after` is how long the system asked us to wait (a 429's Retry-After), if it did.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class EssenceNotArchivedYet(TransientError):

@@ -199,3 +199,10 @@ def test_a_garbled_attempt_header_counts_as_the_first(examples: Path, attempt: o
     )
     assert isinstance(outcome, Retry)
     assert outcome.headers["x-attempt"] == 2
+
+
+def test_a_service_that_asks_to_wait_longer_is_retried_no_sooner(examples: Path) -> None:
+    handler = failing_handler(ServiceUnavailable("429 from MediaHaven", retry_after=100.5))
+    outcome = handler.handle(delivery(golden_event(examples, ESSENCE)))
+    assert isinstance(outcome, Retry)
+    assert outcome.delay_seconds == 101  # not the first level's 10 s
