@@ -8,6 +8,7 @@ and the ledger's write, and then with the same PID and message_id.
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 import sys
 from pathlib import Path
@@ -135,3 +136,39 @@ def test_many_events_with_a_crash_in_the_middle_all_end_processed(
     assert sorted(keys) == sorted(f"crash-test-{n}.MXF" for n in range(10, 20))
     assert len(sidecars(service)) == 10
     assert len(service.pid_service.minted) == 10
+
+
+def test_two_consumers_sharing_a_postgres_ledger_archive_each_event_once(
+    service: RunningService, examples: Path, postgres_dsn: str
+) -> None:
+    """Several consumers side by side, every event delivered twice: one PID and one sidecar each."""
+    events = {n: essence_event(examples, n) for n in range(30, 50)}
+    service.start_consumer(LEDGER_DSN=postgres_dsn)
+    first = service.process
+    service.process = None
+    service.start_consumer(LEDGER_DSN=postgres_dsn)
+    s = service.settings
+    assert amqp.wait_until(
+        lambda: amqp.consumer_count(s.host, s.port, s.incoming_queue) == 2, timeout=20
+    )
+    for n in [*events, *events]:
+        publish(service, events[n])
+
+    requests = amqp.wait_for_messages(s.host, s.port, s.transfer_queue, len(events), timeout=30)
+    assert amqp.wait_until(
+        lambda: amqp.message_count(s.host, s.port, s.incoming_queue) == 0, timeout=20
+    )
+    assert first is not None
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=15) == 0
+    assert service.stop_consumer() == 0
+    requests += amqp.get_messages(s.host, s.port, s.transfer_queue)
+
+    ids_by_key: dict[str, set[str]] = {}
+    for message in requests:
+        key = message.json()["source"]["object"]["key"]
+        ids_by_key.setdefault(key, set()).add(message.properties.message_id)
+    assert sorted(ids_by_key) == sorted(f"crash-test-{n}.MXF" for n in events)
+    assert all(len(ids) == 1 for ids in ids_by_key.values())  # one PID per event
+    assert len(sidecars(service)) == len(events)
+    assert "connected to the broker" in service.log()
