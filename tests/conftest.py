@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.service import RunningService
+from tests.e2e.service import RunningService, running
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO.parent / "shared" / "examples"
@@ -80,9 +80,4 @@ def postgres_dsn(postgres_server: str) -> Iterator[str]:
 def service(tmp_path: Path, broker: tuple[str, int]) -> Iterator[RunningService]:
     """Fakes of everything the consumer talks to, started, and the broker pre-declared as
     today's service leaves it; the consumer process is the test's to start."""
-    running = RunningService(workdir=tmp_path, broker=broker)
-    running.start_fakes()
-    try:
-        yield running
-    finally:
-        running.close()
+    yield from running(RunningService(workdir=tmp_path, broker=broker))

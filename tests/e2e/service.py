@@ -6,9 +6,10 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from adapters.rabbitmq import BrokerSettings
 from tests.support import amqp
@@ -160,3 +161,16 @@ class RunningService:
         for fake in (self.organisations, self.pid_service, self.mediahaven, self.ftp):
             fake.stop()
         amqp.delete_topology(self.settings)
+
+
+Service = TypeVar("Service", bound=RunningService)
+
+
+def running(service: Service) -> Iterator[Service]:
+    """For a fixture to `yield from`: `service` with its fakes started, closed afterwards
+    (consumer stopped, fakes stopped, its queues deleted)."""
+    service.start_fakes()
+    try:
+        yield service
+    finally:
+        service.close()

@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pika
 from lxml import etree
 
 from adapters.rabbitmq import BrokerSettings
@@ -23,7 +22,6 @@ from tests.e2e.service import RunningService
 from tests.support import amqp
 
 ESSENCE_FOLDER = Path("VRT") / "TAPE-SHARE-EVENTS"
-PERSISTENT = 2
 
 
 # -- events in -------------------------------------------------------------------------
@@ -52,17 +50,7 @@ def essence_events(examples: Path, label: str, count: int) -> list[Event]:
 
 def publish_persistent(service: RunningService, events: list[Event]) -> None:
     """As the gateway does, through the incoming exchange; persistent, confirmed, mandatory."""
-    s = service.settings
-    with amqp.channel(s.host, s.port) as ch:
-        ch.confirm_delivery()
-        for event in events:
-            ch.basic_publish(
-                exchange=s.incoming_exchange,
-                routing_key=s.incoming_queue,
-                body=event.body,
-                properties=pika.BasicProperties(delivery_mode=PERSISTENT),
-                mandatory=True,
-            )
+    amqp.publish_persistent(service.settings, (event.body for event in events))
 
 
 # -- the consumer's broker connections -------------------------------------------------

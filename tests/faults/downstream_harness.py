@@ -34,8 +34,6 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
 
-import pika
-
 from tests.e2e.service import RunningService
 from tests.support import amqp
 from tests.support.ftp_server import FtpTestServer
@@ -241,13 +239,11 @@ class CuttingFtpServer(FtpTestServer):
 
     @property
     def cuts(self) -> list[Cut]:
-        with self._lock:
-            return list(self._cuts)
+        return self._snapshot(self._cuts)
 
     @property
     def finals(self) -> list[tuple[str, bytes]]:
-        with self._lock:
-            return list(self._finals)
+        return self._snapshot(self._finals)
 
     def _take_cut(self) -> bool:
         with self._lock:
@@ -264,8 +260,7 @@ class CuttingFtpServer(FtpTestServer):
             def rename(self, src: str, dst: str) -> None:
                 content = Path(src).read_bytes()
                 super().rename(src, dst)
-                with owner._lock:
-                    owner._finals.append((self.fs2ftp(dst), content))
+                owner._record(owner._finals, (self.fs2ftp(dst), content))
 
         class CuttingDataChannel(DTPHandler):  # type: ignore[misc]  # pyftpdlib is untyped
             cutting: bool | None = None
@@ -285,10 +280,8 @@ class CuttingFtpServer(FtpTestServer):
                 kept = chunk[: len(chunk) // 2]
                 self.file_obj.write(kept)
                 self.file_obj.flush()
-                with owner._lock:
-                    owner._cuts.append(
-                        Cut(self.cmd_channel.fs.fs2ftp(self.file_obj.name), len(kept), len(chunk))
-                    )
+                cut = Cut(self.cmd_channel.fs.fs2ftp(self.file_obj.name), len(kept), len(chunk))
+                owner._record(owner._cuts, cut)
                 self.transfer_finished = False
                 self._resp = ("426 Connection closed; transfer aborted.", logging.debug)
                 self.close()
@@ -414,17 +407,7 @@ class FaultyService(RunningService):
 
     def publish_events(self, events: Iterable[Event]) -> None:
         """Publish through the incoming exchange on one connection, each confirmed."""
-        s = self.settings
-        with amqp.channel(s.host, s.port) as ch:
-            ch.confirm_delivery()
-            for event in events:
-                ch.basic_publish(
-                    exchange=s.incoming_exchange,
-                    routing_key=s.incoming_queue,
-                    body=event.body,
-                    properties=pika.BasicProperties(delivery_mode=2),
-                    mandatory=True,
-                )
+        amqp.publish_persistent(self.settings, (event.body for event in events))
 
     @property
     def essence_folder(self) -> Path:

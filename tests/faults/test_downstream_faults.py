@@ -21,6 +21,7 @@ from adapters.organisations import OrganisationsApi
 from adapters.pid import PidWebService
 from domain.errors import ServiceUnavailable
 from domain.model import Query, Term
+from tests.e2e.service import running
 from tests.faults.downstream_harness import (
     Event,
     FaultyService,
@@ -40,17 +41,15 @@ MAX_ATTEMPTS = 3
 
 @pytest.fixture
 def service(tmp_path: Path, broker: tuple[str, int]) -> Iterator[FaultyService]:
-    running = FaultyService(workdir=tmp_path, broker=broker)
-    running.start_fakes()
-    try:
-        yield running
-    finally:
-        running.close()
+    yield from running(FaultyService(workdir=tmp_path, broker=broker))
 
 
-def golden_pid(service: FaultyService) -> None:
-    """The PID service answers the golden PID once (then fresh ones)."""
+def start_for_the_golden_event(service: FaultyService, examples: Path, **env: str) -> Event:
+    """Start the consumer (with `env`), the PID service set to answer the golden PID once
+    (then fresh ones); the golden event, for the test to publish."""
     service.pid_service.queue(Canned(body=[{"id": GOLDEN_PID, "number": 1}]))
+    service.start_consumer(argv=None, **env)  # argv named: mypy then knows `env` holds no argv
+    return golden_event(examples)
 
 
 def assert_golden_outcome(service: FaultyService, examples: Path, events: list[Event]) -> None:
@@ -69,9 +68,7 @@ def test_mediahaven_503_beyond_the_in_call_retries_goes_through_the_retry_queue_
     service: FaultyService, examples: Path
 ) -> None:
     service.mediahaven.fail_next(RECORDS, *[Fault(503)] * 4)
-    golden_pid(service)
-    service.start_consumer()
-    event = golden_event(examples)
+    event = start_for_the_golden_event(service, examples)
     service.publish_events([event])
 
     service.wait_for_transfers(1)
@@ -85,9 +82,7 @@ def test_a_429_whose_retry_after_fits_in_a_call_is_waited_out_within_the_attempt
     service: FaultyService, examples: Path
 ) -> None:
     service.mediahaven.fail_next(RECORDS, Fault.too_many_requests(1))
-    golden_pid(service)
-    service.start_consumer()
-    event = golden_event(examples)
+    event = start_for_the_golden_event(service, examples)
     service.publish_events([event])
 
     service.wait_for_transfers(1)
@@ -101,9 +96,7 @@ def test_a_429_asking_longer_than_a_call_may_wait_goes_through_the_retry_queue(
     service: FaultyService, examples: Path
 ) -> None:
     service.mediahaven.fail_next(RECORDS, Fault.too_many_requests(60))
-    golden_pid(service)
-    service.start_consumer()
-    event = golden_event(examples)
+    event = start_for_the_golden_event(service, examples)
     started = time.monotonic()
     service.publish_events([event])
 
@@ -121,9 +114,7 @@ def test_mediahaven_not_answering_within_the_timeout_is_retried_through_the_queu
 ) -> None:
     # Slower than HTTP_TIMEOUT_SECONDS: had the consumer waited, it would have got an answer.
     service.mediahaven.fail_next(RECORDS, Fault.slow(8))
-    golden_pid(service)
-    service.start_consumer(HTTP_TIMEOUT_SECONDS="1")
-    event = golden_event(examples)
+    event = start_for_the_golden_event(service, examples, HTTP_TIMEOUT_SECONDS="1")
     service.publish_events([event])
 
     service.wait_for_transfers(1)
@@ -139,10 +130,8 @@ def test_a_service_that_is_down_then_back_gets_the_event_through_once(
     service: FaultyService, examples: Path, which: str
 ) -> None:
     relay = service.pid_relay if which == "pid" else service.organisations_relay
-    golden_pid(service)
-    service.start_consumer(RETRY_MAX_ATTEMPTS="6")
+    event = start_for_the_golden_event(service, examples, RETRY_MAX_ATTEMPTS="6")
     relay.down()
-    event = golden_event(examples)
     service.publish_events([event])
 
     service.wait_for_outcome("retry")
@@ -157,9 +146,7 @@ def test_the_organisations_api_answering_503_then_recovering_gets_the_event_thro
     service: FaultyService, examples: Path
 ) -> None:
     service.organisations.queue(*[Canned(status=503)] * 4)
-    golden_pid(service)
-    service.start_consumer()
-    event = golden_event(examples)
+    event = start_for_the_golden_event(service, examples)
     service.publish_events([event])
 
     service.wait_for_transfers(1)
@@ -171,10 +158,8 @@ def test_the_organisations_api_answering_503_then_recovering_gets_the_event_thro
 def test_an_ftp_server_down_then_back_gets_the_golden_sidecar_with_the_first_pid(
     service: FaultyService, examples: Path
 ) -> None:
-    golden_pid(service)
-    service.start_consumer(RETRY_MAX_ATTEMPTS="6")
+    event = start_for_the_golden_event(service, examples, RETRY_MAX_ATTEMPTS="6")
     service.ftp.stop()
-    event = golden_event(examples)
     service.publish_events([event])
 
     service.wait_for_outcome("retry")
@@ -304,13 +289,11 @@ def test_a_transfer_request_that_reaches_no_queue_is_retried_not_acked_as_done(
     service: FaultyService, examples: Path
 ) -> None:
     s = service.settings
-    golden_pid(service)
-    service.start_consumer(RETRY_MAX_ATTEMPTS="6")
+    event = start_for_the_golden_event(service, examples, RETRY_MAX_ATTEMPTS="6")
     with amqp.channel(s.host, s.port) as ch:
         ch.queue_unbind(
             queue=s.transfer_queue, exchange=s.transfer_exchange, routing_key=s.transfer_queue
         )
-    event = golden_event(examples)
     service.publish_events([event])
 
     # Whatever the first outcome is, it must not be "done".
@@ -332,9 +315,7 @@ def test_an_upload_cut_off_half_way_leaves_no_final_file_and_the_retry_writes_th
     golden = (examples / "sidecar-essence.xml").read_bytes()
     final = f"/VRT/TAPE-SHARE-EVENTS/{GOLDEN_PID}.xml"
     service.cutting_ftp.cut_next(1)
-    golden_pid(service)
-    service.start_consumer()
-    event = golden_event(examples)
+    event = start_for_the_golden_event(service, examples)
     service.publish_events([event])
 
     service.wait_for_transfers(1)

@@ -26,7 +26,6 @@ import re
 import signal
 from collections import Counter
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pika
@@ -582,16 +581,6 @@ def settled_counts(log: str) -> Counter[str]:
             if match.group(2):
                 counts["split children"] += int(match.group(2))
     return counts
-
-
-@pytest.fixture
-def service(tmp_path: Path, broker: tuple[str, int]) -> Iterator[RunningService]:
-    running = RunningService(workdir=tmp_path, broker=broker)
-    running.start_fakes()
-    try:
-        yield running
-    finally:
-        running.close()
 
 
 def test_a_seeded_sample_of_poison_through_the_broker_leaves_the_consumer_working(

@@ -31,7 +31,7 @@ from application.handler import MessageHandler, RetryPolicy
 from application.messages import DeadLetter, Delivery, Done
 from domain.model import Query, Term
 from tests.conftest import EXAMPLES
-from tests.e2e.service import OR_ID, RunningService
+from tests.e2e.service import OR_ID, RunningService, running
 from tests.faults.test_poison_messages import settled_counts
 from tests.support import amqp
 from tests.support.http_stubs import Canned, FakeOrganisationsApi, FakePidService
@@ -105,14 +105,6 @@ def sidecar_fields(data: bytes) -> tuple[str | None, str | None]:
 @pytest.fixture
 def workdir(tmp_path: Path, broker: tuple[str, int]) -> Path:
     return tmp_path
-
-
-def running(service: RunningService) -> Iterator[RunningService]:
-    service.start_fakes()
-    try:
-        yield service
-    finally:
-        service.close()
 
 
 # -- secrets -------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import requests
 from adapters.mediahaven import MediaHavenRecords, render_query
 from domain.errors import Rejected, ServiceUnavailable
 from domain.model import Query, Record, Term
+from tests.support.clock import Clock
 from tests.support.mediahaven_server import (
     PASSWORD_GRANT_PATH,
     RECORDS_PATH,
@@ -29,29 +30,10 @@ from tests.support.mediahaven_server import (
 MakeRecords = Callable[..., MediaHavenRecords]
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def server() -> Iterator[FakeMediaHaven]:
     with FakeMediaHaven() as fake:
         yield fake
-
-
-@pytest.fixture
-def session() -> Iterator[requests.Session]:
-    with requests.Session() as http:
-        yield http
-
-
-@pytest.fixture
-def sleeps() -> list[float]:
-    return []
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import requests
 from adapters.http_calls import BACKOFF_SECONDS
 from adapters.organisations import CachedOrganisations, OrganisationsApi
 from domain.errors import Rejected, ServiceUnavailable
+from tests.support.clock import Clock
 from tests.support.http_stubs import Canned, FakeOrganisationsApi
 
 TIMEOUT = 5.0
@@ -28,29 +29,10 @@ def fake() -> Iterator[FakeOrganisationsApi]:
 
 
 @pytest.fixture
-def session() -> Iterator[requests.Session]:
-    with requests.Session() as session:
-        yield session
-
-
-@pytest.fixture
-def sleeps() -> list[float]:
-    return []
-
-
-@pytest.fixture
 def api(
     fake: FakeOrganisationsApi, session: requests.Session, sleeps: list[float]
 ) -> OrganisationsApi:
     return OrganisationsApi(session=session, url=fake.url, timeout=TIMEOUT, sleep=sleeps.append)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_the_cp_name_is_the_organisations_mam_label(api: OrganisationsApi) -> None:

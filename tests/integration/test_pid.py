@@ -25,17 +25,6 @@ def fake() -> Iterator[FakePidService]:
 
 
 @pytest.fixture
-def session() -> Iterator[requests.Session]:
-    with requests.Session() as session:
-        yield session
-
-
-@pytest.fixture
-def sleeps() -> list[float]:
-    return []
-
-
-@pytest.fixture
 def pids(fake: FakePidService, session: requests.Session, sleeps: list[float]) -> PidWebService:
     return PidWebService(session=session, url=fake.url, timeout=TIMEOUT, sleep=sleeps.append)
 

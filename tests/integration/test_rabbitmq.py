@@ -107,6 +107,32 @@ def start_consumer() -> Iterator[Callable[..., RunningConsumer]]:
         running.thread.join(10)
 
 
+def publish(
+    settings: BrokerSettings, body: bytes, *, exchange: str = "", properties: Any = None
+) -> None:
+    """Publish `body` for the incoming queue (straight to it, unless through `exchange`)."""
+    amqp.publish(
+        settings.host,
+        settings.port,
+        settings.incoming_queue,
+        body,
+        exchange=exchange,
+        properties=properties,
+    )
+
+
+def incoming_left(settings: BrokerSettings) -> int:
+    """Ready messages still in the incoming queue."""
+    return amqp.message_count(settings.host, settings.port, settings.incoming_queue)
+
+
+def wait_for(
+    settings: BrokerSettings, queue: str, count: int, *, timeout: float = 5.0
+) -> list[amqp.Message]:
+    """Take messages from `queue` until `count` came or `timeout` passed; what came."""
+    return amqp.wait_for_messages(settings.host, settings.port, queue, count, timeout=timeout)
+
+
 def incoming_properties(**overrides: Any) -> Any:
     values: dict[str, Any] = {
         "content_type": "application/json",
@@ -254,13 +280,7 @@ def test_done_acks_the_message(
         return Done(summary="archived", correlation_id=delivery.correlation_id)
 
     running = start_consumer(settings, handler)
-    amqp.publish(
-        settings.host,
-        settings.port,
-        settings.incoming_queue,
-        b'{"Records": []}',
-        properties=incoming_properties(),
-    )
+    publish(settings, b'{"Records": []}', properties=incoming_properties())
     assert amqp.wait_until(lambda: running.consumer.messages_handled == 1)
     running.stop()
 
@@ -272,7 +292,7 @@ def test_done_acks_the_message(
         )
     ]
     # Closing the connection would have put an unacked message back.
-    assert amqp.message_count(settings.host, settings.port, settings.incoming_queue) == 0
+    assert incoming_left(settings) == 0
 
 
 def test_a_message_without_headers_reaches_the_handler_with_empty_headers(
@@ -285,13 +305,7 @@ def test_a_message_without_headers_reaches_the_handler_with_empty_headers(
         return Done(summary="ok")
 
     running = start_consumer(settings, handler)
-    amqp.publish(
-        settings.host,
-        settings.port,
-        settings.incoming_queue,
-        b"{}",
-        exchange=settings.incoming_exchange,
-    )
+    publish(settings, b"{}", exchange=settings.incoming_exchange)
     assert amqp.wait_until(lambda: running.consumer.messages_handled == 1)
     assert seen == [Delivery(body=b"{}", headers={}, correlation_id=None)]
 
@@ -312,18 +326,12 @@ def test_split_republishes_each_record_with_the_original_properties(
         return Done(summary="part")
 
     running = start_consumer(settings, handler, grace=0.2)
-    amqp.publish(
-        settings.host,
-        settings.port,
-        settings.incoming_queue,
-        original,
-        properties=incoming_properties(),
-    )
+    publish(settings, original, properties=incoming_properties())
     assert part_in_hand.wait(timeout=5)
     running.stop()
     release.set()
 
-    messages = amqp.wait_for_messages(settings.host, settings.port, settings.incoming_queue, 2)
+    messages = wait_for(settings, settings.incoming_queue, 2)
     assert sorted(message.body for message in messages) == list(parts)  # the original was acked
     expected = incoming_properties()
     for message in messages:
@@ -357,17 +365,9 @@ def test_retry_waits_in_its_level_queue_then_comes_back(
         )
 
     running = start_consumer(settings, handler)
-    amqp.publish(
-        settings.host,
-        settings.port,
-        settings.incoming_queue,
-        b"event",
-        properties=incoming_properties(),
-    )
+    publish(settings, b"event", properties=incoming_properties())
 
-    waiting = amqp.wait_for_messages(
-        settings.host, settings.port, settings.retry_queue(30), 1, timeout=10
-    )
+    waiting = wait_for(settings, settings.retry_queue(30), 1, timeout=10)
     assert len(waiting) == 1
     assert [delivery.headers.get("x-attempt") for delivery, _ in seen] == [None, 2]
     assert seen[1][0].correlation_id == "corr-1"
@@ -387,7 +387,7 @@ def test_retry_waits_in_its_level_queue_then_comes_back(
     assert message.properties.message_id == "msg-original"
     assert message.properties.delivery_mode == 2
     running.stop()
-    assert amqp.message_count(settings.host, settings.port, settings.incoming_queue) == 0
+    assert incoming_left(settings) == 0
     assert running.consumer.messages_handled == 2
 
 
@@ -400,14 +400,8 @@ def test_dead_letter_keeps_the_body_and_adds_the_reason(
 
     running = start_consumer(settings, handler)
     body = b"\x00 not json \xff"
-    amqp.publish(
-        settings.host,
-        settings.port,
-        settings.incoming_queue,
-        body,
-        properties=incoming_properties(delivery_mode=1),
-    )
-    [message] = amqp.wait_for_messages(settings.host, settings.port, settings.dead_letter_queue, 1)
+    publish(settings, body, properties=incoming_properties(delivery_mode=1))
+    [message] = wait_for(settings, settings.dead_letter_queue, 1)
     assert message.body == body
     assert message.headers == {
         "x-origin": "gateway",
@@ -419,7 +413,7 @@ def test_dead_letter_keeps_the_body_and_adds_the_reason(
     assert message.properties.message_id == "msg-original"
     assert message.properties.delivery_mode == 2
     running.stop()
-    assert amqp.message_count(settings.host, settings.port, settings.incoming_queue) == 0
+    assert incoming_left(settings) == 0
 
 
 def test_a_retry_amqp_cannot_encode_is_dead_lettered_instead_of_looping(
@@ -434,14 +428,14 @@ def test_a_retry_amqp_cannot_encode_is_dead_lettered_instead_of_looping(
         return Retry(reason="down", delay_seconds=1, headers=headers, correlation_id="c")
 
     running = start_consumer(settings, handler)
-    amqp.publish(settings.host, settings.port, settings.incoming_queue, b"event")
-    [message] = amqp.wait_for_messages(settings.host, settings.port, settings.dead_letter_queue, 1)
+    publish(settings, b"event")
+    [message] = wait_for(settings, settings.dead_letter_queue, 1)
     assert message.body == b"event"
     assert message.headers["x-error-stage"] == "republish"
     assert "cannot encode" in message.headers["x-error"]
     running.stop()
     assert calls == [b"event"]
-    assert amqp.message_count(settings.host, settings.port, settings.incoming_queue) == 0
+    assert incoming_left(settings) == 0
 
 
 def test_an_unconfirmed_republish_is_not_acked_and_the_consumer_starts_over(
@@ -456,12 +450,12 @@ def test_an_unconfirmed_republish_is_not_acked_and_the_consumer_starts_over(
     running = start_consumer(settings, handler)
     # The dead-letter queue vanishes: the republish is unroutable (mandatory).
     amqp.delete_queues(settings.host, settings.port, settings.dead_letter_queue)
-    amqp.publish(settings.host, settings.port, settings.incoming_queue, b"event")
+    publish(settings, b"event")
 
     # Not acked; the reconnect redeclares the queue and the broker redelivers the message.
     consumer = running.consumer
     assert amqp.wait_until(lambda: consumer.connects == 2 and consumer.ready.is_set(), timeout=10)
-    [message] = amqp.wait_for_messages(settings.host, settings.port, settings.dead_letter_queue, 1)
+    [message] = wait_for(settings, settings.dead_letter_queue, 1)
     assert message.body == b"event"
     assert len(calls) == 2
     assert running.consumer.connects == 2
@@ -481,7 +475,7 @@ def test_transfer_request_is_published_as_the_spec_says(
     finally:
         connection.close()
 
-    [message] = amqp.wait_for_messages(settings.host, settings.port, settings.transfer_queue, 1)
+    [message] = wait_for(settings, settings.transfer_queue, 1)
     assert message.exchange == settings.transfer_exchange
     assert message.routing_key == settings.transfer_queue
     golden = json.loads((examples / "transfer-request-essence.json").read_text())
@@ -505,7 +499,7 @@ def test_an_empty_transfer_exchange_publishes_via_the_default_exchange(
     finally:
         connection.close()
 
-    [message] = amqp.wait_for_messages(settings.host, settings.port, settings.transfer_queue, 1)
+    [message] = wait_for(settings, settings.transfer_queue, 1)
     assert message.exchange == ""
     assert message.routing_key == settings.transfer_queue
 
@@ -525,9 +519,7 @@ def test_an_unroutable_transfer_request_is_a_transient_failure(settings: BrokerS
     finally:
         connection.close()
         amqp.delete_exchanges(settings.host, settings.port, unbound)
-    assert (
-        len(amqp.wait_for_messages(settings.host, settings.port, settings.transfer_queue, 1)) == 1
-    )
+    assert len(wait_for(settings, settings.transfer_queue, 1)) == 1
 
 
 def test_the_handler_publishes_transfer_requests_from_its_worker_thread(
@@ -552,12 +544,9 @@ def test_the_handler_publishes_transfer_requests_from_its_worker_thread(
         running = start_consumer(settings, handler)
         requests.append(AmqpTransferRequests.for_settings(running.connection))
         requests.append(AmqpTransferRequests(running.connection, exchange=unbound, routing_key="x"))
-        amqp.publish(settings.host, settings.port, settings.incoming_queue, b"event")
+        publish(settings, b"event")
         assert amqp.wait_until(lambda: running.consumer.messages_handled == 1)
-        assert (
-            len(amqp.wait_for_messages(settings.host, settings.port, settings.transfer_queue, 1))
-            == 1
-        )
+        assert len(wait_for(settings, settings.transfer_queue, 1)) == 1
         assert [type(error) for error in failures] == [ServiceUnavailable]
         assert running.consumer.connects == 1
     finally:
@@ -578,14 +567,14 @@ def test_the_consumer_reconnects_when_the_broker_closes_its_connection(
         return Done(summary="ok")
 
     running = start_consumer(settings, handler)
-    amqp.publish(settings.host, settings.port, settings.incoming_queue, b"first")
+    publish(settings, b"first")
     assert amqp.wait_until(lambda: running.consumer.messages_handled == 1)
 
     assert amqp.close_connections(settings.connection_name) == 1
     consumer = running.consumer
     assert amqp.wait_until(lambda: consumer.connects == 2 and consumer.ready.is_set(), timeout=10)
 
-    amqp.publish(settings.host, settings.port, settings.incoming_queue, b"second")
+    publish(settings, b"second")
     assert amqp.wait_until(lambda: consumer.messages_handled == 2)
     assert bodies == [b"first", b"second"]
     assert running.thread.is_alive()
@@ -603,12 +592,12 @@ def test_stop_finishes_the_message_in_hand(
         return Done(summary="slow")
 
     running = start_consumer(settings, handler)
-    amqp.publish(settings.host, settings.port, settings.incoming_queue, b"slow")
+    publish(settings, b"slow")
     assert started.wait(timeout=5)
     running.stop()
 
     assert running.consumer.messages_handled == 1
-    assert amqp.message_count(settings.host, settings.port, settings.incoming_queue) == 0
+    assert incoming_left(settings) == 0
     assert amqp.consumer_count(settings.host, settings.port, settings.incoming_queue) == 0
 
 
@@ -624,14 +613,14 @@ def test_stop_past_the_grace_leaves_the_message_for_redelivery(
         return Done(summary="too slow")
 
     running = start_consumer(settings, handler, grace=0.5)
-    amqp.publish(settings.host, settings.port, settings.incoming_queue, b"slow")
+    publish(settings, b"slow")
     assert started.wait(timeout=5)
     took = running.stop()
     release.set()
 
     assert took < 0.5 + 1
     assert running.consumer.messages_handled == 0
-    [message] = amqp.wait_for_messages(settings.host, settings.port, settings.incoming_queue, 1)
+    [message] = wait_for(settings, settings.incoming_queue, 1)
     assert message.body == b"slow"
     assert message.redelivered
 
@@ -644,11 +633,11 @@ def test_a_handler_slower_than_two_heartbeats_keeps_the_connection(
         return Done(summary="slow")
 
     running = start_consumer(dataclasses.replace(settings, heartbeat=1), handler)
-    amqp.publish(settings.host, settings.port, settings.incoming_queue, b"slow")
+    publish(settings, b"slow")
     assert amqp.wait_until(lambda: running.consumer.messages_handled == 1, timeout=10)
     assert running.consumer.connects == 1
     running.stop()
-    assert amqp.message_count(settings.host, settings.port, settings.incoming_queue) == 0
+    assert incoming_left(settings) == 0
 
 
 def test_a_command_without_a_consumer_opens_its_connection_when_it_publishes(
@@ -662,7 +651,7 @@ def test_a_command_without_a_consumer_opens_its_connection_when_it_publishes(
         transfers.publish(essence_request())  # reopens a connection that is gone
     finally:
         connection.close()
-    messages = amqp.wait_for_messages(settings.host, settings.port, settings.transfer_queue, 2)
+    messages = wait_for(settings, settings.transfer_queue, 2)
     assert len(messages) == 2
 
 

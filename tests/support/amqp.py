@@ -10,7 +10,7 @@ import json
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -114,6 +114,21 @@ def publish(
             properties=properties,
             mandatory=True,
         )
+
+
+def publish_persistent(settings: BrokerSettings, bodies: Iterable[bytes]) -> None:
+    """Publish as the gateway does: through the incoming exchange, persistent and mandatory,
+    each confirmed; all on one connection."""
+    with channel(settings.host, settings.port) as ch:
+        ch.confirm_delivery()
+        for body in bodies:
+            ch.basic_publish(
+                exchange=settings.incoming_exchange,
+                routing_key=settings.incoming_queue,
+                body=body,
+                properties=pika.BasicProperties(delivery_mode=2),
+                mandatory=True,
+            )
 
 
 def get_messages(host: str, port: int, queue: str, *, limit: int | None = None) -> list[Message]:

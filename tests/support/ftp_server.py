@@ -13,8 +13,7 @@ import os
 import threading
 import warnings
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any, TypeVar
 
 with warnings.catch_warnings():
     # pyftpdlib still imports asyncore/asynchat, deprecated since Python 3.6.
@@ -25,6 +24,8 @@ with warnings.catch_warnings():
     from pyftpdlib.ioloop import IOLoop
     from pyftpdlib.servers import FTPServer
 
+from tests.support.loopback import Startable
+
 # pyftpdlib configures the root logger itself (and turns off thread names in every
 # log record) unless some handler is already there; give it one that does nothing.
 logging.getLogger("pyftpdlib").addHandler(logging.NullHandler())
@@ -32,8 +33,10 @@ logging.getLogger("pyftpdlib").addHandler(logging.NullHandler())
 FULL_PERMISSIONS = "elradfmwMT"
 _POLL_SECONDS = 0.02
 
+T = TypeVar("T")
 
-class FtpTestServer:
+
+class FtpTestServer(Startable):
     """One user, rooted at `root`; counts logins and records what clients store and rename."""
 
     def __init__(
@@ -78,14 +81,12 @@ class FtpTestServer:
     @property
     def stored(self) -> list[str]:
         """FTP paths of the STOR commands that got past the permission check, in order."""
-        with self._lock:
-            return list(self._stored)
+        return self._snapshot(self._stored)
 
     @property
     def renamed(self) -> list[tuple[str, str]]:
         """(from, to) FTP paths of successful renames, in order."""
-        with self._lock:
-            return list(self._renamed)
+        return self._snapshot(self._renamed)
 
     @property
     def running(self) -> bool:
@@ -122,18 +123,6 @@ class FtpTestServer:
         self.stop()
         self.start()
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def _serve(self, server: Any) -> None:
         try:
             while not self._stopping.is_set():
@@ -145,13 +134,15 @@ class FtpTestServer:
         with self._lock:
             self._logins += 1
 
-    def _record_store(self, path: str) -> None:
+    def _record(self, record: list[T], item: T) -> None:
+        """Add `item` to one of the records (the server's thread writes, the test reads)."""
         with self._lock:
-            self._stored.append(path)
+            record.append(item)
 
-    def _record_rename(self, source: str, target: str) -> None:
+    def _snapshot(self, record: list[T]) -> list[T]:
+        """A copy of one of the records, for the test to read."""
         with self._lock:
-            self._renamed.append((source, target))
+            return list(record)
 
     def _handler_class(self, authorizer: Any) -> type[Any]:
         """pyftpdlib configures handlers through class attributes: one class per start.
@@ -166,7 +157,7 @@ class FtpTestServer:
                 if not owner.rename_replaces and os.path.lexists(dst):
                     raise FileExistsError(errno.EEXIST, "File exists")
                 super().rename(src, dst)
-                owner._record_rename(self.fs2ftp(src), self.fs2ftp(dst))
+                owner._record(owner._renamed, (self.fs2ftp(src), self.fs2ftp(dst)))
 
         class Handler(FTPHandler):  # type: ignore[misc]  # pyftpdlib is untyped
             def handle_auth_success(self, home: str, password: str, msg_login: str) -> None:
@@ -175,7 +166,7 @@ class FtpTestServer:
 
             # pyftpdlib dispatches commands to methods named ftp_<COMMAND>.
             def ftp_STOR(self, file: str, mode: str = "w") -> Any:  # noqa: N802
-                owner._record_store(self.fs.fs2ftp(file))
+                owner._record(owner._stored, self.fs.fs2ftp(file))
                 return super().ftp_STOR(file, mode)
 
         Handler.authorizer = authorizer

@@ -13,9 +13,10 @@ import string
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+from tests.support.loopback import LoopbackHttpServer
 
 _PID_ALPHABET = string.ascii_lowercase + string.digits
 
@@ -60,17 +61,14 @@ class _State:
     requests: list[RecordedRequest] = field(default_factory=list)
 
 
-class StubServer:
-    """The plumbing both fakes share: a threaded HTTP server, a queue of canned answers,
-    and a record of every request. Subclasses say what the normal answer is."""
+class StubServer(LoopbackHttpServer):
+    """What both fakes share: a queue of canned answers and a record of every request.
+    Subclasses say what the normal answer is."""
 
     def __init__(self) -> None:
+        super().__init__(_handler_for(self), name=type(self).__name__)
         self._lock = threading.Lock()
         self._state = _State()
-        self._stopping = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._port: int | None = None
 
     # -- what a subclass provides -------------------------------------------------
 
@@ -78,13 +76,7 @@ class StubServer:
         """The normal answer to `request`."""
         raise NotImplementedError
 
-    # -- what a test uses ----------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        if self._port is None:
-            raise RuntimeError("the stub has not been started")
-        return f"http://127.0.0.1:{self._port}/"
+    # -- what a test uses (and `start`, `stop`, `url`, `with`) ---------------------
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -101,40 +93,6 @@ class StubServer:
         with self._lock:
             self._state.queued.extend(answers)
 
-    def start(self) -> Self:
-        self._stopping.clear()
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        server.daemon_threads = True
-        self._server = server
-        self._port = server.server_address[1]
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop answering; the port then refuses connections. Delayed answers are cut short."""
-        self._stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     # -- serving -------------------------------------------------------------------
 
     def _respond(self, request: RecordedRequest) -> Answer:
@@ -144,7 +102,7 @@ class StubServer:
         if canned is None:
             return self.answer(request)
         if canned.delay:
-            self._stopping.wait(canned.delay)
+            self._wait(canned.delay)  # cut short by stop()
         if canned.body is None:
             if canned.status == 200:
                 return self.answer(request)

@@ -10,20 +10,19 @@ process.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import secrets
-import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.support.loopback import LoopbackHttpServer
 
 RECORDS_PATH = "/mediahaven-rest-api/v2/records"
 PASSWORD_GRANT_PATH = "/auth/ropc.php"
@@ -141,7 +140,7 @@ def parse_query(q: str) -> list[list[tuple[str, str]]]:
     return groups
 
 
-class FakeMediaHaven:
+class FakeMediaHaven(LoopbackHttpServer):
     """MediaHaven's token endpoints and v2 records API, with what happened kept for asserts.
 
     State may be read and changed from the test while the server runs; reads of the
@@ -159,6 +158,7 @@ class FakeMediaHaven:
         max_page_size: int = 1000,
         sloppy: bool = False,
     ) -> None:
+        super().__init__(_handler_for(self), name="fake-mediahaven")
         self.client_id = client_id
         self.client_secret = client_secret
         self.username = username
@@ -181,55 +181,15 @@ class FakeMediaHaven:
         self._issued_refresh: list[str] = []
         self._faults: list[tuple[str | None, str, Fault]] = []
         self._lock = threading.RLock()
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
-    # -- life cycle ---------------------------------------------------------------------
-
-    def start(self) -> FakeMediaHaven:
-        if self._server is not None:
-            raise RuntimeError("already started")
-        self._stopping.clear()
-        self._server = _Server(("127.0.0.1", 0), _handler_for(self))
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="fake-mediahaven",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        server.server_close()
-        server.close_connections()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeMediaHaven:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
+    # -- where it listens (`start`, `stop`, `with`: see LoopbackHttpServer) ------------
 
     @property
     def base_url(self) -> str:
-        if self._server is None:
+        """`http://127.0.0.1:PORT`, as MEDIAHAVEN_API_HOST takes it; only while running."""
+        if not self.running:
             raise RuntimeError("not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self.url.removesuffix("/")
 
     # -- arranging ------------------------------------------------------------------------
 
@@ -311,10 +271,6 @@ class FakeMediaHaven:
                     del self._faults[index]
                     return fault
         return None
-
-    def _wait(self, seconds: float) -> bool:
-        """Sleep, but wake when the server stops; True when it did not stop."""
-        return not self._stopping.wait(seconds)
 
     def _issue(self) -> JSON:
         access, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
@@ -479,40 +435,7 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, Part]:
     return parts
 
 
-class _Server(ThreadingHTTPServer):
-    """Keeps its connections so `stop()` can cut keep-alive ones still open."""
-
-    daemon_threads = True
-
-    def __init__(
-        self, address: tuple[str, int], handler: Callable[..., BaseHTTPRequestHandler]
-    ) -> None:
-        super().__init__(address, handler)
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that hung up (a timeout test) is not an error worth a traceback."""
-
-
-def _handler_for(fake: FakeMediaHaven) -> Callable[..., BaseHTTPRequestHandler]:
+def _handler_for(fake: FakeMediaHaven) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         disable_nagle_algorithm = True
