@@ -87,11 +87,7 @@ class IngestEssence:
         if entry is not None and entry.step >= Step.TRANSFER_REQUESTED:
             log.info("already handled, nothing to do: %s (%s)", event.object.key, entry.pid)
             return f"already handled: {event.object.key} as {entry.pid}"
-        collateral = (
-            CollateralKey.parse(event.object.key)
-            if event.object.bucket == self._collateral_bucket
-            else None
-        )
+        collateral = self._collateral_key(event)
         progress.stage = "organisations"
         cp_name = require_path_segment(self._organisations.cp_name(event.or_id), "CP name")
         progress.stage = "archived-check"
@@ -103,16 +99,27 @@ class IngestEssence:
             sidecar = self._essence_sidecar(event, cp_name, progress, known_pid)
         else:
             sidecar = self._collateral_sidecar(event, cp_name, collateral, progress)
+        self._send(event, sidecar, correlation_id, progress)
+        return f"sent {sidecar.cp_name}/{sidecar.folder}/{sidecar.filename} for {event.object.key}"
+
+    def _collateral_key(self, event: S3Event) -> CollateralKey | None:
+        """Checked before any call: a bad collateral key is bad input, whatever MediaHaven says."""
+        if event.object.bucket != self._collateral_bucket:
+            return None
+        return CollateralKey.parse(event.object.key)
+
+    def _send(
+        self, event: S3Event, sidecar: Sidecar, correlation_id: str, progress: Progress
+    ) -> None:
+        """The sidecar first, then the transfer request; the ledger notes each once done."""
         progress.stage = "sidecar-upload"
         self._transport.upload(sidecar)
         self._ledger.advance(event.identity, Step.SIDECAR_UPLOADED)
         progress.stage = "transfer-request"
-        self._transfers.publish(
-            self._destinations.transfer_request(sidecar, correlation_id=correlation_id)
-        )
+        request = self._destinations.transfer_request(sidecar, correlation_id=correlation_id)
+        self._transfers.publish(request)
         self._ledger.advance(event.identity, Step.TRANSFER_REQUESTED)
         progress.stage = "done"
-        return f"sent {sidecar.cp_name}/{sidecar.folder}/{sidecar.filename} for {event.object.key}"
 
     def _is_archived(self, event: S3Event, cp_name: str, collateral: bool) -> bool:
         terms = [Term("s3_object_key", event.object.key)]
