@@ -76,6 +76,19 @@ def postgres_dsn(postgres_server: str) -> Iterator[str]:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(scope="session")
+def broker_restarts_allowed() -> bool:
+    """Restarting the broker disturbs everything else that uses it: only where the run says so."""
+    return os.environ.get("ALLOW_BROKER_RESTART") == "1"
+
+
+@pytest.fixture
+def broker_restartable(broker: tuple[str, int], broker_restarts_allowed: bool) -> None:
+    """For a test that restarts the local broker; skipped unless ALLOW_BROKER_RESTART=1."""
+    if not broker_restarts_allowed:
+        pytest.skip("restarts the local RabbitMQ; set ALLOW_BROKER_RESTART=1 to run it")
+
+
 @pytest.fixture
 def service(tmp_path: Path, broker: tuple[str, int]) -> Iterator[RunningService]:
     """Fakes of everything the consumer talks to, started, and the broker pre-declared as

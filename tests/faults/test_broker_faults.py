@@ -122,6 +122,7 @@ def test_the_broker_closing_the_consumers_connection_loses_and_repeats_nothing(
     )
 
 
+@pytest.mark.usefixtures("broker_restartable")
 def test_a_broker_restart_loses_and_repeats_nothing(
     service: RunningService, examples: Path
 ) -> None:
