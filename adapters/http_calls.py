@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -15,6 +16,23 @@ T = TypeVar("T")
 
 # Pauses between the tries of one call: the retry queue does the long waits.
 BACKOFF_SECONDS = (0.25, 0.75)
+
+
+class JsonServiceClient:
+    """What a client of one small JSON service keeps: its session, URL, timeout and pause."""
+
+    def __init__(
+        self,
+        *,
+        session: requests.Session,
+        url: str,
+        timeout: float,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._session = session
+        self._url = url
+        self._timeout = timeout
+        self._sleep = sleep
 
 
 class TryAgain(Exception):

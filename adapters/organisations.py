@@ -6,9 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import requests
-
-from adapters.http_calls import json_of, send, with_retries
+from adapters.http_calls import JsonServiceClient, json_of, send, with_retries
 from domain.errors import Rejected, ServiceUnavailable
 from domain.ports import Organisations
 
@@ -19,7 +17,7 @@ SERVICE = "Organisations API"
 _TRANSIENT_CLIENT_ERRORS = frozenset({408, 429})
 
 
-class OrganisationsApi:
+class OrganisationsApi(JsonServiceClient):
     """Looks up the MAM label of an OR-id.
 
     No organisation or no label is permanent for the event; an unreachable or
@@ -27,19 +25,6 @@ class OrganisationsApi:
     of times (the query is idempotent); a timeout is not, so one call never takes
     much longer than `timeout`.
     """
-
-    def __init__(
-        self,
-        *,
-        session: requests.Session,
-        url: str,
-        timeout: float,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self._session = session
-        self._url = url
-        self._timeout = timeout
-        self._sleep = sleep
 
     def cp_name(self, or_id: str) -> str:
         return with_retries(lambda: self._look_up(or_id), service=SERVICE, sleep=self._sleep)

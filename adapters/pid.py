@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import secrets
 import string
-import time
-from collections.abc import Callable
 from typing import Any
 
-import requests
-
-from adapters.http_calls import json_of, send, with_retries
+from adapters.http_calls import JsonServiceClient, json_of, send, with_retries
 from domain.errors import ServiceUnavailable
 from domain.model import is_valid_pid
 
@@ -25,26 +21,13 @@ def uses_pid_service(app_environment: str) -> bool:
     return app_environment in PID_SERVICE_ENVIRONMENTS
 
 
-class PidWebService:
+class PidWebService(JsonServiceClient):
     """The PID service over HTTP; every failure is transient, as the event can wait for a PID.
 
     A 5xx or a connection error is tried again a couple of times: minting is not
     idempotent, but a PID minted and then lost is harmless. A timeout is not tried
     again, so one call never takes much longer than `timeout`.
     """
-
-    def __init__(
-        self,
-        *,
-        session: requests.Session,
-        url: str,
-        timeout: float,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self._session = session
-        self._url = url
-        self._timeout = timeout
-        self._sleep = sleep
 
     def mint(self) -> str:
         return with_retries(self._mint_once, service=SERVICE, sleep=self._sleep)
