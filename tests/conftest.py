@@ -13,7 +13,8 @@ import pytest
 from tests.e2e.service import RunningService, running
 
 REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = REPO.parent / "shared" / "examples"
+# A byte-for-byte copy of the golden examples, so a plain clone tests itself.
+EXAMPLES = REPO / "tests" / "golden"
 BROKER_HOST = os.environ.get("TEST_BROKER_HOST", "127.0.0.1")
 BROKER_PORT = int(os.environ.get("TEST_BROKER_PORT", "5672"))
 POSTGRES_DSN = os.environ.get("TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -36,7 +37,7 @@ def _missing(what: str, required_by: str) -> None:
 
 @pytest.fixture(scope="session")
 def examples() -> Path:
-    """`../shared/examples/`: the golden events and outputs."""
+    """`tests/golden/`: the golden events and outputs."""
     if not EXAMPLES.is_dir():
         pytest.fail(f"golden examples not found at {EXAMPLES}")
     return EXAMPLES

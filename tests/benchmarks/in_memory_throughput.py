@@ -17,7 +17,7 @@ from application.handler import MessageHandler, RetryPolicy
 from application.messages import Delivery, Done
 from tests.unit.builders import World
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[1] / "golden"
 
 
 def bodies(count: int) -> list[bytes]:
