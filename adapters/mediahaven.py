@@ -454,6 +454,7 @@ def _records(results: Iterable[object]) -> Iterable[Record]:
             local_id=_text(dynamic.get("dc_identifier_localid")),
             s3_object_key=_text(dynamic.get("s3_object_key")),
             s3_bucket=_text(dynamic.get("s3_bucket")),
+            md5=_text(dynamic.get("md5")) or _text(_section(result, "Technical").get("Md5")),
         )
 
 

@@ -60,6 +60,7 @@ def _field_value(record: Record, name: str) -> str | None:
         "s3_bucket": record.s3_bucket,
         "dc_identifier_localid": record.local_id,
         "PID": record.pid,
+        "md5": record.md5,
     }
     return fields.get(name)
 

@@ -13,8 +13,9 @@ from domain.ports import Organisations
 # The OR-id travels as a variable, so no id can change the query.
 CP_NAME_QUERY = "query cp($id: String!) { organizations(id: $id) { mam_label } }"
 SERVICE = "Organisations API"
-# Client errors that say "not now" rather than "never".
-_TRANSIENT_CLIENT_ERRORS = frozenset({408, 429})
+# Client errors that say "not now" rather than "never": refused credentials are
+# fixed by an operator, and the events should wait for that, not be dead-lettered.
+_TRANSIENT_CLIENT_ERRORS = frozenset({401, 403, 408, 429})
 
 
 class OrganisationsApi(JsonServiceClient):

@@ -18,7 +18,7 @@ SERVICE = "PID service"
 
 def uses_pid_service(app_environment: str) -> bool:
     """Only production and qas mint real PIDs; other environments must not spend them."""
-    return app_environment in PID_SERVICE_ENVIRONMENTS
+    return app_environment.lower() in PID_SERVICE_ENVIRONMENTS
 
 
 class PidWebService(JsonServiceClient):

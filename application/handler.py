@@ -95,7 +95,9 @@ class MessageHandler:
             use_case = self._use_cases[event.kind]
             summary = use_case.execute(event, correlation_id=correlation_id, progress=progress)
         except PermanentError as error:
-            return self._dead_letter(delivery, str(error), progress.stage, correlation_id)
+            return self._dead_letter(
+                delivery, str(error), progress.stage, correlation_id, progress.pid
+            )
         except Exception as error:  # the service never stops for one message
             if correlation_id is None:
                 correlation_id = str(uuid.uuid4())
@@ -127,6 +129,7 @@ class MessageHandler:
                 f"gave up after {attempt} attempts: {reason}",
                 progress.stage,
                 correlation_id,
+                progress.pid,
             )
         if isinstance(error, S3EventsHandlerError):
             log.warning("attempt %d failed at %s: %s", attempt, progress.stage, reason)
@@ -148,13 +151,19 @@ class MessageHandler:
 
     @staticmethod
     def _dead_letter(
-        delivery: Delivery, reason: str, stage: str, correlation_id: str | None
+        delivery: Delivery,
+        reason: str,
+        stage: str,
+        correlation_id: str | None,
+        pid: str | None,
     ) -> Outcome:
         reason = one_line(reason)
         log.error("dead-lettered at %s: %s", stage, reason)
         headers = dict(delivery.headers)
         headers[ERROR_HEADER] = reason
         headers[STAGE_HEADER] = stage
+        if pid is not None:
+            headers[PID_HEADER] = pid  # a replay reuses it, even when the ledger forgot it
         return DeadLetter(
             reason=reason, stage=stage, headers=headers, correlation_id=correlation_id
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import json
 import posixpath
 import re
 from collections.abc import Mapping
@@ -39,8 +40,9 @@ class Step(enum.IntEnum):
 
     RECEIVED = 0
     PID_CLAIMED = 1
-    SIDECAR_UPLOADED = 2
-    TRANSFER_REQUESTED = 3
+    RELATION_ADDED = 2  # collaterals only: the essence knows of its collateral
+    SIDECAR_UPLOADED = 3
+    TRANSFER_REQUESTED = 4
 
 
 class FileKind(enum.Enum):
@@ -117,14 +119,21 @@ class S3Event:
 
     @property
     def identity(self) -> str:
-        """Stable across redeliveries and duplicates of the same gateway event.
+        """Stable across redeliveries and duplicates of the same gateway event (SPEC 6).
 
-        A long one is hashed, so any ledger can index it (keys may be kilobytes).
+        One gateway request can carry records for many objects, so the request id
+        alone does not name an event: kind, bucket and key always take part, then
+        the request id, or the eTag and event time where there is none. Written as
+        a JSON list, so no key can make two events look alike; a long one is
+        hashed, so any ledger can index it (keys may be kilobytes).
         """
         obj = self.object
-        identity = self.request_id or "|".join(
-            (obj.bucket, obj.key, obj.etag or "", self.event_time or "")
-        )
+        parts = [self.kind.name.lower(), obj.bucket, obj.key]
+        if self.request_id:
+            parts.append(self.request_id)
+        else:
+            parts.extend((obj.etag or "", self.event_time or ""))
+        identity = json.dumps(parts, ensure_ascii=False, separators=(",", ":"))
         if len(identity) <= MAX_IDENTITY_LENGTH:
             return identity
         return "sha256:" + hashlib.sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()
@@ -162,6 +171,7 @@ class Record:
     local_id: str | None = None
     s3_object_key: str | None = None
     s3_bucket: str | None = None
+    md5: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

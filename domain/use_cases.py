@@ -47,8 +47,9 @@ class Progress:
 class IngestEssence:
     """Archive a newly created object, essence or collateral.
 
-    - An object MediaHaven already has (same key, or same md5 where the md5
-      counts) is skipped with a warning.
+    - An object MediaHaven already has (a record with exactly this key, or this
+      md5 where the md5 counts) is skipped with a warning; near misses of the
+      search engine do not count.
     - The md5 counts for collaterals, and for essences unless the CP is VRT.
     - An essence gets a new PID, or the one an earlier attempt minted.
     - A collateral takes `{essence_pid}_{type}` as its name and is linked to
@@ -98,7 +99,8 @@ class IngestEssence:
             known_pid = entry.pid if entry is not None else None
             sidecar = self._essence_sidecar(event, cp_name, progress, known_pid)
         else:
-            sidecar = self._collateral_sidecar(event, cp_name, collateral, progress)
+            related = entry is not None and entry.step >= Step.RELATION_ADDED
+            sidecar = self._collateral_sidecar(event, cp_name, collateral, progress, related)
         self._send(event, sidecar, correlation_id, progress)
         return f"sent {sidecar.cp_name}/{sidecar.folder}/{sidecar.filename} for {event.object.key}"
 
@@ -122,11 +124,19 @@ class IngestEssence:
         progress.stage = "done"
 
     def _is_archived(self, event: S3Event, cp_name: str, collateral: bool) -> bool:
-        terms = [Term("s3_object_key", event.object.key)]
+        """Only a hit that matches exactly counts: a search engine also returns near misses."""
+        key = event.object.key
+        terms = [Term("s3_object_key", key)]
         md5 = event.object.md5
         if md5 is not None and (collateral or cp_name.upper() != "VRT"):
             terms.append(Term("md5", md5))
-        return bool(self._records.search(Query.any_of(*terms)))
+        else:
+            md5 = None
+        return any(
+            record.s3_object_key == key
+            or (md5 is not None and record.md5 is not None and record.md5.lower() == md5.lower())
+            for record in self._records.search(Query.any_of(*terms))
+        )
 
     def _essence_sidecar(
         self, event: S3Event, cp_name: str, progress: Progress, known_pid: str | None
@@ -145,8 +155,14 @@ class IngestEssence:
         )
 
     def _collateral_sidecar(
-        self, event: S3Event, cp_name: str, key: CollateralKey, progress: Progress
+        self,
+        event: S3Event,
+        cp_name: str,
+        key: CollateralKey,
+        progress: Progress,
+        related: bool,
     ) -> Sidecar:
+        """`related`: an earlier attempt already linked it, so the update is not posted twice."""
         progress.stage = "essence-lookup"
         essence = self._find_essence(key.media_id)
         if not essence.pid:
@@ -155,12 +171,14 @@ class IngestEssence:
         name = f"{essence_pid}_{key.collateral_type}"
         # Derived, not minted: the ledger keeps it only to mark the event as taken in.
         self._ledger.claim_pid(event.identity, name)
-        progress.stage = "relation"
-        self._records.add_relation(
-            essence.fragment_id,
-            name,
-            reason=f"[s3-events-handler] Voeg relatie van {key.object_use} toe",
-        )
+        if not related:
+            progress.stage = "relation"
+            self._records.add_relation(
+                essence.fragment_id,
+                name,
+                reason=f"[s3-events-handler] Voeg relatie van {key.object_use} toe",
+            )
+            self._ledger.advance(event.identity, Step.RELATION_ADDED)
         return Sidecar(
             name=name,
             cp_name=cp_name,
@@ -199,13 +217,22 @@ class RemoveEssence:
 
     - Only records whose bucket and key equal the event's exactly are touched,
       whatever else the search engine returns.
-    - Collaterals (records sharing a fragment's local id) go before the essence.
+    - Collaterals (records in the collateral bucket sharing a fragment's local
+      id) go before the essence; another essence sharing a local id is no
+      collateral and stays.
     - A record that is already gone counts as deleted, so a retry finishes the job.
     """
 
-    def __init__(self, *, records: ArchiveRecords, organisations: Organisations) -> None:
+    def __init__(
+        self,
+        *,
+        records: ArchiveRecords,
+        organisations: Organisations,
+        collateral_bucket: str = DEFAULT_COLLATERAL_BUCKET,
+    ) -> None:
         self._records = records
         self._organisations = organisations
+        self._collateral_bucket = collateral_bucket
 
     def execute(self, event: S3Event, *, correlation_id: str, progress: Progress) -> str:
         """Returns a one-line account of what was done."""
@@ -262,6 +289,7 @@ class RemoveEssence:
             if (
                 not record.is_fragment
                 and record.local_id in fragments
+                and record.s3_bucket == self._collateral_bucket
                 and record.fragment_id not in own
                 and record.fragment_id not in seen
             ):

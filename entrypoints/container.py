@@ -152,7 +152,12 @@ class Container(containers.DeclarativeContainer):
         ledger=ledger,
         collateral_bucket=config.app.collateral_bucket,
     )
-    remove = providers.Factory(RemoveEssence, records=records, organisations=organisations)
+    remove = providers.Factory(
+        RemoveEssence,
+        records=records,
+        organisations=organisations,
+        collateral_bucket=config.app.collateral_bucket,
+    )
     handler = providers.Singleton(
         MessageHandler,
         ingest=ingest,

@@ -192,3 +192,64 @@ def test_missing_settings_stop_the_start_with_one_message_naming_them(tmp_path: 
         assert name in finished.stderr
     assert "RABBIT_MQ_HOST" not in finished.stderr
     assert "S3_EVENTS_EXCHANGE" not in finished.stderr
+
+
+def test_two_objects_of_one_gateway_request_are_both_archived(
+    service: RunningService, examples: Path
+) -> None:
+    """A batch upload: one request id, two records; neither is taken for the other."""
+    message = json.loads((examples / "event-essence-created.json").read_text())
+    second = json.loads(json.dumps(message["Records"][0]))
+    second["s3"]["object"]["key"] = "second.MXF"
+    message["Records"].append(second)
+    service.start_consumer()
+    service.publish_event(json.dumps(message).encode())
+
+    got = transfers(service, 2)
+    assert sorted(m.json()["source"]["object"]["key"] for m in got) == sorted(
+        [ESSENCE_KEY, "second.MXF"]
+    )
+    names = {f"{m.properties.message_id}.xml" for m in got}
+    assert len(names) == 2
+    folder = service.ftp.root / "VRT" / "TAPE-SHARE-EVENTS"
+    assert {p.name for p in folder.iterdir()} == names
+    assert "already handled" not in service.log()
+
+
+def test_a_multi_object_delete_removes_every_object(
+    service: RunningService, examples: Path
+) -> None:
+    mh = service.mediahaven
+    keys = [f"clip-{n}.MXF" for n in range(3)]
+    for n, key in enumerate(keys):
+        mh.add_record(f"essence-{n}", pid=f"essence{n:03d}", key=key, bucket="mam-highresvideo")
+    mh.add_record("survivor", pid="survivor01", key="clip-3.MXF", bucket="mam-highresvideo")
+    message = json.loads((examples / "event-removed.json").read_text())
+    template = message["Records"][0]
+    message["Records"] = []
+    for key in keys:
+        record = json.loads(json.dumps(template))
+        record["s3"]["object"]["key"] = key
+        message["Records"].append(record)
+    service.start_consumer()
+    service.publish_event(json.dumps(message).encode())
+
+    assert amqp.wait_until(lambda: len(mh.deleted) == 3, timeout=20), service.log()
+    assert sorted(d.fragment_id for d in mh.deleted) == ["essence-0", "essence-1", "essence-2"]
+    assert [r["Internal"]["FragmentId"] for r in mh.records] == ["survivor"]
+
+
+def test_a_dead_letter_after_the_pid_was_minted_carries_it(
+    service: RunningService, examples: Path
+) -> None:
+    """A missing folder is permanent; a replay of the dead letter must reuse its PID."""
+    (service.ftp.root / "VRT" / "TAPE-SHARE-EVENTS").rmdir()
+    service.pid_service.queue(Canned(body=[{"id": GOLDEN_PID, "number": 1}]))
+    service.start_consumer()
+    service.publish_event((examples / "event-essence-created.json").read_bytes())
+
+    s = service.settings
+    [dead] = amqp.wait_for_messages(s.host, s.port, s.dead_letter_queue, 1, timeout=20)
+    assert dead.headers["x-pid"] == GOLDEN_PID
+    assert dead.headers["x-error-stage"] == "sidecar-upload"
+    assert "TAPE-SHARE-EVENTS" in dead.headers["x-error"]

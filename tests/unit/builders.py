@@ -17,6 +17,7 @@ from adapters.memory import (
 )
 from domain.events import parse_record
 from domain.model import Destinations, Record, S3Event
+from domain.ports import ArchiveRecords
 from domain.use_cases import IngestEssence, RemoveEssence
 
 OR_ID = "OR-rf5kf25"
@@ -86,8 +87,13 @@ class World:
         self.transfers = InMemoryTransferRequests()
         self.ledger = InMemoryLedger()
         self.destinations = Destinations(transfer_host=TRANSFER_HOST, folders=PRODUCTION_FOLDERS)
-        self.ingest = IngestEssence(
-            records=self.records,
+        self.ingest = self.ingest_on(self.records)
+        self.remove = RemoveEssence(records=self.records, organisations=self.organisations)
+
+    def ingest_on(self, records: ArchiveRecords) -> IngestEssence:
+        """IngestEssence on these fakes, with `records` standing in for MediaHaven."""
+        return IngestEssence(
+            records=records,
             pids=self.pids,
             organisations=self.organisations,
             transport=self.transport,
@@ -95,4 +101,3 @@ class World:
             destinations=self.destinations,
             ledger=self.ledger,
         )
-        self.remove = RemoveEssence(records=self.records, organisations=self.organisations)

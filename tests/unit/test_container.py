@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from adapters.config import load_config
 from adapters.memory import (
     InMemoryArchiveRecords,
@@ -51,6 +53,11 @@ def test_production_and_qas_use_the_pid_service_other_environments_mint_locally(
     assert isinstance(container_for(APP_ENVIRONMENT="production").pids(), PidWebService)
     assert isinstance(container_for(APP_ENVIRONMENT="qas").pids(), PidWebService)
     assert isinstance(container_for(APP_ENVIRONMENT="int").pids(), LocalPids)
+
+
+@pytest.mark.parametrize("environment", ["Production", "PRODUCTION", "Qas"])
+def test_the_environment_is_compared_case_insensitively(environment: str) -> None:
+    assert isinstance(container_for(APP_ENVIRONMENT=environment).pids(), PidWebService)
 
 
 def test_cp_names_are_cached_and_adapters_are_shared() -> None:

@@ -22,15 +22,49 @@ def test_reads_the_fields_the_flows_need(examples: Path) -> None:
     assert event.object.extension == ".MXF"
     assert event.object.owner == "ingest-robot+OR-rf5kf25"
     assert event.object.md5 == "0cc175b9c0f1b6a831c399e269772661"
-    assert event.identity == "7c1f0a9e2b3d4c5e6f708192a3b4c5d6"
+    assert event.identity == (
+        '["created","mam-highresvideo",'
+        '"20261120-journaal-1900-a7f3c2d1-55e4-4b2a-9c1d-0e8f7a6b5c4d.MXF",'
+        '"7c1f0a9e2b3d4c5e6f708192a3b4c5d6"]'
+    )
 
 
-def test_without_request_id_the_identity_is_bucket_key_etag_and_time(examples: Path) -> None:
+def test_without_request_id_the_identity_is_kind_bucket_key_etag_and_time(
+    examples: Path,
+) -> None:
     event = event_of(golden_event(examples, ESSENCE), responseElements=None)
     assert event.identity == (
-        "mam-highresvideo|20261120-journaal-1900-a7f3c2d1-55e4-4b2a-9c1d-0e8f7a6b5c4d.MXF|"
-        "4f1c2e9a7b3d5e6f8a9b0c1d2e3f4a5b|2026-11-20T09:14:03.512Z"
+        '["created","mam-highresvideo",'
+        '"20261120-journaal-1900-a7f3c2d1-55e4-4b2a-9c1d-0e8f7a6b5c4d.MXF",'
+        '"4f1c2e9a7b3d5e6f8a9b0c1d2e3f4a5b","2026-11-20T09:14:03.512Z"]'
     )
+
+
+def test_the_golden_essence_collateral_and_removal_are_three_different_events(
+    examples: Path,
+) -> None:
+    """They share one gateway request id, as the records of one request do."""
+    events = [
+        event_of(golden_event(examples, name))
+        for name in (ESSENCE, "event-collateral-created.json", "event-removed.json")
+    ]
+    assert len({event.request_id for event in events}) == 1
+    assert len({event.identity for event in events}) == 3
+
+
+def test_objects_of_one_gateway_request_are_different_events(examples: Path) -> None:
+    message = golden_event(examples, ESSENCE)
+    first = event_of(message)
+    second = event_of(message, s3__object__key="another.MXF")
+    created_then_removed = event_of(message, eventName="ObjectRemoved:Delete")
+    assert len({first.identity, second.identity, created_then_removed.identity}) == 3
+
+
+def test_a_separator_in_a_key_cannot_make_two_events_alike(examples: Path) -> None:
+    message = golden_event(examples, ESSENCE)
+    one = event_of(message, s3__bucket__name="a", s3__object__key="b|c")
+    two = event_of(message, s3__bucket__name="a|b", s3__object__key="c")
+    assert one.identity != two.identity
 
 
 @pytest.mark.parametrize(

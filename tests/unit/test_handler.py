@@ -206,3 +206,21 @@ def test_a_service_that_asks_to_wait_longer_is_retried_no_sooner(examples: Path)
     outcome = handler.handle(delivery(golden_event(examples, ESSENCE)))
     assert isinstance(outcome, Retry)
     assert outcome.delay_seconds == 101  # not the first level's 10 s
+
+
+def test_a_dead_letter_after_a_pid_was_minted_carries_it(examples: Path) -> None:
+    """A replay of the dead letter then reuses the PID, even when the ledger forgot it."""
+    world = World()
+    world.transport.folders = set()  # the folder is missing: permanent, after the PID
+    outcome = handler_for(world).handle(delivery(golden_event(examples, ESSENCE)))
+    assert isinstance(outcome, DeadLetter)
+    assert outcome.stage == "sidecar-upload"
+    assert outcome.headers["x-pid"] == world.pids.minted[0] == "k98z0d4w1q"
+
+
+def test_a_dead_letter_before_any_pid_carries_none(examples: Path) -> None:
+    message = golden_event(examples, ESSENCE)
+    message["Records"][0]["eventName"] = "ObjectRestore:Post"
+    outcome = handler_for(World()).handle(delivery(message))
+    assert isinstance(outcome, DeadLetter)
+    assert "x-pid" not in outcome.headers

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from adapters.memory import InMemoryArchiveRecords
 from domain.errors import BadInput, EssenceNotArchivedYet, Rejected
 from domain.model import LedgerEntry, Query, Step, Term
 from domain.use_cases import Progress
@@ -261,3 +263,56 @@ def test_two_events_for_the_same_key_are_two_events(examples: Path) -> None:
     ingest(world, examples, ESSENCE)
     ingest(world, examples, ESSENCE, responseElements=None)  # no request id: another identity
     assert world.pids.minted == ["k98z0d4w1q", "a1b2c3d4e5"]
+
+
+def test_a_near_miss_of_the_search_engine_does_not_count_as_archived(examples: Path) -> None:
+    """A search engine may return `clip.mxf.bak` for `clip.mxf`: that object is not archived."""
+    world = World(
+        [essence_record("bak", key=ESSENCE_KEY + ".bak")],
+        cp_name="testbeeld",
+    )
+    world.records = InMemoryArchiveRecords(world.records.records, matches=lambda r, q: True)
+    world.ingest = world.ingest_on(world.records)
+    summary = ingest(world, examples, ESSENCE)
+    assert summary.startswith("sent ")
+    assert list(world.transport.uploaded) == ["/testbeeld/DISK-SHARE-EVENTS/k98z0d4w1q.xml"]
+
+
+def test_a_record_with_the_same_md5_counts_as_archived_where_the_md5_counts(
+    examples: Path,
+) -> None:
+    """The md5 matches whatever its case; the search engine's own matching is not trusted."""
+    same_content = essence_record("copy", key="elsewhere.MXF")
+    world = World(cp_name="testbeeld")
+    world.records = InMemoryArchiveRecords(
+        [replace(same_content, md5="0CC175B9C0F1B6A831C399E269772661")],
+        matches=lambda r, q: True,
+    )
+    world.ingest = world.ingest_on(world.records)
+    assert "already archived" in ingest(world, examples, ESSENCE)
+    assert world.transport.uploaded == {}
+
+
+def test_a_retried_collateral_does_not_post_its_relation_twice(examples: Path) -> None:
+    world = World([essence_record("frag-1", local_id="MEDIA-0042", is_fragment=True)])
+    world.transport.folders = set()  # the upload fails after the relation was posted
+    with pytest.raises(Rejected):
+        ingest(world, examples, COLLATERAL)
+    assert len(world.records.relations) == 1
+    world.transport.folders = None
+    ingest(world, examples, COLLATERAL)
+    assert len(world.records.relations) == 1
+    assert list(world.transport.uploaded) == ["/VRT/DISK-SHARE-EVENTS/k98z0d4w1q_closedOt.xml"]
+
+
+def test_a_collateral_after_its_essence_in_one_gateway_request_is_archived(
+    examples: Path,
+) -> None:
+    """The golden essence and collateral share a request id: each is its own event."""
+    world = World([essence_record("frag-1", local_id="MEDIA-0042", is_fragment=True)])
+    ingest(world, examples, ESSENCE)
+    ingest(world, examples, COLLATERAL)
+    assert [request.message_id for request in world.transfers.published] == [
+        "k98z0d4w1q",
+        "k98z0d4w1q_closedOt",
+    ]

@@ -93,3 +93,24 @@ def test_looks_up_the_collaterals_of_all_local_ids_in_one_search(examples: Path)
     remove(world, examples)
     assert len(world.records.searches) == 2
     assert [t.value for t in world.records.searches[1].groups[0]] == ["MEDIA-1", "MEDIA-2"]
+
+
+def test_another_essence_sharing_a_local_id_is_no_collateral_and_survives(
+    examples: Path,
+) -> None:
+    records = [
+        *archived_essence(),
+        essence_record("other-essence", key="other-version.MXF", local_id="MEDIA-1"),
+    ]
+    world = World(records)
+    summary = remove(world, examples)
+    assert world.records.deleted == ["coll-1", "coll-2", "essence-1"]
+    assert "other-essence" in [r.fragment_id for r in world.records.records]
+    assert "1 essence(s) and 2 collateral(s)" in summary
+
+
+def test_a_record_without_a_bucket_is_no_collateral(examples: Path) -> None:
+    bucketless = Record(fragment_id="no-bucket", is_fragment=False, local_id="MEDIA-2")
+    world = World([*archived_essence(), bucketless])
+    remove(world, examples)
+    assert "no-bucket" not in world.records.deleted
