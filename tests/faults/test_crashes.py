@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from domain.model import Step
 from tests.e2e.service import REPO, RunningService
 from tests.support import amqp
 
 ESSENCE_FOLDER = Path("VRT") / "TAPE-SHARE-EVENTS"
+DONE = Step.TRANSFER_REQUESTED
 
 
 def essence_event(examples: Path, n: int) -> bytes:
@@ -38,9 +40,10 @@ def sidecars(service: RunningService) -> list[Path]:
 
 
 def ledger_steps(service: RunningService) -> dict[str, tuple[str, int]]:
+    """(PID, step) by object key; an identity is `["created", bucket, key, request id]`."""
     with sqlite3.connect(service.workdir / "ledger.sqlite3") as db:
         rows = db.execute("SELECT identity, pid, step FROM s3_events_ledger").fetchall()
-    return {identity: (pid, step) for identity, pid, step in rows}
+    return {json.loads(identity)[2]: (pid, step) for identity, pid, step in rows}
 
 
 def crash_then_restart(service: RunningService, crash_at: str, body: bytes) -> int | None:
@@ -74,7 +77,7 @@ def test_a_crash_at_any_step_boundary_loses_nothing_and_does_nothing_twice(
     )
     assert len(requests) == transfer_requests, service.log()
     # Let the restarted consumer finish; nothing more may come, nothing may be left.
-    assert amqp.wait_until(lambda: ledger_steps(service)["crash-test-1"][1] == 3, timeout=20)
+    assert amqp.wait_until(lambda: ledger_steps(service)["crash-test-1.MXF"][1] == DONE, timeout=20)
     assert amqp.wait_until(lambda: amqp.message_count(s.host, s.port, s.incoming_queue) == 0)
     assert service.stop_consumer() == 0
     requests += amqp.get_messages(s.host, s.port, s.transfer_queue)
@@ -85,7 +88,7 @@ def test_a_crash_at_any_step_boundary_loses_nothing_and_does_nothing_twice(
     assert {m.properties.message_id for m in requests} == {pid}
     assert {m.json()["destination"]["path"].rsplit("/", 1)[1] for m in requests} == {f"{pid}.MXF"}
     assert [p.name for p in sidecars(service)] == [f"{pid}.xml"]  # one sidecar, no .part
-    assert ledger_steps(service) == {"crash-test-1": (pid, 3)}
+    assert ledger_steps(service) == {"crash-test-1.MXF": (pid, DONE)}
     assert amqp.message_count(s.host, s.port, s.dead_letter_queue) == 0
 
 
@@ -128,7 +131,7 @@ def test_many_events_with_a_crash_in_the_middle_all_end_processed(
     s = service.settings
     requests = amqp.wait_for_messages(s.host, s.port, s.transfer_queue, 10, timeout=30)
     assert amqp.wait_until(
-        lambda: sum(step == 3 for _, step in ledger_steps(service).values()) == 10, timeout=20
+        lambda: sum(step == DONE for _, step in ledger_steps(service).values()) == 10, timeout=20
     )
     assert service.stop_consumer() == 0
     requests += amqp.get_messages(s.host, s.port, s.transfer_queue)
