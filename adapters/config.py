@@ -7,6 +7,7 @@ a deployment in one round instead of one variable per restart.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -54,6 +55,14 @@ def _positive_float(value: str) -> float:
     return number
 
 
+def _retention_days(value: str) -> float:
+    """Days, fractions allowed; under one day a redelivered event could outlive its PID."""
+    days = float(value)
+    if not 1 <= days < math.inf:
+        raise ValueError("must be at least 1 day, so the ledger outlives the longest retry chain")
+    return days
+
+
 def _delays(value: str) -> list[int]:
     delays = [_positive_int(part.strip()) for part in value.split(",")]
     if not delays:
@@ -84,7 +93,7 @@ CONVERSIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "mediahaven.ftp.timeout_seconds": ("FTP_TIMEOUT_SECONDS", _positive_float),
     "organisations_api.cache_seconds": ("ORGANISATIONS_CACHE_SECONDS", _positive_float),
     "http.timeout_seconds": ("HTTP_TIMEOUT_SECONDS", _positive_float),
-    "ledger.retention_days": ("LEDGER_RETENTION_DAYS", _positive_float),
+    "ledger.retention_days": ("LEDGER_RETENTION_DAYS", _retention_days),
 }
 
 

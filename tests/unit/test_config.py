@@ -100,6 +100,14 @@ def test_a_malformed_value_is_named_with_the_reason(name: str, value: str) -> No
     assert name in str(raised.value)
 
 
+def test_the_ledger_retention_takes_fractions_but_not_under_one_day() -> None:
+    assert load(LEDGER_RETENTION_DAYS="1.5")["ledger"]["retention_days"] == 1.5  # type: ignore[index]
+    with pytest.raises(ConfigError) as raised:
+        load(LEDGER_RETENTION_DAYS="0.5")
+    assert "LEDGER_RETENTION_DAYS" in str(raised.value)
+    assert "at least 1 day" in str(raised.value)
+
+
 def test_secrets_are_not_repeated_in_the_error() -> None:
     with pytest.raises(ConfigError) as raised:
         load(RABBIT_MQ_PORT="x", RABBIT_MQ_HOST=None)
