@@ -37,6 +37,11 @@ class PostgresLedger:
         self._lock = threading.Lock()
         self._db: psycopg.Connection[Any] | None = None
         try:
+            psycopg.conninfo.conninfo_to_dict(dsn)
+        except psycopg.ProgrammingError:
+            # libpq's parse error quotes the text around the fault, which may be the password.
+            raise ServiceUnavailable("ledger database: the DSN cannot be parsed") from None
+        try:
             self._db = self._connect()
             pruned = self._db.execute(
                 "DELETE FROM s3_events_ledger WHERE updated_at < now() - make_interval(secs => %s)",

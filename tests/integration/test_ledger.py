@@ -113,6 +113,12 @@ def test_a_postgres_server_that_does_not_answer_stops_the_opening_without_its_pa
     assert "pw-not-to-show" not in str(raised.value)
 
 
+def test_a_postgres_dsn_that_cannot_be_parsed_is_refused_without_its_password() -> None:
+    with pytest.raises(ServiceUnavailable) as raised:
+        PostgresLedger("host=127.0.0.1 user=s3events pw-not-to-show")
+    assert "pw-not-to-show" not in str(raised.value)
+
+
 def test_a_dropped_postgres_connection_is_reopened(postgres_dsn: str) -> None:
     ledger = PostgresLedger(postgres_dsn)
     ledger.claim_pid("event-1", "a1b2c3d4e5")
