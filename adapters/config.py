@@ -6,7 +6,7 @@ a deployment in one round instead of one variable per restart.
 
 from __future__ import annotations
 
-import logging
+import math
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -16,8 +16,6 @@ import yaml
 
 from domain.errors import BadInput
 from domain.model import DEFAULT_FOLDER, Destinations, FileKind, require_path_segment
-
-log = logging.getLogger(__name__)
 
 # ${NAME} required; ${NAME?} must be set but may be empty; ${NAME:-default} optional.
 _REFERENCE = re.compile(
@@ -54,6 +52,14 @@ def _positive_float(value: str) -> float:
     return number
 
 
+def _retention_days(value: str) -> float:
+    """Days, fractions allowed; under one day a redelivered event could outlive its PID."""
+    days = float(value)
+    if not 1 <= days < math.inf:
+        raise ValueError("must be at least 1 day, so the ledger outlives the longest retry chain")
+    return days
+
+
 def _delays(value: str) -> list[int]:
     delays = [_positive_int(part.strip()) for part in value.split(",")]
     if not delays:
@@ -84,7 +90,7 @@ CONVERSIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "mediahaven.ftp.timeout_seconds": ("FTP_TIMEOUT_SECONDS", _positive_float),
     "organisations_api.cache_seconds": ("ORGANISATIONS_CACHE_SECONDS", _positive_float),
     "http.timeout_seconds": ("HTTP_TIMEOUT_SECONDS", _positive_float),
-    "ledger.retention_days": ("LEDGER_RETENTION_DAYS", _positive_float),
+    "ledger.retention_days": ("LEDGER_RETENTION_DAYS", _retention_days),
 }
 
 
@@ -154,27 +160,65 @@ def load_config(path: Path, environ: Mapping[str, str]) -> dict[str, Any]:
 
 
 def load_destinations(path: Path, *, environment: str, transfer_host: str) -> Destinations:
-    """The destination table of one environment, CP names lower-cased for matching."""
-    with path.open() as stream:
-        table = yaml.safe_load(stream) or {}
+    """The destination table of one environment, CP names lower-cased for matching; the caller
+    logs it once the start has succeeded.
+
+    A table that cannot be read or is not the documented shape stops the start, naming
+    `DESTINATION_CONFIG`: guessing would send sidecars to the wrong folder.
+    """
+    try:
+        with path.open() as stream:
+            table = yaml.safe_load(stream)
+    except OSError as error:
+        problems = [f"cannot be read: {error.strerror}"]
+    except yaml.YAMLError as error:
+        problems = [f"cannot be parsed as YAML: {_yaml_problem(error)}"]
+    else:
+        folders, problems = _folders(table, environment)
+    if problems:
+        raise ConfigError(
+            [], [f"DESTINATION_CONFIG={str(path)!r} is not valid: " + "; ".join(problems)]
+        )
+    return Destinations(transfer_host=transfer_host, folders=folders)
+
+
+def _folders(table: object, environment: str) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """environment -> CP name -> {essence, collateral} -> folder; also every shape problem."""
+    table = {} if table is None else table
     if not isinstance(table, dict):
-        raise ConfigError([], [f"{path} does not hold a mapping"])
-    section = table.get(environment) or {}
+        return {}, ["it does not hold a mapping of environments"]
+    section = table.get(environment)
+    section = {} if section is None else section
+    if not isinstance(section, dict):
+        return {}, [f"{environment} is not a mapping of CP names"]
+    kinds = [kind.value for kind in FileKind]
     folders: dict[str, dict[str, str]] = {}
     problems = []
     for cp_name, by_kind in section.items():
+        where = f"{environment}.{cp_name}"
         if not isinstance(by_kind, dict):
-            problems.append(f"{path}: {environment}.{cp_name} is not a mapping")
+            problems.append(f"{where} is not a mapping of {' and '.join(kinds)}")
             continue
+        problems.extend(
+            f"{where}.{key} is not one of {', '.join(kinds)}" for key in by_kind if key not in kinds
+        )
         entry = {}
-        for kind in FileKind:
-            folder = str(by_kind.get(kind.value, DEFAULT_FOLDER))
+        for kind in kinds:
+            folder = by_kind.get(kind, DEFAULT_FOLDER)
+            if not isinstance(folder, str):
+                problems.append(f"{where}.{kind} is not a folder name")
+                continue
             try:
-                entry[kind.value] = require_path_segment(folder, "folder")
+                entry[kind] = require_path_segment(folder, "folder")
             except BadInput as error:
-                problems.append(f"{path}: {environment}.{cp_name}.{kind.value}: {error}")
+                problems.append(f"{where}.{kind}: {error}")
         folders[str(cp_name).lower()] = entry
-    if problems:
-        raise ConfigError([], problems)
-    log.info("destination folders for %s (default %s): %s", environment, DEFAULT_FOLDER, folders)
-    return Destinations(transfer_host=transfer_host, folders=folders)
+    return folders, problems
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """PyYAML's message spans lines and repeats the path; where and what fit on one."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        mark = error.problem_mark
+        return f"{error.problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(error).split())

@@ -26,15 +26,33 @@ CREATE TABLE IF NOT EXISTS s3_events_ledger (
 class PostgresLedger:
     """Each statement commits on its own; concurrent claims of one event agree on one PID.
 
-    The connection is opened on first use and opened again once when it has died.
+    Opening it connects, so an unreachable database stops the start rather than the first
+    event, and prunes old entries once; a connection that died is opened again once, without
+    pruning, so a reconnect never forgets an event still being retried.
     """
 
     def __init__(self, dsn: str, *, retention_days: float = 30, timeout: float = 10) -> None:
         self._dsn = dsn
-        self._retention_days = retention_days
         self._timeout = timeout
         self._lock = threading.Lock()
         self._db: psycopg.Connection[Any] | None = None
+        try:
+            psycopg.conninfo.conninfo_to_dict(dsn)
+        except psycopg.ProgrammingError:
+            # libpq's parse error quotes the text around the fault, which may be the password.
+            raise ServiceUnavailable("ledger database: the DSN cannot be parsed") from None
+        try:
+            self._db = self._connect()
+            pruned = self._db.execute(
+                "DELETE FROM s3_events_ledger WHERE updated_at < now() - make_interval(secs => %s)",
+                (retention_days * 86400,),
+            ).rowcount
+        except psycopg.Error as error:
+            self._discard()
+            raise ServiceUnavailable(f"ledger database: {_one_line(error)}") from None
+        log.info(
+            "ledger in PostgreSQL; %d entries older than %s days pruned", pruned, retention_days
+        )
 
     def recall(self, identity: str) -> LedgerEntry | None:
         rows = self._query(
@@ -73,15 +91,6 @@ class PostgresLedger:
             # Consumers starting together would race on CREATE TABLE IF NOT EXISTS.
             db.execute("SELECT pg_advisory_xact_lock(hashtext('s3_events_ledger'))")
             db.execute(SCHEMA)
-        pruned = db.execute(
-            "DELETE FROM s3_events_ledger WHERE updated_at < now() - make_interval(days => %s)",
-            (int(self._retention_days),),
-        ).rowcount
-        log.info(
-            "ledger in PostgreSQL; %d entries older than %s days pruned",
-            pruned,
-            self._retention_days,
-        )
         return db
 
     def _query(self, sql: str, parameters: tuple[object, ...]) -> list[tuple[Any, ...]]:

@@ -47,7 +47,29 @@ def build_container(config_path: Path) -> Container:
     )
     container = Container()
     container.config.from_dict(settings)
-    container.destinations()  # a bad destination table stops the start, not the first event
+    return container
+
+
+def start(config_path: Path) -> Container:
+    """`build_container`, the destination table read and the resources opened (the ledger
+    among them); raises `ConfigError`, with whatever was opened closed again.
+
+    A bad table or ledger stops the start, not the first event; both are checked before
+    anything is logged, so a failed start says one thing.
+    """
+    container = build_container(config_path)
+    try:
+        destinations = container.destinations()
+        container.init_resources()
+    except BaseException:
+        container.shutdown_resources()
+        raise
+    log.info(
+        "destination folders for %s (default %s): %s",
+        container.config.app.environment(),
+        destinations.default_folder,
+        dict(destinations.folders),
+    )
     return container
 
 
@@ -122,14 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         return run_demo(sys.stdout)
     try:
-        container = build_container(args.config)
-    except ConfigError as error:
+        container = start(args.config)
+    except (ConfigError, OSError) as error:
         print(f"s3-events-handler: cannot start: {error}", file=sys.stderr)
         return EXIT_CONFIG
-    except OSError as error:
-        print(f"s3-events-handler: cannot start: {error}", file=sys.stderr)
-        return EXIT_CONFIG
-    container.init_resources()
     try:
         if args.command == "consume":
             return consume(container)

@@ -8,7 +8,7 @@ from pathlib import Path
 import requests
 from dependency_injector import containers, providers
 
-from adapters.config import load_destinations
+from adapters.config import ConfigError, load_destinations
 from adapters.ftp import FtpTransportServer
 from adapters.ledger_postgres import PostgresLedger
 from adapters.ledger_sqlite import SqliteLedger
@@ -17,6 +17,7 @@ from adapters.organisations import CachedOrganisations, OrganisationsApi
 from adapters.pid import LocalPids, PidWebService, uses_pid_service
 from adapters.rabbitmq import AmqpTransferRequests, BrokerConnection, BrokerSettings, Consumer
 from application.handler import MessageHandler, RetryPolicy
+from domain.errors import ServiceUnavailable
 from domain.ports import Ledger
 from domain.use_cases import IngestEssence, RemoveEssence
 
@@ -45,12 +46,18 @@ def broker_connection(settings: BrokerSettings) -> Iterator[BrokerConnection]:
 
 
 def ledger(path: str, dsn: str, retention_days: float) -> Iterator[Ledger]:
-    """PostgreSQL when LEDGER_DSN is set (several consumers), else a SQLite file."""
-    chosen: PostgresLedger | SqliteLedger = (
-        PostgresLedger(dsn, retention_days=retention_days)
-        if dsn
-        else SqliteLedger(path, retention_days=retention_days)
-    )
+    """PostgreSQL when LEDGER_DSN is set (several consumers), else a SQLite file.
+
+    Opened at start: a ledger that cannot be opened is a setting to fix, named as such.
+    """
+    try:
+        chosen: PostgresLedger | SqliteLedger = (
+            PostgresLedger(dsn, retention_days=retention_days)
+            if dsn
+            else SqliteLedger(path, retention_days=retention_days)
+        )
+    except ServiceUnavailable as error:
+        raise ConfigError([], [f"{'LEDGER_DSN' if dsn else 'LEDGER_PATH'}: {error}"]) from None
     yield chosen
     chosen.close()
 

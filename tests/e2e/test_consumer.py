@@ -253,3 +253,43 @@ def test_a_dead_letter_after_the_pid_was_minted_carries_it(
     assert dead.headers["x-pid"] == GOLDEN_PID
     assert dead.headers["x-error-stage"] == "sidecar-upload"
     assert "TAPE-SHARE-EVENTS" in dead.headers["x-error"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        pytest.param("LEDGER_PATH", "no-such-folder/ledger.sqlite3", id="ledger path unwritable"),
+        pytest.param(
+            "LEDGER_DSN",
+            "postgresql://s3events:pw-not-to-show@127.0.0.1:1/s3events",
+            id="ledger database unreachable",
+        ),
+        pytest.param("LEDGER_RETENTION_DAYS", "0.5", id="retention under a day"),
+        pytest.param("RETRY_DELAYS", "10,abc", id="retry delays not numbers"),
+        pytest.param("DESTINATION_CONFIG", "production:\n  vrt: [essence\n", id="table not YAML"),
+        pytest.param("DESTINATION_CONFIG", "- production\n", id="table a list"),
+        pytest.param("DESTINATION_CONFIG", "production: DISK\n", id="table environment a scalar"),
+        pytest.param("DESTINATION_CONFIG", "production:\n  vrt: DISK\n", id="table CP a scalar"),
+    ],
+)
+def test_a_bad_setting_stops_the_start_with_one_line_naming_it(
+    service: RunningService, setting: str, value: str
+) -> None:
+    """`value` of DESTINATION_CONFIG is the table's text."""
+    if setting == "DESTINATION_CONFIG":
+        table = service.workdir / "destination_config.yml"
+        table.write_text(value)
+        value = str(table)
+    finished = subprocess.run(
+        [*command(), "consume"],
+        env=service.environment(**{setting: value}),
+        capture_output=True,
+        text=True,
+        cwd=service.workdir,
+        timeout=30,
+    )
+    assert finished.returncode == 2, finished.stderr
+    assert "Traceback" not in finished.stderr
+    [line] = finished.stderr.strip().splitlines()
+    assert setting in line
+    assert "pw-not-to-show" not in line

@@ -15,7 +15,7 @@ from typing import Any
 
 from dependency_injector import providers
 
-from entrypoints.cli import build_container, consume
+from entrypoints.cli import consume, start
 
 CRASH_POINTS = {"pid": ("ledger", "claim_pid"), "upload": ("transport", "upload"),
                 "transfer": ("transfers", "publish"), "ack": ("handler", "handle")}  # fmt: skip
@@ -45,8 +45,7 @@ class CrashAfter:
 
 def main() -> int:
     provider_name, method = CRASH_POINTS[os.environ["CRASH_AT"]]
-    container = build_container(Path(os.environ["CONFIG_PATH"]))
-    container.init_resources()
+    container = start(Path(os.environ["CONFIG_PATH"]))
     provider = getattr(container, provider_name)
     provider.override(providers.Object(CrashAfter(provider(), method)))
     try:

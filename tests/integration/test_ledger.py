@@ -107,20 +107,65 @@ def test_an_unwritable_sqlite_file_is_a_transient_failure(tmp_path: Path) -> Non
         SqliteLedger(tmp_path / "no-such-folder" / "ledger.sqlite3")
 
 
-def test_a_postgres_server_that_does_not_answer_is_transient_and_keeps_its_password() -> None:
-    ledger = PostgresLedger("postgresql://s3events:pw-not-to-show@127.0.0.1:1/s3events", timeout=2)
+def test_a_postgres_server_that_does_not_answer_stops_the_opening_without_its_password() -> None:
     with pytest.raises(ServiceUnavailable) as raised:
-        ledger.recall("event-1")
+        PostgresLedger("postgresql://s3events:pw-not-to-show@127.0.0.1:1/s3events", timeout=2)
+    assert "pw-not-to-show" not in str(raised.value)
+
+
+def test_a_postgres_dsn_that_cannot_be_parsed_is_refused_without_its_password() -> None:
+    with pytest.raises(ServiceUnavailable) as raised:
+        PostgresLedger("host=127.0.0.1 user=s3events pw-not-to-show")
     assert "pw-not-to-show" not in str(raised.value)
 
 
 def test_a_dropped_postgres_connection_is_reopened(postgres_dsn: str) -> None:
     ledger = PostgresLedger(postgres_dsn)
     ledger.claim_pid("event-1", "a1b2c3d4e5")
-    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+    drop_connections(postgres_dsn)
+    assert ledger.recall("event-1") == LedgerEntry("event-1", "a1b2c3d4e5", Step.PID_CLAIMED)
+    ledger.close()
+
+
+def test_a_fractional_postgres_retention_keeps_younger_entries_and_prunes_older_ones(
+    postgres_dsn: str,
+) -> None:
+    first = PostgresLedger(postgres_dsn)
+    first.claim_pid("30-hours-old", "a1b2c3d4e5")
+    first.claim_pid("40-hours-old", "z9y8x7w6v5")
+    first.close()
+    age(postgres_dsn, "30-hours-old", hours=30)
+    age(postgres_dsn, "40-hours-old", hours=40)
+    reopened = PostgresLedger(postgres_dsn, retention_days=1.5)
+    assert reopened.recall("30-hours-old") is not None
+    assert reopened.recall("40-hours-old") is None
+    reopened.close()
+
+
+def test_a_postgres_reconnect_does_not_prune(postgres_dsn: str) -> None:
+    """Only the start prunes: an event still being retried must keep its PID."""
+    ledger = PostgresLedger(postgres_dsn, retention_days=1)
+    ledger.claim_pid("event-1", "a1b2c3d4e5")
+    age(postgres_dsn, "event-1", hours=48)
+    drop_connections(postgres_dsn)
+    assert ledger.recall("event-1") == LedgerEntry("event-1", "a1b2c3d4e5", Step.PID_CLAIMED)
+    ledger.close()
+
+
+def age(dsn: str, identity: str, *, hours: float) -> None:
+    """Make an entry look last touched `hours` ago."""
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(
+            "UPDATE s3_events_ledger SET updated_at = now() - make_interval(secs => %s) "
+            "WHERE identity = %s",
+            (hours * 3600, identity),
+        )
+
+
+def drop_connections(dsn: str) -> None:
+    """Kill every other session on the test database, as a server restart would."""
+    with psycopg.connect(dsn, autocommit=True) as admin:
         admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
-    assert ledger.recall("event-1") == LedgerEntry("event-1", "a1b2c3d4e5", Step.PID_CLAIMED)
-    ledger.close()

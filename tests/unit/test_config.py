@@ -100,6 +100,14 @@ def test_a_malformed_value_is_named_with_the_reason(name: str, value: str) -> No
     assert name in str(raised.value)
 
 
+def test_the_ledger_retention_takes_fractions_but_not_under_one_day() -> None:
+    assert load(LEDGER_RETENTION_DAYS="1.5")["ledger"]["retention_days"] == 1.5  # type: ignore[index]
+    with pytest.raises(ConfigError) as raised:
+        load(LEDGER_RETENTION_DAYS="0.5")
+    assert "LEDGER_RETENTION_DAYS" in str(raised.value)
+    assert "at least 1 day" in str(raised.value)
+
+
 def test_secrets_are_not_repeated_in_the_error() -> None:
     with pytest.raises(ConfigError) as raised:
         load(RABBIT_MQ_PORT="x", RABBIT_MQ_HOST=None)
@@ -129,3 +137,34 @@ def test_a_folder_that_is_not_one_path_segment_is_refused(tmp_path: Path) -> Non
     table.write_text("production:\n  vrt:\n    essence: ../../etc\n")
     with pytest.raises(ConfigError):
         load_destinations(table, environment="production", transfer_host="ftp://tra")
+
+
+@pytest.mark.parametrize(
+    ("table", "problem"),
+    [
+        pytest.param("production:\n  vrt: [essence\n", "as YAML", id="not YAML"),
+        pytest.param("- production\n", "mapping of environments", id="a list"),
+        pytest.param("production: DISK\n", "production is not a mapping", id="scalar environment"),
+        pytest.param("production: [vrt]\n", "production is not a mapping", id="list environment"),
+        pytest.param("production:\n  vrt: DISK\n", "production.vrt is not", id="scalar CP"),
+        pytest.param("production:\n  vrt:\n    essense: TAPE\n", "essense", id="unknown kind"),
+        pytest.param("production:\n  vrt:\n    essence:\n", "essence", id="no folder"),
+    ],
+)
+def test_a_destination_table_not_of_the_documented_shape_is_refused(
+    tmp_path: Path, table: str, problem: str
+) -> None:
+    path = tmp_path / "destinations.yml"
+    path.write_text(table)
+    with pytest.raises(ConfigError) as raised:
+        load_destinations(path, environment="production", transfer_host="ftp://tra")
+    assert str(raised.value).startswith("DESTINATION_CONFIG=")
+    assert problem in str(raised.value)
+    assert len(str(raised.value).splitlines()) == 1
+
+
+def test_a_destination_table_of_another_environment_is_not_checked(tmp_path: Path) -> None:
+    path = tmp_path / "destinations.yml"
+    path.write_text("qas: DISK\nproduction:\n  vrt:\n    essence: TAPE\n")
+    destinations = load_destinations(path, environment="production", transfer_host="ftp://tra")
+    assert destinations.folder_for("VRT", FileKind.ESSENCE) == "TAPE"
