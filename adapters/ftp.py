@@ -2,6 +2,11 @@
 
 One control connection is kept open and reused between uploads; it is opened
 on the first upload and re-opened once when it turns out to have died.
+
+Two consumers may write the same sidecar at the same instant (the same event,
+delivered twice). Each upload writes under a temporary name of its own, and
+deletes the final file to make room only while its own complete temporary file
+is there to take its place, so no writer leaves the final name empty for another.
 """
 
 from __future__ import annotations
@@ -10,7 +15,9 @@ import contextlib
 import ftplib
 import io
 import logging
+import secrets
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from types import TracebackType
@@ -33,6 +40,14 @@ logger = logging.getLogger(__name__)
 DEFAULT_PORT = 21
 _SCHEME = "ftp://"
 _NOT_LOGGED_IN = 530  # a server that forgot the session: log in again
+_CLOSING = 421  # the server is closing the control connection
+_UNAVAILABLE = 550  # no such file (SIZE, RNFR, DELE), or a refused rename (RNTO)
+# Random bytes in a temporary name, as hex: unique enough among the few writers of one
+# sidecar, and short enough for the name to stay within 255 bytes (see MAX_SEGMENT_BYTES).
+_TOKEN_BYTES = 4
+# Pauses between the tries of one rename: a race between writers settles within a try or
+# two; a refusal that lasts is the server's answer (the retry queue does the long waits).
+RENAME_PAUSES = (0.05, 0.1, 0.2)
 
 
 def parse_ftp_host(value: str) -> tuple[str, int]:
@@ -61,6 +76,17 @@ def parse_ftp_host(value: str) -> tuple[str, int]:
 
 class _ConnectionLost(Exception):
     """The control connection failed mid-upload: worth one reconnect."""
+
+
+def _code(error: ftplib.Error) -> int:
+    """The reply code of an ftplib error (0 when the reply has none)."""
+    text = str(error)[:3]
+    return int(text) if text.isdigit() else 0
+
+
+def _temporary_name(sidecar: Sidecar) -> str:
+    """`.{name}.xml.{token}.part`: hidden, not `.xml` (MediaHaven ignores it), this upload's own."""
+    return f".{sidecar.name}.xml.{secrets.token_hex(_TOKEN_BYTES)}.part"
 
 
 def _reply(error: BaseException) -> str:
@@ -109,7 +135,15 @@ def _timed_ftp(timeout: float) -> type[ftplib.FTP]:
 class FtpTransportServer:
     """MediaHaven's transport server; not safe to share between threads without its lock."""
 
-    def __init__(self, *, host: str, user: str, password: str, timeout: float) -> None:
+    def __init__(
+        self,
+        *,
+        host: str,
+        user: str,
+        password: str,
+        timeout: float,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._hostname, self._port = parse_ftp_host(host)
         self._user = user
         self._password = password
@@ -123,18 +157,24 @@ class FtpTransportServer:
         self._host: Any = None  # ftputil.FTPHost once connected
         self._session: ftplib.FTP | None = None
         self._lock = threading.Lock()
+        self._sleep = sleep
         self.connections_opened = 0
 
     def __repr__(self) -> str:
         return f"FtpTransportServer({self._hostname}:{self._port}, user={self._user!r})"
 
     def upload(self, sidecar: Sidecar) -> None:
-        """Write `.{name}.xml.part`, then rename it: MediaHaven only ever sees whole sidecars."""
+        """Write `.{name}.xml.{token}.part`, then rename it: MediaHaven only sees whole sidecars.
+
+        The reconnect writes under the same temporary name, so it replaces what the
+        dead connection may have left.
+        """
         data = sidecar_xml.render(sidecar)
+        temporary = _temporary_name(sidecar)
         with self._lock:
             reused = self._host is not None
             try:
-                self._place(sidecar, data)
+                self._place(sidecar, temporary, data)
             except _ConnectionLost as lost:
                 self._discard()
                 if not reused:
@@ -146,7 +186,7 @@ class FtpTransportServer:
                     self._scrub(str(lost)),
                 )
                 try:
-                    self._place(sidecar, data)
+                    self._place(sidecar, temporary, data)
                 except _ConnectionLost as again:
                     self._discard()
                     raise ServiceUnavailable(self._scrub(str(again))) from again.__cause__
@@ -167,10 +207,9 @@ class FtpTransportServer:
     ) -> None:
         self.close()
 
-    def _place(self, sidecar: Sidecar, data: bytes) -> None:
+    def _place(self, sidecar: Sidecar, temporary: str, data: bytes) -> None:
         folder = f"/{sidecar.cp_name}/{sidecar.folder}"
         final = sidecar.filename
-        temporary = f".{sidecar.name}.xml.part"
         host, session = self._connection()
         try:
             host.chdir(folder)
@@ -186,7 +225,7 @@ class FtpTransportServer:
         try:
             with ftputil.error.ftplib_error_to_ftp_os_error:
                 session.storbinary(f"STOR {temporary}", io.BytesIO(data))
-            self._rename_over(session, temporary, final)
+                self._rename_into_place(session, temporary, final, len(data))
         except ftputil.error.PermanentError as error:
             if error.errno == _NOT_LOGGED_IN:
                 raise _ConnectionLost(f"FTP session expired: {_reply(error)}") from error
@@ -194,29 +233,94 @@ class FtpTransportServer:
             raise Rejected(
                 f"transport server refused {folder}/{final}: {self._scrub(_reply(error))}"
             ) from error
+        except ftputil.error.TemporaryError as error:
+            # The server answered, so the connection can still remove what this upload
+            # wrote: a later upload writes under a new name and would not replace it.
+            self._forget(session, temporary)
+            raise _ConnectionLost(
+                f"FTP upload of {folder}/{final} failed: {_reply(error)}"
+            ) from error
         except (ftputil.error.FTPOSError, OSError, EOFError) as error:
             raise _ConnectionLost(
                 f"FTP upload of {folder}/{final} failed: {_reply(error)}"
             ) from error
         logger.info("uploaded sidecar %s/%s (%d bytes)", folder, final, len(data))
 
-    @staticmethod
-    def _rename_over(session: ftplib.FTP, temporary: str, final: str) -> None:
-        """Some servers refuse RNTO onto an existing file: delete that file, then rename again.
+    def _rename_into_place(
+        self, session: ftplib.FTP, temporary: str, final: str, size: int
+    ) -> None:
+        """Rename `temporary` (`size` bytes) to `final`, however other writers interleave.
 
-        The final name is only ever given a complete file, so it never holds partial content.
+        Another writer of the same sidecar may rename its own copy (the same bytes)
+        between any two of these steps, so a refusal is looked into and tried again a
+        few times. Raises the last refusal when it lasts and the sidecar is not there.
         """
-        with ftputil.error.ftplib_error_to_ftp_os_error:
+        for pause in (*RENAME_PAUSES, None):
             try:
                 session.rename(temporary, final)
                 return
-            except ftplib.error_perm as refused:
-                try:
-                    session.delete(final)
-                except ftplib.error_perm:
-                    raise refused from None
-            logger.info("server refused to rename over %s; deleted it first", final)
-            session.rename(temporary, final)
+            except (ftplib.error_perm, ftplib.error_temp) as error:
+                if _code(error) in (_NOT_LOGGED_IN, _CLOSING):
+                    raise  # the session is gone: the caller reconnects
+                refusal = error
+            # Out of tries, nothing is deleted: no try would follow to fill the gap.
+            if pause is None or self._size(session, temporary) != size:
+                break  # or our copy is gone (renamed after all, or removed): `final` tells
+            if isinstance(refusal, ftplib.error_perm):
+                self._make_room(session, final)
+            logger.info(
+                "renaming %s to %s was refused (%s); trying again",
+                temporary,
+                final,
+                self._scrub(_reply(refusal)),
+            )
+            self._sleep(pause)
+        self._accept_what_is_there(session, temporary, final, size, refusal)
+
+    def _make_room(self, session: ftplib.FTP, final: str) -> None:
+        """Delete `final` when the server may have refused to rename over it.
+
+        Only called while this upload's complete temporary file is there, so whatever
+        is deleted is replaced by the next try, whoever else is writing.
+        """
+        if self._size(session, final) is None:
+            return  # the refusal was about something else: a race, or the server's rule
+        try:
+            session.delete(final)
+        except ftplib.error_perm as error:
+            if _code(error) != _UNAVAILABLE:
+                raise
+            return  # another writer deleted it first; the next try renames into the gap
+        logger.info("server refused to rename over %s; deleted it first", final)
+
+    def _accept_what_is_there(
+        self,
+        session: ftplib.FTP,
+        temporary: str,
+        final: str,
+        size: int,
+        refusal: ftplib.Error,
+    ) -> None:
+        """After the tries: a complete `final` is the same sidecar, placed by another writer."""
+        if self._size(session, final) == size:
+            self._forget(session, temporary)
+            logger.info("sidecar %s was put in place by another writer meanwhile", final)
+            return
+        if self._size(session, temporary) != size:
+            raise ServiceUnavailable(
+                f"the temporary file {temporary} vanished before it became {final}"
+            )
+        raise refusal
+
+    @staticmethod
+    def _size(session: ftplib.FTP, name: str) -> int | None:
+        """The size of file `name`; None when there is none (SIZE answers 550)."""
+        try:
+            return session.size(name)
+        except ftplib.error_perm as error:
+            if _code(error) == _UNAVAILABLE:
+                return None
+            raise
 
     @staticmethod
     def _forget(session: ftplib.FTP, temporary: str) -> None:

@@ -19,8 +19,9 @@ SUBTITLE_TYPES = frozenset({"openOt", "closedOt"})
 DEFAULT_FOLDER = "DISK-SHARE-EVENTS"
 TRANSPORT_SIDECAR_ROOT = "/mnt/STORAGE/INGEST/SIDECAR"
 # Longest path segment, in UTF-8 bytes: a collateral's temporary sidecar name
-# `.{essence_pid}_{type}.xml.part` then stays within a file name's 255 bytes, and
-# its name (the transfer request's message_id) within an AMQP short string's 255.
+# `.{essence_pid}_{type}.xml.{token}.part` (8 hex digits of token: 220 bytes at most)
+# then stays within a file name's 255 bytes, and its name (the transfer request's
+# message_id) within an AMQP short string's 255.
 MAX_SEGMENT_BYTES = 100
 MAX_IDENTITY_LENGTH = 200
 

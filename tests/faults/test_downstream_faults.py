@@ -8,6 +8,7 @@ three attempts.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -320,12 +321,15 @@ def test_an_upload_cut_off_half_way_leaves_no_final_file_and_the_retry_writes_th
 
     service.wait_for_transfers(1)
     [cut] = service.cutting_ftp.cuts
-    assert cut.path == f"/VRT/TAPE-SHARE-EVENTS/.{GOLDEN_PID}.xml.part"
+    assert re.fullmatch(rf"/VRT/TAPE-SHARE-EVENTS/\.{GOLDEN_PID}\.xml\.[0-9a-f]+\.part", cut.path)
     assert 0 < cut.kept < len(golden)
     print(f"\nupload cut after {cut.kept} of {len(golden)} bytes ({cut.received} received)")
     # The final name only ever received whole sidecars: the cut one was never renamed.
     assert service.cutting_ftp.finals == [(final, golden)]
-    assert service.ftp.stored == [cut.path, cut.path]
+    # The retry wrote under a name of its own; the cut upload removed what it left.
+    first, retried = service.ftp.stored
+    assert first == cut.path != retried
+    assert service.sidecars() == [f"{GOLDEN_PID}.xml"]
     assert service.retried_to() == [service.settings.retry_queue(1)]
     assert service.ftp.logins == 2
     assert_golden_outcome(service, examples, [event])

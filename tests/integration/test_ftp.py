@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,12 +16,12 @@ import pytest
 
 from adapters.ftp import FtpTransportServer, parse_ftp_host
 from domain.errors import Rejected, ServiceUnavailable
-from domain.model import S3Object, Sidecar
+from domain.model import MAX_SEGMENT_BYTES, S3Object, Sidecar
 from tests.support.ftp_server import FtpTestServer
 
 FOLDER = "/VRT/TAPE-SHARE-EVENTS"
 FINAL = f"{FOLDER}/k98z0d4w1q.xml"
-TEMPORARY = f"{FOLDER}/.k98z0d4w1q.xml.part"
+TEMPORARY = re.compile(re.escape(f"{FOLDER}/.k98z0d4w1q.xml.") + "[0-9a-f]+" + re.escape(".part"))
 TIMEOUT = 5.0
 
 ESSENCE = Sidecar(
@@ -60,12 +62,18 @@ def server(root: Path) -> Iterator[FtpTestServer]:
         yield running
 
 
-def adapter_for(server: FtpTestServer, *, password: str | None = None) -> FtpTransportServer:
+def adapter_for(
+    server: FtpTestServer,
+    *,
+    password: str | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> FtpTransportServer:
     return FtpTransportServer(
         host=server.host,
         user=server.user,
         password=server.password if password is None else password,
         timeout=TIMEOUT,
+        sleep=sleep,
     )
 
 
@@ -95,11 +103,24 @@ def test_the_sidecar_is_written_under_a_hidden_temporary_name_then_renamed(
 ) -> None:
     ftp.upload(ESSENCE)
 
-    assert server.stored == [TEMPORARY]
-    temporary_name = TEMPORARY.rsplit("/", 1)[1]
+    [temporary] = server.stored
+    assert TEMPORARY.fullmatch(temporary)
+    temporary_name = temporary.rsplit("/", 1)[1]
     assert temporary_name.startswith(".")
     assert not temporary_name.endswith(".xml")
-    assert server.renamed == [(TEMPORARY, FINAL)]
+    assert server.renamed == [(temporary, FINAL)]
+
+
+def test_each_upload_writes_under_a_temporary_name_of_its_own(
+    ftp: FtpTransportServer, server: FtpTestServer
+) -> None:
+    ftp.upload(ESSENCE)
+    ftp.upload(ESSENCE)
+
+    first, second = server.stored
+    assert TEMPORARY.fullmatch(first)
+    assert TEMPORARY.fullmatch(second)
+    assert first != second
 
 
 def test_uploading_the_same_sidecar_twice_leaves_one_file_with_the_same_bytes(
@@ -125,6 +146,162 @@ def test_a_server_that_refuses_to_rename_over_a_file_gets_the_old_one_deleted_fi
     assert files_under(root / "VRT" / "TAPE-SHARE-EVENTS") == ["k98z0d4w1q.xml"]
     landed = root / FINAL.lstrip("/")
     assert landed.read_bytes() == (examples / "sidecar-essence.xml").read_bytes()
+
+
+def test_the_longest_collateral_name_still_fits_a_file_name_while_temporary(
+    ftp: FtpTransportServer, server: FtpTestServer, root: Path
+) -> None:
+    longest = f"{'p' * MAX_SEGMENT_BYTES}_{'t' * MAX_SEGMENT_BYTES}"  # `{essence_pid}_{type}`
+
+    ftp.upload(essence(longest))
+
+    [temporary] = server.stored
+    assert len(temporary.rsplit("/", 1)[1].encode()) <= 255
+    assert (root / FOLDER.lstrip("/") / f"{longest}.xml").exists()
+
+
+# -- two writers of one sidecar (two consumers handling the same event at once) --------------
+
+SERVERS = pytest.mark.parametrize(
+    "rename_replaces", [True, False], ids=["renames-over", "refuses-to-rename-over"]
+)
+
+
+def assert_only_the_sidecar_is_there(root: Path, examples: Path) -> None:
+    """The final file is whole (the bytes every writer of it renders); no `.part` file is left."""
+    assert files_under(root / FOLDER.lstrip("/")) == ["k98z0d4w1q.xml"]
+    assert (root / FINAL.lstrip("/")).read_bytes() == (
+        examples / "sidecar-essence.xml"
+    ).read_bytes()
+
+
+@SERVERS
+@pytest.mark.parametrize(
+    "renaming_order", [(0, 1), (1, 0)], ids=["first-stored-renames-first", "last-stored-first"]
+)
+def test_two_writers_of_one_sidecar_both_succeed_and_leave_it_whole(
+    root: Path, examples: Path, rename_replaces: bool, renaming_order: tuple[int, int]
+) -> None:
+    with (
+        FtpTestServer(root, rename_replaces=rename_replaces) as server,
+        adapter_for(server) as writer_a,
+        adapter_for(server) as writer_b,
+        ThreadPoolExecutor(max_workers=2) as pool,
+    ):
+        server.hold_next("RNFR", times=2)  # both have stored their sidecar, neither renamed
+        uploads = [pool.submit(writer_a.upload, ESSENCE)]
+        server.wait_until_held(1)
+        uploads.append(pool.submit(writer_b.upload, ESSENCE))
+        server.wait_until_held(2)
+
+        for writer in renaming_order:
+            server.release(writer)
+            uploads[writer].result(timeout=3 * TIMEOUT)  # re-raises what the upload raised
+
+    assert_only_the_sidecar_is_there(root, examples)
+    assert [source for source, _ in server.renamed] == [server.stored[w] for w in renaming_order]
+
+
+def test_two_writers_both_refused_over_an_earlier_copy_never_delete_each_others_sidecar(
+    root: Path, examples: Path
+) -> None:
+    """The worst interleaving on a server that refuses to rename over a file.
+
+    A and B are both refused over the copy a first attempt left; A deletes it and
+    is about to rename when B's delete finds nothing; B renames into the empty
+    place; A is refused again, over B's file, and replaces it with its own.
+    """
+    with FtpTestServer(root, rename_replaces=False) as server:
+        with adapter_for(server) as earlier:
+            earlier.upload(ESSENCE)
+        with (
+            adapter_for(server) as writer_a,
+            adapter_for(server) as writer_b,
+            ThreadPoolExecutor(max_workers=2) as pool,
+        ):
+            server.hold_next("DELE", times=2)
+            upload_a = pool.submit(writer_a.upload, ESSENCE)
+            server.wait_until_held(1)  # 0: A's delete of the earlier copy
+            upload_b = pool.submit(writer_b.upload, ESSENCE)
+            server.wait_until_held(2)  # 1: B's delete of the earlier copy
+
+            server.hold_next("RNFR")
+            server.release(0)
+            server.wait_until_held(3)  # 2: A's rename, the final name empty meanwhile
+            server.release(1)
+            upload_b.result(timeout=3 * TIMEOUT)
+            server.release(2)
+            upload_a.result(timeout=3 * TIMEOUT)
+
+    assert_only_the_sidecar_is_there(root, examples)
+    earlier_copy, copy_a, copy_b = server.stored
+    assert server.renamed == [(earlier_copy, FINAL), (copy_b, FINAL), (copy_a, FINAL)]
+
+
+def test_an_upload_whose_temporary_file_vanished_keeps_the_sidecar_another_writer_placed(
+    ftp: FtpTransportServer, server: FtpTestServer, root: Path, examples: Path
+) -> None:
+    with adapter_for(server) as other, ThreadPoolExecutor(max_workers=1) as pool:
+        server.hold_next("RNFR")
+        upload = pool.submit(ftp.upload, ESSENCE)
+        server.wait_until_held(1)
+        for temporary in (root / FOLDER.lstrip("/")).glob(".*.part"):
+            temporary.unlink()  # someone else removed it behind the upload's back
+        other.upload(ESSENCE)
+
+        server.release(0)
+        upload.result(timeout=3 * TIMEOUT)
+
+    assert_only_the_sidecar_is_there(root, examples)
+
+
+def test_an_upload_whose_temporary_file_vanished_with_no_sidecar_there_is_retried_later(
+    ftp: FtpTransportServer, server: FtpTestServer, root: Path
+) -> None:
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        server.hold_next("RNFR")
+        upload = pool.submit(ftp.upload, ESSENCE)
+        server.wait_until_held(1)
+        for temporary in (root / FOLDER.lstrip("/")).glob(".*.part"):
+            temporary.unlink()
+
+        server.release(0)
+        with pytest.raises(ServiceUnavailable, match="vanished"):
+            upload.result(timeout=3 * TIMEOUT)
+
+    assert files_under(root / FOLDER.lstrip("/")) == []
+
+
+@pytest.mark.parametrize("reply", ["450 Renaming busy, try again.", "550 Renaming refused."])
+def test_a_rename_refused_once_is_tried_again_on_the_same_connection(
+    server: FtpTestServer, root: Path, examples: Path, sleeps: list[float], reply: str
+) -> None:
+    server.refuse_next("RNTO", reply)
+
+    with adapter_for(server, sleep=sleeps.append) as ftp:
+        ftp.upload(ESSENCE)
+
+        assert ftp.connections_opened == 1
+    assert_only_the_sidecar_is_there(root, examples)
+    assert len(server.renamed) == 1
+    assert len(sleeps) == 1
+    assert sum(sleeps) < 1
+
+
+def test_a_rename_refused_every_time_is_rejected_after_a_few_short_tries_leaving_nothing(
+    server: FtpTestServer, root: Path, sleeps: list[float]
+) -> None:
+    server.refuse_next("RNTO", "550 Renaming not allowed here.", times=100)
+
+    with (
+        adapter_for(server, sleep=sleeps.append) as ftp,
+        pytest.raises(Rejected, match="Renaming not allowed here"),
+    ):
+        ftp.upload(ESSENCE)
+
+    assert files_under(root / FOLDER.lstrip("/")) == []
+    assert 1 <= len(sleeps) <= 5
+    assert sum(sleeps) < 2
 
 
 def test_a_missing_folder_is_rejected_and_nothing_is_created(

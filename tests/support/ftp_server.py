@@ -11,7 +11,9 @@ import errno
 import logging
 import os
 import threading
+import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,7 +39,12 @@ T = TypeVar("T")
 
 
 class FtpTestServer(Startable):
-    """One user, rooted at `root`; counts logins and records what clients store and rename."""
+    """One user, rooted at `root`; counts logins and records what clients store and rename.
+
+    A test can also stage a race between sessions: `hold_next` keeps commands
+    unanswered until `release`, and `refuse_next` answers commands with a reply of its
+    choosing instead of running them.
+    """
 
     def __init__(
         self,
@@ -61,6 +68,9 @@ class FtpTestServer(Startable):
         self._logins = 0
         self._stored: list[str] = []
         self._renamed: list[tuple[str, str]] = []
+        self._holds: dict[str, int] = {}
+        self._held: list[threading.Event] = []
+        self._refusals: dict[str, list[str]] = {}
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -88,6 +98,32 @@ class FtpTestServer(Startable):
         """(from, to) FTP paths of successful renames, in order."""
         return self._snapshot(self._renamed)
 
+    def hold_next(self, command: str, times: int = 1) -> None:
+        """Leave the next `times` `command`s (any session) unanswered until `release`.
+
+        The server keeps serving every other session meanwhile, so a test can
+        interleave two clients step by step instead of guessing with sleeps.
+        """
+        with self._lock:
+            self._holds[command.upper()] = times
+
+    def wait_until_held(self, count: int, timeout: float = 5.0) -> None:
+        """Return once `count` commands have been held (released ones included)."""
+        deadline = time.monotonic() + timeout
+        while len(self._snapshot(self._held)) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"fewer than {count} commands were held within {timeout} s")
+            time.sleep(_POLL_SECONDS)
+
+    def release(self, index: int) -> None:
+        """Let the `index`-th held command (0 is the first to arrive) run and be answered."""
+        self._snapshot(self._held)[index].set()
+
+    def refuse_next(self, command: str, reply: str, times: int = 1) -> None:
+        """Answer the next `times` `command`s with `reply` (say `450 Busy.`), not running them."""
+        with self._lock:
+            self._refusals.setdefault(command.upper(), []).extend([reply] * times)
+
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -113,6 +149,8 @@ class FtpTestServer(Startable):
         if thread is None:
             return
         self._stopping.set()
+        for held in self._snapshot(self._held):
+            held.set()  # nothing waits for a release that will never come
         thread.join(timeout=5)
         if thread.is_alive():
             raise RuntimeError("the FTP test server thread did not stop")
@@ -144,6 +182,21 @@ class FtpTestServer(Startable):
         with self._lock:
             return list(record)
 
+    def _take_hold(self, command: str) -> threading.Event | None:
+        """The release to wait for when this command is one the test asked to hold."""
+        with self._lock:
+            if self._holds.get(command, 0) <= 0:
+                return None
+            self._holds[command] -= 1
+            released = threading.Event()
+            self._held.append(released)
+            return released
+
+    def _take_refusal(self, command: str) -> str | None:
+        with self._lock:
+            replies = self._refusals.get(command)
+            return replies.pop(0) if replies else None
+
     def _handler_class(self, authorizer: Any) -> type[Any]:
         """pyftpdlib configures handlers through class attributes: one class per start.
 
@@ -163,6 +216,30 @@ class FtpTestServer(Startable):
             def handle_auth_success(self, home: str, password: str, msg_login: str) -> None:
                 owner._count_login()
                 super().handle_auth_success(home, password, msg_login)
+
+            def process_command(self, cmd: str, *args: Any, **kwargs: Any) -> None:
+                refusal = owner._take_refusal(cmd)
+                if refusal is not None:
+                    self._rnfr = None  # a refused RNTO ends the rename, as on a real server
+                    self.respond(refusal)
+                    return
+                released = owner._take_hold(cmd)
+                run = super().process_command
+                if released is None:
+                    run(cmd, *args, **kwargs)
+                else:
+                    self._run_once(released, run, cmd, *args, **kwargs)
+
+            def _run_once(
+                self, released: threading.Event, run: Callable[..., None], *args: Any, **kwargs: Any
+            ) -> None:
+                """Run the held command once released; poll from the IO loop, never block it."""
+                if released.is_set():
+                    run(*args, **kwargs)
+                else:
+                    self.ioloop.call_later(
+                        _POLL_SECONDS, self._run_once, released, run, *args, **kwargs
+                    )
 
             # pyftpdlib dispatches commands to methods named ftp_<COMMAND>.
             def ftp_STOR(self, file: str, mode: str = "w") -> Any:  # noqa: N802
