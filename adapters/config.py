@@ -187,7 +187,11 @@ def _folders(table: object, environment: str) -> tuple[dict[str, dict[str, str]]
     table = {} if table is None else table
     if not isinstance(table, dict):
         return {}, ["it does not hold a mapping of environments"]
+    # APP_ENVIRONMENT is compared case-insensitively, here as for the PID service.
     section = table.get(environment)
+    if section is None:
+        wanted = environment.lower()
+        section = next((v for k, v in table.items() if str(k).lower() == wanted), None)
     section = {} if section is None else section
     if not isinstance(section, dict):
         return {}, [f"{environment} is not a mapping of CP names"]

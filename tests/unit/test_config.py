@@ -124,6 +124,13 @@ def test_production_vrt_essences_go_to_tape_whatever_the_case_of_the_label() -> 
     assert destinations.folder_for("AMSAB", FileKind.ESSENCE) == "DISK-SHARE-EVENTS"
 
 
+def test_the_environment_picks_its_table_whatever_its_case() -> None:
+    destinations = load_destinations(
+        REPO / "destination_config.yml", environment="Production", transfer_host="ftp://tra"
+    )
+    assert destinations.folder_for("VRT", FileKind.ESSENCE) == "TAPE-SHARE-EVENTS"
+
+
 def test_other_environments_put_everything_on_disk() -> None:
     for environment in ("qas", "int", "dev"):
         destinations = load_destinations(
