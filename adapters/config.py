@@ -14,8 +14,13 @@ from typing import Any
 
 import yaml
 
-from domain.errors import BadInput
-from domain.model import DEFAULT_FOLDER, Destinations, FileKind, require_path_segment
+from s3_events_handler.domain.errors import BadInput
+from s3_events_handler.domain.model import (
+    DEFAULT_FOLDER,
+    Destinations,
+    FileKind,
+    require_path_segment,
+)
 
 # ${NAME} required; ${NAME?} must be set but may be empty; ${NAME:-default} optional.
 _REFERENCE = re.compile(

@@ -24,9 +24,9 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
 
-from adapters import sidecar_xml
-from domain.errors import Rejected, ServiceUnavailable
-from domain.model import Sidecar
+from s3_events_handler.adapters import sidecar_xml
+from s3_events_handler.domain.errors import Rejected, ServiceUnavailable
+from s3_events_handler.domain.model import Sidecar
 
 with warnings.catch_warnings():
     # ftputil warns on import about its default path encoding; we always pass one.

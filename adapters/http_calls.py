@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import requests
 
-from domain.errors import ServiceUnavailable
+from s3_events_handler.domain.errors import ServiceUnavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

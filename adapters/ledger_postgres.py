@@ -8,8 +8,8 @@ from typing import Any
 
 import psycopg
 
-from domain.errors import ServiceUnavailable
-from domain.model import LedgerEntry, Step
+from s3_events_handler.domain.errors import ServiceUnavailable
+from s3_events_handler.domain.model import LedgerEntry, Step
 
 log = logging.getLogger(__name__)
 

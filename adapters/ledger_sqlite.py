@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from domain.errors import ServiceUnavailable
-from domain.model import LedgerEntry, Step
+from s3_events_handler.domain.errors import ServiceUnavailable
+from s3_events_handler.domain.model import LedgerEntry, Step
 
 log = logging.getLogger(__name__)
 

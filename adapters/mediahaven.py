@@ -17,9 +17,9 @@ from urllib.parse import quote, urlencode
 
 import requests
 
-from adapters import sidecar_xml
-from domain.errors import Rejected, ServiceUnavailable
-from domain.model import Query, Record
+from s3_events_handler.adapters import sidecar_xml
+from s3_events_handler.domain.errors import Rejected, ServiceUnavailable
+from s3_events_handler.domain.model import Query, Record
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,16 @@ import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from adapters import sidecar_xml
-from domain.errors import Rejected
-from domain.model import LedgerEntry, Query, Record, Sidecar, Step, TransferRequest
+from s3_events_handler.adapters import sidecar_xml
+from s3_events_handler.domain.errors import Rejected
+from s3_events_handler.domain.model import (
+    LedgerEntry,
+    Query,
+    Record,
+    Sidecar,
+    Step,
+    TransferRequest,
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,9 +6,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from adapters.http_calls import JsonServiceClient, json_of, send, with_retries
-from domain.errors import Rejected, ServiceUnavailable
-from domain.ports import Organisations
+from s3_events_handler.adapters.http_calls import JsonServiceClient, json_of, send, with_retries
+from s3_events_handler.domain.errors import Rejected, ServiceUnavailable
+from s3_events_handler.domain.ports import Organisations
 
 # The OR-id travels as a variable, so no id can change the query.
 CP_NAME_QUERY = "query cp($id: String!) { organizations(id: $id) { mam_label } }"

@@ -6,9 +6,9 @@ import secrets
 import string
 from typing import Any
 
-from adapters.http_calls import JsonServiceClient, json_of, send, with_retries
-from domain.errors import ServiceUnavailable
-from domain.model import is_valid_pid
+from s3_events_handler.adapters.http_calls import JsonServiceClient, json_of, send, with_retries
+from s3_events_handler.domain.errors import ServiceUnavailable
+from s3_events_handler.domain.model import is_valid_pid
 
 PID_SERVICE_ENVIRONMENTS = frozenset({"production", "qas"})
 PID_ALPHABET = string.ascii_lowercase + string.digits

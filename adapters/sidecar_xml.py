@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from lxml import etree
 
-from domain.model import Sidecar
+from s3_events_handler.domain.model import Sidecar
 
 _TITLES = {False: "Essence: pid: {pid}", True: "Collateral: pid: {pid}"}
 # Today's service says "Subtitles" for every collateral, whatever its type.

@@ -10,11 +10,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
-from domain.errors import BadInput, PermanentError, S3EventsHandlerError, ServiceUnavailable
-from domain.events import parse_record
-from domain.model import EventKind, S3Event, is_valid_pid
-from domain.use_cases import Progress
+from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
+from s3_events_handler.domain.errors import (
+    BadInput,
+    PermanentError,
+    S3EventsHandlerError,
+    ServiceUnavailable,
+)
+from s3_events_handler.domain.events import parse_record
+from s3_events_handler.domain.model import EventKind, S3Event, is_valid_pid
+from s3_events_handler.domain.use_cases import Progress
 
 log = logging.getLogger(__name__)
 

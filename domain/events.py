@@ -6,8 +6,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from domain.errors import BadInput
-from domain.model import (
+from s3_events_handler.domain.errors import BadInput
+from s3_events_handler.domain.model import (
     EventKind,
     S3Event,
     S3Object,

@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from domain.errors import BadInput
+from s3_events_handler.domain.errors import BadInput
 
 PID_PATTERN = re.compile(r"[a-z0-9]{10}")
 MD5_PATTERN = re.compile(r"[0-9a-fA-F]{32}")

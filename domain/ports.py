@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from domain.model import LedgerEntry, Query, Record, Sidecar, Step, TransferRequest
+from s3_events_handler.domain.model import (
+    LedgerEntry,
+    Query,
+    Record,
+    Sidecar,
+    Step,
+    TransferRequest,
+)
 
 
 class ArchiveRecords(Protocol):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from domain.errors import EssenceNotArchivedYet, Rejected
-from domain.model import (
+from s3_events_handler.domain.errors import EssenceNotArchivedYet, Rejected
+from s3_events_handler.domain.model import (
     CollateralKey,
     Destinations,
     FileKind,
@@ -18,7 +18,7 @@ from domain.model import (
     Term,
     require_path_segment,
 )
-from domain.ports import (
+from s3_events_handler.domain.ports import (
     ArchiveRecords,
     Ledger,
     Organisations,

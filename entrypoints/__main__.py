@@ -1,7 +1,7 @@
-"""`python -m entrypoints` is the `s3-events-handler` command."""
+"""`python -m s3_events_handler.entrypoints` is the `s3-events-handler` command."""
 
 import sys
 
-from entrypoints.cli import main
+from s3_events_handler.entrypoints.cli import main
 
 sys.exit(main())

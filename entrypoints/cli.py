@@ -13,13 +13,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from adapters.config import ConfigError, load_config
-from adapters.ledger_postgres import password_in
-from adapters.logs import configure_logging
-from adapters.rabbitmq import describe
-from application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
-from entrypoints.container import Container
-from entrypoints.demo import run_demo
+from s3_events_handler.adapters.config import ConfigError, load_config
+from s3_events_handler.adapters.ledger_postgres import password_in
+from s3_events_handler.adapters.logs import configure_logging
+from s3_events_handler.adapters.rabbitmq import describe
+from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
+from s3_events_handler.entrypoints.container import Container
+from s3_events_handler.entrypoints.demo import run_demo
 
 log = logging.getLogger("s3-events-handler")
 

@@ -8,18 +8,23 @@ from pathlib import Path
 import requests
 from dependency_injector import containers, providers
 
-from adapters.config import ConfigError, load_destinations
-from adapters.ftp import FtpTransportServer
-from adapters.ledger_postgres import PostgresLedger
-from adapters.ledger_sqlite import SqliteLedger
-from adapters.mediahaven import MediaHavenRecords
-from adapters.organisations import CachedOrganisations, OrganisationsApi
-from adapters.pid import LocalPids, PidWebService, uses_pid_service
-from adapters.rabbitmq import AmqpTransferRequests, BrokerConnection, BrokerSettings, Consumer
-from application.handler import MessageHandler, RetryPolicy
-from domain.errors import ServiceUnavailable
-from domain.ports import Ledger
-from domain.use_cases import IngestEssence, RemoveEssence
+from s3_events_handler.adapters.config import ConfigError, load_destinations
+from s3_events_handler.adapters.ftp import FtpTransportServer
+from s3_events_handler.adapters.ledger_postgres import PostgresLedger
+from s3_events_handler.adapters.ledger_sqlite import SqliteLedger
+from s3_events_handler.adapters.mediahaven import MediaHavenRecords
+from s3_events_handler.adapters.organisations import CachedOrganisations, OrganisationsApi
+from s3_events_handler.adapters.pid import LocalPids, PidWebService, uses_pid_service
+from s3_events_handler.adapters.rabbitmq import (
+    AmqpTransferRequests,
+    BrokerConnection,
+    BrokerSettings,
+    Consumer,
+)
+from s3_events_handler.application.handler import MessageHandler, RetryPolicy
+from s3_events_handler.domain.errors import ServiceUnavailable
+from s3_events_handler.domain.ports import Ledger
+from s3_events_handler.domain.use_cases import IngestEssence, RemoveEssence
 
 
 def http_session() -> Iterator[requests.Session]:

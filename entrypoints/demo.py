@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from adapters.memory import (
+from s3_events_handler.adapters.memory import (
     InMemoryArchiveRecords,
     InMemoryLedger,
     InMemoryOrganisations,
@@ -19,9 +19,9 @@ from adapters.memory import (
     InMemoryTransportServer,
     SequentialPids,
 )
-from application.messages import Delivery, Outcome
-from domain.model import Destinations, Record, TransferRequest
-from entrypoints.container import Container
+from s3_events_handler.application.messages import Delivery, Outcome
+from s3_events_handler.domain.model import Destinations, Record, TransferRequest
+from s3_events_handler.entrypoints.container import Container
 
 OR_ID = "OR-rf5kf25"
 ESSENCE_KEY = "20261120-journaal-1900-a7f3c2d1-55e4-4b2a-9c1d-0e8f7a6b5c4d.MXF"

@@ -1,13 +1,16 @@
 """RabbitMQ: the broker connection, the transfer-request publisher and the consumer loop."""
 
-from adapters.rabbitmq.connection import (
+from s3_events_handler.adapters.rabbitmq.connection import (
     BrokerConnection,
     BrokerSettings,
     declare_topology,
     describe,
 )
-from adapters.rabbitmq.consumer import Consumer
-from adapters.rabbitmq.transfer_requests import AmqpTransferRequests, transfer_request_body
+from s3_events_handler.adapters.rabbitmq.consumer import Consumer
+from s3_events_handler.adapters.rabbitmq.transfer_requests import (
+    AmqpTransferRequests,
+    transfer_request_body,
+)
 
 __all__ = [
     "AmqpTransferRequests",

@@ -16,8 +16,13 @@ from typing import Any, assert_never
 import pika
 import pika.exceptions
 
-from adapters.rabbitmq.connection import PERSISTENT, BrokerConnection, BrokerSettings, describe
-from application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
+from s3_events_handler.adapters.rabbitmq.connection import (
+    PERSISTENT,
+    BrokerConnection,
+    BrokerSettings,
+    describe,
+)
+from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
 
 log = logging.getLogger(__name__)
 

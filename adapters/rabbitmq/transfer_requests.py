@@ -8,9 +8,9 @@ import logging
 import pika
 import pika.exceptions
 
-from adapters.rabbitmq.connection import PERSISTENT, BrokerConnection, describe
-from domain.errors import ServiceUnavailable
-from domain.model import TransferRequest
+from s3_events_handler.adapters.rabbitmq.connection import PERSISTENT, BrokerConnection, describe
+from s3_events_handler.domain.errors import ServiceUnavailable
+from s3_events_handler.domain.model import TransferRequest
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from application.handler import MessageHandler, RetryPolicy
-from application.messages import Delivery, Done
+from s3_events_handler.application.handler import MessageHandler, RetryPolicy
+from s3_events_handler.application.messages import Delivery, Done
 from tests.unit.builders import World
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "golden"

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from adapters.rabbitmq import BrokerSettings
+from s3_events_handler.adapters.rabbitmq import BrokerSettings
 from tests.support import amqp
 from tests.support.ftp_server import FtpTestServer
 from tests.support.http_stubs import FakeOrganisationsApi, FakePidService
@@ -27,7 +27,7 @@ def command() -> list[str]:
     """The installed console script, as operators run it."""
     if COMMAND.exists():
         return [str(COMMAND)]
-    return [sys.executable, "-m", "entrypoints"]
+    return [sys.executable, "-m", "s3_events_handler.entrypoints"]
 
 
 @dataclass

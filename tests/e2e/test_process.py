@@ -66,7 +66,7 @@ def test_an_unreachable_broker_is_reported_without_doing_anything(
 
 def test_python_dash_m_entrypoints_is_the_same_command(tmp_path: Path) -> None:
     finished = subprocess.run(
-        [sys.executable, "-m", "entrypoints", "--help"],
+        [sys.executable, "-m", "s3_events_handler.entrypoints", "--help"],
         capture_output=True,
         text=True,
         cwd=tmp_path,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from domain.model import Step
+from s3_events_handler.domain.model import Step
 from tests.e2e.service import REPO, RunningService
 from tests.support import amqp
 

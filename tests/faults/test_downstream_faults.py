@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from adapters.mediahaven import MediaHavenRecords
-from adapters.organisations import OrganisationsApi
-from adapters.pid import PidWebService
-from domain.errors import ServiceUnavailable
-from domain.model import Query, Term
+from s3_events_handler.adapters.mediahaven import MediaHavenRecords
+from s3_events_handler.adapters.organisations import OrganisationsApi
+from s3_events_handler.adapters.pid import PidWebService
+from s3_events_handler.domain.errors import ServiceUnavailable
+from s3_events_handler.domain.model import Query, Term
 from tests.e2e.service import running
 from tests.faults.downstream_harness import (
     Event,

@@ -34,7 +34,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from application.handler import (
+from s3_events_handler.application.handler import (
     ATTEMPT_HEADER,
     ERROR_HEADER,
     MAX_REASON_LENGTH,
@@ -43,7 +43,7 @@ from application.handler import (
     MessageHandler,
     RetryPolicy,
 )
-from application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
+from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
 from tests.conftest import EXAMPLES
 from tests.e2e.service import RunningService
 from tests.support import amqp
@@ -573,7 +573,10 @@ def settled_counts(log: str) -> Counter[str]:
             entry = json.loads(line)
         except ValueError:
             continue
-        if not isinstance(entry, dict) or entry.get("logger") != "adapters.rabbitmq.consumer":
+        if (
+            not isinstance(entry, dict)
+            or entry.get("logger") != "s3_events_handler.adapters.rabbitmq.consumer"
+        ):
             continue
         match = SETTLED.match(str(entry.get("message", "")))
         if match:

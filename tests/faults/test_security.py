@@ -26,10 +26,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from adapters.mediahaven import MediaHavenRecords, render_query
-from application.handler import MessageHandler, RetryPolicy
-from application.messages import DeadLetter, Delivery, Done
-from domain.model import Query, Term
+from s3_events_handler.adapters.mediahaven import MediaHavenRecords, render_query
+from s3_events_handler.application.handler import MessageHandler, RetryPolicy
+from s3_events_handler.application.messages import DeadLetter, Delivery, Done
+from s3_events_handler.domain.model import Query, Term
 from tests.conftest import EXAMPLES
 from tests.e2e.service import OR_ID, RunningService, running
 from tests.faults.test_poison_messages import settled_counts

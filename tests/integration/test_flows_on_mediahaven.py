@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from adapters.mediahaven import MediaHavenRecords
-from domain.use_cases import IngestEssence, Progress, RemoveEssence
+from s3_events_handler.adapters.mediahaven import MediaHavenRecords
+from s3_events_handler.domain.use_cases import IngestEssence, Progress, RemoveEssence
 from tests.support.mediahaven_server import FakeMediaHaven
 from tests.unit.builders import World, event_of, golden_event
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.ftp import FtpTransportServer, parse_ftp_host
-from domain.errors import Rejected, ServiceUnavailable
-from domain.model import MAX_SEGMENT_BYTES, S3Object, Sidecar
+from s3_events_handler.adapters.ftp import FtpTransportServer, parse_ftp_host
+from s3_events_handler.domain.errors import Rejected, ServiceUnavailable
+from s3_events_handler.domain.model import MAX_SEGMENT_BYTES, S3Object, Sidecar
 from tests.support.ftp_server import FtpTestServer
 
 FOLDER = "/VRT/TAPE-SHARE-EVENTS"
@@ -137,7 +137,7 @@ def test_uploading_the_same_sidecar_twice_leaves_one_file_with_the_same_bytes(
 def test_a_server_that_refuses_to_rename_over_a_file_gets_the_old_one_deleted_first(
     root: Path, examples: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="adapters.ftp")
+    caplog.set_level(logging.INFO, logger="s3_events_handler.adapters.ftp")
     with FtpTestServer(root, rename_replaces=False) as server, adapter_for(server) as ftp:
         ftp.upload(ESSENCE)
         ftp.upload(ESSENCE)

@@ -10,10 +10,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from adapters.ledger_postgres import PostgresLedger
-from adapters.ledger_sqlite import SqliteLedger
-from domain.errors import ServiceUnavailable
-from domain.model import LedgerEntry, Step
+from s3_events_handler.adapters.ledger_postgres import PostgresLedger
+from s3_events_handler.adapters.ledger_sqlite import SqliteLedger
+from s3_events_handler.domain.errors import ServiceUnavailable
+from s3_events_handler.domain.model import LedgerEntry, Step
 
 Opener = Callable[[], SqliteLedger | PostgresLedger]
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from adapters.mediahaven import MediaHavenRecords, render_query
-from domain.errors import Rejected, ServiceUnavailable
-from domain.model import Query, Record, Term
+from s3_events_handler.adapters.mediahaven import MediaHavenRecords, render_query
+from s3_events_handler.domain.errors import Rejected, ServiceUnavailable
+from s3_events_handler.domain.model import Query, Record, Term
 from tests.support.clock import Clock
 from tests.support.mediahaven_server import (
     PASSWORD_GRANT_PATH,
@@ -147,7 +147,7 @@ def test_skips_a_result_without_a_fragment_id_with_a_warning(
     server.records.append({"Internal": {"IsFragment": True}, "Dynamic": {"s3_object_key": "a"}})
     server.records.append({"Internal": {"FragmentId": "frag-2"}, "Dynamic": {"s3_object_key": "a"}})
 
-    with caplog.at_level(logging.WARNING, logger="adapters.mediahaven"):
+    with caplog.at_level(logging.WARNING, logger="s3_events_handler.adapters.mediahaven"):
         found = records.search(by_key("a"))
 
     assert [r.fragment_id for r in found] == ["frag-2"]

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from adapters.http_calls import BACKOFF_SECONDS
-from adapters.organisations import CachedOrganisations, OrganisationsApi
-from domain.errors import Rejected, ServiceUnavailable
+from s3_events_handler.adapters.http_calls import BACKOFF_SECONDS
+from s3_events_handler.adapters.organisations import CachedOrganisations, OrganisationsApi
+from s3_events_handler.domain.errors import Rejected, ServiceUnavailable
 from tests.support.clock import Clock
 from tests.support.http_stubs import Canned, FakeOrganisationsApi
 

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from adapters.http_calls import BACKOFF_SECONDS
-from adapters.pid import LocalPids, PidWebService, uses_pid_service
-from domain.errors import ServiceUnavailable
-from domain.model import is_valid_pid
+from s3_events_handler.adapters.http_calls import BACKOFF_SECONDS
+from s3_events_handler.adapters.pid import LocalPids, PidWebService, uses_pid_service
+from s3_events_handler.domain.errors import ServiceUnavailable
+from s3_events_handler.domain.model import is_valid_pid
 from tests.support.http_stubs import Canned, FakePidService
 
 TIMEOUT = 5.0

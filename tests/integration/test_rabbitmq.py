@@ -17,16 +17,16 @@ from typing import Any
 import pika
 import pytest
 
-from adapters.rabbitmq import (
+from s3_events_handler.adapters.rabbitmq import (
     AmqpTransferRequests,
     BrokerConnection,
     BrokerSettings,
     Consumer,
     transfer_request_body,
 )
-from application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
-from domain.errors import ServiceUnavailable
-from domain.model import S3Object, TransferRequest
+from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
+from s3_events_handler.domain.errors import ServiceUnavailable
+from s3_events_handler.domain.model import S3Object, TransferRequest
 from tests.support import amqp
 
 pytestmark = pytest.mark.broker

@@ -18,7 +18,7 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from adapters.rabbitmq import BrokerSettings
+from s3_events_handler.adapters.rabbitmq import BrokerSettings
 
 USER = "guest"
 PASSWORD = "guest"

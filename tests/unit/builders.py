@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from adapters.memory import (
+from s3_events_handler.adapters.memory import (
     InMemoryArchiveRecords,
     InMemoryLedger,
     InMemoryOrganisations,
@@ -15,10 +15,10 @@ from adapters.memory import (
     InMemoryTransportServer,
     SequentialPids,
 )
-from domain.events import parse_record
-from domain.model import Destinations, Record, S3Event
-from domain.ports import ArchiveRecords
-from domain.use_cases import IngestEssence, RemoveEssence
+from s3_events_handler.domain.events import parse_record
+from s3_events_handler.domain.model import Destinations, Record, S3Event
+from s3_events_handler.domain.ports import ArchiveRecords
+from s3_events_handler.domain.use_cases import IngestEssence, RemoveEssence
 
 OR_ID = "OR-rf5kf25"
 TRANSFER_HOST = "ftp://transport.example.org"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.config import ConfigError, load_config, load_destinations
-from domain.model import FileKind
+from s3_events_handler.adapters.config import ConfigError, load_config, load_destinations
+from s3_events_handler.domain.model import FileKind
 
 REPO = Path(__file__).resolve().parents[2]
 REQUIRED = {

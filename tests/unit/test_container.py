@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.config import load_config
-from adapters.memory import (
+from s3_events_handler.adapters.config import load_config
+from s3_events_handler.adapters.memory import (
     InMemoryArchiveRecords,
     InMemoryLedger,
     InMemoryOrganisations,
@@ -15,10 +15,10 @@ from adapters.memory import (
     InMemoryTransportServer,
     SequentialPids,
 )
-from adapters.organisations import CachedOrganisations
-from adapters.pid import LocalPids, PidWebService
-from application.messages import Delivery, Done
-from entrypoints.container import Container
+from s3_events_handler.adapters.organisations import CachedOrganisations
+from s3_events_handler.adapters.pid import LocalPids, PidWebService
+from s3_events_handler.application.messages import Delivery, Done
+from s3_events_handler.entrypoints.container import Container
 from tests.unit.test_config import REPO, REQUIRED
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from domain.errors import BadInput
-from domain.events import parse_record
-from domain.model import EventKind
+from s3_events_handler.domain.errors import BadInput
+from s3_events_handler.domain.events import parse_record
+from s3_events_handler.domain.model import EventKind
 from tests.unit.builders import event_of, golden_event, record_of
 
 ESSENCE = "event-essence-created.json"

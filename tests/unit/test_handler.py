@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from application.handler import MessageHandler, RetryPolicy
-from application.messages import DeadLetter, Delivery, Done, Retry, Split
-from domain.errors import ServiceUnavailable
-from domain.model import S3Event
-from domain.use_cases import Progress
+from s3_events_handler.application.handler import MessageHandler, RetryPolicy
+from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Retry, Split
+from s3_events_handler.domain.errors import ServiceUnavailable
+from s3_events_handler.domain.model import S3Event
+from s3_events_handler.domain.use_cases import Progress
 from tests.unit.builders import World, essence_record, golden_event
 
 ESSENCE = "event-essence-created.json"

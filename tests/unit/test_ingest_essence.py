@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from adapters.memory import InMemoryArchiveRecords
-from domain.errors import BadInput, EssenceNotArchivedYet, Rejected
-from domain.model import LedgerEntry, Query, Step, Term
-from domain.use_cases import Progress
+from s3_events_handler.adapters.memory import InMemoryArchiveRecords
+from s3_events_handler.domain.errors import BadInput, EssenceNotArchivedYet, Rejected
+from s3_events_handler.domain.model import LedgerEntry, Query, Step, Term
+from s3_events_handler.domain.use_cases import Progress
 from tests.unit.builders import World, essence_record, event_of, golden_event
 
 ESSENCE = "event-essence-created.json"

@@ -6,7 +6,7 @@ import io
 import json
 import logging
 
-from adapters.logs import JsonFormatter, MaskSecrets
+from s3_events_handler.adapters.logs import JsonFormatter, MaskSecrets
 
 
 def emit(message: str, *args: object, exc: BaseException | None = None) -> str:

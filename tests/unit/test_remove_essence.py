@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adapters.memory import InMemoryArchiveRecords
-from domain.model import Record
-from domain.use_cases import Progress, RemoveEssence
+from s3_events_handler.adapters.memory import InMemoryArchiveRecords
+from s3_events_handler.domain.model import Record
+from s3_events_handler.domain.use_cases import Progress, RemoveEssence
 from tests.unit.builders import World, essence_record, event_of, golden_event
 
 KEY = "20261120-journaal-1900-a7f3c2d1-55e4-4b2a-9c1d-0e8f7a6b5c4d.MXF"
