@@ -22,18 +22,19 @@ ENV PYTHONUNBUFFERED=1 \
     CONFIG_PATH=/app/config.yml \
     DESTINATION_CONFIG=/app/destination_config.yml \
     LEDGER_PATH=/data/ledger.sqlite3
-# A fixed uid and gid (10001:10001), so runAsUser/runAsGroup and volume permissions
-# can rely on them. groupadd/useradd come with Debian's passwd package, which both
-# python:3.12-slim and a debootstrap minbase have.
-RUN groupadd --gid 10001 s3events \
- && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+# A fixed non-root uid (10001) in group 0. OpenShift runs the container as an arbitrary
+# uid, always in group 0, so what the service writes (only the ledger under /data)
+# belongs to group 0 and is group-writable: any uid of group 0 can write it.
+# useradd comes with Debian's passwd package, which both python:3.12-slim and a
+# debootstrap minbase have.
+RUN useradd --uid 10001 --gid 0 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin s3events \
- && mkdir /data && chown 10001:10001 /data
+ && mkdir /data && chown 10001 /data && chgrp -R 0 /data && chmod -R g=u /data
 # The ledger of events taken in: mount a volume here so it outlives the container.
 VOLUME /data
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY config.yml destination_config.yml ./
-USER 10001:10001
+USER 10001:0
 ENTRYPOINT ["s3-events-handler"]
 CMD ["consume"]
