@@ -105,4 +105,7 @@ def build_image() -> str:
         str(REPO),
         timeout=900,
     )
+    # The tag moved to the new build: drop the images it left untagged, and the build
+    # stages, or every run leaves hundreds of MB behind on the machine.
+    podman("image", "prune", "--force", timeout=120)
     return TAG

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from domain.model import Step
+from s3_events_handler.domain.model import Step
 from tests.deploy.podman import RUN_FLAGS, build_image, podman
 from tests.e2e.service import RunningService
 from tests.e2e.test_consumer import GOLDEN_PID, golden_transfer_request
