@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from s3_events_handler.application.handler import MessageHandler, RetryPolicy
 from s3_events_handler.application.messages import DeadLetter, Delivery, Done
 from s3_events_handler.domain.model import Query, Term
 from tests.conftest import EXAMPLES
-from tests.e2e.service import OR_ID, RunningService, running
+from tests.e2e.service import OR_ID, RunningService, command, running
 from tests.faults.test_poison_messages import settled_counts
 from tests.support import amqp
 from tests.support.http_stubs import Canned, FakeOrganisationsApi, FakePidService
@@ -160,12 +161,24 @@ def test_secrets_never_appear_in_logs_or_messages_whatever_fails(
         service.publish_event(body)
         published += 1
 
-    # 1. The API password is wrong, and the ledger database is out of reach.
-    service.start_consumer(
-        MEDIAHAVEN_API_PASSWD=MH_WRONG_PASSWORD,
-        LEDGER_DSN=f"postgresql://s3eh:{LEDGER_PASSWORD}@127.0.0.1:1/ledger",
-        LOG_LEVEL="DEBUG",
+    # 0. The ledger database is out of reach: the start stops, naming LEDGER_DSN.
+    refused = subprocess.run(
+        [*command(), "consume"],
+        env=service.environment(
+            LEDGER_DSN=f"postgresql://s3eh:{LEDGER_PASSWORD}@127.0.0.1:1/ledger",
+            LOG_LEVEL="DEBUG",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=service.workdir,
     )
+    assert refused.returncode == 2, refused.stderr
+    with service.log_path.open("a") as log_file:
+        log_file.write(refused.stdout + refused.stderr)
+
+    # 1. The API password is wrong.
+    service.start_consumer(MEDIAHAVEN_API_PASSWD=MH_WRONG_PASSWORD, LOG_LEVEL="DEBUG")
     publish(event_body(ESSENCE, "secret-1", key="secret-1.MXF"))
     publish(event_body(REMOVED, "secret-2"))
     wait_settled(service, published)
