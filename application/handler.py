@@ -18,7 +18,7 @@ from s3_events_handler.domain.errors import (
     ServiceUnavailable,
 )
 from s3_events_handler.domain.events import parse_record
-from s3_events_handler.domain.model import EventKind, S3Event, is_valid_pid
+from s3_events_handler.domain.model import EventKind, S3Event, Stage, is_valid_pid
 from s3_events_handler.domain.use_cases import Progress
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class MessageHandler:
         self._retry_policy = retry_policy
 
     def handle(self, delivery: Delivery) -> Outcome:
-        progress = Progress(pid=_pid_of(delivery.headers), stage="parse")
+        progress = Progress(pid=_pid_of(delivery.headers), stage=Stage.PARSE)
         correlation_id = delivery.correlation_id
         try:
             records = self._records(delivery.body)
@@ -158,7 +158,7 @@ class MessageHandler:
     def _dead_letter(
         delivery: Delivery,
         reason: str,
-        stage: str,
+        stage: Stage,
         correlation_id: str | None,
         pid: str | None,
     ) -> Outcome:
@@ -166,11 +166,11 @@ class MessageHandler:
         log.error("dead-lettered at %s: %s", stage, reason)
         headers = dict(delivery.headers)
         headers[ERROR_HEADER] = reason
-        headers[STAGE_HEADER] = stage
+        headers[STAGE_HEADER] = stage.value
         if pid is not None:
             headers[PID_HEADER] = pid  # a replay reuses it, even when the ledger forgot it
         return DeadLetter(
-            reason=reason, stage=stage, headers=headers, correlation_id=correlation_id
+            reason=reason, stage=stage.value, headers=headers, correlation_id=correlation_id
         )
 
 

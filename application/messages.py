@@ -43,7 +43,10 @@ class Retry:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """Give up: republish with `headers` (`x-error`, `x-error-stage`) to the dead-letter queue."""
+    """Give up: republish with `headers` (`x-error`, `x-error-stage`) to the dead-letter queue.
+
+    `stage` is the `x-error-stage` text, a `Stage` value.
+    """
 
     reason: str
     stage: str

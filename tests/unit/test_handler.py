@@ -11,7 +11,7 @@ import pytest
 from s3_events_handler.application.handler import MessageHandler, RetryPolicy
 from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Retry, Split
 from s3_events_handler.domain.errors import ServiceUnavailable
-from s3_events_handler.domain.model import S3Event
+from s3_events_handler.domain.model import S3Event, Stage
 from s3_events_handler.domain.use_cases import Progress
 from tests.unit.builders import World, essence_record, golden_event
 
@@ -36,10 +36,10 @@ class FailingUseCase:
         self.pid = pid
 
     def execute(self, event: S3Event, *, correlation_id: str, progress: Progress) -> str:
-        progress.stage = "pid"
+        progress.stage = Stage.PID
         if progress.pid is None:
             progress.pid = self.pid
-        progress.stage = "sidecar-upload"
+        progress.stage = Stage.SIDECAR_UPLOAD
         raise self.error
 
 
@@ -88,6 +88,7 @@ def test_a_body_that_is_no_s3_notification_is_dead_lettered(body: bytes) -> None
     assert isinstance(outcome, DeadLetter)
     assert outcome.stage == "parse"
     assert outcome.headers["x-error-stage"] == "parse"
+    assert type(outcome.headers["x-error-stage"]) is str  # the text, not the enum
     assert "\n" not in outcome.headers["x-error"]
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from s3_events_handler.adapters.memory import InMemoryArchiveRecords
 from s3_events_handler.domain.errors import BadInput, EssenceNotArchivedYet, Rejected
-from s3_events_handler.domain.model import LedgerEntry, Query, Step, Term
+from s3_events_handler.domain.model import LedgerEntry, Query, Stage, Step, Term
 from s3_events_handler.domain.use_cases import Progress
 from tests.unit.builders import World, essence_record, event_of, golden_event
 
@@ -116,7 +116,7 @@ def test_progress_tells_how_far_a_failed_attempt_got(examples: Path) -> None:
     event = event_of(golden_event(examples, ESSENCE))
     with pytest.raises(Rejected):
         world.ingest.execute(event, correlation_id="c", progress=progress)
-    assert (progress.stage, progress.pid) == ("sidecar-upload", "k98z0d4w1q")
+    assert (progress.stage, progress.pid) == (Stage.SIDECAR_UPLOAD, "k98z0d4w1q")
     assert world.transfers.published == []
 
 
