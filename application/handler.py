@@ -19,6 +19,7 @@ from s3_events_handler.domain.errors import (
 )
 from s3_events_handler.domain.events import parse_record
 from s3_events_handler.domain.model import EventKind, S3Event, Stage, is_valid_pid
+from s3_events_handler.domain.results import Result
 from s3_events_handler.domain.use_cases import Progress
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ MAX_SHORT_STRING_BYTES = 255
 
 
 class UseCase(Protocol):
-    def execute(self, event: S3Event, *, correlation_id: str, progress: Progress) -> str: ...
+    def execute(self, event: S3Event, *, correlation_id: str, progress: Progress) -> Result: ...
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ class MessageHandler:
                 correlation_id = _correlation_id_of(records[0])
             event = parse_record(records[0])
             use_case = self._use_cases[event.kind]
-            summary = use_case.execute(event, correlation_id=correlation_id, progress=progress)
+            result = use_case.execute(event, correlation_id=correlation_id, progress=progress)
         except PermanentError as error:
             return self._dead_letter(
                 delivery, str(error), progress.stage, correlation_id, progress.pid
@@ -107,8 +108,8 @@ class MessageHandler:
             if correlation_id is None:
                 correlation_id = str(uuid.uuid4())
             return self._retry(delivery, error, progress, correlation_id)
-        log.info("done: %s", summary)
-        return Done(summary=summary, correlation_id=correlation_id)
+        log.info("done: %s", result)
+        return Done(result=result, correlation_id=correlation_id)
 
     @staticmethod
     def _records(body: bytes) -> list[Any]:

@@ -27,6 +27,15 @@ from s3_events_handler.domain.ports import (
     TransferRequests,
     TransportServer,
 )
+from s3_events_handler.domain.results import (
+    AlreadyArchived,
+    AlreadyHandled,
+    IngestResult,
+    NothingToRemove,
+    Removed,
+    RemoveResult,
+    Sent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,20 +91,19 @@ class IngestEssence:
         self._destinations = destinations
         self._collateral_bucket = collateral_bucket
 
-    def execute(self, event: S3Event, *, correlation_id: str, progress: Progress) -> str:
-        """Returns a one-line account of what was done."""
+    def execute(self, event: S3Event, *, correlation_id: str, progress: Progress) -> IngestResult:
         progress.stage = Stage.LEDGER
         entry = self._ledger.recall(event.identity)
         if entry is not None and entry.step >= Step.TRANSFER_REQUESTED:
             log.info("already handled, nothing to do: %s (%s)", event.object.key, entry.pid)
-            return f"already handled: {event.object.key} as {entry.pid}"
+            return AlreadyHandled(key=event.object.key, pid=entry.pid)
         collateral = self._collateral_key(event)
         progress.stage = Stage.ORGANISATIONS
         cp_name = require_path_segment(self._organisations.cp_name(event.or_id), "CP name")
         progress.stage = Stage.ARCHIVED_CHECK
         if self._is_archived(event, cp_name, collateral is not None):
             log.warning("already archived, nothing to do: %s", event.object.key)
-            return f"already archived: {event.object.key}"
+            return AlreadyArchived(key=event.object.key)
         if collateral is None:
             known_pid = entry.pid if entry is not None else None
             sidecar = self._essence_sidecar(event, cp_name, progress, known_pid)
@@ -103,7 +111,13 @@ class IngestEssence:
             related = entry is not None and entry.step >= Step.RELATION_ADDED
             sidecar = self._collateral_sidecar(event, cp_name, collateral, progress, related)
         self._send(event, sidecar, correlation_id, progress)
-        return f"sent {sidecar.cp_name}/{sidecar.folder}/{sidecar.filename} for {event.object.key}"
+        return Sent(
+            key=event.object.key,
+            cp_name=sidecar.cp_name,
+            folder=sidecar.folder,
+            sidecar_file=sidecar.filename,
+            pid=sidecar.pid,
+        )
 
     def _collateral_key(self, event: S3Event) -> CollateralKey | None:
         """Checked before any call: a bad collateral key is bad input, whatever MediaHaven says."""
@@ -235,8 +249,7 @@ class RemoveEssence:
         self._organisations = organisations
         self._collateral_bucket = collateral_bucket
 
-    def execute(self, event: S3Event, *, correlation_id: str, progress: Progress) -> str:
-        """Returns a one-line account of what was done."""
+    def execute(self, event: S3Event, *, correlation_id: str, progress: Progress) -> RemoveResult:
         bucket, key = event.object.bucket, event.object.key
         progress.stage = Stage.ORGANISATIONS
         self._organisations.cp_name(event.or_id)
@@ -247,7 +260,7 @@ class RemoveEssence:
         matches = [r for r in found if r.s3_object_key == key and r.s3_bucket == bucket]
         if not matches:
             log.info("nothing archived for bucket %r and key %r", bucket, key)
-            return f"nothing to remove for {bucket}/{key}"
+            return NothingToRemove(bucket=bucket, key=key)
         collaterals = self._collaterals_of(matches)
         progress.stage = Stage.DELETE_COLLATERAL
         for collateral, fragment in collaterals:
@@ -267,10 +280,7 @@ class RemoveEssence:
                 reason=f's3 delete-object for bucket: "{bucket}" and key: "{key}"',
             )
         progress.stage = Stage.DONE
-        return (
-            f"removed {len(essences)} essence(s) and {len(collaterals)} collateral(s) "
-            f"for {bucket}/{key}"
-        )
+        return Removed(bucket=bucket, key=key, essences=len(essences), collaterals=len(collaterals))
 
     def _collaterals_of(self, matches: list[Record]) -> list[tuple[Record, Record]]:
         """Each collateral with the fragment whose local id it shares."""
