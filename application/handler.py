@@ -18,7 +18,8 @@ from s3_events_handler.domain.errors import (
     ServiceUnavailable,
 )
 from s3_events_handler.domain.events import parse_record
-from s3_events_handler.domain.model import EventKind, S3Event, is_valid_pid
+from s3_events_handler.domain.model import EventKind, S3Event, Stage, is_valid_pid
+from s3_events_handler.domain.results import Result
 from s3_events_handler.domain.use_cases import Progress
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ MAX_SHORT_STRING_BYTES = 255
 
 
 class UseCase(Protocol):
-    def execute(self, event: S3Event, *, correlation_id: str, progress: Progress) -> str: ...
+    def execute(self, event: S3Event, *, correlation_id: str, progress: Progress) -> Result: ...
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ class MessageHandler:
         self._retry_policy = retry_policy
 
     def handle(self, delivery: Delivery) -> Outcome:
-        progress = Progress(pid=_pid_of(delivery.headers), stage="parse")
+        progress = Progress(pid=_pid_of(delivery.headers), stage=Stage.PARSE)
         correlation_id = delivery.correlation_id
         try:
             records = self._records(delivery.body)
@@ -98,7 +99,7 @@ class MessageHandler:
                 correlation_id = _correlation_id_of(records[0])
             event = parse_record(records[0])
             use_case = self._use_cases[event.kind]
-            summary = use_case.execute(event, correlation_id=correlation_id, progress=progress)
+            result = use_case.execute(event, correlation_id=correlation_id, progress=progress)
         except PermanentError as error:
             return self._dead_letter(
                 delivery, str(error), progress.stage, correlation_id, progress.pid
@@ -107,8 +108,8 @@ class MessageHandler:
             if correlation_id is None:
                 correlation_id = str(uuid.uuid4())
             return self._retry(delivery, error, progress, correlation_id)
-        log.info("done: %s", summary)
-        return Done(summary=summary, correlation_id=correlation_id)
+        log.info("done: %s", result)
+        return Done(result=result, correlation_id=correlation_id)
 
     @staticmethod
     def _records(body: bytes) -> list[Any]:
@@ -158,7 +159,7 @@ class MessageHandler:
     def _dead_letter(
         delivery: Delivery,
         reason: str,
-        stage: str,
+        stage: Stage,
         correlation_id: str | None,
         pid: str | None,
     ) -> Outcome:
@@ -166,11 +167,11 @@ class MessageHandler:
         log.error("dead-lettered at %s: %s", stage, reason)
         headers = dict(delivery.headers)
         headers[ERROR_HEADER] = reason
-        headers[STAGE_HEADER] = stage
+        headers[STAGE_HEADER] = stage.value
         if pid is not None:
             headers[PID_HEADER] = pid  # a replay reuses it, even when the ledger forgot it
         return DeadLetter(
-            reason=reason, stage=stage, headers=headers, correlation_id=correlation_id
+            reason=reason, stage=stage.value, headers=headers, correlation_id=correlation_id
         )
 
 

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from s3_events_handler.domain.results import Result
+
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
@@ -18,10 +20,15 @@ class Delivery:
 
 @dataclass(frozen=True, slots=True)
 class Done:
-    """Handled (or nothing to do): ack."""
+    """Handled (or nothing to do): ack. `result` says which, for a caller to act on."""
 
-    summary: str
+    result: Result
     correlation_id: str | None = None
+
+    @property
+    def summary(self) -> str:
+        """The one line logs and the `process` command show."""
+        return str(self.result)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +50,10 @@ class Retry:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """Give up: republish with `headers` (`x-error`, `x-error-stage`) to the dead-letter queue."""
+    """Give up: republish with `headers` (`x-error`, `x-error-stage`) to the dead-letter queue.
+
+    `stage` is the `x-error-stage` text, a `Stage` value.
+    """
 
     reason: str
     stage: str

@@ -46,6 +46,29 @@ class Step(enum.IntEnum):
     TRANSFER_REQUESTED = 4
 
 
+class Stage(enum.StrEnum):
+    """Where an attempt at an event was when it stopped.
+
+    The values are what operators read in a dead letter's `x-error-stage` header
+    and in the logs: renaming one changes that contract.
+    """
+
+    PARSE = "parse"
+    RECEIVED = "received"
+    LEDGER = "ledger"
+    ORGANISATIONS = "organisations"
+    ARCHIVED_CHECK = "archived-check"
+    PID = "pid"
+    ESSENCE_LOOKUP = "essence-lookup"
+    RELATION = "relation"
+    SIDECAR_UPLOAD = "sidecar-upload"
+    TRANSFER_REQUEST = "transfer-request"
+    SEARCH = "search"
+    DELETE_COLLATERAL = "delete-collateral"
+    DELETE_ESSENCE = "delete-essence"
+    DONE = "done"
+
+
 class FileKind(enum.Enum):
     """What an object is to the archive; the destination table is keyed by these values."""
 

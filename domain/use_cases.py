@@ -14,6 +14,7 @@ from s3_events_handler.domain.model import (
     Record,
     S3Event,
     Sidecar,
+    Stage,
     Step,
     Term,
     require_path_segment,
@@ -25,6 +26,15 @@ from s3_events_handler.domain.ports import (
     PidService,
     TransferRequests,
     TransportServer,
+)
+from s3_events_handler.domain.results import (
+    AlreadyArchived,
+    AlreadyHandled,
+    IngestResult,
+    NothingToRemove,
+    Removed,
+    RemoveResult,
+    Sent,
 )
 
 log = logging.getLogger(__name__)
@@ -41,7 +51,7 @@ class Progress:
     """
 
     pid: str | None = None
-    stage: str = "received"
+    stage: Stage = Stage.RECEIVED
 
 
 class IngestEssence:
@@ -81,20 +91,19 @@ class IngestEssence:
         self._destinations = destinations
         self._collateral_bucket = collateral_bucket
 
-    def execute(self, event: S3Event, *, correlation_id: str, progress: Progress) -> str:
-        """Returns a one-line account of what was done."""
-        progress.stage = "ledger"
+    def execute(self, event: S3Event, *, correlation_id: str, progress: Progress) -> IngestResult:
+        progress.stage = Stage.LEDGER
         entry = self._ledger.recall(event.identity)
         if entry is not None and entry.step >= Step.TRANSFER_REQUESTED:
             log.info("already handled, nothing to do: %s (%s)", event.object.key, entry.pid)
-            return f"already handled: {event.object.key} as {entry.pid}"
+            return AlreadyHandled(key=event.object.key, pid=entry.pid)
         collateral = self._collateral_key(event)
-        progress.stage = "organisations"
+        progress.stage = Stage.ORGANISATIONS
         cp_name = require_path_segment(self._organisations.cp_name(event.or_id), "CP name")
-        progress.stage = "archived-check"
+        progress.stage = Stage.ARCHIVED_CHECK
         if self._is_archived(event, cp_name, collateral is not None):
             log.warning("already archived, nothing to do: %s", event.object.key)
-            return f"already archived: {event.object.key}"
+            return AlreadyArchived(key=event.object.key)
         if collateral is None:
             known_pid = entry.pid if entry is not None else None
             sidecar = self._essence_sidecar(event, cp_name, progress, known_pid)
@@ -102,7 +111,13 @@ class IngestEssence:
             related = entry is not None and entry.step >= Step.RELATION_ADDED
             sidecar = self._collateral_sidecar(event, cp_name, collateral, progress, related)
         self._send(event, sidecar, correlation_id, progress)
-        return f"sent {sidecar.cp_name}/{sidecar.folder}/{sidecar.filename} for {event.object.key}"
+        return Sent(
+            key=event.object.key,
+            cp_name=sidecar.cp_name,
+            folder=sidecar.folder,
+            sidecar_file=sidecar.filename,
+            pid=sidecar.pid,
+        )
 
     def _collateral_key(self, event: S3Event) -> CollateralKey | None:
         """Checked before any call: a bad collateral key is bad input, whatever MediaHaven says."""
@@ -114,14 +129,14 @@ class IngestEssence:
         self, event: S3Event, sidecar: Sidecar, correlation_id: str, progress: Progress
     ) -> None:
         """The sidecar first, then the transfer request; the ledger notes each once done."""
-        progress.stage = "sidecar-upload"
+        progress.stage = Stage.SIDECAR_UPLOAD
         self._transport.upload(sidecar)
         self._ledger.advance(event.identity, Step.SIDECAR_UPLOADED)
-        progress.stage = "transfer-request"
+        progress.stage = Stage.TRANSFER_REQUEST
         request = self._destinations.transfer_request(sidecar, correlation_id=correlation_id)
         self._transfers.publish(request)
         self._ledger.advance(event.identity, Step.TRANSFER_REQUESTED)
-        progress.stage = "done"
+        progress.stage = Stage.DONE
 
     def _is_archived(self, event: S3Event, cp_name: str, collateral: bool) -> bool:
         """Only a hit that matches exactly counts: a search engine also returns near misses."""
@@ -141,7 +156,7 @@ class IngestEssence:
     def _essence_sidecar(
         self, event: S3Event, cp_name: str, progress: Progress, known_pid: str | None
     ) -> Sidecar:
-        progress.stage = "pid"
+        progress.stage = Stage.PID
         pid = known_pid or progress.pid or require_path_segment(self._pids.mint(), "PID")
         progress.pid = self._ledger.claim_pid(event.identity, pid)
         return Sidecar(
@@ -163,7 +178,7 @@ class IngestEssence:
         related: bool,
     ) -> Sidecar:
         """`related`: an earlier attempt already linked it, so the update is not posted twice."""
-        progress.stage = "essence-lookup"
+        progress.stage = Stage.ESSENCE_LOOKUP
         essence = self._find_essence(key.media_id)
         if not essence.pid:
             raise Rejected(f"essence {essence.fragment_id} of {key.media_id!r} has no PID")
@@ -172,7 +187,7 @@ class IngestEssence:
         # Derived, not minted: the ledger keeps it only to mark the event as taken in.
         self._ledger.claim_pid(event.identity, name)
         if not related:
-            progress.stage = "relation"
+            progress.stage = Stage.RELATION
             self._records.add_relation(
                 essence.fragment_id,
                 name,
@@ -234,21 +249,20 @@ class RemoveEssence:
         self._organisations = organisations
         self._collateral_bucket = collateral_bucket
 
-    def execute(self, event: S3Event, *, correlation_id: str, progress: Progress) -> str:
-        """Returns a one-line account of what was done."""
+    def execute(self, event: S3Event, *, correlation_id: str, progress: Progress) -> RemoveResult:
         bucket, key = event.object.bucket, event.object.key
-        progress.stage = "organisations"
+        progress.stage = Stage.ORGANISATIONS
         self._organisations.cp_name(event.or_id)
-        progress.stage = "search"
+        progress.stage = Stage.SEARCH
         found = self._records.search(
             Query.all_of(Term("s3_object_key", key), Term("s3_bucket", bucket))
         )
         matches = [r for r in found if r.s3_object_key == key and r.s3_bucket == bucket]
         if not matches:
             log.info("nothing archived for bucket %r and key %r", bucket, key)
-            return f"nothing to remove for {bucket}/{key}"
+            return NothingToRemove(bucket=bucket, key=key)
         collaterals = self._collaterals_of(matches)
-        progress.stage = "delete-collateral"
+        progress.stage = Stage.DELETE_COLLATERAL
         for collateral, fragment in collaterals:
             self._records.delete(
                 collateral.fragment_id,
@@ -258,18 +272,15 @@ class RemoveEssence:
                     "Essence was deleted via s3 delete-object."
                 ),
             )
-        progress.stage = "delete-essence"
+        progress.stage = Stage.DELETE_ESSENCE
         essences = [record for record in matches if not record.is_fragment]
         for essence in essences:
             self._records.delete(
                 essence.fragment_id,
                 reason=f's3 delete-object for bucket: "{bucket}" and key: "{key}"',
             )
-        progress.stage = "done"
-        return (
-            f"removed {len(essences)} essence(s) and {len(collaterals)} collateral(s) "
-            f"for {bucket}/{key}"
-        )
+        progress.stage = Stage.DONE
+        return Removed(bucket=bucket, key=key, essences=len(essences), collaterals=len(collaterals))
 
     def _collaterals_of(self, matches: list[Record]) -> list[tuple[Record, Record]]:
         """Each collateral with the fragment whose local id it shares."""

@@ -114,7 +114,7 @@ def _report(handle: Any, delivery: Delivery) -> int:
 
 def _as_json(outcome: Done | Retry | DeadLetter) -> dict[str, Any]:
     if isinstance(outcome, Done):
-        return {"outcome": "done", "summary": outcome.summary}
+        return {"outcome": "done", "result": outcome.result.kind, "summary": outcome.summary}
     if isinstance(outcome, Retry):
         return {"outcome": "retry", "reason": outcome.reason, "delay": outcome.delay_seconds}
     return {"outcome": "dead-letter", "reason": outcome.reason, "stage": outcome.stage}

@@ -15,6 +15,8 @@ from tests.support.http_stubs import Canned
 
 pytestmark = pytest.mark.e2e
 
+KEY = "20261120-journaal-1900-a7f3c2d1-55e4-4b2a-9c1d-0e8f7a6b5c4d.MXF"
+
 
 def process(service: RunningService, source: str, stdin: bytes = b"") -> tuple[int, str]:
     finished = subprocess.run(
@@ -31,7 +33,12 @@ def process(service: RunningService, source: str, stdin: bytes = b"") -> tuple[i
 def test_an_event_file_is_processed_and_reported(service: RunningService, examples: Path) -> None:
     service.pid_service.queue(Canned(body=[{"id": "k98z0d4w1q", "number": 1}]))
     code, out = process(service, str(examples / "event-essence-created.json"))
-    assert (code, json.loads(out)["outcome"]) == (0, "done")
+    assert code == 0
+    assert json.loads(out) == {
+        "outcome": "done",
+        "result": "sent",
+        "summary": f"sent VRT/TAPE-SHARE-EVENTS/k98z0d4w1q.xml for {KEY}",
+    }
     sidecar = service.ftp.root / "VRT" / "TAPE-SHARE-EVENTS" / "k98z0d4w1q.xml"
     assert sidecar.read_bytes() == (examples / "sidecar-essence.xml").read_bytes()
     s = service.settings

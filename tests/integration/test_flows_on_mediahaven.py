@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from s3_events_handler.adapters.mediahaven import MediaHavenRecords
+from s3_events_handler.domain.results import AlreadyArchived, IngestResult, Removed, Sent
 from s3_events_handler.domain.use_cases import IngestEssence, Progress, RemoveEssence
 from tests.support.mediahaven_server import FakeMediaHaven
 from tests.unit.builders import World, event_of, golden_event
@@ -42,7 +43,7 @@ def records(mediahaven: FakeMediaHaven, session: requests.Session) -> MediaHaven
     )
 
 
-def ingest(world: World, records: MediaHavenRecords, examples: Path) -> str:
+def ingest(world: World, records: MediaHavenRecords, examples: Path) -> IngestResult:
     use_case: IngestEssence = world.ingest_on(records)
     event = event_of(golden_event(examples, "event-essence-created.json"))
     return use_case.execute(event, correlation_id="c", progress=Progress())
@@ -54,9 +55,9 @@ def test_a_near_miss_does_not_stop_an_object_from_being_archived(
     mediahaven.add_record("backup", key=KEY + ".bak", bucket=BUCKET, md5="f" * 32)
     world = World(cp_name="testbeeld")
 
-    summary = ingest(world, records, examples)
+    result = ingest(world, records, examples)
 
-    assert summary.startswith("sent ")
+    assert isinstance(result, Sent) and result.pid == "k98z0d4w1q"
     assert mediahaven.searches == [f'+(s3_object_key:"{KEY}" md5:"{MD5}")']
     assert list(world.transport.uploaded) == ["/testbeeld/DISK-SHARE-EVENTS/k98z0d4w1q.xml"]
     assert [request.message_id for request in world.transfers.published] == ["k98z0d4w1q"]
@@ -69,7 +70,7 @@ def test_the_exact_key_among_near_misses_counts_as_archived(
     mediahaven.add_record("archived", key=KEY, bucket=BUCKET)
     world = World()
 
-    assert ingest(world, records, examples).startswith("already archived")
+    assert ingest(world, records, examples) == AlreadyArchived(key=KEY)
     assert world.transport.uploaded == {}
 
 
@@ -79,7 +80,7 @@ def test_the_same_md5_in_another_case_counts_as_archived_where_the_md5_counts(
     mediahaven.add_record("copy", key="renamed.MXF", bucket=BUCKET, md5=MD5.upper())
     world = World(cp_name="testbeeld")
 
-    assert ingest(world, records, examples).startswith("already archived")
+    assert ingest(world, records, examples) == AlreadyArchived(key=KEY)
     assert world.pids.minted == []
 
 
@@ -102,9 +103,9 @@ def test_a_removal_deletes_only_the_essence_and_its_real_collaterals(
     remove = RemoveEssence(records=records, organisations=world.organisations)
     event = event_of(golden_event(examples, "event-removed.json"))
 
-    summary = remove.execute(event, correlation_id="c", progress=Progress())
+    result = remove.execute(event, correlation_id="c", progress=Progress())
 
     assert [deletion.fragment_id for deletion in mediahaven.deleted] == ["subtitles", "essence"]
     survivors = [record["Internal"]["FragmentId"] for record in mediahaven.records]
     assert survivors == ["fragment", "other-version", "backup", "other-subtitles"]
-    assert summary == f"removed 1 essence(s) and 1 collateral(s) for {BUCKET}/{KEY}"
+    assert result == Removed(bucket=BUCKET, key=KEY, essences=1, collaterals=1)

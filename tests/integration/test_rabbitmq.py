@@ -27,11 +27,14 @@ from s3_events_handler.adapters.rabbitmq import (
 from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
 from s3_events_handler.domain.errors import ServiceUnavailable
 from s3_events_handler.domain.model import S3Object, TransferRequest
+from s3_events_handler.domain.results import AlreadyArchived
 from tests.support import amqp
 
 pytestmark = pytest.mark.broker
 
 Handler = Callable[[Delivery], Outcome]
+# What a handler did matters not to the consumer: any `Done` is acked alike.
+ARCHIVED = AlreadyArchived(key="clip.mxf")
 
 
 @pytest.fixture
@@ -277,7 +280,7 @@ def test_done_acks_the_message(
 
     def handler(delivery: Delivery) -> Outcome:
         seen.append(delivery)
-        return Done(summary="archived", correlation_id=delivery.correlation_id)
+        return Done(ARCHIVED, correlation_id=delivery.correlation_id)
 
     running = start_consumer(settings, handler)
     publish(settings, b'{"Records": []}', properties=incoming_properties())
@@ -302,7 +305,7 @@ def test_a_message_without_headers_reaches_the_handler_with_empty_headers(
 
     def handler(delivery: Delivery) -> Outcome:
         seen.append(delivery)
-        return Done(summary="ok")
+        return Done(ARCHIVED)
 
     running = start_consumer(settings, handler)
     publish(settings, b"{}", exchange=settings.incoming_exchange)
@@ -323,7 +326,7 @@ def test_split_republishes_each_record_with_the_original_properties(
             return Split(bodies=parts)
         part_in_hand.set()
         release.wait(timeout=10)  # hold the first part unacked; stopping leaves it in the queue
-        return Done(summary="part")
+        return Done(ARCHIVED)
 
     running = start_consumer(settings, handler, grace=0.2)
     publish(settings, original, properties=incoming_properties())
@@ -538,7 +541,7 @@ def test_the_handler_publishes_transfer_requests_from_its_worker_thread(
             requests[1].publish(essence_request())
         except ServiceUnavailable as error:
             failures.append(error)
-        return Done(summary="published")
+        return Done(ARCHIVED)
 
     try:
         running = start_consumer(settings, handler)
@@ -564,7 +567,7 @@ def test_the_consumer_reconnects_when_the_broker_closes_its_connection(
 
     def handler(delivery: Delivery) -> Outcome:
         bodies.append(delivery.body)
-        return Done(summary="ok")
+        return Done(ARCHIVED)
 
     running = start_consumer(settings, handler)
     publish(settings, b"first")
@@ -589,7 +592,7 @@ def test_stop_finishes_the_message_in_hand(
     def handler(delivery: Delivery) -> Outcome:
         started.set()
         time.sleep(1)
-        return Done(summary="slow")
+        return Done(ARCHIVED)
 
     running = start_consumer(settings, handler)
     publish(settings, b"slow")
@@ -610,7 +613,7 @@ def test_stop_past_the_grace_leaves_the_message_for_redelivery(
     def handler(delivery: Delivery) -> Outcome:
         started.set()
         release.wait(timeout=10)
-        return Done(summary="too slow")
+        return Done(ARCHIVED)
 
     running = start_consumer(settings, handler, grace=0.5)
     publish(settings, b"slow")
@@ -630,7 +633,7 @@ def test_a_handler_slower_than_two_heartbeats_keeps_the_connection(
 ) -> None:
     def handler(delivery: Delivery) -> Outcome:
         time.sleep(5)
-        return Done(summary="slow")
+        return Done(ARCHIVED)
 
     running = start_consumer(dataclasses.replace(settings, heartbeat=1), handler)
     publish(settings, b"slow")
@@ -671,7 +674,7 @@ def test_broker_trouble_never_ends_run_and_backs_off(broker: tuple[str, int]) ->
     consumer = Consumer(
         BrokerConnection(settings),
         settings,
-        lambda delivery: Done(summary="never"),
+        lambda delivery: Done(ARCHIVED),
         reconnect_delays=(0.1, 0.2),
         sleep=sleep,
     )
@@ -698,7 +701,7 @@ def test_the_password_shows_nowhere(
         consumer.stop()
 
     consumer = Consumer(
-        BrokerConnection(wrong), wrong, lambda delivery: Done(summary="never"), sleep=sleep
+        BrokerConnection(wrong), wrong, lambda delivery: Done(ARCHIVED), sleep=sleep
     )
     with caplog.at_level(logging.DEBUG):
         consumer.run()

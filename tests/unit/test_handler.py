@@ -11,11 +11,13 @@ import pytest
 from s3_events_handler.application.handler import MessageHandler, RetryPolicy
 from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Retry, Split
 from s3_events_handler.domain.errors import ServiceUnavailable
-from s3_events_handler.domain.model import S3Event
+from s3_events_handler.domain.model import S3Event, Stage
+from s3_events_handler.domain.results import Removed, Result, Sent
 from s3_events_handler.domain.use_cases import Progress
 from tests.unit.builders import World, essence_record, golden_event
 
 ESSENCE = "event-essence-created.json"
+KEY = "20261120-journaal-1900-a7f3c2d1-55e4-4b2a-9c1d-0e8f7a6b5c4d.MXF"
 
 
 def handler_for(world: World, policy: RetryPolicy | None = None) -> MessageHandler:
@@ -35,11 +37,11 @@ class FailingUseCase:
         self.error = error
         self.pid = pid
 
-    def execute(self, event: S3Event, *, correlation_id: str, progress: Progress) -> str:
-        progress.stage = "pid"
+    def execute(self, event: S3Event, *, correlation_id: str, progress: Progress) -> Result:
+        progress.stage = Stage.PID
         if progress.pid is None:
             progress.pid = self.pid
-        progress.stage = "sidecar-upload"
+        progress.stage = Stage.SIDECAR_UPLOAD
         raise self.error
 
 
@@ -54,7 +56,25 @@ def test_a_good_essence_event_is_done(examples: Path) -> None:
     world = World()
     outcome = handler_for(world).handle(delivery(golden_event(examples, ESSENCE)))
     assert isinstance(outcome, Done)
+    assert outcome.result == Sent(
+        key=KEY,
+        cp_name="VRT",
+        folder="TAPE-SHARE-EVENTS",
+        sidecar_file="k98z0d4w1q.xml",
+        pid="k98z0d4w1q",
+    )
     assert len(world.transfers.published) == 1
+
+
+def test_done_is_logged_in_the_words_operators_know(
+    examples: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="s3_events_handler.application.handler")
+    outcome = handler_for(World()).handle(delivery(golden_event(examples, ESSENCE)))
+    assert isinstance(outcome, Done)
+    line = f"sent VRT/TAPE-SHARE-EVENTS/k98z0d4w1q.xml for {KEY}"
+    assert outcome.summary == line
+    assert f"done: {line}" in caplog.messages
 
 
 def test_the_gateway_request_id_becomes_the_correlation_id(examples: Path) -> None:
@@ -88,6 +108,7 @@ def test_a_body_that_is_no_s3_notification_is_dead_lettered(body: bytes) -> None
     assert isinstance(outcome, DeadLetter)
     assert outcome.stage == "parse"
     assert outcome.headers["x-error-stage"] == "parse"
+    assert type(outcome.headers["x-error-stage"]) is str  # the text, not the enum
     assert "\n" not in outcome.headers["x-error"]
 
 
@@ -184,10 +205,10 @@ def test_a_collateral_before_its_essence_waits_for_a_retry(examples: Path) -> No
 
 
 def test_a_removal_is_done(examples: Path) -> None:
-    key = "20261120-journaal-1900-a7f3c2d1-55e4-4b2a-9c1d-0e8f7a6b5c4d.MXF"
-    world = World([essence_record("essence-1", key=key)])
+    world = World([essence_record("essence-1", key=KEY)])
     outcome = handler_for(world).handle(delivery(golden_event(examples, "event-removed.json")))
     assert isinstance(outcome, Done)
+    assert outcome.result == Removed(bucket="mam-highresvideo", key=KEY, essences=1, collaterals=0)
     assert world.records.deleted == ["essence-1"]
 
 

@@ -10,7 +10,8 @@ import pytest
 
 from s3_events_handler.adapters.memory import InMemoryArchiveRecords
 from s3_events_handler.domain.errors import BadInput, EssenceNotArchivedYet, Rejected
-from s3_events_handler.domain.model import LedgerEntry, Query, Step, Term
+from s3_events_handler.domain.model import LedgerEntry, Query, Stage, Step, Term
+from s3_events_handler.domain.results import AlreadyArchived, AlreadyHandled, IngestResult, Sent
 from s3_events_handler.domain.use_cases import Progress
 from tests.unit.builders import World, essence_record, event_of, golden_event
 
@@ -20,7 +21,7 @@ COLLATERAL = "event-collateral-created.json"
 ESSENCE_KEY = "20261120-journaal-1900-a7f3c2d1-55e4-4b2a-9c1d-0e8f7a6b5c4d.MXF"
 
 
-def ingest(world: World, examples: Path, name: str, **changes: object) -> str:
+def ingest(world: World, examples: Path, name: str, **changes: object) -> IngestResult:
     event = event_of(golden_event(examples, name), **changes)
     return world.ingest.execute(event, correlation_id="corr-1", progress=Progress())
 
@@ -63,8 +64,7 @@ def test_an_essence_is_followed_by_the_golden_transfer_request(examples: Path) -
 
 def test_skips_an_essence_that_is_already_archived(examples: Path) -> None:
     world = World([essence_record("frag-1", key=ESSENCE_KEY)])
-    summary = ingest(world, examples, ESSENCE)
-    assert "already archived" in summary
+    assert ingest(world, examples, ESSENCE) == AlreadyArchived(key=ESSENCE_KEY)
     assert world.pids.minted == []
     assert world.transport.uploaded == {}
     assert world.transfers.published == []
@@ -116,7 +116,7 @@ def test_progress_tells_how_far_a_failed_attempt_got(examples: Path) -> None:
     event = event_of(golden_event(examples, ESSENCE))
     with pytest.raises(Rejected):
         world.ingest.execute(event, correlation_id="c", progress=progress)
-    assert (progress.stage, progress.pid) == ("sidecar-upload", "k98z0d4w1q")
+    assert (progress.stage, progress.pid) == (Stage.SIDECAR_UPLOAD, "k98z0d4w1q")
     assert world.transfers.published == []
 
 
@@ -138,7 +138,14 @@ def test_a_pid_that_is_no_path_segment_is_refused(examples: Path) -> None:
 
 def test_a_collateral_is_linked_and_gets_the_golden_sidecar(examples: Path) -> None:
     world = World([essence_record("frag-1", local_id="MEDIA-0042", is_fragment=True)])
-    ingest(world, examples, COLLATERAL)
+    result = ingest(world, examples, COLLATERAL)
+    assert result == Sent(
+        key="closedOt/MEDIA-0042/journaal-1900.srt",
+        cp_name="VRT",
+        folder="DISK-SHARE-EVENTS",
+        sidecar_file="k98z0d4w1q_closedOt.xml",
+        pid="k98z0d4w1q",  # the essence's, as in the sidecar
+    )
     assert world.pids.minted == []
     relation = world.records.relations[0]
     assert (relation.fragment_id, relation.related_pid) == ("frag-1", "k98z0d4w1q_closedOt")
@@ -216,8 +223,7 @@ def test_the_same_event_twice_gets_one_pid_one_sidecar_one_transfer_request(
 ) -> None:
     world = World()
     ingest(world, examples, ESSENCE)
-    summary = ingest(world, examples, ESSENCE)
-    assert summary.startswith("already handled")
+    assert ingest(world, examples, ESSENCE) == AlreadyHandled(key=ESSENCE_KEY, pid="k98z0d4w1q")
     assert world.pids.minted == ["k98z0d4w1q"]
     assert len(world.transport.uploaded) == 1
     assert len(world.transfers.published) == 1
@@ -273,8 +279,13 @@ def test_a_near_miss_of_the_search_engine_does_not_count_as_archived(examples: P
     )
     world.records = InMemoryArchiveRecords(world.records.records, matches=lambda r, q: True)
     world.ingest = world.ingest_on(world.records)
-    summary = ingest(world, examples, ESSENCE)
-    assert summary.startswith("sent ")
+    assert ingest(world, examples, ESSENCE) == Sent(
+        key=ESSENCE_KEY,
+        cp_name="testbeeld",
+        folder="DISK-SHARE-EVENTS",
+        sidecar_file="k98z0d4w1q.xml",
+        pid="k98z0d4w1q",
+    )
     assert list(world.transport.uploaded) == ["/testbeeld/DISK-SHARE-EVENTS/k98z0d4w1q.xml"]
 
 
@@ -289,7 +300,7 @@ def test_a_record_with_the_same_md5_counts_as_archived_where_the_md5_counts(
         matches=lambda r, q: True,
     )
     world.ingest = world.ingest_on(world.records)
-    assert "already archived" in ingest(world, examples, ESSENCE)
+    assert ingest(world, examples, ESSENCE) == AlreadyArchived(key=ESSENCE_KEY)
     assert world.transport.uploaded == {}
 
 

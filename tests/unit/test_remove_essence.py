@@ -6,6 +6,7 @@ from pathlib import Path
 
 from s3_events_handler.adapters.memory import InMemoryArchiveRecords
 from s3_events_handler.domain.model import Record
+from s3_events_handler.domain.results import NothingToRemove, Removed, RemoveResult
 from s3_events_handler.domain.use_cases import Progress, RemoveEssence
 from tests.unit.builders import World, essence_record, event_of, golden_event
 
@@ -13,7 +14,7 @@ KEY = "20261120-journaal-1900-a7f3c2d1-55e4-4b2a-9c1d-0e8f7a6b5c4d.MXF"
 BUCKET = "mam-highresvideo"
 
 
-def remove(world: World, examples: Path) -> str:
+def remove(world: World, examples: Path) -> RemoveResult:
     event = event_of(golden_event(examples, "event-removed.json"))
     return world.remove.execute(event, correlation_id="c", progress=Progress())
 
@@ -55,9 +56,9 @@ def test_gives_the_reasons_mediahaven_expects(examples: Path) -> None:
 
 def test_nothing_archived_means_nothing_deleted(examples: Path) -> None:
     world = World([essence_record("unrelated", key="other.MXF")])
-    summary = remove(world, examples)
+    result = remove(world, examples)
     assert world.records.deleted == []
-    assert "nothing to remove" in summary
+    assert result == NothingToRemove(bucket=BUCKET, key=KEY)
 
 
 def test_only_exact_bucket_and_key_matches_are_deleted(examples: Path) -> None:
@@ -103,10 +104,10 @@ def test_another_essence_sharing_a_local_id_is_no_collateral_and_survives(
         essence_record("other-essence", key="other-version.MXF", local_id="MEDIA-1"),
     ]
     world = World(records)
-    summary = remove(world, examples)
+    result = remove(world, examples)
     assert world.records.deleted == ["coll-1", "coll-2", "essence-1"]
     assert "other-essence" in [r.fragment_id for r in world.records.records]
-    assert "1 essence(s) and 2 collateral(s)" in summary
+    assert result == Removed(bucket=BUCKET, key=KEY, essences=1, collaterals=2)
 
 
 def test_a_record_without_a_bucket_is_no_collateral(examples: Path) -> None:
