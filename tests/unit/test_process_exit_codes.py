@@ -29,12 +29,20 @@ from s3_events_handler.application.messages import (
     Retry,
     Split,
 )
+from s3_events_handler.domain.results import Sent
 from s3_events_handler.entrypoints.cli import main, process
 from s3_events_handler.entrypoints.container import Container
 from tests.unit.test_config import REPO, REQUIRED
 
 PASSWORD = "pw-that-must-not-show"
-DONE = Done(summary="sent VRT/TAPE-SHARE-EVENTS/k98z0d4w1q.xml", correlation_id="c-1")
+SENT = Sent(
+    key="clip.MXF",
+    cp_name="VRT",
+    folder="TAPE-SHARE-EVENTS",
+    sidecar_file="k98z0d4w1q.xml",
+    pid="k98z0d4w1q",
+)
+DONE = Done(result=SENT, correlation_id="c-1")
 DEAD = DeadLetter(reason="s3.object.key is missing", stage="parse", headers={})
 RETRY = Retry(reason="ServiceUnavailable: 503", delay_seconds=10, headers={}, correlation_id="c")
 
