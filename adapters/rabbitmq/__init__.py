@@ -1,4 +1,5 @@
-"""RabbitMQ: the broker connection, the transfer-request publisher and the consumer loop."""
+"""RabbitMQ: the broker connection, the transfer-request publisher, the consumer loop and the
+settling of each message's outcome."""
 
 from s3_events_handler.adapters.rabbitmq.connection import (
     BrokerConnection,
@@ -7,6 +8,7 @@ from s3_events_handler.adapters.rabbitmq.connection import (
     describe,
 )
 from s3_events_handler.adapters.rabbitmq.consumer import Consumer
+from s3_events_handler.adapters.rabbitmq.settlement import Received, Settled, Settlement
 from s3_events_handler.adapters.rabbitmq.transfer_requests import (
     AmqpTransferRequests,
     transfer_request_body,
@@ -17,6 +19,9 @@ __all__ = [
     "BrokerConnection",
     "BrokerSettings",
     "Consumer",
+    "Received",
+    "Settled",
+    "Settlement",
     "declare_topology",
     "describe",
     "transfer_request_body",

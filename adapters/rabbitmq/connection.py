@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import pika
 import pika.exceptions
@@ -66,6 +66,33 @@ class BrokerSettings:
             (level for level in self.retry_delays if level >= seconds),
             default=max(self.retry_delays),
         )
+
+
+class ConfirmingChannel(Protocol):
+    """What the service asks of pika's BlockingChannel once `confirm_delivery()` is on.
+
+    In confirm mode `basic_publish` returns only once the broker confirmed the
+    message. It raises UnroutableError when a mandatory message reached no queue,
+    NackError when the broker refused it, and ChannelClosed or AMQPConnectionError
+    when the channel or the connection went away first.
+    """
+
+    def basic_publish(
+        self, exchange: str, routing_key: str, body: bytes, properties: Any, *, mandatory: bool
+    ) -> None: ...
+
+    def basic_ack(self, *, delivery_tag: int) -> None: ...
+
+
+def publish_confirmed(
+    channel: ConfirmingChannel, exchange: str, routing_key: str, body: bytes, properties: Any
+) -> None:
+    """Publish mandatory on a confirming channel; returns once the broker took the message.
+
+    Mandatory, so a message that reaches no queue (an unbound exchange, a queue
+    deleted under us) fails instead of being confirmed and dropped.
+    """
+    channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
 
 
 def declare_topology(channel: Any, settings: BrokerSettings) -> None:
@@ -200,13 +227,7 @@ class BrokerConnection:
 
         Raises pika's UnroutableError or NackError when the broker did not take it.
         """
-        self.channel.basic_publish(
-            exchange=exchange,
-            routing_key=routing_key,
-            body=body,
-            properties=properties,
-            mandatory=True,
-        )
+        publish_confirmed(self.channel, exchange, routing_key, body, properties)
 
     def wake(self) -> None:
         """Make the I/O thread's `process_data_events` return soon; safe from any thread."""

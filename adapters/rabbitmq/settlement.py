@@ -1,0 +1,178 @@
+"""Settling a delivery: the confirmed publishes that take its place, then its ack (SPEC 2, 6).
+
+Every outcome but Done replaces the delivery with other messages: its records
+(a split), a copy in a retry queue, a copy in the dead letters. The delivery is
+acked only after the broker confirmed each of them, so a broker that goes away
+in between costs a redelivery, never a message.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from dataclasses import dataclass
+from typing import Any, assert_never
+
+import pika
+import pika.exceptions
+
+from s3_events_handler.adapters.rabbitmq.connection import (
+    PERSISTENT,
+    BrokerSettings,
+    ConfirmingChannel,
+    describe,
+    publish_confirmed,
+)
+from s3_events_handler.application.messages import DeadLetter, Done, Outcome, Retry, Split
+
+log = logging.getLogger(__name__)
+
+# This service's own routing never goes through the shared exchanges (SPEC 4.5): the
+# default exchange delivers to the queue named by the routing key.
+_DEFAULT_EXCHANGE = ""
+
+# What pika raises, before anything is sent, for properties it cannot encode.
+_UNENCODABLE = (
+    pika.exceptions.ProtocolSyntaxError,
+    pika.exceptions.ShortStringTooLong,
+    UnicodeEncodeError,
+    struct.error,
+)
+
+# A header, not a dump: the error's text may quote the whole value that failed.
+_MAX_REASON_CHARS = 500
+
+# Everything BasicProperties carries: a republished message keeps it all (see `_copy_properties`).
+_PROPERTY_NAMES = (
+    "content_type",
+    "content_encoding",
+    "headers",
+    "delivery_mode",
+    "priority",
+    "correlation_id",
+    "reply_to",
+    "expiration",
+    "message_id",
+    "timestamp",
+    "type",
+    "user_id",
+    "app_id",
+    "cluster_id",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """An incoming message as the broker delivered it: what a republish copies and the ack names."""
+
+    delivery_tag: int
+    properties: pika.BasicProperties
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What became of a delivery, for the consumer's one log line a message."""
+
+    kind: str
+    """`done`, `split`, `retry` or `dead-letter`."""
+    destination: str
+    """Where its replacement went: `-` for none, a queue, or `N x queue` for a split."""
+    correlation_id: str | None
+
+
+class Settlement:
+    """Carries out outcomes on the channel their deliveries came on: confirmed publishes, then ack.
+
+    One per channel, on the thread that owns it: a delivery tag means something
+    only on its own channel, and pika is not thread-safe. A publish the broker did
+    not confirm raises before the ack, so the delivery stays with the broker.
+    """
+
+    def __init__(self, channel: ConfirmingChannel, settings: BrokerSettings) -> None:
+        self._channel = channel
+        self._settings = settings
+
+    def settle(self, received: Received, outcome: Outcome) -> Settled:
+        """Publish what replaces `received`, then ack it; raises, unacked, if any publish failed."""
+        settled = self._replace(received, outcome)
+        self._channel.basic_ack(delivery_tag=received.delivery_tag)
+        return settled
+
+    def _replace(self, received: Received, outcome: Outcome) -> Settled:
+        """Publish whatever takes the delivery's place; each is confirmed before this returns."""
+        settings = self._settings
+        incoming_correlation_id: str | None = received.properties.correlation_id
+        match outcome:
+            case Done():
+                return Settled("done", "-", outcome.correlation_id or incoming_correlation_id)
+            case Split():
+                queue = settings.incoming_queue
+                for record in outcome.bodies:
+                    properties = _copy_properties(received.properties, settings.user)
+                    self._publish(received, queue, record, properties)
+                destination = f"{len(outcome.bodies)} x {queue}"
+                return Settled("split", destination, incoming_correlation_id)
+            case Retry():
+                queue = settings.retry_queue(settings.retry_level(outcome.delay_seconds))
+                return self._park(received, outcome, "retry", queue)
+            case DeadLetter():
+                return self._park(received, outcome, "dead-letter", settings.dead_letter_queue)
+            case _:
+                assert_never(outcome)
+
+    def _park(
+        self, received: Received, outcome: Retry | DeadLetter, kind: str, queue: str
+    ) -> Settled:
+        """The body unchanged to a retry or dead-letter queue, persistent and never expiring."""
+        correlation_id = outcome.correlation_id or received.properties.correlation_id
+        properties = _copy_properties(
+            received.properties,
+            self._settings.user,
+            headers=dict(outcome.headers),
+            correlation_id=correlation_id,
+            delivery_mode=PERSISTENT,
+            expiration=None,
+        )
+        self._publish(received, queue, received.body, properties)
+        return Settled(kind, queue, correlation_id)
+
+    def _publish(
+        self, received: Received, queue: str, body: bytes, properties: pika.BasicProperties
+    ) -> None:
+        """Publish confirmed; properties AMQP cannot encode send the message to the dead letters.
+
+        pika decodes some header values it cannot encode again (floats from other
+        clients, say); retrying such a message would loop forever.
+        """
+        try:
+            publish_confirmed(self._channel, _DEFAULT_EXCHANGE, queue, body, properties)
+        except _UNENCODABLE as error:
+            reason = describe(error)
+            log.error(
+                "message %d cannot be republished as it is: %s", received.delivery_tag, reason
+            )
+            bare = pika.BasicProperties(
+                headers={
+                    "x-error": f"properties AMQP cannot encode: {reason}"[:_MAX_REASON_CHARS],
+                    "x-error-stage": "republish",
+                },
+                delivery_mode=PERSISTENT,
+            )
+            dead_letters = self._settings.dead_letter_queue
+            publish_confirmed(self._channel, _DEFAULT_EXCHANGE, dead_letters, body, bare)
+
+
+def _copy_properties(
+    original: pika.BasicProperties, user: str, **changes: Any
+) -> pika.BasicProperties:
+    """The original's properties with `changes` applied.
+
+    A `user_id` other than ours is dropped: the broker refuses a publish whose
+    user_id is not the connection's user, and the message could never move on.
+    """
+    values = {name: getattr(original, name, None) for name in _PROPERTY_NAMES}
+    if values["user_id"] != user:
+        values["user_id"] = None
+    values.update(changes)
+    return pika.BasicProperties(**values)
