@@ -16,6 +16,7 @@ import pytest
 
 from s3_events_handler.adapters.rabbitmq import BrokerSettings, Received, Settled, Settlement
 from s3_events_handler.application.messages import DeadLetter, Done, Outcome, Retry, Split
+from s3_events_handler.domain.results import AlreadyArchived
 from tests.unit.recording_channel import Acked, Published, RecordingChannel
 
 SETTINGS = BrokerSettings(
@@ -99,9 +100,8 @@ def split() -> Split:
 )
 def test_done_acks_and_publishes_nothing(correlation_id: str | None, reported: str) -> None:
     channel = RecordingChannel()
-    settled = settled_on(
-        channel, Done(summary="archived", correlation_id=correlation_id), incoming()
-    )
+    done = Done(result=AlreadyArchived(key="clip.MXF"), correlation_id=correlation_id)
+    settled = settled_on(channel, done, incoming())
     assert channel.calls == [ACK]
     assert settled == Settled("done", "-", reported)
 
