@@ -18,6 +18,7 @@ from urllib.parse import quote, urlencode
 import requests
 
 from s3_events_handler.adapters import sidecar_xml
+from s3_events_handler.adapters.redaction import redact
 from s3_events_handler.domain.errors import Rejected, ServiceUnavailable
 from s3_events_handler.domain.model import Query, Record
 
@@ -385,14 +386,10 @@ class MediaHavenRecords:
 
     def _redact(self, text: str) -> str:
         """Whatever a server or library echoes back, no secret of ours leaves in a message."""
-        secrets = [self._password, self._client_secret]
+        secrets: list[str | None] = [self._password, self._client_secret]
         if self._token is not None:
-            secrets.append(self._token.access)
-            if self._token.refresh is not None:
-                secrets.append(self._token.refresh)
-        for secret in sorted(filter(None, secrets), key=len, reverse=True):
-            text = text.replace(secret, "***")
-        return text
+            secrets += [self._token.access, self._token.refresh]
+        return redact(text, secrets)
 
 
 def _retry_after(value: str | None) -> float | None:
