@@ -18,7 +18,7 @@ from urllib.parse import quote, urlencode
 import requests
 
 from s3_events_handler.adapters import sidecar_xml
-from s3_events_handler.adapters.redaction import redact
+from s3_events_handler.adapters.http_calls import HttpService, RetryPolicy
 from s3_events_handler.domain.errors import Rejected, ServiceUnavailable
 from s3_events_handler.domain.model import Query, Record
 
@@ -33,7 +33,6 @@ EXPIRY_MARGIN_SECONDS = 30.0
 BACKOFF_SECONDS = (0.5, 1.0)
 # All pauses of one request together; the retry queue does the long waits.
 RETRY_BUDGET_SECONDS = 3.0
-SNIPPET_LENGTH = 200
 
 
 def render_query(query: Query) -> str:
@@ -57,15 +56,6 @@ class _Token:
     renew_at: float | None
 
 
-class _Transient(Exception):
-    """A failure another try within the same call may fix (no answer, 5xx, 429)."""
-
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
-
-
 class _GrantRefused(Exception):
     """The token endpoint refused a grant (4xx): worth a password grant after a refresh."""
 
@@ -73,8 +63,8 @@ class _GrantRefused(Exception):
 class MediaHavenRecords:
     """The `ArchiveRecords` port over MediaHaven's REST API v2.
 
-    Authorisation headers go on each request, never on the session, which may be
-    shared with adapters for other hosts. One instance serves one thread.
+    One instance serves one thread. `max_retry_wait` is the longest Retry-After one
+    call waits out; a longer one is left to the retry queue.
     """
 
     def __init__(
@@ -94,18 +84,26 @@ class MediaHavenRecords:
     ) -> None:
         if page_size < 1:
             raise ValueError(f"page_size must be at least 1, not {page_size}")
-        self._session = session
         self._base = base_url.rstrip("/") + "/"
         self._client_id = client_id
         self._client_secret = client_secret
         self._username = username
         self._password = password
-        self._timeout = timeout
         self._page_size = page_size
-        self._max_retry_wait = max_retry_wait
         self._clock = clock
-        self._sleep = sleep
         self._token: _Token | None = None
+        self._http = HttpService(
+            session=session,
+            name="MediaHaven",
+            timeout=timeout,
+            retries=RetryPolicy(
+                pauses=BACKOFF_SECONDS,
+                max_retry_after=max_retry_wait,
+                budget=max(RETRY_BUDGET_SECONDS, max_retry_wait),
+            ),
+            sleep=sleep,
+            secrets=self._secrets,
+        )
 
     # -- the port -------------------------------------------------------------------------
 
@@ -117,12 +115,12 @@ class MediaHavenRecords:
             params = urlencode(
                 {"q": q, "startIndex": start, "nrOfResults": self._page_size}, quote_via=quote
             )
-            page = self._json(
+            page = self._http.json_object(
                 self._call(
                     "GET",
                     f"{self._base}{RECORDS_PATH}?{params}",
                     what="search",
-                    idempotent=True,
+                    safe_to_repeat=True,
                     headers={"Accept": "application/json"},
                 ),
                 "search",
@@ -143,7 +141,7 @@ class MediaHavenRecords:
             "POST",
             self._record_url(fragment_id),
             what=f"update of record {fragment_id}",
-            idempotent=False,
+            safe_to_repeat=False,
             files={
                 "metadata": (
                     "metadata.xml",
@@ -159,7 +157,7 @@ class MediaHavenRecords:
             "DELETE",
             self._record_url(fragment_id),
             what=f"delete of record {fragment_id}",
-            idempotent=True,
+            safe_to_repeat=True,
             json={"Reason": reason},
             gone_is_fine=True,
         )
@@ -177,7 +175,7 @@ class MediaHavenRecords:
         url: str,
         *,
         what: str,
-        idempotent: bool,
+        safe_to_repeat: bool,
         headers: Mapping[str, str] | None = None,
         gone_is_fine: bool = False,
         **kwargs: Any,
@@ -186,7 +184,9 @@ class MediaHavenRecords:
 
         def send() -> requests.Response:
             authorised = {**(headers or {}), "Authorization": f"Bearer {self._access_token()}"}
-            return self._send(method, url, what, idempotent, authorised, kwargs)
+            return self._http.send(
+                method, url, what=what, safe_to_repeat=safe_to_repeat, headers=authorised, **kwargs
+            )
 
         response = send()
         if response.status_code == 401:
@@ -204,74 +204,9 @@ class MediaHavenRecords:
             return response
         if 400 <= status < 500:
             raise Rejected(
-                f"MediaHaven answered {status} to {what}: {self._snippet(response.text)}"
+                f"MediaHaven answered {status} to {what}: {self._http.snippet(response.text)}"
             )
         raise ServiceUnavailable(f"MediaHaven answered an unexpected {status} to {what}")
-
-    def _send(
-        self,
-        method: str,
-        url: str,
-        what: str,
-        idempotent: bool,
-        headers: Mapping[str, str],
-        kwargs: Mapping[str, Any],
-    ) -> requests.Response:
-        """Send, trying an idempotent request again after a transient failure, within a budget."""
-        waited = 0.0
-        budget = max(RETRY_BUDGET_SECONDS, self._max_retry_wait)
-        for attempt in range(len(BACKOFF_SECONDS) + 1):
-            try:
-                return self._send_once(method, url, what, headers, kwargs)
-            except _Transient as failure:
-                failed = f"MediaHaven {what} failed: {failure.reason}"
-                if not idempotent or attempt == len(BACKOFF_SECONDS):
-                    raise ServiceUnavailable(failed, retry_after=failure.retry_after) from None
-                if failure.retry_after is None:
-                    wait = BACKOFF_SECONDS[attempt]
-                else:
-                    wait = failure.retry_after
-                    if wait > self._max_retry_wait:
-                        raise ServiceUnavailable(
-                            f"{failed}; Retry-After asks {wait:g} s, more than the "
-                            f"{self._max_retry_wait:g} s one call may wait",
-                            retry_after=wait,
-                        ) from None
-                if waited + wait > budget:
-                    raise ServiceUnavailable(
-                        f"{failed}; gave up after waiting {waited:g} s"
-                    ) from None
-                log.warning("%s; trying again in %.2f s", failed, wait)
-                self._sleep(wait)
-                waited += wait
-        raise AssertionError("unreachable: the last attempt returns or raises")
-
-    def _send_once(
-        self,
-        method: str,
-        url: str,
-        what: str,
-        headers: Mapping[str, str],
-        kwargs: Mapping[str, Any],
-    ) -> requests.Response:
-        try:
-            response = self._session.request(
-                method, url, headers=dict(headers), timeout=self._timeout, **kwargs
-            )
-        except requests.Timeout:
-            # Not tried again: one call must not take much longer than the timeout.
-            raise ServiceUnavailable(
-                f"MediaHaven did not answer {what} within {self._timeout:g} s"
-            ) from None
-        except requests.RequestException as exc:
-            raise _Transient(f"{type(exc).__name__}: {self._snippet(str(exc))}") from None
-        status = response.status_code
-        if status == 429 or status >= 500:
-            raise _Transient(
-                f"answered {status}",
-                _retry_after(response.headers.get("Retry-After")),
-            )
-        return response
 
     # -- tokens -----------------------------------------------------------------------------
 
@@ -327,13 +262,13 @@ class MediaHavenRecords:
         self, path: str, form: Mapping[str, str], previous_refresh: str | None = None
     ) -> _Token:
         what = f"token request ({path})"
-        response = self._send(
+        response = self._http.send(
             "POST",
             f"{self._base}{path}",
-            what,
-            True,
-            {"Accept": "application/json"},
-            {"data": dict(form)},
+            what=what,
+            safe_to_repeat=True,
+            headers={"Accept": "application/json"},
+            data=dict(form),
         )
         if not 200 <= response.status_code < 300:
             # The body is left out: an OAuth error may echo what was sent.
@@ -341,7 +276,7 @@ class MediaHavenRecords:
             if 400 <= response.status_code < 500:
                 raise _GrantRefused(detail)
             raise ServiceUnavailable(f"MediaHaven {what} failed: {detail}")
-        body = self._json(response, what)
+        body = self._http.json_object(response, what)
         access = body.get("access_token")
         if not isinstance(access, str) or not access:
             raise ServiceUnavailable(f"MediaHaven {what} answered without an access_token")
@@ -364,43 +299,12 @@ class MediaHavenRecords:
         # A short-lived token is renewed halfway rather than at once on every call.
         return self._clock() + seconds - min(EXPIRY_MARGIN_SECONDS, seconds / 2)
 
-    # -- answers ----------------------------------------------------------------------------
-
-    def _json(self, response: requests.Response, what: str) -> dict[str, Any]:
-        try:
-            body = response.json()
-        except ValueError:
-            raise ServiceUnavailable(
-                f"MediaHaven answered {what} with something that is not JSON: "
-                f"{self._snippet(response.text)}"
-            ) from None
-        if not isinstance(body, dict):
-            raise ServiceUnavailable(f"MediaHaven answered {what} with JSON that is not an object")
-        return body
-
-    def _snippet(self, text: str) -> str:
-        text = " ".join(text.split())
-        if len(text) > SNIPPET_LENGTH:
-            text = text[:SNIPPET_LENGTH] + "…"
-        return self._redact(text) or "(empty body)"
-
-    def _redact(self, text: str) -> str:
-        """Whatever a server or library echoes back, no secret of ours leaves in a message."""
+    def _secrets(self) -> list[str | None]:
+        """What a server or library may echo back and no message may show."""
         secrets: list[str | None] = [self._password, self._client_secret]
         if self._token is not None:
             secrets += [self._token.access, self._token.refresh]
-        return redact(text, secrets)
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds; an HTTP date or nonsense counts as not given."""
-    if value is None:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return None
-    return max(seconds, 0.0) if math.isfinite(seconds) else None
+        return secrets
 
 
 def _next_start(page: Mapping[str, Any], asked_start: int, received: int) -> int | None:
