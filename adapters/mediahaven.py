@@ -1,17 +1,17 @@
-"""MediaHaven's records over its REST API v2 (SPEC 4.1).
+"""MediaHaven's records over its REST API v2 (SPEC 4.1): search, relation update, delete.
 
-Every failure is sorted into the domain's split: what a later attempt may fix
-(no answer, 5xx, 429, refused credentials) is `ServiceUnavailable`; a request
-MediaHaven refuses for good (another 4xx) is `Rejected`.
+Each call carries a token from `mediahaven_auth` and goes through `http_calls`,
+which tries it again where that may help. Every failure is sorted into the
+domain's split: what a later attempt may fix (no answer, 5xx, 429, refused
+credentials) is `ServiceUnavailable`; a request MediaHaven refuses for good
+(another 4xx) is `Rejected`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -19,16 +19,13 @@ import requests
 
 from s3_events_handler.adapters import sidecar_xml
 from s3_events_handler.adapters.http_calls import HttpService, RetryPolicy
+from s3_events_handler.adapters.mediahaven_auth import MediaHavenTokens
 from s3_events_handler.domain.errors import Rejected, ServiceUnavailable
 from s3_events_handler.domain.model import Query, Record
 
 log = logging.getLogger(__name__)
 
 RECORDS_PATH = "mediahaven-rest-api/v2/records"
-PASSWORD_GRANT_PATH = "auth/ropc.php"
-REFRESH_GRANT_PATH = "auth/oauth2/token"
-# Renew this long before the token expires, so it cannot run out in flight.
-EXPIRY_MARGIN_SECONDS = 30.0
 # Pauses before the 2nd and 3rd try of an idempotent request, when no Retry-After says otherwise.
 BACKOFF_SECONDS = (0.5, 1.0)
 # All pauses of one request together; the retry queue does the long waits.
@@ -47,17 +44,6 @@ def render_query(query: Query) -> str:
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
-
-
-@dataclass(frozen=True, slots=True)
-class _Token:
-    access: str
-    refresh: str | None
-    renew_at: float | None
-
-
-class _GrantRefused(Exception):
-    """The token endpoint refused a grant (4xx): worth a password grant after a refresh."""
 
 
 class MediaHavenRecords:
@@ -85,13 +71,7 @@ class MediaHavenRecords:
         if page_size < 1:
             raise ValueError(f"page_size must be at least 1, not {page_size}")
         self._base = base_url.rstrip("/") + "/"
-        self._client_id = client_id
-        self._client_secret = client_secret
-        self._username = username
-        self._password = password
         self._page_size = page_size
-        self._clock = clock
-        self._token: _Token | None = None
         self._http = HttpService(
             session=session,
             name="MediaHaven",
@@ -102,7 +82,17 @@ class MediaHavenRecords:
                 budget=max(RETRY_BUDGET_SECONDS, max_retry_wait),
             ),
             sleep=sleep,
-            secrets=self._secrets,
+            # Asked when a message is written, by then set: tokens change as they are renewed.
+            secrets=lambda: self._tokens.secrets(),
+        )
+        self._tokens = MediaHavenTokens(
+            http=self._http,
+            base_url=base_url,
+            client_id=client_id,
+            client_secret=client_secret,
+            username=username,
+            password=password,
+            clock=clock,
         )
 
     # -- the port -------------------------------------------------------------------------
@@ -180,25 +170,19 @@ class MediaHavenRecords:
         gone_is_fine: bool = False,
         **kwargs: Any,
     ) -> requests.Response:
-        """One authorised request; a refused token is renewed and the request sent once more."""
+        """One authorised request; its answer, or `Rejected` for a client error."""
 
-        def send() -> requests.Response:
-            authorised = {**(headers or {}), "Authorization": f"Bearer {self._access_token()}"}
+        def send(authorisation: Mapping[str, str]) -> requests.Response:
             return self._http.send(
-                method, url, what=what, safe_to_repeat=safe_to_repeat, headers=authorised, **kwargs
+                method,
+                url,
+                what=what,
+                safe_to_repeat=safe_to_repeat,
+                headers={**(headers or {}), **authorisation},
+                **kwargs,
             )
 
-        response = send()
-        if response.status_code == 401:
-            log.info("MediaHaven refused the access token for %s; renewing it", what)
-            self._renew()
-            response = send()
-            if response.status_code == 401:
-                self._token = None
-                raise ServiceUnavailable(
-                    f"MediaHaven answered 401 to {what} with a freshly issued token; "
-                    "check the API user's rights and credentials"
-                )
+        response = self._tokens.send_authorised(send, what)
         status = response.status_code
         if 200 <= status < 300 or (gone_is_fine and status == 404):
             return response
@@ -207,104 +191,6 @@ class MediaHavenRecords:
                 f"MediaHaven answered {status} to {what}: {self._http.snippet(response.text)}"
             )
         raise ServiceUnavailable(f"MediaHaven answered an unexpected {status} to {what}")
-
-    # -- tokens -----------------------------------------------------------------------------
-
-    def _access_token(self) -> str:
-        token = self._token
-        if token is None:
-            token = self._password_grant()
-        elif token.renew_at is not None and self._clock() >= token.renew_at:
-            log.info("MediaHaven access token is about to expire; renewing it")
-            token = self._renew()
-        return token.access
-
-    def _renew(self) -> _Token:
-        """Refresh the token, or ask for a new one when there is nothing to refresh or it fails."""
-        token = self._token
-        self._token = None
-        if token is not None and token.refresh is not None:
-            try:
-                return self._grant(
-                    REFRESH_GRANT_PATH,
-                    {
-                        "grant_type": "refresh_token",
-                        "refresh_token": token.refresh,
-                        "client_id": self._client_id,
-                        "client_secret": self._client_secret,
-                    },
-                    previous_refresh=token.refresh,
-                )
-            except _GrantRefused as refused:
-                log.info("MediaHaven refused the token refresh (%s); logging in anew", refused)
-        return self._password_grant()
-
-    def _password_grant(self) -> _Token:
-        try:
-            return self._grant(
-                PASSWORD_GRANT_PATH,
-                {
-                    "grant_type": "password",
-                    "username": self._username,
-                    "password": self._password,
-                    "client_id": self._client_id,
-                    "client_secret": self._client_secret,
-                },
-            )
-        except _GrantRefused as refused:
-            # Transient: an operator fixes the credentials and the waiting events go through.
-            raise ServiceUnavailable(
-                f"MediaHaven refused the API credentials ({refused}); check "
-                "MEDIAHAVEN_API_USERNAME, _PASSWD, _CLIENT_ID and _CLIENT_SECRET"
-            ) from None
-
-    def _grant(
-        self, path: str, form: Mapping[str, str], previous_refresh: str | None = None
-    ) -> _Token:
-        what = f"token request ({path})"
-        response = self._http.send(
-            "POST",
-            f"{self._base}{path}",
-            what=what,
-            safe_to_repeat=True,
-            headers={"Accept": "application/json"},
-            data=dict(form),
-        )
-        if not 200 <= response.status_code < 300:
-            # The body is left out: an OAuth error may echo what was sent.
-            detail = f"HTTP {response.status_code} from {path}"
-            if 400 <= response.status_code < 500:
-                raise _GrantRefused(detail)
-            raise ServiceUnavailable(f"MediaHaven {what} failed: {detail}")
-        body = self._http.json_object(response, what)
-        access = body.get("access_token")
-        if not isinstance(access, str) or not access:
-            raise ServiceUnavailable(f"MediaHaven {what} answered without an access_token")
-        refresh = body.get("refresh_token")
-        if not isinstance(refresh, str) or not refresh:
-            # RFC 6749 6: without a new refresh token, the old one stays good.
-            refresh = previous_refresh
-        self._token = _Token(access, refresh, self._renew_at(body.get("expires_in")))
-        return self._token
-
-    def _renew_at(self, expires_in: object) -> float | None:
-        if isinstance(expires_in, bool) or not isinstance(expires_in, int | float | str):
-            return None
-        try:
-            seconds = float(expires_in)
-        except ValueError:
-            return None
-        if not math.isfinite(seconds) or seconds <= 0:
-            return None
-        # A short-lived token is renewed halfway rather than at once on every call.
-        return self._clock() + seconds - min(EXPIRY_MARGIN_SECONDS, seconds / 2)
-
-    def _secrets(self) -> list[str | None]:
-        """What a server or library may echo back and no message may show."""
-        secrets: list[str | None] = [self._password, self._client_secret]
-        if self._token is not None:
-            secrets += [self._token.access, self._token.refresh]
-        return secrets
 
 
 def _next_start(page: Mapping[str, Any], asked_start: int, received: int) -> int | None:
