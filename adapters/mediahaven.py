@@ -19,13 +19,15 @@ import requests
 
 from s3_events_handler.adapters import sidecar_xml
 from s3_events_handler.adapters.http_calls import HttpService, RetryPolicy
-from s3_events_handler.adapters.mediahaven_auth import MediaHavenTokens
+from s3_events_handler.adapters.mediahaven_auth import ApiCredentials, MediaHavenTokens
 from s3_events_handler.domain.errors import Rejected, ServiceUnavailable
 from s3_events_handler.domain.model import Query, Record
 
 log = logging.getLogger(__name__)
 
 RECORDS_PATH = "mediahaven-rest-api/v2/records"
+# Sending one of these again has the effect of sending it once (RFC 9110, 9.2.2).
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 # Pauses before the 2nd and 3rd try of an idempotent request, when no Retry-After says otherwise.
 BACKOFF_SECONDS = (0.5, 1.0)
 # All pauses of one request together; the retry queue does the long waits.
@@ -85,14 +87,9 @@ class MediaHavenRecords:
             # Asked when a message is written, by then set: tokens change as they are renewed.
             secrets=lambda: self._tokens.secrets(),
         )
+        credentials = ApiCredentials(client_id, client_secret, username, password)
         self._tokens = MediaHavenTokens(
-            http=self._http,
-            base_url=base_url,
-            client_id=client_id,
-            client_secret=client_secret,
-            username=username,
-            password=password,
-            clock=clock,
+            http=self._http, base_url=base_url, credentials=credentials, clock=clock
         )
 
     # -- the port -------------------------------------------------------------------------
@@ -110,7 +107,6 @@ class MediaHavenRecords:
                     "GET",
                     f"{self._base}{RECORDS_PATH}?{params}",
                     what="search",
-                    safe_to_repeat=True,
                     headers={"Accept": "application/json"},
                 ),
                 "search",
@@ -126,12 +122,12 @@ class MediaHavenRecords:
             start = following
 
     def add_relation(self, fragment_id: str, related_pid: str, reason: str) -> None:
-        # Not idempotent as far as we know: a failure is reported, the retry queue tries again.
+        # A POST, not idempotent as far as we know: not sent again within the call; a
+        # failure is reported and the retry queue tries again.
         self._call(
             "POST",
             self._record_url(fragment_id),
             what=f"update of record {fragment_id}",
-            safe_to_repeat=False,
             files={
                 "metadata": (
                     "metadata.xml",
@@ -147,7 +143,6 @@ class MediaHavenRecords:
             "DELETE",
             self._record_url(fragment_id),
             what=f"delete of record {fragment_id}",
-            safe_to_repeat=True,
             json={"Reason": reason},
             gone_is_fine=True,
         )
@@ -165,21 +160,23 @@ class MediaHavenRecords:
         url: str,
         *,
         what: str,
-        safe_to_repeat: bool,
         headers: Mapping[str, str] | None = None,
         gone_is_fine: bool = False,
-        **kwargs: Any,
+        **body: Any,
     ) -> requests.Response:
-        """One authorised request; its answer, or `Rejected` for a client error."""
+        """One authorised request; its answer, or `Rejected` for a client error.
+
+        Only an idempotent method is sent again after a transient failure.
+        """
 
         def send(authorisation: Mapping[str, str]) -> requests.Response:
             return self._http.send(
                 method,
                 url,
                 what=what,
-                safe_to_repeat=safe_to_repeat,
+                safe_to_repeat=method in IDEMPOTENT_METHODS,
                 headers={**(headers or {}), **authorisation},
-                **kwargs,
+                **body,
             )
 
         response = self._tokens.send_authorised(send, what)

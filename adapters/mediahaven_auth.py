@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import requests
 
@@ -28,6 +28,16 @@ EXPIRY_MARGIN_SECONDS = 30.0
 
 # A request sent with the given headers (the Authorization header), answered.
 AuthorisedRequest = Callable[[Mapping[str, str]], requests.Response]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiCredentials:
+    """The API user MediaHaven issues tokens to; secrets are kept out of its repr."""
+
+    client_id: str
+    client_secret: str = field(repr=False)
+    username: str
+    password: str = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,18 +63,12 @@ class MediaHavenTokens:
         *,
         http: HttpService,
         base_url: str,
-        client_id: str,
-        client_secret: str,
-        username: str,
-        password: str,
+        credentials: ApiCredentials,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._http = http
         self._base = base_url.rstrip("/") + "/"
-        self._client_id = client_id
-        self._client_secret = client_secret
-        self._username = username
-        self._password = password
+        self._credentials = credentials
         self._clock = clock
         self._token: _Token | None = None
 
@@ -90,7 +94,7 @@ class MediaHavenTokens:
 
     def secrets(self) -> list[str | None]:
         """What a server or library may echo back and no message may show."""
-        secrets: list[str | None] = [self._password, self._client_secret]
+        secrets: list[str | None] = [self._credentials.password, self._credentials.client_secret]
         if self._token is not None:
             secrets += [self._token.access, self._token.refresh]
         return secrets
@@ -115,12 +119,7 @@ class MediaHavenTokens:
             try:
                 return self._grant(
                     REFRESH_GRANT_PATH,
-                    {
-                        "grant_type": "refresh_token",
-                        "refresh_token": token.refresh,
-                        "client_id": self._client_id,
-                        "client_secret": self._client_secret,
-                    },
+                    {"grant_type": "refresh_token", "refresh_token": token.refresh},
                     previous_refresh=token.refresh,
                 )
             except _GrantRefused as refused:
@@ -129,14 +128,13 @@ class MediaHavenTokens:
 
     def _password_grant(self) -> _Token:
         try:
+            credentials = self._credentials
             return self._grant(
                 PASSWORD_GRANT_PATH,
                 {
                     "grant_type": "password",
-                    "username": self._username,
-                    "password": self._password,
-                    "client_id": self._client_id,
-                    "client_secret": self._client_secret,
+                    "username": credentials.username,
+                    "password": credentials.password,
                 },
             )
         except _GrantRefused as refused:
@@ -147,16 +145,18 @@ class MediaHavenTokens:
             ) from None
 
     def _grant(
-        self, path: str, form: Mapping[str, str], previous_refresh: str | None = None
+        self, path: str, grant: Mapping[str, str], previous_refresh: str | None = None
     ) -> _Token:
+        """A token for `grant`'s fields, which every grant sends with the client's own."""
         what = f"token request ({path})"
+        client = self._credentials
         response = self._http.send(
             "POST",
             f"{self._base}{path}",
             what=what,
             safe_to_repeat=True,
             headers={"Accept": "application/json"},
-            data=dict(form),
+            data={**grant, "client_id": client.client_id, "client_secret": client.client_secret},
         )
         if not 200 <= response.status_code < 300:
             # The body is left out: an OAuth error may echo what was sent.
@@ -188,4 +188,10 @@ class MediaHavenTokens:
         return self._clock() + seconds - min(EXPIRY_MARGIN_SECONDS, seconds / 2)
 
 
-__all__ = ["PASSWORD_GRANT_PATH", "REFRESH_GRANT_PATH", "AuthorisedRequest", "MediaHavenTokens"]
+__all__ = [
+    "PASSWORD_GRANT_PATH",
+    "REFRESH_GRANT_PATH",
+    "ApiCredentials",
+    "AuthorisedRequest",
+    "MediaHavenTokens",
+]
