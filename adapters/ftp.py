@@ -25,6 +25,7 @@ from typing import Any, Self
 from urllib.parse import urlsplit
 
 from s3_events_handler.adapters import sidecar_xml
+from s3_events_handler.adapters.redaction import Redactor
 from s3_events_handler.domain.errors import Rejected, ServiceUnavailable
 from s3_events_handler.domain.model import Sidecar
 
@@ -147,6 +148,8 @@ class FtpTransportServer:
         self._hostname, self._port = parse_ftp_host(host)
         self._user = user
         self._password = password
+        # Servers sometimes echo what they were sent; no reply quoted in a message shows it.
+        self._scrub = Redactor([password]).redact
         self._session_class: Callable[..., ftplib.FTP] = ftputil.session.session_factory(
             base_class=_timed_ftp(timeout),
             port=self._port,
@@ -365,7 +368,3 @@ class FtpTransportServer:
                 session.close()
         except (ftputil.error.FTPError, OSError, EOFError) as error:
             logger.debug("closing the FTP connection failed: %s", _reply(error))
-
-    def _scrub(self, text: str) -> str:
-        """Servers sometimes echo what they were sent; never let the password through."""
-        return text.replace(self._password, "***") if self._password else text

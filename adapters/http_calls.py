@@ -1,25 +1,202 @@
-"""What the small JSON services (PID, Organisations) share: one request, a couple of tries."""
+"""HTTP calls and their few quick tries: the one retry mechanism of every HTTP adapter.
+
+A request is sent again after a short pause when another try may help (a refused or
+broken connection, a 5xx, a 429 from a service whose Retry-After is read) and the
+caller says it is safe to repeat. A timeout is not tried again, so one call never
+takes much longer than the timeout. The long waits are the retry queue's (SPEC 6).
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import requests
 
+from s3_events_handler.adapters.redaction import redact
 from s3_events_handler.domain.errors import ServiceUnavailable
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
-# Pauses between the tries of one call: the retry queue does the long waits.
+# Pauses between the tries of one call to a small JSON service (PID, Organisations).
 BACKOFF_SECONDS = (0.25, 0.75)
+SNIPPET_LENGTH = 200
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How one call tries again within itself.
+
+    `pauses` come before the 2nd, 3rd, ... try. With `max_retry_after` set, the
+    service's Retry-After is read: it replaces the pause, a 429 is tried again too,
+    and a Retry-After longer than `max_retry_after` ends the call at once, the wait
+    left to the retry queue. Without it, a 429 ends the call at once: a quick retry
+    would only press a service that asked us to slow down. `budget` bounds all pauses
+    of one call together.
+    """
+
+    pauses: tuple[float, ...]
+    max_retry_after: float | None = None
+    budget: float = math.inf
+
+
+class _TryAgain(Exception):
+    """A failure another try of the same request may fix."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class HttpService:
+    """One service over HTTP: its session, timeout and retry policy.
+
+    `secrets` is asked for what no message may show each time one is written, as
+    secrets such as access tokens change. Headers go on each request, never on the
+    session, which may be shared with adapters for other hosts.
+    """
+
+    def __init__(
+        self,
+        *,
+        session: requests.Session,
+        name: str,
+        timeout: float,
+        retries: RetryPolicy,
+        sleep: Callable[[float], None] = time.sleep,
+        secrets: Callable[[], Iterable[str | None]] = tuple,
+    ) -> None:
+        self.name = name
+        self._session = session
+        self._timeout = timeout
+        self._retries = retries
+        self._sleep = sleep
+        self._secrets = secrets
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        what: str,
+        safe_to_repeat: bool,
+        headers: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """The answer to one request; no answer, a 5xx or a 429 is `ServiceUnavailable`.
+
+        A request `safe_to_repeat` is sent again after a failure another try may fix,
+        as often as the policy allows.
+        """
+        pauses = self._retries.pauses
+        waited = 0.0
+        for attempt in range(len(pauses) + 1):
+            try:
+                return self._send_once(method, url, what, headers, kwargs)
+            except _TryAgain as failure:
+                if not safe_to_repeat or attempt == len(pauses):
+                    raise ServiceUnavailable(
+                        failure.reason, retry_after=failure.retry_after
+                    ) from None
+                pause = self._pause(failure, pauses[attempt], waited)
+                log.warning("%s; trying again in %.2f s", failure.reason, pause)
+                self._sleep(pause)
+                waited += pause
+        raise AssertionError("unreachable: the last try returns or raises")
+
+    def snippet(self, text: str) -> str:
+        """What a server or library said, on one line, short, and without our secrets."""
+        # Masked before it is cut: a secret cut in two would no longer be recognised.
+        text = redact(" ".join(text.split()), self._secrets())
+        if len(text) > SNIPPET_LENGTH:
+            text = text[:SNIPPET_LENGTH] + "…"
+        return text or "(empty body)"
+
+    def json_object(self, response: requests.Response, what: str) -> dict[str, Any]:
+        """The answer's JSON object; anything else is nonsense a later try may not repeat."""
+        try:
+            body = response.json()
+        except ValueError:
+            raise ServiceUnavailable(
+                f"{self.name} answered {what} with something that is not JSON: "
+                f"{self.snippet(response.text)}"
+            ) from None
+        if not isinstance(body, dict):
+            raise ServiceUnavailable(f"{self.name} answered {what} with JSON that is not an object")
+        return body
+
+    def _send_once(
+        self,
+        method: str,
+        url: str,
+        what: str,
+        headers: Mapping[str, str] | None,
+        kwargs: Mapping[str, Any],
+    ) -> requests.Response:
+        try:
+            response = self._session.request(
+                method, url, headers=dict(headers or {}), timeout=self._timeout, **kwargs
+            )
+        except requests.Timeout:
+            raise ServiceUnavailable(
+                f"{self.name} timed out: did not answer {what} within {self._timeout:g} s"
+            ) from None
+        except requests.RequestException as error:
+            reason = f"{type(error).__name__}: {self.snippet(str(error))}"
+            if isinstance(error, requests.ConnectionError):
+                raise _TryAgain(f"{self.name} unreachable for {what}: {reason}") from None
+            raise _TryAgain(f"{self.name}: {what} failed: {reason}") from None
+        status = response.status_code
+        if status < 500 and status != 429:
+            return response
+        failed = f"{self.name} answered {status} to {what}"
+        reads_retry_after = self._retries.max_retry_after is not None
+        if status == 429 and not reads_retry_after:
+            raise ServiceUnavailable(failed)
+        retry_after = (
+            _retry_after(response.headers.get("Retry-After")) if reads_retry_after else None
+        )
+        raise _TryAgain(failed, retry_after)
+
+    def _pause(self, failure: _TryAgain, backoff: float, waited: float) -> float:
+        """The pause before the next try; `ServiceUnavailable` when it does not fit this call."""
+        pause = backoff
+        if failure.retry_after is not None:
+            pause = failure.retry_after
+            cap = self._retries.max_retry_after
+            if cap is not None and pause > cap:
+                raise ServiceUnavailable(
+                    f"{failure.reason}; Retry-After asks {pause:g} s, more than the "
+                    f"{cap:g} s one call may wait",
+                    retry_after=pause,
+                ) from None
+        if waited + pause > self._retries.budget:
+            raise ServiceUnavailable(
+                f"{failure.reason}; gave up after waiting {waited:g} s"
+            ) from None
+        return pause
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds; an HTTP date or nonsense counts as not given."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
 class JsonServiceClient:
-    """What a client of one small JSON service keeps: its session, URL, timeout and pause."""
+    """A client of one small JSON service (PID, Organisations) at one URL."""
+
+    NAME: ClassVar[str]  # the service, as messages name it
 
     def __init__(
         self,
@@ -29,49 +206,29 @@ class JsonServiceClient:
         timeout: float,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self._session = session
         self._url = url
-        self._timeout = timeout
-        self._sleep = sleep
-
-
-class TryAgain(Exception):
-    """A failure worth another try within the same call (5xx, refused connection)."""
-
-
-def with_retries(call: Callable[[], T], *, service: str, sleep: Callable[[float], None]) -> T:
-    """`call`, tried again after each `TryAgain` until the backoff runs out."""
-    for pause in (*BACKOFF_SECONDS, None):
-        try:
-            return call()
-        except TryAgain as failure:
-            if pause is None:
-                raise ServiceUnavailable(str(failure)) from failure
-            log.warning("%s failed, trying again: %s", service, failure)
-            sleep(pause)
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def send(
-    session: requests.Session, method: str, url: str, *, service: str, timeout: float, **kwargs: Any
-) -> requests.Response:
-    """One request; transport failures and 5xx become domain errors.
-
-    A timeout is not tried again, so one call never takes much longer than `timeout`.
-    """
-    try:
-        response = session.request(
-            method, url, timeout=timeout, headers={"Accept": "application/json"}, **kwargs
+        self._http = HttpService(
+            session=session,
+            name=self.NAME,
+            timeout=timeout,
+            retries=RetryPolicy(pauses=BACKOFF_SECONDS),
+            sleep=sleep,
         )
-    except requests.Timeout as error:
-        raise ServiceUnavailable(f"{service} timed out: {error}") from error
-    except requests.ConnectionError as error:
-        raise TryAgain(f"{service} unreachable: {error}") from error
-    except requests.RequestException as error:
-        raise ServiceUnavailable(f"{service} request failed: {error}") from error
-    if response.status_code >= 500:
-        raise TryAgain(f"{service} answered {response.status_code}")
-    return response
+
+    def _ask(self, method: str, *, what: str, **kwargs: Any) -> requests.Response:
+        """One call, sent again after a 5xx or a connection error.
+
+        Every call of these services is safe to repeat: a lookup changes nothing, and
+        a PID minted and then lost is harmless.
+        """
+        return self._http.send(
+            method,
+            self._url,
+            what=what,
+            safe_to_repeat=True,
+            headers={"Accept": "application/json"},
+            **kwargs,
+        )
 
 
 def json_of(response: requests.Response, *, service: str) -> Any:
@@ -79,3 +236,6 @@ def json_of(response: requests.Response, *, service: str) -> Any:
         return response.json()
     except ValueError as error:
         raise ServiceUnavailable(f"{service} answered something other than JSON") from error
+
+
+__all__ = ["BACKOFF_SECONDS", "HttpService", "JsonServiceClient", "RetryPolicy", "json_of"]

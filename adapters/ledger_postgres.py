@@ -8,28 +8,35 @@ from typing import Any
 
 import psycopg
 
+from s3_events_handler.adapters.ledger_sql import SqlLedger, ledger_table
 from s3_events_handler.domain.errors import ServiceUnavailable
-from s3_events_handler.domain.model import LedgerEntry, Step
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS s3_events_ledger (
-    identity   TEXT PRIMARY KEY,
-    pid        TEXT,
-    step       SMALLINT NOT NULL,
-    updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
-)
-"""
+SCHEMA = ledger_table(step_type="SMALLINT", updated_at_type="TIMESTAMPTZ DEFAULT now()")
 
 
-class PostgresLedger:
+class PostgresLedger(SqlLedger):
     """Each statement commits on its own; concurrent claims of one event agree on one PID.
 
     Opening it connects, so an unreachable database stops the start rather than the first
     event, and prunes old entries once; a connection that died is opened again once, without
     pruning, so a reconnect never forgets an event still being retried.
     """
+
+    RECALL = "SELECT pid, step FROM s3_events_ledger WHERE identity = %s"
+    CLAIM_PID = (
+        "INSERT INTO s3_events_ledger AS l (identity, pid, step) VALUES (%s, %s, %s) "
+        "ON CONFLICT (identity) DO UPDATE SET "
+        "pid = COALESCE(l.pid, EXCLUDED.pid), step = GREATEST(l.step, EXCLUDED.step), "
+        "updated_at = now() "
+        "RETURNING pid"
+    )
+    ADVANCE = (
+        "INSERT INTO s3_events_ledger AS l (identity, pid, step) VALUES (%s, NULL, %s) "
+        "ON CONFLICT (identity) DO UPDATE SET "
+        "step = GREATEST(l.step, EXCLUDED.step), updated_at = now()"
+    )
 
     def __init__(self, dsn: str, *, retention_days: float = 30, timeout: float = 10) -> None:
         self._dsn = dsn
@@ -52,31 +59,6 @@ class PostgresLedger:
             raise ServiceUnavailable(f"ledger database: {_one_line(error)}") from None
         log.info(
             "ledger in PostgreSQL; %d entries older than %s days pruned", pruned, retention_days
-        )
-
-    def recall(self, identity: str) -> LedgerEntry | None:
-        rows = self._query(
-            "SELECT pid, step FROM s3_events_ledger WHERE identity = %s", (identity,)
-        )
-        return LedgerEntry(identity, rows[0][0], Step(rows[0][1])) if rows else None
-
-    def claim_pid(self, identity: str, pid: str) -> str:
-        rows = self._query(
-            "INSERT INTO s3_events_ledger AS l (identity, pid, step) VALUES (%s, %s, %s) "
-            "ON CONFLICT (identity) DO UPDATE SET "
-            "pid = COALESCE(l.pid, EXCLUDED.pid), step = GREATEST(l.step, EXCLUDED.step), "
-            "updated_at = now() "
-            "RETURNING pid",
-            (identity, pid, int(Step.PID_CLAIMED)),
-        )
-        return str(rows[0][0])
-
-    def advance(self, identity: str, step: Step) -> None:
-        self._query(
-            "INSERT INTO s3_events_ledger AS l (identity, pid, step) VALUES (%s, NULL, %s) "
-            "ON CONFLICT (identity) DO UPDATE SET "
-            "step = GREATEST(l.step, EXCLUDED.step), updated_at = now()",
-            (identity, int(step)),
         )
 
     def close(self) -> None:

@@ -9,26 +9,40 @@ import time
 from pathlib import Path
 from typing import Any
 
+from s3_events_handler.adapters.ledger_sql import SqlLedger, ledger_table
 from s3_events_handler.domain.errors import ServiceUnavailable
-from s3_events_handler.domain.model import LedgerEntry, Step
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS s3_events_ledger (
-    identity   TEXT PRIMARY KEY,
-    pid        TEXT,
-    step       INTEGER NOT NULL,
-    updated_at REAL NOT NULL
-)
-"""
+SCHEMA = ledger_table(step_type="INTEGER", updated_at_type="REAL")
+# Now, in seconds since the epoch like time.time(), which the pruning at start compares
+# with. (unixepoch('subsec') says it shorter, but needs SQLite 3.42.)
+_NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 
 
-class SqliteLedger:
+class SqliteLedger(SqlLedger):
     """Each write is committed (WAL, synchronous FULL) before the call returns.
 
     One connection, shared by the consumer's worker threads one at a time.
     """
+
+    RECALL = "SELECT pid, step FROM s3_events_ledger WHERE identity = ?"
+    CLAIM_PID = (
+        "INSERT INTO s3_events_ledger (identity, pid, step, updated_at) "
+        f"VALUES (?, ?, ?, {_NOW}) "
+        "ON CONFLICT (identity) DO UPDATE SET "
+        "pid = COALESCE(s3_events_ledger.pid, excluded.pid), "
+        "step = MAX(s3_events_ledger.step, excluded.step), "
+        "updated_at = excluded.updated_at "
+        "RETURNING pid"
+    )
+    ADVANCE = (
+        "INSERT INTO s3_events_ledger (identity, pid, step, updated_at) "
+        f"VALUES (?, NULL, ?, {_NOW}) "
+        "ON CONFLICT (identity) DO UPDATE SET "
+        "step = MAX(s3_events_ledger.step, excluded.step), "
+        "updated_at = excluded.updated_at"
+    )
 
     def __init__(self, path: Path | str, *, retention_days: float = 30) -> None:
         self._path = str(path)
@@ -47,31 +61,6 @@ class SqliteLedger:
             raise ServiceUnavailable(f"ledger {self._path} cannot be opened: {error}") from error
         log.info(
             "ledger at %s (%d entries older than %s days pruned)", path, pruned, retention_days
-        )
-
-    def recall(self, identity: str) -> LedgerEntry | None:
-        rows = self._query("SELECT pid, step FROM s3_events_ledger WHERE identity = ?", (identity,))
-        return LedgerEntry(identity, rows[0][0], Step(rows[0][1])) if rows else None
-
-    def claim_pid(self, identity: str, pid: str) -> str:
-        rows = self._query(
-            "INSERT INTO s3_events_ledger (identity, pid, step, updated_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (identity) DO UPDATE SET "
-            "pid = COALESCE(s3_events_ledger.pid, excluded.pid), "
-            "step = MAX(s3_events_ledger.step, excluded.step), "
-            "updated_at = excluded.updated_at "
-            "RETURNING pid",
-            (identity, pid, int(Step.PID_CLAIMED), time.time()),
-        )
-        return str(rows[0][0])
-
-    def advance(self, identity: str, step: Step) -> None:
-        self._query(
-            "INSERT INTO s3_events_ledger (identity, pid, step, updated_at) VALUES (?, NULL, ?, ?) "
-            "ON CONFLICT (identity) DO UPDATE SET "
-            "step = MAX(s3_events_ledger.step, excluded.step), "
-            "updated_at = excluded.updated_at",
-            (identity, int(step), time.time()),
         )
 
     def close(self) -> None:

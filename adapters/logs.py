@@ -8,7 +8,11 @@ import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-MASK = "***"
+from s3_events_handler.adapters.redaction import Redactor
+
+# Shorter secrets are not masked in log output: a two-letter one would mask that pair of
+# letters in every line, and the log would say nothing any more.
+SHORTEST_MASKED_SECRET = 4
 
 
 class JsonFormatter(logging.Formatter):
@@ -31,20 +35,15 @@ class MaskSecrets(logging.Filter):
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
-        # Longest first, so a secret containing another is masked whole.
-        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
-
-    def mask(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, MASK)
-        return text
+        self._redactor = Redactor(secrets, shortest=SHORTEST_MASKED_SECRET)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self._secrets:
-            message = self.mask(record.getMessage())
+        if self._redactor:
+            mask = self._redactor.redact
+            message = mask(record.getMessage())
             if record.exc_info:
                 exception = logging.Formatter().formatException(record.exc_info)
-                message = f"{message}\n{self.mask(exception)}"
+                message = f"{message}\n{mask(exception)}"
                 record.exc_info = None
                 record.exc_text = None
             record.msg, record.args = message, None

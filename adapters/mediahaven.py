@@ -1,38 +1,37 @@
-"""MediaHaven's records over its REST API v2 (SPEC 4.1).
+"""MediaHaven's records over its REST API v2 (SPEC 4.1): search, relation update, delete.
 
-Every failure is sorted into the domain's split: what a later attempt may fix
-(no answer, 5xx, 429, refused credentials) is `ServiceUnavailable`; a request
-MediaHaven refuses for good (another 4xx) is `Rejected`.
+Each call carries a token from `mediahaven_auth` and goes through `http_calls`,
+which tries it again where that may help. Every failure is sorted into the
+domain's split: what a later attempt may fix (no answer, 5xx, 429, refused
+credentials) is `ServiceUnavailable`; a request MediaHaven refuses for good
+(another 4xx) is `Rejected`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import requests
 
 from s3_events_handler.adapters import sidecar_xml
+from s3_events_handler.adapters.http_calls import HttpService, RetryPolicy
+from s3_events_handler.adapters.mediahaven_auth import ApiCredentials, MediaHavenTokens
 from s3_events_handler.domain.errors import Rejected, ServiceUnavailable
 from s3_events_handler.domain.model import Query, Record
 
 log = logging.getLogger(__name__)
 
 RECORDS_PATH = "mediahaven-rest-api/v2/records"
-PASSWORD_GRANT_PATH = "auth/ropc.php"
-REFRESH_GRANT_PATH = "auth/oauth2/token"
-# Renew this long before the token expires, so it cannot run out in flight.
-EXPIRY_MARGIN_SECONDS = 30.0
+# Sending one of these again has the effect of sending it once (RFC 9110, 9.2.2).
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 # Pauses before the 2nd and 3rd try of an idempotent request, when no Retry-After says otherwise.
 BACKOFF_SECONDS = (0.5, 1.0)
 # All pauses of one request together; the retry queue does the long waits.
 RETRY_BUDGET_SECONDS = 3.0
-SNIPPET_LENGTH = 200
 
 
 def render_query(query: Query) -> str:
@@ -49,31 +48,11 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
-@dataclass(frozen=True, slots=True)
-class _Token:
-    access: str
-    refresh: str | None
-    renew_at: float | None
-
-
-class _Transient(Exception):
-    """A failure another try within the same call may fix (no answer, 5xx, 429)."""
-
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
-
-
-class _GrantRefused(Exception):
-    """The token endpoint refused a grant (4xx): worth a password grant after a refresh."""
-
-
 class MediaHavenRecords:
     """The `ArchiveRecords` port over MediaHaven's REST API v2.
 
-    Authorisation headers go on each request, never on the session, which may be
-    shared with adapters for other hosts. One instance serves one thread.
+    One instance serves one thread. `max_retry_wait` is the longest Retry-After one
+    call waits out; a longer one is left to the retry queue.
     """
 
     def __init__(
@@ -93,18 +72,25 @@ class MediaHavenRecords:
     ) -> None:
         if page_size < 1:
             raise ValueError(f"page_size must be at least 1, not {page_size}")
-        self._session = session
         self._base = base_url.rstrip("/") + "/"
-        self._client_id = client_id
-        self._client_secret = client_secret
-        self._username = username
-        self._password = password
-        self._timeout = timeout
         self._page_size = page_size
-        self._max_retry_wait = max_retry_wait
-        self._clock = clock
-        self._sleep = sleep
-        self._token: _Token | None = None
+        self._http = HttpService(
+            session=session,
+            name="MediaHaven",
+            timeout=timeout,
+            retries=RetryPolicy(
+                pauses=BACKOFF_SECONDS,
+                max_retry_after=max_retry_wait,
+                budget=max(RETRY_BUDGET_SECONDS, max_retry_wait),
+            ),
+            sleep=sleep,
+            # Asked when a message is written, by then set: tokens change as they are renewed.
+            secrets=lambda: self._tokens.secrets(),
+        )
+        credentials = ApiCredentials(client_id, client_secret, username, password)
+        self._tokens = MediaHavenTokens(
+            http=self._http, base_url=base_url, credentials=credentials, clock=clock
+        )
 
     # -- the port -------------------------------------------------------------------------
 
@@ -116,12 +102,11 @@ class MediaHavenRecords:
             params = urlencode(
                 {"q": q, "startIndex": start, "nrOfResults": self._page_size}, quote_via=quote
             )
-            page = self._json(
+            page = self._http.json_object(
                 self._call(
                     "GET",
                     f"{self._base}{RECORDS_PATH}?{params}",
                     what="search",
-                    idempotent=True,
                     headers={"Accept": "application/json"},
                 ),
                 "search",
@@ -137,12 +122,12 @@ class MediaHavenRecords:
             start = following
 
     def add_relation(self, fragment_id: str, related_pid: str, reason: str) -> None:
-        # Not idempotent as far as we know: a failure is reported, the retry queue tries again.
+        # A POST, not idempotent as far as we know: not sent again within the call; a
+        # failure is reported and the retry queue tries again.
         self._call(
             "POST",
             self._record_url(fragment_id),
             what=f"update of record {fragment_id}",
-            idempotent=False,
             files={
                 "metadata": (
                     "metadata.xml",
@@ -158,7 +143,6 @@ class MediaHavenRecords:
             "DELETE",
             self._record_url(fragment_id),
             what=f"delete of record {fragment_id}",
-            idempotent=True,
             json={"Reason": reason},
             gone_is_fine=True,
         )
@@ -176,234 +160,34 @@ class MediaHavenRecords:
         url: str,
         *,
         what: str,
-        idempotent: bool,
         headers: Mapping[str, str] | None = None,
         gone_is_fine: bool = False,
-        **kwargs: Any,
+        **body: Any,
     ) -> requests.Response:
-        """One authorised request; a refused token is renewed and the request sent once more."""
+        """One authorised request; its answer, or `Rejected` for a client error.
 
-        def send() -> requests.Response:
-            authorised = {**(headers or {}), "Authorization": f"Bearer {self._access_token()}"}
-            return self._send(method, url, what, idempotent, authorised, kwargs)
+        Only an idempotent method is sent again after a transient failure.
+        """
 
-        response = send()
-        if response.status_code == 401:
-            log.info("MediaHaven refused the access token for %s; renewing it", what)
-            self._renew()
-            response = send()
-            if response.status_code == 401:
-                self._token = None
-                raise ServiceUnavailable(
-                    f"MediaHaven answered 401 to {what} with a freshly issued token; "
-                    "check the API user's rights and credentials"
-                )
+        def send(authorisation: Mapping[str, str]) -> requests.Response:
+            return self._http.send(
+                method,
+                url,
+                what=what,
+                safe_to_repeat=method in IDEMPOTENT_METHODS,
+                headers={**(headers or {}), **authorisation},
+                **body,
+            )
+
+        response = self._tokens.send_authorised(send, what)
         status = response.status_code
         if 200 <= status < 300 or (gone_is_fine and status == 404):
             return response
         if 400 <= status < 500:
             raise Rejected(
-                f"MediaHaven answered {status} to {what}: {self._snippet(response.text)}"
+                f"MediaHaven answered {status} to {what}: {self._http.snippet(response.text)}"
             )
         raise ServiceUnavailable(f"MediaHaven answered an unexpected {status} to {what}")
-
-    def _send(
-        self,
-        method: str,
-        url: str,
-        what: str,
-        idempotent: bool,
-        headers: Mapping[str, str],
-        kwargs: Mapping[str, Any],
-    ) -> requests.Response:
-        """Send, trying an idempotent request again after a transient failure, within a budget."""
-        waited = 0.0
-        budget = max(RETRY_BUDGET_SECONDS, self._max_retry_wait)
-        for attempt in range(len(BACKOFF_SECONDS) + 1):
-            try:
-                return self._send_once(method, url, what, headers, kwargs)
-            except _Transient as failure:
-                failed = f"MediaHaven {what} failed: {failure.reason}"
-                if not idempotent or attempt == len(BACKOFF_SECONDS):
-                    raise ServiceUnavailable(failed, retry_after=failure.retry_after) from None
-                if failure.retry_after is None:
-                    wait = BACKOFF_SECONDS[attempt]
-                else:
-                    wait = failure.retry_after
-                    if wait > self._max_retry_wait:
-                        raise ServiceUnavailable(
-                            f"{failed}; Retry-After asks {wait:g} s, more than the "
-                            f"{self._max_retry_wait:g} s one call may wait",
-                            retry_after=wait,
-                        ) from None
-                if waited + wait > budget:
-                    raise ServiceUnavailable(
-                        f"{failed}; gave up after waiting {waited:g} s"
-                    ) from None
-                log.warning("%s; trying again in %.2f s", failed, wait)
-                self._sleep(wait)
-                waited += wait
-        raise AssertionError("unreachable: the last attempt returns or raises")
-
-    def _send_once(
-        self,
-        method: str,
-        url: str,
-        what: str,
-        headers: Mapping[str, str],
-        kwargs: Mapping[str, Any],
-    ) -> requests.Response:
-        try:
-            response = self._session.request(
-                method, url, headers=dict(headers), timeout=self._timeout, **kwargs
-            )
-        except requests.Timeout:
-            # Not tried again: one call must not take much longer than the timeout.
-            raise ServiceUnavailable(
-                f"MediaHaven did not answer {what} within {self._timeout:g} s"
-            ) from None
-        except requests.RequestException as exc:
-            raise _Transient(f"{type(exc).__name__}: {self._snippet(str(exc))}") from None
-        status = response.status_code
-        if status == 429 or status >= 500:
-            raise _Transient(
-                f"answered {status}",
-                _retry_after(response.headers.get("Retry-After")),
-            )
-        return response
-
-    # -- tokens -----------------------------------------------------------------------------
-
-    def _access_token(self) -> str:
-        token = self._token
-        if token is None:
-            token = self._password_grant()
-        elif token.renew_at is not None and self._clock() >= token.renew_at:
-            log.info("MediaHaven access token is about to expire; renewing it")
-            token = self._renew()
-        return token.access
-
-    def _renew(self) -> _Token:
-        """Refresh the token, or ask for a new one when there is nothing to refresh or it fails."""
-        token = self._token
-        self._token = None
-        if token is not None and token.refresh is not None:
-            try:
-                return self._grant(
-                    REFRESH_GRANT_PATH,
-                    {
-                        "grant_type": "refresh_token",
-                        "refresh_token": token.refresh,
-                        "client_id": self._client_id,
-                        "client_secret": self._client_secret,
-                    },
-                    previous_refresh=token.refresh,
-                )
-            except _GrantRefused as refused:
-                log.info("MediaHaven refused the token refresh (%s); logging in anew", refused)
-        return self._password_grant()
-
-    def _password_grant(self) -> _Token:
-        try:
-            return self._grant(
-                PASSWORD_GRANT_PATH,
-                {
-                    "grant_type": "password",
-                    "username": self._username,
-                    "password": self._password,
-                    "client_id": self._client_id,
-                    "client_secret": self._client_secret,
-                },
-            )
-        except _GrantRefused as refused:
-            # Transient: an operator fixes the credentials and the waiting events go through.
-            raise ServiceUnavailable(
-                f"MediaHaven refused the API credentials ({refused}); check "
-                "MEDIAHAVEN_API_USERNAME, _PASSWD, _CLIENT_ID and _CLIENT_SECRET"
-            ) from None
-
-    def _grant(
-        self, path: str, form: Mapping[str, str], previous_refresh: str | None = None
-    ) -> _Token:
-        what = f"token request ({path})"
-        response = self._send(
-            "POST",
-            f"{self._base}{path}",
-            what,
-            True,
-            {"Accept": "application/json"},
-            {"data": dict(form)},
-        )
-        if not 200 <= response.status_code < 300:
-            # The body is left out: an OAuth error may echo what was sent.
-            detail = f"HTTP {response.status_code} from {path}"
-            if 400 <= response.status_code < 500:
-                raise _GrantRefused(detail)
-            raise ServiceUnavailable(f"MediaHaven {what} failed: {detail}")
-        body = self._json(response, what)
-        access = body.get("access_token")
-        if not isinstance(access, str) or not access:
-            raise ServiceUnavailable(f"MediaHaven {what} answered without an access_token")
-        refresh = body.get("refresh_token")
-        if not isinstance(refresh, str) or not refresh:
-            # RFC 6749 6: without a new refresh token, the old one stays good.
-            refresh = previous_refresh
-        self._token = _Token(access, refresh, self._renew_at(body.get("expires_in")))
-        return self._token
-
-    def _renew_at(self, expires_in: object) -> float | None:
-        if isinstance(expires_in, bool) or not isinstance(expires_in, int | float | str):
-            return None
-        try:
-            seconds = float(expires_in)
-        except ValueError:
-            return None
-        if not math.isfinite(seconds) or seconds <= 0:
-            return None
-        # A short-lived token is renewed halfway rather than at once on every call.
-        return self._clock() + seconds - min(EXPIRY_MARGIN_SECONDS, seconds / 2)
-
-    # -- answers ----------------------------------------------------------------------------
-
-    def _json(self, response: requests.Response, what: str) -> dict[str, Any]:
-        try:
-            body = response.json()
-        except ValueError:
-            raise ServiceUnavailable(
-                f"MediaHaven answered {what} with something that is not JSON: "
-                f"{self._snippet(response.text)}"
-            ) from None
-        if not isinstance(body, dict):
-            raise ServiceUnavailable(f"MediaHaven answered {what} with JSON that is not an object")
-        return body
-
-    def _snippet(self, text: str) -> str:
-        text = " ".join(text.split())
-        if len(text) > SNIPPET_LENGTH:
-            text = text[:SNIPPET_LENGTH] + "…"
-        return self._redact(text) or "(empty body)"
-
-    def _redact(self, text: str) -> str:
-        """Whatever a server or library echoes back, no secret of ours leaves in a message."""
-        secrets = [self._password, self._client_secret]
-        if self._token is not None:
-            secrets.append(self._token.access)
-            if self._token.refresh is not None:
-                secrets.append(self._token.refresh)
-        for secret in sorted(filter(None, secrets), key=len, reverse=True):
-            text = text.replace(secret, "***")
-        return text
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds; an HTTP date or nonsense counts as not given."""
-    if value is None:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return None
-    return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
 def _next_start(page: Mapping[str, Any], asked_start: int, received: int) -> int | None:

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from s3_events_handler.adapters.http_calls import JsonServiceClient, json_of, send, with_retries
+from s3_events_handler.adapters.http_calls import JsonServiceClient, json_of
 from s3_events_handler.domain.errors import Rejected, ServiceUnavailable
 from s3_events_handler.domain.ports import Organisations
 
@@ -15,7 +15,8 @@ CP_NAME_QUERY = "query cp($id: String!) { organizations(id: $id) { mam_label } }
 SERVICE = "Organisations API"
 # Client errors that say "not now" rather than "never": refused credentials are
 # fixed by an operator, and the events should wait for that, not be dead-lettered.
-_TRANSIENT_CLIENT_ERRORS = frozenset({401, 403, 408, 429})
+# (A 429 is transient already on the way in: see `HttpService.send`.)
+_TRANSIENT_CLIENT_ERRORS = frozenset({401, 403, 408})
 
 
 class OrganisationsApi(JsonServiceClient):
@@ -27,14 +28,11 @@ class OrganisationsApi(JsonServiceClient):
     much longer than `timeout`.
     """
 
-    def cp_name(self, or_id: str) -> str:
-        return with_retries(lambda: self._look_up(or_id), service=SERVICE, sleep=self._sleep)
+    NAME = SERVICE
 
-    def _look_up(self, or_id: str) -> str:
+    def cp_name(self, or_id: str) -> str:
         body = {"query": CP_NAME_QUERY, "variables": {"id": or_id}}
-        response = send(
-            self._session, "POST", self._url, service=SERVICE, timeout=self._timeout, json=body
-        )
+        response = self._ask("POST", what=f"the lookup of {or_id}", json=body)
         status = response.status_code
         if status in _TRANSIENT_CLIENT_ERRORS:
             raise ServiceUnavailable(f"{SERVICE} answered {status} for {or_id}")

@@ -6,7 +6,7 @@ import secrets
 import string
 from typing import Any
 
-from s3_events_handler.adapters.http_calls import JsonServiceClient, json_of, send, with_retries
+from s3_events_handler.adapters.http_calls import JsonServiceClient, json_of
 from s3_events_handler.domain.errors import ServiceUnavailable
 from s3_events_handler.domain.model import is_valid_pid
 
@@ -29,11 +29,10 @@ class PidWebService(JsonServiceClient):
     again, so one call never takes much longer than `timeout`.
     """
 
-    def mint(self) -> str:
-        return with_retries(self._mint_once, service=SERVICE, sleep=self._sleep)
+    NAME = SERVICE
 
-    def _mint_once(self) -> str:
-        response = send(self._session, "GET", self._url, service=SERVICE, timeout=self._timeout)
+    def mint(self) -> str:
+        response = self._ask("GET", what="a PID request")
         if not 200 <= response.status_code < 300:
             raise ServiceUnavailable(f"{SERVICE} answered {response.status_code}")
         return _pid_in(json_of(response, service=SERVICE))

@@ -17,6 +17,8 @@ from typing import Any, Protocol, TypeVar
 import pika
 import pika.exceptions
 
+from s3_events_handler.adapters.redaction import redact
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -301,7 +303,4 @@ def _close_quietly(connection: Any) -> None:
 
 def describe(error: BaseException, secret: str = "") -> str:
     """A one-line account of a broker error; never shows the password."""
-    text = " ".join(f"{type(error).__name__}: {error}".split())
-    if secret:
-        text = text.replace(secret, "***")
-    return text
+    return redact(" ".join(f"{type(error).__name__}: {error}".split()), [secret])

@@ -1,0 +1,197 @@
+"""MediaHaven's OAuth2 tokens (SPEC 4.1): what every API call carries, kept valid.
+
+The first call logs in (password grant). A token is renewed shortly before it
+expires and when MediaHaven refuses it (401): refreshed, or asked for anew when
+the refresh is refused. Refused credentials are transient: an operator fixes
+them and the waiting events go through.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import requests
+
+from s3_events_handler.adapters.http_calls import HttpService
+from s3_events_handler.domain.errors import ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+PASSWORD_GRANT_PATH = "auth/ropc.php"
+REFRESH_GRANT_PATH = "auth/oauth2/token"
+# Renew this long before the token expires, so it cannot run out in flight.
+EXPIRY_MARGIN_SECONDS = 30.0
+
+# A request sent with the given headers (the Authorization header), answered.
+AuthorisedRequest = Callable[[Mapping[str, str]], requests.Response]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiCredentials:
+    """The API user MediaHaven issues tokens to; secrets are kept out of its repr."""
+
+    client_id: str
+    client_secret: str = field(repr=False)
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    access: str
+    refresh: str | None
+    renew_at: float | None
+
+
+class _GrantRefused(Exception):
+    """The token endpoint refused a grant (4xx): worth a password grant after a refresh."""
+
+
+class MediaHavenTokens:
+    """The API user's credentials and current token; the token is asked for on first use.
+
+    One instance serves one thread. Its token requests go through `http`, so they
+    are tried again like any other idempotent call.
+    """
+
+    def __init__(
+        self,
+        *,
+        http: HttpService,
+        base_url: str,
+        credentials: ApiCredentials,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._http = http
+        self._base = base_url.rstrip("/") + "/"
+        self._credentials = credentials
+        self._clock = clock
+        self._token: _Token | None = None
+
+    def send_authorised(self, send: AuthorisedRequest, what: str) -> requests.Response:
+        """`send` with a valid token; when it is refused, renewed and `send` called once more.
+
+        A refusal of a freshly issued token is transient: the API user's rights are
+        for an operator to fix, and the event can wait for that.
+        """
+        response = send(self._authorisation())
+        if response.status_code != 401:
+            return response
+        log.info("MediaHaven refused the access token for %s; renewing it", what)
+        self._renew()
+        response = send(self._authorisation())
+        if response.status_code == 401:
+            self._token = None
+            raise ServiceUnavailable(
+                f"MediaHaven answered 401 to {what} with a freshly issued token; "
+                "check the API user's rights and credentials"
+            )
+        return response
+
+    def secrets(self) -> list[str | None]:
+        """What a server or library may echo back and no message may show."""
+        secrets: list[str | None] = [self._credentials.password, self._credentials.client_secret]
+        if self._token is not None:
+            secrets += [self._token.access, self._token.refresh]
+        return secrets
+
+    def _authorisation(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._access_token()}"}
+
+    def _access_token(self) -> str:
+        token = self._token
+        if token is None:
+            token = self._password_grant()
+        elif token.renew_at is not None and self._clock() >= token.renew_at:
+            log.info("MediaHaven access token is about to expire; renewing it")
+            token = self._renew()
+        return token.access
+
+    def _renew(self) -> _Token:
+        """Refresh the token, or ask for a new one when there is nothing to refresh or it fails."""
+        token = self._token
+        self._token = None
+        if token is not None and token.refresh is not None:
+            try:
+                return self._grant(
+                    REFRESH_GRANT_PATH,
+                    {"grant_type": "refresh_token", "refresh_token": token.refresh},
+                    previous_refresh=token.refresh,
+                )
+            except _GrantRefused as refused:
+                log.info("MediaHaven refused the token refresh (%s); logging in anew", refused)
+        return self._password_grant()
+
+    def _password_grant(self) -> _Token:
+        try:
+            credentials = self._credentials
+            return self._grant(
+                PASSWORD_GRANT_PATH,
+                {
+                    "grant_type": "password",
+                    "username": credentials.username,
+                    "password": credentials.password,
+                },
+            )
+        except _GrantRefused as refused:
+            # Transient: an operator fixes the credentials and the waiting events go through.
+            raise ServiceUnavailable(
+                f"MediaHaven refused the API credentials ({refused}); check "
+                "MEDIAHAVEN_API_USERNAME, _PASSWD, _CLIENT_ID and _CLIENT_SECRET"
+            ) from None
+
+    def _grant(
+        self, path: str, grant: Mapping[str, str], previous_refresh: str | None = None
+    ) -> _Token:
+        """A token for `grant`'s fields, which every grant sends with the client's own."""
+        what = f"token request ({path})"
+        client = self._credentials
+        response = self._http.send(
+            "POST",
+            f"{self._base}{path}",
+            what=what,
+            safe_to_repeat=True,
+            headers={"Accept": "application/json"},
+            data={**grant, "client_id": client.client_id, "client_secret": client.client_secret},
+        )
+        if not 200 <= response.status_code < 300:
+            # The body is left out: an OAuth error may echo what was sent.
+            detail = f"HTTP {response.status_code} from {path}"
+            if 400 <= response.status_code < 500:
+                raise _GrantRefused(detail)
+            raise ServiceUnavailable(f"MediaHaven {what} failed: {detail}")
+        body = self._http.json_object(response, what)
+        access = body.get("access_token")
+        if not isinstance(access, str) or not access:
+            raise ServiceUnavailable(f"MediaHaven {what} answered without an access_token")
+        refresh = body.get("refresh_token")
+        if not isinstance(refresh, str) or not refresh:
+            # RFC 6749 6: without a new refresh token, the old one stays good.
+            refresh = previous_refresh
+        self._token = _Token(access, refresh, self._renew_at(body.get("expires_in")))
+        return self._token
+
+    def _renew_at(self, expires_in: object) -> float | None:
+        if isinstance(expires_in, bool) or not isinstance(expires_in, int | float | str):
+            return None
+        try:
+            seconds = float(expires_in)
+        except ValueError:
+            return None
+        if not math.isfinite(seconds) or seconds <= 0:
+            return None
+        # A short-lived token is renewed halfway rather than at once on every call.
+        return self._clock() + seconds - min(EXPIRY_MARGIN_SECONDS, seconds / 2)
+
+
+__all__ = [
+    "PASSWORD_GRANT_PATH",
+    "REFRESH_GRANT_PATH",
+    "ApiCredentials",
+    "AuthorisedRequest",
+    "MediaHavenTokens",
+]

@@ -1,0 +1,36 @@
+"""What the one HTTP retry mechanism quotes of an answer."""
+
+from __future__ import annotations
+
+import requests
+
+from s3_events_handler.adapters.http_calls import SNIPPET_LENGTH, HttpService, RetryPolicy
+
+TOKEN = "t0ken-" * 8
+
+
+def service() -> HttpService:
+    return HttpService(
+        session=requests.Session(),
+        name="Example",
+        timeout=1.0,
+        retries=RetryPolicy(pauses=()),
+        secrets=lambda: [TOKEN],
+    )
+
+
+def test_a_snippet_is_one_short_line() -> None:
+    snippet = service().snippet("line one\n  line two " + "x" * 500)
+
+    assert snippet.startswith("line one line two x")
+    assert len(snippet) == SNIPPET_LENGTH + 1
+
+
+def test_a_secret_cut_by_the_snippets_end_is_still_masked() -> None:
+    text = "a" * (SNIPPET_LENGTH - 10) + " " + TOKEN
+
+    assert TOKEN[:9] not in service().snippet(text)
+
+
+def test_an_empty_answer_says_so() -> None:
+    assert service().snippet(" \n ") == "(empty body)"
