@@ -16,7 +16,8 @@ import pytest
 from tests.deploy.manifests import REPO
 
 BASE_IMAGE = "localhost/debian-python:bookworm"
-TAG = "localhost/s3-events-handler:test"
+# Each run its own tag: two runs on one machine (a developer and CI) never share an image.
+TAG = f"localhost/s3-events-handler:test-{os.getpid()}"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 RUN_FLAGS = [
     "--network",
@@ -105,7 +106,12 @@ def build_image() -> str:
         str(REPO),
         timeout=900,
     )
-    # The tag moved to the new build: drop the images it left untagged, and the build
-    # stages, or every run leaves hundreds of MB behind on the machine.
-    podman("image", "prune", "--force", timeout=120)
     return TAG
+
+
+def remove_image(tag: str) -> None:
+    """Drop the run's image, and the untagged build stages older runs left behind (not
+    fresh ones, which a build running beside this one may still need): hundreds of MB
+    each, which would otherwise fill the machine run after run."""
+    podman("rmi", "--force", tag, check=False)
+    podman("image", "prune", "--force", "--filter", "until=30m", timeout=120, check=False)

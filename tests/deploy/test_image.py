@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from s3_events_handler.domain.model import Step
-from tests.deploy.podman import RUN_FLAGS, build_image, podman
+from tests.deploy.podman import RUN_FLAGS, build_image, podman, remove_image
 from tests.e2e.service import RunningService
 from tests.e2e.test_consumer import GOLDEN_PID, golden_transfer_request
 from tests.support import amqp
@@ -27,8 +27,10 @@ HOST_ONLY = {"PATH", "CONFIG_PATH", "DESTINATION_CONFIG", "LEDGER_PATH"}
 
 
 @pytest.fixture(scope="session")
-def image() -> str:
-    return build_image()
+def image() -> Iterator[str]:
+    tag = build_image()
+    yield tag
+    remove_image(tag)
 
 
 @pytest.fixture
