@@ -28,6 +28,7 @@ from s3_events_handler.adapters import sidecar_xml
 from s3_events_handler.adapters.redaction import Redactor
 from s3_events_handler.domain.errors import Rejected, ServiceUnavailable
 from s3_events_handler.domain.model import Sidecar
+from s3_events_handler.domain.ports import TransportServer
 
 with warnings.catch_warnings():
     # ftputil warns on import about its default path encoding; we always pass one.
@@ -133,7 +134,7 @@ def _timed_ftp(timeout: float) -> type[ftplib.FTP]:
     return TimedFTP
 
 
-class FtpTransportServer:
+class FtpTransportServer(TransportServer):
     """MediaHaven's transport server; not safe to share between threads without its lock."""
 
     def __init__(

@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 from s3_events_handler.domain.model import LedgerEntry, Step
+from s3_events_handler.domain.ports import Ledger
 
 
 def ledger_table(*, step_type: str, updated_at_type: str) -> str:
@@ -19,7 +20,7 @@ def ledger_table(*, step_type: str, updated_at_type: str) -> str:
     )
 
 
-class SqlLedger(ABC):
+class SqlLedger(Ledger, ABC):
     """The `Ledger` port; each database writes the three statements in its own dialect.
 
     `RECALL` takes (identity) and gives (pid, step); `CLAIM_PID` takes (identity,

@@ -22,6 +22,7 @@ from s3_events_handler.adapters.http_calls import HttpService, RetryPolicy
 from s3_events_handler.adapters.mediahaven_auth import ApiCredentials, MediaHavenTokens
 from s3_events_handler.domain.errors import Rejected, ServiceUnavailable
 from s3_events_handler.domain.model import Query, Record
+from s3_events_handler.domain.ports import ArchiveRecords
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
-class MediaHavenRecords:
+class MediaHavenRecords(ArchiveRecords):
     """The `ArchiveRecords` port over MediaHaven's REST API v2.
 
     One instance serves one thread. `max_retry_wait` is the longest Retry-After one

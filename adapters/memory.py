@@ -19,6 +19,14 @@ from s3_events_handler.domain.model import (
     Step,
     TransferRequest,
 )
+from s3_events_handler.domain.ports import (
+    ArchiveRecords,
+    Ledger,
+    Organisations,
+    PidService,
+    TransferRequests,
+    TransportServer,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +36,7 @@ class Relation:
     reason: str
 
 
-class InMemoryArchiveRecords:
+class InMemoryArchiveRecords(ArchiveRecords):
     """MediaHaven as a list of records.
 
     A search matches values exactly unless `matches` says otherwise: a looser
@@ -80,7 +88,7 @@ def exact_match(record: Record, query: Query) -> bool:
     )
 
 
-class SequentialPids:
+class SequentialPids(PidService):
     """Hands out `pid0000001`, `pid0000002`, … (or the PIDs it was given, in order)."""
 
     def __init__(self, pids: Iterable[str] = ()) -> None:
@@ -94,7 +102,7 @@ class SequentialPids:
         return pid
 
 
-class InMemoryOrganisations:
+class InMemoryOrganisations(Organisations):
     """A fixed table of OR-id -> CP name; unknown ids are refused as the real API's are."""
 
     def __init__(self, cp_names: dict[str, str]) -> None:
@@ -109,7 +117,7 @@ class InMemoryOrganisations:
             raise Rejected(f"no organisation with a MAM label for {or_id}") from None
 
 
-class InMemoryTransportServer:
+class InMemoryTransportServer(TransportServer):
     """Folders of files; the sidecar is rendered exactly as the FTP adapter renders it."""
 
     def __init__(self, folders: Iterable[str] | None = None) -> None:
@@ -124,7 +132,7 @@ class InMemoryTransportServer:
 
 
 @dataclass
-class InMemoryTransferRequests:
+class InMemoryTransferRequests(TransferRequests):
     """The transfer queue as a list."""
 
     published: list[TransferRequest] = field(default_factory=list)
@@ -133,7 +141,7 @@ class InMemoryTransferRequests:
         self.published.append(request)
 
 
-class InMemoryLedger:
+class InMemoryLedger(Ledger):
     """The ledger as a dict: durable only as long as the process lives."""
 
     def __init__(self) -> None:

@@ -19,7 +19,7 @@ SERVICE = "Organisations API"
 _TRANSIENT_CLIENT_ERRORS = frozenset({401, 403, 408})
 
 
-class OrganisationsApi(JsonServiceClient):
+class OrganisationsApi(JsonServiceClient, Organisations):
     """Looks up the MAM label of an OR-id.
 
     No organisation or no label is permanent for the event; an unreachable or
@@ -64,7 +64,7 @@ def _mam_label_in(answer: Any, or_id: str) -> str:
     return label
 
 
-class CachedOrganisations:
+class CachedOrganisations(Organisations):
     """Remembers each found label for `ttl_seconds`, so an event does not wait on the API.
 
     Failures are not remembered: a label added later, or an API that recovers, is

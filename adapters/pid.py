@@ -9,6 +9,7 @@ from typing import Any
 from s3_events_handler.adapters.http_calls import JsonServiceClient, json_of
 from s3_events_handler.domain.errors import ServiceUnavailable
 from s3_events_handler.domain.model import is_valid_pid
+from s3_events_handler.domain.ports import PidService
 
 PID_SERVICE_ENVIRONMENTS = frozenset({"production", "qas"})
 PID_ALPHABET = string.ascii_lowercase + string.digits
@@ -21,7 +22,7 @@ def uses_pid_service(app_environment: str) -> bool:
     return app_environment.lower() in PID_SERVICE_ENVIRONMENTS
 
 
-class PidWebService(JsonServiceClient):
+class PidWebService(JsonServiceClient, PidService):
     """The PID service over HTTP; every failure is transient, as the event can wait for a PID.
 
     A 5xx or a connection error is tried again a couple of times: minting is not
@@ -47,7 +48,7 @@ def _pid_in(answer: Any) -> str:
     return pid
 
 
-class LocalPids:
+class LocalPids(PidService):
     """PIDs of the real form, drawn at random, for environments that must not use the service.
 
     36**10 values: a collision between two events is not a practical concern.

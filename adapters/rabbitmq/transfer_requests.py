@@ -11,6 +11,7 @@ import pika.exceptions
 from s3_events_handler.adapters.rabbitmq.connection import PERSISTENT, BrokerConnection, describe
 from s3_events_handler.domain.errors import ServiceUnavailable
 from s3_events_handler.domain.model import TransferRequest
+from s3_events_handler.domain.ports import TransferRequests
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def transfer_request_body(request: TransferRequest) -> bytes:
     return json.dumps(message).encode("utf-8")
 
 
-class AmqpTransferRequests:
+class AmqpTransferRequests(TransferRequests):
     """The `TransferRequests` port on RabbitMQ: persistent, mandatory, confirmed."""
 
     def __init__(self, connection: BrokerConnection, *, exchange: str, routing_key: str) -> None:
