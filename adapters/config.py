@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from s3_events_handler.adapters.tls import readable_ca_file
 from s3_events_handler.domain.errors import BadInput
 from s3_events_handler.domain.model import (
     DEFAULT_FOLDER,
@@ -28,6 +29,8 @@ _REFERENCE = re.compile(
 )
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_TRUE = ("true", "1", "yes")
+_FALSE = ("false", "0", "no")
 
 
 class ConfigError(Exception):
@@ -72,6 +75,14 @@ def _delays(value: str) -> list[int]:
     return delays
 
 
+def _flag(value: str) -> bool:
+    """true/false, 1/0, yes/no in any case; anything else may be a typo that turns TLS off."""
+    word = value.strip().lower()
+    if word in _TRUE or word in _FALSE:
+        return word in _TRUE
+    raise ValueError("must be true or false (or 1/0, yes/no)")
+
+
 def _choice(options: tuple[str, ...], *, upper: bool = False) -> Callable[[str], str]:
     def convert(value: str) -> str:
         value = value.upper() if upper else value.lower()
@@ -92,10 +103,21 @@ CONVERSIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "rabbitmq.port": ("RABBIT_MQ_PORT", _positive_int),
     "rabbitmq.prefetch": ("RABBIT_MQ_PREFETCH", _positive_int),
     "rabbitmq.heartbeat": ("RABBIT_MQ_HEARTBEAT", _positive_int),
+    "rabbitmq.ssl": ("RABBIT_MQ_SSL", _flag),
+    "rabbitmq.ca_file": ("RABBIT_MQ_CA_FILE", readable_ca_file),
     "mediahaven.ftp.timeout_seconds": ("FTP_TIMEOUT_SECONDS", _positive_float),
+    "mediahaven.ftp.tls": ("MEDIAHAVEN_FTP_TLS", _flag),
+    "mediahaven.ftp.ca_file": ("MEDIAHAVEN_FTP_CA_FILE", readable_ca_file),
     "organisations_api.cache_seconds": ("ORGANISATIONS_CACHE_SECONDS", _positive_float),
     "http.timeout_seconds": ("HTTP_TIMEOUT_SECONDS", _positive_float),
     "ledger.retention_days": ("LEDGER_RETENTION_DAYS", _retention_days),
+}
+
+# CA file -> the TLS switch it belongs to (dotted paths). A CA file without its switch
+# would leave an operator believing in a protection that is not there: refused.
+CA_FILE_SWITCHES = {
+    "rabbitmq.ca_file": "rabbitmq.ssl",
+    "mediahaven.ftp.ca_file": "mediahaven.ftp.tls",
 }
 
 
@@ -159,9 +181,25 @@ def load_config(path: Path, environ: Mapping[str, str]) -> dict[str, Any]:
             node[leaf] = convert(str(node[leaf]))
         except ValueError as error:
             problems.append(f"{variable}={node[leaf]!r} is not valid: {error}")
+    problems.extend(_ca_files_without_tls(tree))
     if missing or problems:
         raise ConfigError(missing, problems)
     return tree
+
+
+def _ca_files_without_tls(tree: dict[str, Any]) -> list[str]:
+    problems = []
+    for ca_path, switch_path in CA_FILE_SWITCHES.items():
+        ca, switch = _walk(tree, ca_path), _walk(tree, switch_path)
+        if ca is None or switch is None:
+            continue
+        if ca[0][ca[1]] and switch[0][switch[1]] is False:
+            ca_variable, switch_variable = CONVERSIONS[ca_path][0], CONVERSIONS[switch_path][0]
+            problems.append(
+                f"{ca_variable} is set but {switch_variable} is not true: "
+                f"set {switch_variable}=true to use it, or leave {ca_variable} empty"
+            )
+    return problems
 
 
 def load_destinations(path: Path, *, environment: str, transfer_host: str) -> Destinations:

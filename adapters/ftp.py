@@ -7,6 +7,11 @@ Two consumers may write the same sidecar at the same instant (the same event,
 delivered twice). Each upload writes under a temporary name of its own, and
 deletes the final file to make room only while its own complete temporary file
 is there to take its place, so no writer leaves the final name empty for another.
+
+With `tls` set it is explicit FTPS (SPEC 7): `AUTH TLS` before logging in, then
+`PROT P`, so the password and the sidecars only cross the network encrypted. A
+certificate that cannot be verified is a transient failure naming the settings: the
+events wait in the retry queues until an operator fixes the CA, then go through.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import ftplib
 import io
 import logging
 import secrets
+import ssl
 import threading
 import time
 import warnings
@@ -26,6 +32,7 @@ from urllib.parse import urlsplit
 
 from s3_events_handler.adapters import sidecar_xml
 from s3_events_handler.adapters.redaction import Redactor
+from s3_events_handler.adapters.tls import client_context, describe_failure, verification_failure
 from s3_events_handler.domain.errors import Rejected, ServiceUnavailable
 from s3_events_handler.domain.model import Sidecar
 from s3_events_handler.domain.ports import TransportServer
@@ -102,8 +109,9 @@ def _reply(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def _timed_ftp(timeout: float) -> type[ftplib.FTP]:
-    """An ftplib class bounding every socket operation (connect, commands, data) by `timeout`."""
+def _timed_ftp(timeout: float, context: ssl.SSLContext | None = None) -> type[ftplib.FTP]:
+    """An ftplib class bounding every socket operation (connect, commands, data) by `timeout`;
+    with a `context`, FTP_TLS verifying the server with it (ftplib's own default does not)."""
 
     class TimedFTP(ftplib.FTP):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -124,14 +132,23 @@ def _timed_ftp(timeout: float) -> type[ftplib.FTP]:
                 self.close()
                 raise
 
-        def login(self, user: str = "", passwd: str = "", acct: str = "") -> str:
+        # `rest`: FTP_TLS's `secure`, for the subclass below.
+        def login(self, user: str = "", passwd: str = "", acct: str = "", *rest: Any) -> str:
             try:
-                return super().login(user, passwd, acct)
+                return super().login(user, passwd, acct, *rest)
             except BaseException:
                 self.close()
                 raise
 
-    return TimedFTP
+    if context is None:
+        return TimedFTP
+
+    class TimedFTPS(TimedFTP, ftplib.FTP_TLS):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("context", context)
+            super().__init__(*args, **kwargs)
+
+    return TimedFTPS
 
 
 class FtpTransportServer(TransportServer):
@@ -144,20 +161,19 @@ class FtpTransportServer(TransportServer):
         user: str,
         password: str,
         timeout: float,
+        tls: bool = False,
+        ca_file: str = "",
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """`tls`: explicit FTPS, verified against the system's CA store plus `ca_file`."""
         self._hostname, self._port = parse_ftp_host(host)
         self._user = user
         self._password = password
         # Servers sometimes echo what they were sent; no reply quoted in a message shows it.
         self._scrub = Redactor([password]).redact
-        self._session_class: Callable[..., ftplib.FTP] = ftputil.session.session_factory(
-            base_class=_timed_ftp(timeout),
-            port=self._port,
-            use_passive_mode=True,
-            encrypt_data_channel=False,
-            encoding="UTF-8",
-        )
+        self._timeout = timeout
+        self._tls = tls
+        self._ca_file = ca_file
         self._host: Any = None  # ftputil.FTPHost once connected
         self._session: ftplib.FTP | None = None
         self._lock = threading.Lock()
@@ -165,7 +181,8 @@ class FtpTransportServer(TransportServer):
         self.connections_opened = 0
 
     def __repr__(self) -> str:
-        return f"FtpTransportServer({self._hostname}:{self._port}, user={self._user!r})"
+        scheme = "ftps (explicit)" if self._tls else "ftp"
+        return f"FtpTransportServer({scheme} {self._hostname}:{self._port}, user={self._user!r})"
 
     def upload(self, sidecar: Sidecar) -> None:
         """Write `.{name}.xml.{token}.part`, then rename it: MediaHaven only sees whole sidecars.
@@ -338,11 +355,34 @@ class FtpTransportServer(TransportServer):
         assert self._session is not None
         return self._host, self._session
 
+    def _session_class(self) -> Callable[..., ftplib.FTP]:
+        """Made at each connection: with TLS, the CA file is read again, so one fixed in place
+        is used from the next connection on."""
+        context = None
+        if self._tls:
+            try:
+                context = client_context(self._ca_file)
+            except OSError as error:
+                raise ServiceUnavailable(
+                    f"MEDIAHAVEN_FTP_CA_FILE={self._ca_file!r} cannot be used for FTPS: "
+                    f"{error.strerror or error}"
+                ) from error
+        session_class: Callable[..., ftplib.FTP] = ftputil.session.session_factory(
+            base_class=_timed_ftp(self._timeout, context),
+            port=self._port,
+            use_passive_mode=True,
+            encrypt_data_channel=self._tls,  # PROT P after the login: the data channel too
+            encoding="UTF-8",
+        )
+        return session_class
+
     def _open(self) -> None:
+        session_class = self._session_class()
+
         def capture_session(*args: Any) -> ftplib.FTP:
             # Uploads STOR on this control connection rather than in an ftputil child
             # session, so one login serves every upload.
-            session = self._session_class(*args)
+            session = session_class(*args)
             self._session = session
             return session
 
@@ -352,12 +392,35 @@ class FtpTransportServer(TransportServer):
             )
         except (ftputil.error.FTPError, OSError, EOFError) as error:
             self._discard()
-            raise ServiceUnavailable(
-                f"cannot log in to FTP server {self._hostname}:{self._port} as {self._user!r}: "
-                f"{self._scrub(_reply(error))}"
-            ) from error
+            raise ServiceUnavailable(self._login_failure(error)) from error
         self.connections_opened += 1
-        logger.info("logged in to FTP server %s:%d as %s", self._hostname, self._port, self._user)
+        logger.info(
+            "logged in to FTP server %s:%d as %s%s",
+            self._hostname,
+            self._port,
+            self._user,
+            " over FTPS" if self._tls else "",
+        )
+
+    def _login_failure(self, error: BaseException) -> str:
+        """Why the connection could not be opened; a certificate names the settings to fix."""
+        failure = verification_failure(error)
+        if failure is None:
+            how = " over FTPS" if self._tls else ""
+            return (
+                f"cannot log in to FTP server {self._hostname}:{self._port}{how} as "
+                f"{self._user!r}: {self._scrub(_reply(error))}"
+            )
+        ca_file = (
+            f"MEDIAHAVEN_FTP_CA_FILE={self._ca_file!r}"
+            if self._ca_file
+            else "no MEDIAHAVEN_FTP_CA_FILE, the system's CA store only"
+        )
+        return (
+            f"the certificate of FTP server {self._hostname}:{self._port} cannot be verified "
+            f"(MEDIAHAVEN_FTP_TLS=true, {ca_file}): {describe_failure(failure)}; "
+            "events are retried, and go through once the CA is fixed"
+        )
 
     def _discard(self) -> None:
         host, session = self._host, self._session

@@ -16,7 +16,7 @@ from typing import Any
 from s3_events_handler.adapters.config import ConfigError, load_config
 from s3_events_handler.adapters.ledger_postgres import password_in
 from s3_events_handler.adapters.logs import configure_logging
-from s3_events_handler.adapters.rabbitmq import describe
+from s3_events_handler.adapters.rabbitmq import BrokerCertificateError, describe
 from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
 from s3_events_handler.entrypoints.container import Container
 from s3_events_handler.entrypoints.demo import run_demo
@@ -54,12 +54,14 @@ def start(config_path: Path) -> Container:
     """`build_container`, the destination table read and the resources opened (the ledger
     among them); raises `ConfigError`, with whatever was opened closed again.
 
-    A bad table or ledger stops the start, not the first event; both are checked before
-    anything is logged, so a failed start says one thing.
+    A bad table or ledger, or a broker certificate that cannot be verified, stops the
+    start, not the first event; all are checked before anything is logged, so a failed
+    start says one thing.
     """
     container = build_container(config_path)
     try:
         destinations = container.destinations()
+        check_broker_certificate(container)
         container.init_resources()
     except BaseException:
         container.shutdown_resources()
@@ -71,6 +73,15 @@ def start(config_path: Path) -> Container:
         dict(destinations.folders),
     )
     return container
+
+
+def check_broker_certificate(container: Container) -> None:
+    """With RABBIT_MQ_SSL, a certificate the service will never accept is a setting to fix:
+    without this, the consumer would reconnect forever as if the broker were down."""
+    try:
+        container.broker().check_certificate()
+    except BrokerCertificateError as error:
+        raise ConfigError([], [str(error)]) from None
 
 
 def consume(container: Container) -> int:

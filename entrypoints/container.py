@@ -36,9 +36,11 @@ def http_session() -> Iterator[requests.Session]:
 
 
 def ftp_transport(
-    host: str, user: str, password: str, timeout: float
+    host: str, user: str, password: str, timeout: float, tls: bool, ca_file: str
 ) -> Iterator[FtpTransportServer]:
-    transport = FtpTransportServer(host=host, user=user, password=password, timeout=timeout)
+    transport = FtpTransportServer(
+        host=host, user=user, password=password, timeout=timeout, tls=tls, ca_file=ca_file
+    )
     yield transport
     transport.close()
 
@@ -85,6 +87,8 @@ class Container(containers.DeclarativeContainer):
         vhost=config.rabbitmq.vhost,
         prefetch=config.rabbitmq.prefetch,
         heartbeat=config.rabbitmq.heartbeat,
+        tls=config.rabbitmq.ssl,
+        ca_file=config.rabbitmq.ca_file,
         incoming_queue=config.rabbitmq.incoming.queue,
         incoming_exchange=config.rabbitmq.incoming.exchange,
         transfer_queue=config.rabbitmq.outgoing.queue,
@@ -133,6 +137,8 @@ class Container(containers.DeclarativeContainer):
         user=config.mediahaven.ftp.user,
         password=config.mediahaven.ftp.passwd,
         timeout=config.mediahaven.ftp.timeout_seconds,
+        tls=config.mediahaven.ftp.tls,
+        ca_file=config.mediahaven.ftp.ca_file,
     )
     transfers = providers.Singleton(
         AmqpTransferRequests,

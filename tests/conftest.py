@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.service import RunningService, running
+from tests.support.certificates import TlsFiles, make_tls_files
+from tests.support.tls_proxy import TlsProxy
 
 REPO = Path(__file__).resolve().parent.parent
 # A byte-for-byte copy of the golden examples, so a plain clone tests itself.
@@ -95,3 +97,22 @@ def service(tmp_path: Path, broker: tuple[str, int]) -> Iterator[RunningService]
     """Fakes of everything the consumer talks to, started, and the broker pre-declared as
     today's service leaves it; the consumer process is the test's to start."""
     yield from running(RunningService(workdir=tmp_path, broker=broker))
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """A CA the TLS tests trust, and a certificate for 127.0.0.1 it signed."""
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="session")
+def unknown_ca(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """Another CA and its server certificate: what a client trusting `tls_files` must refuse."""
+    return make_tls_files(tmp_path_factory.mktemp("tls-unknown"))
+
+
+@pytest.fixture
+def tls_proxy(broker: tuple[str, int], tls_files: TlsFiles) -> Iterator[TlsProxy]:
+    """The broker as an AMQPS server: TLS with the `tls_files` certificate, plain AMQP behind."""
+    with TlsProxy(tls_files.server_pem, broker) as proxy:
+        yield proxy

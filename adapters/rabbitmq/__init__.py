@@ -2,6 +2,7 @@
 settling of each message's outcome."""
 
 from s3_events_handler.adapters.rabbitmq.connection import (
+    BrokerCertificateError,
     BrokerConnection,
     BrokerSettings,
     declare_topology,
@@ -16,6 +17,7 @@ from s3_events_handler.adapters.rabbitmq.transfer_requests import (
 
 __all__ = [
     "AmqpTransferRequests",
+    "BrokerCertificateError",
     "BrokerConnection",
     "BrokerSettings",
     "Consumer",

@@ -3,11 +3,17 @@
 pika is not thread-safe. One thread owns the connection (the "I/O thread"): it
 consumes, acks, republishes and keeps heartbeats flowing; other threads hand it
 work through `BrokerConnection.run_on_io_thread`.
+
+With `tls` set the connection is AMQPS (SPEC 7): the broker's certificate and host
+name are verified, and a certificate that fails is reported as `BrokerCertificateError`,
+naming the settings to fix.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
 import threading
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
@@ -18,6 +24,7 @@ import pika
 import pika.exceptions
 
 from s3_events_handler.adapters.redaction import redact
+from s3_events_handler.adapters.tls import client_context, describe_failure, verification_failure
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +49,8 @@ class BrokerSettings:
     vhost: str = "/"
     prefetch: int = 1
     heartbeat: int = 60
+    tls: bool = False
+    ca_file: str = ""
     retry_delays: tuple[int, ...] = (10, 30, 90, 270, 810)
     blocked_connection_timeout: float = 300.0
     socket_timeout: float = 10.0
@@ -95,6 +104,22 @@ def publish_confirmed(
     deleted under us) fails instead of being confirmed and dropped.
     """
     channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
+
+
+# pika is untyped: to mypy its exceptions are Any.
+class BrokerCertificateError(pika.exceptions.AMQPConnectionError):  # type: ignore[misc]
+    """The broker's certificate cannot be verified: a setting to fix, not an outage to wait out."""
+
+    def __init__(self, settings: BrokerSettings, failure: ssl.SSLCertVerificationError) -> None:
+        ca_file = (
+            f"RABBIT_MQ_CA_FILE={settings.ca_file!r}"
+            if settings.ca_file
+            else "no RABBIT_MQ_CA_FILE, the system's CA store only"
+        )
+        super().__init__(
+            f"the certificate of the broker at {settings.host}:{settings.port} cannot be "
+            f"verified (RABBIT_MQ_SSL=true, {ca_file}): {describe_failure(failure)}"
+        )
 
 
 def declare_topology(channel: Any, settings: BrokerSettings) -> None:
@@ -155,6 +180,11 @@ class BrokerConnection:
         """Connect, declare the topology, and set up the channel (confirms, prefetch)."""
         self.close()
         settings = self._settings
+        ssl_options = (
+            pika.SSLOptions(client_context(settings.ca_file), server_hostname=settings.host)
+            if settings.tls
+            else None
+        )
         parameters = pika.ConnectionParameters(
             host=settings.host,
             port=settings.port,
@@ -167,8 +197,15 @@ class BrokerConnection:
             socket_timeout=settings.socket_timeout,
             connection_attempts=1,
             client_properties={"connection_name": settings.connection_name},
+            ssl_options=ssl_options,
         )
-        connection = pika.BlockingConnection(parameters)
+        try:
+            connection = pika.BlockingConnection(parameters)
+        except Exception as error:
+            failure = verification_failure(error)
+            if failure is not None:
+                raise BrokerCertificateError(settings, failure) from error
+            raise
         try:
             channel = connection.channel()
             declare_topology(channel, settings)
@@ -182,12 +219,36 @@ class BrokerConnection:
             self._channel = channel
             self._io_thread = threading.get_ident()
         log.info(
-            "connected to the broker at %s:%s (vhost %s) as %s",
+            "connected to the broker at %s:%s (vhost %s%s) as %s",
             settings.host,
             settings.port,
             settings.vhost,
+            ", AMQPS" if settings.tls else "",
             settings.user,
         )
+
+    def check_certificate(self) -> None:
+        """Shake hands with the broker over TLS once, before consuming starts.
+
+        The consumer reconnects forever, which suits an outage but not a certificate
+        that will never be accepted: that raises `BrokerCertificateError` here, so the
+        start stops. Anything else (refused, unreachable) is left to the reconnect loop.
+        """
+        settings = self._settings
+        if not settings.tls:
+            return
+        context = client_context(settings.ca_file)
+        address = (settings.host, settings.port)
+        try:
+            with (
+                socket.create_connection(address, timeout=settings.socket_timeout) as plain,
+                context.wrap_socket(plain, server_hostname=settings.host),
+            ):
+                pass
+        except ssl.SSLCertVerificationError as failure:
+            raise BrokerCertificateError(settings, failure) from None
+        except OSError as error:
+            log.debug("no TLS handshake with the broker yet: %s", describe(error))
 
     def close(self) -> None:
         """Close if open; a connection that already died is simply forgotten."""

@@ -45,15 +45,8 @@ class RunningService:
 
     def __post_init__(self) -> None:
         self.ftp = FtpTestServer(self.workdir / "ftp")
-        prefix = amqp.unique_prefix("e2e")
-        host, port = self.broker
-        self.settings: BrokerSettings = amqp.settings_for(
-            host,
-            port,
-            prefix,
-            incoming_exchange=f"{prefix}.s3-events",
-            transfer_exchange=f"{prefix}.filetransfer",
-            retry_delays=(1, 2),
+        self.settings: BrokerSettings = amqp.settings_like_production(
+            *self.broker, "e2e", retry_delays=(1, 2)
         )
         self.log_path = self.workdir / "consumer.log"
 
@@ -121,6 +114,22 @@ class RunningService:
         )
         if not ready or self.process.poll() is not None:
             raise AssertionError(f"the consumer did not start:\n{self.log()}")
+
+    def refused_start(self, **env: str) -> str:
+        """Run `consume` expecting it to refuse to start: exit 2, one line, no traceback.
+        Returns that line."""
+        finished = subprocess.run(
+            [*command(), "consume"],
+            env=self.environment(**env),
+            capture_output=True,
+            text=True,
+            cwd=self.workdir,
+            timeout=30,
+        )
+        assert finished.returncode == 2, finished.stderr
+        assert "Traceback" not in finished.stderr
+        [line] = finished.stderr.strip().splitlines()
+        return line
 
     def _consumers(self, host: str, port: int) -> int:
         try:

@@ -1,4 +1,4 @@
-"""What the adapter tests against the HTTP fakes share: a session, and a record of sleeps."""
+"""What the adapter tests share: a session, a record of sleeps, and queue names on the broker."""
 
 from __future__ import annotations
 
@@ -7,11 +7,22 @@ from collections.abc import Iterator
 import pytest
 import requests
 
+from s3_events_handler.adapters.rabbitmq import BrokerSettings
+from tests.support import amqp
+
 
 @pytest.fixture
 def session() -> Iterator[requests.Session]:
     with requests.Session() as session:
         yield session
+
+
+@pytest.fixture
+def settings(broker: tuple[str, int]) -> Iterator[BrokerSettings]:
+    """Fresh queue and exchange names, like production (both exchanges set); removed afterwards."""
+    settings = amqp.settings_like_production(*broker, "rmq")
+    yield settings
+    amqp.delete_topology(settings)
 
 
 @pytest.fixture

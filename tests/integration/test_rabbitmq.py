@@ -38,22 +38,6 @@ ARCHIVED = AlreadyArchived(key="clip.mxf")
 
 
 @pytest.fixture
-def settings(broker: tuple[str, int]) -> Iterator[BrokerSettings]:
-    """Fresh queue and exchange names, like production (both exchanges set); removed afterwards."""
-    host, port = broker
-    prefix = amqp.unique_prefix("rmq")
-    settings = amqp.settings_for(
-        host,
-        port,
-        prefix,
-        incoming_exchange=f"{prefix}.s3-events",
-        transfer_exchange=f"{prefix}.filetransfer",
-    )
-    yield settings
-    amqp.delete_topology(settings)
-
-
-@pytest.fixture
 def rabbitmqctl(broker: tuple[str, int]) -> None:
     """The broker's admin tool, to inspect the topology and to close connections broker-side."""
     if shutil.which("rabbitmqctl") is None:

@@ -66,6 +66,17 @@ def settings_for(host: str, port: int, prefix: str, **overrides: Any) -> BrokerS
     return BrokerSettings(**values)
 
 
+def settings_like_production(host: str, port: int, label: str, **overrides: Any) -> BrokerSettings:
+    """Fresh names under a new prefix, with both exchanges set as in production."""
+    prefix = unique_prefix(label)
+    values: dict[str, Any] = {
+        "incoming_exchange": f"{prefix}.s3-events",
+        "transfer_exchange": f"{prefix}.filetransfer",
+    }
+    values.update(overrides)
+    return settings_for(host, port, prefix, **values)
+
+
 def all_queues(settings: BrokerSettings) -> list[str]:
     """Every queue the service declares for `settings`."""
     return [

@@ -3,6 +3,10 @@
 It serves a local directory in a background thread; clients (in this process
 or another) only ever reach it over its socket. All socket work happens on the
 server's own thread, so stop() is prompt and leaves nothing listening.
+
+Given a certificate it is an explicit FTPS server (pyftpdlib's TLS handler, on
+pyOpenSSL) that refuses, by default, a login before `AUTH TLS` and a data connection
+before `PROT P`, as a transport server that insists on TLS does.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from pyftpdlib.authorizers import DummyAuthorizer
     from pyftpdlib.filesystems import AbstractedFS
-    from pyftpdlib.handlers import FTPHandler
+    from pyftpdlib.handlers import FTPHandler, TLS_FTPHandler
     from pyftpdlib.ioloop import IOLoop
     from pyftpdlib.servers import FTPServer
 
@@ -55,18 +59,27 @@ class FtpTestServer(Startable):
         perm: str = FULL_PERMISSIONS,
         idle_timeout: float = 300.0,
         rename_replaces: bool = True,
+        tls_pem: Path | None = None,
+        tls_required: bool = True,
     ) -> None:
-        """`rename_replaces=False` refuses RNTO onto an existing file, as some servers do."""
+        """`rename_replaces=False` refuses RNTO onto an existing file, as some servers do.
+
+        `tls_pem` (private key and certificate chain) makes it explicit FTPS; with
+        `tls_required=False` it also serves clients that never ask for TLS.
+        """
         self.root = Path(root)
         self.user = user
         self.password = password
         self.perm = perm
         self.idle_timeout = idle_timeout
         self.rename_replaces = rename_replaces
+        self.tls_pem = tls_pem
+        self.tls_required = tls_required
         self.port = 0
         self._lock = threading.Lock()
         self._logins = 0
         self._stored: list[str] = []
+        self._stored_protected: list[bool] = []
         self._renamed: list[tuple[str, str]] = []
         self._holds: dict[str, int] = {}
         self._held: list[threading.Event] = []
@@ -92,6 +105,11 @@ class FtpTestServer(Startable):
     def stored(self) -> list[str]:
         """FTP paths of the STOR commands that got past the permission check, in order."""
         return self._snapshot(self._stored)
+
+    @property
+    def protected_stores(self) -> list[bool]:
+        """For each STOR of `stored`: whether its data connection was TLS (`PROT P`)."""
+        return self._snapshot(self._stored_protected)
 
     @property
     def renamed(self) -> list[tuple[str, str]]:
@@ -204,6 +222,7 @@ class FtpTestServer(Startable):
         reply can rely on the record.
         """
         owner = self
+        base: Any = FTPHandler if self.tls_pem is None else TLS_FTPHandler
 
         class FileSystem(AbstractedFS):  # type: ignore[misc]  # pyftpdlib is untyped
             def rename(self, src: str, dst: str) -> None:
@@ -212,7 +231,7 @@ class FtpTestServer(Startable):
                 super().rename(src, dst)
                 owner._record(owner._renamed, (self.fs2ftp(src), self.fs2ftp(dst)))
 
-        class Handler(FTPHandler):  # type: ignore[misc]  # pyftpdlib is untyped
+        class Handler(base):  # type: ignore[misc]  # pyftpdlib is untyped
             def handle_auth_success(self, home: str, password: str, msg_login: str) -> None:
                 owner._count_login()
                 super().handle_auth_success(home, password, msg_login)
@@ -244,6 +263,7 @@ class FtpTestServer(Startable):
             # pyftpdlib dispatches commands to methods named ftp_<COMMAND>.
             def ftp_STOR(self, file: str, mode: str = "w") -> Any:  # noqa: N802
                 owner._record(owner._stored, self.fs.fs2ftp(file))
+                owner._record(owner._stored_protected, bool(getattr(self, "_prot", False)))
                 return super().ftp_STOR(file, mode)
 
         Handler.authorizer = authorizer
@@ -251,4 +271,8 @@ class FtpTestServer(Startable):
         Handler.timeout = self.idle_timeout
         Handler.auth_failed_timeout = 0  # answer a wrong password at once
         Handler.banner = "FTP test server ready."
+        if self.tls_pem is not None:
+            Handler.certfile = str(self.tls_pem)
+            Handler.tls_control_required = self.tls_required
+            Handler.tls_data_required = self.tls_required
         return Handler

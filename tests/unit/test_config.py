@@ -8,6 +8,7 @@ import pytest
 
 from s3_events_handler.adapters.config import ConfigError, load_config, load_destinations
 from s3_events_handler.domain.model import FileKind
+from tests.support.certificates import make_tls_files
 
 REPO = Path(__file__).resolve().parents[2]
 REQUIRED = {
@@ -42,7 +43,7 @@ def test_todays_variables_fill_the_settings() -> None:
     settings = load()
     assert settings["rabbitmq"] == {
         "host": "mq", "port": 5672, "user": "u", "passwd": "p", "vhost": "/", "prefetch": 1,
-        "heartbeat": 60,
+        "heartbeat": 60, "ssl": False, "ca_file": "",
         "incoming": {"queue": "s3-events", "exchange": "s3-events"},
         "outgoing": {"queue": "ft", "exchange": ""},
     }  # fmt: skip
@@ -106,6 +107,91 @@ def test_the_ledger_retention_takes_fractions_but_not_under_one_day() -> None:
         load(LEDGER_RETENTION_DAYS="0.5")
     assert "LEDGER_RETENTION_DAYS" in str(raised.value)
     assert "at least 1 day" in str(raised.value)
+
+
+def test_transport_security_is_off_by_default_as_today() -> None:
+    settings = load()
+    assert (settings["rabbitmq"]["ssl"], settings["rabbitmq"]["ca_file"]) == (False, "")  # type: ignore[index]
+    ftp = settings["mediahaven"]["ftp"]  # type: ignore[index]
+    assert (ftp["tls"], ftp["ca_file"]) == (False, "")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("true", True), ("TRUE", True), ("1", True), ("Yes", True), ("false", False),
+     ("False", False), ("0", False), ("no", False), ("", False)],
+)  # fmt: skip
+def test_the_tls_switches_take_true_or_false_in_the_usual_spellings(
+    value: str, expected: bool
+) -> None:
+    settings = load(RABBIT_MQ_SSL=value, MEDIAHAVEN_FTP_TLS=value)
+    assert settings["rabbitmq"]["ssl"] is expected  # type: ignore[index]
+    assert settings["mediahaven"]["ftp"]["tls"] is expected  # type: ignore[index]
+
+
+@pytest.mark.parametrize("name", ["RABBIT_MQ_SSL", "MEDIAHAVEN_FTP_TLS"])
+@pytest.mark.parametrize("value", ["on", "ture", "2", "true please"])
+def test_anything_else_for_a_tls_switch_stops_the_start_naming_it(name: str, value: str) -> None:
+    """A typo must not quietly mean plain text."""
+    with pytest.raises(ConfigError) as raised:
+        load(**{name: value})
+    assert (
+        str(raised.value)
+        == f"{name}={value!r} is not valid: must be true or false (or 1/0, yes/no)"
+    )
+
+
+def test_a_ca_file_is_taken_when_it_holds_certificates(tmp_path: Path) -> None:
+    ca_file = make_tls_files(tmp_path).ca_file
+    settings = load(
+        RABBIT_MQ_SSL="true",
+        RABBIT_MQ_CA_FILE=str(ca_file),
+        MEDIAHAVEN_FTP_TLS="true",
+        MEDIAHAVEN_FTP_CA_FILE=str(ca_file),
+    )
+    assert settings["rabbitmq"]["ca_file"] == str(ca_file)  # type: ignore[index]
+    assert settings["mediahaven"]["ftp"]["ca_file"] == str(ca_file)  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("switch", "name"),
+    [("RABBIT_MQ_SSL", "RABBIT_MQ_CA_FILE"), ("MEDIAHAVEN_FTP_TLS", "MEDIAHAVEN_FTP_CA_FILE")],
+)
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (None, "cannot be read: No such file or directory"),
+        ("not a certificate\n", "holds no usable PEM certificate"),
+        ("", "holds no usable PEM certificate"),
+    ],
+)
+def test_a_ca_file_that_cannot_be_used_stops_the_start_naming_it(
+    tmp_path: Path, switch: str, name: str, content: str | None, reason: str
+) -> None:
+    path = tmp_path / "ca.pem"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError) as raised:
+        load(**{switch: "true", name: str(path)})
+    assert str(raised.value).startswith(f"{name}={str(path)!r} is not valid: {reason}")
+    assert len(str(raised.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("switch", "name"),
+    [("RABBIT_MQ_SSL", "RABBIT_MQ_CA_FILE"), ("MEDIAHAVEN_FTP_TLS", "MEDIAHAVEN_FTP_CA_FILE")],
+)
+def test_a_ca_file_without_its_tls_switch_is_refused(
+    tmp_path: Path, switch: str, name: str
+) -> None:
+    """Otherwise an operator who set the CA file would believe the connection is encrypted."""
+    ca_file = make_tls_files(tmp_path).ca_file
+    with pytest.raises(ConfigError) as raised:
+        load(**{name: str(ca_file)})
+    assert str(raised.value) == (
+        f"{name} is set but {switch} is not true: set {switch}=true to use it, "
+        f"or leave {name} empty"
+    )
 
 
 def test_secrets_are_not_repeated_in_the_error() -> None:
