@@ -42,10 +42,12 @@ class RunningService:
         default_factory=lambda: FakeOrganisationsApi({OR_ID: "VRT"})
     )
     process: subprocess.Popen[bytes] | None = None
+    label: str = "e2e"
+    """In the queue names (`s3eh-{label}-…`), so a look at the broker tells who made them."""
 
     def __post_init__(self) -> None:
         self.ftp = FtpTestServer(self.workdir / "ftp")
-        prefix = amqp.unique_prefix("e2e")
+        prefix = amqp.unique_prefix(self.label)
         host, port = self.broker
         self.settings: BrokerSettings = amqp.settings_for(
             host,
