@@ -8,8 +8,9 @@ between this and the latency it waits for is all serial processing can ever gain
 Run by the bench as its own process (`python -m bench.floor`), in the consumer's
 environment, so the kernel's CPU and memory figures are the loop's alone and not
 those of the fake servers in the bench process. It prints `consuming from QUEUE` when
-its connections are open, as the consumer logs it, and runs until SIGTERM, as the
-consumer does, so the bench reads its figures from a live process.
+its connections are open, as the consumer logs it (a JSON line with its time), and
+runs until SIGTERM, as the consumer does, so the bench reads its figures from a live
+process.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import os
 import secrets
 import signal
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -230,7 +232,8 @@ def main() -> int:
     signal.signal(signal.SIGINT, stop)
     floor = Floor(dict(os.environ))
     try:
-        print(f"consuming from {floor.queue}", flush=True)
+        now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        print(json.dumps({"time": now, "message": f"consuming from {floor.queue}"}), flush=True)
         handled = 0
         while not stopping:
             if floor.handle_one():

@@ -10,6 +10,7 @@ threads are the only other Python threads in the bench process.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -34,7 +36,8 @@ from tests.support.http_stubs import FakeOrganisationsApi, FakePidService
 from tests.support.mediahaven_server import FakeMediaHaven
 
 REPO = Path(__file__).resolve().parents[1]
-# What the consumer logs once it has subscribed to the incoming queue (and the floor prints).
+# What the consumer logs once it has subscribed to the incoming queue (the floor prints it too,
+# in the same JSON shape).
 SUBSCRIBED = b"consuming from"
 PUBLISHED_HEADER = "x-bench-published-at"
 """Microseconds since the epoch when the bench published the event."""
@@ -112,14 +115,26 @@ class _Process:
     def pid(self) -> int:
         return self.popen.pid
 
-    def has_subscribed(self) -> bool:
-        """Whether its log says it subscribed yet; reads only what was added since last time."""
+    def subscription(self) -> float | None:
+        """When its log says it subscribed, or None while it does not say so yet.
+
+        The time is the log line's own (`time`, in the JSON log format), which the bench
+        may read a poll later; where a line has none, the moment the bench read it.
+        Reads only what was added to the log since the last call.
+        """
         start = max(0, self._searched - len(SUBSCRIBED) + 1)
         with self.log.open("rb") as log:
             log.seek(start)
             text = log.read()
         self._searched = start + len(text)
-        return SUBSCRIBED in text
+        found = text.find(SUBSCRIBED)
+        if found < 0:
+            return None
+        line = text[text.rfind(b"\n", 0, found) + 1 :].split(b"\n", 1)[0]
+        try:
+            return datetime.fromisoformat(json.loads(line)["time"]).timestamp()
+        except (ValueError, KeyError, TypeError):
+            return time.time()
 
     def tail(self) -> str:
         lines = self.log.read_text(errors="replace").splitlines()
@@ -286,9 +301,10 @@ class Rig:
             if recorder.count > done:
                 done, progressed = recorder.count, now
             for process in processes:
-                if process.subscribed_at is None and process.has_subscribed():
-                    process.subscribed_at = now
-                    process.cpu_at_subscription = procstat.cpu_seconds(process.pid)
+                if process.subscribed_at is None:
+                    process.subscribed_at = process.subscription()
+                    if process.subscribed_at is not None:
+                        process.cpu_at_subscription = procstat.cpu_seconds(process.pid)
                 if process.popen.poll() is not None:
                     raise BenchError(
                         f"{process.log.name} exited with {process.popen.returncode} after "
