@@ -42,11 +42,13 @@ class RunningService:
         default_factory=lambda: FakeOrganisationsApi({OR_ID: "VRT"})
     )
     process: subprocess.Popen[bytes] | None = None
+    label: str = "e2e"
+    """In the queue names (`s3eh-{label}-…`), so a look at the broker tells who made them."""
 
     def __post_init__(self) -> None:
         self.ftp = FtpTestServer(self.workdir / "ftp")
         self.settings: BrokerSettings = amqp.settings_like_production(
-            *self.broker, "e2e", retry_delays=(1, 2)
+            *self.broker, self.label, retry_delays=(1, 2)
         )
         self.log_path = self.workdir / "consumer.log"
 

@@ -3,6 +3,8 @@
 Each serves from daemon threads on a free port, so a service under test in
 another process can reach it through `.url`. A test can queue canned answers
 (a status, a body, a delay); once the queue is empty the fake answers normally.
+Every answer can be made to take longer (`latency`), and the connection can be kept
+open between requests (`keep_alive`), as the real services do.
 """
 
 from __future__ import annotations
@@ -65,8 +67,14 @@ class StubServer(LoopbackHttpServer):
     """What both fakes share: a queue of canned answers and a record of every request.
     Subclasses say what the normal answer is."""
 
-    def __init__(self) -> None:
-        super().__init__(_handler_for(self), name=type(self).__name__)
+    def __init__(self, *, latency: float = 0.0, keep_alive: bool = False) -> None:
+        """`latency`: seconds added before every answer (see `LoopbackHttpServer`).
+
+        `keep_alive` answers in HTTP/1.1 and keeps the connection; the default, HTTP/1.0,
+        closes it after every answer, so a client opens a new one per request.
+        """
+        self.keep_alive = keep_alive
+        super().__init__(_handler_for(self), name=type(self).__name__, latency=latency)
         self._lock = threading.Lock()
         self._state = _State()
 
@@ -114,6 +122,11 @@ class StubServer(LoopbackHttpServer):
 
 def _handler_for(stub: StubServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1" if stub.keep_alive else "HTTP/1.0"
+        # Headers and body go out in two writes: without this, a kept-alive connection
+        # waits for the client's delayed ACK before the body leaves.
+        disable_nagle_algorithm = True
+
         def do_GET(self) -> None:
             self._serve()
 
@@ -128,6 +141,9 @@ def _handler_for(stub: StubServer) -> type[BaseHTTPRequestHandler]:
                 headers=dict(self.headers.items()),
                 body=self.rfile.read(length),
             )
+            if not stub._wait_latency():
+                self.close_connection = True
+                return
             answer = stub._respond(request)
             try:
                 self.send_response(answer.status)
@@ -147,8 +163,8 @@ def _handler_for(stub: StubServer) -> type[BaseHTTPRequestHandler]:
 class FakePidService(StubServer):
     """Answers every GET with a fresh valid PID, `[{"id": pid, "number": 1}]`."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, *, latency: float = 0.0, keep_alive: bool = False) -> None:
+        super().__init__(latency=latency, keep_alive=keep_alive)
         self.minted: list[str] = []
 
     def answer(self, request: RecordedRequest) -> Answer:
@@ -168,8 +184,14 @@ class FakeOrganisationsApi(StubServer):
     query instead of passing it as a variable, gets a 400 and is noted in `invalid`.
     """
 
-    def __init__(self, labels: dict[str, str | None] | None = None) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        labels: dict[str, str | None] | None = None,
+        *,
+        latency: float = 0.0,
+        keep_alive: bool = False,
+    ) -> None:
+        super().__init__(latency=latency, keep_alive=keep_alive)
         self.labels: dict[str, str | None] = dict(labels or {})
         self.variables: list[dict[str, Any]] = []
         self.invalid: list[str] = []

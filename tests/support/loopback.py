@@ -80,11 +80,19 @@ class LoopbackHttpServer(Startable):
     `stop()` leaves nothing behind: the port refuses connections, connections still
     open (kept alive) are cut, and answers held back in `_wait` wake up. It may be
     started again afterwards, on another free port.
+
+    `latency` (seconds) is added before every answer, as a distant service would take:
+    each request waits its own, so concurrent requests overlap as they would over a network.
     """
 
-    def __init__(self, handler: type[BaseHTTPRequestHandler], *, name: str) -> None:
+    def __init__(
+        self, handler: type[BaseHTTPRequestHandler], *, name: str, latency: float = 0.0
+    ) -> None:
+        if latency < 0:
+            raise ValueError(f"latency cannot be negative: {latency}")
         self._handler = handler
         self._name = name
+        self.latency = latency
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -137,6 +145,10 @@ class LoopbackHttpServer(Startable):
     def _wait(self, seconds: float) -> bool:
         """Sleep, but wake when the server stops; True when it did not stop."""
         return not self._stopping.wait(seconds)
+
+    def _wait_latency(self) -> bool:
+        """The added latency of one answer (see the class); True when the server did not stop."""
+        return self._wait(self.latency) if self.latency > 0 else True
 
 
 __all__ = ["LOOPBACK", "LoopbackHttpServer", "Startable"]

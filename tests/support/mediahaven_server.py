@@ -157,8 +157,10 @@ class FakeMediaHaven(LoopbackHttpServer):
         expires_in: int = 3600,
         max_page_size: int = 1000,
         sloppy: bool = False,
+        latency: float = 0.0,
     ) -> None:
-        super().__init__(_handler_for(self), name="fake-mediahaven")
+        """`latency`: seconds added before every answer (see `LoopbackHttpServer`)."""
+        super().__init__(_handler_for(self), name="fake-mediahaven", latency=latency)
         self.client_id = client_id
         self.client_secret = client_secret
         self.username = username
@@ -462,6 +464,9 @@ def _handler_for(fake: FakeMediaHaven) -> type[BaseHTTPRequestHandler]:
             target = urlsplit(self.path)
             with fake._lock:
                 fake.requests.append(SeenRequest(self.command, self.path))
+            if not fake._wait_latency():
+                self.close_connection = True
+                return
             fault = fake._take_fault(self.command, target.path)
             if fault is not None:
                 if fault.delay and not fake._wait(fault.delay):

@@ -1,0 +1,167 @@
+"""What one run measured, and the table and JSON that show the runs side by side."""
+
+from __future__ import annotations
+
+import json
+import math
+import pstats
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+REPO = Path(__file__).resolve().parents[1]
+PROGRESS_POINTS = (10, 50, 90, 100)
+MIB = 1024.0
+
+
+def percentile(values: Sequence[float], percent: float) -> float:
+    """Nearest rank: the smallest value with at least `percent` % of them at or below it."""
+    if not values:
+        raise ValueError("no values")
+    ordered = sorted(values)
+    rank = max(1, math.ceil(percent / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+@dataclass(frozen=True, slots=True)
+class RssSample:
+    """Resident memory of the run's processes together, and how far the run had got."""
+
+    seconds: float  # since the processes were started
+    done: int
+    rss_mib: float
+
+
+@dataclass
+class Measurement:
+    """One run: `events` through `processes` process(es) of one mode at one added latency."""
+
+    mode: str
+    label: str
+    latency_ms: float
+    events: int
+    processes: int
+    seconds: float
+    """From the first process subscribing to the incoming queue to the last transfer request."""
+    events_per_second: float
+    p50_ms: float
+    p99_ms: float
+    """Of publish to transfer request, per event; every event waited in the backlog."""
+    cpu_ms_per_event: float
+    peak_rss_mib: float
+    """The largest high-water mark (VmHWM) of one process."""
+    peak_rss_mib_total: float
+    startup_seconds: float
+    """From starting the process(es) to the first one subscribing."""
+    rss_at_progress: dict[int, float]
+    rss_series: list[RssSample] = field(default_factory=list)
+    speedup_vs_serial: float | None = None
+    log_files: list[str] = field(default_factory=list)
+
+    def progress_line(self) -> str:
+        points = " / ".join(
+            f"{self.rss_at_progress[p]:.1f}" if p in self.rss_at_progress else "-"
+            for p in PROGRESS_POINTS
+        )
+        return (
+            f"RSS at {'/'.join(f'{p}%' for p in PROGRESS_POINTS)} of the events: {points} MiB"
+            f" ({self.processes} process{'es' if self.processes > 1 else ''} together)"
+        )
+
+
+COLUMNS = (
+    ("latency", 9),
+    ("mode", 28),
+    ("events/s", 9),
+    ("p50 ms", 9),
+    ("p99 ms", 9),
+    ("CPU ms/event", 13),
+    ("peak RSS MiB", 13),
+    ("vs serial", 10),
+)
+
+
+def _cells(row: Measurement) -> list[str]:
+    speedup = "-" if row.speedup_vs_serial is None else f"{row.speedup_vs_serial:.2f}x"
+    return [
+        f"{row.latency_ms:g} ms",
+        row.label,
+        f"{row.events_per_second:.1f}",
+        f"{row.p50_ms:.0f}",
+        f"{row.p99_ms:.0f}",
+        f"{row.cpu_ms_per_event:.2f}",
+        f"{row.peak_rss_mib:.1f}",
+        speedup,
+    ]
+
+
+def table(rows: Sequence[Measurement]) -> str:
+    """A Markdown table, readable as it is printed and pasteable into docs/performance.md."""
+    header = "| " + " | ".join(name.ljust(width) for name, width in COLUMNS) + " |"
+    rule = "|" + "|".join("-" * (width + 2) for _, width in COLUMNS) + "|"
+    lines = [header, rule]
+    for row in rows:
+        cells = _cells(row)
+        lines.append(
+            "| "
+            + " | ".join(
+                cell.ljust(width) if n < 2 else cell.rjust(width)
+                for n, (cell, (_, width)) in enumerate(zip(cells, COLUMNS, strict=True))
+            )
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def add_speedups(rows: Sequence[Measurement]) -> None:
+    """Each row's events/s over the serial consumer's at the same latency, where there is one."""
+    serial = {row.latency_ms: row.events_per_second for row in rows if row.mode == "serial"}
+    for row in rows:
+        base = serial.get(row.latency_ms)
+        row.speedup_vs_serial = row.events_per_second / base if base else None
+
+
+def write_json(path: Path, context: dict[str, Any], rows: Sequence[Measurement]) -> None:
+    document = {"context": context, "rows": [asdict(row) for row in rows]}
+    path.write_text(json.dumps(document, indent=2) + "\n")
+
+
+def print_rows(rows: Sequence[Measurement], out: TextIO) -> None:
+    print(table(rows), file=out)
+
+
+_INSTALLED = re.compile(r"^.*/(?:site-packages|lib/python3\.\d+|__editable__[^/]*)/")
+
+
+def _where(function: tuple[str, int, str]) -> str:
+    """`package/module.py:line(name)`, without the installation's or the repository's prefix."""
+    filename, line, name = function
+    if filename == "~":  # a built-in
+        return name
+    short = _INSTALLED.sub("", filename).removeprefix(str(REPO) + "/")
+    return f"{short}:{line}({name})"
+
+
+def hotspots(path: Path, events: int, *, sort: str, limit: int) -> str:
+    """The profile's top `limit` functions by `sort` (`cumulative` or `tottime`), per event.
+
+    `own` is time in the function itself, `cum` includes what it called. Per event means
+    over the whole run divided by the events: start-up work is spread over them too.
+    """
+    stats: dict[tuple[str, int, str], tuple[int, int, float, float, Any]]
+    stats = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
+    index = {"cumulative": 3, "tottime": 2}[sort]
+    total = sum(entry[2] for entry in stats.values())
+    ranked = sorted(stats.items(), key=lambda item: item[1][index], reverse=True)[:limit]
+    lines = [
+        f"{sort}: {total:.2f} s profiled in all, {total / events * 1e3:.2f} ms per event",
+        f"{'calls/event':>11} {'own µs/event':>12} {'cum µs/event':>12}  function",
+    ]
+    for function, (_primitive, calls, own, cumulative, _callers) in ranked:
+        lines.append(
+            f"{calls / events:11.2f} {own / events * 1e6:12.1f} "
+            f"{cumulative / events * 1e6:12.1f}  {_where(function)}"
+        )
+    return "\n".join(lines)
