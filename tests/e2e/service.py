@@ -137,6 +137,17 @@ class RunningService:
         except Exception:  # the queue may not exist yet
             return 0
 
+    def run(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        """`s3-events-handler ARGS` to its end, in this service's environment."""
+        return subprocess.run(
+            [*command(), *args],
+            env=self.environment(**env),
+            capture_output=True,
+            text=True,
+            cwd=self.workdir,
+            timeout=120,
+        )
+
     def publish_event(self, body: bytes, **properties: Any) -> None:
         import pika
 
