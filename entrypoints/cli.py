@@ -17,7 +17,13 @@ from typing import Any
 from s3_events_handler.adapters.config import ConfigError
 from s3_events_handler.adapters.rabbitmq import BrokerCertificateError, describe
 from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
-from s3_events_handler.entrypoints.command_help import CONSUME_HELP, DEMO_HELP, PROCESS_HELP
+from s3_events_handler.entrypoints.check_config import check_config
+from s3_events_handler.entrypoints.command_help import (
+    CHECK_CONFIG_HELP,
+    CONSUME_HELP,
+    DEMO_HELP,
+    PROCESS_HELP,
+)
 from s3_events_handler.entrypoints.container import Container, build_container
 from s3_events_handler.entrypoints.demo import run_demo
 
@@ -152,6 +158,10 @@ def _run_demo(args: argparse.Namespace) -> int:
     return run_demo(sys.stdout)
 
 
+def _run_check_config(args: argparse.Namespace) -> int:
+    return check_config(args.config, sys.stdout)
+
+
 # -- arguments -----------------------------------------------------------------------------
 
 PROG = "s3-events-handler"
@@ -219,6 +229,13 @@ def parser() -> argparse.ArgumentParser:
         DEMO_HELP,
         _run_demo,
         reads_settings=False,
+    )
+    command(
+        commands,
+        "check-config",
+        "check settings and every system, read-only",
+        CHECK_CONFIG_HELP,
+        _run_check_config,
     )
     return parser
 

@@ -30,3 +30,19 @@ sidecars, transfer requests and MediaHaven calls. Needs no settings and no serve
 example:
   s3-events-handler demo | less
 """
+
+CHECK_CONFIG_HELP = """\
+Check the settings, the destination table and the ledger location, then that the
+broker, MediaHaven, the PID service, the Organisations API and the FTP server answer
+and that the queues and destination folders exist. One line per check.
+
+Read-only: passive declares on the broker (nothing created), a MediaHaven token and
+one search, a TCP connection to the PID service (no PID minted), one Organisations
+lookup, an FTP login and listing (nothing uploaded), no ledger write (a missing
+SQLite file is not created).
+
+exit status: 0 healthy, 2 a setting is wrong, 1 a system does not answer (named)
+
+example:
+  s3-events-handler check-config && s3-events-handler consume
+"""

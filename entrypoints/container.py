@@ -203,12 +203,17 @@ def secrets_of(settings: dict[str, Any]) -> list[str]:
     ]
 
 
-def build_container(config_path: Path) -> Container:
-    """Settings loaded and checked, logging set up; raises `ConfigError`."""
+def build_container(config_path: Path, *, quiet: bool = False) -> Container:
+    """Settings loaded and checked, logging set up; raises `ConfigError`.
+
+    `quiet`: an operator command prints its own report, so its log shows warnings and
+    errors only, unless LOG_LEVEL=DEBUG asks for everything.
+    """
     settings = load_config(config_path, os.environ)
-    configure_logging(
-        settings["logging"]["level"], settings["logging"]["format"], secrets_of(settings)
-    )
+    level = settings["logging"]["level"]
+    if quiet and level == "INFO":
+        level = "WARNING"
+    configure_logging(level, settings["logging"]["format"], secrets_of(settings))
     container = Container()
     container.config.from_dict(settings)
     return container

@@ -13,7 +13,12 @@ from tests.e2e.service import RunningService, command
 
 pytestmark = pytest.mark.e2e
 
-COMMANDS = [("consume",), ("process",), ("demo",)]
+COMMANDS = [
+    ("consume",),
+    ("process",),
+    ("demo",),
+    ("check-config",),
+]
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -39,7 +44,7 @@ def test_every_command_has_its_own_help(tmp_path: Path, words: tuple[str, ...]) 
 
 def test_the_top_help_lists_every_command(tmp_path: Path) -> None:
     shown = run("--help", cwd=tmp_path)
-    for name in ("consume", "process", "demo", "--version"):
+    for name in ("consume", "process", "demo", "check-config", "--version"):
         assert name in shown.stdout
 
 

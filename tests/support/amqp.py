@@ -18,7 +18,7 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from s3_events_handler.adapters.rabbitmq import BrokerSettings
+from s3_events_handler.adapters.rabbitmq import BrokerSettings, declare_topology
 
 USER = "guest"
 PASSWORD = "guest"
@@ -253,6 +253,23 @@ def pre_declare_like_todays_service(settings: BrokerSettings) -> None:
                     internal=False,
                 )
                 ch.queue_bind(queue=queue, exchange=exchange, routing_key=queue)
+
+
+def declare_service_topology(settings: BrokerSettings) -> None:
+    """Everything the service declares at start (its own retry and dead-letter queues too),
+    as a consumer that ran once leaves the broker."""
+    with channel(settings.host, settings.port) as ch:
+        declare_topology(ch, settings)
+
+
+def queue_exists(host: str, port: int, queue: str) -> bool:
+    try:
+        message_count(host, port, queue)
+    except pika.exceptions.ChannelClosedByBroker as error:
+        if error.reply_code == 404:
+            return False
+        raise
+    return True
 
 
 def rabbitmqctl(*args: str, timeout: float = 30.0) -> str:

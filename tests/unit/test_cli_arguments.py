@@ -23,7 +23,7 @@ def config_path(monkeypatch: pytest.MonkeyPatch) -> None:
         ["--config", "x.yml", "consume"],
         ["consume", "--config", "x.yml"],
         ["process", "--config", "x.yml", "event.json"],
-        ["--config", "other.yml", "consume", "--config", "x.yml"],
+        ["--config", "other.yml", "check-config", "--config", "x.yml"],
     ],
 )
 def test_config_may_stand_before_or_after_the_command(argv: list[str]) -> None:
@@ -31,7 +31,7 @@ def test_config_may_stand_before_or_after_the_command(argv: list[str]) -> None:
 
 
 def test_without_config_the_environment_says_where_it_is() -> None:
-    assert parser().parse_args(["consume"]).config == CONFIG
+    assert parser().parse_args(["check-config"]).config == CONFIG
 
 
 @pytest.mark.parametrize("name", ["missing.json", "."])
