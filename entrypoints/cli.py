@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -17,14 +18,19 @@ from typing import Any
 from s3_events_handler.adapters.config import ConfigError
 from s3_events_handler.adapters.rabbitmq import BrokerCertificateError, describe
 from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
+from s3_events_handler.application.replay import Selection
 from s3_events_handler.entrypoints.check_config import check_config
 from s3_events_handler.entrypoints.command_help import (
     CHECK_CONFIG_HELP,
     CONSUME_HELP,
+    DEAD_LETTERS_HELP,
     DEMO_HELP,
+    LIST_HELP,
     PROCESS_HELP,
+    REPLAY_HELP,
 )
 from s3_events_handler.entrypoints.container import Container, build_container
+from s3_events_handler.entrypoints.dead_letters import list_dead_letters, replay_dead_letters
 from s3_events_handler.entrypoints.demo import run_demo
 
 log = logging.getLogger("s3-events-handler")
@@ -121,10 +127,15 @@ def _as_json(outcome: Done | Retry | DeadLetter) -> dict[str, Any]:
 # -- running a command ---------------------------------------------------------------------
 
 
+def _configured(config_path: Path) -> Container:
+    """Settings loaded and logging set up, nothing opened: for an operator command."""
+    return build_container(config_path, quiet=True)
+
+
 def _on(
     config_path: Path, ready: Callable[[Path], Container], command: Callable[[Container], int]
 ) -> int:
-    """`command` on the container `ready` makes (`start`: the service, started)."""
+    """`command` on the container `ready` makes: `start` (the service) or `_configured`."""
     try:
         container = ready(config_path)
     except (ConfigError, OSError) as error:
@@ -162,6 +173,35 @@ def _run_check_config(args: argparse.Namespace) -> int:
     return check_config(args.config, sys.stdout)
 
 
+def _run_dead_letters_list(args: argparse.Namespace) -> int:
+    def list_them(container: Container) -> int:
+        return list_dead_letters(container.dead_letter_queue(), sys.stdout)
+
+    return _on(args.config, _configured, list_them)
+
+
+def _run_dead_letters_replay(args: argparse.Namespace) -> int:
+    if args.ids:
+        selection = Selection.by_ids(args.ids)
+    elif args.reason is not None:
+        selection = Selection.by_reason_text(args.reason)
+    elif args.reason_regex is not None:
+        selection = Selection.by_reason_pattern(args.reason_regex)
+    else:
+        selection = Selection.everything()
+
+    def replay(container: Container) -> int:
+        return replay_dead_letters(
+            container.dead_letter_queue(),
+            selection,
+            incoming_queue=container.broker_settings().incoming_queue,
+            dry_run=args.dry_run,
+            out=sys.stdout,
+        )
+
+    return _on(args.config, _configured, replay)
+
+
 # -- arguments -----------------------------------------------------------------------------
 
 PROG = "s3-events-handler"
@@ -172,6 +212,20 @@ def _package_version() -> str:
         return version("s3-events-handler")
     except PackageNotFoundError:
         return "unknown (not installed)"
+
+
+def _non_empty(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+def _pattern(text: str) -> str:
+    try:
+        re.compile(_non_empty(text))
+    except re.error as error:
+        raise argparse.ArgumentTypeError(f"not a regular expression: {error}") from None
+    return text
 
 
 def parser() -> argparse.ArgumentParser:
@@ -236,6 +290,39 @@ def parser() -> argparse.ArgumentParser:
         "check settings and every system, read-only",
         CHECK_CONFIG_HELP,
         _run_check_config,
+    )
+    dead = command(commands, "dead-letters", "list or replay dead letters", DEAD_LETTERS_HELP)
+    actions = dead.add_subparsers(dest="action", required=True, metavar="ACTION")
+    command(
+        actions,
+        "list",
+        "list the dead letters, leaving them in place",
+        LIST_HELP,
+        _run_dead_letters_list,
+    )
+    replay = command(
+        actions,
+        "replay",
+        "move dead letters back to the incoming queue",
+        REPLAY_HELP,
+        _run_dead_letters_replay,
+    )
+    chosen = replay.add_mutually_exclusive_group(required=True)
+    chosen.add_argument("--all", action="store_true", help="every dead letter")
+    chosen.add_argument(
+        "--id", dest="ids", action="append", metavar="ID", type=_non_empty,
+        help="the dead letter with this id (as listed); repeat for more",
+    )  # fmt: skip
+    chosen.add_argument(
+        "--reason", metavar="TEXT", type=_non_empty,
+        help="those whose x-error contains TEXT, in any case",
+    )  # fmt: skip
+    chosen.add_argument(
+        "--reason-regex", metavar="PATTERN", type=_pattern,
+        help="those whose x-error matches the regular expression PATTERN (searched)",
+    )  # fmt: skip
+    replay.add_argument(
+        "--dry-run", action="store_true", help="list what would be replayed; change nothing"
     )
     return parser
 

@@ -46,3 +46,45 @@ exit status: 0 healthy, 2 a setting is wrong, 1 a system does not answer (named)
 example:
   s3-events-handler check-config && s3-events-handler consume
 """
+
+DEAD_LETTERS_HELP = """\
+Look at the dead-letter queue {S3_EVENTS_QUEUE}.dead-letter, or move its messages back
+to the incoming queue once the cause is fixed.
+
+examples:
+  s3-events-handler dead-letters list
+  s3-events-handler dead-letters replay --reason "FTP" --dry-run
+"""
+
+LIST_HELP = """\
+List the dead letters, head of the queue first: id, when dead-lettered, stage,
+bucket/key and reason. Every one stays in the queue, in its place: each is taken
+without an ack and all are handed back at the end (or by the broker, should the
+command die).
+
+The id is the message_id when the message has one, else a short hash of its body and
+headers; `dead-letters replay --id` takes it.
+
+exit status: 0 listed, 1 the broker or the queue is not there, 2 settings wrong
+
+example:
+  s3-events-handler dead-letters list
+"""
+
+REPLAY_HELP = """\
+Move dead letters back to the incoming queue {S3_EVENTS_QUEUE} (default exchange), body
+and properties unchanged, headers x-attempt, x-error, x-error-stage and
+x-dead-lettered-at removed, x-pid kept (the replay reuses the PID).
+
+Each dead letter moves in one AMQP transaction: the copy's publish and the dead
+letter's ack are committed together. Interrupted (killed, connection lost), a replay
+loses and doubles nothing; run it again to finish.
+
+exit status: 0 done, 1 something not replayed (said which), 2 settings wrong
+
+examples:
+  s3-events-handler dead-letters replay --all
+  s3-events-handler dead-letters replay --id 3f2a9c0d1e4b --id msg-7
+  s3-events-handler dead-letters replay --reason "no folder" --dry-run
+  s3-events-handler dead-letters replay --reason-regex "answered 5[0-9][0-9]"
+"""

@@ -24,6 +24,7 @@ from s3_events_handler.adapters.rabbitmq import (
     BrokerSettings,
     Consumer,
 )
+from s3_events_handler.adapters.rabbitmq.dead_letters import DeadLetterQueue
 from s3_events_handler.application.handler import MessageHandler, RetryPolicy
 from s3_events_handler.domain.errors import ServiceUnavailable
 from s3_events_handler.domain.ports import Ledger
@@ -190,6 +191,7 @@ class Container(containers.DeclarativeContainer):
         ),
     )
     consumer = providers.Singleton(Consumer, broker, broker_settings, handler.provided.handle)
+    dead_letter_queue = providers.Factory(DeadLetterQueue, broker_settings)
 
 
 def secrets_of(settings: dict[str, Any]) -> list[str]:

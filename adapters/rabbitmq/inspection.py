@@ -21,6 +21,10 @@ NOT_FOUND = 404
 Connect = Callable[[BrokerSettings], Any]
 
 
+class QueueMissing(ServiceUnavailable):
+    """A queue the command needs is not on the broker."""
+
+
 @dataclass(frozen=True)
 class Found:
     """A queue or exchange the service uses, as the broker has it (or not)."""
@@ -52,6 +56,14 @@ def broker_session(settings: BrokerSettings, open_connection: Connect = connect)
     finally:
         if connection.is_open:
             connection.close()
+
+
+def queue_depth(channel: Any, queue: str) -> int:
+    """Ready messages in `queue`; raises `QueueMissing` (and the channel is closed) without it."""
+    declared = _declared_queue(channel, queue)
+    if declared is None:
+        raise QueueMissing(f"no queue {queue} on the broker")
+    return int(declared.message_count)
 
 
 def inspect_topology(settings: BrokerSettings, open_connection: Connect = connect) -> list[Found]:

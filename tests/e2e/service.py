@@ -148,6 +148,15 @@ class RunningService:
             timeout=120,
         )
 
+    def park(self, body: bytes, **properties: Any) -> None:
+        """Put a message straight into the dead-letter queue, as the consumer would have."""
+        import pika
+
+        s = self.settings
+        amqp.publish(
+            s.host, s.port, s.dead_letter_queue, body, properties=pika.BasicProperties(**properties)
+        )
+
     def publish_event(self, body: bytes, **properties: Any) -> None:
         import pika
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.service import RunningService, command
+from tests.e2e.service import REPO, RunningService, command
+from tests.support import amqp
 
 pytestmark = pytest.mark.e2e
 
@@ -18,6 +19,9 @@ COMMANDS = [
     ("process",),
     ("demo",),
     ("check-config",),
+    ("dead-letters",),
+    ("dead-letters", "list"),
+    ("dead-letters", "replay"),
 ]
 
 
@@ -44,8 +48,25 @@ def test_every_command_has_its_own_help(tmp_path: Path, words: tuple[str, ...]) 
 
 def test_the_top_help_lists_every_command(tmp_path: Path) -> None:
     shown = run("--help", cwd=tmp_path)
-    for name in ("consume", "process", "demo", "check-config", "--version"):
+    for name in ("consume", "process", "demo", "check-config", "dead-letters", "--version"):
         assert name in shown.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["--config", "CONFIG", "dead-letters", "list"], id="before the command"),
+        pytest.param(["dead-letters", "list", "--config", "CONFIG"], id="after the command"),
+        pytest.param(["dead-letters", "--config", "CONFIG", "list"], id="between the words"),
+    ],
+)
+def test_config_is_taken_before_or_after_the_command(
+    service: RunningService, args: list[str]
+) -> None:
+    amqp.declare_service_topology(service.settings)
+    argv = [str(REPO / "config.yml") if arg == "CONFIG" else arg for arg in args]
+    listed = service.run(*argv, CONFIG_PATH=str(service.workdir / "not-this.yml"))
+    assert listed.returncode == 0, listed.stderr
 
 
 def test_a_config_given_after_the_command_wins_over_the_environment(

@@ -154,6 +154,20 @@ def get_messages(host: str, port: int, queue: str, *, limit: int | None = None) 
     return taken
 
 
+def peek_messages(host: str, port: int, queue: str) -> list[Message]:
+    """What is in `queue` now, head first, left there: taken unacked, then handed back
+    (the broker requeues what a closing channel held, each where it was)."""
+    seen: list[Message] = []
+    with channel(host, port) as ch:
+        while True:
+            method, properties, body = ch.basic_get(queue=queue, auto_ack=False)
+            if method is None:
+                return seen
+            seen.append(
+                Message(body, properties, method.exchange, method.routing_key, method.redelivered)
+            )
+
+
 def wait_for_messages(
     host: str, port: int, queue: str, count: int, *, timeout: float = 5.0
 ) -> list[Message]:

@@ -1,5 +1,5 @@
-"""The command line's parsing: where `--config` may stand, and an event file that cannot be
-read. No servers: nothing here gets as far as a connection."""
+"""The command line's parsing: where `--config` may stand, what a replay must be told, and an
+event file that cannot be read. No servers: nothing here gets as far as a connection."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ def config_path(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         ["--config", "x.yml", "consume"],
         ["consume", "--config", "x.yml"],
-        ["process", "--config", "x.yml", "event.json"],
+        ["dead-letters", "--config", "x.yml", "list"],
+        ["dead-letters", "list", "--config", "x.yml"],
         ["--config", "other.yml", "check-config", "--config", "x.yml"],
     ],
 )
@@ -31,7 +32,17 @@ def test_config_may_stand_before_or_after_the_command(argv: list[str]) -> None:
 
 
 def test_without_config_the_environment_says_where_it_is() -> None:
-    assert parser().parse_args(["check-config"]).config == CONFIG
+    assert parser().parse_args(["dead-letters", "list"]).config == CONFIG
+
+
+def test_a_replay_takes_one_way_of_choosing(capsys: pytest.CaptureFixture[str]) -> None:
+    args = parser().parse_args(["dead-letters", "replay", "--id", "a", "--id", "b", "--dry-run"])
+    assert (args.ids, args.dry_run) == (["a", "b"], True)
+    for argv in (["--all", "--reason", "x"], [], ["--reason", ""], ["--reason-regex", "("]):
+        with pytest.raises(SystemExit) as exited:
+            parser().parse_args(["dead-letters", "replay", *argv])
+        assert exited.value.code == 2
+    assert "not a regular expression" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", ["missing.json", "."])
