@@ -3,12 +3,15 @@ and nothing changed anywhere while it looks."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.service import RunningService
+from tests.e2e.service import RunningService, running
 from tests.support import amqp
+from tests.support.certificates import TlsFiles
+from tests.support.tls_proxy import TlsProxy
 
 pytestmark = pytest.mark.e2e
 
@@ -146,3 +149,46 @@ def test_where_pids_are_made_locally_the_pid_service_is_not_checked(
     checked = healthy.run("check-config", APP_ENVIRONMENT="int", PID_SERVICE_HOST="http://nowhere")
     assert checked.returncode == 0, checked.stdout
     assert "PID service: not used: APP_ENVIRONMENT=int mints locally" in checked.stdout
+
+
+@pytest.fixture
+def healthy_over_tls(
+    tmp_path: Path, broker: tuple[str, int], tls_files: TlsFiles, tls_proxy: TlsProxy
+) -> Iterator[RunningService]:
+    """As `healthy`, with an FTP server that speaks only FTPS and the broker behind AMQPS."""
+    service = RunningService(workdir=tmp_path, broker=broker)
+    service.ftp.tls_pem = tls_files.server_pem
+    for started in running(service):
+        for folder in TABLE_FOLDERS:
+            (started.ftp.root / folder).mkdir(parents=True, exist_ok=True)
+        amqp.declare_service_topology(started.settings)
+        yield started
+
+
+def over_tls(tls_proxy: TlsProxy, ca_file: Path) -> dict[str, str]:
+    return {
+        "RABBIT_MQ_PORT": str(tls_proxy.port),
+        "RABBIT_MQ_SSL": "true",
+        "RABBIT_MQ_CA_FILE": str(ca_file),
+        "MEDIAHAVEN_FTP_TLS": "true",
+        "MEDIAHAVEN_FTP_CA_FILE": str(ca_file),
+    }
+
+
+def test_the_checks_speak_amqps_and_ftps_when_the_settings_say_so(
+    healthy_over_tls: RunningService, tls_proxy: TlsProxy, tls_files: TlsFiles
+) -> None:
+    checked = healthy_over_tls.run("check-config", **over_tls(tls_proxy, tls_files.ca_file))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert tls_proxy.handshakes >= 1
+
+
+def test_a_certificate_from_an_unknown_ca_is_named_with_its_settings(
+    healthy_over_tls: RunningService, tls_proxy: TlsProxy, unknown_ca: TlsFiles
+) -> None:
+    checked = healthy_over_tls.run("check-config", **over_tls(tls_proxy, unknown_ca.ca_file))
+    assert checked.returncode == 1
+    checks = lines_of(checked.stdout)
+    assert (checks["broker"], checks["FTP server"]) == ("failed", "failed")
+    assert f"RABBIT_MQ_CA_FILE='{unknown_ca.ca_file}'" in checked.stdout
+    assert f"MEDIAHAVEN_FTP_CA_FILE='{unknown_ca.ca_file}'" in checked.stdout
