@@ -25,7 +25,7 @@ import ssl
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
@@ -211,6 +211,30 @@ class FtpTransportServer(TransportServer):
                 except _ConnectionLost as again:
                     self._discard()
                     raise ServiceUnavailable(self._scrub(str(again))) from again.__cause__
+
+    def find_folders(self, wanted: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str | None]:
+        """Where each (CP name, folder) destination is on the server; None where it is not.
+
+        Reads only (LIST), for a check before anything is uploaded. The destination table
+        lists CP names lower-cased and the server's folders carry the MAM label's own case,
+        so the CP name matches in any case, the folder exactly. Raises `ServiceUnavailable`
+        when the server cannot be logged in to or listed.
+        """
+        with self._lock:
+            host, _session = self._connection()
+            try:
+                top = host.listdir("/")
+                found: dict[tuple[str, str], str | None] = {}
+                for cp_name, folder in wanted:
+                    paths = (f"/{name}/{folder}" for name in top if name.lower() == cp_name.lower())
+                    found[(cp_name, folder)] = next(filter(host.path.isdir, paths), None)
+            except (ftputil.error.FTPError, OSError, EOFError) as error:
+                self._discard()
+                raise ServiceUnavailable(
+                    f"cannot list the folders on FTP server {self._hostname}:{self._port}: "
+                    f"{self._scrub(_reply(error))}"
+                ) from error
+        return found
 
     def close(self) -> None:
         """Drop the connection; the next upload opens a new one."""

@@ -101,6 +101,28 @@ class PostgresLedger(SqlLedger):
             self._db = None
 
 
+def inspect_database(dsn: str, *, timeout: float = 10) -> str:
+    """Whether the ledger database answers and has its table, learnt with one SELECT: opening
+    the ledger creates the table and prunes it.
+
+    Raises `ValueError` for a DSN that cannot be parsed, `ServiceUnavailable` when the
+    database does not answer.
+    """
+    try:
+        where = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        raise ValueError("the DSN cannot be parsed") from None  # its text may hold the password
+    name = f"{where.get('dbname') or 'the default database'} on {where.get('host') or 'localhost'}"
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=int(timeout)) as db:
+            row = db.execute("SELECT to_regclass('s3_events_ledger') IS NOT NULL").fetchone()
+    except psycopg.Error as error:
+        raise ServiceUnavailable(f"ledger database {name}: {_one_line(error)}") from None
+    if row is not None and row[0]:
+        return f"{name} answers and has the table s3_events_ledger"
+    return f"{name} answers; the table s3_events_ledger is not there yet, `consume` creates it"
+
+
 def password_in(dsn: str) -> str | None:
     """The password a DSN carries, so the logs can mask it."""
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -18,6 +19,32 @@ SCHEMA = ledger_table(step_type="INTEGER", updated_at_type="REAL")
 # Now, in seconds since the epoch like time.time(), which the pruning at start compares
 # with. (unixepoch('subsec') says it shorter, but needs SQLite 3.42.)
 _NOW = "((julianday('now') - 2440587.5) * 86400.0)"
+
+# The first bytes of every SQLite database file (an empty file is one too, still empty).
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def inspect_location(path: Path | str) -> str:
+    """What opening a ledger at `path` would meet, learnt without opening it (opening creates
+    the file and prunes it). Raises `ValueError` saying why opening it would fail."""
+    location = Path(path)
+    folder = location.absolute().parent
+    if not folder.is_dir():
+        raise ValueError(f"the folder {folder} does not exist")
+    # Besides the file, SQLite writes its journal (-wal, -shm) beside it.
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"the folder {folder} is not writable by this user")
+    if not location.exists():
+        return f"{location} does not exist yet; {folder} is writable, so `consume` can create it"
+    if not location.is_file():
+        raise ValueError(f"{location} is not a file")
+    if not os.access(location, os.R_OK | os.W_OK):
+        raise ValueError(f"{location} cannot be read and written by this user")
+    with location.open("rb") as database:
+        header = database.read(len(SQLITE_HEADER))
+    if header and header != SQLITE_HEADER:
+        raise ValueError(f"{location} is not a SQLite database")
+    return f"{location} is a SQLite database, readable and writable"
 
 
 class SqliteLedger(SqlLedger):

@@ -19,6 +19,10 @@ SERVICE = "Organisations API"
 _TRANSIENT_CLIENT_ERRORS = frozenset({401, 403, 408})
 
 
+class NoMamLabel(Rejected):
+    """The API answered: it knows no such organisation, or the organisation has no MAM label."""
+
+
 class OrganisationsApi(JsonServiceClient, Organisations):
     """Looks up the MAM label of an OR-id.
 
@@ -54,13 +58,13 @@ def _mam_label_in(answer: Any, or_id: str) -> str:
     if not isinstance(organisations, list):
         raise ServiceUnavailable(f"Organisations API answer for {or_id} has no organizations")
     if not organisations:
-        raise Rejected(f"no organisation {or_id} in the Organisations API")
+        raise NoMamLabel(f"no organisation {or_id} in the Organisations API")
     first = organisations[0]
     label = first.get("mam_label") if isinstance(first, dict) else None
     if label is not None and not isinstance(label, str):
         raise ServiceUnavailable(f"Organisations API gave a mam_label that is not text for {or_id}")
     if not label or not label.strip():
-        raise Rejected(f"organisation {or_id} has no MAM label")
+        raise NoMamLabel(f"organisation {or_id} has no MAM label")
     return label
 
 
@@ -93,4 +97,4 @@ class CachedOrganisations(Organisations):
         return label
 
 
-__all__ = ["CP_NAME_QUERY", "CachedOrganisations", "OrganisationsApi"]
+__all__ = ["CP_NAME_QUERY", "CachedOrganisations", "NoMamLabel", "OrganisationsApi"]

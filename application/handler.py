@@ -6,8 +6,9 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
@@ -28,9 +29,16 @@ ATTEMPT_HEADER = "x-attempt"
 PID_HEADER = "x-pid"
 ERROR_HEADER = "x-error"
 STAGE_HEADER = "x-error-stage"
+# When the message was dead-lettered (ISO 8601, UTC): `dead-letters list` shows it, and a
+# copied `timestamp` property would only tell when the gateway first published the event.
+DEAD_LETTERED_AT_HEADER = "x-dead-lettered-at"
 MAX_REASON_LENGTH = 500
 # An AMQP short string (a correlation id) holds at most 255 bytes of UTF-8.
 MAX_SHORT_STRING_BYTES = 255
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 class UseCase(Protocol):
@@ -84,9 +92,11 @@ class MessageHandler:
         ingest: UseCase,
         remove: UseCase,
         retry_policy: RetryPolicy,
+        clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         self._use_cases = {EventKind.CREATED: ingest, EventKind.REMOVED: remove}
         self._retry_policy = retry_policy
+        self._clock = clock
 
     def handle(self, delivery: Delivery) -> Outcome:
         progress = Progress(pid=_pid_of(delivery.headers), stage=Stage.PARSE)
@@ -155,8 +165,8 @@ class MessageHandler:
             correlation_id=correlation_id,
         )
 
-    @staticmethod
     def _dead_letter(
+        self,
         delivery: Delivery,
         reason: str,
         stage: Stage,
@@ -168,6 +178,7 @@ class MessageHandler:
         headers = dict(delivery.headers)
         headers[ERROR_HEADER] = reason
         headers[STAGE_HEADER] = stage.value
+        headers[DEAD_LETTERED_AT_HEADER] = self._clock().isoformat(timespec="seconds")
         if pid is not None:
             headers[PID_HEADER] = pid  # a replay reuses it, even when the ledger forgot it
         return DeadLetter(

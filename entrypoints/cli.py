@@ -1,4 +1,4 @@
-"""The `s3-events-handler` command: consume, process one event, or run the demo."""
+"""The `s3-events-handler` command: its arguments, and which code each command runs."""
 
 from __future__ import annotations
 
@@ -6,19 +6,31 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from s3_events_handler.adapters.config import ConfigError, load_config
-from s3_events_handler.adapters.ledger_postgres import password_in
-from s3_events_handler.adapters.logs import configure_logging
+from s3_events_handler.adapters.config import ConfigError
 from s3_events_handler.adapters.rabbitmq import BrokerCertificateError, describe
 from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
-from s3_events_handler.entrypoints.container import Container
+from s3_events_handler.application.replay import Selection
+from s3_events_handler.entrypoints.check_config import check_config
+from s3_events_handler.entrypoints.command_help import (
+    CHECK_CONFIG_HELP,
+    CONSUME_HELP,
+    DEAD_LETTERS_HELP,
+    DEMO_HELP,
+    LIST_HELP,
+    PROCESS_HELP,
+    REPLAY_HELP,
+)
+from s3_events_handler.entrypoints.container import Container, build_container
+from s3_events_handler.entrypoints.dead_letters import list_dead_letters, replay_dead_letters
 from s3_events_handler.entrypoints.demo import run_demo
 
 log = logging.getLogger("s3-events-handler")
@@ -26,28 +38,6 @@ log = logging.getLogger("s3-events-handler")
 EXIT_CONFIG = 2
 EXIT_DEAD_LETTER = 1
 EXIT_RETRY_LATER = 75  # EX_TEMPFAIL
-
-
-def secrets_of(settings: dict[str, Any]) -> list[str]:
-    dsn = settings["ledger"]["dsn"]
-    return [
-        settings["rabbitmq"]["passwd"],
-        settings["mediahaven"]["api"]["client_secret"],
-        settings["mediahaven"]["api"]["passwd"],
-        settings["mediahaven"]["ftp"]["passwd"],
-        *([dsn, password_in(dsn) or ""] if dsn else []),
-    ]
-
-
-def build_container(config_path: Path) -> Container:
-    """Settings loaded and checked, logging set up; raises `ConfigError`."""
-    settings = load_config(config_path, os.environ)
-    configure_logging(
-        settings["logging"]["level"], settings["logging"]["format"], secrets_of(settings)
-    )
-    container = Container()
-    container.config.from_dict(settings)
-    return container
 
 
 def start(config_path: Path) -> Container:
@@ -100,7 +90,10 @@ def consume(container: Container) -> int:
 
 def process(container: Container, source: str) -> int:
     """Run one event through the application against the configured services."""
-    body = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    try:
+        body = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except OSError as error:
+        return _cannot_read(source, error)
     broker = container.broker()
     try:
         broker.open()
@@ -131,40 +124,213 @@ def _as_json(outcome: Done | Retry | DeadLetter) -> dict[str, Any]:
     return {"outcome": "dead-letter", "reason": outcome.reason, "stage": outcome.stage}
 
 
+# -- running a command ---------------------------------------------------------------------
+
+
+def _configured(config_path: Path) -> Container:
+    """Settings loaded and logging set up, nothing opened: for an operator command."""
+    return build_container(config_path, quiet=True)
+
+
+def _on(
+    config_path: Path, ready: Callable[[Path], Container], command: Callable[[Container], int]
+) -> int:
+    """`command` on the container `ready` makes: `start` (the service) or `_configured`."""
+    try:
+        container = ready(config_path)
+    except (ConfigError, OSError) as error:
+        print(f"s3-events-handler: cannot start: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        return command(container)
+    finally:
+        container.shutdown_resources()
+
+
+def _run_consume(args: argparse.Namespace) -> int:
+    return _on(args.config, start, consume)
+
+
+def _run_process(args: argparse.Namespace) -> int:
+    if args.file != "-":
+        try:  # before the start, which opens the ledger: a mistyped name touches nothing
+            Path(args.file).open("rb").close()
+        except OSError as error:
+            return _cannot_read(args.file, error)
+    return _on(args.config, start, lambda container: process(container, args.file))
+
+
+def _cannot_read(source: str, error: OSError) -> int:
+    print(f"s3-events-handler: cannot read {source}: {error.strerror}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    return run_demo(sys.stdout)
+
+
+def _run_check_config(args: argparse.Namespace) -> int:
+    return check_config(args.config, sys.stdout)
+
+
+def _run_dead_letters_list(args: argparse.Namespace) -> int:
+    def list_them(container: Container) -> int:
+        return list_dead_letters(container.dead_letter_queue(), sys.stdout)
+
+    return _on(args.config, _configured, list_them)
+
+
+def _run_dead_letters_replay(args: argparse.Namespace) -> int:
+    if args.ids:
+        selection = Selection.by_ids(args.ids)
+    elif args.reason is not None:
+        selection = Selection.by_reason_text(args.reason)
+    elif args.reason_regex is not None:
+        selection = Selection.by_reason_pattern(args.reason_regex)
+    else:
+        selection = Selection.everything()
+
+    def replay(container: Container) -> int:
+        return replay_dead_letters(
+            container.dead_letter_queue(),
+            selection,
+            incoming_queue=container.broker_settings().incoming_queue,
+            dry_run=args.dry_run,
+            out=sys.stdout,
+        )
+
+    return _on(args.config, _configured, replay)
+
+
+# -- arguments -----------------------------------------------------------------------------
+
+PROG = "s3-events-handler"
+
+
+def _package_version() -> str:
+    try:
+        return version("s3-events-handler")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _non_empty(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+def _pattern(text: str) -> str:
+    try:
+        re.compile(_non_empty(text))
+    except re.error as error:
+        raise argparse.ArgumentTypeError(f"not a regular expression: {error}") from None
+    return text
+
+
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="s3-events-handler",
+        prog=PROG,
         description="Archive objects landing in S3 in MediaHaven, and remove them when deleted.",
+        epilog=f"Each command has its own help: {PROG} COMMAND --help",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {_package_version()}")
     parser.add_argument(
         "--config",
         type=Path,
         default=Path(os.environ.get("CONFIG_PATH", "config.yml")),
         help="settings structure (default: $CONFIG_PATH or ./config.yml)",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("consume", help="consume S3 events from RabbitMQ until stopped")
-    one = commands.add_parser("process", help="run one event JSON through the service")
-    one.add_argument("file", help="a file holding the event, or - for standard input")
-    commands.add_parser("demo", help="run the example events on in-memory adapters")
+    # The same option after the command; SUPPRESS keeps the value given before it, if any.
+    config_after = argparse.ArgumentParser(add_help=False)
+    config_after.add_argument(
+        "--config",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="settings structure (default: $CONFIG_PATH or ./config.yml)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(
+        group: Any,
+        name: str,
+        summary: str,
+        text: str,
+        run: Callable[[argparse.Namespace], int] | None = None,
+        *,
+        reads_settings: bool = True,
+    ) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = group.add_parser(
+            name,
+            parents=[config_after] if reads_settings else [],
+            help=summary,
+            description=text,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        if run is not None:
+            sub.set_defaults(run=run)
+        return sub
+
+    command(commands, "consume", "consume S3 events until stopped", CONSUME_HELP, _run_consume)
+    one = command(
+        commands, "process", "run one event through the service", PROCESS_HELP, _run_process
+    )
+    one.add_argument("file", help="a file holding the event JSON, or - for standard input")
+    command(
+        commands,
+        "demo",
+        "run the example events on in-memory adapters",
+        DEMO_HELP,
+        _run_demo,
+        reads_settings=False,
+    )
+    command(
+        commands,
+        "check-config",
+        "check settings and every system, read-only",
+        CHECK_CONFIG_HELP,
+        _run_check_config,
+    )
+    dead = command(commands, "dead-letters", "list or replay dead letters", DEAD_LETTERS_HELP)
+    actions = dead.add_subparsers(dest="action", required=True, metavar="ACTION")
+    command(
+        actions,
+        "list",
+        "list the dead letters, leaving them in place",
+        LIST_HELP,
+        _run_dead_letters_list,
+    )
+    replay = command(
+        actions,
+        "replay",
+        "move dead letters back to the incoming queue",
+        REPLAY_HELP,
+        _run_dead_letters_replay,
+    )
+    chosen = replay.add_mutually_exclusive_group(required=True)
+    chosen.add_argument("--all", action="store_true", help="every dead letter")
+    chosen.add_argument(
+        "--id", dest="ids", action="append", metavar="ID", type=_non_empty,
+        help="the dead letter with this id (as listed); repeat for more",
+    )  # fmt: skip
+    chosen.add_argument(
+        "--reason", metavar="TEXT", type=_non_empty,
+        help="those whose x-error contains TEXT, in any case",
+    )  # fmt: skip
+    chosen.add_argument(
+        "--reason-regex", metavar="PATTERN", type=_pattern,
+        help="those whose x-error matches the regular expression PATTERN (searched)",
+    )  # fmt: skip
+    replay.add_argument(
+        "--dry-run", action="store_true", help="list what would be replayed; change nothing"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.command == "demo":
-        return run_demo(sys.stdout)
-    try:
-        container = start(args.config)
-    except (ConfigError, OSError) as error:
-        print(f"s3-events-handler: cannot start: {error}", file=sys.stderr)
-        return EXIT_CONFIG
-    try:
-        if args.command == "consume":
-            return consume(container)
-        return process(container, args.file)
-    finally:
-        container.shutdown_resources()
+    run: Callable[[argparse.Namespace], int] = args.run
+    return run(args)
 
 
 if __name__ == "__main__":

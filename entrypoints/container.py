@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import requests
 from dependency_injector import containers, providers
 
-from s3_events_handler.adapters.config import ConfigError, load_destinations
+from s3_events_handler.adapters.config import ConfigError, load_config, load_destinations
 from s3_events_handler.adapters.ftp import FtpTransportServer
-from s3_events_handler.adapters.ledger_postgres import PostgresLedger
+from s3_events_handler.adapters.ledger_postgres import PostgresLedger, password_in
 from s3_events_handler.adapters.ledger_sqlite import SqliteLedger
+from s3_events_handler.adapters.logs import configure_logging
 from s3_events_handler.adapters.mediahaven import MediaHavenRecords
 from s3_events_handler.adapters.organisations import CachedOrganisations, OrganisationsApi
 from s3_events_handler.adapters.pid import LocalPids, PidWebService, uses_pid_service
@@ -21,6 +24,7 @@ from s3_events_handler.adapters.rabbitmq import (
     BrokerSettings,
     Consumer,
 )
+from s3_events_handler.adapters.rabbitmq.dead_letters import DeadLetterQueue
 from s3_events_handler.application.handler import MessageHandler, RetryPolicy
 from s3_events_handler.domain.errors import ServiceUnavailable
 from s3_events_handler.domain.ports import Ledger
@@ -187,3 +191,31 @@ class Container(containers.DeclarativeContainer):
         ),
     )
     consumer = providers.Singleton(Consumer, broker, broker_settings, handler.provided.handle)
+    dead_letter_queue = providers.Factory(DeadLetterQueue, broker_settings)
+
+
+def secrets_of(settings: dict[str, Any]) -> list[str]:
+    dsn = settings["ledger"]["dsn"]
+    return [
+        settings["rabbitmq"]["passwd"],
+        settings["mediahaven"]["api"]["client_secret"],
+        settings["mediahaven"]["api"]["passwd"],
+        settings["mediahaven"]["ftp"]["passwd"],
+        *([dsn, password_in(dsn) or ""] if dsn else []),
+    ]
+
+
+def build_container(config_path: Path, *, quiet: bool = False) -> Container:
+    """Settings loaded and checked, logging set up; raises `ConfigError`.
+
+    `quiet`: an operator command prints its own report, so its log shows warnings and
+    errors only, unless LOG_LEVEL=DEBUG asks for everything.
+    """
+    settings = load_config(config_path, os.environ)
+    level = settings["logging"]["level"]
+    if quiet and level == "INFO":
+        level = "WARNING"
+    configure_logging(level, settings["logging"]["format"], secrets_of(settings))
+    container = Container()
+    container.config.from_dict(settings)
+    return container

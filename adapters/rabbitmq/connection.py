@@ -156,6 +156,39 @@ def _declare_queue_with_exchange(channel: Any, queue: str, exchange: str) -> Non
         channel.queue_bind(queue=queue, exchange=exchange, routing_key=queue)
 
 
+def connect(settings: BrokerSettings) -> Any:
+    """A plain blocking connection, nothing declared: for the consumer, which declares its
+    topology next, and for commands that must leave the broker as they found it.
+
+    AMQPS when `settings.tls`; a certificate that fails verification raises
+    `BrokerCertificateError`.
+    """
+    ssl_options = (
+        pika.SSLOptions(client_context(settings.ca_file), server_hostname=settings.host)
+        if settings.tls
+        else None
+    )
+    parameters = pika.ConnectionParameters(
+        host=settings.host,
+        port=settings.port,
+        virtual_host=settings.vhost,
+        credentials=pika.PlainCredentials(settings.user, settings.password, erase_on_connect=True),
+        heartbeat=settings.heartbeat,
+        blocked_connection_timeout=settings.blocked_connection_timeout,
+        socket_timeout=settings.socket_timeout,
+        connection_attempts=1,
+        client_properties={"connection_name": settings.connection_name},
+        ssl_options=ssl_options,
+    )
+    try:
+        return pika.BlockingConnection(parameters)
+    except Exception as error:
+        failure = verification_failure(error)
+        if failure is not None:
+            raise BrokerCertificateError(settings, failure) from error
+        raise
+
+
 class BrokerConnection:
     """One connection and one confirming channel, reopened (and the topology redeclared) on demand.
 
@@ -180,32 +213,7 @@ class BrokerConnection:
         """Connect, declare the topology, and set up the channel (confirms, prefetch)."""
         self.close()
         settings = self._settings
-        ssl_options = (
-            pika.SSLOptions(client_context(settings.ca_file), server_hostname=settings.host)
-            if settings.tls
-            else None
-        )
-        parameters = pika.ConnectionParameters(
-            host=settings.host,
-            port=settings.port,
-            virtual_host=settings.vhost,
-            credentials=pika.PlainCredentials(
-                settings.user, settings.password, erase_on_connect=True
-            ),
-            heartbeat=settings.heartbeat,
-            blocked_connection_timeout=settings.blocked_connection_timeout,
-            socket_timeout=settings.socket_timeout,
-            connection_attempts=1,
-            client_properties={"connection_name": settings.connection_name},
-            ssl_options=ssl_options,
-        )
-        try:
-            connection = pika.BlockingConnection(parameters)
-        except Exception as error:
-            failure = verification_failure(error)
-            if failure is not None:
-                raise BrokerCertificateError(settings, failure) from error
-            raise
+        connection = connect(settings)
         try:
             channel = connection.channel()
             declare_topology(channel, settings)

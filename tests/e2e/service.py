@@ -139,6 +139,26 @@ class RunningService:
         except Exception:  # the queue may not exist yet
             return 0
 
+    def run(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        """`s3-events-handler ARGS` to its end, in this service's environment."""
+        return subprocess.run(
+            [*command(), *args],
+            env=self.environment(**env),
+            capture_output=True,
+            text=True,
+            cwd=self.workdir,
+            timeout=120,
+        )
+
+    def park(self, body: bytes, **properties: Any) -> None:
+        """Put a message straight into the dead-letter queue, as the consumer would have."""
+        import pika
+
+        s = self.settings
+        amqp.publish(
+            s.host, s.port, s.dead_letter_queue, body, properties=pika.BasicProperties(**properties)
+        )
+
     def publish_event(self, body: bytes, **properties: Any) -> None:
         import pika
 

@@ -71,6 +71,19 @@ def test_an_unreachable_broker_is_reported_without_doing_anything(
     assert service.pid_service.request_count == 0
 
 
+@pytest.mark.parametrize("name", ["missing.json", "."], ids=["missing", "a folder"])
+def test_an_event_file_that_cannot_be_read_is_named_in_one_line(
+    service: RunningService, name: str
+) -> None:
+    finished = service.run("process", name)
+    assert finished.returncode == 2
+    assert finished.stderr.startswith(f"s3-events-handler: cannot read {name}: ")
+    assert finished.stderr.count("\n") == 1
+    # Refused before the start: the ledger was not even opened.
+    assert not (service.workdir / "ledger.sqlite3").exists()
+    assert service.pid_service.request_count == 0
+
+
 def test_python_dash_m_entrypoints_is_the_same_command(tmp_path: Path) -> None:
     finished = subprocess.run(
         [sys.executable, "-m", "s3_events_handler.entrypoints", "--help"],

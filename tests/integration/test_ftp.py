@@ -503,3 +503,32 @@ def test_an_ftp_host_is_read_as_host_and_port(value: str, expected: tuple[str, i
 def test_a_malformed_ftp_host_is_refused(value: str) -> None:
     with pytest.raises(ValueError, match="FTP host"):
         parse_ftp_host(value)
+
+
+def test_destination_folders_are_found_by_listing_with_the_cp_name_in_any_case(
+    server: FtpTestServer, root: Path
+) -> None:
+    (root / "VRT" / "DISK-SHARE-EVENTS").mkdir()
+    wanted = [("vrt", "TAPE-SHARE-EVENTS"), ("vrt", "tape-share-events"), ("testbeeld", "DISK")]
+    with adapter_for(server) as transport:
+        found = transport.find_folders(wanted)
+    assert found == {
+        ("vrt", "TAPE-SHARE-EVENTS"): FOLDER,
+        ("vrt", "tape-share-events"): None,  # the folder's own case counts
+        ("testbeeld", "DISK"): None,
+    }
+    assert server.stored == [] and files_under(root) == sorted(
+        ["VRT", "VRT/TAPE-SHARE-EVENTS", "VRT/DISK-SHARE-EVENTS"]
+    )
+
+
+def test_looking_for_folders_with_refused_credentials_names_the_server(
+    server: FtpTestServer,
+) -> None:
+    with (
+        adapter_for(server, password="wrong-password") as transport,
+        pytest.raises(
+            ServiceUnavailable, match=f"cannot log in to FTP server 127.0.0.1:{server.port}"
+        ),
+    ):
+        transport.find_folders([("vrt", "TAPE-SHARE-EVENTS")])

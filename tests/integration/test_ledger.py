@@ -10,8 +10,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from s3_events_handler.adapters.ledger_postgres import PostgresLedger
-from s3_events_handler.adapters.ledger_sqlite import SqliteLedger
+from s3_events_handler.adapters.ledger_postgres import PostgresLedger, inspect_database
+from s3_events_handler.adapters.ledger_sqlite import SqliteLedger, inspect_location
 from s3_events_handler.domain.errors import ServiceUnavailable
 from s3_events_handler.domain.model import LedgerEntry, Step
 
@@ -169,3 +169,41 @@ def drop_connections(dsn: str) -> None:
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
+
+
+def test_a_sqlite_location_is_looked_at_without_creating_anything(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    assert "does not exist yet" in inspect_location(path)
+    assert list(tmp_path.iterdir()) == []
+    SqliteLedger(path).close()
+    assert "is a SQLite database" in inspect_location(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("no-such-folder/ledger.sqlite3", "does not exist"),
+        ("not-a-database.txt", "is not a SQLite database"),
+        ("a-folder", "is not a file"),
+    ],
+)
+def test_a_sqlite_location_that_cannot_serve_says_why(tmp_path: Path, name: str, why: str) -> None:
+    (tmp_path / "not-a-database.txt").write_text("hello")
+    (tmp_path / "a-folder").mkdir()
+    with pytest.raises(ValueError, match=why):
+        inspect_location(tmp_path / name)
+
+
+def test_a_postgres_ledger_is_looked_at_without_creating_its_table(postgres_dsn: str) -> None:
+    assert "is not there yet" in inspect_database(postgres_dsn)
+    assert "is not there yet" in inspect_database(postgres_dsn)  # still not created
+    PostgresLedger(postgres_dsn).close()
+    assert "has the table s3_events_ledger" in inspect_database(postgres_dsn)
+
+
+def test_a_postgres_ledger_that_does_not_answer_is_unavailable_not_a_setting() -> None:
+    with pytest.raises(ServiceUnavailable) as raised:
+        inspect_database("postgresql://s3events:pw-not-to-show@127.0.0.1:1/s3events", timeout=2)
+    assert "pw-not-to-show" not in str(raised.value)
+    with pytest.raises(ValueError, match="cannot be parsed"):
+        inspect_database("host=127.0.0.1 user=s3events pw-not-to-show")

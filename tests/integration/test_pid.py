@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 
-from s3_events_handler.adapters.http_calls import BACKOFF_SECONDS
+from s3_events_handler.adapters.http_calls import BACKOFF_SECONDS, accepts_connections
 from s3_events_handler.adapters.pid import LocalPids, PidWebService, uses_pid_service
 from s3_events_handler.domain.errors import ServiceUnavailable
 from s3_events_handler.domain.model import is_valid_pid
@@ -149,3 +150,25 @@ def test_local_pids_have_the_form_of_real_ones_and_do_not_repeat() -> None:
 )
 def test_only_production_and_qas_use_the_pid_service(environment: str, expected: bool) -> None:
     assert uses_pid_service(environment) is expected
+
+
+def test_the_service_can_be_checked_without_minting_a_pid(
+    fake: FakePidService, pids: PidWebService
+) -> None:
+    assert accepts_connections(fake.url, timeout=TIMEOUT) == f"127.0.0.1:{urlsplit(fake.url).port}"
+    # The check's connection was over before this request began: only this one mints.
+    pids.mint()
+    assert fake.request_count == 1 and len(fake.minted) == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://127.0.0.1:1/pid", "nothing accepts connections at 127.0.0.1:1"),
+        ("http:///pid", "names no host"),
+        ("http://127.0.0.1:port/pid", "invalid port"),
+    ],
+)
+def test_a_service_nobody_answers_for_is_named(url: str, why: str) -> None:
+    with pytest.raises(ServiceUnavailable, match=why):
+        accepts_connections(url, timeout=TIMEOUT)

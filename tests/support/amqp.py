@@ -18,7 +18,7 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from s3_events_handler.adapters.rabbitmq import BrokerSettings
+from s3_events_handler.adapters.rabbitmq import BrokerSettings, declare_topology
 
 USER = "guest"
 PASSWORD = "guest"
@@ -165,6 +165,20 @@ def get_messages(host: str, port: int, queue: str, *, limit: int | None = None) 
     return taken
 
 
+def peek_messages(host: str, port: int, queue: str) -> list[Message]:
+    """What is in `queue` now, head first, left there: taken unacked, then handed back
+    (the broker requeues what a closing channel held, each where it was)."""
+    seen: list[Message] = []
+    with channel(host, port) as ch:
+        while True:
+            method, properties, body = ch.basic_get(queue=queue, auto_ack=False)
+            if method is None:
+                return seen
+            seen.append(
+                Message(body, properties, method.exchange, method.routing_key, method.redelivered)
+            )
+
+
 def wait_for_messages(
     host: str, port: int, queue: str, count: int, *, timeout: float = 5.0
 ) -> list[Message]:
@@ -264,6 +278,23 @@ def pre_declare_like_todays_service(settings: BrokerSettings) -> None:
                     internal=False,
                 )
                 ch.queue_bind(queue=queue, exchange=exchange, routing_key=queue)
+
+
+def declare_service_topology(settings: BrokerSettings) -> None:
+    """Everything the service declares at start (its own retry and dead-letter queues too),
+    as a consumer that ran once leaves the broker."""
+    with channel(settings.host, settings.port) as ch:
+        declare_topology(ch, settings)
+
+
+def queue_exists(host: str, port: int, queue: str) -> bool:
+    try:
+        message_count(host, port, queue)
+    except pika.exceptions.ChannelClosedByBroker as error:
+        if error.reply_code == 404:
+            return False
+        raise
+    return True
 
 
 def rabbitmqctl(*args: str, timeout: float = 30.0) -> str:

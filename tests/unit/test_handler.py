@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,17 @@ def test_an_unknown_event_type_is_dead_lettered_with_its_reason(examples: Path) 
     assert isinstance(outcome, DeadLetter)
     assert "unknown event type" in outcome.reason
     assert outcome.headers["keep"] == "me"
+
+
+def test_a_dead_letter_says_when_it_was_dead_lettered() -> None:
+    moment = datetime(2024, 5, 1, 12, 30, 5, 123456, tzinfo=UTC)
+    world = World()
+    handler = MessageHandler(
+        ingest=world.ingest, remove=world.remove, retry_policy=RetryPolicy(), clock=lambda: moment
+    )
+    outcome = handler.handle(Delivery(body=b"not json", headers={"x-dead-lettered-at": "old"}))
+    assert isinstance(outcome, DeadLetter)
+    assert outcome.headers["x-dead-lettered-at"] == "2024-05-01T12:30:05+00:00"
 
 
 def test_an_organisation_without_label_is_dead_lettered_at_that_stage(examples: Path) -> None:

@@ -1,0 +1,125 @@
+"""Looking at the broker without changing it: passive declares on a connection of its own.
+
+The operator commands use this rather than `BrokerConnection`, whose `open()` declares the
+whole topology: a check must not create the queue whose absence it is there to report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pika.exceptions
+
+from s3_events_handler.adapters.rabbitmq.connection import BrokerSettings, connect, describe
+from s3_events_handler.domain.errors import ServiceUnavailable
+
+NOT_FOUND = 404
+
+Connect = Callable[[BrokerSettings], Any]
+
+
+class QueueMissing(ServiceUnavailable):
+    """A queue the command needs is not on the broker."""
+
+
+@dataclass(frozen=True)
+class Found:
+    """A queue or exchange the service uses, as the broker has it (or not)."""
+
+    kind: str  # "queue" or "exchange"
+    name: str
+    exists: bool
+    messages: int = 0
+    consumers: int = 0
+
+
+@contextmanager
+def broker_session(settings: BrokerSettings, open_connection: Connect = connect) -> Iterator[Any]:
+    """A connection that declares nothing, closed afterwards. Broker trouble, here or in the
+    `with` body, comes out as `ServiceUnavailable` naming the broker, never the password."""
+    where = f"the broker at {settings.host}:{settings.port} (vhost {settings.vhost})"
+    try:
+        connection = open_connection(settings)
+    except (pika.exceptions.AMQPError, OSError) as error:
+        raise ServiceUnavailable(
+            f"cannot reach {where}: {describe(error, settings.password)}"
+        ) from None
+    try:
+        yield connection
+    except (pika.exceptions.AMQPError, OSError) as error:
+        raise ServiceUnavailable(
+            f"{where} failed us: {describe(error, settings.password)}"
+        ) from None
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
+def queue_depth(channel: Any, queue: str) -> int:
+    """Ready messages in `queue`; raises `QueueMissing` (and the channel is closed) without it."""
+    declared = _declared_queue(channel, queue)
+    if declared is None:
+        raise QueueMissing(f"no queue {queue} on the broker")
+    return int(declared.message_count)
+
+
+def inspect_topology(settings: BrokerSettings, open_connection: Connect = connect) -> list[Found]:
+    """Every queue and exchange the service uses, each looked up with a passive declare.
+
+    A failed passive declare closes its channel, so each lookup has a channel of its own.
+    """
+    queues = [
+        settings.incoming_queue,
+        settings.transfer_queue,
+        *(settings.retry_queue(seconds) for seconds in settings.retry_delays),
+        settings.dead_letter_queue,
+    ]
+    exchanges = [name for name in (settings.incoming_exchange, settings.transfer_exchange) if name]
+    found: list[Found] = []
+    with broker_session(settings, open_connection) as connection:
+        for queue in queues:
+            found.append(_queue(connection, queue))
+        for exchange in exchanges:
+            found.append(_exchange(connection, exchange))
+    return found
+
+
+def _queue(connection: Any, name: str) -> Found:
+    channel = connection.channel()
+    declared = _declared_queue(channel, name)
+    if declared is None:
+        return Found("queue", name, exists=False)
+    channel.close()
+    return Found(
+        "queue",
+        name,
+        exists=True,
+        messages=int(declared.message_count),
+        consumers=int(declared.consumer_count),
+    )
+
+
+def _exchange(connection: Any, name: str) -> Found:
+    channel = connection.channel()
+    try:
+        channel.exchange_declare(exchange=name, passive=True)
+    except pika.exceptions.ChannelClosedByBroker as error:
+        if error.reply_code != NOT_FOUND:
+            raise
+        return Found("exchange", name, exists=False)
+    channel.close()
+    return Found("exchange", name, exists=True)
+
+
+def _declared_queue(channel: Any, name: str) -> Any | None:
+    """The broker's Queue.DeclareOk for `name`; None, and the channel closed, when there is
+    no such queue."""
+    try:
+        return channel.queue_declare(queue=name, passive=True).method
+    except pika.exceptions.ChannelClosedByBroker as error:
+        if error.reply_code != NOT_FOUND:
+            raise
+        return None

@@ -1,0 +1,90 @@
+"""What `s3-events-handler COMMAND --help` says beside the options: what the command does,
+its exit statuses and examples, as an operator at a terminal needs them."""
+
+CONSUME_HELP = """\
+Consume S3 events from RabbitMQ until SIGTERM or SIGINT, then finish the message in
+hand within SHUTDOWN_GRACE_SECONDS. Declares its queues at start and after every
+reconnect. Settings come from the environment (see .env.example).
+
+example:
+  set -a; . ./.env; set +a
+  s3-events-handler consume --config /app/config.yml
+"""
+
+PROCESS_HELP = """\
+Run one event through the service, against the configured MediaHaven, PID service,
+Organisations API, FTP server and broker, and print its outcome as JSON.
+
+exit status: 0 done, 1 dead-lettered, 2 settings wrong or FILE unreadable,
+75 to be retried (the broker or a service did not answer)
+
+examples:
+  s3-events-handler process event.json
+  cat event.json | s3-events-handler process -
+"""
+
+DEMO_HELP = """\
+Run the golden example events through the service on in-memory adapters and print the
+sidecars, transfer requests and MediaHaven calls. Needs no settings and no servers.
+
+example:
+  s3-events-handler demo | less
+"""
+
+CHECK_CONFIG_HELP = """\
+Check the settings, the destination table and the ledger location, then that the
+broker, MediaHaven, the PID service, the Organisations API and the FTP server answer
+and that the queues and destination folders exist. One line per check.
+
+Read-only: passive declares on the broker (nothing created), a MediaHaven token and
+one search, a TCP connection to the PID service (no PID minted), one Organisations
+lookup, an FTP login and listing (nothing uploaded), no ledger write (a missing
+SQLite file is not created).
+
+exit status: 0 healthy, 2 a setting is wrong, 1 a system does not answer (named)
+
+example:
+  s3-events-handler check-config && s3-events-handler consume
+"""
+
+DEAD_LETTERS_HELP = """\
+Look at the dead-letter queue {S3_EVENTS_QUEUE}.dead-letter, or move its messages back
+to the incoming queue once the cause is fixed.
+
+examples:
+  s3-events-handler dead-letters list
+  s3-events-handler dead-letters replay --reason "FTP" --dry-run
+"""
+
+LIST_HELP = """\
+List the dead letters, head of the queue first: id, when dead-lettered, stage,
+bucket/key and reason. Every one stays in the queue, in its place: each is taken
+without an ack and all are handed back at the end (or by the broker, should the
+command die).
+
+The id is the message_id when the message has one, else a short hash of its body and
+headers; `dead-letters replay --id` takes it.
+
+exit status: 0 listed, 1 the broker or the queue is not there, 2 settings wrong
+
+example:
+  s3-events-handler dead-letters list
+"""
+
+REPLAY_HELP = """\
+Move dead letters back to the incoming queue {S3_EVENTS_QUEUE} (default exchange), body
+and properties unchanged, headers x-attempt, x-error, x-error-stage and
+x-dead-lettered-at removed, x-pid kept (the replay reuses the PID).
+
+Each dead letter moves in one AMQP transaction: the copy's publish and the dead
+letter's ack are committed together. Interrupted (killed, connection lost), a replay
+loses and doubles nothing; run it again to finish.
+
+exit status: 0 done, 1 something not replayed (said which), 2 settings wrong
+
+examples:
+  s3-events-handler dead-letters replay --all
+  s3-events-handler dead-letters replay --id 3f2a9c0d1e4b --id msg-7
+  s3-events-handler dead-letters replay --reason "no folder" --dry-run
+  s3-events-handler dead-letters replay --reason-regex "answered 5[0-9][0-9]"
+"""

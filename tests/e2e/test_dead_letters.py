@@ -1,0 +1,276 @@
+"""`s3-events-handler dead-letters list|replay` as an operator runs them, against the broker."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.service import REPO, RunningService
+from tests.support import amqp
+from tests.support.http_stubs import Canned
+
+pytestmark = pytest.mark.e2e
+
+BUCKET = "mam-highresvideo"
+SHORT_ID = re.compile(r"[0-9a-f]{12}")
+FOLDER_MISSING = {"x-error": "no folder /VRT/TAPE-SHARE-EVENTS on the transport server",
+                  "x-error-stage": "sidecar-upload"}  # fmt: skip
+WHEN = "2024-05-01T12:30:05+00:00"
+GOLDEN_KEY = "20261120-journaal-1900-a7f3c2d1-55e4-4b2a-9c1d-0e8f7a6b5c4d.MXF"
+NO_LABEL = {"x-error": "organisation OR-rf5kf25 has no MAM label", "x-error-stage": "organisations"}
+
+
+@pytest.fixture
+def topology(service: RunningService) -> RunningService:
+    """The broker as a consumer that ran once leaves it: the dead-letter queue is there."""
+    amqp.declare_service_topology(service.settings)
+    return service
+
+
+def event(examples: Path, key: str) -> bytes:
+    message = json.loads((examples / "event-essence-created.json").read_text())
+    message["Records"][0]["s3"]["object"]["key"] = key
+    return json.dumps(message).encode()
+
+
+def dead_letters(service: RunningService) -> list[amqp.Message]:
+    s = service.settings
+    return amqp.peek_messages(s.host, s.port, s.dead_letter_queue)
+
+
+def incoming(service: RunningService) -> list[amqp.Message]:
+    s = service.settings
+    return amqp.peek_messages(s.host, s.port, s.incoming_queue)
+
+
+def rows(listing: str) -> list[list[str]]:
+    """The table's rows below its heading, cells split on runs of two spaces."""
+    lines = listing.splitlines()
+    assert lines[0].split() == ["ID", "DEAD-LETTERED", "STAGE", "OBJECT", "REASON"], listing
+    return [re.split(r" {2,}", line, maxsplit=4) for line in lines[1:-1]]
+
+
+def test_list_shows_each_dead_letter_and_leaves_every_one_in_its_place(
+    topology: RunningService, examples: Path
+) -> None:
+    service = topology
+    headers = {**FOLDER_MISSING, "x-pid": "a1b2c3d4e5", "x-dead-lettered-at": WHEN}
+    service.park(event(examples, "a.mxf"), message_id="msg-a", headers=headers)
+    service.park(
+        b"not json",
+        headers={"x-error": "body is not JSON", "x-error-stage": "parse"},
+        timestamp=1714566605,
+    )
+    service.park(event(examples, "b.mxf"), headers=NO_LABEL)
+    before = [m.body for m in dead_letters(service)]
+
+    listed = service.run("dead-letters", "list")
+
+    assert listed.returncode == 0, listed.stderr
+    first, second, third = rows(listed.stdout)
+    reason = "no folder /VRT/TAPE-SHARE-EVENTS on the transport server"
+    assert first == ["msg-a", "2024-05-01T12:30:05Z", "sidecar-upload", f"{BUCKET}/a.mxf", reason]
+    assert SHORT_ID.fullmatch(second[0])
+    assert second[1:] == ["2024-05-01T12:30:05Z", "parse", "-", "body is not JSON"]
+    assert SHORT_ID.fullmatch(third[0])
+    assert third[1:] == ["-", "organisations", f"{BUCKET}/b.mxf", NO_LABEL["x-error"]]
+    assert "3 dead letter(s)" in listed.stdout.splitlines()[-1]
+    # Nothing was taken, nothing moved, and a second look gives the same ids.
+    assert [m.body for m in dead_letters(service)] == before
+    assert service.run("dead-letters", "list").stdout == listed.stdout
+
+
+def test_an_empty_dead_letter_queue_is_listed_as_such(topology: RunningService) -> None:
+    listed = topology.run("dead-letters", "list")
+    assert (listed.returncode, listed.stdout.strip()) == (
+        0,
+        f"no dead letters in {topology.settings.dead_letter_queue}",
+    )
+
+
+def test_without_a_dead_letter_queue_the_command_says_so_and_creates_none(
+    service: RunningService,
+) -> None:
+    listed = service.run("dead-letters", "list")
+    s = service.settings
+    assert listed.returncode == 1
+    assert f"no queue {s.dead_letter_queue}" in listed.stderr
+    assert not amqp.queue_exists(s.host, s.port, s.dead_letter_queue)
+
+
+def test_an_unreachable_broker_is_named(topology: RunningService) -> None:
+    listed = topology.run("dead-letters", "list", RABBIT_MQ_PORT="1", RABBIT_MQ_PASSWD="pw-hidden")
+    assert listed.returncode == 1
+    assert "cannot reach the broker at 127.0.0.1:1" in listed.stderr
+    assert "Traceback" not in listed.stderr and "pw-hidden" not in listed.stderr
+
+
+def test_replay_moves_them_back_with_a_fresh_start_and_everything_else_kept(
+    topology: RunningService, examples: Path
+) -> None:
+    service = topology
+    bodies = [event(examples, f"clip-{n}.mxf") for n in range(3)]
+    for n, body in enumerate(bodies):
+        headers = {**NO_LABEL, "x-attempt": 8, "x-pid": f"pid{n:07d}", "x-origin": "gateway",
+                   "x-dead-lettered-at": WHEN}  # fmt: skip
+        service.park(
+            body,
+            headers=headers,
+            correlation_id=f"corr-{n}",
+            content_type="application/json",
+            delivery_mode=2,
+            timestamp=1714566605,
+        )
+
+    replayed = service.run("dead-letters", "replay", "--all")
+
+    assert replayed.returncode == 0, replayed.stderr
+    assert replayed.stdout.count("replayed  ") == 3
+    assert replayed.stdout.splitlines()[-1] == "replayed 3, skipped 0"
+    assert dead_letters(service) == []
+    moved = incoming(service)
+    assert [m.body for m in moved] == bodies  # in their order
+    for n, message in enumerate(moved):
+        assert message.headers == {"x-pid": f"pid{n:07d}", "x-origin": "gateway"}
+        assert (message.exchange, message.routing_key) == ("", service.settings.incoming_queue)
+        properties = message.properties
+        assert properties.correlation_id == f"corr-{n}"
+        assert (properties.content_type, properties.delivery_mode) == ("application/json", 2)
+        assert properties.timestamp == 1714566605
+
+
+@pytest.mark.parametrize(
+    ("choice", "chosen"),
+    [
+        pytest.param(["--id", "msg-1", "--id", "msg-3"], [1, 3], id="by id"),
+        pytest.param(["--reason", "MAM LABEL"], [0, 2], id="by a piece of the reason"),
+        pytest.param(["--reason-regex", r"^no folder /VRT/\S+ on"], [1, 3], id="by a pattern"),
+    ],
+)
+def test_replay_takes_only_the_chosen_and_leaves_the_rest_in_order(
+    topology: RunningService, examples: Path, choice: list[str], chosen: list[int]
+) -> None:
+    service = topology
+    bodies = [event(examples, f"clip-{n}.mxf") for n in range(4)]
+    for n, body in enumerate(bodies):
+        service.park(
+            body, message_id=f"msg-{n}", headers=NO_LABEL if n % 2 == 0 else FOLDER_MISSING
+        )
+
+    replayed = service.run("dead-letters", "replay", *choice)
+
+    assert replayed.returncode == 0, replayed.stderr
+    assert replayed.stdout.splitlines()[-1] == (
+        "replayed 2, skipped 2 (2 not chosen; still in the dead-letter queue)"
+    )
+    assert [m.body for m in incoming(service)] == [bodies[n] for n in chosen]
+    left = [n for n in range(4) if n not in chosen]
+    assert [m.body for m in dead_letters(service)] == [bodies[n] for n in left]
+
+
+def test_an_id_that_is_not_there_is_reported(topology: RunningService, examples: Path) -> None:
+    topology.park(event(examples, "a.mxf"), message_id="msg-a", headers=NO_LABEL)
+    replayed = topology.run("dead-letters", "replay", "--id", "msg-a", "--id", "msg-gone")
+    assert replayed.returncode == 1
+    assert "not found msg-gone" in replayed.stdout
+    assert "replayed 1, skipped 0" in replayed.stdout
+    assert len(incoming(topology)) == 1
+
+
+def test_a_dry_run_lists_what_would_be_replayed_and_changes_nothing(
+    topology: RunningService, examples: Path
+) -> None:
+    service = topology
+    service.park(event(examples, "a.mxf"), message_id="msg-a", headers=NO_LABEL)
+    service.park(event(examples, "b.mxf"), message_id="msg-b", headers=FOLDER_MISSING)
+    before = dead_letters(service)
+
+    dry = service.run("dead-letters", "replay", "--reason", "no folder", "--dry-run")
+
+    assert dry.returncode == 0, dry.stderr
+    assert [row[0] for row in rows("\n".join(dry.stdout.splitlines()[1:]))] == ["msg-b"]
+    assert "would replay 1, skip 1" in dry.stdout
+    assert [m.body for m in dead_letters(service)] == [m.body for m in before]
+    assert incoming(service) == []
+
+
+def test_a_replay_needs_a_choice(topology: RunningService) -> None:
+    refused = topology.run("dead-letters", "replay")
+    assert refused.returncode == 2
+    assert "one of the arguments --all --id --reason --reason-regex is required" in refused.stderr
+
+
+@pytest.mark.parametrize("crash", ["before-commit:3", "after-commit:3"])
+def test_a_replay_killed_half_way_loses_and_doubles_nothing_and_a_rerun_finishes(
+    topology: RunningService, examples: Path, crash: str
+) -> None:
+    service = topology
+    bodies = [event(examples, f"clip-{n}.mxf") for n in range(6)]
+    for body in bodies:
+        service.park(body, headers=NO_LABEL)
+    s = service.settings
+
+    killed = subprocess.run(
+        [sys.executable, "-m", "tests.e2e.crashing_replay", "dead-letters", "replay", "--all"],
+        env=service.environment(REPLAY_CRASH=crash, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        cwd=service.workdir,
+        timeout=60,
+    )
+
+    assert killed.returncode == -9, killed.stderr
+    # The broker requeues what the dead connection held as soon as it notices it is gone.
+    assert amqp.wait_until(
+        lambda: (
+            amqp.message_count(s.host, s.port, s.dead_letter_queue)
+            + amqp.message_count(s.host, s.port, s.incoming_queue)
+            == len(bodies)
+        ),
+        timeout=10,
+    )
+    committed = 2 if crash.startswith("before") else 3
+    assert [m.body for m in incoming(service)] == bodies[:committed]
+    assert [m.body for m in dead_letters(service)] == bodies[committed:]
+
+    rerun = service.run("dead-letters", "replay", "--all")
+
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.stdout.splitlines()[-1] == f"replayed {len(bodies) - committed}, skipped 0"
+    assert [m.body for m in incoming(service)] == bodies
+    assert dead_letters(service) == []
+
+
+def test_a_dead_letter_replayed_once_its_cause_is_fixed_goes_through_with_its_pid(
+    service: RunningService, examples: Path
+) -> None:
+    """The operator's story: the consumer dead-letters an event (its folder is missing), the
+    list says when and why, the folder is made, the replay sends it through on the PID
+    minted the first time."""
+    folder = service.ftp.root / "VRT" / "TAPE-SHARE-EVENTS"
+    folder.rmdir()
+    service.pid_service.queue(Canned(body=[{"id": "k98z0d4w1q", "number": 1}]))
+    service.start_consumer()
+    service.publish_event((examples / "event-essence-created.json").read_bytes())
+    s = service.settings
+    assert amqp.wait_until(
+        lambda: amqp.message_count(s.host, s.port, s.dead_letter_queue) == 1, timeout=20
+    ), service.log()
+
+    [row] = rows(service.run("dead-letters", "list").stdout)
+    assert row[2:4] == ["sidecar-upload", f"{BUCKET}/{GOLDEN_KEY}"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", row[1]), row
+    assert "TAPE-SHARE-EVENTS" in row[4]
+
+    folder.mkdir()
+    assert service.run("dead-letters", "replay", "--id", row[0]).returncode == 0
+
+    [request] = amqp.wait_for_messages(s.host, s.port, s.transfer_queue, 1, timeout=20)
+    assert request.properties.message_id == "k98z0d4w1q"
+    assert (folder / "k98z0d4w1q.xml").is_file()
+    assert service.pid_service.request_count == 1

@@ -1,0 +1,57 @@
+"""What a replay does to a dead letter's headers, and which dead letters it takes."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from s3_events_handler.application.replay import Selection, replay_headers
+
+
+def test_a_replay_starts_over_but_keeps_the_pid_and_everything_else() -> None:
+    headers = {
+        "x-attempt": 8,
+        "x-error": "gave up after 8 attempts: MediaHaven answered 503",
+        "x-error-stage": "archived-check",
+        "x-dead-lettered-at": "2024-05-01T12:30:05+00:00",
+        "x-pid": "k98z0d4w1q",
+        "x-death": [{"queue": "s3-events.retry.10", "reason": "expired"}],
+        "x-origin": "gateway",
+    }
+    assert replay_headers(headers) == {
+        "x-pid": "k98z0d4w1q",
+        "x-death": [{"queue": "s3-events.retry.10", "reason": "expired"}],
+        "x-origin": "gateway",
+    }
+    assert "x-attempt" in headers  # the dead letter's own headers are left alone
+
+
+def test_everything_is_chosen_with_or_without_a_reason() -> None:
+    assert Selection.everything().chooses("any", None)
+    assert Selection.everything().chooses("any", "bad")
+
+
+def test_ids_choose_exactly_those() -> None:
+    selection = Selection.by_ids(["msg-1", "3f2a9c0d1e4b"])
+    assert selection.chooses("msg-1", "bad")
+    assert selection.chooses("3f2a9c0d1e4b", None)
+    assert not selection.chooses("msg-2", "bad")
+    with pytest.raises(ValueError, match="at least one id"):
+        Selection.by_ids([])
+
+
+def test_a_piece_of_the_reason_matches_in_any_case_and_literally() -> None:
+    selection = Selection.by_reason_text("NO FOLDER /vrt/")
+    assert selection.chooses("a", "no folder /VRT/TAPE-SHARE-EVENTS on the transport server")
+    assert not selection.chooses("a", "organisation OR-rf5kf25 has no MAM label")
+    assert not selection.chooses("a", None)
+    assert Selection.by_reason_text("answered 5(0)3").chooses("a", "MediaHaven answered 5(0)3")
+
+
+def test_a_pattern_is_searched_in_the_reason() -> None:
+    selection = Selection.by_reason_pattern(r"answered 5\d\d")
+    assert selection.chooses("a", "gave up after 8 attempts: MediaHaven answered 503 to search")
+    assert not selection.chooses("a", "MediaHaven answered 404 to search")
+    with pytest.raises(re.error):
+        Selection.by_reason_pattern("answered (")
