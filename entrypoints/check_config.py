@@ -159,11 +159,15 @@ def _broker(container: Container) -> Iterator[Finding]:
         return
     where = f"{settings.host}:{settings.port}, vhost {settings.vhost}, user {settings.user}"
     yield Finding("broker", True, f"connected to {where}")
-    yield from (_presence(item) for item in found)
+    own = {settings.dead_letter_queue, *map(settings.retry_queue, settings.retry_delays)}
+    yield from (_presence(item, own) for item in found)
 
 
-def _presence(item: Found) -> Finding:
+def _presence(item: Found, own_queues: set[str]) -> Finding:
     subject = f"{item.kind} {item.name}"
+    if not item.exists and item.kind == "queue" and item.name in own_queues:
+        # The service's own queues: a new deployment has none until its first `consume`.
+        return Finding(subject, True, "not declared yet; `consume` declares it at start")
     if not item.exists:
         return Finding(subject, False, "not on the broker (`consume` declares it at start)")
     if item.kind == "queue":
