@@ -71,7 +71,7 @@ class AmqpTransferRequests:
             raise ServiceUnavailable(
                 f"transfer request not published via {target}: {describe(error, secret)}"
             ) from error
-        log.info(
+        log.debug(
             "transfer request %s published via %s (correlation id %s)",
             request.message_id,
             target,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from tests.support.mediahaven_server import FakeMediaHaven
 REPO = Path(__file__).resolve().parents[2]
 COMMAND = Path(sys.executable).parent / "s3-events-handler"
 OR_ID = "OR-rf5kf25"
+CONSUMER_LOGGER = "s3_events_handler.adapters.rabbitmq.consumer"
 FOLDERS = ("VRT/TAPE-SHARE-EVENTS", "VRT/DISK-SHARE-EVENTS")
 
 
@@ -155,6 +157,26 @@ class RunningService:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_entries(self) -> list[dict[str, Any]]:
+        """The JSON lines of the log (`LOG_FORMAT=json`, the default), parsed."""
+        entries = []
+        for line in self.log().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict):
+                entries.append(entry)
+        return entries
+
+    def outcome_lines(self) -> list[dict[str, Any]]:
+        """The consumer's one line an event (SPEC 7): its outcome and facts as fields."""
+        return [
+            entry
+            for entry in self.log_entries()
+            if entry.get("logger") == CONSUMER_LOGGER and "outcome" in entry
+        ]
 
     def close(self) -> None:
         self.stop_consumer()
