@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +18,7 @@ from s3_events_handler.adapters.rabbitmq import BrokerSettings
 from tests.support import amqp
 from tests.support.ftp_server import FtpTestServer
 from tests.support.http_stubs import FakeOrganisationsApi, FakePidService
+from tests.support.loopback import LOOPBACK, free_port
 from tests.support.mediahaven_server import FakeMediaHaven
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,6 +61,9 @@ class RunningService:
             retry_delays=(1, 2),
         )
         self.log_path = self.workdir / "consumer.log"
+        # A port of its own, not the default 9100: tests (and checkouts) side by side
+        # each run a consumer.
+        self.metrics_port = free_port()
 
     def start_fakes(self) -> None:
         for folder in FOLDERS:
@@ -102,12 +108,18 @@ class RunningService:
             "DESTINATION_CONFIG": str(REPO / "destination_config.yml"),
             "LOG_LEVEL": "INFO",
             "LEDGER_PATH": str(self.workdir / "ledger.sqlite3"),
+            "METRICS_PORT": str(self.metrics_port),
         }
         env.update(overrides)
         return env
 
     def start_consumer(self, *, argv: list[str] | None = None, **env: str) -> None:
-        """Run `argv` (default: `s3-events-handler consume`) and wait until it consumes."""
+        """Run `argv` (default: `s3-events-handler consume`) and wait until it consumes.
+
+        Each process gets a METRICS_PORT of its own (two may run side by side); `get`
+        asks the last one started.
+        """
+        self.metrics_port = free_port()
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 argv or [*command(), "consume"],
@@ -177,6 +189,15 @@ class RunningService:
             for entry in self.log_entries()
             if entry.get("logger") == CONSUMER_LOGGER and "outcome" in entry
         ]
+
+    def get(self, path: str) -> tuple[int, str]:
+        """Status and body of `GET path` on the consumer's METRICS_PORT."""
+        url = f"http://{LOOPBACK}:{self.metrics_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                return answer.status, answer.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
 
     def close(self) -> None:
         self.stop_consumer()
