@@ -53,6 +53,14 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _port_or_off(value: str) -> int:
+    """A TCP port, or 0 for none."""
+    number = int(value)
+    if not 0 <= number <= 65535:
+        raise ValueError("must be a port (1 to 65535), or 0 for off")
+    return number
+
+
 def _positive_float(value: str) -> float:
     number = float(value)
     if number <= 0:
@@ -111,6 +119,7 @@ CONVERSIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "organisations_api.cache_seconds": ("ORGANISATIONS_CACHE_SECONDS", _positive_float),
     "http.timeout_seconds": ("HTTP_TIMEOUT_SECONDS", _positive_float),
     "ledger.retention_days": ("LEDGER_RETENTION_DAYS", _retention_days),
+    "metrics.port": ("METRICS_PORT", _port_or_off),
 }
 
 # CA file -> the TLS switch it belongs to (dotted paths). A CA file without its switch

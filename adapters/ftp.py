@@ -289,7 +289,7 @@ class FtpTransportServer(TransportServer):
             raise _ConnectionLost(
                 f"FTP upload of {folder}/{final} failed: {_reply(error)}"
             ) from error
-        logger.info("uploaded sidecar %s/%s (%d bytes)", folder, final, len(data))
+        logger.debug("uploaded sidecar %s/%s (%d bytes)", folder, final, len(data))
 
     def _rename_into_place(
         self, session: ftplib.FTP, temporary: str, final: str, size: int
@@ -313,7 +313,7 @@ class FtpTransportServer(TransportServer):
                 break  # or our copy is gone (renamed after all, or removed): `final` tells
             if isinstance(refusal, ftplib.error_perm):
                 self._make_room(session, final)
-            logger.info(
+            logger.warning(
                 "renaming %s to %s was refused (%s); trying again",
                 temporary,
                 final,
@@ -336,7 +336,7 @@ class FtpTransportServer(TransportServer):
             if _code(error) != _UNAVAILABLE:
                 raise
             return  # another writer deleted it first; the next try renames into the gap
-        logger.info("server refused to rename over %s; deleted it first", final)
+        logger.warning("server refused to rename over %s; deleted it first", final)
 
     def _accept_what_is_there(
         self,
@@ -349,7 +349,7 @@ class FtpTransportServer(TransportServer):
         """After the tries: a complete `final` is the same sidecar, placed by another writer."""
         if self._size(session, final) == size:
             self._forget(session, temporary)
-            logger.info("sidecar %s was put in place by another writer meanwhile", final)
+            logger.warning("sidecar %s was put in place by another writer meanwhile", final)
             return
         if self._size(session, temporary) != size:
             raise ServiceUnavailable(

@@ -148,7 +148,7 @@ class MediaHavenRecords(ArchiveRecords):
             gone_is_fine=True,
         )
         if response.status_code == 404:
-            log.info("MediaHaven record %s was already deleted", fragment_id)
+            log.debug("MediaHaven record %s was already deleted", fragment_id)
 
     # -- requests ---------------------------------------------------------------------------
 

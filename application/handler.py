@@ -7,20 +7,29 @@ import logging
 import math
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
+from s3_events_handler.application.messages import (
+    DeadLetter,
+    Delivery,
+    Done,
+    EventFacts,
+    Outcome,
+    Retry,
+    Split,
+)
+from s3_events_handler.application.telemetry import NoTelemetry, Telemetry
 from s3_events_handler.domain.errors import (
     BadInput,
     PermanentError,
     S3EventsHandlerError,
     ServiceUnavailable,
 )
-from s3_events_handler.domain.events import parse_record
+from s3_events_handler.domain.events import parse_record, peek
 from s3_events_handler.domain.model import EventKind, S3Event, Stage, is_valid_pid
-from s3_events_handler.domain.results import Result
+from s3_events_handler.domain.results import AlreadyHandled, Result, Sent
 from s3_events_handler.domain.use_cases import Progress
 
 log = logging.getLogger(__name__)
@@ -93,33 +102,49 @@ class MessageHandler:
         remove: UseCase,
         retry_policy: RetryPolicy,
         clock: Callable[[], datetime] = _utc_now,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._use_cases = {EventKind.CREATED: ingest, EventKind.REMOVED: remove}
         self._retry_policy = retry_policy
         self._clock = clock
+        self._telemetry = telemetry or NoTelemetry()
 
     def handle(self, delivery: Delivery) -> Outcome:
+        self._telemetry.event_started()
+        try:
+            return self._handle(delivery)
+        finally:
+            self._telemetry.event_handled()
+
+    def _handle(self, delivery: Delivery) -> Outcome:
         progress = Progress(pid=_pid_of(delivery.headers), stage=Stage.PARSE)
         correlation_id = delivery.correlation_id
+        record: Any = None
+        result: Result | None = None
+
+        def facts() -> EventFacts:
+            """What is known of the event by now, for its log line and metrics."""
+            return _facts(record, progress, attempt_of(delivery.headers), result)
+
         try:
             records = self._records(delivery.body)
+            record = records[0]
             if len(records) > 1:
-                return Split(tuple(json.dumps({"Records": [r]}).encode() for r in records))
+                bodies = tuple(json.dumps({"Records": [r]}).encode() for r in records)
+                return Split(bodies, facts=replace(facts(), bucket=None, key=None))
             if correlation_id is None:
-                correlation_id = _correlation_id_of(records[0])
-            event = parse_record(records[0])
+                correlation_id = _correlation_id_of(record)
+            event = parse_record(record)
             use_case = self._use_cases[event.kind]
             result = use_case.execute(event, correlation_id=correlation_id, progress=progress)
         except PermanentError as error:
-            return self._dead_letter(
-                delivery, str(error), progress.stage, correlation_id, progress.pid
-            )
+            return self._dead_letter(delivery, str(error), correlation_id, facts())
         except Exception as error:  # the service never stops for one message
             if correlation_id is None:
                 correlation_id = str(uuid.uuid4())
-            return self._retry(delivery, error, progress, correlation_id)
-        log.info("done: %s", result)
-        return Done(result=result, correlation_id=correlation_id)
+            return self._retry(delivery, error, progress, correlation_id, facts())
+        log.debug("done: %s", result)
+        return Done(result=result, correlation_id=correlation_id, facts=facts())
 
     @staticmethod
     def _records(body: bytes) -> list[Any]:
@@ -135,17 +160,18 @@ class MessageHandler:
         return records
 
     def _retry(
-        self, delivery: Delivery, error: Exception, progress: Progress, correlation_id: str
+        self,
+        delivery: Delivery,
+        error: Exception,
+        progress: Progress,
+        correlation_id: str,
+        facts: EventFacts,
     ) -> Outcome:
         attempt = attempt_of(delivery.headers)
         reason = one_line(f"{type(error).__name__}: {error}")
         if attempt >= self._retry_policy.max_attempts:
             return self._dead_letter(
-                delivery,
-                f"gave up after {attempt} attempts: {reason}",
-                progress.stage,
-                correlation_id,
-                progress.pid,
+                delivery, f"gave up after {attempt} attempts: {reason}", correlation_id, facts
             )
         if isinstance(error, S3EventsHandlerError):
             log.warning("attempt %d failed at %s: %s", attempt, progress.stage, reason)
@@ -163,27 +189,41 @@ class MessageHandler:
             delay_seconds=delay,
             headers=headers,
             correlation_id=correlation_id,
+            facts=facts,
         )
 
     def _dead_letter(
-        self,
-        delivery: Delivery,
-        reason: str,
-        stage: Stage,
-        correlation_id: str | None,
-        pid: str | None,
+        self, delivery: Delivery, reason: str, correlation_id: str | None, facts: EventFacts
     ) -> Outcome:
         reason = one_line(reason)
-        log.error("dead-lettered at %s: %s", stage, reason)
+        log.error("dead-lettered at %s: %s", facts.stage, reason)
         headers = dict(delivery.headers)
         headers[ERROR_HEADER] = reason
-        headers[STAGE_HEADER] = stage.value
+        headers[STAGE_HEADER] = facts.stage
         headers[DEAD_LETTERED_AT_HEADER] = self._clock().isoformat(timespec="seconds")
-        if pid is not None:
-            headers[PID_HEADER] = pid  # a replay reuses it, even when the ledger forgot it
+        if facts.pid is not None:
+            headers[PID_HEADER] = facts.pid  # a replay reuses it, even when the ledger forgot it
         return DeadLetter(
-            reason=reason, stage=stage.value, headers=headers, correlation_id=correlation_id
+            reason=reason,
+            stage=facts.stage,
+            headers=headers,
+            correlation_id=correlation_id,
+            facts=facts,
         )
+
+
+def _facts(record: Any, progress: Progress, attempt: int, result: Result | None) -> EventFacts:
+    """Bucket and key as the record gives them, so bad input is reported as it came."""
+    kind, bucket, key = peek(record)
+    pid = result.pid if isinstance(result, (Sent, AlreadyHandled)) else None
+    return EventFacts(
+        kind="removed" if kind is EventKind.REMOVED else "created",
+        bucket=bucket,
+        key=key,
+        pid=pid or progress.pid,
+        stage=progress.stage.value,
+        attempt=attempt,
+    )
 
 
 def _correlation_id_of(record: Any) -> str:

@@ -6,7 +6,34 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from s3_events_handler.domain.results import Result
+from s3_events_handler.domain.results import (
+    AlreadyArchived,
+    AlreadyHandled,
+    NothingToRemove,
+    Result,
+)
+
+# Results of an event acked without work: counted and logged as `skipped`, not `done`.
+_SKIPPED = (AlreadyArchived, AlreadyHandled, NothingToRemove)
+
+
+@dataclass(frozen=True, slots=True)
+class EventFacts:
+    """What is known of the event behind an outcome, for its log line and its metrics.
+
+    Bad input is reported too, so every field but `kind` may be unknown. `kind` is
+    `created` or `removed` as the record's `eventName` says; a message that says
+    neither (not JSON, no records, no or another event name) counts as `created`,
+    the flow almost every message takes, so the metric keeps its two kinds.
+    """
+
+    kind: str = "created"
+    bucket: str | None = None
+    key: str | None = None
+    pid: str | None = None
+    stage: str = "parse"
+    """Where the attempt ended: a `Stage` value (`done` once all went through)."""
+    attempt: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,11 +51,17 @@ class Done:
 
     result: Result
     correlation_id: str | None = None
+    facts: EventFacts = field(default_factory=EventFacts)
 
     @property
     def summary(self) -> str:
         """The one line logs and the `process` command show."""
         return str(self.result)
+
+    @property
+    def skipped(self) -> bool:
+        """Done without work: already archived, already handled, or nothing to remove."""
+        return isinstance(self.result, _SKIPPED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +69,7 @@ class Split:
     """Several records in one message: republish each on its own to the incoming queue, then ack."""
 
     bodies: tuple[bytes, ...]
+    facts: EventFacts = field(default_factory=EventFacts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +80,7 @@ class Retry:
     delay_seconds: int
     headers: Mapping[str, Any]
     correlation_id: str
+    facts: EventFacts = field(default_factory=EventFacts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +94,7 @@ class DeadLetter:
     stage: str
     headers: Mapping[str, Any]
     correlation_id: str | None = None
+    facts: EventFacts = field(default_factory=EventFacts)
 
 
 Outcome = Done | Split | Retry | DeadLetter

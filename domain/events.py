@@ -50,11 +50,15 @@ def _optional(record: Mapping[str, Any], *path: str) -> str | None:
         return None
 
 
+def _kind_named(name: str) -> EventKind | None:
+    return next((kind for kind in EventKind if name.startswith(f"{kind.value}:")), None)
+
+
 def event_kind(name: str) -> EventKind:
-    for kind in EventKind:
-        if name.startswith(f"{kind.value}:"):
-            return kind
-    raise BadInput(f"unknown event type: {name!r}")
+    kind = _kind_named(name)
+    if kind is None:
+        raise BadInput(f"unknown event type: {name!r}")
+    return kind
 
 
 def raw_md5(record: Mapping[str, Any]) -> str | None:
@@ -94,3 +98,21 @@ def parse_record(record: object) -> S3Event:
         event_time=_optional(record, "eventTime"),
         request_id=_optional(record, "responseElements", "x-viaa-request-id"),
     )
+
+
+def peek(record: object) -> tuple[EventKind | None, str | None, str | None]:
+    """The kind, bucket and key a record claims, unchecked: what a report of bad input can say.
+
+    Each is None where the record does not say it as text (or names no known event type).
+    """
+    if not isinstance(record, Mapping):
+        return None, None, None
+    name, bucket, key = (
+        value if isinstance(value, str) else None
+        for value in (
+            _at(record, "eventName"),
+            _at(record, "s3", "bucket", "name"),
+            _at(record, "s3", "object", "key"),
+        )
+    )
+    return (_kind_named(name) if name else None), bucket, key

@@ -95,7 +95,7 @@ class IngestEssence:
         progress.stage = Stage.LEDGER
         entry = self._ledger.recall(event.identity)
         if entry is not None and entry.step >= Step.TRANSFER_REQUESTED:
-            log.info("already handled, nothing to do: %s (%s)", event.object.key, entry.pid)
+            log.debug("already handled, nothing to do: %s (%s)", event.object.key, entry.pid)
             return AlreadyHandled(key=event.object.key, pid=entry.pid)
         collateral = self._collateral_key(event)
         progress.stage = Stage.ORGANISATIONS
@@ -259,7 +259,7 @@ class RemoveEssence:
         )
         matches = [r for r in found if r.s3_object_key == key and r.s3_bucket == bucket]
         if not matches:
-            log.info("nothing archived for bucket %r and key %r", bucket, key)
+            log.debug("nothing archived for bucket %r and key %r", bucket, key)
             return NothingToRemove(bucket=bucket, key=key)
         collaterals = self._collaterals_of(matches)
         progress.stage = Stage.DELETE_COLLATERAL

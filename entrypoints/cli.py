@@ -76,6 +76,14 @@ def check_broker_certificate(container: Container) -> None:
 
 def consume(container: Container) -> int:
     consumer = container.consumer()
+    status = container.status_server()
+    try:
+        status.start()  # before the broker: the probes answer while it connects
+    except OSError as error:
+        print(
+            f"s3-events-handler: cannot start: METRICS_PORT={status.port}: {error}", file=sys.stderr
+        )
+        return EXIT_CONFIG
 
     def stop(signum: int, frame: FrameType | None) -> None:
         log.info("received %s: finishing the message in hand", signal.Signals(signum).name)
@@ -83,7 +91,10 @@ def consume(container: Container) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    consumer.run(grace_seconds=container.config.app.shutdown_grace_seconds())
+    try:
+        consumer.run(grace_seconds=container.config.app.shutdown_grace_seconds())
+    finally:
+        status.stop()
     log.info("stopped")
     return 0
 

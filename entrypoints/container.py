@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,12 @@ from dependency_injector import containers, providers
 
 from s3_events_handler.adapters.config import ConfigError, load_config, load_destinations
 from s3_events_handler.adapters.ftp import FtpTransportServer
+from s3_events_handler.adapters.health import Health, StatusServer, stall_limit
 from s3_events_handler.adapters.ledger_postgres import PostgresLedger, password_in
 from s3_events_handler.adapters.ledger_sqlite import SqliteLedger
 from s3_events_handler.adapters.logs import configure_logging
 from s3_events_handler.adapters.mediahaven import MediaHavenRecords
+from s3_events_handler.adapters.metrics import PrometheusTelemetry, process_registry
 from s3_events_handler.adapters.organisations import CachedOrganisations, OrganisationsApi
 from s3_events_handler.adapters.pid import LocalPids, PidWebService, uses_pid_service
 from s3_events_handler.adapters.rabbitmq import (
@@ -26,6 +29,14 @@ from s3_events_handler.adapters.rabbitmq import (
 )
 from s3_events_handler.adapters.rabbitmq.dead_letters import DeadLetterQueue
 from s3_events_handler.application.handler import MessageHandler, RetryPolicy
+from s3_events_handler.application.observed import (
+    ObservedLedger,
+    ObservedOrganisations,
+    ObservedPids,
+    ObservedRecords,
+    ObservedTransfers,
+    ObservedTransport,
+)
 from s3_events_handler.domain.errors import ServiceUnavailable
 from s3_events_handler.domain.ports import Ledger
 from s3_events_handler.domain.use_cases import IngestEssence, RemoveEssence
@@ -77,6 +88,14 @@ def pid_source(environment: str) -> str:
     return "service" if uses_pid_service(environment) else "local"
 
 
+def package_version() -> str:
+    """The installed distribution's version: what `s3_events_build_info` shows."""
+    try:
+        return version("s3-events-handler")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 class Container(containers.DeclarativeContainer):
     """Adapters as singletons, I/O handles as resources, use cases as factories."""
 
@@ -100,6 +119,27 @@ class Container(containers.DeclarativeContainer):
         retry_delays=providers.Callable(tuple, config.app.retry_delays),
     )
     broker = providers.Resource(broker_connection, settings=broker_settings)
+
+    # Metrics and health (SPEC 7): the registry belongs to this container, so to the process.
+    metrics_registry = providers.Singleton(process_registry)
+    health = providers.Singleton(
+        Health,
+        providers.Callable(
+            stall_limit,
+            heartbeat=config.rabbitmq.heartbeat,
+            grace=config.app.shutdown_grace_seconds,
+            blocked_timeout=broker_settings.provided.blocked_connection_timeout,
+        ),
+    )
+    telemetry = providers.Singleton(
+        PrometheusTelemetry,
+        metrics_registry,
+        health,
+        version=providers.Callable(package_version),
+    )
+    status_server = providers.Singleton(
+        StatusServer, port=config.metrics.port, registry=metrics_registry, health=health
+    )
 
     mediahaven_session = providers.Resource(http_session)
     pid_session = providers.Resource(http_session)
@@ -163,21 +203,25 @@ class Container(containers.DeclarativeContainer):
         transfer_host=config.mediahaven.ftp.host,
     )
 
+    # What the use cases see: each port wrapped to tell telemetry which system failed.
+    observed_records = providers.Singleton(ObservedRecords, records, telemetry)
+    observed_organisations = providers.Singleton(ObservedOrganisations, organisations, telemetry)
+
     ingest = providers.Factory(
         IngestEssence,
-        records=records,
-        pids=pids,
-        organisations=organisations,
-        transport=transport,
-        transfers=transfers,
+        records=observed_records,
+        pids=providers.Singleton(ObservedPids, pids, telemetry),
+        organisations=observed_organisations,
+        transport=providers.Singleton(ObservedTransport, transport, telemetry),
+        transfers=providers.Singleton(ObservedTransfers, transfers, telemetry),
         destinations=destinations,
-        ledger=ledger,
+        ledger=providers.Singleton(ObservedLedger, ledger, telemetry),
         collateral_bucket=config.app.collateral_bucket,
     )
     remove = providers.Factory(
         RemoveEssence,
-        records=records,
-        organisations=organisations,
+        records=observed_records,
+        organisations=observed_organisations,
         collateral_bucket=config.app.collateral_bucket,
     )
     handler = providers.Singleton(
@@ -189,8 +233,11 @@ class Container(containers.DeclarativeContainer):
             delays=providers.Callable(tuple, config.app.retry_delays),
             max_attempts=config.app.retry_max_attempts,
         ),
+        telemetry=telemetry,
     )
-    consumer = providers.Singleton(Consumer, broker, broker_settings, handler.provided.handle)
+    consumer = providers.Singleton(
+        Consumer, broker, broker_settings, handler.provided.handle, telemetry=telemetry
+    )
     dead_letter_queue = providers.Factory(DeadLetterQueue, broker_settings)
 
 

@@ -20,6 +20,7 @@ from s3_events_handler.adapters.memory import (
     SequentialPids,
 )
 from s3_events_handler.application.messages import Delivery, Outcome
+from s3_events_handler.application.telemetry import NoTelemetry
 from s3_events_handler.domain.model import Destinations, Record, TransferRequest
 from s3_events_handler.entrypoints.container import Container
 
@@ -99,6 +100,7 @@ class Demo:
             transfers=self.transfers,
             destinations=DEMO_DESTINATIONS,
             ledger=InMemoryLedger(),
+            telemetry=NoTelemetry(),  # nothing is served: nobody to tell
         )
         self.handle: Callable[[Delivery], Outcome] = self.container.handler().handle
 

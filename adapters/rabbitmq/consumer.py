@@ -14,6 +14,7 @@ from typing import Any
 
 import pika.exceptions
 
+from s3_events_handler.adapters.logs import with_fields
 from s3_events_handler.adapters.rabbitmq.connection import (
     BrokerConnection,
     BrokerSettings,
@@ -21,6 +22,7 @@ from s3_events_handler.adapters.rabbitmq.connection import (
 )
 from s3_events_handler.adapters.rabbitmq.settlement import Received, Settlement
 from s3_events_handler.application.messages import Delivery, Outcome
+from s3_events_handler.application.telemetry import EventReport, NoTelemetry, System, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ class _Work:
 
     received: Received
     outcome: Future[Outcome] = field(default_factory=Future)
+    started: float = field(default_factory=time.monotonic)
 
 
 class Consumer:
@@ -54,6 +57,7 @@ class Consumer:
         reconnect_delays: Sequence[float] = (1, 2, 5, 10, 30),
         sleep: Callable[[float], None] = time.sleep,
         poll_interval: float = 0.2,
+        telemetry: Telemetry | None = None,
     ) -> None:
         if not reconnect_delays:
             raise ValueError("reconnect_delays needs at least one delay")
@@ -63,6 +67,7 @@ class Consumer:
         self._reconnect_delays = tuple(reconnect_delays)
         self._sleep = sleep
         self._poll_interval = poll_interval
+        self._telemetry = telemetry or NoTelemetry()
         self._stopping = False
         self._stop_requested_at = 0.0
         self._inbox: deque[Received] = deque()
@@ -102,6 +107,7 @@ class Consumer:
                     return
                 except Exception as error:
                     self.ready.clear()
+                    self._telemetry.disconnected()
                     self._connection.close()
                     self._log_failure(error)
                     if not self._wait_for_worker(grace_seconds):
@@ -114,6 +120,7 @@ class Consumer:
                 self._sleep_unless_stopped(delay)
         finally:
             self.ready.clear()
+            self._telemetry.disconnected()
             self._inbox.clear()
             self._connection.close()
             log.info("consumer stopped after %d messages", self.messages_handled)
@@ -121,6 +128,7 @@ class Consumer:
     def _log_failure(self, error: Exception) -> None:
         text = describe(error, self._settings.password)
         if isinstance(error, (pika.exceptions.AMQPError, OSError, _ConsumerCancelled)):
+            self._telemetry.downstream_error(System.BROKER)
             log.warning("broker connection lost: %s", text)
         else:
             log.error("consumer failed, starting over: %s", text, exc_info=error)
@@ -136,9 +144,11 @@ class Consumer:
             queue=settings.incoming_queue, on_message_callback=self._on_message, auto_ack=False
         )
         self.ready.set()
+        self._telemetry.connected()
         log.info("consuming from %s (prefetch %d)", settings.incoming_queue, settings.prefetch)
         cancelled = False
         while True:
+            self._telemetry.loop_tick()
             if self._stopping and not cancelled:
                 self._cancel(channel, consumer_tag)
                 cancelled = True
@@ -208,13 +218,18 @@ class Consumer:
         outcome = work.outcome.result()  # a handler that raised: start over, the broker redelivers
         settled = settlement.settle(work.received, outcome)
         self.messages_handled += 1
-        # One line a message, parsed by the fault suite: keep its shape and this logger.
+        seconds = time.monotonic() - work.started
+        report = EventReport.of(outcome, correlation_id=settled.correlation_id, seconds=seconds)
+        self._telemetry.event_finished(report)
+        # The event's one INFO line (SPEC 7), its facts as fields. The fault suite parses
+        # the message too: keep its shape and this logger.
         log.info(
             "%s: message %d (correlation id %s) -> %s",
             settled.kind,
             work.received.delivery_tag,
             settled.correlation_id,
             settled.destination,
+            extra=with_fields(report.log_fields()),
         )
 
     def _grace_expired(self, grace_seconds: float | None) -> bool:
@@ -239,6 +254,7 @@ class Consumer:
             work.received.delivery_tag,
         )
         while not work.outcome.done():
+            self._telemetry.loop_tick()
             if self._stopping and self._grace_expired(grace_seconds):
                 return False
             wait([work.outcome], timeout=0.1)
@@ -247,6 +263,7 @@ class Consumer:
     def _sleep_unless_stopped(self, seconds: float) -> None:
         left = seconds
         while left > 0 and not self._stopping:
+            self._telemetry.loop_tick()
             step = min(left, 0.25)
             self._sleep(step)
             left -= step

@@ -28,9 +28,6 @@ from tests.deploy.manifests import (
 # which may carry a password.
 SECRET_NAME = re.compile(r"PASSWD|PASSWORD|SECRET|TOKEN|_DSN$")
 PLACEHOLDER = "REPLACE-ME"
-# Read by the metrics and health endpoints (SPEC 7), which are built in a change of their
-# own; .env.example lists it once that change is in.
-AHEAD_OF_ENV_EXAMPLE = {"METRICS_PORT"}
 
 
 def env_example_variables() -> set[str]:
@@ -111,7 +108,7 @@ def test_the_configmap_holds_every_setting_of_env_example_but_the_secrets() -> N
     keys = set(config())
     assert sorted(variables - secrets - keys) == [], "in .env.example, missing from configmap"
     assert sorted(keys & secrets) == [], "secrets in the ConfigMap"
-    assert sorted(keys - variables - AHEAD_OF_ENV_EXAMPLE) == [], "not in .env.example"
+    assert sorted(keys - variables) == [], "not in .env.example"
 
 
 def test_the_secret_holds_exactly_the_secrets_as_placeholders() -> None:

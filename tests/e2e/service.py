@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,11 +18,13 @@ from s3_events_handler.adapters.rabbitmq import BrokerSettings
 from tests.support import amqp
 from tests.support.ftp_server import FtpTestServer
 from tests.support.http_stubs import FakeOrganisationsApi, FakePidService
+from tests.support.loopback import LOOPBACK, free_port
 from tests.support.mediahaven_server import FakeMediaHaven
 
 REPO = Path(__file__).resolve().parents[2]
 COMMAND = Path(sys.executable).parent / "s3-events-handler"
 OR_ID = "OR-rf5kf25"
+CONSUMER_LOGGER = "s3_events_handler.adapters.rabbitmq.consumer"
 FOLDERS = ("VRT/TAPE-SHARE-EVENTS", "VRT/DISK-SHARE-EVENTS")
 
 
@@ -51,6 +56,9 @@ class RunningService:
             *self.broker, self.label, retry_delays=(1, 2)
         )
         self.log_path = self.workdir / "consumer.log"
+        # A port of its own, not the default 9100: tests (and checkouts) side by side
+        # each run a consumer.
+        self.metrics_port = free_port()
 
     def start_fakes(self) -> None:
         for folder in FOLDERS:
@@ -95,12 +103,18 @@ class RunningService:
             "DESTINATION_CONFIG": str(REPO / "destination_config.yml"),
             "LOG_LEVEL": "INFO",
             "LEDGER_PATH": str(self.workdir / "ledger.sqlite3"),
+            "METRICS_PORT": str(self.metrics_port),
         }
         env.update(overrides)
         return env
 
     def start_consumer(self, *, argv: list[str] | None = None, **env: str) -> None:
-        """Run `argv` (default: `s3-events-handler consume`) and wait until it consumes."""
+        """Run `argv` (default: `s3-events-handler consume`) and wait until it consumes.
+
+        Each process gets a METRICS_PORT of its own (two may run side by side); `get`
+        asks the last one started.
+        """
+        self.metrics_port = free_port()
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 argv or [*command(), "consume"],
@@ -186,6 +200,35 @@ class RunningService:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_entries(self) -> list[dict[str, Any]]:
+        """The JSON lines of the log (`LOG_FORMAT=json`, the default), parsed."""
+        entries = []
+        for line in self.log().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict):
+                entries.append(entry)
+        return entries
+
+    def outcome_lines(self) -> list[dict[str, Any]]:
+        """The consumer's one line an event (SPEC 7): its outcome and facts as fields."""
+        return [
+            entry
+            for entry in self.log_entries()
+            if entry.get("logger") == CONSUMER_LOGGER and "outcome" in entry
+        ]
+
+    def get(self, path: str) -> tuple[int, str]:
+        """Status and body of `GET path` on the consumer's METRICS_PORT."""
+        url = f"http://{LOOPBACK}:{self.metrics_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                return answer.status, answer.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
 
     def close(self) -> None:
         self.stop_consumer()

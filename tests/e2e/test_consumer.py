@@ -213,7 +213,9 @@ def test_two_objects_of_one_gateway_request_are_both_archived(
     assert len(names) == 2
     folder = service.ftp.root / "VRT" / "TAPE-SHARE-EVENTS"
     assert {p.name for p in folder.iterdir()} == names
-    assert "already handled" not in service.log()
+    # Neither record was taken for the other and skipped as already handled.
+    assert amqp.wait_until(lambda: len(service.outcome_lines()) == 3, timeout=10), service.log()
+    assert sorted(e["outcome"] for e in service.outcome_lines()) == ["done", "done", "split"]
 
 
 def test_a_multi_object_delete_removes_every_object(

@@ -83,7 +83,7 @@ def wait_for_search(service: RunningService, number: int) -> None:
 
 def redo_figures(service: RunningService, events: list[harness.Event]) -> str:
     uploads = len(service.ftp.stored)
-    skipped = harness.count_in_log(service, "already handled")
+    skipped = sum(e.get("result") == "already-handled" for e in service.outcome_lines())
     return f"{uploads - len(events)} sidecar re-uploads, {skipped} deliveries already handled"
 
 

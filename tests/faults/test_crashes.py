@@ -102,7 +102,7 @@ def test_an_event_delivered_twice_is_archived_once(service: RunningService, exam
     assert amqp.wait_until(
         lambda: (
             amqp.message_count(s.host, s.port, s.incoming_queue) == 0
-            and "already handled" in service.log()
+            and any(e.get("result") == "already-handled" for e in service.outcome_lines())
         ),
         timeout=20,
     ), service.log()

@@ -26,7 +26,6 @@ from tests.e2e.service import running
 from tests.faults.downstream_harness import (
     Event,
     FaultyService,
-    Relay,
     amqp_connections_of,
     essence_events,
     golden_event,
@@ -34,6 +33,7 @@ from tests.faults.downstream_harness import (
 from tests.support import amqp
 from tests.support.http_stubs import Canned
 from tests.support.mediahaven_server import FakeMediaHaven, Fault
+from tests.support.relay import Relay
 
 GOLDEN_PID = "k98z0d4w1q"
 RECORDS = "/mediahaven-rest-api/v2/records"

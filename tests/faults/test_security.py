@@ -436,7 +436,8 @@ def test_event_values_cannot_steer_the_ftp_path(path_service: RunningService) ->
     assert {m.headers["x-error-stage"] for m in dead} <= {"parse", "organisations", "ledger",
                                                           "essence-lookup"}  # fmt: skip
     assert mh.relations == []  # no hostile collateral got as far as linking its essence
-    assert service.log().count("PID service gave no valid PID") == len(HOSTILE_PIDS)
+    refusals = [e for e in service.log_entries() if "PID service gave no valid PID" in e["message"]]
+    assert len(refusals) == len(HOSTILE_PIDS)
 
     transfers = amqp.get_messages(s.host, s.port, s.transfer_queue)
     assert len(transfers) == good

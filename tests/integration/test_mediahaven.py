@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -17,6 +16,7 @@ from s3_events_handler.adapters.mediahaven import MediaHavenRecords, render_quer
 from s3_events_handler.domain.errors import Rejected, ServiceUnavailable
 from s3_events_handler.domain.model import Query, Record, Term
 from tests.support.clock import Clock
+from tests.support.loopback import free_port
 from tests.support.mediahaven_server import (
     PASSWORD_GRANT_PATH,
     RECORDS_PATH,
@@ -70,13 +70,6 @@ def records(make_records: MakeRecords) -> MediaHavenRecords:
 
 def by_key(key: str) -> Query:
     return Query.any_of(Term("s3_object_key", key))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 # -- search ----------------------------------------------------------------------------------

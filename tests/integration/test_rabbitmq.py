@@ -24,11 +24,21 @@ from s3_events_handler.adapters.rabbitmq import (
     Consumer,
     transfer_request_body,
 )
-from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
+from s3_events_handler.application.messages import (
+    DeadLetter,
+    Delivery,
+    Done,
+    EventFacts,
+    Outcome,
+    Retry,
+    Split,
+)
+from s3_events_handler.application.telemetry import EventOutcome, Telemetry
 from s3_events_handler.domain.errors import ServiceUnavailable
 from s3_events_handler.domain.model import S3Object, TransferRequest
 from s3_events_handler.domain.results import AlreadyArchived
 from tests.support import amqp
+from tests.unit.recording_telemetry import RecordingTelemetry
 
 pytestmark = pytest.mark.broker
 
@@ -50,9 +60,17 @@ def rabbitmqctl(broker: tuple[str, int]) -> None:
 class RunningConsumer:
     """A Consumer running `run()` in a thread, as the service's main thread would."""
 
-    def __init__(self, settings: BrokerSettings, handler: Handler, grace: float | None) -> None:
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        handler: Handler,
+        grace: float | None,
+        telemetry: Telemetry | None = None,
+    ) -> None:
         self.connection = BrokerConnection(settings)
-        self.consumer = Consumer(self.connection, settings, handler, reconnect_delays=(0.2,))
+        self.consumer = Consumer(
+            self.connection, settings, handler, reconnect_delays=(0.2,), telemetry=telemetry
+        )
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, args=(grace,), daemon=True)
 
@@ -82,9 +100,13 @@ def start_consumer() -> Iterator[Callable[..., RunningConsumer]]:
     started: list[RunningConsumer] = []
 
     def start(
-        settings: BrokerSettings, handler: Handler, *, grace: float | None = None
+        settings: BrokerSettings,
+        handler: Handler,
+        *,
+        grace: float | None = None,
+        telemetry: Telemetry | None = None,
     ) -> RunningConsumer:
-        running = RunningConsumer(settings, handler, grace).start()
+        running = RunningConsumer(settings, handler, grace, telemetry).start()
         started.append(running)
         return running
 
@@ -280,6 +302,32 @@ def test_done_acks_the_message(
     ]
     # Closing the connection would have put an unacked message back.
     assert incoming_left(settings) == 0
+
+
+def test_telemetry_hears_of_the_connection_each_settled_event_and_the_loop(
+    settings: BrokerSettings, start_consumer: Callable[..., RunningConsumer]
+) -> None:
+    telemetry = RecordingTelemetry()
+    facts = EventFacts("removed", "bucket", "clip.mxf", None, "search", 2)
+
+    def handler(delivery: Delivery) -> Outcome:
+        return Retry("MediaHaven answered 503", 1, {"x-attempt": 3}, "corr-retry", facts)
+
+    running = start_consumer(settings, handler, telemetry=telemetry)
+    publish(settings, b"{}")
+    assert amqp.wait_until(lambda: running.consumer.messages_handled == 1)
+    running.stop()
+
+    assert telemetry.without_ticks() == ["connected", "event_finished", "disconnected"]
+    assert "loop_tick" in telemetry.calls
+    [report] = telemetry.reports
+    assert (report.outcome, report.facts, report.correlation_id) == (
+        EventOutcome.RETRIED,
+        facts,
+        "corr-retry",
+    )
+    assert report.reason == "MediaHaven answered 503"
+    assert 0 < report.seconds < 5
 
 
 def test_a_message_without_headers_reaches_the_handler_with_empty_headers(
@@ -642,12 +690,20 @@ def test_a_command_without_a_consumer_opens_its_connection_when_it_publishes(
     assert len(messages) == 2
 
 
-def test_broker_trouble_never_ends_run_and_backs_off(broker: tuple[str, int]) -> None:
+@pytest.fixture
+def nowhere(broker: tuple[str, int]) -> BrokerSettings:
+    """Settings of a broker that is not there: a port nothing listens on."""
     host, _ = broker
-    with socket.socket() as probe:  # a port nothing listens on
+    with socket.socket() as probe:
         probe.bind((host, 0))
         closed_port = probe.getsockname()[1]
-    settings = amqp.settings_for(host, closed_port, amqp.unique_prefix("rmq-down"))
+    return amqp.settings_for(host, closed_port, amqp.unique_prefix("rmq-down"))
+
+
+def test_broker_trouble_never_ends_run_and_backs_off(nowhere: BrokerSettings) -> None:
+    """Each failed connection is a broker error to telemetry; the backoff keeps the loop alive."""
+    settings = nowhere
+    telemetry = RecordingTelemetry()
     slept: list[float] = []
 
     def sleep(seconds: float) -> None:
@@ -661,10 +717,14 @@ def test_broker_trouble_never_ends_run_and_backs_off(broker: tuple[str, int]) ->
         lambda delivery: Done(ARCHIVED),
         reconnect_delays=(0.1, 0.2),
         sleep=sleep,
+        telemetry=telemetry,
     )
     consumer.run()  # returns only because of stop()
     assert slept == [0.1, 0.2, 0.2, 0.2]
     assert consumer.connects == 0
+    failed = ["disconnected", "downstream_error:broker"]
+    assert telemetry.without_ticks() == [*failed * 4, "disconnected"]
+    assert telemetry.calls.count("loop_tick") == len(slept)
 
 
 def test_the_password_shows_nowhere(

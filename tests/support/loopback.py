@@ -19,6 +19,14 @@ LOOPBACK = "127.0.0.1"
 _POLL_SECONDS = 0.01
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on just now, for a process to listen on next."""
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 class Startable:
     """Something a test starts and stops; `with thing:` does both."""
 

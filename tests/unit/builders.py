@@ -16,7 +16,14 @@ from s3_events_handler.adapters.memory import (
     SequentialPids,
 )
 from s3_events_handler.domain.events import parse_record
-from s3_events_handler.domain.model import Destinations, Record, S3Event
+from s3_events_handler.domain.model import (
+    Destinations,
+    Query,
+    Record,
+    S3Event,
+    Sidecar,
+    TransferRequest,
+)
 from s3_events_handler.domain.ports import ArchiveRecords
 from s3_events_handler.domain.use_cases import IngestEssence, RemoveEssence
 
@@ -101,3 +108,31 @@ class World:
             destinations=self.destinations,
             ledger=self.ledger,
         )
+
+
+class Failing:
+    """Every port at once, each call raising `error`: a system down or refusing."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def search(self, query: Query) -> list[Record]:
+        raise self.error
+
+    def add_relation(self, fragment_id: str, related_pid: str, reason: str) -> None:
+        raise self.error
+
+    def delete(self, fragment_id: str, reason: str) -> None:
+        raise self.error
+
+    def mint(self) -> str:
+        raise self.error
+
+    def cp_name(self, or_id: str) -> str:
+        raise self.error
+
+    def upload(self, sidecar: Sidecar) -> None:
+        raise self.error
+
+    def publish(self, request: TransferRequest) -> None:
+        raise self.error

@@ -60,6 +60,7 @@ def test_new_settings_have_the_documented_defaults() -> None:
         "retry_max_attempts": 8,
     }
     assert settings["logging"] == {"level": "INFO", "format": "json"}
+    assert settings["metrics"] == {"port": 9100}
     assert settings["http"] == {"timeout_seconds": 30.0}
     assert settings["organisations_api"] == {"host": "http://org", "cache_seconds": 3600.0}
 
@@ -93,12 +94,18 @@ def test_the_user_prefix_of_today_is_accepted_and_ignored() -> None:
         ("RETRY_MAX_ATTEMPTS", "0"),
         ("LOG_FORMAT", "xml"),
         ("HTTP_TIMEOUT_SECONDS", "0"),
+        ("METRICS_PORT", "-1"),
+        ("METRICS_PORT", "65536"),
     ],
 )
 def test_a_malformed_value_is_named_with_the_reason(name: str, value: str) -> None:
     with pytest.raises(ConfigError) as raised:
         load(**{name: value})
     assert name in str(raised.value)
+
+
+def test_metrics_port_0_turns_the_endpoint_off() -> None:
+    assert load(METRICS_PORT="0")["metrics"] == {"port": 0}
 
 
 def test_the_ledger_retention_takes_fractions_but_not_under_one_day() -> None:

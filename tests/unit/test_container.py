@@ -17,8 +17,10 @@ from s3_events_handler.adapters.memory import (
 )
 from s3_events_handler.adapters.organisations import CachedOrganisations
 from s3_events_handler.adapters.pid import LocalPids, PidWebService
-from s3_events_handler.application.messages import Delivery, Done
+from s3_events_handler.application.messages import Delivery, Done, Retry
+from s3_events_handler.domain.errors import ServiceUnavailable
 from s3_events_handler.entrypoints.container import Container
+from tests.unit.builders import Failing
 from tests.unit.test_config import REPO, REQUIRED
 
 
@@ -66,3 +68,32 @@ def test_cp_names_are_cached_and_adapters_are_shared() -> None:
     assert container.records() is container.records()
     assert container.transport() is container.transport()
     container.shutdown_resources()
+
+
+def test_the_ports_report_into_the_processs_own_registry(examples: Path) -> None:
+    container = container_for()
+    container.override_providers(
+        records=Failing(ServiceUnavailable("MediaHaven answered 503")),
+        pids=SequentialPids(["k98z0d4w1q"]),
+        organisations=InMemoryOrganisations({"OR-rf5kf25": "VRT"}),
+        transport=InMemoryTransportServer(),
+        transfers=InMemoryTransferRequests(),
+        ledger=InMemoryLedger(),
+    )
+    body = (examples / "event-essence-created.json").read_bytes()
+    assert isinstance(container.handler().handle(Delivery(body=body)), Retry)
+    mediahaven = {"system": "mediahaven"}
+    registry = container.metrics_registry()
+    assert registry.get_sample_value("s3_events_downstream_errors_total", mediahaven) == 1
+    assert registry.get_sample_value("s3_events_in_progress") == 0
+    # Another container, another registry: nothing carried over.
+    fresh = container_for()
+    fresh.telemetry()
+    errors = fresh.metrics_registry().get_sample_value(
+        "s3_events_downstream_errors_total", mediahaven
+    )
+    assert errors == 0
+
+
+def test_the_status_server_listens_on_metrics_port() -> None:
+    assert container_for(METRICS_PORT="9123").status_server().port == 9123

@@ -67,15 +67,16 @@ def test_a_good_essence_event_is_done(examples: Path) -> None:
     assert len(world.transfers.published) == 1
 
 
-def test_done_is_logged_in_the_words_operators_know(
+def test_done_is_logged_at_debug_in_the_words_operators_know(
     examples: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level("INFO", logger="s3_events_handler.application.handler")
+    """At DEBUG: the consumer's one INFO line a message tells the outcome (SPEC 7)."""
+    caplog.set_level("DEBUG", logger="s3_events_handler.application.handler")
     outcome = handler_for(World()).handle(delivery(golden_event(examples, ESSENCE)))
     assert isinstance(outcome, Done)
     line = f"sent VRT/TAPE-SHARE-EVENTS/k98z0d4w1q.xml for {KEY}"
     assert outcome.summary == line
-    assert f"done: {line}" in caplog.messages
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [("DEBUG", f"done: {line}")]
 
 
 def test_the_gateway_request_id_becomes_the_correlation_id(examples: Path) -> None:

@@ -1,0 +1,170 @@
+"""What the service tells its operators about itself, as a port (SPEC 7).
+
+The consumer, the handler and the port wrappers of `application.observed` report here
+what happened; an adapter turns it into metrics and health. Nothing in here knows
+Prometheus or HTTP, so the core stays testable with `NoTelemetry`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol, assert_never
+
+from s3_events_handler.application.messages import (
+    DeadLetter,
+    Done,
+    EventFacts,
+    Outcome,
+    Retry,
+    Split,
+)
+
+
+class EventOutcome(enum.StrEnum):
+    """How an event ended, as the metrics and the log line name it (SPEC 7)."""
+
+    DONE = "done"
+    SKIPPED = "skipped"
+    """Acked without work: already archived, already handled, nothing to remove."""
+    RETRIED = "retried"
+    DEAD_LETTERED = "dead_lettered"
+    SPLIT = "split"
+
+
+class System(enum.StrEnum):
+    """The outside systems whose errors are counted apart (SPEC 7)."""
+
+    MEDIAHAVEN = "mediahaven"
+    PID = "pid"
+    ORGANISATIONS = "organisations"
+    FTP = "ftp"
+    BROKER = "broker"
+
+
+EVENT_KINDS = ("created", "removed")
+"""The values of `EventFacts.kind`, so an adapter can show every series from the start."""
+
+
+def outcome_of(outcome: Outcome) -> EventOutcome:
+    match outcome:
+        case Done():
+            return EventOutcome.SKIPPED if outcome.skipped else EventOutcome.DONE
+        case Split():
+            return EventOutcome.SPLIT
+        case Retry():
+            return EventOutcome.RETRIED
+        case DeadLetter():
+            return EventOutcome.DEAD_LETTERED
+        case _:
+            assert_never(outcome)
+
+
+@dataclass(frozen=True, slots=True)
+class EventReport:
+    """One event settled with the broker: what its metrics count and its log line says."""
+
+    outcome: EventOutcome
+    facts: EventFacts
+    correlation_id: str | None
+    seconds: float
+    """From the delivery taken in hand until it was settled."""
+    result: str | None = None
+    """What a done or skipped event came to, a result's `kind` (`sent`, `already-handled`, …)."""
+    reason: str | None = None
+    """Why it was retried or dead-lettered."""
+
+    @classmethod
+    def of(cls, outcome: Outcome, *, correlation_id: str | None, seconds: float) -> EventReport:
+        """`correlation_id` as the settlement used it (the outcome's, else the incoming one)."""
+        result = outcome.result.kind if isinstance(outcome, Done) else None
+        reason = outcome.reason if isinstance(outcome, (Retry, DeadLetter)) else None
+        return cls(outcome_of(outcome), outcome.facts, correlation_id, seconds, result, reason)
+
+    def log_fields(self) -> dict[str, object]:
+        """The fields of the event's one log line: SPEC 7's (`pid` only when known), then
+        `result` or `reason` where there is one."""
+        facts = self.facts
+        fields: dict[str, object] = {
+            "correlation_id": self.correlation_id,
+            "kind": facts.kind,
+            "bucket": facts.bucket,
+            "key": facts.key,
+        }
+        if facts.pid is not None:
+            fields["pid"] = facts.pid
+        fields.update(
+            outcome=self.outcome.value,
+            stage=facts.stage,
+            attempt=facts.attempt,
+            duration_ms=round(self.seconds * 1000, 1),
+        )
+        if self.result is not None:
+            fields["result"] = self.result
+        if self.reason is not None:
+            fields["reason"] = self.reason
+        return fields
+
+
+class Telemetry(Protocol):
+    """Told what the consumer does, as it happens; every method returns at once and never raises."""
+
+    def event_started(self) -> None:
+        """The handler took up a message."""
+        ...
+
+    def event_handled(self) -> None:
+        """The handler is through with the message it took up (whatever became of it)."""
+        ...
+
+    def event_finished(self, report: EventReport) -> None:
+        """The event's outcome was carried out with the broker and the delivery acked."""
+        ...
+
+    def ledger_hit(self) -> None:
+        """The ledger recalled an event it had taken in before."""
+        ...
+
+    def downstream_error(self, system: System) -> None:
+        """A call to `system` failed or was refused (after the adapter's own quick tries)."""
+        ...
+
+    def connected(self) -> None:
+        """Connected to the broker and consuming."""
+        ...
+
+    def disconnected(self) -> None:
+        """No longer consuming: the connection was lost, or the consumer stops."""
+        ...
+
+    def loop_tick(self) -> None:
+        """The consumer loop came round: it is not stuck."""
+        ...
+
+
+class NoTelemetry:
+    """Tells nobody: for tests, the `process` command and services using the library."""
+
+    def event_started(self) -> None:
+        pass
+
+    def event_handled(self) -> None:
+        pass
+
+    def event_finished(self, report: EventReport) -> None:
+        pass
+
+    def ledger_hit(self) -> None:
+        pass
+
+    def downstream_error(self, system: System) -> None:
+        pass
+
+    def connected(self) -> None:
+        pass
+
+    def disconnected(self) -> None:
+        pass
+
+    def loop_tick(self) -> None:
+        pass

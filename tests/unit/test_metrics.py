@@ -1,0 +1,219 @@
+"""The Prometheus telemetry and the health it keeps, on a registry of each test's own, and
+the HTTP endpoint that serves them (SPEC 7)."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from s3_events_handler.adapters.health import Health, StatusServer, stall_limit
+from s3_events_handler.adapters.metrics import PrometheusTelemetry, process_registry
+from s3_events_handler.application.messages import EventFacts
+from s3_events_handler.application.telemetry import EventOutcome, EventReport, System
+from tests.support.clock import Clock
+from tests.support.loopback import LOOPBACK, free_port
+
+LIMIT = 150.0
+NOW = 1_700_000_000.0
+
+
+def report(outcome: EventOutcome, kind: str = "created", seconds: float = 0.3) -> EventReport:
+    return EventReport(outcome, EventFacts(kind=kind), "c-1", seconds)
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    found = registry.get_sample_value(name, labels)
+    assert found is not None, f"no sample {name}{labels}"
+    return found
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def health(clock: Clock) -> Health:
+    return Health(LIMIT, clock=clock)
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def telemetry(registry: CollectorRegistry, health: Health) -> PrometheusTelemetry:
+    return PrometheusTelemetry(registry, health, version="2.0.0", clock=lambda: NOW)
+
+
+# --- metrics --------------------------------------------------------------------------------
+
+
+def test_every_series_is_there_at_zero_before_the_first_event(
+    registry: CollectorRegistry, telemetry: PrometheusTelemetry
+) -> None:
+    for kind in ("created", "removed"):
+        for outcome in ("done", "skipped", "retried", "dead_lettered", "split"):
+            assert value(registry, "s3_events_total", kind=kind, outcome=outcome) == 0
+            labels = {"kind": kind, "outcome": outcome}
+            assert value(registry, "s3_events_duration_seconds_count", **labels) == 0
+    for system in ("mediahaven", "pid", "organisations", "ftp", "broker"):
+        assert value(registry, "s3_events_downstream_errors_total", system=system) == 0
+    assert value(registry, "s3_events_last_done_timestamp_seconds") == 0
+    assert value(registry, "s3_events_build_info", version="2.0.0") == 1
+
+
+def test_a_finished_event_is_counted_and_timed_by_kind_and_outcome(
+    registry: CollectorRegistry, telemetry: PrometheusTelemetry
+) -> None:
+    telemetry.event_finished(report(EventOutcome.DONE, seconds=0.3))
+    telemetry.event_finished(report(EventOutcome.DEAD_LETTERED, kind="removed", seconds=2.0))
+    assert value(registry, "s3_events_total", kind="created", outcome="done") == 1
+    assert value(registry, "s3_events_total", kind="removed", outcome="dead_lettered") == 1
+    done = {"kind": "created", "outcome": "done"}
+    assert value(registry, "s3_events_duration_seconds_sum", **done) == pytest.approx(0.3)
+    assert value(registry, "s3_events_duration_seconds_bucket", le="0.5", **done) == 1
+    assert value(registry, "s3_events_duration_seconds_bucket", le="0.25", **done) == 0
+
+
+@pytest.mark.parametrize(
+    ("outcome", "last_done"),
+    [
+        (EventOutcome.DONE, NOW),
+        (EventOutcome.SKIPPED, NOW),
+        (EventOutcome.RETRIED, 0),
+        (EventOutcome.DEAD_LETTERED, 0),
+        (EventOutcome.SPLIT, 0),
+    ],
+)
+def test_only_a_done_or_skipped_event_moves_the_last_done_time(
+    registry: CollectorRegistry,
+    telemetry: PrometheusTelemetry,
+    outcome: EventOutcome,
+    last_done: float,
+) -> None:
+    telemetry.event_finished(report(outcome))
+    assert value(registry, "s3_events_last_done_timestamp_seconds") == last_done
+
+
+def test_in_progress_counts_events_taken_up_and_not_yet_through(
+    registry: CollectorRegistry, telemetry: PrometheusTelemetry
+) -> None:
+    telemetry.event_started()
+    telemetry.event_started()
+    telemetry.event_handled()
+    assert value(registry, "s3_events_in_progress") == 1
+
+
+def test_only_a_connection_after_the_first_is_a_reconnect(
+    registry: CollectorRegistry, telemetry: PrometheusTelemetry
+) -> None:
+    telemetry.connected()
+    assert value(registry, "s3_events_broker_reconnects_total") == 0
+    telemetry.disconnected()
+    telemetry.disconnected()  # the stop after a loss says it again
+    telemetry.connected()
+    assert value(registry, "s3_events_broker_reconnects_total") == 1
+
+
+def test_ledger_hits_and_downstream_errors_are_counted(
+    registry: CollectorRegistry, telemetry: PrometheusTelemetry
+) -> None:
+    telemetry.ledger_hit()
+    telemetry.downstream_error(System.PID)
+    telemetry.downstream_error(System.PID)
+    assert value(registry, "s3_events_ledger_hits_total") == 1
+    assert value(registry, "s3_events_downstream_errors_total", system="pid") == 2
+    assert value(registry, "s3_events_downstream_errors_total", system="ftp") == 0
+
+
+def test_two_registries_keep_apart(health: Health) -> None:
+    """Each process (and each test) owns its registry: nothing global to leak between them."""
+    first, second = process_registry(), process_registry()
+    PrometheusTelemetry(first, health, version="1").ledger_hit()
+    PrometheusTelemetry(second, health, version="1")
+    assert value(first, "s3_events_ledger_hits_total") == 1
+    assert value(second, "s3_events_ledger_hits_total") == 0
+    assert b"process_start_time_seconds" in generate_latest(first)
+
+
+# --- health ---------------------------------------------------------------------------------
+
+
+def test_the_stall_limit_covers_the_longest_wait_the_loop_may_make() -> None:
+    assert stall_limit(heartbeat=60, grace=20, blocked_timeout=300) == 330
+    assert stall_limit(heartbeat=600, grace=20, blocked_timeout=300) == 1230
+    assert stall_limit(heartbeat=2, grace=900, blocked_timeout=300) == 930
+
+
+def test_alive_until_the_loop_has_not_come_round_for_longer_than_the_limit(
+    clock: Clock, health: Health, telemetry: PrometheusTelemetry
+) -> None:
+    clock.now += LIMIT
+    assert health.live() == (True, "ok")
+    clock.now += 1
+    alive, why = health.live()
+    assert not alive and "has not come round for 151 s" in why
+    telemetry.loop_tick()
+    assert health.live() == (True, "ok")
+
+
+def test_ready_while_connected_and_consuming_and_not_stuck(
+    clock: Clock, health: Health, telemetry: PrometheusTelemetry
+) -> None:
+    assert health.ready()[0] is False  # not connected yet
+    telemetry.connected()
+    assert health.ready() == (True, "ready")
+    telemetry.disconnected()
+    assert health.ready() == (False, "not consuming: not connected to the broker")
+    telemetry.connected()
+    clock.now += LIMIT + 1
+    assert health.ready()[0] is False
+
+
+# --- the endpoint ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def server(registry: CollectorRegistry, health: Health) -> Iterator[StatusServer]:
+    server = StatusServer(port=free_port(), registry=registry, health=health)
+    server.start()
+    yield server
+    server.stop()
+
+
+def get(server: StatusServer, path: str, accept: str = "") -> tuple[int, str, str]:
+    request = urllib.request.Request(f"http://{LOOPBACK}:{server.port}{path}")
+    if accept:
+        request.add_header("Accept", accept)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            return answer.status, answer.headers["Content-Type"], answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers["Content-Type"], error.read().decode()
+
+
+def test_the_endpoint_serves_the_metrics_and_the_probes(
+    server: StatusServer, clock: Clock, telemetry: PrometheusTelemetry
+) -> None:
+    status, content_type, body = get(server, "/metrics")
+    assert (status, content_type) == (200, "text/plain; version=0.0.4; charset=utf-8")
+    assert 's3_events_total{kind="created",outcome="done"} 0.0' in body
+    assert get(server, "/healthz")[::2] == (200, "ok\n")
+    assert get(server, "/readyz")[0] == 503
+    telemetry.connected()
+    assert get(server, "/readyz")[::2] == (200, "ready\n")
+    clock.now += LIMIT + 1
+    assert get(server, "/healthz")[0] == 503
+    assert get(server, "/nowhere")[0] == 404
+
+
+def test_openmetrics_is_served_to_a_scraper_that_asks_for_it(server: StatusServer) -> None:
+    status, content_type, body = get(server, "/metrics", "application/openmetrics-text")
+    assert status == 200 and content_type.startswith("application/openmetrics-text")
+    assert body.endswith("# EOF\n")
