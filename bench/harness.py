@@ -267,6 +267,9 @@ class Rig:
             # As in any container: without HOME, requests looks the user up (getpwuid) to
             # find ~/.netrc on every call, which a deployed consumer does not pay for.
             HOME=str(self.workdir),
+            # Replicas side by side would all bind the same port; an idle scrape endpoint
+            # costs nothing measurable.
+            METRICS_PORT="0",
         )
         if self.ledger_dsn:
             env["LEDGER_DSN"] = self.ledger_dsn
