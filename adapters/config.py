@@ -103,23 +103,28 @@ def _choice(options: tuple[str, ...], *, upper: bool = False) -> Callable[[str],
 
 # Dotted path in config.yml -> (variable it usually comes from, conversion).
 CONVERSIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    # the service
     "app.shutdown_grace_seconds": ("SHUTDOWN_GRACE_SECONDS", _positive_float),
     "app.retry_delays": ("RETRY_DELAYS", _delays),
     "app.retry_max_attempts": ("RETRY_MAX_ATTEMPTS", _positive_int),
+    "ledger.retention_days": ("LEDGER_RETENTION_DAYS", _retention_days),
+    # what operators see
     "logging.level": ("LOG_LEVEL", _choice(LOG_LEVELS, upper=True)),
     "logging.format": ("LOG_FORMAT", _choice(LOG_FORMATS)),
+    "metrics.port": ("METRICS_PORT", _port_or_off),
+    # the broker
     "rabbitmq.port": ("RABBIT_MQ_PORT", _positive_int),
     "rabbitmq.prefetch": ("RABBIT_MQ_PREFETCH", _positive_int),
     "rabbitmq.heartbeat": ("RABBIT_MQ_HEARTBEAT", _positive_int),
     "rabbitmq.ssl": ("RABBIT_MQ_SSL", _flag),
     "rabbitmq.ca_file": ("RABBIT_MQ_CA_FILE", readable_ca_file),
+    # the transport server
     "mediahaven.ftp.timeout_seconds": ("FTP_TIMEOUT_SECONDS", _positive_float),
     "mediahaven.ftp.tls": ("MEDIAHAVEN_FTP_TLS", _flag),
     "mediahaven.ftp.ca_file": ("MEDIAHAVEN_FTP_CA_FILE", readable_ca_file),
+    # the HTTP services
     "organisations_api.cache_seconds": ("ORGANISATIONS_CACHE_SECONDS", _positive_float),
     "http.timeout_seconds": ("HTTP_TIMEOUT_SECONDS", _positive_float),
-    "ledger.retention_days": ("LEDGER_RETENTION_DAYS", _retention_days),
-    "metrics.port": ("METRICS_PORT", _port_or_off),
 }
 
 # CA file -> the TLS switch it belongs to (dotted paths). A CA file without its switch

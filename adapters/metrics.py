@@ -21,6 +21,7 @@ from s3_events_handler.application.telemetry import (
     EventOutcome,
     EventReport,
     System,
+    Telemetry,
 )
 
 # Most events take a few calls of tens of milliseconds; a slow MediaHaven or a call
@@ -40,7 +41,7 @@ def process_registry() -> CollectorRegistry:
     return registry
 
 
-class PrometheusTelemetry:
+class PrometheusTelemetry(Telemetry):
     """Counts what the consumer reports into `registry`, and keeps `health` up to date."""
 
     def __init__(

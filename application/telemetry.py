@@ -142,7 +142,7 @@ class Telemetry(Protocol):
         ...
 
 
-class NoTelemetry:
+class NoTelemetry(Telemetry):
     """Tells nobody: for tests, the `process` command and services using the library."""
 
     def event_started(self) -> None:
