@@ -61,6 +61,27 @@ def _port_or_off(value: str) -> int:
     return number
 
 
+# Each worker may hold an FTP connection and an HTTP connection to each service of its own.
+MAX_CONCURRENCY = 64
+
+
+def _concurrency(value: str) -> int:
+    workers = _positive_int(value)
+    if workers > MAX_CONCURRENCY:
+        raise ValueError(f"must be at most {MAX_CONCURRENCY}")
+    return workers
+
+
+def _prefetch(value: str) -> int | None:
+    """Empty: follow CONCURRENCY (see `prefetch_for`)."""
+    return _positive_int(value) if value.strip() else None
+
+
+def prefetch_for(prefetch: int | None, concurrency: int) -> int:
+    """Messages the broker hands over before any is acked: one per worker, unless set."""
+    return concurrency if prefetch is None else prefetch
+
+
 def _positive_float(value: str) -> float:
     number = float(value)
     if number <= 0:
@@ -108,13 +129,14 @@ CONVERSIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "app.retry_delays": ("RETRY_DELAYS", _delays),
     "app.retry_max_attempts": ("RETRY_MAX_ATTEMPTS", _positive_int),
     "ledger.retention_days": ("LEDGER_RETENTION_DAYS", _retention_days),
+    "app.concurrency": ("CONCURRENCY", _concurrency),
     # what operators see
     "logging.level": ("LOG_LEVEL", _choice(LOG_LEVELS, upper=True)),
     "logging.format": ("LOG_FORMAT", _choice(LOG_FORMATS)),
     "metrics.port": ("METRICS_PORT", _port_or_off),
     # the broker
     "rabbitmq.port": ("RABBIT_MQ_PORT", _positive_int),
-    "rabbitmq.prefetch": ("RABBIT_MQ_PREFETCH", _positive_int),
+    "rabbitmq.prefetch": ("RABBIT_MQ_PREFETCH", _prefetch),
     "rabbitmq.heartbeat": ("RABBIT_MQ_HEARTBEAT", _positive_int),
     "rabbitmq.ssl": ("RABBIT_MQ_SSL", _flag),
     "rabbitmq.ca_file": ("RABBIT_MQ_CA_FILE", readable_ca_file),

@@ -152,7 +152,11 @@ def _timed_ftp(timeout: float, context: ssl.SSLContext | None = None) -> type[ft
 
 
 class FtpTransportServer(TransportServer):
-    """MediaHaven's transport server; not safe to share between threads without its lock."""
+    """MediaHaven's transport server over one FTP connection, one upload at a time.
+
+    An FTP control connection carries one command at a time: uploads from several
+    threads wait for each other on its lock. `FtpTransportPool` gives each its own.
+    """
 
     def __init__(
         self,

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import requests
+import requests.adapters
 
 from s3_events_handler.adapters.redaction import redact
 from s3_events_handler.domain.errors import ServiceUnavailable
@@ -27,6 +28,17 @@ log = logging.getLogger(__name__)
 # Pauses between the tries of one call to a small JSON service (PID, Organisations).
 BACKOFF_SECONDS = (0.25, 0.75)
 SNIPPET_LENGTH = 200
+
+
+def service_session(url: str, *, connections: int) -> requests.Session:
+    """A keep-alive session for the one service at `url`, keeping up to `connections` to it."""
+    session = requests.Session()
+    # One connection per worker, kept: beyond the pool's size each call would open its own.
+    pool = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=connections)
+    session.mount("http://", pool)
+    session.mount("https://", pool)
+    session.headers["User-Agent"] = "s3-events-handler"
+    return session
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,4 +281,5 @@ __all__ = [
     "RetryPolicy",
     "accepts_connections",
     "json_of",
+    "service_session",
 ]

@@ -48,10 +48,7 @@ def inspect_location(path: Path | str) -> str:
 
 
 class SqliteLedger(SqlLedger):
-    """Each write is committed (WAL, synchronous FULL) before the call returns.
-
-    One connection, shared by the consumer's worker threads one at a time.
-    """
+    """Each write is committed (WAL, synchronous FULL) before the call returns."""
 
     RECALL = "SELECT pid, step FROM s3_events_ledger WHERE identity = ?"
     CLAIM_PID = (
@@ -73,31 +70,54 @@ class SqliteLedger(SqlLedger):
 
     def __init__(self, path: Path | str, *, retention_days: float = 30) -> None:
         self._path = str(path)
-        self._lock = threading.Lock()
+        self._own = threading.local()  # each thread's connection
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
         try:
-            self._db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.execute(SCHEMA)
+            db = self._connection()
+            db.execute(SCHEMA)
             cutoff = time.time() - retention_days * 86400
-            pruned = self._db.execute(
+            pruned = db.execute(
                 "DELETE FROM s3_events_ledger WHERE updated_at < ?", (cutoff,)
             ).rowcount
         except sqlite3.Error as error:
+            self.close()
             raise ServiceUnavailable(f"ledger {self._path} cannot be opened: {error}") from error
         log.info(
             "ledger at %s (%d entries older than %s days pruned)", path, pruned, retention_days
         )
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        """Close every thread's connection; a thread using the ledger afterwards gets an error."""
+        with self._connections_lock:
+            connections, self._connections = self._connections, []
+        for db in connections:
+            db.close()
+
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's connection, opened on its first statement.
+
+        One per thread rather than one behind a lock: a thread holding a lock while it
+        waits for the disk, and then for the interpreter, would keep every other worker
+        waiting too. SQLite (WAL) lets them read at once and takes their writes in turn.
+        """
+        db: sqlite3.Connection | None = getattr(self._own, "db", None)
+        if db is None:
+            db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+            with self._connections_lock:
+                self._connections.append(db)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=5000")
+            # A page cache of 512 KiB each rather than 2 MiB: there is a connection per
+            # worker, the entries read are the recent ones, and the kernel caches the file.
+            db.execute("PRAGMA cache_size=-512")
+            self._own.db = db
+        return db
 
     def _query(self, sql: str, parameters: tuple[object, ...]) -> list[tuple[Any, ...]]:
         """Run one statement in its own transaction; a failing disk is worth a retry later."""
-        with self._lock:
-            try:
-                return self._db.execute(sql, parameters).fetchall()
-            except sqlite3.Error as error:
-                raise ServiceUnavailable(f"ledger {self._path}: {error}") from error
+        try:
+            return self._connection().execute(sql, parameters).fetchall()
+        except sqlite3.Error as error:
+            raise ServiceUnavailable(f"ledger {self._path}: {error}") from error

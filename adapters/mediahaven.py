@@ -52,8 +52,9 @@ def _escape(value: str) -> str:
 class MediaHavenRecords(ArchiveRecords):
     """The `ArchiveRecords` port over MediaHaven's REST API v2.
 
-    One instance serves one thread. `max_retry_wait` is the longest Retry-After one
-    call waits out; a longer one is left to the retry queue.
+    Safe to share between threads: a search keeps its pages to itself, and the token
+    is renewed under a lock. `max_retry_wait` is the longest Retry-After one call
+    waits out; a longer one is left to the retry queue.
     """
 
     def __init__(

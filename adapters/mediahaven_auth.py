@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -54,8 +55,10 @@ class _GrantRefused(Exception):
 class MediaHavenTokens:
     """The API user's credentials and current token; the token is asked for on first use.
 
-    One instance serves one thread. Its token requests go through `http`, so they
-    are tried again like any other idempotent call.
+    Shared by the consumer's workers: one of them asks for a token or renews it while
+    the others wait for it, so a token that expires or is refused is renewed once, not
+    once per worker. Its token requests go through `http`, so they are tried again like
+    any other idempotent call.
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class MediaHavenTokens:
         self._credentials = credentials
         self._clock = clock
         self._token: _Token | None = None
+        self._lock = threading.Lock()  # held while a token is asked for
 
     def send_authorised(self, send: AuthorisedRequest, what: str) -> requests.Response:
         """`send` with a valid token; when it is refused, renewed and `send` called once more.
@@ -78,14 +82,15 @@ class MediaHavenTokens:
         A refusal of a freshly issued token is transient: the API user's rights are
         for an operator to fix, and the event can wait for that.
         """
-        response = send(self._authorisation())
+        token = self._valid_token()
+        response = send(_authorisation(token))
         if response.status_code != 401:
             return response
         log.info("MediaHaven refused the access token for %s; renewing it", what)
-        self._renew()
-        response = send(self._authorisation())
+        token = self._token_after(token)
+        response = send(_authorisation(token))
         if response.status_code == 401:
-            self._token = None
+            self._forget(token)
             raise ServiceUnavailable(
                 f"MediaHaven answered 401 to {what} with a freshly issued token; "
                 "check the API user's rights and credentials"
@@ -99,23 +104,34 @@ class MediaHavenTokens:
             secrets += [self._token.access, self._token.refresh]
         return secrets
 
-    def _authorisation(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._access_token()}"}
+    def _valid_token(self) -> _Token:
+        """The current token, asked for first or renewed when it is about to expire."""
+        with self._lock:
+            token = self._token
+            if token is None:
+                return self._password_grant()
+            if token.renew_at is not None and self._clock() >= token.renew_at:
+                log.info("MediaHaven access token is about to expire; renewing it")
+                return self._renew(token)
+            return token
 
-    def _access_token(self) -> str:
-        token = self._token
-        if token is None:
-            token = self._password_grant()
-        elif token.renew_at is not None and self._clock() >= token.renew_at:
-            log.info("MediaHaven access token is about to expire; renewing it")
-            token = self._renew()
-        return token.access
+    def _token_after(self, refused: _Token) -> _Token:
+        """A token other than `refused`: renewed here, unless another thread already did."""
+        with self._lock:
+            current = self._token
+            if current is not None and current is not refused:
+                return current
+            return self._renew(refused)
 
-    def _renew(self) -> _Token:
-        """Refresh the token, or ask for a new one when there is nothing to refresh or it fails."""
-        token = self._token
+    def _forget(self, refused: _Token) -> None:
+        with self._lock:
+            if self._token is refused:
+                self._token = None
+
+    def _renew(self, token: _Token) -> _Token:
+        """Refresh `token`, or ask for a new one when there is nothing to refresh or it fails."""
         self._token = None
-        if token is not None and token.refresh is not None:
+        if token.refresh is not None:
             try:
                 return self._grant(
                     REFRESH_GRANT_PATH,
@@ -186,6 +202,10 @@ class MediaHavenTokens:
             return None
         # A short-lived token is renewed halfway rather than at once on every call.
         return self._clock() + seconds - min(EXPIRY_MARGIN_SECONDS, seconds / 2)
+
+
+def _authorisation(token: _Token) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token.access}"}
 
 
 __all__ = [

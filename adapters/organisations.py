@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 from s3_events_handler.adapters.http_calls import JsonServiceClient, json_of
@@ -72,7 +74,8 @@ class CachedOrganisations(Organisations):
     """Remembers each found label for `ttl_seconds`, so an event does not wait on the API.
 
     Failures are not remembered: a label added later, or an API that recovers, is
-    seen at the next lookup.
+    seen at the next lookup. Shared by the consumer's workers: those missing the same
+    label wait for one lookup and share its answer, instead of each asking the API.
     """
 
     def __init__(
@@ -86,15 +89,46 @@ class CachedOrganisations(Organisations):
         self._ttl = ttl_seconds
         self._clock = clock
         self._found: dict[str, tuple[str, float]] = {}
+        self._asking: dict[str, Future[str]] = {}  # lookups under way, by OR-id
+        self._lock = threading.Lock()
 
     def cp_name(self, or_id: str) -> str:
-        now = self._clock()
+        label = self._cached(or_id)
+        if label is not None:
+            return label
+        with self._lock:
+            label = self._cached(or_id)  # found while this one waited for the lock
+            if label is not None:
+                return label
+            under_way = self._asking.get(or_id)
+            if under_way is None:
+                answer: Future[str] = Future()
+                self._asking[or_id] = answer
+        if under_way is not None:
+            return under_way.result()  # the same label, or the same failure, as the one asking
+        return self._ask(or_id, answer)
+
+    def _ask(self, or_id: str, answer: Future[str]) -> str:
+        """The one lookup of `or_id` under way; whoever waits for it gets its answer too."""
+        try:
+            now = self._clock()
+            label = self._inner.cp_name(or_id)
+            self._found[or_id] = (label, now)
+        except BaseException as error:
+            answer.set_exception(error)
+            raise
+        else:
+            answer.set_result(label)
+            return label
+        finally:
+            with self._lock:
+                del self._asking[or_id]
+
+    def _cached(self, or_id: str) -> str | None:
         cached = self._found.get(or_id)
-        if cached is not None and now - cached[1] < self._ttl:
+        if cached is not None and self._clock() - cached[1] < self._ttl:
             return cached[0]
-        label = self._inner.cp_name(or_id)
-        self._found[or_id] = (label, now)
-        return label
+        return None
 
 
 __all__ = ["CP_NAME_QUERY", "CachedOrganisations", "NoMamLabel", "OrganisationsApi"]

@@ -11,9 +11,16 @@ from typing import Any
 import requests
 from dependency_injector import containers, providers
 
-from s3_events_handler.adapters.config import ConfigError, load_config, load_destinations
+from s3_events_handler.adapters.config import (
+    ConfigError,
+    load_config,
+    load_destinations,
+    prefetch_for,
+)
 from s3_events_handler.adapters.ftp import FtpTransportServer
+from s3_events_handler.adapters.ftp_pool import FtpTransportPool
 from s3_events_handler.adapters.health import Health, StatusServer, stall_limit
+from s3_events_handler.adapters.http_calls import service_session
 from s3_events_handler.adapters.ledger_postgres import PostgresLedger, password_in
 from s3_events_handler.adapters.ledger_sqlite import SqliteLedger
 from s3_events_handler.adapters.logs import configure_logging
@@ -37,27 +44,33 @@ from s3_events_handler.application.observed import (
     ObservedTransfers,
     ObservedTransport,
 )
+from s3_events_handler.application.ordering import ordering_key
 from s3_events_handler.domain.errors import ServiceUnavailable
 from s3_events_handler.domain.ports import Ledger
 from s3_events_handler.domain.use_cases import IngestEssence, RemoveEssence
 
 
-def http_session() -> Iterator[requests.Session]:
-    """One keep-alive session per outside service, closed at shutdown."""
-    session = requests.Session()
-    session.headers["User-Agent"] = "s3-events-handler"
+def http_session(url: str, connections: int) -> Iterator[requests.Session]:
+    """One keep-alive session per outside service, a connection per worker, closed at shutdown."""
+    session = service_session(url, connections=connections)
     yield session
     session.close()
 
 
 def ftp_transport(
-    host: str, user: str, password: str, timeout: float, tls: bool, ca_file: str
-) -> Iterator[FtpTransportServer]:
-    transport = FtpTransportServer(
-        host=host, user=user, password=password, timeout=timeout, tls=tls, ca_file=ca_file
-    )
-    yield transport
-    transport.close()
+    host: str, user: str, password: str, timeout: float, tls: bool, ca_file: str, connections: int
+) -> Iterator[FtpTransportPool]:
+    """A connection per worker at most, each opened on its first upload."""
+
+    def connect() -> FtpTransportServer:
+        return FtpTransportServer(
+            host=host, user=user, password=password, timeout=timeout, tls=tls, ca_file=ca_file
+        )
+
+    connect()  # an FTP host setting that cannot be read stops the start, not the first upload
+    pool = FtpTransportPool(connect, size=connections)
+    yield pool
+    pool.close()
 
 
 def broker_connection(settings: BrokerSettings) -> Iterator[BrokerConnection]:
@@ -108,7 +121,7 @@ class Container(containers.DeclarativeContainer):
         user=config.rabbitmq.user,
         password=config.rabbitmq.passwd,
         vhost=config.rabbitmq.vhost,
-        prefetch=config.rabbitmq.prefetch,
+        prefetch=providers.Callable(prefetch_for, config.rabbitmq.prefetch, config.app.concurrency),
         heartbeat=config.rabbitmq.heartbeat,
         tls=config.rabbitmq.ssl,
         ca_file=config.rabbitmq.ca_file,
@@ -141,9 +154,13 @@ class Container(containers.DeclarativeContainer):
         StatusServer, port=config.metrics.port, registry=metrics_registry, health=health
     )
 
-    mediahaven_session = providers.Resource(http_session)
-    pid_session = providers.Resource(http_session)
-    organisations_session = providers.Resource(http_session)
+    mediahaven_session = providers.Resource(
+        http_session, config.mediahaven.api.host, config.app.concurrency
+    )
+    pid_session = providers.Resource(http_session, config.pid_service.host, config.app.concurrency)
+    organisations_session = providers.Resource(
+        http_session, config.organisations_api.host, config.app.concurrency
+    )
 
     records = providers.Singleton(
         MediaHavenRecords,
@@ -183,6 +200,7 @@ class Container(containers.DeclarativeContainer):
         timeout=config.mediahaven.ftp.timeout_seconds,
         tls=config.mediahaven.ftp.tls,
         ca_file=config.mediahaven.ftp.ca_file,
+        connections=config.app.concurrency,
     )
     transfers = providers.Singleton(
         AmqpTransferRequests,
@@ -236,7 +254,13 @@ class Container(containers.DeclarativeContainer):
         telemetry=telemetry,
     )
     consumer = providers.Singleton(
-        Consumer, broker, broker_settings, handler.provided.handle, telemetry=telemetry
+        Consumer,
+        broker,
+        broker_settings,
+        handler.provided.handle,
+        concurrency=config.app.concurrency,
+        ordering_key=providers.Object(ordering_key),
+        telemetry=telemetry,
     )
     dead_letter_queue = providers.Factory(DeadLetterQueue, broker_settings)
 

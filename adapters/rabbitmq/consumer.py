@@ -1,15 +1,13 @@
-"""The consumer loop: one message at a time on a worker thread, its outcome settled on the
-I/O thread (`settlement.py`), reconnecting whenever the broker goes away (SPEC 6)."""
+"""The consumer loop: messages handled on worker threads, several at once and one at a time per
+object (`dispatch.py`), their outcomes settled on the I/O thread (`settlement.py`), reconnecting
+whenever the broker goes away (SPEC 6)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, wait
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import pika.exceptions
@@ -20,24 +18,25 @@ from s3_events_handler.adapters.rabbitmq.connection import (
     BrokerSettings,
     describe,
 )
+from s3_events_handler.adapters.rabbitmq.dispatch import Dispatcher, Job
 from s3_events_handler.adapters.rabbitmq.settlement import Received, Settlement
 from s3_events_handler.application.messages import Delivery, Outcome
+from s3_events_handler.application.ordering import OwnKey
 from s3_events_handler.application.telemetry import EventReport, NoTelemetry, System, Telemetry
 
 log = logging.getLogger(__name__)
+
+# How often a stop without a connection looks whether the handlers in hand are done.
+_FINISH_POLL_SECONDS = 0.05
 
 
 class _ConsumerCancelled(Exception):
     """The broker cancelled our consumer (e.g. the queue was deleted): start over."""
 
 
-@dataclass
-class _Work:
-    """The message in hand and its worker's result."""
-
-    received: Received
-    outcome: Future[Outcome] = field(default_factory=Future)
-    started: float = field(default_factory=time.monotonic)
+def _each_its_own(body: bytes) -> Hashable:
+    """No message waits for another: for handlers that order nothing."""
+    return OwnKey()
 
 
 class Consumer:
@@ -45,7 +44,8 @@ class Consumer:
 
     Every message ends acked after its outcome was carried out (republishes
     confirmed first), or unacked when anything went wrong, for the broker to
-    redeliver (SPEC 6).
+    redeliver (SPEC 6). Up to `concurrency` messages are handled at once; messages
+    with the same `ordering_key` one at a time, in the order they arrived.
     """
 
     def __init__(
@@ -54,6 +54,8 @@ class Consumer:
         settings: BrokerSettings,
         handler: Callable[[Delivery], Outcome],
         *,
+        concurrency: int = 1,
+        ordering_key: Callable[[bytes], Hashable] = _each_its_own,
         reconnect_delays: Sequence[float] = (1, 2, 5, 10, 30),
         sleep: Callable[[float], None] = time.sleep,
         poll_interval: float = 0.2,
@@ -64,15 +66,16 @@ class Consumer:
         self._connection = connection
         self._settings = settings
         self._handler = handler
+        self._ordering_key = ordering_key
+        self._telemetry = telemetry or NoTelemetry()
         self._reconnect_delays = tuple(reconnect_delays)
         self._sleep = sleep
         self._poll_interval = poll_interval
-        self._telemetry = telemetry or NoTelemetry()
         self._stopping = False
         self._stop_requested_at = 0.0
-        self._inbox: deque[Received] = deque()
-        self._work: _Work | None = None
+        self._channel_number = 0
         self._cancelled_by_broker = False
+        self._dispatcher = Dispatcher(self._handle, workers=concurrency, wake=connection.wake)
         self.ready = threading.Event()
         """Set once consuming; cleared when the connection is lost."""
         self.messages_handled = 0
@@ -90,8 +93,13 @@ class Consumer:
     def stopping(self) -> bool:
         return self._stopping
 
+    @property
+    def in_hand(self) -> int:
+        """Messages being handled, or handled and not settled yet; safe to read from any thread."""
+        return self._dispatcher.in_hand
+
     def run(self, grace_seconds: float | None = None) -> None:
-        """Consume until `stop()`; then finish the message in hand within `grace_seconds`.
+        """Consume until `stop()`; then finish the messages in hand within `grace_seconds`.
 
         Past the grace the connection is closed without acking: the broker redelivers.
         Broker trouble never ends this: it reconnects with backoff.
@@ -110,19 +118,19 @@ class Consumer:
                     self._telemetry.disconnected()
                     self._connection.close()
                     self._log_failure(error)
-                    if not self._wait_for_worker(grace_seconds):
-                        return
+                    self._let_go_of_the_lost_channel()
+                if self._stopping:
+                    self._finish_in_hand(grace_seconds)
+                    break
                 delay = self._reconnect_delays[min(failures, len(self._reconnect_delays) - 1)]
                 failures += 1
-                if self._stopping:
-                    break
                 log.warning("reconnecting to the broker in %s s", delay)
                 self._sleep_unless_stopped(delay)
         finally:
             self.ready.clear()
             self._telemetry.disconnected()
-            self._inbox.clear()
             self._connection.close()
+            self._dispatcher.shutdown()
             log.info("consumer stopped after %d messages", self.messages_handled)
 
     def _log_failure(self, error: Exception) -> None:
@@ -137,7 +145,7 @@ class Consumer:
         settings = self._settings
         channel = self._connection.channel
         settlement = Settlement(channel, settings)
-        self._inbox.clear()
+        self._channel_number = self._dispatcher.new_channel()
         self._cancelled_by_broker = False
         channel.add_on_cancel_callback(self._on_cancelled_by_broker)
         consumer_tag = channel.basic_consume(
@@ -145,32 +153,21 @@ class Consumer:
         )
         self.ready.set()
         self._telemetry.connected()
-        log.info("consuming from %s (prefetch %d)", settings.incoming_queue, settings.prefetch)
+        log.info(
+            "consuming from %s (prefetch %d, %d workers)",
+            settings.incoming_queue,
+            settings.prefetch,
+            self._dispatcher.workers,
+        )
         cancelled = False
         while True:
             self._telemetry.loop_tick()
             if self._stopping and not cancelled:
                 self._cancel(channel, consumer_tag)
                 cancelled = True
-            if self._work is None and self._inbox and not self._stopping:
-                self._start(self._inbox.popleft())
-            work = self._work
-            if work is not None and work.outcome.done():
-                self._work = None
-                self._settle(settlement, work)
-                continue
-            if self._stopping:
-                if work is None:
-                    log.info("stopped consuming; closing the broker connection")
-                    return
-                if self._grace_expired(grace_seconds):
-                    log.warning(
-                        "message %d not finished %s s after stop; left unacked for redelivery",
-                        work.received.delivery_tag,
-                        grace_seconds,
-                    )
-                    self._work = None
-                    return
+            self._settle_finished(settlement)
+            if self._stopping and self._stopped(grace_seconds):
+                return
             if self._cancelled_by_broker:
                 raise _ConsumerCancelled(
                     f"the broker cancelled consuming {settings.incoming_queue}"
@@ -180,7 +177,9 @@ class Consumer:
             self._connection.process_data_events(self._poll_interval)
 
     def _on_message(self, _channel: Any, method: Any, properties: Any, body: bytes) -> None:
-        self._inbox.append(Received(method.delivery_tag, properties, body))
+        received = Received(method.delivery_tag, properties, body)
+        key = self._ordering_key(body)
+        self._dispatcher.submit(Job(received, key, self._channel_number))
 
     def _on_cancelled_by_broker(self, _frame: Any) -> None:
         self._cancelled_by_broker = True
@@ -188,37 +187,43 @@ class Consumer:
     def _cancel(self, channel: Any, consumer_tag: str) -> None:
         """No new deliveries; the ones received but not started go back to the queue at once."""
         channel.basic_cancel(consumer_tag)
-        while self._inbox:
-            channel.basic_reject(delivery_tag=self._inbox.popleft().delivery_tag, requeue=True)
+        for job in self._dispatcher.take_waiting():
+            if self._dispatcher.is_current(job):
+                channel.basic_reject(delivery_tag=job.delivery_tag, requeue=True)
 
-    def _start(self, received: Received) -> None:
+    def _handle(self, received: Received) -> Outcome:
+        """On a worker thread: the application's outcome for one delivery."""
+        properties = received.properties
         delivery = Delivery(
             body=received.body,
-            headers=dict(received.properties.headers or {}),
-            correlation_id=received.properties.correlation_id,
+            headers=dict(properties.headers or {}),
+            correlation_id=properties.correlation_id,
         )
-        work = _Work(received=received)
-        self._work = work
+        return self._handler(delivery)
 
-        def handle() -> None:
+    def _settle_finished(self, settlement: Settlement) -> None:
+        """Settle what the workers finished, then let the next job of each key start.
+
+        A job of a channel that is gone is dropped: its tag would name another message
+        on this channel, and the broker redelivers it anyway.
+        """
+        dispatcher = self._dispatcher
+        for job in dispatcher.finished():
             try:
-                work.outcome.set_result(self._handler(delivery))
-            except BaseException as error:
-                work.outcome.set_exception(error)
+                if not dispatcher.is_current(job):
+                    log.debug("message %d: outcome dropped, its channel is gone", job.delivery_tag)
+                elif job.error is not None:
+                    raise job.error  # a handler that raised: start over, the broker redelivers
+                elif job.outcome is not None:
+                    self._settle(settlement, job, job.outcome)
             finally:
-                self._connection.wake()
+                dispatcher.release(job)
 
-        worker = threading.Thread(
-            target=handle, name=f"message-{received.delivery_tag}", daemon=True
-        )
-        worker.start()
-
-    def _settle(self, settlement: Settlement, work: _Work) -> None:
+    def _settle(self, settlement: Settlement, job: Job, outcome: Outcome) -> None:
         """Carry out the outcome (confirmed republishes, then the ack), and account for it."""
-        outcome = work.outcome.result()  # a handler that raised: start over, the broker redelivers
-        settled = settlement.settle(work.received, outcome)
+        settled = settlement.settle(job.received, outcome)
         self.messages_handled += 1
-        seconds = time.monotonic() - work.started
+        seconds = time.monotonic() - job.started
         report = EventReport.of(outcome, correlation_id=settled.correlation_id, seconds=seconds)
         self._telemetry.event_finished(report)
         # The event's one INFO line (SPEC 7), its facts as fields. The fault suite parses
@@ -226,39 +231,57 @@ class Consumer:
         log.info(
             "%s: message %d (correlation id %s) -> %s",
             settled.kind,
-            work.received.delivery_tag,
+            job.delivery_tag,
             settled.correlation_id,
             settled.destination,
             extra=with_fields(report.log_fields()),
         )
+
+    def _stopped(self, grace_seconds: float | None) -> bool:
+        """Stopping: whether the loop may end, all in hand settled or the grace run out."""
+        in_hand = self._dispatcher.in_progress()
+        if not in_hand:
+            log.info("stopped consuming; closing the broker connection")
+            return True
+        if self._grace_expired(grace_seconds):
+            log.warning(
+                "messages %s not finished %s s after stop; left unacked for redelivery",
+                _tags(in_hand),
+                grace_seconds,
+            )
+            return True
+        return False
 
     def _grace_expired(self, grace_seconds: float | None) -> bool:
         if grace_seconds is None:
             return False
         return time.monotonic() - self._stop_requested_at >= grace_seconds
 
-    def _wait_for_worker(self, grace_seconds: float | None) -> bool:
-        """After losing the connection, let the message in hand finish before consuming again.
+    def _let_go_of_the_lost_channel(self) -> None:
+        """The channel is gone, and with it the meaning of its delivery tags.
 
-        Its outcome is dropped (its delivery tag died with the connection; the
-        broker redelivers it), but starting the redelivered copy while the old
-        worker still runs would handle one event twice at once. False: stopped
-        and the grace ran out.
+        Its jobs still in a handler go on (a redelivered copy waits for its stale one,
+        as they share a key) but their outcomes are dropped; those not started are
+        skipped. The broker redelivers them all.
         """
-        work, self._work = self._work, None
-        self._inbox.clear()
-        if work is None:
-            return True
-        log.warning(
-            "waiting for message %d to finish; its outcome is dropped, the broker redelivers it",
-            work.received.delivery_tag,
-        )
-        while not work.outcome.done():
+        lost, self._channel_number = self._channel_number, self._dispatcher.new_channel()
+        # Only the lost channel's own jobs: a failed reconnect has none to let go of.
+        in_hand = [job for job in self._dispatcher.in_progress() if job.channel == lost]
+        if in_hand:
+            log.warning(
+                "waiting for messages %s of the lost channel before their redelivered copies "
+                "start; their outcomes are dropped, the broker redelivers them",
+                _tags(in_hand),
+            )
+
+    def _finish_in_hand(self, grace_seconds: float | None) -> None:
+        """Stopping without a connection: let the handlers in hand end, within the grace."""
+        dispatcher = self._dispatcher
+        while dispatcher.in_progress() and not self._grace_expired(grace_seconds):
             self._telemetry.loop_tick()
-            if self._stopping and self._grace_expired(grace_seconds):
-                return False
-            wait([work.outcome], timeout=0.1)
-        return True
+            for job in dispatcher.finished():
+                dispatcher.release(job)  # nothing to settle it on: the broker redelivers
+            time.sleep(_FINISH_POLL_SECONDS)
 
     def _sleep_unless_stopped(self, seconds: float) -> None:
         left = seconds
@@ -267,3 +290,7 @@ class Consumer:
             step = min(left, 0.25)
             self._sleep(step)
             left -= step
+
+
+def _tags(jobs: Sequence[Job]) -> str:
+    return ", ".join(str(job.delivery_tag) for job in jobs)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from s3_events_handler.adapters.config import load_config
 from s3_events_handler.adapters.rabbitmq import BrokerSettings
 from tests.support import amqp
 from tests.support.ftp_server import FtpTestServer
@@ -26,6 +27,13 @@ COMMAND = Path(sys.executable).parent / "s3-events-handler"
 OR_ID = "OR-rf5kf25"
 CONSUMER_LOGGER = "s3_events_handler.adapters.rabbitmq.consumer"
 FOLDERS = ("VRT/TAPE-SHARE-EVENTS", "VRT/DISK-SHARE-EVENTS")
+
+
+def default_concurrency() -> int:
+    """How many events the consumer handles at once when CONCURRENCY is not set."""
+    from tests.unit.test_config import REQUIRED
+
+    return int(load_config(REPO / "config.yml", REQUIRED)["app"]["concurrency"])
 
 
 def command() -> list[str]:

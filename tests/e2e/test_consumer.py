@@ -3,16 +3,20 @@ FTP server, transfer requests in their queue, MediaHaven told what it must know.
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 
 from tests.e2e.service import REPO, RunningService, command
 from tests.support import amqp
 from tests.support.http_stubs import Canned
+from tests.support.mediahaven_server import RECORDS_PATH, Fault
 
 pytestmark = pytest.mark.e2e
 
@@ -145,6 +149,52 @@ def test_a_message_with_several_records_is_handled_record_by_record(
         [ESSENCE_KEY, "second.MXF"]
     )
     assert len({m.properties.message_id for m in got}) == 2
+
+
+def test_one_objects_events_are_handled_in_order_one_at_a_time_others_side_by_side(
+    service: RunningService, examples: Path
+) -> None:
+    """Three objects, ten events each, published interleaved. MediaHaven answers each search
+    a little later than the one before would have it (50 ms, plus an extra delay that
+    shrinks from search to search), so an object's later event would overtake an earlier
+    one if both were in hand at once."""
+    keys = [f"ordered-{letter}.MXF" for letter in "abc"]
+    rounds = 10
+    template = json.loads((examples / "event-essence-created.json").read_text())
+    latency = 0.05
+    service.mediahaven.latency = latency
+    extra = [Fault.slow(0.01 * n) for n in range(len(keys) * rounds, 0, -1)]
+    service.mediahaven.fail_next(RECORDS_PATH, *extra, method="GET")
+    published: dict[str, list[str]] = {key: [] for key in keys}
+    for n in range(rounds):
+        for key in keys:  # interleaved: a0 b0 c0 a1 b1 c1 …
+            record = template["Records"][0]
+            record["s3"]["object"]["key"] = key
+            record["responseElements"]["x-viaa-request-id"] = f"{key}-{n:02d}"
+            published[key].append(f"{key}-{n:02d}")
+            service.publish_event(json.dumps(template).encode(), delivery_mode=2)
+    service.start_consumer()  # with its default concurrency
+
+    got = transfers(service, len(keys) * rounds, timeout=60)
+    sent: dict[str, list[str]] = {key: [] for key in keys}
+    for request in got:  # one channel: in the order the consumer published them
+        sent[request.json()["source"]["object"]["key"]].append(request.properties.correlation_id)
+    assert sent == published
+    searched: dict[str, list[float]] = {key: [] for key in keys}
+    for search in service.mediahaven.requests_to(RECORDS_PATH, method="GET"):
+        searched[searched_key(search.query)].append(search.at)
+    for times in searched.values():  # one at a time: each began after the one before answered
+        assert all(later - earlier >= latency for earlier, later in itertools.pairwise(times))
+    firsts = [times[0] for times in searched.values()]
+    assert max(firsts) - min(firsts) < latency  # the objects' first events side by side
+
+
+def searched_key(query: str) -> str:
+    """The object key an archived-check search asks for."""
+    [q] = parse_qs(query)["q"]
+    found = re.search(r's3_object_key:"([^"]*)"', q)
+    assert found is not None, q
+    return found.group(1)
 
 
 def test_a_transient_failure_is_retried_until_it_succeeds(

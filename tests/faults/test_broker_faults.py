@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.service import RunningService
+from tests.e2e.service import RunningService, default_concurrency
 from tests.faults import broker_harness as harness
 from tests.support import amqp
 from tests.support.mediahaven_server import RECORDS_PATH, Fault
 
 CONNECTED = "connected to the broker at "
+DEFAULT_CONCURRENCY = default_concurrency()
 LOST = "broker connection lost"
 
 
@@ -68,7 +69,8 @@ def assert_all_processed_once(
 
 FLOWING = 0.15  # seconds each search takes: events keep flowing, one in hand at a time
 IN_HAND = 2.0  # the search during which the broker goes away: the fault lands mid-event
-IN_FLIGHT = "waiting for message"  # the consumer lost its connection with a message in hand
+IN_FLIGHT = "waiting for message"  # the consumer lost its connection with messages in hand
+MANY_IN_HAND_SEARCH = 1.0  # seconds: a batch of prefetched events a second
 
 
 def searches_slow_at(*numbers: int, total: int) -> list[float]:
@@ -87,38 +89,83 @@ def redo_figures(service: RunningService, events: list[harness.Event]) -> str:
     return f"{uploads - len(events)} sidecar re-uploads, {skipped} deliveries already handled"
 
 
+def close_and_wait_for_the_reconnection(service: RunningService, when: str) -> float:
+    """Make the broker close the consumer's one connection; the seconds until it was back."""
+    process_id, port = consumer_pid(service), service.settings.port
+    closed = harness.close_connections_of(process_id, port)
+    began = time.monotonic()
+    assert len(closed) == 1, f"expected the consumer's one connection, found {closed}"
+    fresh = harness.wait_for_new_connection(process_id, port, closed, timeout=20)
+    assert fresh is not None, f"no reconnection after the close at {when}"
+    assert alive(service), service.log()
+    return round(time.monotonic() - began, 1)
+
+
+def assert_three_losses_survived(service: RunningService) -> None:
+    """Three connections lost, four made, each time back after the first backoff; alive
+    until told to stop, then a clean exit."""
+    assert alive(service), service.log()
+    assert harness.count_in_log(service, CONNECTED) == 4, service.log()
+    assert harness.count_in_log(service, LOST) == 3, service.log()
+    assert harness.reconnect_delays(service) == [1, 1, 1], service.log()
+    assert service.stop_consumer() == 0
+
+
 def test_the_broker_closing_the_consumers_connection_loses_and_repeats_nothing(
     service: RunningService, examples: Path
 ) -> None:
+    """One event in hand at a time (CONCURRENCY=1), so each close lands mid-event by the
+    count of searches; several in hand: the test after this one."""
     events = harness.essence_events(examples, "closed", 40)
     closes_at = (9, 22, 35)  # search numbers; a redelivery searches again
     slow_searches(service, *searches_slow_at(*closes_at, total=len(events) + len(closes_at)))
-    service.start_consumer()
-    process_id, port = consumer_pid(service), service.settings.port
+    service.start_consumer(CONCURRENCY="1")
     harness.publish_persistent(service, events)
     transfers = harness.Transfers(service.settings)
 
     reconnect_seconds: list[float] = []
     for number in closes_at:
         wait_for_search(service, number)
-        closed = harness.close_connections_of(process_id, port)
-        began = time.monotonic()
-        assert len(closed) == 1, f"expected the consumer's one connection, found {closed}"
-        fresh = harness.wait_for_new_connection(process_id, port, closed, timeout=20)
-        assert fresh is not None, f"no reconnection after the close at search {number}"
-        reconnect_seconds.append(round(time.monotonic() - began, 1))
-        assert alive(service), service.log()
+        reconnect_seconds.append(close_and_wait_for_the_reconnection(service, f"search {number}"))
 
     result = assert_all_processed_once(service, events, transfers)
-    assert alive(service), service.log()
     assert harness.count_in_log(service, IN_FLIGHT) == 3, service.log()
-    assert harness.count_in_log(service, CONNECTED) == 4, service.log()
-    assert harness.count_in_log(service, LOST) == 3, service.log()
-    assert harness.reconnect_delays(service) == [1, 1, 1], service.log()
-    assert service.stop_consumer() == 0
+    assert_three_losses_survived(service)
     print(
         f"\nbroker closed the connection 3x, each time mid-event: {result}; "
         f"{redo_figures(service, events)}; reconnected after {reconnect_seconds} s"
+    )
+
+
+def test_the_broker_closing_the_connection_with_many_events_in_hand_loses_and_repeats_nothing(
+    service: RunningService, examples: Path
+) -> None:
+    """The default concurrency, every search slow enough that a worker per prefetched event
+    is in hand at each close: their outcomes are dropped (their delivery tags died with the
+    channel), the broker redelivers them, and each redelivered copy waits for its stale one."""
+    events = harness.essence_events(examples, "closed-many", 4 * DEFAULT_CONCURRENCY)
+    slow_searches(service, *[MANY_IN_HAND_SEARCH] * 200)
+    service.start_consumer()
+    harness.publish_persistent(service, events)
+    transfers = harness.Transfers(service.settings)
+
+    # A batch is in hand at each close: the first once some events are through, the
+    # others as soon as the consumer is back (the redelivered batch).
+    for done in (DEFAULT_CONCURRENCY // 2, DEFAULT_CONCURRENCY, 3 * DEFAULT_CONCURRENCY // 2):
+        assert transfers.take_until(done, timeout=30) >= done, service.log()
+        close_and_wait_for_the_reconnection(service, f"{done} events done")
+
+    result = assert_all_processed_once(service, events, transfers)
+    in_hand = [
+        len(line.split(" of the lost channel")[0].split(","))
+        for line in harness.log_messages(service)
+        if IN_FLIGHT in line
+    ]
+    assert len(in_hand) == 3 and min(in_hand) > 1, service.log()  # several in hand each time
+    assert_three_losses_survived(service)
+    print(
+        f"\nbroker closed the connection 3x with {in_hand} messages in hand: {result}; "
+        f"{redo_figures(service, events)}"
     )
 
 
@@ -165,6 +212,47 @@ def test_a_broker_restart_loses_and_repeats_nothing(
     )
 
 
+def sigterm_then_restart(
+    service: RunningService,
+    events: list[harness.Event],
+    transfers: harness.Transfers,
+    finished_before_exit: int,
+    says: str,
+) -> str:
+    """SIGTERM the consumer: it exits 0 within 10 s, saying `says` once, with exactly
+    `finished_before_exit` events through and the others queued, none retried or dead.
+    Then a consumer started again processes every event once. What happened, in words."""
+    s = service.settings
+    process = service.process
+    assert process is not None
+    process.send_signal(signal.SIGTERM)
+    began = time.monotonic()
+    try:
+        status = process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    exit_seconds = time.monotonic() - began
+    assert status == 0, service.log()
+    assert exit_seconds < 10
+    assert harness.count_in_log(service, says) == 1, service.log()
+
+    transfers.take_rest()
+    depths = harness.queue_depths(s)
+    assert len(transfers.keys) == finished_before_exit, service.log()
+    assert depths[s.incoming_queue] == (len(events) - finished_before_exit, 0), depths
+    assert depths[s.dead_letter_queue] == (0, 0), depths
+    assert all(depths[s.retry_queue(level)] == (0, 0) for level in s.retry_delays), depths
+
+    service.start_consumer()
+    result = assert_all_processed_once(service, events, transfers)
+    assert service.stop_consumer() == 0
+    return (
+        f"exit {status} after {exit_seconds:.1f} s, {finished_before_exit} processed and "
+        f"{depths[s.incoming_queue][0]} queued at exit; after a restart {result}"
+    )
+
+
 # -- 2. SIGTERM with events queued -----------------------------------------------------
 
 
@@ -198,41 +286,61 @@ def test_sigterm_with_events_queued_exits_0_and_loses_nothing(
     s = service.settings
     events = harness.essence_events(examples, "sigterm", 10)
     slow_searches(service, 0.3, 0.3, in_hand_seconds)  # the third event is in hand
-    service.start_consumer(SHUTDOWN_GRACE_SECONDS=str(grace))
+    # One event in hand at a time, so exactly the third is in hand; several: the next test.
+    service.start_consumer(SHUTDOWN_GRACE_SECONDS=str(grace), CONCURRENCY="1")
     harness.publish_persistent(service, events)
     transfers = harness.Transfers(s)
     assert transfers.take_until(2, timeout=20) == 2, service.log()
     assert amqp.wait_until(lambda: searches(service) == 3, timeout=10), service.log()
     assert len(transfers.keys) == 2  # the third is inside its slow search
 
-    process = service.process
-    assert process is not None
-    process.send_signal(signal.SIGTERM)
-    began = time.monotonic()
-    try:
-        status = process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        raise
-    exit_seconds = time.monotonic() - began
-    assert status == 0, service.log()
-    assert exit_seconds < 10
-    assert harness.count_in_log(service, says) == 1, service.log()
+    stopped = sigterm_then_restart(service, events, transfers, finished_before_exit, says)
+    print(f"\nSIGTERM (grace {grace} s, message in hand {in_hand_seconds} s): {stopped}")
 
-    transfers.take_rest()
-    depths = harness.queue_depths(s)
-    assert len(transfers.keys) == finished_before_exit, service.log()
-    assert depths[s.incoming_queue] == (len(events) - finished_before_exit, 0), depths
-    assert depths[s.dead_letter_queue] == (0, 0), depths
-    assert all(depths[s.retry_queue(level)] == (0, 0) for level in s.retry_delays), depths
 
-    service.start_consumer()
-    result = assert_all_processed_once(service, events, transfers)
-    assert service.stop_consumer() == 0
+@pytest.mark.parametrize(
+    ("grace", "in_hand_seconds", "finished_before_exit", "says"),
+    [
+        pytest.param(
+            5,
+            2.0,
+            DEFAULT_CONCURRENCY,
+            "stopped consuming; closing the broker connection",
+            id="every-message-in-hand-finishes-within-the-grace",
+        ),
+        pytest.param(
+            2,
+            8.0,
+            0,
+            "left unacked for redelivery",
+            id="the-messages-in-hand-outlast-the-grace",
+        ),
+    ],
+)
+def test_sigterm_with_many_events_in_hand_exits_0_and_loses_nothing(
+    service: RunningService,
+    examples: Path,
+    grace: int,
+    in_hand_seconds: float,
+    finished_before_exit: int,
+    says: str,
+) -> None:
+    """The default concurrency and prefetch: a worker per prefetched event, each inside a slow
+    search when SIGTERM comes; the events not delivered yet stay in the queue."""
+    s = service.settings
+    events = harness.essence_events(examples, "sigterm-many", 2 * DEFAULT_CONCURRENCY)
+    slow_searches(service, *[in_hand_seconds] * DEFAULT_CONCURRENCY)
+    service.start_consumer(SHUTDOWN_GRACE_SECONDS=str(grace))
+    harness.publish_persistent(service, events)
+    transfers = harness.Transfers(s)
+    assert amqp.wait_until(lambda: searches(service) == DEFAULT_CONCURRENCY, timeout=10), (
+        service.log()
+    )
+
+    stopped = sigterm_then_restart(service, events, transfers, finished_before_exit, says)
     print(
-        f"\nSIGTERM (grace {grace} s, message in hand {in_hand_seconds} s): exit {status} "
-        f"after {exit_seconds:.1f} s, {finished_before_exit} processed and "
-        f"{depths[s.incoming_queue][0]} queued at exit; after a restart {result}"
+        f"\nSIGTERM with {DEFAULT_CONCURRENCY} in hand (grace {grace} s, each "
+        f"{in_hand_seconds} s): {stopped}"
     )
 
 

@@ -116,11 +116,16 @@ def test_an_event_delivered_twice_is_archived_once(service: RunningService, exam
 def test_many_events_with_a_crash_in_the_middle_all_end_processed(
     service: RunningService, examples: Path
 ) -> None:
-    """Ten events queued; the consumer dies after the fourth upload; the next one finishes."""
+    """Ten events queued; the consumer dies after an upload; the next one finishes.
+
+    One event in hand at a time (CONCURRENCY=1), so nothing else is half done when it
+    dies and exactly ten PIDs are minted; several in hand: the next test.
+    """
     service.start_consumer(
         argv=[sys.executable, "-m", "tests.faults.crashing_consumer"],
         CRASH_AT="upload",
         PYTHONPATH=str(REPO),
+        CONCURRENCY="1",
     )
     for n in range(10, 20):
         publish(service, essence_event(examples, n))
@@ -139,6 +144,55 @@ def test_many_events_with_a_crash_in_the_middle_all_end_processed(
     assert sorted(keys) == sorted(f"crash-test-{n}.MXF" for n in range(10, 20))
     assert len(sidecars(service)) == 10
     assert len(service.pid_service.minted) == 10
+
+
+def test_a_crash_with_many_events_in_hand_gives_each_event_one_pid_and_one_sidecar(
+    service: RunningService, examples: Path
+) -> None:
+    """Forty events, a worker per prefetched event; the consumer dies after the first upload,
+    with the others at any step (a PID just minted, an upload half-written). The next one
+    finishes them all from the ledger: one PID and one sidecar per event. What a kill
+    mid-way can leave: a PID minted and never claimed, a temporary `.part` file."""
+    events = {n: essence_event(examples, n) for n in range(100, 140)}
+    service.start_consumer(
+        argv=[sys.executable, "-m", "tests.faults.crashing_consumer"],
+        CRASH_AT="upload",
+        PYTHONPATH=str(REPO),
+    )
+    for body in events.values():
+        publish(service, body)
+    process = service.process
+    assert process is not None
+    assert amqp.wait_until(lambda: process.poll() is not None, timeout=20)
+    service.start_consumer()
+    s = service.settings
+    requests = amqp.wait_for_messages(s.host, s.port, s.transfer_queue, len(events), timeout=30)
+    assert amqp.wait_until(
+        lambda: sum(step == DONE for _, step in ledger_steps(service).values()) == len(events),
+        timeout=20,
+    )
+    assert service.stop_consumer() == 0
+    requests += amqp.get_messages(s.host, s.port, s.transfer_queue)
+
+    ledger = ledger_steps(service)
+    ids_by_key: dict[str, set[str]] = {}
+    for message in requests:
+        key = message.json()["source"]["object"]["key"]
+        ids_by_key.setdefault(key, set()).add(str(message.properties.message_id))
+    assert sorted(ids_by_key) == sorted(f"crash-test-{n}.MXF" for n in events)
+    assert ids_by_key == {
+        key: {pid} for key, (pid, _) in ledger.items()
+    }  # one PID per event, the ledger's, whatever was repeated
+    finals = [path.name for path in sidecars(service) if path.name.endswith(".xml")]
+    assert sorted(finals) == sorted(f"{pid}.xml" for pid, _ in ledger.values())
+    leftovers = [path.name for path in sidecars(service) if not path.name.endswith(".xml")]
+    assert all(name.startswith(".") and name.endswith(".part") for name in leftovers)
+    assert len(service.pid_service.minted) >= len(events)
+    print(
+        f"\ncrash with {len(events)} events queued: {len(requests)} transfer requests, "
+        f"{len(service.pid_service.minted)} PIDs minted for {len(events)} events, "
+        f"{len(leftovers)} temporary files left by the kill"
+    )
 
 
 def test_two_consumers_sharing_a_postgres_ledger_archive_each_event_once(

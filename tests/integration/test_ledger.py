@@ -14,6 +14,7 @@ from s3_events_handler.adapters.ledger_postgres import PostgresLedger, inspect_d
 from s3_events_handler.adapters.ledger_sqlite import SqliteLedger, inspect_location
 from s3_events_handler.domain.errors import ServiceUnavailable
 from s3_events_handler.domain.model import LedgerEntry, Step
+from tests.support.threads import side_by_side
 
 Opener = Callable[[], SqliteLedger | PostgresLedger]
 
@@ -89,6 +90,31 @@ def test_consumers_side_by_side_agree_on_one_pid(open_ledger: Opener) -> None:
         thread.join(timeout=20)
     assert len(claimed) == len(ledgers)
     assert len(set(claimed)) == 1
+
+
+def test_the_workers_of_one_consumer_share_its_ledger_and_lose_no_write(
+    open_ledger: Opener,
+) -> None:
+    ledger = open_ledger()
+    workers, events = 16, 10
+
+    def work(n: int) -> str:
+        claimed = ledger.claim_pid("contested", f"pid{n:07d}")
+        for event in range(events):
+            identity = f"worker-{n}-event-{event}"
+            assert ledger.recall(identity) is None
+            ledger.claim_pid(identity, f"{n:03d}{event:07d}")
+            ledger.advance(identity, Step.TRANSFER_REQUESTED)
+        return claimed
+
+    claimed = side_by_side(work, workers)
+
+    assert len(claimed) == workers and len(set(claimed)) == 1  # and no exception
+    for n in range(workers):
+        for event in range(events):
+            identity = f"worker-{n}-event-{event}"
+            expected = LedgerEntry(identity, f"{n:03d}{event:07d}", Step.TRANSFER_REQUESTED)
+            assert ledger.recall(identity) == expected
 
 
 def test_old_entries_are_pruned_when_the_ledger_opens(tmp_path: Path) -> None:

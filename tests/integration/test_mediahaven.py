@@ -26,6 +26,7 @@ from tests.support.mediahaven_server import (
     Fault,
     parse_query,
 )
+from tests.support.threads import side_by_side
 
 MakeRecords = Callable[..., MediaHavenRecords]
 
@@ -325,6 +326,24 @@ def test_a_token_about_to_expire_is_renewed_before_the_call(
         REFRESH_GRANT_PATH,
         RECORDS_PATH,
     ]
+
+
+@pytest.mark.parametrize("stale", ["refused by MediaHaven", "about to expire"])
+def test_workers_needing_a_new_token_at_the_same_time_renew_it_once(
+    server: FakeMediaHaven, records: MediaHavenRecords, clock: Clock, stale: str
+) -> None:
+    records.search(by_key("a.mxf"))
+    if stale == "refused by MediaHaven":
+        server.expire_tokens()  # every worker's search comes back 401
+    else:
+        clock.now += server.expires_in - 20  # inside the 30 s margin: every worker renews first
+    server.latency = 0.1  # long enough for every worker to need the token before it is renewed
+
+    answers = side_by_side(lambda n: records.search(by_key("a.mxf")), workers=8)
+
+    assert answers == [[]] * 8
+    assert server.refresh_requests == 1
+    assert len(server.requests_to(PASSWORD_GRANT_PATH)) == 1
 
 
 def test_a_401_that_persists_with_a_fresh_token_is_transient(

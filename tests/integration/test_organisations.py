@@ -13,6 +13,7 @@ from s3_events_handler.adapters.organisations import CachedOrganisations, Organi
 from s3_events_handler.domain.errors import Rejected, ServiceUnavailable
 from tests.support.clock import Clock
 from tests.support.http_stubs import Canned, FakeOrganisationsApi
+from tests.support.threads import side_by_side
 
 TIMEOUT = 5.0
 SHORT_TIMEOUT = 0.3
@@ -232,3 +233,26 @@ def test_the_cache_does_not_remember_an_organisation_without_a_label(
         cached.cp_name(UNKNOWN)
     fake.labels[UNKNOWN] = "NEW"
     assert cached.cp_name(UNKNOWN) == "NEW"
+
+
+def test_workers_missing_the_same_label_wait_for_one_lookup(
+    api: OrganisationsApi, fake: FakeOrganisationsApi
+) -> None:
+    fake.latency = 0.2  # long enough for every worker to miss the cache while it is asked
+    cached = CachedOrganisations(api, ttl_seconds=60, clock=Clock())
+
+    assert side_by_side(lambda n: cached.cp_name(VRT), workers=8) == ["VRT"] * 8
+    assert fake.request_count == 1
+
+
+def test_workers_waiting_for_a_failed_lookup_share_the_failure_which_is_not_remembered(
+    api: OrganisationsApi, fake: FakeOrganisationsApi
+) -> None:
+    fake.latency = 0.2
+    fake.queue(Canned(status=404))
+    cached = CachedOrganisations(api, ttl_seconds=60, clock=Clock())
+
+    answers = side_by_side(lambda n: cached.cp_name(VRT), workers=8)
+    assert all(isinstance(answer, Rejected) for answer in answers)
+    assert fake.request_count == 1
+    assert cached.cp_name(VRT) == "VRT"  # asked again

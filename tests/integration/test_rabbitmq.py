@@ -33,7 +33,7 @@ from s3_events_handler.application.messages import (
     Retry,
     Split,
 )
-from s3_events_handler.application.telemetry import EventOutcome, Telemetry
+from s3_events_handler.application.telemetry import EventOutcome
 from s3_events_handler.domain.errors import ServiceUnavailable
 from s3_events_handler.domain.model import S3Object, TransferRequest
 from s3_events_handler.domain.results import AlreadyArchived
@@ -65,11 +65,12 @@ class RunningConsumer:
         settings: BrokerSettings,
         handler: Handler,
         grace: float | None,
-        telemetry: Telemetry | None = None,
+        **options: Any,
     ) -> None:
+        """`options`: the Consumer's (concurrency, ordering_key, telemetry)."""
         self.connection = BrokerConnection(settings)
         self.consumer = Consumer(
-            self.connection, settings, handler, reconnect_delays=(0.2,), telemetry=telemetry
+            self.connection, settings, handler, reconnect_delays=(0.2,), **options
         )
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, args=(grace,), daemon=True)
@@ -100,13 +101,9 @@ def start_consumer() -> Iterator[Callable[..., RunningConsumer]]:
     started: list[RunningConsumer] = []
 
     def start(
-        settings: BrokerSettings,
-        handler: Handler,
-        *,
-        grace: float | None = None,
-        telemetry: Telemetry | None = None,
+        settings: BrokerSettings, handler: Handler, *, grace: float | None = None, **options: Any
     ) -> RunningConsumer:
-        running = RunningConsumer(settings, handler, grace, telemetry).start()
+        running = RunningConsumer(settings, handler, grace, **options).start()
         started.append(running)
         return running
 
@@ -614,6 +611,73 @@ def test_the_consumer_reconnects_when_the_broker_closes_its_connection(
     assert bodies == [b"first", b"second"]
     assert running.thread.is_alive()
     running.stop()
+
+
+@pytest.mark.usefixtures("rabbitmqctl")
+def test_a_lost_channels_outcome_is_dropped_and_its_redelivered_copy_waits_for_it(
+    settings: BrokerSettings, start_consumer: Callable[..., RunningConsumer]
+) -> None:
+    """A delivery tag names a message on its own channel only: the outcome of a message in
+    hand when the connection went is never acked on the next channel, where the same tag
+    names its redelivered copy (or another message)."""
+    release = threading.Event()
+    spans: list[tuple[float, float]] = []
+
+    def handler(delivery: Delivery) -> Outcome:
+        began = time.monotonic()
+        release.wait(timeout=10)
+        spans.append((began, time.monotonic()))
+        return Done(ARCHIVED)
+
+    running = start_consumer(settings, handler, concurrency=4, ordering_key=lambda body: body)
+    publish(settings, b"in hand")
+    assert amqp.wait_until(lambda: running.consumer.in_hand == 1)
+
+    assert amqp.close_connections(settings.connection_name) == 1
+    consumer = running.consumer
+    assert amqp.wait_until(lambda: consumer.connects == 2 and consumer.ready.is_set(), timeout=10)
+    release.set()  # the stale handler finishes now, on the new channel's watch
+
+    assert amqp.wait_until(lambda: consumer.messages_handled == 1, timeout=10)
+    time.sleep(0.5)  # an ack of the stale tag would close this channel about now
+    assert len(spans) == 2, "the redelivered copy was not handled"
+    (_, stale_ended), (copy_began, _) = spans
+    assert copy_began >= stale_ended  # the copy waited for the stale one: one object at a time
+    assert consumer.connects == 2 and consumer.messages_handled == 1
+    running.stop()
+    assert incoming_left(settings) == 0
+
+
+def test_stop_finishes_every_message_in_hand_and_returns_those_waiting_at_once(
+    settings: BrokerSettings, start_consumer: Callable[..., RunningConsumer]
+) -> None:
+    release = threading.Event()
+    handled: list[bytes] = []
+
+    def handler(delivery: Delivery) -> Outcome:
+        release.wait(timeout=10)
+        handled.append(delivery.body)
+        return Done(ARCHIVED)
+
+    three = dataclasses.replace(settings, prefetch=3)
+    running = start_consumer(three, handler, concurrency=3, ordering_key=lambda body: body[:1])
+    for body in (b"a1", b"b1", b"a2", b"a3"):  # a2 waits behind a1; a3 is not delivered yet
+        publish(settings, body)
+    assert amqp.wait_until(lambda: running.consumer.in_hand == 2)
+
+    stopping = threading.Thread(target=running.stop)
+    stopping.start()
+    # Taken back before the ones in hand are done: another consumer may take them meanwhile.
+    assert amqp.wait_until(lambda: incoming_left(settings) == 2, timeout=5)
+    release.set()
+    stopping.join(10)
+
+    assert sorted(handled) == [b"a1", b"b1"]
+    assert running.consumer.messages_handled == 2
+    assert [message.body for message in wait_for(settings, settings.incoming_queue, 2)] == [
+        b"a2",
+        b"a3",
+    ]
 
 
 def test_stop_finishes_the_message_in_hand(

@@ -67,6 +67,8 @@ class RelationUpdate:
 class SeenRequest:
     method: str
     target: str  # path and query string, as sent (still percent-encoded)
+    at: float = field(default_factory=time.monotonic)
+    """When it came in (`time.monotonic()`), before any latency or fault delayed the answer."""
 
     @property
     def path(self) -> str:

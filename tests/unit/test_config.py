@@ -42,7 +42,7 @@ def load(**changes: str | None) -> dict[str, object]:
 def test_todays_variables_fill_the_settings() -> None:
     settings = load()
     assert settings["rabbitmq"] == {
-        "host": "mq", "port": 5672, "user": "u", "passwd": "p", "vhost": "/", "prefetch": 1,
+        "host": "mq", "port": 5672, "user": "u", "passwd": "p", "vhost": "/", "prefetch": None,
         "heartbeat": 60, "ssl": False, "ca_file": "",
         "incoming": {"queue": "s3-events", "exchange": "s3-events"},
         "outgoing": {"queue": "ft", "exchange": ""},
@@ -58,6 +58,7 @@ def test_new_settings_have_the_documented_defaults() -> None:
         "shutdown_grace_seconds": 20.0,
         "retry_delays": [10, 30, 90, 270, 810],
         "retry_max_attempts": 8,
+        "concurrency": 16,
     }
     assert settings["logging"] == {"level": "INFO", "format": "json"}
     assert settings["metrics"] == {"port": 9100}

@@ -1,0 +1,91 @@
+"""Which messages wait for each other: one object's events in order, everything else at once."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Hashable
+from pathlib import Path
+
+import pytest
+
+from s3_events_handler.application.ordering import KeyedQueue, OwnKey, ordering_key
+
+ESSENCE = "event-essence-created.json"
+
+
+def with_records(*records: object) -> bytes:
+    return json.dumps({"Records": list(records)}).encode()
+
+
+def record(bucket: object, key: object) -> dict[str, object]:
+    return {"s3": {"bucket": {"name": bucket}, "object": {"key": key}}}
+
+
+def test_an_event_is_ordered_by_its_bucket_and_key(examples: Path) -> None:
+    golden = json.loads((examples / ESSENCE).read_text())["Records"][0]
+    assert ordering_key((examples / ESSENCE).read_bytes()) == (
+        golden["s3"]["bucket"]["name"],
+        golden["s3"]["object"]["key"],
+    )
+
+
+def test_a_create_and_a_remove_of_one_object_share_a_key_other_objects_do_not() -> None:
+    created = {**record("b", "clip.mxf"), "eventName": "ObjectCreated:Put"}
+    removed = {**record("b", "clip.mxf"), "eventName": "ObjectRemoved:Delete"}
+    assert ordering_key(with_records(created)) == ordering_key(with_records(removed))
+    assert ordering_key(with_records(record("b", "clip.mxf"))) != ordering_key(
+        with_records(record("other-bucket", "clip.mxf"))
+    )
+    assert ordering_key(with_records(record("b", "clip.mxf"))) != ordering_key(
+        with_records(record("b", "clip.mxf.bak"))
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"\xff\xfe",
+        b"[1, 2]",
+        b'{"Records": "nope"}',
+        b'{"Records": []}',
+        with_records(record("b", "one"), record("b", "two")),  # split first, then ordered
+        with_records(record("b", None)),
+        with_records(record(7, "k")),
+        with_records("a record that is a string"),
+        b"[" * 100_000,  # too deep to parse
+    ],
+)
+def test_a_message_that_names_no_single_object_waits_for_nothing(body: bytes) -> None:
+    first, second = ordering_key(body), ordering_key(body)
+    assert isinstance(first, OwnKey)
+    assert first != second  # the same body twice: still not ordered with each other
+
+
+def test_items_of_a_key_start_one_at_a_time_in_arrival_order() -> None:
+    queue: KeyedQueue[str] = KeyedQueue()
+    started = [item for key, item in [("a", "a1"), ("b", "b1"), ("a", "a2"), ("a", "a3")]
+               if queue.admit(key, item)]  # fmt: skip
+    assert started == ["a1", "b1"]
+    assert (queue.in_progress, queue.waiting) == (2, 2)
+
+    assert queue.release("a") == "a2"
+    assert queue.release("b") is None
+    assert queue.release("a") == "a3"
+    assert queue.release("a") is None
+    assert (queue.in_progress, queue.waiting) == (0, 0)
+    assert queue.admit("a", "a4")  # a key that is free again starts at once
+
+
+def test_taking_the_waiting_items_leaves_those_in_progress_in_progress() -> None:
+    queue: KeyedQueue[str] = KeyedQueue()
+    arrivals: list[tuple[Hashable, str]] = [
+        ("a", "a1"), ("b", "b1"), ("a", "a2"), ("b", "b2"), ("a", "a3"), ("c", "c1"),
+    ]  # fmt: skip
+    for key, item in arrivals:
+        queue.admit(key, item)
+
+    assert queue.take_waiting() == ["a2", "b2", "a3"]  # in the order they arrived
+    assert (queue.in_progress, queue.waiting) == (3, 0)
+    assert queue.release("a") is None
+    assert not queue.admit("b", "b3")  # b1 is still in progress
