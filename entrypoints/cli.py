@@ -78,7 +78,7 @@ def consume(container: Container) -> int:
     consumer = container.consumer()
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        log.info("received %s: finishing the message in hand", signal.Signals(signum).name)
+        log.info("received %s: finishing the messages in hand", signal.Signals(signum).name)
         consumer.stop()
 
     signal.signal(signal.SIGTERM, stop)

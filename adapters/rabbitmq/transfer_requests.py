@@ -72,7 +72,7 @@ class AmqpTransferRequests(TransferRequests):
             raise ServiceUnavailable(
                 f"transfer request not published via {target}: {describe(error, secret)}"
             ) from error
-        log.info(
+        log.debug(
             "transfer request %s published via %s (correlation id %s)",
             request.message_id,
             target,
