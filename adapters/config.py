@@ -120,6 +120,7 @@ CONVERSIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "app.retry_delays": ("RETRY_DELAYS", _delays),
     "app.retry_max_attempts": ("RETRY_MAX_ATTEMPTS", _positive_int),
     "app.concurrency": ("CONCURRENCY", _concurrency),
+    "app.pin_cpu": ("PIN_CPU", _flag),
     "logging.level": ("LOG_LEVEL", _choice(LOG_LEVELS, upper=True)),
     "logging.format": ("LOG_FORMAT", _choice(LOG_FORMATS)),
     "rabbitmq.port": ("RABBIT_MQ_PORT", _positive_int),

@@ -30,6 +30,7 @@ from s3_events_handler.entrypoints.command_help import (
     REPLAY_HELP,
 )
 from s3_events_handler.entrypoints.container import Container, build_container
+from s3_events_handler.entrypoints.cpu import pin_to_one_cpu
 from s3_events_handler.entrypoints.dead_letters import list_dead_letters, replay_dead_letters
 from s3_events_handler.entrypoints.demo import run_demo
 
@@ -75,6 +76,8 @@ def check_broker_certificate(container: Container) -> None:
 
 
 def consume(container: Container) -> int:
+    if container.config.app.pin_cpu():
+        pin_to_one_cpu()  # before the workers start: they run where their parent does
     consumer = container.consumer()
 
     def stop(signum: int, frame: FrameType | None) -> None:
