@@ -130,6 +130,7 @@ CONVERSIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "app.retry_max_attempts": ("RETRY_MAX_ATTEMPTS", _positive_int),
     "ledger.retention_days": ("LEDGER_RETENTION_DAYS", _retention_days),
     "app.concurrency": ("CONCURRENCY", _concurrency),
+    "app.pin_cpu": ("PIN_CPU", _flag),
     # what operators see
     "logging.level": ("LOG_LEVEL", _choice(LOG_LEVELS, upper=True)),
     "logging.format": ("LOG_FORMAT", _choice(LOG_FORMATS)),

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import ftplib
-import io
 import logging
 import secrets
 import ssl
@@ -180,6 +179,8 @@ class FtpTransportServer(TransportServer):
         self._ca_file = ca_file
         self._host: Any = None  # ftputil.FTPHost once connected
         self._session: ftplib.FTP | None = None
+        self._folder: str | None = None  # the connection's working directory, once changed
+        self._binary = False  # the connection's transfer type is binary (TYPE I)
         self._lock = threading.Lock()
         self._sleep = sleep
         self.connections_opened = 0
@@ -260,20 +261,10 @@ class FtpTransportServer(TransportServer):
         folder = f"/{sidecar.cp_name}/{sidecar.folder}"
         final = sidecar.filename
         host, session = self._connection()
-        try:
-            host.chdir(folder)
-        except ftputil.error.PermanentError as error:
-            if error.errno == _NOT_LOGGED_IN:
-                raise _ConnectionLost(f"FTP session expired: {_reply(error)}") from error
-            raise Rejected(
-                f"no folder {folder} on the transport server, or no access: "
-                f"{self._scrub(_reply(error))}"
-            ) from error
-        except (ftputil.error.FTPOSError, OSError, EOFError) as error:
-            raise _ConnectionLost(f"FTP CWD {folder} failed: {_reply(error)}") from error
+        self._change_to(host, folder)
         try:
             with ftputil.error.ftplib_error_to_ftp_os_error:
-                session.storbinary(f"STOR {temporary}", io.BytesIO(data))
+                self._store(session, temporary, data)
                 self._rename_into_place(session, temporary, final, len(data))
         except ftputil.error.PermanentError as error:
             if error.errno == _NOT_LOGGED_IN:
@@ -294,6 +285,35 @@ class FtpTransportServer(TransportServer):
                 f"FTP upload of {folder}/{final} failed: {_reply(error)}"
             ) from error
         logger.debug("uploaded sidecar %s/%s (%d bytes)", folder, final, len(data))
+
+    def _store(self, session: ftplib.FTP, name: str, data: bytes) -> None:
+        """STOR `data` as `name`, in binary mode: set once per connection, where ftplib's
+        `storbinary` asks for it before every file (a round trip each time)."""
+        if not self._binary:
+            session.voidcmd("TYPE I")
+            self._binary = True
+        with session.transfercmd(f"STOR {name}") as connection:
+            connection.sendall(data)
+            if isinstance(connection, ssl.SSLSocket):
+                connection.unwrap()  # a TLS data channel is closed with a TLS goodbye
+        session.voidresp()
+
+    def _change_to(self, host: Any, folder: str) -> None:
+        """CWD `folder`, unless the connection is there already: most uploads share one."""
+        if self._folder == folder:
+            return
+        try:
+            host.chdir(folder)
+        except ftputil.error.PermanentError as error:
+            if error.errno == _NOT_LOGGED_IN:
+                raise _ConnectionLost(f"FTP session expired: {_reply(error)}") from error
+            raise Rejected(
+                f"no folder {folder} on the transport server, or no access: "
+                f"{self._scrub(_reply(error))}"
+            ) from error
+        except (ftputil.error.FTPOSError, OSError, EOFError) as error:
+            raise _ConnectionLost(f"FTP CWD {folder} failed: {_reply(error)}") from error
+        self._folder = folder
 
     def _rename_into_place(
         self, session: ftplib.FTP, temporary: str, final: str, size: int
@@ -453,6 +473,8 @@ class FtpTransportServer(TransportServer):
     def _discard(self) -> None:
         host, session = self._host, self._session
         self._host = self._session = None
+        self._folder = None
+        self._binary = False
         try:
             if host is not None:
                 host.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 
 import requests
 import requests.adapters
+import requests.utils
 
 from s3_events_handler.adapters.redaction import redact
 from s3_events_handler.domain.errors import ServiceUnavailable
@@ -31,8 +33,19 @@ SNIPPET_LENGTH = 200
 
 
 def service_session(url: str, *, connections: int) -> requests.Session:
-    """A keep-alive session for the one service at `url`, keeping up to `connections` to it."""
+    """A keep-alive session for the one service at `url`, keeping up to `connections` to it.
+
+    What requests would otherwise look up in the environment on every call, it reads
+    once, here: the proxy for `url` (or none, as NO_PROXY says) and a CA bundle
+    (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE). ~/.netrc is never read: every service
+    authenticates in the headers its adapter sends.
+    """
     session = requests.Session()
+    session.trust_env = False
+    session.proxies.update(requests.utils.get_environ_proxies(url))
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        session.verify = bundle
     # One connection per worker, kept: beyond the pool's size each call would open its own.
     pool = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=connections)
     session.mount("http://", pool)
@@ -153,8 +166,8 @@ class HttpService:
         kwargs: Mapping[str, Any],
     ) -> requests.Response:
         try:
-            response = self._session.request(
-                method, url, headers=dict(headers or {}), timeout=self._timeout, **kwargs
+            response = self._session.send(
+                self._prepare(method, url, headers, kwargs), timeout=self._timeout
             )
         except requests.Timeout:
             raise ServiceUnavailable(
@@ -176,6 +189,26 @@ class HttpService:
             _retry_after(response.headers.get("Retry-After")) if reads_retry_after else None
         )
         raise _TryAgain(failed, retry_after)
+
+    def _prepare(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        body: Mapping[str, Any],
+    ) -> requests.PreparedRequest:
+        """The request as `Session.request` would send it, without merging the session's
+        settings with the environment's on every call: `service_session` fixed them once."""
+        session = self._session
+        request = requests.PreparedRequest()
+        request.prepare(
+            method=method,
+            url=url,
+            headers={**session.headers, **(headers or {})},
+            cookies=session.cookies,
+            **body,
+        )
+        return request
 
     def _pause(self, failure: _TryAgain, backoff: float, waited: float) -> float:
         """The pause before the next try; `ServiceUnavailable` when it does not fit this call."""

@@ -12,6 +12,7 @@ from typing import Any
 
 from s3_events_handler.adapters.ledger_sql import SqlLedger, ledger_table
 from s3_events_handler.domain.errors import ServiceUnavailable
+from s3_events_handler.domain.model import REPEATABLE_STEPS, Step
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,15 @@ def inspect_location(path: Path | str) -> str:
 
 
 class SqliteLedger(SqlLedger):
-    """Each write is committed (WAL, synchronous FULL) before the call returns."""
+    """Each write is committed before the call returns (WAL), and is on disk unless losing it
+    is harmless.
+
+    Every commit survives a crash of the process. A commit also waits for the disk
+    (synchronous FULL), so that it survives a power cut, unless it records a step a new
+    attempt may repeat as it was done (`REPEATABLE_STEPS`: the transfer request): that
+    one is written without waiting, and reaches the disk with the next commit that
+    waits.
+    """
 
     RECALL = "SELECT pid, step FROM s3_events_ledger WHERE identity = ?"
     CLAIM_PID = (
@@ -94,6 +103,12 @@ class SqliteLedger(SqlLedger):
         for db in connections:
             db.close()
 
+    def advance(self, identity: str, step: Step) -> None:
+        if step in REPEATABLE_STEPS:
+            self._query(self.ADVANCE, (identity, int(step)), on_disk=False)
+        else:
+            super().advance(identity, step)
+
     def _connection(self) -> sqlite3.Connection:
         """This thread's connection, opened on its first statement.
 
@@ -115,9 +130,21 @@ class SqliteLedger(SqlLedger):
             self._own.db = db
         return db
 
-    def _query(self, sql: str, parameters: tuple[object, ...]) -> list[tuple[Any, ...]]:
-        """Run one statement in its own transaction; a failing disk is worth a retry later."""
+    def _query(
+        self, sql: str, parameters: tuple[object, ...], *, on_disk: bool = True
+    ) -> list[tuple[Any, ...]]:
+        """Run one statement in its own transaction; a failing disk is worth a retry later.
+
+        `on_disk=False`: committed without waiting for the disk (synchronous NORMAL).
+        """
         try:
-            return self._connection().execute(sql, parameters).fetchall()
+            db = self._connection()
+            if on_disk:
+                return db.execute(sql, parameters).fetchall()
+            db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                return db.execute(sql, parameters).fetchall()
+            finally:
+                db.execute("PRAGMA synchronous=FULL")
         except sqlite3.Error as error:
             raise ServiceUnavailable(f"ledger {self._path}: {error}") from error

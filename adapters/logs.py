@@ -120,6 +120,9 @@ def configure_logging(level: str, fmt: str, secrets: Iterable[str] = ()) -> None
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Neither format shows the process: no record needs to ask the kernel for its id.
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     # pika logs every connection hiccup with a traceback; its errors reach our code as
     # exceptions, which log them in one line. Its own account is for debugging.
     logging.getLogger("pika").setLevel(

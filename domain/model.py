@@ -42,8 +42,16 @@ class Step(enum.IntEnum):
     RECEIVED = 0
     PID_CLAIMED = 1
     RELATION_ADDED = 2  # collaterals only: the essence knows of its collateral
-    SIDECAR_UPLOADED = 3
+    SIDECAR_UPLOADED = 3  # no longer written (a new attempt uploads again all the same)
     TRANSFER_REQUESTED = 4
+
+
+# Steps a new attempt that does not know of them repeats exactly as they were done: the
+# same sidecar bytes under the same name, the transfer request with the same PID and
+# message_id, which the file-transfer service recognises. A ledger may lose these in a
+# power cut (never in a crash of the process) without an event being done twice; the PID
+# and the relation it must never lose, or an event gets a second PID or relation.
+REPEATABLE_STEPS = frozenset({Step.TRANSFER_REQUESTED})
 
 
 class Stage(enum.StrEnum):

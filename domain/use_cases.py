@@ -65,9 +65,10 @@ class IngestEssence:
     - A collateral takes `{essence_pid}_{type}` as its name and is linked to
       its essence (a fragment preferred) before its sidecar goes out.
     - The sidecar is on the transport server before the transfer request is sent.
-    - The ledger learns each step before the next side effect: an event it
-      saw through to its transfer request is not done again, and a retried or
-      duplicated one reuses its PID, so it never gets two different sidecars.
+    - The ledger learns what a new attempt must not do again (mint a PID, post the
+      relation, request the transfer) as soon as it is done: an event it saw through
+      to its transfer request is not done again, and a retried or duplicated one
+      reuses its PID, so it never gets two different sidecars.
     """
 
     def __init__(
@@ -93,7 +94,8 @@ class IngestEssence:
 
     def execute(self, event: S3Event, *, correlation_id: str, progress: Progress) -> IngestResult:
         progress.stage = Stage.LEDGER
-        entry = self._ledger.recall(event.identity)
+        identity = event.identity  # worked out once: the ledger is asked by it several times
+        entry = self._ledger.recall(identity)
         if entry is not None and entry.step >= Step.TRANSFER_REQUESTED:
             log.debug("already handled, nothing to do: %s (%s)", event.object.key, entry.pid)
             return AlreadyHandled(key=event.object.key, pid=entry.pid)
@@ -106,11 +108,13 @@ class IngestEssence:
             return AlreadyArchived(key=event.object.key)
         if collateral is None:
             known_pid = entry.pid if entry is not None else None
-            sidecar = self._essence_sidecar(event, cp_name, progress, known_pid)
+            sidecar = self._essence_sidecar(event, identity, cp_name, progress, known_pid)
         else:
             related = entry is not None and entry.step >= Step.RELATION_ADDED
-            sidecar = self._collateral_sidecar(event, cp_name, collateral, progress, related)
-        self._send(event, sidecar, correlation_id, progress)
+            sidecar = self._collateral_sidecar(
+                event, identity, cp_name, collateral, progress, related
+            )
+        self._send(identity, sidecar, correlation_id, progress)
         return Sent(
             key=event.object.key,
             cp_name=sidecar.cp_name,
@@ -126,16 +130,17 @@ class IngestEssence:
         return CollateralKey.parse(event.object.key)
 
     def _send(
-        self, event: S3Event, sidecar: Sidecar, correlation_id: str, progress: Progress
+        self, identity: str, sidecar: Sidecar, correlation_id: str, progress: Progress
     ) -> None:
-        """The sidecar first, then the transfer request; the ledger notes each once done."""
+        """The sidecar first, then the transfer request; the ledger notes the request once done."""
         progress.stage = Stage.SIDECAR_UPLOAD
         self._transport.upload(sidecar)
-        self._ledger.advance(event.identity, Step.SIDECAR_UPLOADED)
+        # No ledger write in between: a new attempt does the same after an upload as
+        # before it (the same bytes again under the same name, then the request).
         progress.stage = Stage.TRANSFER_REQUEST
         request = self._destinations.transfer_request(sidecar, correlation_id=correlation_id)
         self._transfers.publish(request)
-        self._ledger.advance(event.identity, Step.TRANSFER_REQUESTED)
+        self._ledger.advance(identity, Step.TRANSFER_REQUESTED)
         progress.stage = Stage.DONE
 
     def _is_archived(self, event: S3Event, cp_name: str, collateral: bool) -> bool:
@@ -154,11 +159,19 @@ class IngestEssence:
         )
 
     def _essence_sidecar(
-        self, event: S3Event, cp_name: str, progress: Progress, known_pid: str | None
+        self,
+        event: S3Event,
+        identity: str,
+        cp_name: str,
+        progress: Progress,
+        known_pid: str | None,
     ) -> Sidecar:
         progress.stage = Stage.PID
-        pid = known_pid or progress.pid or require_path_segment(self._pids.mint(), "PID")
-        progress.pid = self._ledger.claim_pid(event.identity, pid)
+        if known_pid is not None:
+            progress.pid = known_pid  # the ledger's already: nothing to claim
+        else:
+            pid = progress.pid or require_path_segment(self._pids.mint(), "PID")
+            progress.pid = self._ledger.claim_pid(identity, pid)
         return Sidecar(
             name=progress.pid,
             cp_name=cp_name,
@@ -172,6 +185,7 @@ class IngestEssence:
     def _collateral_sidecar(
         self,
         event: S3Event,
+        identity: str,
         cp_name: str,
         key: CollateralKey,
         progress: Progress,
@@ -185,7 +199,7 @@ class IngestEssence:
         essence_pid = require_path_segment(essence.pid, "essence PID")
         name = f"{essence_pid}_{key.collateral_type}"
         # Derived, not minted: the ledger keeps it only to mark the event as taken in.
-        self._ledger.claim_pid(event.identity, name)
+        self._ledger.claim_pid(identity, name)
         if not related:
             progress.stage = Stage.RELATION
             self._records.add_relation(
@@ -193,7 +207,7 @@ class IngestEssence:
                 name,
                 reason=f"[s3-events-handler] Voeg relatie van {key.object_use} toe",
             )
-            self._ledger.advance(event.identity, Step.RELATION_ADDED)
+            self._ledger.advance(identity, Step.RELATION_ADDED)
         return Sidecar(
             name=name,
             cp_name=cp_name,

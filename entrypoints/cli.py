@@ -30,6 +30,7 @@ from s3_events_handler.entrypoints.command_help import (
     REPLAY_HELP,
 )
 from s3_events_handler.entrypoints.container import Container, build_container
+from s3_events_handler.entrypoints.cpu import pin_to_one_cpu
 from s3_events_handler.entrypoints.dead_letters import list_dead_letters, replay_dead_letters
 from s3_events_handler.entrypoints.demo import run_demo
 
@@ -75,6 +76,8 @@ def check_broker_certificate(container: Container) -> None:
 
 
 def consume(container: Container) -> int:
+    if container.config.app.pin_cpu():
+        pin_to_one_cpu()  # before the workers start: they run where their parent does
     consumer = container.consumer()
     status = container.status_server()
     try:
@@ -86,7 +89,7 @@ def consume(container: Container) -> int:
         return EXIT_CONFIG
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        log.info("received %s: finishing the message in hand", signal.Signals(signum).name)
+        log.info("received %s: finishing the messages in hand", signal.Signals(signum).name)
         consumer.stop()
 
     signal.signal(signal.SIGTERM, stop)

@@ -629,6 +629,9 @@ def test_a_seeded_sample_of_poison_through_the_broker_leaves_the_consumer_workin
     [request] = amqp.wait_for_messages(s.host, s.port, s.transfer_queue, 1, timeout=20)
     assert request.json()["source"]["object"]["key"] == "after-the-poison.MXF"
     assert service.process is not None and service.process.poll() is None
+    # Its ack follows the transfer request's confirm: wait for it, or the kill below
+    # catches the event between the two and the broker rightly gives it back.
+    assert amqp.wait_until(lambda: "(correlation id after-the-poison)" in service.log())
 
     # Nothing left unacked: killed outright, the consumer gives every unacked message back.
     service.process.send_signal(signal.SIGKILL)

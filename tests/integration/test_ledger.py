@@ -117,6 +117,31 @@ def test_the_workers_of_one_consumer_share_its_ledger_and_lose_no_write(
             assert ledger.recall(identity) == expected
 
 
+def test_only_a_step_a_new_attempt_repeats_harmlessly_is_committed_without_a_disk_sync(
+    tmp_path: Path,
+) -> None:
+    """SQLite (WAL) keeps every commit across a crash of the process; across a power cut only
+    those synced. The PID and the relation are; the transfer request's step need not be: a
+    new attempt that does not know of it sends the same request again, with the same PID."""
+    ledger = SqliteLedger(tmp_path / "ledger.sqlite3")
+    statements: list[str] = []
+    ledger._connection().set_trace_callback(statements.append)
+    try:
+        ledger.claim_pid("event-1", "a1b2c3d4e5")
+        claimed, statements[:] = list(statements), []
+        ledger.advance("event-1", Step.RELATION_ADDED)
+        related, statements[:] = list(statements), []
+        ledger.advance("event-1", Step.TRANSFER_REQUESTED)
+        requested = list(statements)
+    finally:
+        ledger.close()
+
+    assert not any("synchronous" in sql for sql in claimed + related)
+    assert [sql.split()[0] for sql in requested] == ["PRAGMA", "INSERT", "PRAGMA"]
+    assert requested[0] == "PRAGMA synchronous=NORMAL"
+    assert requested[-1] == "PRAGMA synchronous=FULL"  # the next claim waits for the disk again
+
+
 def test_old_entries_are_pruned_when_the_ledger_opens(tmp_path: Path) -> None:
     path = tmp_path / "ledger.sqlite3"
     SqliteLedger(path).claim_pid("old", "a1b2c3d4e5")

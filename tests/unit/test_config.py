@@ -59,6 +59,7 @@ def test_new_settings_have_the_documented_defaults() -> None:
         "retry_delays": [10, 30, 90, 270, 810],
         "retry_max_attempts": 8,
         "concurrency": 16,
+        "pin_cpu": True,
     }
     assert settings["logging"] == {"level": "INFO", "format": "json"}
     assert settings["metrics"] == {"port": 9100}
