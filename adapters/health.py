@@ -2,8 +2,9 @@
 
 `GET /metrics` is the Prometheus exposition of the process's registry; `GET /healthz`
 says whether the consumer loop still comes round, `GET /readyz` whether it is
-connected and consuming. A small `http.server` on daemon threads: a scrape or a probe
-never waits for the consumer, and the consumer never waits for them.
+connected and consuming and no stop was asked for. A small `http.server` on daemon
+threads: a scrape or a probe never waits for the consumer, and the consumer never
+waits for them.
 """
 
 from __future__ import annotations
@@ -48,12 +49,20 @@ class Health:
         self._clock = clock
         self._last_tick = clock()
         self._consuming = False
+        self._stopping = False
 
     def tick(self) -> None:
         self._last_tick = self._clock()
 
     def consuming(self, yes: bool) -> None:
         self._consuming = yes
+
+    def stopping(self) -> None:
+        """Not ready from now until the exit: the consumer only finishes what it has in hand.
+
+        Only sets a flag: it is called from the signal handler.
+        """
+        self._stopping = True
 
     def live(self) -> tuple[bool, str]:
         """False only when the loop has not come round for longer than it may."""
@@ -63,6 +72,8 @@ class Health:
         return True, "ok"
 
     def ready(self) -> tuple[bool, str]:
+        if self._stopping:
+            return False, "stopping: finishing the messages in hand"
         if not self._consuming:
             return False, "not consuming: not connected to the broker"
         alive, why = self.live()

@@ -128,6 +128,9 @@ class PrometheusTelemetry(Telemetry):
         self._was_connected = True
         self._health.consuming(True)
 
+    def stopping(self) -> None:
+        self._health.stopping()
+
     def disconnected(self) -> None:
         self._health.consuming(False)
 

@@ -133,6 +133,13 @@ class Telemetry(Protocol):
         """Connected to the broker and consuming."""
         ...
 
+    def stopping(self) -> None:
+        """A stop was asked for: the consumer takes nothing new and finishes what it has.
+
+        Called from a signal handler, so it must only set a flag.
+        """
+        ...
+
     def disconnected(self) -> None:
         """No longer consuming: the connection was lost, or the consumer stops."""
         ...
@@ -161,6 +168,9 @@ class NoTelemetry(Telemetry):
         pass
 
     def connected(self) -> None:
+        pass
+
+    def stopping(self) -> None:
         pass
 
     def disconnected(self) -> None:

@@ -84,10 +84,12 @@ class Consumer:
         """Successful connections so far; more than one means the consumer reconnected."""
 
     def stop(self) -> None:
-        """Ask `run()` to finish; only sets attributes, so it is safe in a signal handler."""
+        """Ask `run()` to finish; only sets attributes (telemetry's `stopping` too), so it is
+        safe in a signal handler."""
         if not self._stopping:
             self._stop_requested_at = time.monotonic()
             self._stopping = True
+            self._telemetry.stopping()
 
     @property
     def stopping(self) -> bool:

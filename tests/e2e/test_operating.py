@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.service import CONSUMER_LOGGER, RunningService
 from tests.support import amqp
+from tests.support.mediahaven_server import RECORDS_PATH, Fault
 from tests.support.relay import Relay
 
 pytestmark = pytest.mark.e2e
@@ -191,6 +193,28 @@ def test_readiness_follows_the_broker_while_liveness_stays(
     assert found[("s3_events_broker_reconnects_total", ())] == 1
     assert found[("s3_events_downstream_errors_total", (("system", "broker"),))] >= 1
     assert service.stop_consumer() == 0
+
+
+def test_readiness_drops_at_sigterm_while_liveness_lasts_until_the_exit(
+    service: RunningService, examples: Path
+) -> None:
+    """A search held for 3 s keeps the event in hand while the consumer stops."""
+    service.mediahaven.fail_next(RECORDS_PATH, Fault.slow(3), method="GET")
+    service.start_consumer()
+    assert wait_for(lambda: service.get("/readyz")[0] == 200, timeout=10), service.log()
+    service.publish_event((examples / "event-essence-created.json").read_bytes())
+    searches = service.mediahaven.requests_to
+    assert wait_for(lambda: bool(searches(RECORDS_PATH, method="GET")), timeout=10)
+
+    process = service.process
+    assert process is not None
+    process.send_signal(signal.SIGTERM)
+    stopping = (503, "stopping: finishing the messages in hand\n")
+    assert wait_for(lambda: service.get("/readyz") == stopping, timeout=2), service.log()
+    assert service.get("/healthz") == (200, "ok\n")
+    assert process.wait(timeout=15) == 0
+    [line] = service.outcome_lines()
+    assert line["outcome"] == "done"  # finished within the grace, not dropped
 
 
 def test_a_path_it_does_not_serve_is_404(service: RunningService) -> None:

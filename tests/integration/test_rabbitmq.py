@@ -315,7 +315,12 @@ def test_telemetry_hears_of_the_connection_each_settled_event_and_the_loop(
     assert amqp.wait_until(lambda: running.consumer.messages_handled == 1)
     running.stop()
 
-    assert telemetry.without_ticks() == ["connected", "event_finished", "disconnected"]
+    assert telemetry.without_ticks() == [
+        "connected",
+        "event_finished",
+        "stopping",
+        "disconnected",
+    ]
     assert "loop_tick" in telemetry.calls
     [report] = telemetry.reports
     assert (report.outcome, report.facts, report.correlation_id) == (
@@ -787,7 +792,7 @@ def test_broker_trouble_never_ends_run_and_backs_off(nowhere: BrokerSettings) ->
     assert slept == [0.1, 0.2, 0.2, 0.2]
     assert consumer.connects == 0
     failed = ["disconnected", "downstream_error:broker"]
-    assert telemetry.without_ticks() == [*failed * 4, "disconnected"]
+    assert telemetry.without_ticks() == [*failed * 4, "stopping", "disconnected"]
     assert telemetry.calls.count("loop_tick") == len(slept)
 
 

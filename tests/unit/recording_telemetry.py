@@ -31,6 +31,9 @@ class RecordingTelemetry:
     def connected(self) -> None:
         self.calls.append("connected")
 
+    def stopping(self) -> None:
+        self.calls.append("stopping")
+
     def disconnected(self) -> None:
         self.calls.append("disconnected")
 

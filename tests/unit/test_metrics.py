@@ -176,6 +176,19 @@ def test_ready_while_connected_and_consuming_and_not_stuck(
     assert health.ready()[0] is False
 
 
+def test_not_ready_from_the_stop_on_while_alive_until_the_exit(
+    health: Health, telemetry: PrometheusTelemetry
+) -> None:
+    """An orchestrator stops counting on a consumer that finishes its messages in hand, but
+    must not kill it for that."""
+    telemetry.connected()
+    telemetry.stopping()
+    assert health.ready() == (False, "stopping: finishing the messages in hand")
+    assert health.live() == (True, "ok")
+    telemetry.loop_tick()  # still settling what it has: still not ready
+    assert health.ready()[0] is False
+
+
 # --- the endpoint ---------------------------------------------------------------------------
 
 
