@@ -187,9 +187,22 @@ def test_the_checks_speak_amqps_and_ftps_when_the_settings_say_so(
 def test_a_certificate_from_an_unknown_ca_is_named_with_its_settings(
     healthy_over_tls: RunningService, tls_proxy: TlsProxy, unknown_ca: TlsFiles
 ) -> None:
+    """The broker's certificate is a setting to fix, exit 2, as `consume` says at its start."""
     checked = healthy_over_tls.run("check-config", **over_tls(tls_proxy, unknown_ca.ca_file))
-    assert checked.returncode == 1
+    assert checked.returncode == 2, checked.stdout
     checks = lines_of(checked.stdout)
     assert (checks["broker"], checks["FTP server"]) == ("failed", "failed")
     assert f"RABBIT_MQ_CA_FILE='{unknown_ca.ca_file}'" in checked.stdout
     assert f"MEDIAHAVEN_FTP_CA_FILE='{unknown_ca.ca_file}'" in checked.stdout
+
+
+def test_an_ftps_certificate_alone_fails_its_line_with_exit_1(
+    healthy_over_tls: RunningService, tls_proxy: TlsProxy, tls_files: TlsFiles, unknown_ca: TlsFiles
+) -> None:
+    """`consume` takes it as a transient failure of each upload, so here it is no setting."""
+    settings = over_tls(tls_proxy, tls_files.ca_file)
+    settings["MEDIAHAVEN_FTP_CA_FILE"] = str(unknown_ca.ca_file)
+    checked = healthy_over_tls.run("check-config", **settings)
+    assert checked.returncode == 1, checked.stdout
+    checks = lines_of(checked.stdout)
+    assert (checks["broker"], checks["FTP server"]) == ("ok", "failed")
