@@ -226,7 +226,9 @@ class Consumer:
         settled = settlement.settle(job.received, outcome)
         self.messages_handled += 1
         seconds = time.monotonic() - job.started
-        report = EventReport.of(outcome, correlation_id=settled.correlation_id, seconds=seconds)
+        report = EventReport.of(
+            settled.outcome, correlation_id=settled.correlation_id, seconds=seconds
+        )
         self._telemetry.event_finished(report)
         # The event's one INFO line (SPEC 7), its facts as fields. The fault suite parses
         # the message too: keep its shape and this logger.

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import struct
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any, assert_never
 
 import pika
@@ -23,7 +24,14 @@ from s3_events_handler.adapters.rabbitmq.connection import (
     describe,
     publish_confirmed,
 )
-from s3_events_handler.application.messages import DeadLetter, Done, Outcome, Retry, Split
+from s3_events_handler.application.messages import (
+    DeadLetter,
+    Done,
+    EventFacts,
+    Outcome,
+    Retry,
+    Split,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +78,30 @@ class Received:
     body: bytes
 
 
+_KINDS: Mapping[type, str] = {
+    Done: "done",
+    Split: "split",
+    Retry: "retry",
+    DeadLetter: "dead-letter",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Settled:
-    """What became of a delivery, for the consumer's one log line a message."""
+    """What became of a delivery, for the consumer's one log line a message and its metrics."""
 
-    kind: str
-    """`done`, `split`, `retry` or `dead-letter`."""
+    outcome: Outcome
+    """What was carried out: the outcome asked for, or the `DeadLetter` that took its place
+    when AMQP could not encode its copies, so nothing reports a retry or a split that
+    never happened."""
     destination: str
-    """Where its replacement went: `-` for none, a queue, or `N x queue` for a split."""
+    """Where its replacement went: `-` for none, a queue, or `N x queue` for several."""
     correlation_id: str | None
+
+    @property
+    def kind(self) -> str:
+        """`done`, `split`, `retry` or `dead-letter`."""
+        return _KINDS[type(self.outcome)]
 
 
 class Settlement:
@@ -105,25 +128,28 @@ class Settlement:
         incoming_correlation_id: str | None = received.properties.correlation_id
         match outcome:
             case Done():
-                return Settled("done", "-", outcome.correlation_id or incoming_correlation_id)
+                return Settled(outcome, "-", outcome.correlation_id or incoming_correlation_id)
             case Split():
                 queue = settings.incoming_queue
-                for record in outcome.bodies:
-                    properties = _copy_properties(received.properties, settings.user)
-                    self._publish(received, queue, record, properties)
+                # The records share these properties: if one copy cannot be encoded, none can.
+                properties = _copy_properties(received.properties, settings.user)
+                sent = [self._publish(received, queue, body, properties) for body in outcome.bodies]
+                instead = [headers for headers in sent if headers is not None]
+                if instead:
+                    return self._dead_lettered(
+                        outcome.facts, instead[0], incoming_correlation_id, len(instead)
+                    )
                 destination = f"{len(outcome.bodies)} x {queue}"
-                return Settled("split", destination, incoming_correlation_id)
+                return Settled(outcome, destination, incoming_correlation_id)
             case Retry():
                 queue = settings.retry_queue(settings.retry_level(outcome.delay_seconds))
-                return self._park(received, outcome, "retry", queue)
+                return self._park(received, outcome, queue)
             case DeadLetter():
-                return self._park(received, outcome, "dead-letter", settings.dead_letter_queue)
+                return self._park(received, outcome, settings.dead_letter_queue)
             case _:
                 assert_never(outcome)
 
-    def _park(
-        self, received: Received, outcome: Retry | DeadLetter, kind: str, queue: str
-    ) -> Settled:
+    def _park(self, received: Received, outcome: Retry | DeadLetter, queue: str) -> Settled:
         """The body unchanged to a retry or dead-letter queue, persistent and never expiring."""
         correlation_id = outcome.correlation_id or received.properties.correlation_id
         properties = _copy_properties(
@@ -134,33 +160,52 @@ class Settlement:
             delivery_mode=PERSISTENT,
             expiration=None,
         )
-        self._publish(received, queue, received.body, properties)
-        return Settled(kind, queue, correlation_id)
+        instead = self._publish(received, queue, received.body, properties)
+        if instead is not None:
+            return self._dead_lettered(outcome.facts, instead, correlation_id)
+        return Settled(outcome, queue, correlation_id)
+
+    def _dead_lettered(
+        self,
+        facts: EventFacts,
+        headers: Mapping[str, str],
+        correlation_id: str | None,
+        copies: int = 1,
+    ) -> Settled:
+        """The dead letter `_publish` sent instead, as the outcome carried out: its reason
+        and stage are the ones an operator finds on it in the queue."""
+        stage = headers["x-error-stage"]
+        outcome = DeadLetter(
+            headers["x-error"], stage, headers, correlation_id, replace(facts, stage=stage)
+        )
+        queue = self._settings.dead_letter_queue
+        return Settled(outcome, queue if copies == 1 else f"{copies} x {queue}", correlation_id)
 
     def _publish(
         self, received: Received, queue: str, body: bytes, properties: pika.BasicProperties
-    ) -> None:
-        """Publish confirmed; properties AMQP cannot encode send the message to the dead letters.
+    ) -> Mapping[str, str] | None:
+        """Publish confirmed; properties AMQP cannot encode send the message to the dead letters
+        instead, and the dead letter's headers are returned.
 
         pika decodes some header values it cannot encode again (floats from other
         clients, say); retrying such a message would loop forever.
         """
         try:
             publish_confirmed(self._channel, _DEFAULT_EXCHANGE, queue, body, properties)
+            return None
         except _UNENCODABLE as error:
             reason = describe(error)
             log.error(
                 "message %d cannot be republished as it is: %s", received.delivery_tag, reason
             )
-            bare = pika.BasicProperties(
-                headers={
-                    "x-error": f"properties AMQP cannot encode: {reason}"[:_MAX_REASON_CHARS],
-                    "x-error-stage": "republish",
-                },
-                delivery_mode=PERSISTENT,
-            )
+            headers = {
+                "x-error": f"properties AMQP cannot encode: {reason}"[:_MAX_REASON_CHARS],
+                "x-error-stage": "republish",
+            }
+            bare = pika.BasicProperties(headers=headers, delivery_mode=PERSISTENT)
             dead_letters = self._settings.dead_letter_queue
             publish_confirmed(self._channel, _DEFAULT_EXCHANGE, dead_letters, body, bare)
+            return headers
 
 
 def _copy_properties(

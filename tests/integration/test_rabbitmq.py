@@ -17,6 +17,7 @@ from typing import Any
 import pika
 import pytest
 
+from s3_events_handler.adapters.logs import fields_of
 from s3_events_handler.adapters.rabbitmq import (
     AmqpTransferRequests,
     BrokerConnection,
@@ -454,9 +455,12 @@ def test_dead_letter_keeps_the_body_and_adds_the_reason(
 
 
 def test_a_retry_amqp_cannot_encode_is_dead_lettered_instead_of_looping(
-    settings: BrokerSettings, start_consumer: Callable[..., RunningConsumer]
+    settings: BrokerSettings,
+    start_consumer: Callable[..., RunningConsumer],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     calls: list[bytes] = []
+    telemetry = RecordingTelemetry()
 
     def handler(delivery: Delivery) -> Outcome:
         calls.append(delivery.body)
@@ -464,15 +468,23 @@ def test_a_retry_amqp_cannot_encode_is_dead_lettered_instead_of_looping(
         headers = {**delivery.headers, "x-attempt": 2, "x-huge": 2**70}
         return Retry(reason="down", delay_seconds=1, headers=headers, correlation_id="c")
 
-    running = start_consumer(settings, handler)
-    publish(settings, b"event")
-    [message] = wait_for(settings, settings.dead_letter_queue, 1)
+    with caplog.at_level(logging.INFO, logger="s3_events_handler.adapters.rabbitmq.consumer"):
+        running = start_consumer(settings, handler, telemetry=telemetry)
+        publish(settings, b"event")
+        [message] = wait_for(settings, settings.dead_letter_queue, 1)
+        running.stop()
     assert message.body == b"event"
     assert message.headers["x-error-stage"] == "republish"
     assert "cannot encode" in message.headers["x-error"]
-    running.stop()
     assert calls == [b"event"]
     assert incoming_left(settings) == 0
+    # Counted and logged as what was done: a dead letter, with the dead letter's reason.
+    [report] = telemetry.reports
+    assert report.outcome is EventOutcome.DEAD_LETTERED
+    assert (report.reason, report.facts.stage) == (message.headers["x-error"], "republish")
+    [line] = [record for record in caplog.records if "outcome" in fields_of(record)]
+    assert fields_of(line)["outcome"] == "dead_lettered"
+    assert line.getMessage().startswith("dead-letter: message ")
 
 
 def test_an_unconfirmed_republish_is_not_acked_and_the_consumer_starts_over(

@@ -16,6 +16,7 @@ import pytest
 
 from s3_events_handler.adapters.rabbitmq import BrokerSettings, Received, Settled, Settlement
 from s3_events_handler.application.messages import DeadLetter, Done, Outcome, Retry, Split
+from s3_events_handler.application.telemetry import EventOutcome, EventReport
 from s3_events_handler.domain.results import AlreadyArchived
 from tests.unit.recording_channel import Acked, Published, RecordingChannel
 
@@ -103,7 +104,8 @@ def test_done_acks_and_publishes_nothing(correlation_id: str | None, reported: s
     done = Done(result=AlreadyArchived(key="clip.MXF"), correlation_id=correlation_id)
     settled = settled_on(channel, done, incoming())
     assert channel.calls == [ACK]
-    assert settled == Settled("done", "-", reported)
+    assert settled == Settled(done, "-", reported)
+    assert settled.kind == "done"
 
 
 def test_a_retry_goes_to_its_levels_queue_with_the_next_attempt_then_is_acked() -> None:
@@ -118,7 +120,8 @@ def test_a_retry_goes_to_its_levels_queue_with_the_next_attempt_then_is_acked() 
         Published("", "s3-events.retry.30", BODY, properties, mandatory=True, confirmed=True),
         ACK,
     ]
-    assert settled == Settled("retry", "s3-events.retry.30", "corr-retry")
+    assert settled == Settled(outcome, "s3-events.retry.30", "corr-retry")
+    assert settled.kind == "retry"
 
 
 @pytest.mark.parametrize(
@@ -151,7 +154,8 @@ def test_a_dead_letter_carries_its_reason_and_stage_then_is_acked(pid: str | Non
         Published("", "s3-events.dead-letter", BODY, properties, mandatory=True, confirmed=True),
         ACK,
     ]
-    assert settled == Settled("dead-letter", "s3-events.dead-letter", "corr-incoming")
+    assert settled == Settled(outcome, "s3-events.dead-letter", "corr-incoming")
+    assert settled.kind == "dead-letter"
 
 
 def test_a_split_republishes_each_record_with_the_original_properties_then_acks_once() -> None:
@@ -168,7 +172,8 @@ def test_a_split_republishes_each_record_with_the_original_properties_then_acks_
         ),
         ACK,
     ]
-    assert settled == Settled("split", "2 x s3-events", "corr-incoming")
+    assert settled == Settled(outcome, "2 x s3-events", "corr-incoming")
+    assert settled.kind == "split"
 
 
 @pytest.mark.parametrize("outcome", [retry(), split()], ids=["retry", "split"])
@@ -263,6 +268,35 @@ def test_a_copy_amqp_cannot_encode_is_dead_lettered_with_bare_properties(
         assert headers["x-error"].startswith("properties AMQP cannot encode: ")
         assert headers["x-error-stage"] == "republish"
         assert copy.properties == pika.BasicProperties(headers=headers, delivery_mode=2)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "received", "destination"),
+    [
+        (retry(headers={"x-float": 1.5}), incoming(), "s3-events.dead-letter"),
+        (split(), incoming(headers={"x-float": 0.5}), "2 x s3-events.dead-letter"),
+    ],
+    ids=["retry", "split"],
+)
+def test_what_was_dead_lettered_for_unencodable_headers_is_reported_as_a_dead_letter(
+    outcome: Retry | Split, received: Received, destination: str
+) -> None:
+    """The metric and the event's log line say what became of it, not what was asked."""
+    channel = RecordingChannel()
+
+    settled = settled_on(channel, outcome, received)
+
+    assert (settled.kind, settled.destination) == ("dead-letter", destination)
+    done = settled.outcome
+    assert isinstance(done, DeadLetter)
+    assert (done.reason, done.stage) == (
+        channel.published[0].properties.headers["x-error"],
+        "republish",
+    )
+    assert done.facts == dataclasses.replace(outcome.facts, stage="republish")
+    report = EventReport.of(done, correlation_id=settled.correlation_id, seconds=0.1)
+    assert report.outcome is EventOutcome.DEAD_LETTERED
+    assert report.log_fields()["reason"] == done.reason
 
 
 def test_a_dead_letter_for_unencodable_headers_that_is_not_confirmed_stays_unacked() -> None:
