@@ -12,9 +12,12 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -81,13 +84,17 @@ DEFAULT = Mode("default", "default settings")
 MODES = {mode.name: mode for mode in (FLOOR, SERIAL, DEFAULT)}
 
 
-def replicas(count: int) -> Mode:
-    """Several serial consumers on one queue: the other way to wait for many calls at once."""
+def replicas(count: int, each: Mode = SERIAL) -> Mode:
+    """`count` consumers like `each` on one queue: several processes sharing the work."""
+    if each.floor or each.profile_to is not None:
+        raise ValueError(f"replicas are consumers, not {each.label}")
+    suffix = "" if each is SERIAL else f"-{each.name}"
+    label = each.label if each is DEFAULT else each.label.split(" ", 1)[1]
     return Mode(
-        "replicas",
-        f"{count} replicas (CONCURRENCY=1)",
+        f"replicas{suffix}",
+        f"{count} replicas ({label})" if each is DEFAULT else f"{count} replicas {label}",
         processes=count,
-        env={"CONCURRENCY": "1"},
+        env=each.env,
     )
 
 
@@ -141,6 +148,19 @@ class _Process:
         return "\n".join(lines[-LOG_TAIL_LINES:])
 
 
+def _in_memory_folder() -> Path | None:
+    """A new folder in memory (tmpfs), where the system has one, else None.
+
+    For the FTP server's files: on a slow disk, creating a file for each sidecar cost
+    the fake server more CPU than the consumer spent on the whole event, on the same
+    two CPUs. The ledger stays on disk: its syncs are part of what the consumer costs.
+    """
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or not os.access(shm, os.W_OK | os.X_OK):
+        return None
+    return Path(tempfile.mkdtemp(prefix="s3eh-bench-ftp-", dir=shm))
+
+
 def _rss_mib(processes: Sequence[_Process]) -> float:
     total = 0
     for process in processes:
@@ -155,6 +175,7 @@ class Rig:
     def __init__(self, workdir: Path, broker: tuple[str, int], *, ledger_dsn: str | None) -> None:
         self.workdir = workdir
         self.ledger_dsn = ledger_dsn
+        self._ftp_root = _in_memory_folder() or workdir / "ftp"
         self.service = RunningService(
             workdir=workdir,
             broker=broker,
@@ -164,6 +185,7 @@ class Rig:
             pid_service=FakePidService(keep_alive=True),
             organisations=FakeOrganisationsApi({OR_ID: "VRT"}, keep_alive=True),
             label="bench",
+            ftp_root=self._ftp_root,
         )
 
     def __enter__(self) -> Self:
@@ -180,7 +202,10 @@ class Rig:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.service.close()
+        try:
+            self.service.close()
+        finally:
+            shutil.rmtree(self._ftp_root, ignore_errors=True)
 
     def set_latency(self, milliseconds: float) -> None:
         seconds = milliseconds / 1000
