@@ -116,6 +116,8 @@ class _Process:
     log: Path
     subscribed_at: float | None = None
     cpu_at_subscription: float = 0.0
+    machine_at_subscription: tuple[int, int] = (0, 0)
+    """`procstat.machine_ticks()` when the bench saw it subscribe."""
     _searched: int = 0
 
     @property
@@ -232,7 +234,7 @@ class Rig:
             try:
                 for n in range(mode.processes):
                     processes.append(self._launch(mode, env, f"{mode.name}-{tag}-{n}"))
-                ended, cpu, peaks, samples = self._watch(processes, recorder, count, started)
+                ended, cpu, peaks, samples, busy = self._watch(processes, recorder, count, started)
             finally:
                 self._stop(processes)
         subscribed = [p.subscribed_at for p in processes if p.subscribed_at is not None]
@@ -252,6 +254,7 @@ class Rig:
             p50_ms=percentile(latencies, 50),
             p99_ms=percentile(latencies, 99),
             cpu_ms_per_event=cpu * 1000 / count,
+            machine_busy=busy,
             peak_rss_mib=max(peaks) / MIB,
             peak_rss_mib_total=sum(peaks) / MIB,
             startup_seconds=first - started,
@@ -317,9 +320,10 @@ class Rig:
         recorder: TransferRecorder,
         count: int,
         started: float,
-    ) -> tuple[float, float, list[int], list[RssSample]]:
+    ) -> tuple[float, float, list[int], list[RssSample], float]:
         """Until every transfer request is in: (when the last came, CPU seconds the processes
-        spent since they subscribed, their peak RSS in KiB, RSS samples)."""
+        spent since they subscribed, their peak RSS in KiB, RSS samples, the share of the
+        machine's CPUs busy meanwhile)."""
         samples: list[RssSample] = []
         next_sample = 0.0
         done, progressed = 0, started
@@ -333,6 +337,7 @@ class Rig:
                     process.subscribed_at = process.subscription()
                     if process.subscribed_at is not None:
                         process.cpu_at_subscription = procstat.cpu_seconds(process.pid)
+                        process.machine_at_subscription = procstat.machine_ticks()
                 if process.popen.poll() is not None:
                     raise BenchError(
                         f"{process.log.name} exited with {process.popen.returncode} after "
@@ -352,6 +357,10 @@ class Rig:
                     f"events (retried or dead-lettered?):\n{processes[0].tail()}"
                 )
         ended = recorder.last_arrival
+        machine = procstat.machine_ticks()
+        first = min((p for p in processes if p.subscribed_at), key=lambda p: p.subscribed_at or 0)
+        busy = machine[0] - first.machine_at_subscription[0]
+        total = machine[1] - first.machine_at_subscription[1]
         cpu = sum(
             procstat.cpu_seconds(p.pid) - p.cpu_at_subscription
             for p in processes
@@ -365,7 +374,7 @@ class Rig:
                 "transfer requests",
                 file=sys.stderr,
             )
-        return ended, cpu, peaks, samples
+        return ended, cpu, peaks, samples, busy / total if total else 0.0
 
     def _stop(self, processes: Sequence[_Process]) -> None:
         """SIGTERM, as a platform stops a pod; killed when one does not stop in time."""

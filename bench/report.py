@@ -51,6 +51,8 @@ class Measurement:
     p99_ms: float
     """Of publish to transfer request, per event; every event waited in the backlog."""
     cpu_ms_per_event: float
+    machine_busy: float
+    """The share of all the machine's CPUs busy (anyone's work) from subscribing to the end."""
     peak_rss_mib: float
     """The largest high-water mark (VmHWM) of one process."""
     peak_rss_mib_total: float
@@ -83,6 +85,7 @@ COLUMNS = (
     ("p50 ms", 9),
     ("p99 ms", 9),
     ("CPU ms/event", 13),
+    ("machine busy", 13),
     ("peak RSS MiB", 13),
     ("vs serial", 10),
     ("CPU vs floor", 13),
@@ -99,6 +102,7 @@ def _cells(row: Measurement) -> list[str]:
         f"{row.p50_ms:.0f}",
         f"{row.p99_ms:.0f}",
         f"{row.cpu_ms_per_event:.2f}",
+        f"{row.machine_busy:.0%}",
         f"{row.peak_rss_mib:.1f}",
         speedup,
         cpu,
@@ -142,6 +146,7 @@ _MEDIAN_FIELDS = (
     "p50_ms",
     "p99_ms",
     "cpu_ms_per_event",
+    "machine_busy",
     "startup_seconds",
 )
 # Memory is a limit to stay under: the highest of the runs, not their median.

@@ -75,6 +75,7 @@ def test_a_row_of_several_runs_shows_their_medians_and_their_highest_memory() ->
             p50_ms=1,
             p99_ms=2,
             cpu_ms_per_event=cpu,
+            machine_busy=0.5,
             peak_rss_mib=rss,
             peak_rss_mib_total=rss,
             startup_seconds=0.2,
