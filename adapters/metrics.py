@@ -68,10 +68,15 @@ class PrometheusTelemetry(Telemetry):
             buckets=DURATION_BUCKETS,
             registry=registry,
         )
-        for kind in EVENT_KINDS:
-            for outcome in EventOutcome:
-                self._events.labels(kind, outcome.value)
-                self._duration.labels(kind, outcome.value)
+        # Every series made now, and kept: looking one up by its labels takes a lock each time.
+        self._series = {
+            (kind, outcome): (
+                self._events.labels(kind, outcome.value),
+                self._duration.labels(kind, outcome.value),
+            )
+            for kind in EVENT_KINDS
+            for outcome in EventOutcome
+        }
         self._in_progress = Gauge(
             "s3_events_in_progress", "Events being handled right now.", registry=registry
         )
@@ -110,9 +115,14 @@ class PrometheusTelemetry(Telemetry):
         self._in_progress.dec()
 
     def event_finished(self, report: EventReport) -> None:
-        labels = (report.facts.kind, report.outcome.value)
-        self._events.labels(*labels).inc()
-        self._duration.labels(*labels).observe(report.seconds)
+        series = self._series.get((report.facts.kind, report.outcome))
+        if series is None:  # a kind of event not foreseen: a series of its own
+            labels = (report.facts.kind, report.outcome.value)
+            series = self._events.labels(*labels), self._duration.labels(*labels)
+            self._series[(report.facts.kind, report.outcome)] = series
+        events, duration = series
+        events.inc()
+        duration.observe(report.seconds)
         if report.outcome in _DONE:
             self._last_done.set(self._clock())
 

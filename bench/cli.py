@@ -2,9 +2,9 @@
 
 For each added latency (ms per call to MediaHaven, the PID service and the Organisations
 API) it runs the floor, the serial consumer (CONCURRENCY=1) and the consumer with its
-default settings (and, with --replicas, several serial consumers on one PostgreSQL
-ledger), each on the same number of preloaded events, then prints one table. See
-docs/performance.md for what the columns mean.
+default settings (and, with --replicas, several such consumers on one PostgreSQL
+ledger), each on the same number of preloaded events, then prints one table, each row
+the median of its runs (--repeat). See docs/performance.md for what the columns mean.
 """
 
 from __future__ import annotations
@@ -21,14 +21,22 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
 from bench import harness
 from bench.harness import BenchError, Mode, Rig
-from bench.report import Measurement, add_speedups, hotspots, table, write_json
+from bench.report import (
+    Measurement,
+    add_speedups,
+    hotspots,
+    medians,
+    replica_summary,
+    table,
+    write_json,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_EVENTS = 2000
@@ -52,6 +60,7 @@ class Settings:
     latencies_ms: Sequence[float] = DEFAULT_LATENCIES
     modes: Sequence[str] = DEFAULT_MODES
     replicas: int = 1
+    repeat: int = 1
     ledger: str = "sqlite"
     postgres_dsn: str = POSTGRES_DSN
     broker: tuple[str, int] = BROKER
@@ -59,19 +68,31 @@ class Settings:
     profile_clock: str = "cpu"
     keep: bool = False
 
+    def rows(self) -> list[Mode]:
+        """The rows at each latency: floor, serial, default, then the replicas of each consumer
+        mode asked for (of serial consumers when none was)."""
+        modes = [harness.MODES[name] for name in self.modes]
+        if self.replicas > 1:
+            consumers = [mode for mode in modes if not mode.floor] or [harness.SERIAL]
+            modes += [harness.replicas(self.replicas, each) for each in consumers]
+        return modes
+
     def runs(self) -> Iterator[tuple[float, Mode]]:
-        """The table's rows in order: by latency, then floor, serial, default, replicas."""
+        """Every run in order: by latency, then round by round (`repeat`), the rows in turn,
+        so that a change in the machine's load over time falls on every row alike."""
         for latency in self.latencies_ms:
-            for name in self.modes:
-                yield latency, harness.MODES[name]
-            if self.replicas > 1:
-                yield latency, harness.replicas(self.replicas)
+            for _ in range(self.repeat):
+                for mode in self.rows():
+                    yield latency, mode
 
 
 @dataclass
 class Result:
     rows: list[Measurement]
+    """One per row and latency: the median of its runs."""
     context: dict[str, Any]
+    runs: list[Measurement] = field(default_factory=list)
+    """Every run, in the order they ran."""
     profile: Measurement | None = None
     profile_path: Path | None = None
 
@@ -112,6 +133,7 @@ def _context(settings: Settings) -> dict[str, Any]:
         "latencies_ms": list(settings.latencies_ms),
         "ledger": settings.ledger,
         "replicas": settings.replicas,
+        "repeat": settings.repeat,
     }
 
 
@@ -127,8 +149,11 @@ def run_bench(settings: Settings, out: TextIO) -> Result:
             if settings.ledger == "postgres":
                 dsn = stack.enter_context(postgres_database(settings.postgres_dsn))
             rig = stack.enter_context(Rig(workdir, settings.broker, ledger_dsn=dsn))
-            for latency, mode in settings.runs():
-                result.rows.append(_run(rig, mode, settings.events, latency, out))
+            runs = [
+                _run(rig, mode, settings.events, latency, out) for latency, mode in settings.runs()
+            ]
+            result.rows = medians(runs)
+            result.runs = runs
             if settings.profile_to is not None:
                 mode = harness.profiled(settings.profile_to.resolve(), settings.profile_clock)
                 latency = min(settings.latencies_ms)
@@ -205,7 +230,14 @@ def parser() -> argparse.ArgumentParser:
         "--replicas",
         type=int,
         default=1,
-        help="add a row of this many serial consumers on one queue (needs --ledger postgres)",
+        help="add a row of this many consumers on one queue for each consumer mode in --modes "
+        "(serial ones when there is none; needs --ledger postgres)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run every row this many times, in turns; the table gives each row's medians",
     )
     parser.add_argument(
         "--ledger",
@@ -242,6 +274,8 @@ def settings_from(argv: Sequence[str] | None) -> tuple[Settings, Path | None]:
     args = command_line.parse_args(argv)
     if args.replicas < 1:
         command_line.error("--replicas must be at least 1")
+    if args.repeat < 1:
+        command_line.error("--repeat must be at least 1")
     if args.replicas > 1 and args.ledger != "postgres":
         command_line.error(
             "--replicas needs --ledger postgres: several consumers share a ledger only there"
@@ -257,6 +291,7 @@ def settings_from(argv: Sequence[str] | None) -> tuple[Settings, Path | None]:
         latencies_ms=latencies,
         modes=args.modes,
         replicas=args.replicas,
+        repeat=args.repeat,
         ledger=args.ledger,
         profile_to=args.profile,
         profile_clock=args.profile_clock,
@@ -285,7 +320,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         signal.signal(signal.SIGTERM, previous)
     if result.rows:
         print(f"\n{settings.events} events per run, commit {result.context['commit']}:", file=out)
+        if settings.repeat > 1:
+            print(f"(each row the median of {settings.repeat} runs)", file=out)
         print(table(result.rows), file=out)
+        for line in replica_summary(result.rows):
+            print(line, file=out)
     if result.profile is not None and result.profile_path is not None:
         print(f"\nprofile: {result.profile_path}", file=out)
         for sort in ("cumulative", "tottime"):
@@ -295,6 +334,6 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
             )
     if json_path is not None:
         rows = [*result.rows, *([result.profile] if result.profile else [])]
-        write_json(json_path, result.context, rows)
+        write_json(json_path, result.context, rows, runs=result.runs)
         print(f"\nfigures written to {json_path}", file=out)
     return 0

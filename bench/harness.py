@@ -12,9 +12,12 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -81,13 +84,17 @@ DEFAULT = Mode("default", "default settings")
 MODES = {mode.name: mode for mode in (FLOOR, SERIAL, DEFAULT)}
 
 
-def replicas(count: int) -> Mode:
-    """Several serial consumers on one queue: the other way to wait for many calls at once."""
+def replicas(count: int, each: Mode = SERIAL) -> Mode:
+    """`count` consumers like `each` on one queue: several processes sharing the work."""
+    if each.floor or each.profile_to is not None:
+        raise ValueError(f"replicas are consumers, not {each.label}")
+    suffix = "" if each is SERIAL else f"-{each.name}"
+    label = each.label if each is DEFAULT else each.label.split(" ", 1)[1]
     return Mode(
-        "replicas",
-        f"{count} replicas (CONCURRENCY=1)",
+        f"replicas{suffix}",
+        f"{count} replicas ({label})" if each is DEFAULT else f"{count} replicas {label}",
         processes=count,
-        env={"CONCURRENCY": "1"},
+        env=each.env,
     )
 
 
@@ -109,6 +116,8 @@ class _Process:
     log: Path
     subscribed_at: float | None = None
     cpu_at_subscription: float = 0.0
+    machine_at_subscription: tuple[int, int] = (0, 0)
+    """`procstat.machine_ticks()` when the bench saw it subscribe."""
     _searched: int = 0
 
     @property
@@ -141,6 +150,19 @@ class _Process:
         return "\n".join(lines[-LOG_TAIL_LINES:])
 
 
+def _in_memory_folder() -> Path | None:
+    """A new folder in memory (tmpfs), where the system has one, else None.
+
+    For the FTP server's files: on a slow disk, creating a file for each sidecar cost
+    the fake server more CPU than the consumer spent on the whole event, on the same
+    two CPUs. The ledger stays on disk: its syncs are part of what the consumer costs.
+    """
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or not os.access(shm, os.W_OK | os.X_OK):
+        return None
+    return Path(tempfile.mkdtemp(prefix="s3eh-bench-ftp-", dir=shm))
+
+
 def _rss_mib(processes: Sequence[_Process]) -> float:
     total = 0
     for process in processes:
@@ -155,6 +177,7 @@ class Rig:
     def __init__(self, workdir: Path, broker: tuple[str, int], *, ledger_dsn: str | None) -> None:
         self.workdir = workdir
         self.ledger_dsn = ledger_dsn
+        self._ftp_root = _in_memory_folder() or workdir / "ftp"
         self.service = RunningService(
             workdir=workdir,
             broker=broker,
@@ -164,6 +187,7 @@ class Rig:
             pid_service=FakePidService(keep_alive=True),
             organisations=FakeOrganisationsApi({OR_ID: "VRT"}, keep_alive=True),
             label="bench",
+            ftp_root=self._ftp_root,
         )
 
     def __enter__(self) -> Self:
@@ -180,7 +204,10 @@ class Rig:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.service.close()
+        try:
+            self.service.close()
+        finally:
+            shutil.rmtree(self._ftp_root, ignore_errors=True)
 
     def set_latency(self, milliseconds: float) -> None:
         seconds = milliseconds / 1000
@@ -207,7 +234,7 @@ class Rig:
             try:
                 for n in range(mode.processes):
                     processes.append(self._launch(mode, env, f"{mode.name}-{tag}-{n}"))
-                ended, cpu, peaks, samples = self._watch(processes, recorder, count, started)
+                ended, cpu, peaks, samples, busy = self._watch(processes, recorder, count, started)
             finally:
                 self._stop(processes)
         subscribed = [p.subscribed_at for p in processes if p.subscribed_at is not None]
@@ -227,6 +254,7 @@ class Rig:
             p50_ms=percentile(latencies, 50),
             p99_ms=percentile(latencies, 99),
             cpu_ms_per_event=cpu * 1000 / count,
+            machine_busy=busy,
             peak_rss_mib=max(peaks) / MIB,
             peak_rss_mib_total=sum(peaks) / MIB,
             startup_seconds=first - started,
@@ -292,9 +320,10 @@ class Rig:
         recorder: TransferRecorder,
         count: int,
         started: float,
-    ) -> tuple[float, float, list[int], list[RssSample]]:
+    ) -> tuple[float, float, list[int], list[RssSample], float]:
         """Until every transfer request is in: (when the last came, CPU seconds the processes
-        spent since they subscribed, their peak RSS in KiB, RSS samples)."""
+        spent since they subscribed, their peak RSS in KiB, RSS samples, the share of the
+        machine's CPUs busy meanwhile)."""
         samples: list[RssSample] = []
         next_sample = 0.0
         done, progressed = 0, started
@@ -308,6 +337,7 @@ class Rig:
                     process.subscribed_at = process.subscription()
                     if process.subscribed_at is not None:
                         process.cpu_at_subscription = procstat.cpu_seconds(process.pid)
+                        process.machine_at_subscription = procstat.machine_ticks()
                 if process.popen.poll() is not None:
                     raise BenchError(
                         f"{process.log.name} exited with {process.popen.returncode} after "
@@ -327,6 +357,10 @@ class Rig:
                     f"events (retried or dead-lettered?):\n{processes[0].tail()}"
                 )
         ended = recorder.last_arrival
+        machine = procstat.machine_ticks()
+        first = min((p for p in processes if p.subscribed_at), key=lambda p: p.subscribed_at or 0)
+        busy = machine[0] - first.machine_at_subscription[0]
+        total = machine[1] - first.machine_at_subscription[1]
         cpu = sum(
             procstat.cpu_seconds(p.pid) - p.cpu_at_subscription
             for p in processes
@@ -340,7 +374,7 @@ class Rig:
                 "transfer requests",
                 file=sys.stderr,
             )
-        return ended, cpu, peaks, samples
+        return ended, cpu, peaks, samples, busy / total if total else 0.0
 
     def _stop(self, processes: Sequence[_Process]) -> None:
         """SIGTERM, as a platform stops a pod; killed when one does not stop in time."""

@@ -37,3 +37,14 @@ def rss_kib(pid: int) -> int:
 def peak_rss_kib(pid: int) -> int:
     """The most resident memory the process ever had (VmHWM, the high-water mark)."""
     return _status_kib(pid, "VmHWM")
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, all) clock ticks of every CPU of the machine so far, from the first line of
+    /proc/stat; idle and waiting for I/O count as not busy."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle, iowait
+    # guest time is counted in user time already
+    total = sum(fields[:8])
+    return total - idle, total

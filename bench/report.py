@@ -6,8 +6,9 @@ import json
 import math
 import pstats
 import re
+import statistics
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -50,6 +51,8 @@ class Measurement:
     p99_ms: float
     """Of publish to transfer request, per event; every event waited in the backlog."""
     cpu_ms_per_event: float
+    machine_busy: float
+    """The share of all the machine's CPUs busy (anyone's work) from subscribing to the end."""
     peak_rss_mib: float
     """The largest high-water mark (VmHWM) of one process."""
     peak_rss_mib_total: float
@@ -58,7 +61,11 @@ class Measurement:
     rss_at_progress: dict[int, float]
     rss_series: list[RssSample] = field(default_factory=list)
     speedup_vs_serial: float | None = None
+    cpu_vs_floor: float | None = None
+    """CPU ms/event over the floor's at the same latency."""
     log_files: list[str] = field(default_factory=list)
+    runs: int = 1
+    """How many runs this row is the median of."""
 
     def progress_line(self) -> str:
         points = " / ".join(
@@ -78,13 +85,16 @@ COLUMNS = (
     ("p50 ms", 9),
     ("p99 ms", 9),
     ("CPU ms/event", 13),
+    ("machine busy", 13),
     ("peak RSS MiB", 13),
     ("vs serial", 10),
+    ("CPU vs floor", 13),
 )
 
 
 def _cells(row: Measurement) -> list[str]:
     speedup = "-" if row.speedup_vs_serial is None else f"{row.speedup_vs_serial:.2f}x"
+    cpu = "-" if row.cpu_vs_floor is None else f"{row.cpu_vs_floor:.2f}x"
     return [
         f"{row.latency_ms:g} ms",
         row.label,
@@ -92,8 +102,10 @@ def _cells(row: Measurement) -> list[str]:
         f"{row.p50_ms:.0f}",
         f"{row.p99_ms:.0f}",
         f"{row.cpu_ms_per_event:.2f}",
+        f"{row.machine_busy:.0%}",
         f"{row.peak_rss_mib:.1f}",
         speedup,
+        cpu,
     ]
 
 
@@ -116,15 +128,76 @@ def table(rows: Sequence[Measurement]) -> str:
 
 
 def add_speedups(rows: Sequence[Measurement]) -> None:
-    """Each row's events/s over the serial consumer's at the same latency, where there is one."""
+    """Each row's events/s over the serial consumer's, and its CPU per event over the
+    floor's, at the same latency, where there is one."""
     serial = {row.latency_ms: row.events_per_second for row in rows if row.mode == "serial"}
+    floor = {row.latency_ms: row.cpu_ms_per_event for row in rows if row.mode == "floor"}
     for row in rows:
         base = serial.get(row.latency_ms)
         row.speedup_vs_serial = row.events_per_second / base if base else None
+        cpu = floor.get(row.latency_ms)
+        row.cpu_vs_floor = row.cpu_ms_per_event / cpu if cpu else None
 
 
-def write_json(path: Path, context: dict[str, Any], rows: Sequence[Measurement]) -> None:
-    document = {"context": context, "rows": [asdict(row) for row in rows]}
+# What the median of several runs takes from each: every figure the table shows.
+_MEDIAN_FIELDS = (
+    "seconds",
+    "events_per_second",
+    "p50_ms",
+    "p99_ms",
+    "cpu_ms_per_event",
+    "machine_busy",
+    "startup_seconds",
+)
+# Memory is a limit to stay under: the highest of the runs, not their median.
+_MAX_FIELDS = ("peak_rss_mib", "peak_rss_mib_total")
+
+
+def medians(runs: Sequence[Measurement]) -> list[Measurement]:
+    """One row per mode and latency, in the order they first ran: each figure the median of
+    that row's runs (figure by figure, so a row's figures may come from different runs),
+    the peak RSS their highest.
+    The RSS series and logs are those of the run with the median events/s."""
+    groups: dict[tuple[float, str], list[Measurement]] = {}
+    for run in runs:
+        groups.setdefault((run.latency_ms, run.mode), []).append(run)
+    rows = []
+    for group in groups.values():
+        middle = sorted(group, key=lambda run: run.events_per_second)[(len(group) - 1) // 2]
+        figures = {
+            name: statistics.median(getattr(run, name) for run in group) for name in _MEDIAN_FIELDS
+        }
+        figures.update({name: max(getattr(run, name) for run in group) for name in _MAX_FIELDS})
+        rows.append(replace(middle, runs=len(group), **figures))
+    return rows
+
+
+def replica_summary(rows: Sequence[Measurement]) -> list[str]:
+    """For each row of replicas, how many times one process of the same kind it did."""
+    single = {(row.latency_ms, row.mode): row for row in rows if row.processes == 1}
+    lines = []
+    for row in rows:
+        kind = "default" if row.mode.endswith("-default") else "serial"
+        one = single.get((row.latency_ms, kind))
+        if row.processes > 1 and one is not None:
+            lines.append(
+                f"{row.label} at {row.latency_ms:g} ms: "
+                f"{row.events_per_second / one.events_per_second:.2f}x one such process"
+            )
+    return lines
+
+
+def write_json(
+    path: Path,
+    context: dict[str, Any],
+    rows: Sequence[Measurement],
+    *,
+    runs: Sequence[Measurement] = (),
+) -> None:
+    """The table's rows, and every run they were taken from when there were several."""
+    document: dict[str, Any] = {"context": context, "rows": [asdict(row) for row in rows]}
+    if len(runs) > len(rows):
+        document["runs"] = [asdict(run) for run in runs]
     path.write_text(json.dumps(document, indent=2) + "\n")
 
 

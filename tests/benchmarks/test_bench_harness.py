@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
+from bench.report import Measurement, medians
 
 EVENTS = 20
 
@@ -27,14 +28,20 @@ def test_the_bench_runs_the_floor_the_consumer_and_the_profiler_and_reports_them
     out, figures, profile = io.StringIO(), tmp_path / "bench.json", tmp_path / "consumer.prof"
     argv = ["--events", str(EVENTS), "--latency", "0", "--json", str(figures)]
 
-    status = main([*argv, "--profile", str(profile)], out=out)
+    status = main([*argv, "--repeat", "2", "--profile", str(profile)], out=out)
 
     assert status == 0, out.getvalue()
-    rows = json.loads(figures.read_text())["rows"]
+    document = json.loads(figures.read_text())
+    rows = document["rows"]
     assert [row["mode"] for row in rows] == ["floor", "serial", "default", "profile"]
     assert all(row["events"] == EVENTS for row in rows)
+    assert [row["runs"] for row in rows] == [2, 2, 2, 1]
+    # Taken in turns, so a change in the machine's load falls on every row alike.
+    assert [run["mode"] for run in document["runs"]] == ["floor", "serial", "default"] * 2
+    assert rows[1]["cpu_vs_floor"] == rows[1]["cpu_ms_per_event"] / rows[0]["cpu_ms_per_event"]
     printed = out.getvalue()
     assert "| floor (bare serial loop)" in printed
+    assert "each row the median of 2 runs" in printed
     assert "cumulative:" in printed and "tottime:" in printed
     # Messages are handled on worker threads: the profile has them, not only the main thread.
     profiled = pstats.Stats(str(profile)).stats  # type: ignore[attr-defined]
@@ -45,9 +52,37 @@ def test_the_bench_runs_replicas_on_a_postgresql_ledger_of_its_own(
     broker: tuple[str, int], postgres_server: str
 ) -> None:
     out = io.StringIO()
-    argv = ["--events", str(EVENTS), "--latency", "0", "--modes", ""]
+    argv = ["--events", str(EVENTS), "--latency", "0", "--modes", "default"]
 
     status = main([*argv, "--replicas", "2", "--ledger", "postgres"], out=out)
 
     assert status == 0, out.getvalue()
-    assert "| 2 replicas (CONCURRENCY=1)" in out.getvalue()
+    printed = out.getvalue()
+    assert "| 2 replicas (default settings)" in printed
+    assert "2 replicas (default settings) at 0 ms:" in printed  # against one such process
+
+
+def test_a_row_of_several_runs_shows_their_medians_and_their_highest_memory() -> None:
+    def run(events_per_second: float, cpu: float, rss: float) -> Measurement:
+        return Measurement(
+            mode="serial",
+            label="serial",
+            latency_ms=0,
+            events=10,
+            processes=1,
+            seconds=10 / events_per_second,
+            events_per_second=events_per_second,
+            p50_ms=1,
+            p99_ms=2,
+            cpu_ms_per_event=cpu,
+            machine_busy=0.5,
+            peak_rss_mib=rss,
+            peak_rss_mib_total=rss,
+            startup_seconds=0.2,
+            rss_at_progress={},
+        )
+
+    (row,) = medians([run(100, 3.0, 50), run(300, 1.0, 52), run(200, 9.0, 51)])
+
+    assert (row.events_per_second, row.cpu_ms_per_event, row.peak_rss_mib) == (200, 3.0, 52)
+    assert row.runs == 3

@@ -57,9 +57,11 @@ class RunningService:
     process: subprocess.Popen[bytes] | None = None
     label: str = "e2e"
     """In the queue names (`s3eh-{label}-…`), so a look at the broker tells who made them."""
+    ftp_root: Path | None = None
+    """Where the FTP server keeps its files; `workdir/ftp` unless said."""
 
     def __post_init__(self) -> None:
-        self.ftp = FtpTestServer(self.workdir / "ftp")
+        self.ftp = FtpTestServer(self.ftp_root or self.workdir / "ftp")
         self.settings: BrokerSettings = amqp.settings_like_production(
             *self.broker, self.label, retry_delays=(1, 2)
         )

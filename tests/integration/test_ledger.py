@@ -124,22 +124,26 @@ def test_only_a_step_a_new_attempt_repeats_harmlessly_is_committed_without_a_dis
     those synced. The PID and the relation are; the transfer request's step need not be: a
     new attempt that does not know of it sends the same request again, with the same PID."""
     ledger = SqliteLedger(tmp_path / "ledger.sqlite3")
-    statements: list[str] = []
-    ledger._connection().set_trace_callback(statements.append)
+    synced_db, unsynced_db = ledger._connection(synced=True), ledger._connection(synced=False)
+    sync_modes = [db.execute("PRAGMA synchronous").fetchone()[0] for db in (synced_db, unsynced_db)]
+    synced: list[str] = []
+    unsynced: list[str] = []
+    synced_db.set_trace_callback(synced.append)
+    unsynced_db.set_trace_callback(unsynced.append)
     try:
         ledger.claim_pid("event-1", "a1b2c3d4e5")
-        claimed, statements[:] = list(statements), []
         ledger.advance("event-1", Step.RELATION_ADDED)
-        related, statements[:] = list(statements), []
         ledger.advance("event-1", Step.TRANSFER_REQUESTED)
-        requested = list(statements)
+        on_disk = sqlite3.connect(tmp_path / "ledger.sqlite3")
+        step = on_disk.execute("SELECT step FROM s3_events_ledger").fetchone()[0]
+        on_disk.close()
     finally:
         ledger.close()
 
-    assert not any("synchronous" in sql for sql in claimed + related)
-    assert [sql.split()[0] for sql in requested] == ["PRAGMA", "INSERT", "PRAGMA"]
-    assert requested[0] == "PRAGMA synchronous=NORMAL"
-    assert requested[-1] == "PRAGMA synchronous=FULL"  # the next claim waits for the disk again
+    assert sync_modes == [2, 1]  # FULL, NORMAL
+    assert [sql.split()[0] for sql in synced] == ["INSERT", "INSERT"]  # the PID, the relation
+    assert [sql.split()[0] for sql in unsynced] == ["INSERT"]  # the transfer request's step
+    assert step == Step.TRANSFER_REQUESTED  # committed: another process sees it
 
 
 def test_old_entries_are_pruned_when_the_ledger_opens(tmp_path: Path) -> None:

@@ -172,3 +172,31 @@ def test_the_service_can_be_checked_without_minting_a_pid(
 def test_a_service_nobody_answers_for_is_named(url: str, why: str) -> None:
     with pytest.raises(ServiceUnavailable, match=why):
         accepts_connections(url, timeout=TIMEOUT)
+
+
+def test_a_redirect_is_followed_as_requests_follows_it(
+    pids: PidWebService, fake: FakePidService
+) -> None:
+    fake.queue(Canned(status=302, headers=(("Location", "/moved"),)))
+
+    pid = pids.mint()
+
+    assert fake.minted == [pid]
+    assert [request.path for request in fake.requests] == ["/", "/moved"]
+
+
+def test_a_cookie_the_service_sets_goes_back_with_the_next_calls(
+    pids: PidWebService, fake: FakePidService
+) -> None:
+    """A load balancer in front of a service may keep a client on one node by a cookie."""
+    fake.queue(Canned(headers=(("Set-Cookie", "node=pid-2; Path=/"),)))
+
+    pids.mint()
+    pids.mint()
+    pids.mint()
+
+    assert [request.headers.get("Cookie") for request in fake.requests] == [
+        None,
+        "node=pid-2",
+        "node=pid-2",
+    ]

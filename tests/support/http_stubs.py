@@ -14,7 +14,7 @@ import secrets
 import string
 import threading
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -33,6 +33,8 @@ class Canned:
     status: int = 200
     body: Any = None
     delay: float = 0.0
+    headers: tuple[tuple[str, str], ...] = ()
+    """Sent besides Content-Type and Content-Length (a Location, a Set-Cookie)."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class Answer:
     status: int
     body: bytes
     content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -113,11 +116,13 @@ class StubServer(LoopbackHttpServer):
             self._wait(canned.delay)  # cut short by stop()
         if canned.body is None:
             if canned.status == 200:
-                return self.answer(request)
-            return Answer(canned.status, f"canned {canned.status}".encode(), "text/plain")
-        if isinstance(canned.body, bytes):
-            return Answer(canned.status, canned.body, "text/plain")
-        return json_answer(canned.body, canned.status)
+                return replace(self.answer(request), headers=canned.headers)
+            answer = Answer(canned.status, f"canned {canned.status}".encode(), "text/plain")
+        elif isinstance(canned.body, bytes):
+            answer = Answer(canned.status, canned.body, "text/plain")
+        else:
+            answer = json_answer(canned.body, canned.status)
+        return replace(answer, headers=canned.headers)
 
 
 def _handler_for(stub: StubServer) -> type[BaseHTTPRequestHandler]:
@@ -149,6 +154,8 @@ def _handler_for(stub: StubServer) -> type[BaseHTTPRequestHandler]:
                 self.send_response(answer.status)
                 self.send_header("Content-Type", answer.content_type)
                 self.send_header("Content-Length", str(len(answer.body)))
+                for name, value in answer.headers:
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(answer.body)
             except (BrokenPipeError, ConnectionResetError):
