@@ -146,6 +146,14 @@ def _configured(config_path: Path) -> Container:
     return build_container(config_path, quiet=True)
 
 
+def _configured_for_the_broker(config_path: Path) -> Container:
+    """`_configured`, and the broker's certificate verified: one that never will be is a
+    setting to fix (exit 2), as for `consume` and `check-config`, not an outage."""
+    container = _configured(config_path)
+    check_broker_certificate(container)
+    return container
+
+
 def _on(
     config_path: Path, ready: Callable[[Path], Container], command: Callable[[Container], int]
 ) -> int:
@@ -191,7 +199,7 @@ def _run_dead_letters_list(args: argparse.Namespace) -> int:
     def list_them(container: Container) -> int:
         return list_dead_letters(container.dead_letter_queue(), sys.stdout)
 
-    return _on(args.config, _configured, list_them)
+    return _on(args.config, _configured_for_the_broker, list_them)
 
 
 def _run_dead_letters_replay(args: argparse.Namespace) -> int:
@@ -213,7 +221,7 @@ def _run_dead_letters_replay(args: argparse.Namespace) -> int:
             out=sys.stdout,
         )
 
-    return _on(args.config, _configured, replay)
+    return _on(args.config, _configured_for_the_broker, replay)
 
 
 # -- arguments -----------------------------------------------------------------------------

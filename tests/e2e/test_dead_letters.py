@@ -12,7 +12,9 @@ import pytest
 
 from tests.e2e.service import REPO, RunningService
 from tests.support import amqp
+from tests.support.certificates import TlsFiles
 from tests.support.http_stubs import Canned
+from tests.support.tls_proxy import TlsProxy
 
 pytestmark = pytest.mark.e2e
 
@@ -108,6 +110,23 @@ def test_an_unreachable_broker_is_named(topology: RunningService) -> None:
     assert listed.returncode == 1
     assert "cannot reach the broker at 127.0.0.1:1" in listed.stderr
     assert "Traceback" not in listed.stderr and "pw-hidden" not in listed.stderr
+
+
+@pytest.mark.parametrize("command", [("list",), ("replay", "--all")])
+def test_a_broker_certificate_that_cannot_be_verified_is_a_setting_to_fix(
+    topology: RunningService, tls_proxy: TlsProxy, unknown_ca: TlsFiles, command: tuple[str, ...]
+) -> None:
+    """Exit 2 and the settings named, as `consume` and `check-config` say it."""
+    refused = topology.run(
+        "dead-letters",
+        *command,
+        RABBIT_MQ_PORT=str(tls_proxy.port),
+        RABBIT_MQ_SSL="true",
+        RABBIT_MQ_CA_FILE=str(unknown_ca.ca_file),
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert f"RABBIT_MQ_CA_FILE='{unknown_ca.ca_file}'" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
 
 
 def test_replay_moves_them_back_with_a_fresh_start_and_everything_else_kept(
