@@ -67,8 +67,15 @@ class Mode:
     floor: bool = False
     profile_to: Path | None = None
     profile_clock: str = "cpu"
+    wrapper: tuple[str, ...] = ()
+    """A command the process runs under (valgrind, for `bench.instructions`)."""
+    patience: float = 1.0
+    """How many times the usual time to start, progress and stop the process may take."""
 
     def argv(self) -> list[str]:
+        return [*self.wrapper, *self._command()]
+
+    def _command(self) -> list[str]:
         if self.floor:
             return [sys.executable, "-m", "bench.floor"]
         if self.profile_to is not None:
@@ -234,9 +241,11 @@ class Rig:
             try:
                 for n in range(mode.processes):
                     processes.append(self._launch(mode, env, f"{mode.name}-{tag}-{n}"))
-                ended, cpu, peaks, samples, busy = self._watch(processes, recorder, count, started)
+                ended, cpu, peaks, samples, busy = self._watch(
+                    processes, recorder, count, started, mode.patience
+                )
             finally:
-                self._stop(processes)
+                self._stop(processes, mode.patience)
         subscribed = [p.subscribed_at for p in processes if p.subscribed_at is not None]
         first = min(subscribed)
         seconds = ended - first
@@ -320,10 +329,12 @@ class Rig:
         recorder: TransferRecorder,
         count: int,
         started: float,
+        patience: float = 1.0,
     ) -> tuple[float, float, list[int], list[RssSample], float]:
         """Until every transfer request is in: (when the last came, CPU seconds the processes
         spent since they subscribed, their peak RSS in KiB, RSS samples, the share of the
         machine's CPUs busy meanwhile)."""
+        startup_timeout, stall_timeout = STARTUP_TIMEOUT * patience, STALL_TIMEOUT * patience
         samples: list[RssSample] = []
         next_sample = 0.0
         done, progressed = 0, started
@@ -347,13 +358,13 @@ class Rig:
                 samples.append(RssSample(now - started, recorder.count, _rss_mib(processes)))
                 next_sample += SAMPLE_SECONDS
             if not any(p.subscribed_at for p in processes):
-                if now - started > STARTUP_TIMEOUT:
+                if now - started > startup_timeout:
                     raise BenchError(
-                        f"nothing subscribed within {STARTUP_TIMEOUT:.0f} s:\n{processes[0].tail()}"
+                        f"nothing subscribed within {startup_timeout:.0f} s:\n{processes[0].tail()}"
                     )
-            elif now - progressed > STALL_TIMEOUT:
+            elif now - progressed > stall_timeout:
                 raise BenchError(
-                    f"no transfer request for {STALL_TIMEOUT:.0f} s after {done} of {count} "
+                    f"no transfer request for {stall_timeout:.0f} s after {done} of {count} "
                     f"events (retried or dead-lettered?):\n{processes[0].tail()}"
                 )
         ended = recorder.last_arrival
@@ -376,14 +387,14 @@ class Rig:
             )
         return ended, cpu, peaks, samples, busy / total if total else 0.0
 
-    def _stop(self, processes: Sequence[_Process]) -> None:
+    def _stop(self, processes: Sequence[_Process], patience: float = 1.0) -> None:
         """SIGTERM, as a platform stops a pod; killed when one does not stop in time."""
         for process in processes:
             if process.popen.poll() is None:
                 process.popen.send_signal(signal.SIGTERM)
         for process in processes:
             try:
-                status = process.popen.wait(timeout=STOP_TIMEOUT)
+                status = process.popen.wait(timeout=STOP_TIMEOUT * patience)
             except subprocess.TimeoutExpired:
                 process.popen.kill()
                 process.popen.wait()
