@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections import deque
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -48,9 +48,9 @@ def ordering_key(body: bytes) -> Hashable:
 
 
 def _at(record: Any, *path: str) -> Any:
-    node = record.get("s3") if isinstance(record, Mapping) else None
+    node = record.get("s3") if isinstance(record, dict) else None
     for step in path:
-        if not isinstance(node, Mapping):
+        if not isinstance(node, dict):  # what json.loads gives for an object
             return None
         node = node.get(step)
     return node

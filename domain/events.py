@@ -25,7 +25,8 @@ MD5_KEYS = ("x-amz-meta-md5sum", "md5sum", "x-md5sum-meta")
 def _at(record: Mapping[str, Any], *path: str) -> Any:
     node: Any = record
     for step in path:
-        if not isinstance(node, Mapping) or step not in node:
+        # JSON gives dicts: asked first, they skip the slower check against the ABC.
+        if (type(node) is not dict and not isinstance(node, Mapping)) or step not in node:
             return None
         node = node[step]
     return node

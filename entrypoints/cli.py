@@ -16,6 +16,7 @@ from types import FrameType
 from typing import Any
 
 from s3_events_handler.adapters.config import ConfigError
+from s3_events_handler.adapters.cpu_affinity import CpuFollower, pin_to_one_cpu
 from s3_events_handler.adapters.rabbitmq import BrokerCertificateError, describe
 from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
 from s3_events_handler.application.replay import Selection
@@ -30,7 +31,6 @@ from s3_events_handler.entrypoints.command_help import (
     REPLAY_HELP,
 )
 from s3_events_handler.entrypoints.container import Container, build_container
-from s3_events_handler.entrypoints.cpu import pin_to_one_cpu
 from s3_events_handler.entrypoints.dead_letters import list_dead_letters, replay_dead_letters
 from s3_events_handler.entrypoints.demo import run_demo
 
@@ -76,8 +76,20 @@ def check_broker_certificate(container: Container) -> None:
 
 
 def consume(container: Container) -> int:
+    follower = None
     if container.config.app.pin_cpu():
-        pin_to_one_cpu()  # before the workers start: they run where their parent does
+        cpu = pin_to_one_cpu()  # before the workers start: they run where their parent does
+        if cpu is not None:
+            follower = CpuFollower(cpu)
+            follower.start()
+    try:
+        return _consume(container)
+    finally:
+        if follower is not None:
+            follower.stop()
+
+
+def _consume(container: Container) -> int:
     consumer = container.consumer()
     status = container.status_server()
     try:
