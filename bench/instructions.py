@@ -46,11 +46,12 @@ def count_per_event(rig: Rig, mode: harness.Mode, small: int, large: int) -> flo
     totals = []
     for events in (small, large):
         run = rig.run(grinded, events, 0)
-        totals.append(_collected(Path(run.log_files[0])))
+        totals.append(collected(Path(run.log_files[0])))
     return (totals[1] - totals[0]) / (large - small)
 
 
-def _collected(log: Path) -> int:
+def collected(log: Path) -> int:
+    """The instructions valgrind counted, from the end of the process's log."""
     found = _COLLECTED.findall(log.read_bytes())
     if not found:
         raise BenchError(f"valgrind reported no instruction count in {log}")

@@ -10,11 +10,14 @@ from __future__ import annotations
 import io
 import json
 import pstats
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from bench import harness, instructions
 from bench.cli import main
+from bench.harness import Rig
 from bench.report import Measurement, medians
 
 EVENTS = 20
@@ -86,3 +89,17 @@ def test_a_row_of_several_runs_shows_their_medians_and_their_highest_memory() ->
 
     assert (row.events_per_second, row.cpu_ms_per_event, row.peak_rss_mib) == (200, 3.0, 52)
     assert row.runs == 3
+
+
+def test_a_mode_runs_under_its_wrapper_and_the_instruction_count_is_read_from_its_log(
+    broker: tuple[str, int], tmp_path: Path
+) -> None:
+    """What `bench.instructions` builds on; valgrind itself is too slow for the test run."""
+    announce = 'echo "==1== Collected : 123456789"; exec "$0" "$@"'
+    wrapped = replace(harness.SERIAL, wrapper=("sh", "-c", announce), patience=2.0)
+
+    with Rig(tmp_path, broker, ledger_dsn=None) as rig:
+        run = rig.run(wrapped, EVENTS, 0)
+
+    assert run.events == EVENTS
+    assert instructions.collected(Path(run.log_files[0])) == 123456789
