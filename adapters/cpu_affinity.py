@@ -37,6 +37,13 @@ Ticks = Mapping[int, tuple[int, int]]
 """Per CPU: (busy, all) clock ticks since boot, from /proc/stat."""
 
 
+def usable_cpus() -> frozenset[int]:
+    """The CPUs this process may run on now (empty where the system cannot say)."""
+    if not hasattr(os, "sched_getaffinity"):
+        return frozenset()
+    return frozenset(os.sched_getaffinity(0))
+
+
 def pin_to_one_cpu() -> int | None:
     """Confine every thread of this process, and those it starts, to one of the CPUs it may
     use: the one it runs on now, where the kernel placed it. The CPU, or None when it is not
@@ -98,15 +105,17 @@ class CpuFollower:
         interval: float = FOLLOW_SECONDS,
         read_ticks: Callable[[], Ticks] = lambda: read_cpu_ticks(),
         read_own_ticks: Callable[[], int] = lambda: own_cpu_ticks(),
+        allowed: Collection[int],
         move: Callable[[int], None] = move_every_thread,
-        allowed: Collection[int] | None = None,
     ) -> None:
+        """`allowed`: the CPUs the process may use, as they were before it was pinned (once
+        pinned, the kernel says only the one)."""
         self.cpu = cpu
         self._interval = interval
         self._read_ticks = read_ticks
         self._read_own_ticks = read_own_ticks
         self._move = move
-        self._allowed = frozenset(allowed if allowed is not None else os.sched_getaffinity(0))
+        self._allowed = frozenset(allowed)
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
         self._last = (read_ticks(), read_own_ticks())
@@ -183,4 +192,5 @@ __all__ = [
     "pin_to_one_cpu",
     "read_cpu_ticks",
     "roomiest_cpu",
+    "usable_cpus",
 ]

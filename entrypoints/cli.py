@@ -16,7 +16,7 @@ from types import FrameType
 from typing import Any
 
 from s3_events_handler.adapters.config import ConfigError
-from s3_events_handler.adapters.cpu_affinity import CpuFollower, pin_to_one_cpu
+from s3_events_handler.adapters.cpu_affinity import CpuFollower, pin_to_one_cpu, usable_cpus
 from s3_events_handler.adapters.rabbitmq import BrokerCertificateError, describe
 from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
 from s3_events_handler.application.replay import Selection
@@ -78,9 +78,10 @@ def check_broker_certificate(container: Container) -> None:
 def consume(container: Container) -> int:
     follower = None
     if container.config.app.pin_cpu():
+        allowed = usable_cpus()  # before pinning, after which the kernel says only the one
         cpu = pin_to_one_cpu()  # before the workers start: they run where their parent does
         if cpu is not None:
-            follower = CpuFollower(cpu)
+            follower = CpuFollower(cpu, allowed=allowed)
             follower.start()
     try:
         return _consume(container)
