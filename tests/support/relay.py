@@ -14,12 +14,11 @@ import socket
 import threading
 from typing import Self
 
-from tests.support.loopback import LOOPBACK, Startable
+from tests.support.loopback import LOOPBACK
+from tests.support.tcp_listener import LoopbackListener
 
-POLL_SECONDS = 0.05
 
-
-class Relay(Startable):
+class Relay(LoopbackListener):
     """A TCP relay on a fixed loopback port to `target_port` (None: to nowhere).
 
     Up, it forwards both ways. Down, nothing listens on its port (connections are
@@ -29,14 +28,11 @@ class Relay(Startable):
     """
 
     def __init__(self, target_port: int | None = None) -> None:
+        super().__init__("relay")
         self._target = target_port
-        self.port = 0
         self.swallowing = target_port is None
         self.accepted = 0
         self._lock = threading.Lock()
-        self._listener: socket.socket | None = None
-        self._acceptor: threading.Thread | None = None
-        self._stopping = threading.Event()
         self._carried: set[socket.socket] = set()
 
     def url(self, path: str = "/") -> str:
@@ -44,42 +40,16 @@ class Relay(Startable):
             raise RuntimeError("the relay has not been started")
         return f"http://{LOOPBACK}:{self.port}{path}"
 
-    @property
-    def listening(self) -> bool:
-        return self._listener is not None
-
     def up(self) -> Self:
         """Listen (on a free port the first time, on the same port afterwards)."""
-        if self._listener is not None:
-            return self
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            listener.bind((LOOPBACK, self.port))
-            listener.listen(64)
-        except OSError:
-            listener.close()
-            raise
-        listener.settimeout(POLL_SECONDS)
-        self.port = listener.getsockname()[1]
-        self._listener = listener
-        self._stopping.clear()
-        self._acceptor = threading.Thread(
-            target=self._accept, args=(listener,), name=f"relay-{self.port}", daemon=True
-        )
-        self._acceptor.start()
+        if not self.listening:
+            self._listen()
         return self
 
     def down(self) -> None:
         """Stop listening and cut every connection carried so far."""
-        listener, self._listener = self._listener, None
-        if listener is None:
+        if not self._stop_listening():
             return
-        self._stopping.set()
-        if self._acceptor is not None:
-            self._acceptor.join(timeout=5)
-            self._acceptor = None
-        listener.close()
         with self._lock:
             carried = list(self._carried)
         for sock in carried:
@@ -92,30 +62,23 @@ class Relay(Startable):
     def stop(self) -> None:
         self.down()
 
-    def _accept(self, listener: socket.socket) -> None:
-        while not self._stopping.is_set():
+    def _accepted(self, client: socket.socket) -> None:
+        client.settimeout(None)
+        with self._lock:
+            self.accepted += 1
+        server: socket.socket | None = None
+        if self._target is not None and not self.swallowing:
             try:
-                client, _address = listener.accept()
-            except TimeoutError:
-                continue
+                server = socket.create_connection((LOOPBACK, self._target), timeout=5)
+                server.settimeout(None)
             except OSError:
+                client.close()
                 return
-            client.settimeout(None)
-            with self._lock:
-                self.accepted += 1
-            server: socket.socket | None = None
-            if self._target is not None and not self.swallowing:
-                try:
-                    server = socket.create_connection((LOOPBACK, self._target), timeout=5)
-                    server.settimeout(None)
-                except OSError:
-                    client.close()
-                    continue
-            with self._lock:
-                self._carried.update(s for s in (client, server) if s is not None)
-            threading.Thread(
-                target=self._carry, args=(client, server), name="relay-connection", daemon=True
-            ).start()
+        with self._lock:
+            self._carried.update(s for s in (client, server) if s is not None)
+        threading.Thread(
+            target=self._carry, args=(client, server), name="relay-connection", daemon=True
+        ).start()
 
     def _carry(self, client: socket.socket, server: socket.socket | None) -> None:
         try:

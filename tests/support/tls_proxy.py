@@ -16,7 +16,8 @@ import ssl
 import threading
 from pathlib import Path
 
-from tests.support.loopback import LOOPBACK, Startable
+from tests.support.loopback import LOOPBACK
+from tests.support.tcp_listener import LoopbackListener
 
 _POLL_SECONDS = 0.05
 _BUFFER = 64 * 1024
@@ -24,7 +25,7 @@ _HANDSHAKE_SECONDS = 5.0
 _JOIN_SECONDS = 5.0
 
 
-class TlsProxy(Startable):
+class TlsProxy(LoopbackListener):
     """TLS with `server_pem` (private key and certificate chain) outside, `upstream` inside.
 
     `handshakes` counts the clients that accepted the certificate, `refused` those
@@ -33,15 +34,12 @@ class TlsProxy(Startable):
     """
 
     def __init__(self, server_pem: Path, upstream: tuple[str, int]) -> None:
+        super().__init__("tls-proxy")
         self.server_pem = server_pem
         self.upstream = upstream
-        self.port = 0
         self._lock = threading.Lock()
         self._handshakes = 0
         self._refused = 0
-        self._stopping = threading.Event()
-        self._listener: ssl.SSLSocket | None = None
-        self._acceptor: threading.Thread | None = None
         self._links: set[threading.Thread] = set()
         self._upstreams: set[socket.socket] = set()
 
@@ -63,40 +61,14 @@ class TlsProxy(Startable):
 
     def start(self) -> None:
         """Listen (on a free port the first time, on the same port after a restart)."""
-        if self._listener is not None:
+        if self.listening:
             raise RuntimeError("the TLS proxy is already running")
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(str(self.server_pem))
-        plain = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        plain.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            plain.bind((LOOPBACK, self.port))
-            plain.listen()
-        except OSError:
-            plain.close()
-            raise
-        # Handshakes happen on each connection's own thread, so a slow or hostile client
-        # never holds up the next one.
-        listener = context.wrap_socket(plain, server_side=True, do_handshake_on_connect=False)
-        listener.settimeout(_POLL_SECONDS)
-        self.port = listener.getsockname()[1]
-        self._listener = listener
-        self._stopping.clear()
-        self._acceptor = threading.Thread(
-            target=self._accept, args=(listener,), name=f"tls-proxy-{self.port}", daemon=True
-        )
-        self._acceptor.start()
+        self._listen()
 
     def stop(self) -> None:
         """Stop listening and cut every forwarded connection; returns once all threads ended."""
-        listener, self._listener = self._listener, None
-        if listener is None:
+        if not self._stop_listening():
             return
-        self._stopping.set()
-        if self._acceptor is not None:
-            self._acceptor.join(_JOIN_SECONDS)
-            self._acceptor = None
-        listener.close()
         with self._lock:
             links, upstreams = list(self._links), list(self._upstreams)
         for upstream in upstreams:
@@ -111,20 +83,21 @@ class TlsProxy(Startable):
         self.stop()
         self.start()
 
-    def _accept(self, listener: ssl.SSLSocket) -> None:
-        while not self._stopping.is_set():
-            try:
-                client, _address = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return  # closed by stop()
-            link = threading.Thread(
-                target=self._link, args=(client,), name=f"tls-proxy-link-{self.port}", daemon=True
-            )
-            with self._lock:
-                self._links.add(link)
-            link.start()
+    def _wrap(self, listener: socket.socket) -> socket.socket:
+        """Handshakes happen on each connection's own thread, so a slow or hostile client
+        never holds up the next one."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(self.server_pem))
+        return context.wrap_socket(listener, server_side=True, do_handshake_on_connect=False)
+
+    def _accepted(self, client: socket.socket) -> None:
+        assert isinstance(client, ssl.SSLSocket)  # accepted from the wrapped listener
+        link = threading.Thread(
+            target=self._link, args=(client,), name=f"tls-proxy-link-{self.port}", daemon=True
+        )
+        with self._lock:
+            self._links.add(link)
+        link.start()
 
     def _link(self, client: ssl.SSLSocket) -> None:
         try:
