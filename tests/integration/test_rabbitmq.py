@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -514,15 +515,22 @@ def test_an_unconfirmed_republish_is_not_acked_and_the_consumer_starts_over(
 # --- transfer requests ---------------------------------------------------------------------
 
 
-def test_transfer_request_is_published_as_the_spec_says(
-    settings: BrokerSettings, examples: Path
-) -> None:
+@contextlib.contextmanager
+def opened(settings: BrokerSettings) -> Iterator[BrokerConnection]:
+    """A connection opened (the topology declared) for the block, closed after it."""
     connection = BrokerConnection(settings)
     connection.open()
     try:
-        AmqpTransferRequests.for_settings(connection).publish(essence_request())
+        yield connection
     finally:
         connection.close()
+
+
+def test_transfer_request_is_published_as_the_spec_says(
+    settings: BrokerSettings, examples: Path
+) -> None:
+    with opened(settings) as connection:
+        AmqpTransferRequests.for_settings(connection).publish(essence_request())
 
     [message] = wait_for(settings, settings.transfer_queue, 1)
     assert message.exchange == settings.transfer_exchange
@@ -541,12 +549,8 @@ def test_an_empty_transfer_exchange_publishes_via_the_default_exchange(
     settings: BrokerSettings,
 ) -> None:
     default = dataclasses.replace(settings, transfer_exchange="")
-    connection = BrokerConnection(default)
-    connection.open()
-    try:
+    with opened(default) as connection:
         AmqpTransferRequests.for_settings(connection).publish(essence_request())
-    finally:
-        connection.close()
 
     [message] = wait_for(settings, settings.transfer_queue, 1)
     assert message.exchange == ""
@@ -557,16 +561,16 @@ def test_an_unroutable_transfer_request_is_a_transient_failure(settings: BrokerS
     unbound = f"{settings.incoming_queue}.unbound"
     with amqp.channel(settings.host, settings.port) as ch:
         ch.exchange_declare(exchange=unbound, exchange_type="direct")
-    connection = BrokerConnection(settings)
-    connection.open()
     try:
-        nowhere = AmqpTransferRequests(connection, exchange=unbound, routing_key="nobody-listens")
-        with pytest.raises(ServiceUnavailable, match="reached no queue"):
-            nowhere.publish(essence_request())
-        # The connection survives: the next request goes through.
-        AmqpTransferRequests.for_settings(connection).publish(essence_request())
+        with opened(settings) as connection:
+            nowhere = AmqpTransferRequests(
+                connection, exchange=unbound, routing_key="nobody-listens"
+            )
+            with pytest.raises(ServiceUnavailable, match="reached no queue"):
+                nowhere.publish(essence_request())
+            # The connection survives: the next request goes through.
+            AmqpTransferRequests.for_settings(connection).publish(essence_request())
     finally:
-        connection.close()
         amqp.delete_exchanges(settings.host, settings.port, unbound)
     assert len(wait_for(settings, settings.transfer_queue, 1)) == 1
 
