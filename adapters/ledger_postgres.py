@@ -8,12 +8,33 @@ from typing import Any
 
 import psycopg
 
-from s3_events_handler.adapters.ledger_sql import SqlLedger, ledger_table
+from s3_events_handler.adapters.ledger_sql import (
+    Parameters,
+    SqlLedger,
+    claim_statements,
+    ledger_table,
+)
 from s3_events_handler.domain.errors import ServiceUnavailable
+from s3_events_handler.domain.model import CLAIM_LEASE_SECONDS
 
 log = logging.getLogger(__name__)
 
-SCHEMA = ledger_table(step_type="SMALLINT", updated_at_type="TIMESTAMPTZ DEFAULT now()")
+SCHEMA = ledger_table(
+    step_type="SMALLINT", time_type="TIMESTAMPTZ", updated_at_default=" DEFAULT now()"
+)
+# A table made before there were claims gets their columns.
+ADD_CLAIM_COLUMNS = (
+    "ALTER TABLE s3_events_ledger "
+    "ADD COLUMN IF NOT EXISTS claimed_by TEXT, "
+    "ADD COLUMN IF NOT EXISTS claimed_until TIMESTAMPTZ"
+)
+_STATEMENTS = claim_statements(
+    placeholder=lambda name: f"%({name})s",
+    now="now()",
+    lease="make_interval(secs => {lease})",
+    greatest="GREATEST",
+    held_identities="SELECT jsonb_array_elements_text({held}::jsonb)",
+)
 
 
 class PostgresLedger(SqlLedger):
@@ -24,21 +45,22 @@ class PostgresLedger(SqlLedger):
     pruning, so a reconnect never forgets an event still being retried.
     """
 
-    RECALL = "SELECT pid, step FROM s3_events_ledger WHERE identity = %s"
-    CLAIM_PID = (
-        "INSERT INTO s3_events_ledger AS l (identity, pid, step) VALUES (%s, %s, %s) "
-        "ON CONFLICT (identity) DO UPDATE SET "
-        "pid = COALESCE(l.pid, EXCLUDED.pid), step = GREATEST(l.step, EXCLUDED.step), "
-        "updated_at = now() "
-        "RETURNING pid"
-    )
-    ADVANCE = (
-        "INSERT INTO s3_events_ledger AS l (identity, pid, step) VALUES (%s, NULL, %s) "
-        "ON CONFLICT (identity) DO UPDATE SET "
-        "step = GREATEST(l.step, EXCLUDED.step), updated_at = now()"
-    )
+    RECALL = "SELECT pid, step FROM s3_events_ledger WHERE identity = %(identity)s"
+    CLAIM = _STATEMENTS["CLAIM"]
+    CLAIM_PID = _STATEMENTS["CLAIM_PID"]
+    ADVANCE = _STATEMENTS["ADVANCE"]
+    RELEASE = _STATEMENTS["RELEASE"]
+    RENEW = _STATEMENTS["RENEW"]
 
-    def __init__(self, dsn: str, *, retention_days: float = 30, timeout: float = 10) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        retention_days: float = 30,
+        timeout: float = 10,
+        lease_seconds: float = CLAIM_LEASE_SECONDS,
+    ) -> None:
+        super().__init__(lease_seconds=lease_seconds)
         self._dsn = dsn
         self._timeout = timeout
         self._lock = threading.Lock()
@@ -62,6 +84,7 @@ class PostgresLedger(SqlLedger):
         )
 
     def close(self) -> None:
+        super().close()
         with self._lock:
             if self._db is not None:
                 self._db.close()
@@ -73,10 +96,15 @@ class PostgresLedger(SqlLedger):
             # Consumers starting together would race on CREATE TABLE IF NOT EXISTS.
             db.execute("SELECT pg_advisory_xact_lock(hashtext('s3_events_ledger'))")
             db.execute(SCHEMA)
+            db.execute(ADD_CLAIM_COLUMNS)
         return db
 
-    def _query(self, sql: str, parameters: tuple[object, ...]) -> list[tuple[Any, ...]]:
-        """One statement; a dead connection is reopened once, anything else waits for a retry."""
+    def _query(
+        self, sql: str, parameters: Parameters, *, durable: bool = True
+    ) -> list[tuple[Any, ...]]:
+        """One statement; a dead connection is reopened once, anything else waits for a retry.
+
+        Every commit waits for the disk: `durable` makes no difference here."""
         with self._lock:
             for last_try in (False, True):
                 try:

@@ -10,16 +10,30 @@ import time
 from pathlib import Path
 from typing import Any
 
-from s3_events_handler.adapters.ledger_sql import SqlLedger, ledger_table
+from s3_events_handler.adapters.ledger_sql import (
+    CLAIM_COLUMNS,
+    Parameters,
+    SqlLedger,
+    claim_statements,
+    ledger_table,
+)
 from s3_events_handler.domain.errors import ServiceUnavailable
-from s3_events_handler.domain.model import REPEATABLE_STEPS, Step
+from s3_events_handler.domain.model import CLAIM_LEASE_SECONDS
 
 log = logging.getLogger(__name__)
 
-SCHEMA = ledger_table(step_type="INTEGER", updated_at_type="REAL")
 # Now, in seconds since the epoch like time.time(), which the pruning at start compares
 # with. (unixepoch('subsec') says it shorter, but needs SQLite 3.42.)
 _NOW = "((julianday('now') - 2440587.5) * 86400.0)"
+
+SCHEMA = ledger_table(step_type="INTEGER", time_type="REAL")
+_STATEMENTS = claim_statements(
+    placeholder=lambda name: f":{name}",
+    now=_NOW,
+    lease="{lease}",
+    greatest="MAX",
+    held_identities="SELECT value FROM json_each({held})",
+)
 
 # The first bytes of every SQLite database file (an empty file is one too, still empty).
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -53,31 +67,28 @@ class SqliteLedger(SqlLedger):
     is harmless.
 
     Every commit survives a crash of the process. A commit also waits for the disk
-    (synchronous FULL), so that it survives a power cut, unless it records a step a new
-    attempt may repeat as it was done (`REPEATABLE_STEPS`: the transfer request): that
-    one is written without waiting, and reaches the disk with the next commit that
+    (synchronous FULL), so that it survives a power cut, unless losing it is harmless: a
+    step a new attempt may repeat as it was done (`REPEATABLE_STEPS`: the transfer
+    request, a removal), a claim taken, renewed or let go of (a claim lost only lapses).
+    Those are written without waiting, and reach the disk with the next commit that
     waits.
     """
 
-    RECALL = "SELECT pid, step FROM s3_events_ledger WHERE identity = ?"
-    CLAIM_PID = (
-        "INSERT INTO s3_events_ledger (identity, pid, step, updated_at) "
-        f"VALUES (?, ?, ?, {_NOW}) "
-        "ON CONFLICT (identity) DO UPDATE SET "
-        "pid = COALESCE(s3_events_ledger.pid, excluded.pid), "
-        "step = MAX(s3_events_ledger.step, excluded.step), "
-        "updated_at = excluded.updated_at "
-        "RETURNING pid"
-    )
-    ADVANCE = (
-        "INSERT INTO s3_events_ledger (identity, pid, step, updated_at) "
-        f"VALUES (?, NULL, ?, {_NOW}) "
-        "ON CONFLICT (identity) DO UPDATE SET "
-        "step = MAX(s3_events_ledger.step, excluded.step), "
-        "updated_at = excluded.updated_at"
-    )
+    RECALL = "SELECT pid, step FROM s3_events_ledger WHERE identity = :identity"
+    CLAIM = _STATEMENTS["CLAIM"]
+    CLAIM_PID = _STATEMENTS["CLAIM_PID"]
+    ADVANCE = _STATEMENTS["ADVANCE"]
+    RELEASE = _STATEMENTS["RELEASE"]
+    RENEW = _STATEMENTS["RENEW"]
 
-    def __init__(self, path: Path | str, *, retention_days: float = 30) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        retention_days: float = 30,
+        lease_seconds: float = CLAIM_LEASE_SECONDS,
+    ) -> None:
+        super().__init__(lease_seconds=lease_seconds)
         self._path = str(path)
         self._own = threading.local()  # each thread's connection
         self._connections: list[sqlite3.Connection] = []
@@ -85,6 +96,7 @@ class SqliteLedger(SqlLedger):
         try:
             db = self._connection()
             db.execute(SCHEMA)
+            _add_claim_columns(db)
             cutoff = time.time() - retention_days * 86400
             pruned = db.execute(
                 "DELETE FROM s3_events_ledger WHERE updated_at < ?", (cutoff,)
@@ -98,16 +110,11 @@ class SqliteLedger(SqlLedger):
 
     def close(self) -> None:
         """Close every thread's connection; a thread using the ledger afterwards gets an error."""
+        super().close()
         with self._connections_lock:
             connections, self._connections = self._connections, []
         for db in connections:
             db.close()
-
-    def advance(self, identity: str, step: Step) -> None:
-        if step in REPEATABLE_STEPS:
-            self._query(self.ADVANCE, (identity, int(step)), synced=False)
-        else:
-            super().advance(identity, step)
 
     def _connection(self, *, synced: bool = True) -> sqlite3.Connection:
         """This thread's connection that waits for the disk on commit (`synced`), or the one
@@ -136,13 +143,31 @@ class SqliteLedger(SqlLedger):
         return db
 
     def _query(
-        self, sql: str, parameters: tuple[object, ...], *, synced: bool = True
+        self, sql: str, parameters: Parameters, *, durable: bool = True
     ) -> list[tuple[Any, ...]]:
         """Run one statement in its own transaction; a failing disk is worth a retry later.
 
-        `synced=False`: committed without waiting for the disk (synchronous NORMAL).
+        `durable=False`: committed without waiting for the disk (synchronous NORMAL).
         """
         try:
-            return self._connection(synced=synced).execute(sql, parameters).fetchall()
+            return self._connection(synced=durable).execute(sql, parameters).fetchall()
         except sqlite3.Error as error:
             raise ServiceUnavailable(f"ledger {self._path}: {error}") from error
+
+
+def _add_claim_columns(db: sqlite3.Connection) -> None:
+    """A ledger made before there were claims gets their columns (SQLite has no ADD COLUMN
+    IF NOT EXISTS; two consumers starting together may both try, and one finds it done)."""
+    present = {row[1] for row in db.execute("PRAGMA table_info(s3_events_ledger)")}
+    for column in CLAIM_COLUMNS:
+        if column not in present:
+            try:
+                db.execute(
+                    f"ALTER TABLE s3_events_ledger ADD COLUMN {column} {_CLAIM_TYPES[column]}"
+                )
+            except sqlite3.OperationalError as error:
+                if "duplicate column" not in str(error):
+                    raise
+
+
+_CLAIM_TYPES = {"claimed_by": "TEXT", "claimed_until": "REAL"}

@@ -6,12 +6,14 @@ Each records what was asked of it, in order, so a test can assert on state.
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from s3_events_handler.adapters import sidecar_xml
-from s3_events_handler.domain.errors import Rejected
+from s3_events_handler.domain.errors import ClaimedElsewhere, Rejected
 from s3_events_handler.domain.model import (
+    CLAIM_LEASE_SECONDS,
     LedgerEntry,
     Query,
     Record,
@@ -123,12 +125,16 @@ class InMemoryTransportServer(TransportServer):
     def __init__(self, folders: Iterable[str] | None = None) -> None:
         self.folders = set(folders) if folders is not None else None
         self.uploaded: dict[str, bytes] = {}
+        self.uploads: list[str] = []
+        """The path of every upload, in order, a repeat of one too."""
 
     def upload(self, sidecar: Sidecar) -> None:
         folder = f"/{sidecar.cp_name}/{sidecar.folder}"
         if self.folders is not None and folder not in self.folders:
             raise Rejected(f"no folder {folder} on the transport server")
-        self.uploaded[f"{folder}/{sidecar.filename}"] = sidecar_xml.render(sidecar)
+        path = f"{folder}/{sidecar.filename}"
+        self.uploaded[path] = sidecar_xml.render(sidecar)
+        self.uploads.append(path)
 
 
 @dataclass
@@ -142,25 +148,71 @@ class InMemoryTransferRequests(TransferRequests):
 
 
 class InMemoryLedger(Ledger):
-    """The ledger as a dict: durable only as long as the process lives."""
+    """The ledger as dicts: durable only as long as the process lives.
 
-    def __init__(self) -> None:
+    `beside(owner)` is another consumer's view of the same memory, for tests of two
+    consumers racing for one event; `clock` (seconds) lets a test make a lease lapse.
+    """
+
+    def __init__(
+        self,
+        *,
+        owner: str = "this consumer",
+        lease_seconds: float = CLAIM_LEASE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.owner = owner
         self.entries: dict[str, LedgerEntry] = {}
+        self.claims: dict[str, tuple[str, float]] = {}
+        """Each claimed event's holder and when its lease lapses (`clock` time)."""
+        self.lease_seconds = lease_seconds
+        self._clock = clock
+
+    def beside(self, owner: str) -> InMemoryLedger:
+        other = InMemoryLedger(owner=owner, lease_seconds=self.lease_seconds, clock=self._clock)
+        other.entries, other.claims = self.entries, self.claims
+        return other
 
     def recall(self, identity: str) -> LedgerEntry | None:
         return self.entries.get(identity)
 
-    def claim_pid(self, identity: str, pid: str) -> str:
+    def claim(self, identity: str) -> LedgerEntry | None:
         entry = self.entries.get(identity)
-        if entry is not None and entry.pid is not None:
+        if entry is not None and entry.step.finished:
+            return entry
+        holder, until = self.claims.get(identity, (self.owner, 0.0))
+        if holder != self.owner and until > self._clock():
+            raise ClaimedElsewhere(f"{holder} holds the claim on {identity}")
+        self.claims[identity] = (self.owner, self._clock() + self.lease_seconds)
+        if entry is None or (entry.pid is None and entry.step == Step.RECEIVED):
+            return None
+        return entry
+
+    def claim_pid(self, identity: str, pid: str) -> str:
+        entry = self._held(identity)
+        if entry.pid is not None:
             return entry.pid
-        step = max(Step.PID_CLAIMED, entry.step if entry else Step.RECEIVED)
-        self.entries[identity] = LedgerEntry(identity, pid, step)
+        self.entries[identity] = LedgerEntry(identity, pid, max(Step.PID_CLAIMED, entry.step))
         return pid
 
     def advance(self, identity: str, step: Step) -> None:
-        entry = self.entries.get(identity) or LedgerEntry(identity, None, Step.RECEIVED)
+        entry = self._held(identity)
         self.entries[identity] = LedgerEntry(identity, entry.pid, max(entry.step, step))
+
+    def release(self, identity: str, step: Step | None = None) -> None:
+        if step is not None:
+            entry = self.entries.get(identity) or LedgerEntry(identity, None, Step.RECEIVED)
+            self.entries[identity] = LedgerEntry(identity, entry.pid, max(entry.step, step))
+        if self.claims.get(identity, ("", 0.0))[0] == self.owner:
+            del self.claims[identity]
+
+    def _held(self, identity: str) -> LedgerEntry:
+        """The event's entry, once its claim is known to be this consumer's; renews the lease."""
+        holder, _ = self.claims.get(identity, ("nobody", 0.0))
+        if holder != self.owner:
+            raise ClaimedElsewhere(f"the claim on {identity} is held by {holder}, not this one")
+        self.claims[identity] = (self.owner, self._clock() + self.lease_seconds)
+        return self.entries.get(identity) or LedgerEntry(identity, None, Step.RECEIVED)
 
 
 __all__ = [

@@ -23,6 +23,7 @@ from s3_events_handler.application.messages import (
 from s3_events_handler.application.telemetry import NoTelemetry, Telemetry
 from s3_events_handler.domain.errors import (
     BadInput,
+    ClaimedElsewhere,
     PermanentError,
     S3EventsHandlerError,
     ServiceUnavailable,
@@ -139,6 +140,8 @@ class MessageHandler:
             result = use_case.execute(event, correlation_id=correlation_id, progress=progress)
         except PermanentError as error:
             return self._dead_letter(delivery, str(error), correlation_id, facts())
+        except ClaimedElsewhere as error:
+            return self._back_later(delivery, error, correlation_id or str(uuid.uuid4()), facts())
         except Exception as error:  # the service never stops for one message
             if correlation_id is None:
                 correlation_id = str(uuid.uuid4())
@@ -188,6 +191,22 @@ class MessageHandler:
             reason=reason,
             delay_seconds=delay,
             headers=headers,
+            correlation_id=correlation_id,
+            facts=facts,
+        )
+
+    def _back_later(
+        self, delivery: Delivery, error: ClaimedElsewhere, correlation_id: str, facts: EventFacts
+    ) -> Retry:
+        """Another consumer is on the event: it comes back after the shortest delay, its
+        attempt not counted, and finds it done or the claim lapsed (SPEC 6)."""
+        reason = one_line(f"{type(error).__name__}: {error}")
+        delay = self._retry_policy.delays[0]
+        log.info("not handled now, back in %d s: %s", delay, reason)
+        return Retry(
+            reason=reason,
+            delay_seconds=delay,
+            headers=dict(delivery.headers),
             correlation_id=correlation_id,
             facts=facts,
         )

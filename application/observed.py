@@ -110,15 +110,19 @@ class ObservedTransfers(_Observed):
 
 
 class ObservedLedger:
-    """The ledger, telling telemetry of each recall that found the event (a redelivery or a
-    duplicate). Its own failures are no outside system's: they are not counted."""
+    """The ledger, telling telemetry of each claim that found the event taken in before (a
+    redelivery, a retry or a duplicate). Its own failures are no outside system's: they are
+    not counted."""
 
     def __init__(self, ledger: Ledger, telemetry: Telemetry) -> None:
         self._ledger = ledger
         self._telemetry = telemetry
 
     def recall(self, identity: str) -> LedgerEntry | None:
-        entry = self._ledger.recall(identity)
+        return self._ledger.recall(identity)
+
+    def claim(self, identity: str) -> LedgerEntry | None:
+        entry = self._ledger.claim(identity)
         if entry is not None:
             self._telemetry.ledger_hit()
         return entry
@@ -128,3 +132,6 @@ class ObservedLedger:
 
     def advance(self, identity: str, step: Step) -> None:
         self._ledger.advance(identity, step)
+
+    def release(self, identity: str, step: Step | None = None) -> None:
+        self._ledger.release(identity, step)

@@ -34,3 +34,12 @@ class ServiceUnavailable(TransientError):
 
 class EssenceNotArchivedYet(TransientError):
     """A collateral arrived before the essence it belongs to was archived."""
+
+
+class ClaimedElsewhere(TransientError):
+    """Another consumer holds the event's claim in the ledger (SPEC 6), or took it over after
+    this one's lease lapsed: this consumer does nothing more for the event now.
+
+    Not a failure of the attempt: the event goes back on the retry path with the shortest
+    delay and its attempt count unchanged.
+    """

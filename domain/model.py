@@ -43,15 +43,28 @@ class Step(enum.IntEnum):
     PID_CLAIMED = 1
     RELATION_ADDED = 2  # collaterals only: the essence knows of its collateral
     SIDECAR_UPLOADED = 3  # no longer written (a new attempt uploads again all the same)
-    TRANSFER_REQUESTED = 4
+    TRANSFER_REQUESTED = 4  # an ingest is finished
+    REMOVED = 5  # a removal is finished
+
+    @property
+    def finished(self) -> bool:
+        """Nothing is left to do for an event that got this far: it is not claimed again."""
+        return self >= Step.TRANSFER_REQUESTED
 
 
 # Steps a new attempt that does not know of them repeats exactly as they were done: the
 # same sidecar bytes under the same name, the transfer request with the same PID and
-# message_id, which the file-transfer service recognises. A ledger may lose these in a
-# power cut (never in a crash of the process) without an event being done twice; the PID
-# and the relation it must never lose, or an event gets a second PID or relation.
-REPEATABLE_STEPS = frozenset({Step.TRANSFER_REQUESTED})
+# message_id, which the file-transfer service recognises; a removal, whose deletes find the
+# records already gone. A ledger may lose these in a power cut (never in a crash of the
+# process) without an event being done twice; the PID and the relation it must never lose,
+# or an event gets a second PID or relation.
+REPEATABLE_STEPS = frozenset({Step.TRANSFER_REQUESTED, Step.REMOVED})
+
+
+# How long a claim on an event lasts unless its holder renews it (SPEC 6). The holder
+# renews it at every ledger write and, from a heartbeat, a few times a lease, so an attempt
+# keeps it however long it takes; a consumer that died lets it lapse within this time.
+CLAIM_LEASE_SECONDS = 90.0
 
 
 class Stage(enum.StrEnum):

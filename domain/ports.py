@@ -59,18 +59,44 @@ class TransferRequests(Protocol):
 
 
 class Ledger(Protocol):
-    """Durable memory of the events taken in, so a redelivery or duplicate is not done twice.
+    """Durable memory of the events taken in, so a redelivery or duplicate is not done twice,
+    and the claim that keeps two consumers off one event (SPEC 6).
 
-    Keyed by `S3Event.identity`. Implementations must be safe for several
-    consumers side by side: the first PID claimed for an event wins.
+    Keyed by `S3Event.identity`. One ledger object speaks for one consumer process; several
+    processes may share the database behind it. An event is claimed before its first side
+    effect and released after its last; only the claim's holder records steps, so two
+    consumers never both mint a PID, post a relation or send a request for one event. A
+    claim lapses by itself after a lease that is renewed while its holder lives, so a
+    consumer that died leaves nothing stuck.
     """
 
-    def recall(self, identity: str) -> LedgerEntry | None: ...
+    def recall(self, identity: str) -> LedgerEntry | None:
+        """What is recorded of the event, claimed or not; None when nothing is."""
+        ...
+
+    def claim(self, identity: str) -> LedgerEntry | None:
+        """Hold the event for this consumer until `release`, and say how far it got.
+
+        Returns None when nothing was done for it yet. A finished event (`Step.finished`)
+        is returned without being claimed. Raises `ClaimedElsewhere` while another
+        consumer's claim on it is live.
+        """
+        ...
 
     def claim_pid(self, identity: str, pid: str) -> str:
-        """Store `pid` for the event unless one is stored already; return the stored one."""
+        """Store `pid` for the claimed event unless one is stored already; return the stored one.
+
+        Raises `ClaimedElsewhere` when this consumer no longer holds the claim.
+        """
         ...
 
     def advance(self, identity: str, step: Step) -> None:
-        """Record `step` as done, unless a later step was recorded already."""
+        """Record `step` as done for the claimed event, unless a later step was recorded already.
+
+        Raises `ClaimedElsewhere` when this consumer no longer holds the claim.
+        """
+        ...
+
+    def release(self, identity: str, step: Step | None = None) -> None:
+        """Let go of the claim, recording `step` first when one is given (in the same write)."""
         ...

@@ -43,7 +43,8 @@ class AlreadyArchived:
 
 @dataclass(frozen=True, slots=True)
 class AlreadyHandled:
-    """The ledger saw this event through to its transfer request: nothing was done again."""
+    """The ledger saw this event through (its transfer request sent, or its records removed):
+    nothing was done again. `pid` is None for a removal."""
 
     kind: ClassVar[str] = "already-handled"
 
@@ -51,7 +52,7 @@ class AlreadyHandled:
     pid: str | None
 
     def __str__(self) -> str:
-        return f"already handled: {self.key} as {self.pid}"
+        return f"already handled: {self.key}" + (f" as {self.pid}" if self.pid else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,5 +87,5 @@ class NothingToRemove:
 
 
 IngestResult = Sent | AlreadyArchived | AlreadyHandled
-RemoveResult = Removed | NothingToRemove
+RemoveResult = Removed | NothingToRemove | AlreadyHandled
 Result = IngestResult | RemoveResult

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from types import TracebackType
 
-from s3_events_handler.domain.errors import EssenceNotArchivedYet, Rejected
+from s3_events_handler.domain.errors import EssenceNotArchivedYet, Rejected, S3EventsHandlerError
 from s3_events_handler.domain.model import (
     CollateralKey,
     Destinations,
     FileKind,
+    LedgerEntry,
     Query,
     Record,
     S3Event,
@@ -54,6 +56,52 @@ class Progress:
     stage: Stage = Stage.RECEIVED
 
 
+class EventClaim:
+    """This consumer's hold on one event in the ledger, from before its first side effect to
+    after its last (SPEC 6: one event, one worker, across every consumer).
+
+    `with EventClaim(ledger, identity) as claim:` claims the event (raising
+    `ClaimedElsewhere` while another consumer holds it); `claim.entry` is what the ledger
+    knew of it. `finish(step)` records the last step and lets go in one write. Leaving the
+    block any other way lets go without a step. A release that fails is logged, not
+    raised: the claim then lapses with its lease, and the event's outcome stands.
+    """
+
+    def __init__(self, ledger: Ledger, identity: str) -> None:
+        self._ledger = ledger
+        self.identity = identity
+        self.entry: LedgerEntry | None = None
+        self._held = False
+
+    def __enter__(self) -> EventClaim:
+        self.entry = self._ledger.claim(self.identity)
+        self._held = not self.finished
+        return self
+
+    @property
+    def finished(self) -> bool:
+        """The ledger says the event was seen through: nothing is claimed, nothing to do."""
+        return self.entry is not None and self.entry.step.finished
+
+    def finish(self, step: Step) -> None:
+        self._held = False
+        self._ledger.release(self.identity, step)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if not self._held:
+            return
+        self._held = False
+        try:
+            self._ledger.release(self.identity)
+        except S3EventsHandlerError as error:
+            log.warning("the claim on %s is left to lapse: %s", self.identity, error)
+
+
 class IngestEssence:
     """Archive a newly created object, essence or collateral.
 
@@ -65,6 +113,8 @@ class IngestEssence:
     - A collateral takes `{essence_pid}_{type}` as its name and is linked to
       its essence (a fragment preferred) before its sidecar goes out.
     - The sidecar is on the transport server before the transfer request is sent.
+    - The event is claimed in the ledger before anything else, so no other consumer
+      works on it meanwhile (`EventClaim`).
     - The ledger learns what a new attempt must not do again (mint a PID, post the
       relation, request the transfer) as soon as it is done: an event it saw through
       to its transfer request is not done again, and a retried or duplicated one
@@ -94,11 +144,16 @@ class IngestEssence:
 
     def execute(self, event: S3Event, *, correlation_id: str, progress: Progress) -> IngestResult:
         progress.stage = Stage.LEDGER
-        identity = event.identity  # worked out once: the ledger is asked by it several times
-        entry = self._ledger.recall(identity)
-        if entry is not None and entry.step >= Step.TRANSFER_REQUESTED:
-            log.debug("already handled, nothing to do: %s (%s)", event.object.key, entry.pid)
-            return AlreadyHandled(key=event.object.key, pid=entry.pid)
+        with EventClaim(self._ledger, event.identity) as claim:
+            if claim.entry is not None and claim.finished:
+                pid = claim.entry.pid
+                log.debug("already handled, nothing to do: %s (%s)", event.object.key, pid)
+                return AlreadyHandled(key=event.object.key, pid=pid)
+            return self._ingest(event, claim, correlation_id, progress)
+
+    def _ingest(
+        self, event: S3Event, claim: EventClaim, correlation_id: str, progress: Progress
+    ) -> IngestResult:
         collateral = self._collateral_key(event)
         progress.stage = Stage.ORGANISATIONS
         cp_name = require_path_segment(self._organisations.cp_name(event.or_id), "CP name")
@@ -106,6 +161,7 @@ class IngestEssence:
         if self._is_archived(event, cp_name, collateral is not None):
             log.warning("already archived, nothing to do: %s", event.object.key)
             return AlreadyArchived(key=event.object.key)
+        entry, identity = claim.entry, claim.identity
         if collateral is None:
             known_pid = entry.pid if entry is not None else None
             sidecar = self._essence_sidecar(event, identity, cp_name, progress, known_pid)
@@ -114,7 +170,7 @@ class IngestEssence:
             sidecar = self._collateral_sidecar(
                 event, identity, cp_name, collateral, progress, related
             )
-        self._send(identity, sidecar, correlation_id, progress)
+        self._send(claim, sidecar, correlation_id, progress)
         return Sent(
             key=event.object.key,
             cp_name=sidecar.cp_name,
@@ -130,9 +186,10 @@ class IngestEssence:
         return CollateralKey.parse(event.object.key)
 
     def _send(
-        self, identity: str, sidecar: Sidecar, correlation_id: str, progress: Progress
+        self, claim: EventClaim, sidecar: Sidecar, correlation_id: str, progress: Progress
     ) -> None:
-        """The sidecar first, then the transfer request; the ledger notes the request once done."""
+        """The sidecar first, then the transfer request; the ledger notes the request once done
+        and lets go of the claim in the same write."""
         progress.stage = Stage.SIDECAR_UPLOAD
         self._transport.upload(sidecar)
         # No ledger write in between: a new attempt does the same after an upload as
@@ -140,7 +197,7 @@ class IngestEssence:
         progress.stage = Stage.TRANSFER_REQUEST
         request = self._destinations.transfer_request(sidecar, correlation_id=correlation_id)
         self._transfers.publish(request)
-        self._ledger.advance(identity, Step.TRANSFER_REQUESTED)
+        claim.finish(Step.TRANSFER_REQUESTED)
         progress.stage = Stage.DONE
 
     def _is_archived(self, event: S3Event, cp_name: str, collateral: bool) -> bool:
@@ -250,6 +307,8 @@ class RemoveEssence:
       id) go before the essence; another essence sharing a local id is no
       collateral and stays.
     - A record that is already gone counts as deleted, so a retry finishes the job.
+    - The event is claimed in the ledger before the first delete, and marked removed
+      once done, so neither a second consumer nor a duplicate deletes anything again.
     """
 
     def __init__(
@@ -257,13 +316,25 @@ class RemoveEssence:
         *,
         records: ArchiveRecords,
         organisations: Organisations,
+        ledger: Ledger,
         collateral_bucket: str = DEFAULT_COLLATERAL_BUCKET,
     ) -> None:
         self._records = records
         self._organisations = organisations
+        self._ledger = ledger
         self._collateral_bucket = collateral_bucket
 
     def execute(self, event: S3Event, *, correlation_id: str, progress: Progress) -> RemoveResult:
+        progress.stage = Stage.LEDGER
+        with EventClaim(self._ledger, event.identity) as claim:
+            if claim.finished:
+                log.debug("already removed, nothing to do: %s", event.object.key)
+                return AlreadyHandled(key=event.object.key, pid=None)
+            result = self._remove(event, progress)
+            claim.finish(Step.REMOVED)
+            return result
+
+    def _remove(self, event: S3Event, progress: Progress) -> Removed | NothingToRemove:
         bucket, key = event.object.bucket, event.object.key
         progress.stage = Stage.ORGANISATIONS
         self._organisations.cp_name(event.or_id)

@@ -224,6 +224,7 @@ class Container(containers.DeclarativeContainer):
     # What the use cases see: each port wrapped to tell telemetry which system failed.
     observed_records = providers.Singleton(ObservedRecords, records, telemetry)
     observed_organisations = providers.Singleton(ObservedOrganisations, organisations, telemetry)
+    observed_ledger = providers.Singleton(ObservedLedger, ledger, telemetry)
 
     ingest = providers.Factory(
         IngestEssence,
@@ -233,13 +234,14 @@ class Container(containers.DeclarativeContainer):
         transport=providers.Singleton(ObservedTransport, transport, telemetry),
         transfers=providers.Singleton(ObservedTransfers, transfers, telemetry),
         destinations=destinations,
-        ledger=providers.Singleton(ObservedLedger, ledger, telemetry),
+        ledger=observed_ledger,
         collateral_bucket=config.app.collateral_bucket,
     )
     remove = providers.Factory(
         RemoveEssence,
         records=observed_records,
         organisations=observed_organisations,
+        ledger=observed_ledger,
         collateral_bucket=config.app.collateral_bucket,
     )
     handler = providers.Singleton(

@@ -100,7 +100,7 @@ def test_a_removal_deletes_only_the_essence_and_its_real_collaterals(
         "other-subtitles", key="openOt/MEDIA-10/b.srt", bucket=COLLATERALS, local_id="MEDIA-10"
     )
     world = World()
-    remove = RemoveEssence(records=records, organisations=world.organisations)
+    remove = RemoveEssence(records=records, organisations=world.organisations, ledger=world.ledger)
     event = event_of(golden_event(examples, "event-removed.json"))
 
     result = remove.execute(event, correlation_id="c", progress=Progress())

@@ -4,36 +4,43 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import psycopg
 import pytest
 
 from s3_events_handler.adapters.ledger_postgres import PostgresLedger, inspect_database
 from s3_events_handler.adapters.ledger_sqlite import SqliteLedger, inspect_location
-from s3_events_handler.domain.errors import ServiceUnavailable
-from s3_events_handler.domain.model import LedgerEntry, Step
+from s3_events_handler.domain.errors import ClaimedElsewhere, ServiceUnavailable
+from s3_events_handler.domain.model import CLAIM_LEASE_SECONDS, LedgerEntry, Step
+from s3_events_handler.domain.ports import Ledger
 from tests.support.threads import side_by_side
 
 Opener = Callable[[], SqliteLedger | PostgresLedger]
 
 
+class OpenerWith(Protocol):
+    def __call__(self, *, lease_seconds: float) -> SqliteLedger | PostgresLedger: ...
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
-def open_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
-    """Opens a ledger on one store; every ledger opened is closed afterwards."""
+def open_ledger_with(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenerWith]:
+    """Opens a ledger on one store, each a consumer of its own; all are closed afterwards."""
     opened: list[SqliteLedger | PostgresLedger] = []
     if request.param == "sqlite":
         path = tmp_path / "ledger.sqlite3"
 
-        def open_one() -> SqliteLedger | PostgresLedger:
-            opened.append(SqliteLedger(path))
+        def open_one(*, lease_seconds: float) -> SqliteLedger | PostgresLedger:
+            opened.append(SqliteLedger(path, lease_seconds=lease_seconds))
             return opened[-1]
     else:
         dsn = request.getfixturevalue("postgres_dsn")
 
-        def open_one() -> SqliteLedger | PostgresLedger:
-            opened.append(PostgresLedger(dsn))
+        def open_one(*, lease_seconds: float) -> SqliteLedger | PostgresLedger:
+            opened.append(PostgresLedger(dsn, lease_seconds=lease_seconds))
             return opened[-1]
 
     yield open_one
@@ -41,55 +48,136 @@ def open_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Open
         ledger.close()
 
 
+@pytest.fixture
+def open_ledger(open_ledger_with: OpenerWith) -> Opener:
+    return lambda: open_ledger_with(lease_seconds=CLAIM_LEASE_SECONDS)
+
+
+def drop_claim_columns(ledger: SqliteLedger | PostgresLedger) -> None:
+    """Make the table look as it did before there were claims."""
+    statement = "ALTER TABLE s3_events_ledger DROP COLUMN claimed_by, DROP COLUMN claimed_until"
+    if isinstance(ledger, SqliteLedger):
+        db = ledger._connection()
+        db.execute("ALTER TABLE s3_events_ledger DROP COLUMN claimed_by")
+        db.execute("ALTER TABLE s3_events_ledger DROP COLUMN claimed_until")
+    else:
+        ledger._query(statement, {})
+
+
 def test_an_unknown_event_is_not_recalled(open_ledger: Opener) -> None:
     assert open_ledger().recall("never-seen") is None
 
 
-def test_the_first_pid_claimed_for_an_event_wins(open_ledger: Opener) -> None:
+def taken_in(ledger: Ledger, identity: str, pid: str, step: Step = Step.PID_CLAIMED) -> None:
+    """An attempt that claimed the event, stored its PID, got to `step` and let go."""
+    ledger.claim(identity)
+    ledger.claim_pid(identity, pid)
+    ledger.release(identity, step)
+
+
+def test_the_first_pid_stored_for_an_event_wins(open_ledger: Opener) -> None:
     ledger = open_ledger()
+    assert ledger.claim("event-1") is None
     assert ledger.claim_pid("event-1", "a1b2c3d4e5") == "a1b2c3d4e5"
     assert ledger.claim_pid("event-1", "z9y8x7w6v5") == "a1b2c3d4e5"
-    assert ledger.claim_pid("event-2", "z9y8x7w6v5") == "z9y8x7w6v5"
+    ledger.release("event-1")
+    assert ledger.claim("event-1") == LedgerEntry("event-1", "a1b2c3d4e5", Step.PID_CLAIMED)
+    assert ledger.claim_pid("event-1", "z9y8x7w6v5") == "a1b2c3d4e5"
 
 
 def test_steps_only_move_forward(open_ledger: Opener) -> None:
     ledger = open_ledger()
+    ledger.claim("event-1")
     ledger.claim_pid("event-1", "a1b2c3d4e5")
-    ledger.advance("event-1", Step.TRANSFER_REQUESTED)
-    ledger.advance("event-1", Step.SIDECAR_UPLOADED)
-    ledger.claim_pid("event-1", "z9y8x7w6v5")
+    ledger.advance("event-1", Step.RELATION_ADDED)
+    ledger.advance("event-1", Step.PID_CLAIMED)
+    ledger.release("event-1", Step.TRANSFER_REQUESTED)
+    ledger.release("event-1", Step.SIDECAR_UPLOADED)
     assert ledger.recall("event-1") == LedgerEntry("event-1", "a1b2c3d4e5", Step.TRANSFER_REQUESTED)
+
+
+def test_a_finished_event_is_returned_and_not_claimed(open_ledger: Opener) -> None:
+    first, second = open_ledger(), open_ledger()
+    taken_in(first, "event-1", "a1b2c3d4e5", Step.TRANSFER_REQUESTED)
+    finished = LedgerEntry("event-1", "a1b2c3d4e5", Step.TRANSFER_REQUESTED)
+    assert second.claim("event-1") == finished
+    assert first.claim("event-1") == finished  # nobody holds it: the other may look too
+    with pytest.raises(ClaimedElsewhere):
+        second.advance("event-1", Step.RELATION_ADDED)  # looking is not holding
 
 
 def test_what_was_written_survives_a_restart(open_ledger: Opener) -> None:
     first = open_ledger()
+    first.claim("event-1")
     first.claim_pid("event-1", "a1b2c3d4e5")
-    first.advance("event-1", Step.SIDECAR_UPLOADED)
+    first.advance("event-1", Step.RELATION_ADDED)
     first.close()
     assert open_ledger().recall("event-1") == LedgerEntry(
-        "event-1", "a1b2c3d4e5", Step.SIDECAR_UPLOADED
+        "event-1", "a1b2c3d4e5", Step.RELATION_ADDED
     )
 
 
-def test_consumers_side_by_side_agree_on_one_pid(open_ledger: Opener) -> None:
+def test_consumers_racing_for_one_event_leave_it_to_one(open_ledger: Opener) -> None:
     ledgers = [open_ledger() for _ in range(6)]
     start = threading.Barrier(len(ledgers))
-    claimed: list[str] = []
+    winners: list[Ledger] = []
+    refused: list[Ledger] = []
 
-    def claim(ledger: SqliteLedger | PostgresLedger, pid: str) -> None:
+    def claim(ledger: SqliteLedger | PostgresLedger) -> None:
         start.wait()
-        claimed.append(ledger.claim_pid("contested", pid))
+        try:
+            ledger.claim("contested")
+            winners.append(ledger)
+        except ClaimedElsewhere:
+            refused.append(ledger)
 
-    threads = [
-        threading.Thread(target=claim, args=(ledger, f"pid{n:07d}"))
-        for n, ledger in enumerate(ledgers)
-    ]
+    threads = [threading.Thread(target=claim, args=(ledger,)) for ledger in ledgers]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=20)
-    assert len(claimed) == len(ledgers)
-    assert len(set(claimed)) == 1
+    assert len(winners) == 1 and len(refused) == len(ledgers) - 1
+    for loser in refused:
+        with pytest.raises(ClaimedElsewhere):
+            loser.claim_pid("contested", "z9y8x7w6v5")  # no PID but the holder's
+    assert winners[0].claim_pid("contested", "a1b2c3d4e5") == "a1b2c3d4e5"
+
+
+def test_a_claim_lapses_with_its_lease_and_the_next_consumer_resumes(
+    open_ledger_with: OpenerWith,
+) -> None:
+    died = open_ledger_with(lease_seconds=1)
+    died.claim("event-1")
+    died.claim_pid("event-1", "a1b2c3d4e5")
+    died._closing.set()  # its heartbeat stops, as after a SIGKILL; its connection stays
+    other = open_ledger_with(lease_seconds=1)
+    with pytest.raises(ClaimedElsewhere):
+        other.claim("event-1")
+    time.sleep(1.5)
+    assert other.claim("event-1") == LedgerEntry("event-1", "a1b2c3d4e5", Step.PID_CLAIMED)
+    assert other.claim_pid("event-1", "z9y8x7w6v5") == "a1b2c3d4e5"
+    with pytest.raises(ClaimedElsewhere):
+        died.advance("event-1", Step.RELATION_ADDED)  # too late: the claim moved on
+
+
+def test_a_claim_is_renewed_while_its_holder_lives(open_ledger_with: OpenerWith) -> None:
+    holder = open_ledger_with(lease_seconds=1)
+    holder.claim("event-1")
+    other = open_ledger_with(lease_seconds=1)
+    time.sleep(2.5)  # more than two leases: only the heartbeat keeps it
+    with pytest.raises(ClaimedElsewhere):
+        other.claim("event-1")
+    holder.release("event-1")
+    assert other.claim("event-1") is None
+
+
+def test_a_release_lets_the_next_consumer_in_at_once(open_ledger: Opener) -> None:
+    first, second = open_ledger(), open_ledger()
+    first.claim("event-1")
+    with pytest.raises(ClaimedElsewhere):
+        second.claim("event-1")
+    first.release("event-1")
+    assert second.claim("event-1") is None
 
 
 def test_the_workers_of_one_consumer_share_its_ledger_and_lose_no_write(
@@ -98,18 +186,15 @@ def test_the_workers_of_one_consumer_share_its_ledger_and_lose_no_write(
     ledger = open_ledger()
     workers, events = 16, 10
 
-    def work(n: int) -> str:
-        claimed = ledger.claim_pid("contested", f"pid{n:07d}")
+    def work(n: int) -> None:
         for event in range(events):
             identity = f"worker-{n}-event-{event}"
-            assert ledger.recall(identity) is None
+            assert ledger.claim(identity) is None
             ledger.claim_pid(identity, f"{n:03d}{event:07d}")
-            ledger.advance(identity, Step.TRANSFER_REQUESTED)
-        return claimed
+            ledger.release(identity, Step.TRANSFER_REQUESTED)
 
-    claimed = side_by_side(work, workers)
+    side_by_side(work, workers)
 
-    assert len(claimed) == workers and len(set(claimed)) == 1  # and no exception
     for n in range(workers):
         for event in range(events):
             identity = f"worker-{n}-event-{event}"
@@ -117,12 +202,25 @@ def test_the_workers_of_one_consumer_share_its_ledger_and_lose_no_write(
             assert ledger.recall(identity) == expected
 
 
+def test_a_ledger_made_before_claims_gets_their_columns(
+    open_ledger: Opener, tmp_path: Path
+) -> None:
+    first = open_ledger()
+    drop_claim_columns(first)
+    first.close()
+    second, third = open_ledger(), open_ledger()
+    second.claim("event-1")
+    with pytest.raises(ClaimedElsewhere):
+        third.claim("event-1")
+
+
 def test_only_a_step_a_new_attempt_repeats_harmlessly_is_committed_without_a_disk_sync(
     tmp_path: Path,
 ) -> None:
     """SQLite (WAL) keeps every commit across a crash of the process; across a power cut only
     those synced. The PID and the relation are; the transfer request's step need not be: a
-    new attempt that does not know of it sends the same request again, with the same PID."""
+    new attempt that does not know of it sends the same request again, with the same PID.
+    Nor the claim: a power cut stops every consumer of the file, and a lost claim lapses."""
     ledger = SqliteLedger(tmp_path / "ledger.sqlite3")
     synced_db, unsynced_db = ledger._connection(synced=True), ledger._connection(synced=False)
     sync_modes = [db.execute("PRAGMA synchronous").fetchone()[0] for db in (synced_db, unsynced_db)]
@@ -131,9 +229,10 @@ def test_only_a_step_a_new_attempt_repeats_harmlessly_is_committed_without_a_dis
     synced_db.set_trace_callback(synced.append)
     unsynced_db.set_trace_callback(unsynced.append)
     try:
+        ledger.claim("event-1")
         ledger.claim_pid("event-1", "a1b2c3d4e5")
         ledger.advance("event-1", Step.RELATION_ADDED)
-        ledger.advance("event-1", Step.TRANSFER_REQUESTED)
+        ledger.release("event-1", Step.TRANSFER_REQUESTED)
         on_disk = sqlite3.connect(tmp_path / "ledger.sqlite3")
         step = on_disk.execute("SELECT step FROM s3_events_ledger").fetchone()[0]
         on_disk.close()
@@ -141,17 +240,18 @@ def test_only_a_step_a_new_attempt_repeats_harmlessly_is_committed_without_a_dis
         ledger.close()
 
     assert sync_modes == [2, 1]  # FULL, NORMAL
-    assert [sql.split()[0] for sql in synced] == ["INSERT", "INSERT"]  # the PID, the relation
-    assert [sql.split()[0] for sql in unsynced] == ["INSERT"]  # the transfer request's step
+    assert [sql.split()[0] for sql in synced] == ["UPDATE", "UPDATE"]  # the PID, the relation
+    # The claim, then the transfer request's step with the claim let go.
+    assert [sql.split()[0] for sql in unsynced] == ["INSERT", "UPDATE"]
     assert step == Step.TRANSFER_REQUESTED  # committed: another process sees it
 
 
 def test_old_entries_are_pruned_when_the_ledger_opens(tmp_path: Path) -> None:
     path = tmp_path / "ledger.sqlite3"
-    SqliteLedger(path).claim_pid("old", "a1b2c3d4e5")
+    taken_in(SqliteLedger(path), "old", "a1b2c3d4e5")
     with sqlite3.connect(path) as db:
         db.execute("UPDATE s3_events_ledger SET updated_at = updated_at - 31 * 86400")
-    SqliteLedger(path).claim_pid("new", "z9y8x7w6v5")
+    taken_in(SqliteLedger(path), "new", "z9y8x7w6v5")
     reopened = SqliteLedger(path, retention_days=30)
     assert reopened.recall("old") is None
     assert reopened.recall("new") is not None
@@ -176,18 +276,34 @@ def test_a_postgres_dsn_that_cannot_be_parsed_is_refused_without_its_password() 
 
 def test_a_dropped_postgres_connection_is_reopened(postgres_dsn: str) -> None:
     ledger = PostgresLedger(postgres_dsn)
+    ledger.claim("event-1")
     ledger.claim_pid("event-1", "a1b2c3d4e5")
     drop_connections(postgres_dsn)
     assert ledger.recall("event-1") == LedgerEntry("event-1", "a1b2c3d4e5", Step.PID_CLAIMED)
     ledger.close()
 
 
+def test_a_claim_outlives_its_holders_lost_connection(postgres_dsn: str) -> None:
+    """Unlike a lock of the session, which a dropped connection would let go of while the
+    holder, reconnected, goes on with the event."""
+    holder, other = PostgresLedger(postgres_dsn), PostgresLedger(postgres_dsn)
+    holder.claim("event-1")
+    drop_connections(postgres_dsn)
+    with pytest.raises(ClaimedElsewhere):
+        other.claim("event-1")
+    assert holder.claim_pid("event-1", "a1b2c3d4e5") == "a1b2c3d4e5"  # reconnected, still its
+    holder.release("event-1", Step.TRANSFER_REQUESTED)
+    assert other.claim("event-1") == LedgerEntry("event-1", "a1b2c3d4e5", Step.TRANSFER_REQUESTED)
+    holder.close()
+    other.close()
+
+
 def test_a_fractional_postgres_retention_keeps_younger_entries_and_prunes_older_ones(
     postgres_dsn: str,
 ) -> None:
     first = PostgresLedger(postgres_dsn)
-    first.claim_pid("30-hours-old", "a1b2c3d4e5")
-    first.claim_pid("40-hours-old", "z9y8x7w6v5")
+    taken_in(first, "30-hours-old", "a1b2c3d4e5")
+    taken_in(first, "40-hours-old", "z9y8x7w6v5")
     first.close()
     age(postgres_dsn, "30-hours-old", hours=30)
     age(postgres_dsn, "40-hours-old", hours=40)
@@ -200,7 +316,7 @@ def test_a_fractional_postgres_retention_keeps_younger_entries_and_prunes_older_
 def test_a_postgres_reconnect_does_not_prune(postgres_dsn: str) -> None:
     """Only the start prunes: an event still being retried must keep its PID."""
     ledger = PostgresLedger(postgres_dsn, retention_days=1)
-    ledger.claim_pid("event-1", "a1b2c3d4e5")
+    taken_in(ledger, "event-1", "a1b2c3d4e5")
     age(postgres_dsn, "event-1", hours=48)
     drop_connections(postgres_dsn)
     assert ledger.recall("event-1") == LedgerEntry("event-1", "a1b2c3d4e5", Step.PID_CLAIMED)

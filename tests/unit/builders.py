@@ -22,10 +22,12 @@ from s3_events_handler.domain.model import (
     Record,
     S3Event,
     Sidecar,
+    Step,
     TransferRequest,
 )
 from s3_events_handler.domain.ports import ArchiveRecords
 from s3_events_handler.domain.use_cases import IngestEssence, RemoveEssence
+from tests.support.clock import Clock
 
 OR_ID = "OR-rf5kf25"
 TRANSFER_HOST = "ftp://transport.example.org"
@@ -92,10 +94,22 @@ class World:
         self.organisations = InMemoryOrganisations({OR_ID: cp_name})
         self.transport = InMemoryTransportServer()
         self.transfers = InMemoryTransferRequests()
-        self.ledger = InMemoryLedger()
+        self.clock = Clock()
+        self.ledger = InMemoryLedger(clock=self.clock)
         self.destinations = Destinations(transfer_host=TRANSFER_HOST, folders=PRODUCTION_FOLDERS)
         self.ingest = self.ingest_on(self.records)
-        self.remove = RemoveEssence(records=self.records, organisations=self.organisations)
+        self.remove = RemoveEssence(
+            records=self.records, organisations=self.organisations, ledger=self.ledger
+        )
+
+    def crashed_attempt(self, identity: str, *, pid: str, step: Step = Step.PID_CLAIMED) -> None:
+        """What a consumer that died during the event left in the ledger: its PID, its step,
+        and a claim that has lapsed since."""
+        crashed = self.ledger.beside("a consumer that died")
+        crashed.claim(identity)
+        crashed.claim_pid(identity, pid)
+        crashed.advance(identity, step)
+        self.clock.now += crashed.lease_seconds
 
     def ingest_on(self, records: ArchiveRecords) -> IngestEssence:
         """IngestEssence on these fakes, with `records` standing in for MediaHaven."""

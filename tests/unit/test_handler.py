@@ -15,7 +15,7 @@ from s3_events_handler.domain.errors import ServiceUnavailable
 from s3_events_handler.domain.model import S3Event, Stage
 from s3_events_handler.domain.results import Removed, Result, Sent
 from s3_events_handler.domain.use_cases import Progress
-from tests.unit.builders import World, essence_record, golden_event
+from tests.unit.builders import World, essence_record, event_of, golden_event
 
 ESSENCE = "event-essence-created.json"
 KEY = "20261120-journaal-1900-a7f3c2d1-55e4-4b2a-9c1d-0e8f7a6b5c4d.MXF"
@@ -258,3 +258,24 @@ def test_a_dead_letter_before_any_pid_carries_none(examples: Path) -> None:
     outcome = handler_for(World()).handle(delivery(message))
     assert isinstance(outcome, DeadLetter)
     assert "x-pid" not in outcome.headers
+
+
+@pytest.mark.parametrize("attempt", [None, 3])
+def test_an_event_another_consumer_holds_comes_back_soon_its_attempt_not_counted(
+    examples: Path, attempt: int | None
+) -> None:
+    world = World()
+    message = golden_event(examples, ESSENCE)
+    identity = event_of(message).identity
+    world.ledger.beside("another consumer").claim(identity)
+    headers = {} if attempt is None else {"x-attempt": attempt}
+
+    outcome = handler_for(world, RetryPolicy(delays=(7, 30))).handle(
+        delivery(message, headers=headers)
+    )
+
+    assert isinstance(outcome, Retry)
+    assert outcome.delay_seconds == 7
+    assert outcome.headers == headers  # the attempt count as it was
+    assert outcome.reason.startswith("ClaimedElsewhere: ")
+    assert world.pids.minted == [] and world.transfers.published == []

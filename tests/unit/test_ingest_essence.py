@@ -232,8 +232,7 @@ def test_the_same_event_twice_gets_one_pid_one_sidecar_one_transfer_request(
 def test_a_redelivery_after_a_crash_reuses_the_pid_the_ledger_holds(examples: Path) -> None:
     world = World()
     event = event_of(golden_event(examples, ESSENCE))
-    world.ledger.claim_pid(event.identity, "a1b2c3d4e5")
-    world.ledger.advance(event.identity, Step.SIDECAR_UPLOADED)
+    world.crashed_attempt(event.identity, pid="a1b2c3d4e5", step=Step.SIDECAR_UPLOADED)
     world.ingest.execute(event, correlation_id="c", progress=Progress(pid="z9y8x7w6v5"))
     assert world.pids.minted == []
     assert list(world.transport.uploaded) == ["/VRT/TAPE-SHARE-EVENTS/a1b2c3d4e5.xml"]
@@ -257,7 +256,7 @@ def test_the_ledger_knows_the_pid_before_the_sidecar_goes_out(examples: Path) ->
 def test_a_pid_claimed_by_another_consumer_first_wins(examples: Path) -> None:
     world = World()
     event = event_of(golden_event(examples, ESSENCE))
-    world.ledger.claim_pid(event.identity, "other00001")
+    world.crashed_attempt(event.identity, pid="other00001")
     progress = Progress(pid="a1b2c3d4e5")  # from an x-pid header, but the ledger knows better
     world.ingest.execute(event, correlation_id="c", progress=progress)
     assert progress.pid == "other00001"

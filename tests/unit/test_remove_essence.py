@@ -71,7 +71,9 @@ def test_only_exact_bucket_and_key_matches_are_deleted(examples: Path) -> None:
     world = World()
     # A search engine that returns everything: only the use case's own filter protects.
     world.records = InMemoryArchiveRecords(near_misses, matches=lambda record, query: True)
-    world.remove = RemoveEssence(records=world.records, organisations=world.organisations)
+    world.remove = RemoveEssence(
+        records=world.records, organisations=world.organisations, ledger=world.ledger
+    )
     remove(world, examples)
     assert world.records.deleted == ["exact"]
 

@@ -207,12 +207,13 @@ def test_a_wrapped_port_answers_as_the_port_does() -> None:
     assert telemetry.calls == []
 
 
-def test_the_ledger_counts_a_recall_that_finds_the_event() -> None:
+def test_the_ledger_counts_a_claim_that_finds_the_event_taken_in_before() -> None:
     telemetry = RecordingTelemetry()
     ledger = ObservedLedger(World().ledger, telemetry)
-    assert ledger.recall("event-1") is None
+    assert ledger.claim("event-1") is None
     assert ledger.claim_pid("event-1", "k98z0d4w1q") == "k98z0d4w1q"
-    ledger.advance("event-1", Step.SIDECAR_UPLOADED)
-    entry = ledger.recall("event-1")
+    ledger.release("event-1", Step.SIDECAR_UPLOADED)
+    assert telemetry.calls == []
+    entry = ledger.claim("event-1")
     assert entry is not None and entry.step is Step.SIDECAR_UPLOADED
     assert telemetry.calls == ["ledger_hit"]
