@@ -97,6 +97,14 @@ def _retention_days(value: str) -> float:
     return days
 
 
+def _claim_lease(value: str) -> float:
+    """At least 3 s: the heartbeat renews a claim every third of it, one statement each."""
+    seconds = _positive_float(value)
+    if seconds < 3:
+        raise ValueError("must be at least 3 seconds")
+    return seconds
+
+
 def _delays(value: str) -> list[int]:
     delays = [_positive_int(part.strip()) for part in value.split(",")]
     if not delays:
@@ -128,7 +136,11 @@ CONVERSIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "app.shutdown_grace_seconds": ("SHUTDOWN_GRACE_SECONDS", _positive_float),
     "app.retry_delays": ("RETRY_DELAYS", _delays),
     "app.retry_max_attempts": ("RETRY_MAX_ATTEMPTS", _positive_int),
+    "app.max_message_bytes": ("MAX_MESSAGE_BYTES", _positive_int),
+    "app.max_records": ("MAX_RECORDS", _positive_int),
+    "app.poison_limit": ("POISON_LIMIT", _positive_int),
     "ledger.retention_days": ("LEDGER_RETENTION_DAYS", _retention_days),
+    "ledger.claim_lease_seconds": ("CLAIM_LEASE_SECONDS", _claim_lease),
     "app.concurrency": ("CONCURRENCY", _concurrency),
     "app.pin_cpu": ("PIN_CPU", _flag),
     # what operators see

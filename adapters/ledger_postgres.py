@@ -12,6 +12,8 @@ from s3_events_handler.adapters.ledger_sql import (
     Parameters,
     SqlLedger,
     claim_statements,
+    deliveries_table,
+    delivery_statements,
     ledger_table,
 )
 from s3_events_handler.domain.errors import ServiceUnavailable
@@ -35,6 +37,7 @@ _STATEMENTS = claim_statements(
     greatest="GREATEST",
     held_identities="SELECT jsonb_array_elements_text({held}::jsonb)",
 )
+_DELIVERY_STATEMENTS = delivery_statements(placeholder=lambda name: f"%({name})s", now="now()")
 
 
 class PostgresLedger(SqlLedger):
@@ -51,6 +54,9 @@ class PostgresLedger(SqlLedger):
     ADVANCE = _STATEMENTS["ADVANCE"]
     RELEASE = _STATEMENTS["RELEASE"]
     RENEW = _STATEMENTS["RENEW"]
+    BEGIN_DELIVERY = _DELIVERY_STATEMENTS["BEGIN_DELIVERY"]
+    END_DELIVERY = _DELIVERY_STATEMENTS["END_DELIVERY"]
+    TAKE_BACK_DELIVERY = _DELIVERY_STATEMENTS["TAKE_BACK_DELIVERY"]
 
     def __init__(
         self,
@@ -76,6 +82,11 @@ class PostgresLedger(SqlLedger):
                 "DELETE FROM s3_events_ledger WHERE updated_at < now() - make_interval(secs => %s)",
                 (retention_days * 86400,),
             ).rowcount
+            self._db.execute(
+                "DELETE FROM s3_events_deliveries "
+                "WHERE updated_at < now() - make_interval(secs => %s)",
+                (retention_days * 86400,),
+            )
         except psycopg.Error as error:
             self._discard()
             raise ServiceUnavailable(f"ledger database: {_one_line(error)}") from None
@@ -97,6 +108,7 @@ class PostgresLedger(SqlLedger):
             db.execute("SELECT pg_advisory_xact_lock(hashtext('s3_events_ledger'))")
             db.execute(SCHEMA)
             db.execute(ADD_CLAIM_COLUMNS)
+            db.execute(deliveries_table(time_type="TIMESTAMPTZ"))
         return db
 
     def _query(

@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
+from s3_events_handler.application.limits import ConsumerLedger
 from s3_events_handler.domain.errors import ClaimedElsewhere, ServiceUnavailable
 from s3_events_handler.domain.model import (
     CLAIM_LEASE_SECONDS,
@@ -20,7 +21,6 @@ from s3_events_handler.domain.model import (
     LedgerEntry,
     Step,
 )
-from s3_events_handler.domain.ports import Ledger
 
 log = logging.getLogger(__name__)
 
@@ -112,12 +112,42 @@ def claim_statements(
     }
 
 
+def deliveries_table(*, time_type: str) -> str:
+    """The messages in hand, by their body's digest, and how many of their deliveries began
+    and never ended (`UnfinishedDeliveries`)."""
+    return (
+        "CREATE TABLE IF NOT EXISTS s3_events_deliveries ("
+        "digest TEXT PRIMARY KEY, "
+        "unfinished INTEGER NOT NULL, "
+        f"updated_at {time_type} NOT NULL)"
+    )
+
+
+def delivery_statements(*, placeholder: Callable[[str], str], now: str) -> dict[str, str]:
+    """`BEGIN_DELIVERY` counts a delivery in and returns the count with it; `END_DELIVERY`
+    forgets the message; `TAKE_BACK_DELIVERY` counts one delivery back out."""
+    digest = placeholder("digest")
+    return {
+        "BEGIN_DELIVERY": (
+            "INSERT INTO s3_events_deliveries (digest, unfinished, updated_at) "
+            f"VALUES ({digest}, 1, {now}) ON CONFLICT (digest) DO UPDATE SET "
+            f"unfinished = s3_events_deliveries.unfinished + 1, updated_at = {now} "
+            "RETURNING unfinished"
+        ),
+        "END_DELIVERY": f"DELETE FROM s3_events_deliveries WHERE digest = {digest}",
+        "TAKE_BACK_DELIVERY": (
+            f"UPDATE s3_events_deliveries SET unfinished = unfinished - 1, updated_at = {now} "
+            f"WHERE digest = {digest} AND unfinished > 0"
+        ),
+    }
+
+
 def consumer_name() -> str:
     """Who holds a claim: unique to this process, and telling an operator which pod it is."""
     return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
 
 
-class SqlLedger(Ledger, ABC):
+class SqlLedger(ConsumerLedger, ABC):
     """The `Ledger` port; each database writes the statements in its own dialect.
 
     `RECALL` takes (identity) and gives (pid, step); the others are `claim_statements`.
@@ -133,6 +163,9 @@ class SqlLedger(Ledger, ABC):
     ADVANCE: ClassVar[str]
     RELEASE: ClassVar[str]
     RENEW: ClassVar[str]
+    BEGIN_DELIVERY: ClassVar[str]
+    END_DELIVERY: ClassVar[str]
+    TAKE_BACK_DELIVERY: ClassVar[str]
 
     def __init__(self, *, lease_seconds: float = CLAIM_LEASE_SECONDS) -> None:
         self.owner = consumer_name()
@@ -181,6 +214,15 @@ class SqlLedger(Ledger, ABC):
             log.warning(
                 "the claim on %s had passed to %s before it was released", identity, rows[0][0]
             )
+
+    def begin_delivery(self, digest: str) -> int:
+        # Not waiting for the disk: the count must outlive the process, not a power cut.
+        rows = self._query(self.BEGIN_DELIVERY, {"digest": digest}, durable=False)
+        return int(rows[0][0]) - 1
+
+    def end_delivery(self, digest: str, *, handled: bool = True) -> None:
+        statement = self.END_DELIVERY if handled else self.TAKE_BACK_DELIVERY
+        self._query(statement, {"digest": digest}, durable=False)
 
     def close(self) -> None:
         """Stop renewing claims. Those still held lapse with their lease: the attempts behind
@@ -244,4 +286,12 @@ class SqlLedger(Ledger, ABC):
         """
 
 
-__all__ = ["CLAIM_COLUMNS", "SqlLedger", "claim_statements", "consumer_name", "ledger_table"]
+__all__ = [
+    "CLAIM_COLUMNS",
+    "SqlLedger",
+    "claim_statements",
+    "consumer_name",
+    "deliveries_table",
+    "delivery_statements",
+    "ledger_table",
+]

@@ -15,6 +15,8 @@ from s3_events_handler.adapters.ledger_sql import (
     Parameters,
     SqlLedger,
     claim_statements,
+    deliveries_table,
+    delivery_statements,
     ledger_table,
 )
 from s3_events_handler.domain.errors import ServiceUnavailable
@@ -34,6 +36,7 @@ _STATEMENTS = claim_statements(
     greatest="MAX",
     held_identities="SELECT value FROM json_each({held})",
 )
+_DELIVERY_STATEMENTS = delivery_statements(placeholder=lambda name: f":{name}", now=_NOW)
 
 # The first bytes of every SQLite database file (an empty file is one too, still empty).
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -80,6 +83,9 @@ class SqliteLedger(SqlLedger):
     ADVANCE = _STATEMENTS["ADVANCE"]
     RELEASE = _STATEMENTS["RELEASE"]
     RENEW = _STATEMENTS["RENEW"]
+    BEGIN_DELIVERY = _DELIVERY_STATEMENTS["BEGIN_DELIVERY"]
+    END_DELIVERY = _DELIVERY_STATEMENTS["END_DELIVERY"]
+    TAKE_BACK_DELIVERY = _DELIVERY_STATEMENTS["TAKE_BACK_DELIVERY"]
 
     def __init__(
         self,
@@ -97,10 +103,12 @@ class SqliteLedger(SqlLedger):
             db = self._connection()
             db.execute(SCHEMA)
             _add_claim_columns(db)
+            db.execute(deliveries_table(time_type="REAL"))
             cutoff = time.time() - retention_days * 86400
             pruned = db.execute(
                 "DELETE FROM s3_events_ledger WHERE updated_at < ?", (cutoff,)
             ).rowcount
+            db.execute("DELETE FROM s3_events_deliveries WHERE updated_at < ?", (cutoff,))
         except sqlite3.Error as error:
             self.close()
             raise ServiceUnavailable(f"ledger {self._path} cannot be opened: {error}") from error

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from s3_events_handler.adapters import sidecar_xml
+from s3_events_handler.application.limits import ConsumerLedger
 from s3_events_handler.domain.errors import ClaimedElsewhere, Rejected
 from s3_events_handler.domain.model import (
     CLAIM_LEASE_SECONDS,
@@ -23,7 +24,6 @@ from s3_events_handler.domain.model import (
 )
 from s3_events_handler.domain.ports import (
     ArchiveRecords,
-    Ledger,
     Organisations,
     PidService,
     TransferRequests,
@@ -147,7 +147,7 @@ class InMemoryTransferRequests(TransferRequests):
         self.published.append(request)
 
 
-class InMemoryLedger(Ledger):
+class InMemoryLedger(ConsumerLedger):
     """The ledger as dicts: durable only as long as the process lives.
 
     `beside(owner)` is another consumer's view of the same memory, for tests of two
@@ -165,12 +165,15 @@ class InMemoryLedger(Ledger):
         self.entries: dict[str, LedgerEntry] = {}
         self.claims: dict[str, tuple[str, float]] = {}
         """Each claimed event's holder and when its lease lapses (`clock` time)."""
+        self.unfinished: dict[str, int] = {}
+        """Each message in hand (by digest): deliveries begun and not ended."""
         self.lease_seconds = lease_seconds
         self._clock = clock
 
     def beside(self, owner: str) -> InMemoryLedger:
         other = InMemoryLedger(owner=owner, lease_seconds=self.lease_seconds, clock=self._clock)
         other.entries, other.claims = self.entries, self.claims
+        other.unfinished = self.unfinished
         return other
 
     def recall(self, identity: str) -> LedgerEntry | None:
@@ -205,6 +208,16 @@ class InMemoryLedger(Ledger):
             self.entries[identity] = LedgerEntry(identity, entry.pid, max(entry.step, step))
         if self.claims.get(identity, ("", 0.0))[0] == self.owner:
             del self.claims[identity]
+
+    def begin_delivery(self, digest: str) -> int:
+        self.unfinished[digest] = self.unfinished.get(digest, 0) + 1
+        return self.unfinished[digest] - 1
+
+    def end_delivery(self, digest: str, *, handled: bool = True) -> None:
+        if handled:
+            self.unfinished.pop(digest, None)
+        elif self.unfinished.get(digest, 0) > 0:
+            self.unfinished[digest] -= 1
 
     def _held(self, identity: str) -> LedgerEntry:
         """The event's entry, once its claim is known to be this consumer's; renews the lease."""

@@ -11,6 +11,12 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from s3_events_handler.application.limits import (
+    MessageLimits,
+    NoCrashCount,
+    UnfinishedDeliveries,
+    digest_of,
+)
 from s3_events_handler.application.messages import (
     DeadLetter,
     Delivery,
@@ -102,20 +108,62 @@ class MessageHandler:
         ingest: UseCase,
         remove: UseCase,
         retry_policy: RetryPolicy,
+        limits: MessageLimits | None = None,
+        unfinished: UnfinishedDeliveries | None = None,
         clock: Callable[[], datetime] = _utc_now,
         telemetry: Telemetry | None = None,
     ) -> None:
+        """`unfinished`: where deliveries the consumer died during are counted (the ledger);
+        none for a caller that does not consume a queue."""
         self._use_cases = {EventKind.CREATED: ingest, EventKind.REMOVED: remove}
         self._retry_policy = retry_policy
+        self._limits = limits or MessageLimits()
+        self._unfinished = unfinished or NoCrashCount()
         self._clock = clock
         self._telemetry = telemetry or NoTelemetry()
 
     def handle(self, delivery: Delivery) -> Outcome:
         self._telemetry.event_started()
         try:
-            return self._handle(delivery)
+            return self._within_limits(delivery)
         finally:
             self._telemetry.event_handled()
+
+    def _within_limits(self, delivery: Delivery) -> Outcome:
+        """A body too large is dead-lettered unread; a message the consumer died during too
+        often is dead-lettered unhandled; any other is counted in while it is handled."""
+        size, limits = len(delivery.body), self._limits
+        if size > limits.max_bytes:
+            reason = f"the body is {size} bytes, over MAX_MESSAGE_BYTES ({limits.max_bytes})"
+            return self._dead_letter(delivery, reason, delivery.correlation_id, EventFacts())
+        digest = digest_of(delivery.body)
+        try:
+            deaths = self._unfinished.begin_delivery(digest)
+        except S3EventsHandlerError as error:
+            facts = EventFacts(stage=Stage.LEDGER.value, attempt=attempt_of(delivery.headers))
+            progress = Progress(pid=_pid_of(delivery.headers), stage=Stage.LEDGER)
+            correlation_id = delivery.correlation_id or str(uuid.uuid4())
+            return self._retry(delivery, error, progress, correlation_id, facts)
+        handled = True
+        try:
+            if deaths >= limits.poison_limit:
+                reason = (
+                    f"the consumer died {deaths} times while handling this message "
+                    f"(POISON_LIMIT {limits.poison_limit}): not handled again"
+                )
+                facts = EventFacts(stage=Stage.RECEIVED.value, attempt=attempt_of(delivery.headers))
+                return self._dead_letter(delivery, reason, delivery.correlation_id, facts)
+            outcome = self._handle(delivery)
+            handled = not isinstance(outcome, Retry) or outcome.attempted
+            return outcome
+        finally:
+            self._end_delivery(digest, handled=handled)
+
+    def _end_delivery(self, digest: str, *, handled: bool) -> None:
+        try:
+            self._unfinished.end_delivery(digest, handled=handled)
+        except S3EventsHandlerError as error:
+            log.warning("the message's crash count stays until it ends again: %s", error)
 
     def _handle(self, delivery: Delivery) -> Outcome:
         progress = Progress(pid=_pid_of(delivery.headers), stage=Stage.PARSE)
@@ -149,8 +197,7 @@ class MessageHandler:
         log.debug("done: %s", result)
         return Done(result=result, correlation_id=correlation_id, facts=facts())
 
-    @staticmethod
-    def _records(body: bytes) -> list[Any]:
+    def _records(self, body: bytes) -> list[Any]:
         try:
             message = json.loads(body)
         except (UnicodeDecodeError, ValueError, RecursionError) as error:
@@ -160,6 +207,10 @@ class MessageHandler:
         records = message.get("Records")
         if not isinstance(records, list) or not records:
             raise BadInput("Records is missing, not a list, or empty")
+        if len(records) > self._limits.max_records:
+            raise BadInput(
+                f"{len(records)} records, over MAX_RECORDS ({self._limits.max_records}): not split"
+            )
         return records
 
     def _retry(
@@ -209,6 +260,7 @@ class MessageHandler:
             headers=dict(delivery.headers),
             correlation_id=correlation_id,
             facts=facts,
+            attempted=False,
         )
 
     def _dead_letter(

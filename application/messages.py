@@ -81,6 +81,9 @@ class Retry:
     headers: Mapping[str, Any]
     correlation_id: str
     facts: EventFacts = field(default_factory=EventFacts)
+    attempted: bool = True
+    """False when nothing was tried: another consumer holds the event (its attempt count
+    stays as it was)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
+from s3_events_handler.application.limits import ConsumerLedger
 from s3_events_handler.application.telemetry import System, Telemetry
 from s3_events_handler.domain.errors import Rejected, ServiceUnavailable
 from s3_events_handler.domain.model import (
@@ -22,7 +23,6 @@ from s3_events_handler.domain.model import (
 )
 from s3_events_handler.domain.ports import (
     ArchiveRecords,
-    Ledger,
     Organisations,
     PidService,
     TransferRequests,
@@ -114,7 +114,7 @@ class ObservedLedger:
     redelivery, a retry or a duplicate). Its own failures are no outside system's: they are
     not counted."""
 
-    def __init__(self, ledger: Ledger, telemetry: Telemetry) -> None:
+    def __init__(self, ledger: ConsumerLedger, telemetry: Telemetry) -> None:
         self._ledger = ledger
         self._telemetry = telemetry
 
@@ -135,3 +135,9 @@ class ObservedLedger:
 
     def release(self, identity: str, step: Step | None = None) -> None:
         self._ledger.release(identity, step)
+
+    def begin_delivery(self, digest: str) -> int:
+        return self._ledger.begin_delivery(digest)
+
+    def end_delivery(self, digest: str, *, handled: bool = True) -> None:
+        self._ledger.end_delivery(digest, handled=handled)

@@ -15,6 +15,8 @@ from collections import deque
 from collections.abc import Hashable
 from typing import Any, Generic, TypeVar
 
+from s3_events_handler.application.limits import DEFAULT_MAX_MESSAGE_BYTES
+
 T = TypeVar("T")
 
 
@@ -27,13 +29,16 @@ class OwnKey:
         return f"OwnKey at {id(self):#x}"
 
 
-def ordering_key(body: bytes) -> Hashable:
+def ordering_key(body: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Hashable:
     """`(bucket, key)` of a message holding one record; any other message a key of its own.
 
     A message with several records is split into messages of one record each, which are
-    ordered then; one that cannot be read is dead-lettered without touching any object.
+    ordered then; one that cannot be read, or is larger than `max_bytes`
+    (`MAX_MESSAGE_BYTES`, never parsed), is dead-lettered without touching any object.
     Cheaper than parsing the event, as it runs for every message on the consumer's thread.
     """
+    if len(body) > max_bytes:
+        return OwnKey()
     try:
         message = json.loads(body)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError

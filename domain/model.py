@@ -61,10 +61,11 @@ class Step(enum.IntEnum):
 REPEATABLE_STEPS = frozenset({Step.TRANSFER_REQUESTED, Step.REMOVED})
 
 
-# How long a claim on an event lasts unless its holder renews it (SPEC 6). The holder
-# renews it at every ledger write and, from a heartbeat, a few times a lease, so an attempt
-# keeps it however long it takes; a consumer that died lets it lapse within this time.
-CLAIM_LEASE_SECONDS = 90.0
+# How long a claim on an event lasts unless its holder renews it (SPEC 6); the default of
+# `CLAIM_LEASE_SECONDS`. The holder renews it at every ledger write and, from a heartbeat,
+# every third of it, so an attempt keeps it however long it takes; a consumer that died
+# lets it lapse within this time, and its events wait that long for the next one.
+CLAIM_LEASE_SECONDS = 30.0
 
 
 class Stage(enum.StrEnum):

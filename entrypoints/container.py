@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
@@ -36,6 +37,7 @@ from s3_events_handler.adapters.rabbitmq import (
 )
 from s3_events_handler.adapters.rabbitmq.dead_letters import DeadLetterQueue
 from s3_events_handler.application.handler import MessageHandler, RetryPolicy
+from s3_events_handler.application.limits import ConsumerLedger, MessageLimits
 from s3_events_handler.application.observed import (
     ObservedLedger,
     ObservedOrganisations,
@@ -46,7 +48,6 @@ from s3_events_handler.application.observed import (
 )
 from s3_events_handler.application.ordering import ordering_key
 from s3_events_handler.domain.errors import ServiceUnavailable
-from s3_events_handler.domain.ports import Ledger
 from s3_events_handler.domain.use_cases import IngestEssence, RemoveEssence
 
 
@@ -80,16 +81,18 @@ def broker_connection(settings: BrokerSettings) -> Iterator[BrokerConnection]:
     connection.close()
 
 
-def ledger(path: str, dsn: str, retention_days: float) -> Iterator[Ledger]:
+def ledger(
+    path: str, dsn: str, retention_days: float, lease_seconds: float
+) -> Iterator[ConsumerLedger]:
     """PostgreSQL when LEDGER_DSN is set (several consumers), else a SQLite file.
 
     Opened at start: a ledger that cannot be opened is a setting to fix, named as such.
     """
     try:
         chosen: PostgresLedger | SqliteLedger = (
-            PostgresLedger(dsn, retention_days=retention_days)
+            PostgresLedger(dsn, retention_days=retention_days, lease_seconds=lease_seconds)
             if dsn
-            else SqliteLedger(path, retention_days=retention_days)
+            else SqliteLedger(path, retention_days=retention_days, lease_seconds=lease_seconds)
         )
     except ServiceUnavailable as error:
         raise ConfigError([], [f"{'LEDGER_DSN' if dsn else 'LEDGER_PATH'}: {error}"]) from None
@@ -213,6 +216,7 @@ class Container(containers.DeclarativeContainer):
         path=config.ledger.path,
         dsn=config.ledger.dsn,
         retention_days=config.ledger.retention_days,
+        lease_seconds=config.ledger.claim_lease_seconds,
     )
     destinations = providers.Singleton(
         load_destinations,
@@ -244,6 +248,12 @@ class Container(containers.DeclarativeContainer):
         ledger=observed_ledger,
         collateral_bucket=config.app.collateral_bucket,
     )
+    message_limits = providers.Singleton(
+        MessageLimits,
+        max_bytes=config.app.max_message_bytes,
+        max_records=config.app.max_records,
+        poison_limit=config.app.poison_limit,
+    )
     handler = providers.Singleton(
         MessageHandler,
         ingest=ingest,
@@ -253,6 +263,8 @@ class Container(containers.DeclarativeContainer):
             delays=providers.Callable(tuple, config.app.retry_delays),
             max_attempts=config.app.retry_max_attempts,
         ),
+        limits=message_limits,
+        unfinished=observed_ledger,
         telemetry=telemetry,
     )
     consumer = providers.Singleton(
@@ -261,7 +273,9 @@ class Container(containers.DeclarativeContainer):
         broker_settings,
         handler.provided.handle,
         concurrency=config.app.concurrency,
-        ordering_key=providers.Object(ordering_key),
+        ordering_key=providers.Callable(
+            functools.partial, ordering_key, max_bytes=config.app.max_message_bytes
+        ),
         telemetry=telemetry,
     )
     dead_letter_queue = providers.Factory(DeadLetterQueue, broker_settings)

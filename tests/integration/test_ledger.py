@@ -378,3 +378,24 @@ def test_a_postgres_ledger_that_does_not_answer_is_unavailable_not_a_setting() -
     assert "pw-not-to-show" not in str(raised.value)
     with pytest.raises(ValueError, match="cannot be parsed"):
         inspect_database("host=127.0.0.1 user=s3events pw-not-to-show")
+
+
+def test_a_message_in_hand_is_counted_until_its_handling_ends(open_ledger: Opener) -> None:
+    first = open_ledger()
+    assert first.begin_delivery("digest-1") == 0
+    first.close()  # the consumer died during the message: the count outlives it
+    second = open_ledger()
+    assert second.begin_delivery("digest-1") == 1  # one death before this delivery
+    assert second.begin_delivery("digest-2") == 0  # another message counts on its own
+    second.end_delivery("digest-1")  # an outcome, whichever: the count starts again
+    assert open_ledger().begin_delivery("digest-1") == 0
+
+
+def test_consumers_side_by_side_lose_no_count(open_ledger: Opener) -> None:
+    ledgers = [open_ledger() for _ in range(4)]
+
+    def begin(n: int) -> int:
+        return ledgers[n % len(ledgers)].begin_delivery("digest-1")
+
+    counts = side_by_side(begin, 8)
+    assert sorted(count for count in counts if isinstance(count, int)) == list(range(8))

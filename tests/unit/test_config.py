@@ -58,6 +58,9 @@ def test_new_settings_have_the_documented_defaults() -> None:
         "shutdown_grace_seconds": 20.0,
         "retry_delays": [10, 30, 90, 270, 810],
         "retry_max_attempts": 8,
+        "max_message_bytes": 4194304,
+        "max_records": 1000,
+        "poison_limit": 3,
         "concurrency": 16,
         "pin_cpu": True,
     }
