@@ -8,36 +8,29 @@ from typing import Any
 
 import psycopg
 
-from s3_events_handler.adapters.ledger_sql import (
-    Parameters,
-    SqlLedger,
-    claim_statements,
-    deliveries_table,
-    delivery_statements,
-    ledger_table,
-)
+from s3_events_handler.adapters.ledger_sql import Dialect, Parameters, SqlLedger, Statements
 from s3_events_handler.domain.errors import ServiceUnavailable
 from s3_events_handler.domain.model import CLAIM_LEASE_SECONDS
 
 log = logging.getLogger(__name__)
 
-SCHEMA = ledger_table(
-    step_type="SMALLINT", time_type="TIMESTAMPTZ", updated_at_default=" DEFAULT now()"
+POSTGRES = Dialect(
+    placeholder=lambda name: f"%({name})s",
+    now="now()",
+    lease="make_interval(secs => {lease})",
+    greatest="GREATEST",
+    held_identities="SELECT jsonb_array_elements_text({held}::jsonb)",
+    step_type="SMALLINT",
+    time_type="TIMESTAMPTZ",
+    updated_at_default=" DEFAULT now()",
 )
+_STATEMENTS = Statements.of(POSTGRES)
 # A table made before there were claims gets their columns.
 ADD_CLAIM_COLUMNS = (
     "ALTER TABLE s3_events_ledger "
     "ADD COLUMN IF NOT EXISTS claimed_by TEXT, "
     "ADD COLUMN IF NOT EXISTS claimed_until TIMESTAMPTZ"
 )
-_STATEMENTS = claim_statements(
-    placeholder=lambda name: f"%({name})s",
-    now="now()",
-    lease="make_interval(secs => {lease})",
-    greatest="GREATEST",
-    held_identities="SELECT jsonb_array_elements_text({held}::jsonb)",
-)
-_DELIVERY_STATEMENTS = delivery_statements(placeholder=lambda name: f"%({name})s", now="now()")
 
 
 class PostgresLedger(SqlLedger):
@@ -48,16 +41,6 @@ class PostgresLedger(SqlLedger):
     pruning, so a reconnect never forgets an event still being retried.
     """
 
-    RECALL = "SELECT pid, step FROM s3_events_ledger WHERE identity = %(identity)s"
-    CLAIM = _STATEMENTS["CLAIM"]
-    CLAIM_PID = _STATEMENTS["CLAIM_PID"]
-    ADVANCE = _STATEMENTS["ADVANCE"]
-    RELEASE = _STATEMENTS["RELEASE"]
-    RENEW = _STATEMENTS["RENEW"]
-    BEGIN_DELIVERY = _DELIVERY_STATEMENTS["BEGIN_DELIVERY"]
-    END_DELIVERY = _DELIVERY_STATEMENTS["END_DELIVERY"]
-    TAKE_BACK_DELIVERY = _DELIVERY_STATEMENTS["TAKE_BACK_DELIVERY"]
-
     def __init__(
         self,
         dsn: str,
@@ -66,7 +49,7 @@ class PostgresLedger(SqlLedger):
         timeout: float = 10,
         lease_seconds: float = CLAIM_LEASE_SECONDS,
     ) -> None:
-        super().__init__(lease_seconds=lease_seconds)
+        super().__init__(_STATEMENTS, lease_seconds=lease_seconds)
         self._dsn = dsn
         self._timeout = timeout
         self._lock = threading.Lock()
@@ -106,9 +89,10 @@ class PostgresLedger(SqlLedger):
         with db.transaction():
             # Consumers starting together would race on CREATE TABLE IF NOT EXISTS.
             db.execute("SELECT pg_advisory_xact_lock(hashtext('s3_events_ledger'))")
-            db.execute(SCHEMA)
+            events, deliveries = POSTGRES.tables()
+            db.execute(events)
             db.execute(ADD_CLAIM_COLUMNS)
-            db.execute(deliveries_table(time_type="TIMESTAMPTZ"))
+            db.execute(deliveries)
         return db
 
     def _query(

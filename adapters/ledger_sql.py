@@ -11,7 +11,8 @@ import threading
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from s3_events_handler.application.limits import ConsumerLedger
 from s3_events_handler.domain.errors import ClaimedElsewhere, ServiceUnavailable
@@ -30,116 +31,129 @@ Parameters = Mapping[str, object]
 CLAIM_COLUMNS = ("claimed_by", "claimed_until")
 
 
-def ledger_table(*, step_type: str, time_type: str, updated_at_default: str = "") -> str:
-    """The ledger's one table; the databases differ only in column types."""
-    return (
-        "CREATE TABLE IF NOT EXISTS s3_events_ledger ("
-        "identity TEXT PRIMARY KEY, "
-        "pid TEXT, "
-        f"step {step_type} NOT NULL, "
-        f"updated_at {time_type} NOT NULL{updated_at_default}, "
-        "claimed_by TEXT, "
-        f"claimed_until {time_type})"
-    )
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """What differs between the two databases, as SQL text."""
+
+    placeholder: Callable[[str], str]
+    """A named parameter: `:name` or `%(name)s`."""
+    now: str
+    """The database's clock."""
+    lease: str
+    """The lease as added to `now`, `{lease}` where its seconds go."""
+    greatest: str
+    """The two-argument maximum."""
+    held_identities: str
+    """A subquery of the identities in the JSON list parameter `{held}`."""
+    step_type: str
+    time_type: str
+    updated_at_default: str = ""
+
+    def tables(self) -> tuple[str, str]:
+        """The ledger's table of events and its table of messages in hand."""
+        events = (
+            "CREATE TABLE IF NOT EXISTS s3_events_ledger ("
+            "identity TEXT PRIMARY KEY, "
+            "pid TEXT, "
+            f"step {self.step_type} NOT NULL, "
+            f"updated_at {self.time_type} NOT NULL{self.updated_at_default}, "
+            "claimed_by TEXT, "
+            f"claimed_until {self.time_type})"
+        )
+        deliveries = (
+            "CREATE TABLE IF NOT EXISTS s3_events_deliveries ("
+            "digest TEXT PRIMARY KEY, "
+            "unfinished INTEGER NOT NULL, "
+            f"updated_at {self.time_type} NOT NULL)"
+        )
+        return events, deliveries
 
 
-def claim_statements(
-    *,
-    placeholder: Callable[[str], str],
-    now: str,
-    lease: str,
-    greatest: str,
-    held_identities: str,
-) -> dict[str, str]:
-    """The claim's statements in one dialect.
+class Statements(NamedTuple):
+    """Every statement the ledger runs; each returns rows, so a caller learns from them what
+    happened. Parameters by name: identity, owner, lease, pid, step, held, digest."""
 
-    `placeholder` names a parameter (`:name` or `%(name)s`); `now` is the database's
-    clock, `lease` the lease as added to it (with `{lease}` where the seconds go),
-    `greatest` the two-argument maximum, `held_identities` a subquery giving the
-    identities in the JSON list parameter `{held}`. Every statement returns rows, so a
-    caller learns from them what happened.
-    """
-    takeable = (
-        f"s3_events_ledger.step < {int(Step.TRANSFER_REQUESTED)} "
-        "AND (s3_events_ledger.claimed_by IS NULL "
-        "OR s3_events_ledger.claimed_by = excluded.claimed_by "
-        f"OR s3_events_ledger.claimed_until <= {now})"
-    )
-    held = "identity = {identity} AND claimed_by = {owner}"
-    renewed = f"claimed_until = {now} + {lease}, updated_at = {now}"
-    statements = {
-        # Taken unless finished or held live by another; the row says which.
-        "CLAIM": (
-            "INSERT INTO s3_events_ledger "
-            "(identity, pid, step, updated_at, claimed_by, claimed_until) "
-            f"VALUES ({{identity}}, NULL, 0, {now}, {{owner}}, {now} + {lease}) "
-            "ON CONFLICT (identity) DO UPDATE SET "
-            f"claimed_by = CASE WHEN {takeable} "
-            "THEN excluded.claimed_by ELSE s3_events_ledger.claimed_by END, "
-            f"claimed_until = CASE WHEN {takeable} "
-            "THEN excluded.claimed_until ELSE s3_events_ledger.claimed_until END, "
-            f"updated_at = {now} "
-            "RETURNING pid, step, claimed_by"
-        ),
-        # The first PID stays; only the holder stores one.
-        "CLAIM_PID": (
-            "UPDATE s3_events_ledger SET pid = COALESCE(pid, {pid}), "
-            f"step = {greatest}(step, {int(Step.PID_CLAIMED)}), {renewed} "
-            f"WHERE {held} RETURNING pid"
-        ),
-        "ADVANCE": (
-            f"UPDATE s3_events_ledger SET step = {greatest}(step, {{step}}), {renewed} "
-            f"WHERE {held} RETURNING step"
-        ),
-        # The step is recorded whoever holds the claim: it was done. The claim is let go
-        # only if it is still this consumer's.
-        "RELEASE": (
-            f"UPDATE s3_events_ledger SET step = {greatest}(step, {{step}}), "
-            "claimed_until = CASE WHEN claimed_by = {owner} THEN NULL ELSE claimed_until END, "
-            "claimed_by = CASE WHEN claimed_by = {owner} THEN NULL ELSE claimed_by END, "
-            f"updated_at = {now} "
-            "WHERE identity = {identity} RETURNING claimed_by"
-        ),
-        "RENEW": (
-            f"UPDATE s3_events_ledger SET {renewed} "
-            f"WHERE claimed_by = {{owner}} AND identity IN ({held_identities}) RETURNING identity"
-        ),
-    }
-    names = ("identity", "owner", "pid", "step", "lease", "held")
-    return {
-        name: sql.format(**{name: placeholder(name) for name in names})
-        for name, sql in statements.items()
-    }
+    recall: str
+    claim: str
+    """Taken unless finished or held live by another; the row says which."""
+    claim_pid: str
+    """The first PID stays; only the holder stores one."""
+    advance: str
+    release: str
+    """The step is recorded whoever holds the claim (it was done); the claim let go of only
+    if it is still this consumer's."""
+    renew: str
+    begin_delivery: str
+    """Counts a delivery of a message in; gives the count with it."""
+    end_delivery: str
+    take_back_delivery: str
+    """Counts one delivery back out."""
 
-
-def deliveries_table(*, time_type: str) -> str:
-    """The messages in hand, by their body's digest, and how many of their deliveries began
-    and never ended (`UnfinishedDeliveries`)."""
-    return (
-        "CREATE TABLE IF NOT EXISTS s3_events_deliveries ("
-        "digest TEXT PRIMARY KEY, "
-        "unfinished INTEGER NOT NULL, "
-        f"updated_at {time_type} NOT NULL)"
-    )
-
-
-def delivery_statements(*, placeholder: Callable[[str], str], now: str) -> dict[str, str]:
-    """`BEGIN_DELIVERY` counts a delivery in and returns the count with it; `END_DELIVERY`
-    forgets the message; `TAKE_BACK_DELIVERY` counts one delivery back out."""
-    digest = placeholder("digest")
-    return {
-        "BEGIN_DELIVERY": (
-            "INSERT INTO s3_events_deliveries (digest, unfinished, updated_at) "
-            f"VALUES ({digest}, 1, {now}) ON CONFLICT (digest) DO UPDATE SET "
-            f"unfinished = s3_events_deliveries.unfinished + 1, updated_at = {now} "
-            "RETURNING unfinished"
-        ),
-        "END_DELIVERY": f"DELETE FROM s3_events_deliveries WHERE digest = {digest}",
-        "TAKE_BACK_DELIVERY": (
-            f"UPDATE s3_events_deliveries SET unfinished = unfinished - 1, updated_at = {now} "
-            f"WHERE digest = {digest} AND unfinished > 0"
-        ),
-    }
+    @classmethod
+    def of(cls, dialect: Dialect) -> Statements:
+        now, greatest = dialect.now, dialect.greatest
+        lease = f"{now} + {dialect.lease}"
+        takeable = (
+            f"s3_events_ledger.step < {int(Step.TRANSFER_REQUESTED)} "
+            "AND (s3_events_ledger.claimed_by IS NULL "
+            "OR s3_events_ledger.claimed_by = excluded.claimed_by "
+            f"OR s3_events_ledger.claimed_until <= {now})"
+        )
+        held = "identity = {identity} AND claimed_by = {owner}"
+        renewed = f"claimed_until = {lease}, updated_at = {now}"
+        templates = cls(
+            recall="SELECT pid, step FROM s3_events_ledger WHERE identity = {identity}",
+            claim=(
+                "INSERT INTO s3_events_ledger "
+                "(identity, pid, step, updated_at, claimed_by, claimed_until) "
+                f"VALUES ({{identity}}, NULL, 0, {now}, {{owner}}, {lease}) "
+                "ON CONFLICT (identity) DO UPDATE SET "
+                f"claimed_by = CASE WHEN {takeable} "
+                "THEN excluded.claimed_by ELSE s3_events_ledger.claimed_by END, "
+                f"claimed_until = CASE WHEN {takeable} "
+                "THEN excluded.claimed_until ELSE s3_events_ledger.claimed_until END, "
+                f"updated_at = {now} "
+                "RETURNING pid, step, claimed_by"
+            ),
+            claim_pid=(
+                "UPDATE s3_events_ledger SET pid = COALESCE(pid, {pid}), "
+                f"step = {greatest}(step, {int(Step.PID_CLAIMED)}), {renewed} "
+                f"WHERE {held} RETURNING pid"
+            ),
+            advance=(
+                f"UPDATE s3_events_ledger SET step = {greatest}(step, {{step}}), {renewed} "
+                f"WHERE {held} RETURNING step"
+            ),
+            release=(
+                f"UPDATE s3_events_ledger SET step = {greatest}(step, {{step}}), "
+                "claimed_until = CASE WHEN claimed_by = {owner} THEN NULL "
+                "ELSE claimed_until END, "
+                "claimed_by = CASE WHEN claimed_by = {owner} THEN NULL ELSE claimed_by END, "
+                f"updated_at = {now} "
+                "WHERE identity = {identity} RETURNING claimed_by"
+            ),
+            renew=(
+                f"UPDATE s3_events_ledger SET {renewed} WHERE claimed_by = {{owner}} "
+                f"AND identity IN ({dialect.held_identities}) RETURNING identity"
+            ),
+            begin_delivery=(
+                "INSERT INTO s3_events_deliveries (digest, unfinished, updated_at) "
+                f"VALUES ({{digest}}, 1, {now}) ON CONFLICT (digest) DO UPDATE SET "
+                f"unfinished = s3_events_deliveries.unfinished + 1, updated_at = {now} "
+                "RETURNING unfinished"
+            ),
+            end_delivery=(
+                "DELETE FROM s3_events_deliveries WHERE digest = {digest} RETURNING digest"
+            ),
+            take_back_delivery=(
+                f"UPDATE s3_events_deliveries SET unfinished = unfinished - 1, "
+                f"updated_at = {now} WHERE digest = {{digest}} AND unfinished > 0 "
+                "RETURNING digest"
+            ),
+        )
+        names = ("identity", "owner", "lease", "pid", "step", "held", "digest")
+        placeholders = {name: dialect.placeholder(name) for name in names}
+        return cls(*(template.format(**placeholders) for template in templates))
 
 
 def consumer_name() -> str:
@@ -150,24 +164,14 @@ def consumer_name() -> str:
 class SqlLedger(ConsumerLedger, ABC):
     """The `Ledger` port; each database writes the statements in its own dialect.
 
-    `RECALL` takes (identity) and gives (pid, step); the others are `claim_statements`.
     A claim is a lease row (holder, expiry) compared with the database's clock, so it
     works alike in SQLite and PostgreSQL, needs no connection or transaction held for
     the attempt, and outlives a lost connection (see docs/architecture.md). The claims
     this object holds are renewed by a heartbeat thread every third of the lease.
     """
 
-    RECALL: ClassVar[str]
-    CLAIM: ClassVar[str]
-    CLAIM_PID: ClassVar[str]
-    ADVANCE: ClassVar[str]
-    RELEASE: ClassVar[str]
-    RENEW: ClassVar[str]
-    BEGIN_DELIVERY: ClassVar[str]
-    END_DELIVERY: ClassVar[str]
-    TAKE_BACK_DELIVERY: ClassVar[str]
-
-    def __init__(self, *, lease_seconds: float = CLAIM_LEASE_SECONDS) -> None:
+    def __init__(self, sql: Statements, *, lease_seconds: float = CLAIM_LEASE_SECONDS) -> None:
+        self._sql = sql
         self.owner = consumer_name()
         self.lease_seconds = lease_seconds
         self._held: set[str] = set()
@@ -176,13 +180,13 @@ class SqlLedger(ConsumerLedger, ABC):
         self._closing = threading.Event()
 
     def recall(self, identity: str) -> LedgerEntry | None:
-        rows = self._query(self.RECALL, {"identity": identity})
+        rows = self._query(self._sql.recall, {"identity": identity})
         return LedgerEntry(identity, rows[0][0], Step(rows[0][1])) if rows else None
 
     def claim(self, identity: str) -> LedgerEntry | None:
         # Losing a claim in a power cut is harmless: every consumer on this ledger is
         # started again, and a new attempt resumes from the steps recorded.
-        rows = self._query(self.CLAIM, self._about(identity), durable=False)
+        rows = self._query(self._sql.claim, self._about(identity), durable=False)
         pid, step, holder = rows[0][0], Step(rows[0][1]), rows[0][2]
         if step.finished:
             return LedgerEntry(identity, pid, step)
@@ -196,17 +200,17 @@ class SqlLedger(ConsumerLedger, ABC):
         return LedgerEntry(identity, pid, step)
 
     def claim_pid(self, identity: str, pid: str) -> str:
-        rows = self._held_query(self.CLAIM_PID, identity, pid=pid)
+        rows = self._held_query(self._sql.claim_pid, identity, pid=pid)
         return str(rows[0][0])
 
     def advance(self, identity: str, step: Step) -> None:
-        self._held_query(self.ADVANCE, identity, step=int(step))
+        self._held_query(self._sql.advance, identity, step=int(step))
 
     def release(self, identity: str, step: Step | None = None) -> None:
         with self._held_lock:
             self._held.discard(identity)  # first: a release that fails lets the lease lapse
         rows = self._query(
-            self.RELEASE,
+            self._sql.release,
             self._about(identity, step=int(step or Step.RECEIVED)),
             durable=step is not None and step not in REPEATABLE_STEPS,
         )
@@ -217,11 +221,11 @@ class SqlLedger(ConsumerLedger, ABC):
 
     def begin_delivery(self, digest: str) -> int:
         # Not waiting for the disk: the count must outlive the process, not a power cut.
-        rows = self._query(self.BEGIN_DELIVERY, {"digest": digest}, durable=False)
+        rows = self._query(self._sql.begin_delivery, {"digest": digest}, durable=False)
         return int(rows[0][0]) - 1
 
     def end_delivery(self, digest: str, *, handled: bool = True) -> None:
-        statement = self.END_DELIVERY if handled else self.TAKE_BACK_DELIVERY
+        statement = self._sql.end_delivery if handled else self._sql.take_back_delivery
         self._query(statement, {"digest": digest}, durable=False)
 
     def close(self) -> None:
@@ -236,7 +240,7 @@ class SqlLedger(ConsumerLedger, ABC):
         if not held:
             return 0
         rows = self._query(
-            self.RENEW,
+            self._sql.renew,
             {"owner": self.owner, "lease": self.lease_seconds, "held": json.dumps(held)},
             durable=False,
         )
@@ -286,12 +290,4 @@ class SqlLedger(ConsumerLedger, ABC):
         """
 
 
-__all__ = [
-    "CLAIM_COLUMNS",
-    "SqlLedger",
-    "claim_statements",
-    "consumer_name",
-    "deliveries_table",
-    "delivery_statements",
-    "ledger_table",
-]
+__all__ = ["CLAIM_COLUMNS", "Dialect", "SqlLedger", "Statements", "consumer_name"]

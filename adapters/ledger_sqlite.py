@@ -12,12 +12,10 @@ from typing import Any
 
 from s3_events_handler.adapters.ledger_sql import (
     CLAIM_COLUMNS,
+    Dialect,
     Parameters,
     SqlLedger,
-    claim_statements,
-    deliveries_table,
-    delivery_statements,
-    ledger_table,
+    Statements,
 )
 from s3_events_handler.domain.errors import ServiceUnavailable
 from s3_events_handler.domain.model import CLAIM_LEASE_SECONDS
@@ -28,15 +26,16 @@ log = logging.getLogger(__name__)
 # with. (unixepoch('subsec') says it shorter, but needs SQLite 3.42.)
 _NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 
-SCHEMA = ledger_table(step_type="INTEGER", time_type="REAL")
-_STATEMENTS = claim_statements(
+SQLITE = Dialect(
     placeholder=lambda name: f":{name}",
     now=_NOW,
     lease="{lease}",
     greatest="MAX",
     held_identities="SELECT value FROM json_each({held})",
+    step_type="INTEGER",
+    time_type="REAL",
 )
-_DELIVERY_STATEMENTS = delivery_statements(placeholder=lambda name: f":{name}", now=_NOW)
+_STATEMENTS = Statements.of(SQLITE)
 
 # The first bytes of every SQLite database file (an empty file is one too, still empty).
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -77,16 +76,6 @@ class SqliteLedger(SqlLedger):
     waits.
     """
 
-    RECALL = "SELECT pid, step FROM s3_events_ledger WHERE identity = :identity"
-    CLAIM = _STATEMENTS["CLAIM"]
-    CLAIM_PID = _STATEMENTS["CLAIM_PID"]
-    ADVANCE = _STATEMENTS["ADVANCE"]
-    RELEASE = _STATEMENTS["RELEASE"]
-    RENEW = _STATEMENTS["RENEW"]
-    BEGIN_DELIVERY = _DELIVERY_STATEMENTS["BEGIN_DELIVERY"]
-    END_DELIVERY = _DELIVERY_STATEMENTS["END_DELIVERY"]
-    TAKE_BACK_DELIVERY = _DELIVERY_STATEMENTS["TAKE_BACK_DELIVERY"]
-
     def __init__(
         self,
         path: Path | str,
@@ -94,16 +83,17 @@ class SqliteLedger(SqlLedger):
         retention_days: float = 30,
         lease_seconds: float = CLAIM_LEASE_SECONDS,
     ) -> None:
-        super().__init__(lease_seconds=lease_seconds)
+        super().__init__(_STATEMENTS, lease_seconds=lease_seconds)
         self._path = str(path)
         self._own = threading.local()  # each thread's connection
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         try:
             db = self._connection()
-            db.execute(SCHEMA)
+            events, deliveries = SQLITE.tables()
+            db.execute(events)
             _add_claim_columns(db)
-            db.execute(deliveries_table(time_type="REAL"))
+            db.execute(deliveries)
             cutoff = time.time() - retention_days * 86400
             pruned = db.execute(
                 "DELETE FROM s3_events_ledger WHERE updated_at < ?", (cutoff,)
