@@ -242,15 +242,16 @@ class Container(containers.DeclarativeContainer):
         organisations=observed_organisations,
         collateral_bucket=config.app.collateral_bucket,
     )
+    retry_policy = providers.Singleton(
+        RetryPolicy,
+        delays=providers.Callable(tuple, config.app.retry_delays),
+        max_attempts=config.app.retry_max_attempts,
+    )
     handler = providers.Singleton(
         MessageHandler,
         ingest=ingest,
         remove=remove,
-        retry_policy=providers.Singleton(
-            RetryPolicy,
-            delays=providers.Callable(tuple, config.app.retry_delays),
-            max_attempts=config.app.retry_max_attempts,
-        ),
+        retry_policy=retry_policy,
         telemetry=telemetry,
     )
     consumer = providers.Singleton(
@@ -260,6 +261,7 @@ class Container(containers.DeclarativeContainer):
         handler.provided.handle,
         concurrency=config.app.concurrency,
         ordering_key=providers.Object(ordering_key),
+        retry_policy=retry_policy,
         telemetry=telemetry,
     )
     dead_letter_queue = providers.Factory(DeadLetterQueue, broker_settings)
