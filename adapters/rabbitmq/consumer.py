@@ -115,6 +115,10 @@ class Consumer:
         self._channel_number = 0
         self._cancelled_by_broker = False
         self._held: list[_Held] = []
+        self._failures_since_settled = 0
+        """Connections lost (or not made) since a message last settled: the reconnect backoff.
+        Not reset by a connection that opens, so a connection lost again and again before
+        anything settles backs off further each time."""
         self._dispatcher = Dispatcher(self._handle, workers=concurrency, wake=connection.wake)
         self.ready = threading.Event()
         """Set once consuming; cleared when the connection is lost."""
@@ -146,13 +150,11 @@ class Consumer:
         Past the grace the connection is closed without acking: the broker redelivers.
         Broker trouble never ends this: it reconnects with backoff.
         """
-        failures = 0
         try:
             while not self._stopping:
                 try:
                     self._connection.open()
                     self.connects += 1
-                    failures = 0
                     self._consume(grace_seconds)
                     return
                 except Exception as error:
@@ -164,8 +166,9 @@ class Consumer:
                 if self._stopping:
                     self._finish_in_hand(grace_seconds)
                     break
-                delay = self._reconnect_delays[min(failures, len(self._reconnect_delays) - 1)]
-                failures += 1
+                delays = self._reconnect_delays
+                delay = delays[min(self._failures_since_settled, len(delays) - 1)]
+                self._failures_since_settled += 1
                 log.warning("reconnecting to the broker in %s s", delay)
                 self._sleep_unless_stopped(delay)
         finally:
@@ -276,6 +279,7 @@ class Consumer:
             )
             self._hold(job.received)
             return
+        self._failures_since_settled = 0  # the connection works: a loss now starts afresh
         self.messages_handled += 1
         try:
             self._account(job, settled)

@@ -2,7 +2,8 @@
 
 A handler that raised, or an outcome the broker refused, is that message's transient
 failure: it is retried (or held back) while the other messages keep their outcomes, and
-the connection stays. Only a lost connection reconnects.
+the connection stays. Only a lost connection reconnects, backing off further each time
+until a message settles again.
 """
 
 from __future__ import annotations
@@ -232,6 +233,27 @@ def test_a_lost_connection_still_means_a_reconnect(start: Callable[..., Running]
 
     assert wait_until(lambda: running.consumer.connects == 2), first.calls
     assert first.acked == [] and first.requeued == []  # the broker redelivers it
+    running.stop()
+
+
+# -- the reconnect backoff -----------------------------------------------------------------------
+
+
+def test_the_reconnect_backoff_grows_until_a_message_settles_again(
+    start: Callable[..., Running],
+) -> None:
+    running = start(by_body({}), reconnect_delays=(0.01, 0.02, 0.03))
+    consumer, broker = running.consumer, running.broker
+    for connects in (2, 3, 4, 5):
+        broker.lose_connection()
+        assert wait_until(lambda: consumer.connects == connects and consumer.ready.is_set())  # noqa: B023
+    assert running.slept == [0.01, 0.02, 0.03, 0.03]  # a connection that opens is no reset
+
+    broker.deliver(b"event")
+    assert wait_until(lambda: broker.channel.acked == [1])
+    broker.lose_connection()
+    assert wait_until(lambda: consumer.connects == 6)
+    assert running.slept[-1] == 0.01  # a message settled: the connection works again
     running.stop()
 
 
