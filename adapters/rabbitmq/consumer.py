@@ -128,11 +128,12 @@ class Consumer:
         """Successful connections so far; more than one means the consumer reconnected."""
 
     def stop(self) -> None:
-        """Ask `run()` to finish; only sets attributes (telemetry's `stopping` too), so it is
-        safe in a signal handler."""
+        """Ask `run()` to finish, and start no message from now on; only sets flags (the
+        dispatcher's and telemetry's too), so it is safe in a signal handler."""
         if not self._stopping:
             self._stop_requested_at = time.monotonic()
             self._stopping = True
+            self._dispatcher.close()  # from here on no worker starts a message
             self._telemetry.stopping()
 
     @property
@@ -232,10 +233,13 @@ class Consumer:
 
     def _cancel(self, channel: Any, settlement: Settlement, consumer_tag: str) -> None:
         """No new deliveries; the ones received but not started go back to the queue at once,
-        and so do those held back."""
+        and so do those held back. A worker that takes one meanwhile hands it back unstarted
+        (`_settle_finished` returns it to the queue)."""
         channel.basic_cancel(consumer_tag)
-        for job in self._dispatcher.take_waiting():
-            if self._dispatcher.is_current(job):
+        dispatcher = self._dispatcher
+        dispatcher.close()  # stop() did so already, unless it ran on another thread just now
+        for job in dispatcher.take_unstarted():
+            if dispatcher.is_current(job):
                 settlement.give_back(job.received)
         self._hand_back_held(settlement, due_by=float("inf"))
 
@@ -247,13 +251,16 @@ class Consumer:
         """Settle what the workers finished, then let the next job of each key start.
 
         A job of a channel that is gone is dropped: its tag would name another message
-        on this channel, and the broker redelivers it anyway.
+        on this channel, and the broker redelivers it anyway. A job no worker started
+        (the consumer is stopping) goes back to the queue.
         """
         dispatcher = self._dispatcher
         for job in dispatcher.finished():
             try:
                 if not dispatcher.is_current(job):
                     log.debug("message %d: outcome dropped, its channel is gone", job.delivery_tag)
+                elif job.skipped:
+                    settlement.give_back(job.received)
                 else:
                     self._settle(settlement, job)
             finally:

@@ -3,7 +3,7 @@
 A handler that raised, or an outcome the broker refused, is that message's transient
 failure: it is retried (or held back) while the other messages keep their outcomes, and
 the connection stays. Only a lost connection reconnects, backing off further each time
-until a message settles again.
+until a message settles again. On stop, nothing starts any more.
 """
 
 from __future__ import annotations
@@ -258,6 +258,31 @@ def test_the_reconnect_backoff_grows_until_a_message_settles_again(
 
 
 # -- stopping ------------------------------------------------------------------------------------
+
+
+def test_stop_hands_back_at_once_every_message_not_started_and_starts_none(
+    start: Callable[..., Running],
+) -> None:
+    release = threading.Event()
+    handled: list[bytes] = []
+
+    def handle(delivery: Delivery) -> Outcome:
+        handled.append(delivery.body)
+        release.wait(TIMEOUT)
+        return DONE
+
+    running = start(handle, concurrency=2)
+    for body in (b"a", b"b", b"c", b"d", b"e"):  # prefetched beyond the two workers
+        running.broker.deliver(body)
+    channel = running.broker.channel
+    assert wait_until(lambda: len(handled) == 2)
+
+    running.consumer.stop()
+    assert wait_until(lambda: sorted(channel.requeued) == [3, 4, 5], timeout=2), channel.calls
+    release.set()
+    running.thread.join(TIMEOUT)
+    assert handled == [b"a", b"b"]
+    assert sorted(channel.acked) == [1, 2]
 
 
 def test_stop_hands_back_a_held_message_at_once(start: Callable[..., Running]) -> None:
