@@ -212,7 +212,10 @@ class Consumer:
                 self._cancel(channel, settlement, consumer_tag)
                 cancelled = True
             self._settle_finished(settlement)
-            self._hand_back_held(settlement, due_by=time.monotonic())
+            # Stopping, each held message goes back at once: nothing more will be handled.
+            self._hand_back_held(
+                settlement, due_by=float("inf") if self._stopping else time.monotonic()
+            )
             if self._stopping and self._stopped(grace_seconds):
                 return
             if self._cancelled_by_broker:
@@ -232,16 +235,15 @@ class Consumer:
         self._cancelled_by_broker = True
 
     def _cancel(self, channel: Any, settlement: Settlement, consumer_tag: str) -> None:
-        """No new deliveries; the ones received but not started go back to the queue at once,
-        and so do those held back. A worker that takes one meanwhile hands it back unstarted
-        (`_settle_finished` returns it to the queue)."""
+        """No new deliveries; the ones received but not started go back to the queue at once.
+        A worker that takes one meanwhile hands it back unstarted (`_settle_finished`
+        returns it to the queue)."""
         channel.basic_cancel(consumer_tag)
         dispatcher = self._dispatcher
         dispatcher.close()  # stop() did so already, unless it ran on another thread just now
         for job in dispatcher.take_unstarted():
             if dispatcher.is_current(job):
                 settlement.give_back(job.received)
-        self._hand_back_held(settlement, due_by=float("inf"))
 
     def _handle(self, received: Received) -> Outcome:
         """On a worker thread: the application's outcome for one delivery."""

@@ -295,3 +295,25 @@ def test_stop_hands_back_a_held_message_at_once(start: Callable[..., Running]) -
 
     running.stop()
     assert channel.requeued == [1] and channel.acked == []
+
+
+def test_a_message_held_while_the_consumer_stops_goes_back_before_it_exits(
+    start: Callable[..., Running],
+) -> None:
+    release = threading.Event()
+
+    def handle(delivery: Delivery) -> Outcome:
+        release.wait(TIMEOUT)
+        return NOT_JSON
+
+    running = start(handle)
+    channel = running.broker.channel
+    channel.fail_confirm(nacked(), publish_number=1)
+    channel.fail_confirm(nacked(), publish_number=2)
+    running.broker.deliver(b"not json")
+    assert wait_until(lambda: running.consumer.in_hand == 1)
+    running.consumer.stop()  # the message in hand finishes, and no queue takes it
+    release.set()
+
+    running.thread.join(TIMEOUT)
+    assert channel.requeued == [1] and channel.acked == []
