@@ -231,19 +231,16 @@ class MessageHandler:
             log.warning("attempt %d failed at %s: %s", attempt, progress.stage, reason)
         else:
             log.exception("unexpected failure at %s (attempt %d)", progress.stage, attempt)
-        headers = dict(delivery.headers)
-        headers[ATTEMPT_HEADER] = attempt + 1
-        if progress.pid is not None:
-            headers[PID_HEADER] = progress.pid
         delay = self._retry_policy.delay_after(attempt)
         if isinstance(error, ServiceUnavailable) and error.retry_after:
             delay = max(delay, math.ceil(error.retry_after))  # as the service asked
-        return Retry(
-            reason=reason,
-            delay_seconds=delay,
-            headers=headers,
+        return retry_later(
+            delivery,
+            reason,
+            self._retry_policy,
             correlation_id=correlation_id,
             facts=facts,
+            delay_seconds=delay,
         )
 
     def _back_later(
@@ -266,21 +263,100 @@ class MessageHandler:
     def _dead_letter(
         self, delivery: Delivery, reason: str, correlation_id: str | None, facts: EventFacts
     ) -> Outcome:
-        reason = one_line(reason)
-        log.error("dead-lettered at %s: %s", facts.stage, reason)
-        headers = dict(delivery.headers)
-        headers[ERROR_HEADER] = reason
-        headers[STAGE_HEADER] = facts.stage
-        headers[DEAD_LETTERED_AT_HEADER] = self._clock().isoformat(timespec="seconds")
-        if facts.pid is not None:
-            headers[PID_HEADER] = facts.pid  # a replay reuses it, even when the ledger forgot it
-        return DeadLetter(
-            reason=reason,
-            stage=facts.stage,
-            headers=headers,
-            correlation_id=correlation_id,
-            facts=facts,
+        outcome = dead_letter(
+            delivery, reason, correlation_id=correlation_id, facts=facts, now=self._clock()
         )
+        log.error("dead-lettered at %s: %s", facts.stage, outcome.reason)
+        return outcome
+
+
+def retry_later(
+    delivery: Delivery,
+    reason: str,
+    policy: RetryPolicy,
+    *,
+    correlation_id: str,
+    facts: EventFacts,
+    delay_seconds: int | None = None,
+) -> Retry:
+    """`delivery` again after the backoff of its attempt (or `delay_seconds`), with `x-attempt`
+    counted on and the PID already minted in `x-pid`, so the retry reuses it."""
+    attempt = attempt_of(delivery.headers)
+    headers = dict(delivery.headers)
+    headers[ATTEMPT_HEADER] = attempt + 1
+    if facts.pid is not None:
+        headers[PID_HEADER] = facts.pid
+    return Retry(
+        reason=reason,
+        delay_seconds=policy.delay_after(attempt) if delay_seconds is None else delay_seconds,
+        headers=headers,
+        correlation_id=correlation_id,
+        facts=facts,
+    )
+
+
+def dead_letter(
+    delivery: Delivery,
+    reason: str,
+    *,
+    correlation_id: str | None,
+    facts: EventFacts,
+    now: datetime,
+) -> DeadLetter:
+    """`delivery` given up on: its headers plus the reason, the stage, when, and the PID minted
+    (a replay reuses it, even when the ledger forgot it)."""
+    reason = one_line(reason)
+    headers = dict(delivery.headers)
+    headers[ERROR_HEADER] = reason
+    headers[STAGE_HEADER] = facts.stage
+    headers[DEAD_LETTERED_AT_HEADER] = now.isoformat(timespec="seconds")
+    if facts.pid is not None:
+        headers[PID_HEADER] = facts.pid
+    return DeadLetter(
+        reason=reason,
+        stage=facts.stage,
+        headers=headers,
+        correlation_id=correlation_id,
+        facts=facts,
+    )
+
+
+def transient_outcome(
+    delivery: Delivery,
+    error: BaseException,
+    policy: RetryPolicy,
+    *,
+    clock: Callable[[], datetime] = _utc_now,
+) -> Retry | DeadLetter:
+    """The outcome of a delivery whose handling raised what nobody foresaw (a bug, say in
+    telemetry), for the consumer to settle instead of dropping its connection (SPEC 6): a
+    transient failure of that one message, retried with the backoff of its attempt and
+    dead-lettered once its attempts are spent, as `MessageHandler` does with any other."""
+    attempt = attempt_of(delivery.headers)
+    reason = one_line(f"{type(error).__name__}: {error}")
+    correlation_id = delivery.correlation_id or str(uuid.uuid4())
+    facts = EventFacts(pid=_pid_of(delivery.headers), stage=Stage.RECEIVED.value, attempt=attempt)
+    if attempt >= policy.max_attempts:
+        reason = f"gave up after {attempt} attempts: {reason}"
+        return dead_letter(
+            delivery, reason, correlation_id=correlation_id, facts=facts, now=clock()
+        )
+    return retry_later(delivery, reason, policy, correlation_id=correlation_id, facts=facts)
+
+
+def retry_instead(
+    delivery: Delivery, refused: Split | DeadLetter, reason: str, policy: RetryPolicy
+) -> Retry:
+    """The retry that takes the place of an outcome the broker would not take (a dead-letter
+    queue that refuses publishes, SPEC 6): the message waits out the backoff of its attempt
+    in its retry queue and comes back, neither lost nor looped straight back. Always a retry,
+    also past the last attempt: the dead letters are what refused it."""
+    correlation_id = (
+        (refused.correlation_id if isinstance(refused, DeadLetter) else None)
+        or delivery.correlation_id
+        or str(uuid.uuid4())
+    )
+    return retry_later(delivery, reason, policy, correlation_id=correlation_id, facts=refused.facts)
 
 
 def _facts(record: Any, progress: Progress, attempt: int, result: Result | None) -> EventFacts:

@@ -254,15 +254,16 @@ class Container(containers.DeclarativeContainer):
         max_records=config.app.max_records,
         poison_limit=config.app.poison_limit,
     )
+    retry_policy = providers.Singleton(
+        RetryPolicy,
+        delays=providers.Callable(tuple, config.app.retry_delays),
+        max_attempts=config.app.retry_max_attempts,
+    )
     handler = providers.Singleton(
         MessageHandler,
         ingest=ingest,
         remove=remove,
-        retry_policy=providers.Singleton(
-            RetryPolicy,
-            delays=providers.Callable(tuple, config.app.retry_delays),
-            max_attempts=config.app.retry_max_attempts,
-        ),
+        retry_policy=retry_policy,
         limits=message_limits,
         unfinished=observed_ledger,
         telemetry=telemetry,
@@ -276,6 +277,7 @@ class Container(containers.DeclarativeContainer):
         ordering_key=providers.Callable(
             functools.partial, ordering_key, max_bytes=config.app.max_message_bytes
         ),
+        retry_policy=retry_policy,
         telemetry=telemetry,
     )
     dead_letter_queue = providers.Factory(DeadLetterQueue, broker_settings)

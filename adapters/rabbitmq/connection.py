@@ -94,6 +94,8 @@ class ConfirmingChannel(Protocol):
 
     def basic_ack(self, *, delivery_tag: int) -> None: ...
 
+    def basic_reject(self, *, delivery_tag: int, requeue: bool) -> None: ...
+
 
 def publish_confirmed(
     channel: ConfirmingChannel, exchange: str, routing_key: str, body: bytes, properties: Any

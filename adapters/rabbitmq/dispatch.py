@@ -10,6 +10,10 @@ A delivery belongs to the channel it came on: its tag means nothing on another o
 Each job remembers its channel; once the consumer opened a new one, a job of an old
 one is stale: a worker skips it if it has not started it, and the consumer drops
 its outcome (the broker redelivers the message on the new channel).
+
+Once the consumer stops, no job starts (SPEC 6): `close()` makes the workers skip every
+job they take from then on, and `take_unstarted()` gives the I/O thread the jobs no
+worker took yet, so that it hands them all back to the broker at once.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ class Job:
     error: BaseException | None = None
     """What the handler raised instead of returning an outcome."""
     skipped: bool = False
-    """Stale before a worker started it: not handled at all."""
+    """Not handled at all: stale, or taken by a worker after the dispatcher closed."""
     started: float = field(default_factory=time.monotonic)
     """When it was taken up (`time.monotonic`): an event's duration runs from here."""
 
@@ -81,6 +85,9 @@ class Dispatcher:
         self._idle = threading.Semaphore(0)
         self._threads: list[threading.Thread] = []
         self._channel = 0
+        self._closed = False
+        # Re-entrant: `close()` may run in a signal handler that interrupted `close()`.
+        self._closing = threading.RLock()
 
     @property
     def workers(self) -> int:
@@ -112,9 +119,35 @@ class Dispatcher:
         if following is not None:
             self._start(following)
 
-    def take_waiting(self) -> list[Job]:
-        """The jobs that wait behind another of their key, in arrival order; never started now."""
-        return self._keys.take_waiting()
+    def close(self) -> None:
+        """No job starts from now on: a worker hands back each job it takes, skipped.
+
+        Safe from any thread and in a signal handler: it only sets a flag, under the lock
+        a worker holds while it decides whether to start a job, so once this returned no
+        worker can start one.
+        """
+        with self._closing:
+            self._closed = True
+
+    def take_unstarted(self) -> list[Job]:
+        """After `close()`: the jobs no worker started, in delivery order, to hand back.
+
+        Those waiting behind another job of their key, and those queued for a worker
+        (admitted, their key held: released here). A job a worker takes meanwhile comes
+        back from `finished()`, skipped.
+        """
+        unstarted = self._keys.take_waiting()
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:  # a worker's signal to end, from `shutdown()`: not ours to take
+                self._jobs.put(None)
+                break
+            unstarted.append(job)
+            self.release(job)
+        return sorted(unstarted, key=lambda job: job.delivery_tag)
 
     def in_progress(self) -> list[Job]:
         """Started and not released yet (the handler may be done): the jobs in hand."""
@@ -144,7 +177,7 @@ class Dispatcher:
     def _work(self) -> None:
         """A worker's loop: handle jobs until told to stop; every job comes back finished."""
         while (job := self._jobs.get()) is not None:
-            if job.channel != self._channel:
+            if not self._may_start(job):
                 job.skipped = True
             else:
                 try:
@@ -156,6 +189,12 @@ class Dispatcher:
                 self._woken = True
                 self._wake()
             self._idle.release()
+
+    def _may_start(self, job: Job) -> bool:
+        """Whether a worker may start `job`: it came on the current channel and the dispatcher
+        is not closed; decided under the lock `close()` takes."""
+        with self._closing:
+            return job.channel == self._channel and not self._closed
 
 
 __all__ = ["Dispatcher", "Job"]

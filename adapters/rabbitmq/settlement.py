@@ -122,6 +122,10 @@ class Settlement:
         self._channel.basic_ack(delivery_tag=received.delivery_tag)
         return settled
 
+    def give_back(self, received: Received) -> None:
+        """Hand `received` back to its queue unsettled (rejected, requeued) for another try."""
+        self._channel.basic_reject(delivery_tag=received.delivery_tag, requeue=True)
+
     def _replace(self, received: Received, outcome: Outcome) -> Settled:
         """Publish whatever takes the delivery's place; each is confirmed before this returns."""
         settings = self._settings

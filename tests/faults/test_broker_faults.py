@@ -363,6 +363,59 @@ def test_sigterm_with_many_events_in_hand_exits_0_and_loses_nothing(
     )
 
 
+def test_sigterm_with_a_prefetch_deeper_than_the_workers_starts_nothing_more(
+    service: RunningService, examples: Path
+) -> None:
+    """RABBIT_MQ_PREFETCH 10 for 2 workers: two events in hand (each inside a slow search)
+    and eight more delivered, waiting for a worker, when SIGTERM comes. None of the eight
+    starts after the signal (MediaHaven sees no search after it, so no upload can be cut
+    off by the grace); they are back in the queue at once, while the two still run; a
+    consumer started again processes every event once."""
+    s = service.settings
+    workers, prefetch, in_hand_seconds = 2, 10, 3.0
+    events = harness.essence_events(examples, "sigterm-deep", 12)
+    slow_searches(service, *[in_hand_seconds] * workers)
+    service.start_consumer(CONCURRENCY=str(workers), RABBIT_MQ_PREFETCH=str(prefetch))
+    harness.publish_persistent(service, events)
+    transfers = harness.Transfers(s)
+
+    def ready() -> int:
+        return amqp.message_count(s.host, s.port, s.incoming_queue)
+
+    def all_delivered_two_in_hand() -> bool:
+        return searches(service) == workers and ready() == len(events) - prefetch
+
+    assert amqp.wait_until(all_delivered_two_in_hand, timeout=10), service.log()
+    process = service.process
+    assert process is not None
+    process.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    # Back in the queue while the two in hand are still inside their searches.
+    assert amqp.wait_until(lambda: ready() == len(events) - workers, timeout=2), service.log()
+    handed_back_after = time.monotonic() - signalled
+    assert process.wait(timeout=15) == 0, service.log()
+    exit_seconds = time.monotonic() - signalled
+
+    searched_at = [r.at for r in service.mediahaven.requests_to(RECORDS_PATH, method="GET")]
+    assert len(searched_at) == workers and max(searched_at) < signalled, service.log()
+    assert harness.count_in_log(service, "stopped consuming; closing the broker connection") == 1
+    transfers.take_rest()
+    assert len(transfers.keys) == workers, service.log()  # the two in hand finished
+    depths = harness.queue_depths(s)
+    assert depths[s.incoming_queue] == (len(events) - workers, 0), depths
+    assert depths[s.dead_letter_queue] == (0, 0), depths
+    assert all(depths[s.retry_queue(level)] == (0, 0) for level in s.retry_delays), depths
+
+    service.start_consumer()
+    result = assert_all_processed_once(service, events, transfers)
+    assert service.stop_consumer() == 0
+    print(
+        f"\nSIGTERM with {workers} in hand and {prefetch - workers} waiting for a worker: "
+        f"those back in the queue after {handed_back_after:.2f} s, none started; exit 0 "
+        f"after {exit_seconds:.1f} s; after a restart {result}"
+    )
+
+
 # -- 3. a slow downstream call and a short heartbeat ------------------------------------
 
 

@@ -24,8 +24,10 @@ import json
 import random
 import re
 import signal
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pika
@@ -641,3 +643,74 @@ def test_a_seeded_sample_of_poison_through_the_broker_leaves_the_consumer_workin
     )
     for queue in (s.incoming_queue, *(s.retry_queue(d) for d in s.retry_delays)):
         assert amqp.message_count(s.host, s.port, queue) == 0, queue
+
+
+# -- a dead-letter queue that refuses the publish ------------------------------------------------
+
+
+@contextmanager
+def refusing_every_publish(queue: str) -> Iterator[None]:
+    """An operator's policy on `queue` alone: no room (`max-length` 0) and `reject-publish`, so
+    the broker nacks every message published to it. Removed afterwards."""
+    name = f"{queue}-refuses"
+    pattern = "^" + re.escape(queue) + "$"
+    definition = json.dumps({"max-length": 0, "overflow": "reject-publish"})
+    amqp.rabbitmqctl(
+        "set_policy", "--apply-to", "queues", "--priority", "100", name, pattern, definition
+    )
+    try:
+        yield
+    finally:
+        amqp.rabbitmqctl("clear_policy", name)
+
+
+def test_a_dead_letter_queue_that_refuses_the_publish_costs_no_reconnect_and_loses_nothing(
+    service: RunningService,
+) -> None:
+    """A body that is not JSON, to be dead-lettered, and good events behind it, while the
+    dead-letter queue refuses every publish. The good events are done on the consumer's one
+    connection; the bad one goes round the retry queues, a backoff each time, and lands in
+    the dead letters once the queue takes messages again."""
+    s = service.settings
+    bad = b"this is not an S3 event"
+    good = []
+    for n in range(6):
+        message = copy.deepcopy(GOLDEN["event-essence-created.json"])
+        message["Records"][0]["s3"]["object"]["key"] = f"behind-the-refused-{n}.MXF"
+        message["Records"][0]["responseElements"]["x-viaa-request-id"] = f"behind-{n}"
+        good.append(json.dumps(message).encode())
+
+    with refusing_every_publish(s.dead_letter_queue):
+        service.start_consumer(CONCURRENCY="4")  # the bad one in hand with three good ones
+        began = time.monotonic()
+        service.publish_event(bad, delivery_mode=2)
+        for body in good:
+            service.publish_event(body, delivery_mode=2)
+
+        transfers = amqp.wait_for_messages(s.host, s.port, s.transfer_queue, len(good), timeout=30)
+        assert len(transfers) == len(good), service.log()
+        refused = "its dead letter was not carried out"
+        assert amqp.wait_until(lambda: refused in service.log(), timeout=10), service.log()
+        # Back from the retry queue of its attempt (1 s, then 2 s), never straight back.
+        time.sleep(max(0.0, began + 4 - time.monotonic()))
+        refusals, refused_for = service.log().count(refused), time.monotonic() - began
+        assert 2 <= refusals <= refused_for + 1, service.log()
+        assert service.log().count("connected to the broker at ") == 1, service.log()
+        assert "reconnecting" not in service.log()
+
+    allowed = time.monotonic()
+    [dead] = amqp.wait_for_messages(s.host, s.port, s.dead_letter_queue, 1, timeout=15)
+    landed_after = time.monotonic() - allowed
+    assert dead.body == bad, service.log()
+    assert "not JSON" in dead.headers["x-error"]
+    assert dead.headers["x-attempt"] >= 2
+    assert service.log().count("connected to the broker at ") == 1, service.log()
+    assert service.process is not None and service.process.poll() is None
+    assert service.stop_consumer() == 0
+    for queue in (s.incoming_queue, *(s.retry_queue(d) for d in s.retry_delays)):
+        assert amqp.message_count(s.host, s.port, queue) == 0, queue
+    print(
+        f"\ndead-letter queue refusing every publish: {len(good)} good events done, the bad "
+        f"one refused {refusals}x in {refused_for:.1f} s, each time to a retry queue; in the "
+        f"dead letters {landed_after:.1f} s after the policy went; 1 connection"
+    )

@@ -488,9 +488,11 @@ def test_a_retry_amqp_cannot_encode_is_dead_lettered_instead_of_looping(
     assert line.getMessage().startswith("dead-letter: message ")
 
 
-def test_an_unconfirmed_republish_is_not_acked_and_the_consumer_starts_over(
+def test_a_dead_letter_queue_deleted_under_the_consumer_costs_no_reconnect(
     settings: BrokerSettings, start_consumer: Callable[..., RunningConsumer]
 ) -> None:
+    """The republish comes back unroutable (mandatory): the consumer declares its queues
+    again, as a reconnect would, and sends the message round the retry queue meanwhile."""
     calls: list[Delivery] = []
 
     def handler(delivery: Delivery) -> Outcome:
@@ -498,18 +500,18 @@ def test_an_unconfirmed_republish_is_not_acked_and_the_consumer_starts_over(
         return DeadLetter(reason="bad", stage="parse", headers={"x-error": "bad"})
 
     running = start_consumer(settings, handler)
-    # The dead-letter queue vanishes: the republish is unroutable (mandatory).
-    amqp.delete_queues(settings.host, settings.port, settings.dead_letter_queue)
+    host, port, dead_letters = settings.host, settings.port, settings.dead_letter_queue
+    amqp.delete_queues(host, port, dead_letters)
     publish(settings, b"event")
 
-    # Not acked; the reconnect redeclares the queue and the broker redelivers the message.
-    consumer = running.consumer
-    assert amqp.wait_until(lambda: consumer.connects == 2 and consumer.ready.is_set(), timeout=10)
-    [message] = wait_for(settings, settings.dead_letter_queue, 1)
+    assert amqp.wait_until(lambda: amqp.queue_exists(host, port, dead_letters), timeout=10)
+    [message] = wait_for(settings, dead_letters, 1, timeout=10)
     assert message.body == b"event"
-    assert len(calls) == 2
-    assert running.consumer.connects == 2
-    assert running.consumer.messages_handled == 1
+    assert len(calls) == 2  # back from the retry queue of its first attempt
+    assert calls[1].headers["x-attempt"] == 2
+    assert running.consumer.connects == 1
+    assert running.consumer.messages_handled == 2
+    assert incoming_left(settings) == 0
 
 
 # --- transfer requests ---------------------------------------------------------------------

@@ -42,11 +42,17 @@ class Nacked:
     requeue: bool
 
 
+@dataclass(frozen=True)
+class Rejected:
+    delivery_tag: int
+    requeue: bool
+
+
 class RecordingChannel:
     """Records publishes, acks and nacks in the order they came; fails when told to."""
 
     def __init__(self) -> None:
-        self.calls: list[Published | Acked | Nacked] = []
+        self.calls: list[Published | Acked | Nacked | Rejected] = []
         self._closed_by: Exception | None = None
         self._unconfirmed: dict[int, Exception] = {}
 
@@ -73,6 +79,11 @@ class RecordingChannel:
     @property
     def nacked(self) -> list[int]:
         return [call.delivery_tag for call in self.calls if isinstance(call, Nacked)]
+
+    @property
+    def requeued(self) -> list[int]:
+        """The tags rejected with requeue: handed back to their queue."""
+        return [call.delivery_tag for call in self.calls if isinstance(call, Rejected)]
 
     def basic_publish(
         self,
@@ -106,6 +117,10 @@ class RecordingChannel:
     ) -> None:
         self._raise_if_closed()
         self.calls.append(Nacked(delivery_tag, multiple, requeue))
+
+    def basic_reject(self, delivery_tag: int = 0, requeue: bool = True) -> None:
+        self._raise_if_closed()
+        self.calls.append(Rejected(delivery_tag, requeue))
 
     def _raise_if_closed(self) -> None:
         if self._closed_by is not None:

@@ -1,5 +1,6 @@
 """The dispatcher on real threads: one object's deliveries one at a time and in order, other
-objects' side by side; a lost channel's deliveries never handled or settled."""
+objects' side by side; a lost channel's deliveries never handled or settled; once closed,
+nothing started."""
 
 from __future__ import annotations
 
@@ -83,6 +84,15 @@ def waiting_for(release: threading.Event) -> Callable[[Received], Outcome]:
     return handle
 
 
+def wait_until(condition: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
 def overlapping(first: Span, second: Span) -> bool:
     return first.began < second.ended and second.began < first.ended
 
@@ -152,17 +162,65 @@ def test_a_handler_that_raises_hands_its_error_back_and_frees_its_key() -> None:
     assert second.outcome == DONE and calls == [1, 2]
 
 
-def test_waiting_deliveries_can_be_taken_back_in_arrival_order() -> None:
+def test_once_closed_every_job_not_started_is_taken_back_in_delivery_order() -> None:
+    started: list[int] = []
     release = threading.Event()
-    io = IoThread(waiting_for(release), workers=2)
-    for tag, key in [(1, "a"), (2, "b"), (3, "a"), (4, "b"), (5, "a")]:
-        io.submit(tag, key)
 
-    assert [job.delivery_tag for job in io.dispatcher.take_waiting()] == [3, 4, 5]
+    def handle(received: Received) -> Outcome:
+        started.append(received.delivery_tag)
+        release.wait(TIMEOUT)
+        return DONE
+
+    io = IoThread(handle, workers=2)
+    for tag, key in [(1, "a"), (2, "b"), (3, "a"), (4, "c"), (5, "a"), (6, "d")]:
+        io.submit(tag, key)
+    # 1 and 2 in the two workers; 4 and 6 queued for a worker; 3 and 5 waiting behind 1.
+    assert wait_until(lambda: sorted(started) == [1, 2])
+
+    io.dispatcher.close()
+    assert [job.delivery_tag for job in io.dispatcher.take_unstarted()] == [3, 4, 5, 6]
     assert sorted(job.delivery_tag for job in io.dispatcher.in_progress()) == [1, 2]
     release.set()
     io.settle_until(2)
+    assert sorted(started) == [1, 2]
     assert io.dispatcher.in_progress() == []
+
+
+def test_a_job_a_worker_takes_after_close_comes_back_skipped_never_started() -> None:
+    handling = Handling()
+    io = IoThread(handling, workers=2)
+    io.dispatcher.close()
+    io.submit(1, "a")
+    io.submit(2, "b")
+    io.settle_until(2)
+
+    assert handling.spans == []
+    assert io.tags(handled=False) == [1, 2]
+    assert all(io.dispatcher.is_current(job) for job in io.settled)  # for the consumer to reject
+
+
+def test_no_job_starts_once_close_returned_whatever_the_workers_are_doing() -> None:
+    """Workers taking jobs as fast as they can while the dispatcher closes: each job either
+    began before `close()` returned, or was never started and comes back (skipped by a
+    worker that took it, or taken back by `take_unstarted`)."""
+    for before_close, before_taking in itertools.product((0, 0.002, 0.005), (0, 0.0002, 0.002)):
+        handling = Handling(seconds=0.0002)
+        io = IoThread(handling, workers=4)
+        for tag in range(1, 201):
+            io.submit(tag, ("bucket", f"key-{tag}"))
+        time.sleep(before_close)
+        io.dispatcher.close()
+        closed = time.monotonic()
+        if before_taking:  # else taken back before the workers can take many
+            time.sleep(before_taking)
+        unstarted = [job.delivery_tag for job in io.dispatcher.take_unstarted()]
+        io.settle_until(200 - len(unstarted))
+        io.dispatcher.shutdown()
+
+        assert all(span.began < closed for span in handling.spans)
+        handled, skipped = io.tags(handled=True), io.tags(handled=False)
+        assert sorted(span.tag for span in handling.spans) == sorted(handled)
+        assert sorted([*handled, *skipped, *unstarted]) == list(range(1, 201))  # each once
 
 
 def test_a_dispatcher_needs_a_worker() -> None:

@@ -9,7 +9,12 @@ from typing import Any
 
 import pytest
 
-from s3_events_handler.application.handler import MessageHandler, RetryPolicy
+from s3_events_handler.application.handler import (
+    MessageHandler,
+    RetryPolicy,
+    retry_instead,
+    transient_outcome,
+)
 from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Retry, Split
 from s3_events_handler.domain.errors import ServiceUnavailable
 from s3_events_handler.domain.model import S3Event, Stage
@@ -279,3 +284,61 @@ def test_an_event_another_consumer_holds_comes_back_soon_its_attempt_not_counted
     assert outcome.headers == headers  # the attempt count as it was
     assert outcome.reason.startswith("ClaimedElsewhere: ")
     assert world.pids.minted == [] and world.transfers.published == []
+
+
+# -- what the consumer asks when handling or settling went wrong in a way nobody foresaw ----
+
+
+def test_an_exception_that_escaped_the_handler_is_retried_at_the_backoff_of_its_attempt() -> None:
+    headers = {"x-attempt": 2, "x-pid": "a1b2c3d4e5", "origin": "gateway"}
+    escaped = Delivery(body=b"{}", headers=headers, correlation_id="corr-1")
+    outcome = transient_outcome(escaped, RuntimeError("a bug"), RetryPolicy(delays=(10, 30)))
+    assert isinstance(outcome, Retry)
+    assert outcome.delay_seconds == 30
+    assert outcome.headers == {"x-attempt": 3, "x-pid": "a1b2c3d4e5", "origin": "gateway"}
+    assert (outcome.reason, outcome.correlation_id) == ("RuntimeError: a bug", "corr-1")
+    assert (outcome.facts.stage, outcome.facts.attempt) == ("received", 2)
+
+
+def test_an_exception_that_escaped_the_handler_on_the_last_attempt_is_dead_lettered() -> None:
+    moment = datetime(2024, 5, 1, 12, 30, 5, tzinfo=UTC)
+    escaped = Delivery(body=b"{}", headers={"x-attempt": 3})
+    outcome = transient_outcome(
+        escaped, KeyError("surprise"), RetryPolicy(max_attempts=3), clock=lambda: moment
+    )
+    assert isinstance(outcome, DeadLetter)
+    assert outcome.headers["x-error"] == "gave up after 3 attempts: KeyError: 'surprise'"
+    assert outcome.headers["x-error-stage"] == "received"
+    assert outcome.headers["x-dead-lettered-at"] == "2024-05-01T12:30:05+00:00"
+    assert outcome.correlation_id  # one is made when the delivery has none
+
+
+def test_a_dead_letter_the_broker_refused_becomes_a_retry_even_past_the_last_attempt() -> None:
+    """The dead letters are what refused it: it waits in the last retry level instead."""
+    refused_delivery = Delivery(
+        body=b"not json", headers={"x-attempt": 8, "origin": "gateway"}, correlation_id="corr-9"
+    )
+    policy = RetryPolicy(delays=(10, 30), max_attempts=8)
+    refused = handler_for(World(), policy).handle(refused_delivery)
+    assert isinstance(refused, DeadLetter)
+
+    outcome = retry_instead(refused_delivery, refused, "NackError", policy)
+    assert isinstance(outcome, Retry)
+    assert outcome.delay_seconds == 30
+    assert outcome.headers == {"x-attempt": 9, "origin": "gateway"}  # no x-error: not given up
+    assert outcome.correlation_id == refused.correlation_id == "corr-9"
+    assert outcome.facts == refused.facts
+
+
+def test_a_split_the_broker_refused_becomes_a_retry_keeping_the_incoming_correlation_id(
+    examples: Path,
+) -> None:
+    message = golden_event(examples, ESSENCE)
+    message["Records"].append(message["Records"][0])
+    incoming = delivery(message, correlation_id="upstream-7")
+    refused = handler_for(World()).handle(incoming)
+    assert isinstance(refused, Split)
+
+    outcome = retry_instead(incoming, refused, "UnroutableError", RetryPolicy())
+    assert (outcome.delay_seconds, outcome.headers["x-attempt"]) == (10, 2)
+    assert outcome.correlation_id == "upstream-7"
