@@ -15,7 +15,6 @@ from tests.support import amqp
 
 ESSENCE = "event-essence-created.json"
 MIB = 1024 * 1024
-LEASE = "3"  # seconds a claim outlives the consumer that died holding it
 
 
 def peak_rss_mib(process_id: int) -> float:
@@ -86,9 +85,9 @@ def test_a_message_the_consumer_dies_during_three_times_is_dead_lettered_unhandl
     slow_searches(service, 60, 60, 60)  # the message's search hangs until the kill
     s = service.settings
     for death in range(1, 4):
-        # A dead consumer's claim holds the event for the lease: its next delivery backs
-        # off meanwhile, which neither adds a death nor clears the count.
-        service.start_consumer(CLAIM_LEASE_SECONDS=LEASE)
+        # A dead consumer's claim holds the event for the lease (3 s in the tests): its next
+        # delivery backs off meanwhile, which neither adds a death nor clears the count.
+        service.start_consumer()
         assert service.process is not None
         if death == 1:
             service.publish_event(deadly)
@@ -96,7 +95,7 @@ def test_a_message_the_consumer_dies_during_three_times_is_dead_lettered_unhandl
         service.process.send_signal(signal.SIGKILL)
         service.process.wait(timeout=10)
 
-    service.start_consumer(CLAIM_LEASE_SECONDS=LEASE)
+    service.start_consumer()
     [dead] = amqp.wait_for_messages(s.host, s.port, s.dead_letter_queue, 1, timeout=30)
     assert dead.body == deadly
     assert dead.headers["x-error"] == (
