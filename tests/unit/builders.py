@@ -18,10 +18,12 @@ from s3_events_handler.adapters.memory import (
 from s3_events_handler.domain.events import parse_record
 from s3_events_handler.domain.model import (
     Destinations,
+    LedgerEntry,
     Query,
     Record,
     S3Event,
     Sidecar,
+    Step,
     TransferRequest,
 )
 from s3_events_handler.domain.ports import ArchiveRecords
@@ -135,4 +137,13 @@ class Failing:
         raise self.error
 
     def publish(self, request: TransferRequest) -> None:
+        raise self.error
+
+    def recall(self, identity: str) -> LedgerEntry | None:
+        raise self.error
+
+    def claim_pid(self, identity: str, pid: str) -> str:
+        raise self.error
+
+    def advance(self, identity: str, step: Step) -> None:
         raise self.error
