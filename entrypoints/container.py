@@ -80,14 +80,15 @@ def broker_connection(settings: BrokerSettings) -> Iterator[BrokerConnection]:
     connection.close()
 
 
-def ledger(path: str, dsn: str, retention_days: float) -> Iterator[Ledger]:
+def ledger(path: str, dsn: str, retention_days: float, connections: int) -> Iterator[Ledger]:
     """PostgreSQL when LEDGER_DSN is set (several consumers), else a SQLite file.
 
     Opened at start: a ledger that cannot be opened is a setting to fix, named as such.
+    PostgreSQL gets a connection per worker (`connections`) at most.
     """
     try:
         chosen: PostgresLedger | SqliteLedger = (
-            PostgresLedger(dsn, retention_days=retention_days)
+            PostgresLedger(dsn, retention_days=retention_days, connections=connections)
             if dsn
             else SqliteLedger(path, retention_days=retention_days)
         )
@@ -213,6 +214,7 @@ class Container(containers.DeclarativeContainer):
         path=config.ledger.path,
         dsn=config.ledger.dsn,
         retention_days=config.ledger.retention_days,
+        connections=config.app.concurrency,
     )
     destinations = providers.Singleton(
         load_destinations,
