@@ -9,7 +9,13 @@ import psycopg
 from psycopg_pool import PoolTimeout
 
 from s3_events_handler.adapters.ledger_sql import SqlLedger, ledger_table
-from s3_events_handler.adapters.postgres_pool import connection_pool, connection_settings
+from s3_events_handler.adapters.postgres_pool import (
+    ANSWER_MARGIN_SECONDS,
+    AnswerDeadline,
+    NoAnswer,
+    connection_pool,
+    connection_settings,
+)
 from s3_events_handler.domain.errors import ServiceUnavailable
 
 log = logging.getLogger(__name__)
@@ -24,8 +30,9 @@ class PostgresLedger(SqlLedger):
     database stops the start rather than the first event; the statements then run on a
     pool of up to `connections` (one per worker), so a slow statement holds up only its
     own worker. Each is bounded (`postgres_pool`): `timeout` to connect or to get a
-    connection, `statement_timeout` on the server. A connection found closed is
-    replaced, without pruning, so a reconnect never forgets an event still being retried.
+    connection, `statement_timeout` on the server, and that plus a second for the answer
+    to arrive. A connection found closed is replaced, without pruning, so a reconnect
+    never forgets an event still being retried.
     """
 
     RECALL = "SELECT pid, step FROM s3_events_ledger WHERE identity = %s"
@@ -67,22 +74,27 @@ class PostgresLedger(SqlLedger):
         self._pool = connection_pool(
             dsn, size=connections, connect_seconds=timeout, statement_seconds=statement_timeout
         )
+        self._deadline = AnswerDeadline(statement_timeout + ANSWER_MARGIN_SECONDS)
 
     def close(self) -> None:
         self._pool.close()
+        self._deadline.close()
 
     def _query(self, sql: str, parameters: tuple[object, ...]) -> list[tuple[Any, ...]]:
         """One statement on a connection of the pool; a failure is `ServiceUnavailable`.
 
         A connection found closed (the server restarted, or ended the session) is
         replaced, with the other idle ones, most likely closed too, and the statement is
-        tried once more.
+        tried once more. One that got no answer is not: it has had its time.
         """
         for last_try in (False, True):
             db = self._connection()
             try:
-                cursor = db.execute(sql, parameters)
-                return cursor.fetchall() if cursor.description else []
+                with self._deadline.watching(db):
+                    cursor = db.execute(sql, parameters)
+                    return cursor.fetchall() if cursor.description else []
+            except NoAnswer as error:
+                raise ServiceUnavailable(f"ledger database: {error}") from None
             except psycopg.OperationalError as error:
                 if last_try or not db.closed:
                     raise ServiceUnavailable(f"ledger database: {_one_line(error)}") from None

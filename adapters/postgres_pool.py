@@ -8,11 +8,21 @@ What can keep a worker waiting on the database, and what bounds it:
   which the server cancels it and the connection stays usable;
 - an idle connection whose other end is gone (a host restarted, a firewall that forgot
   it): TCP keepalives, so the kernel closes it rather than the next statement waiting
-  on it.
+  on it;
+- a statement whose answer never comes (a half-open link, a proxy that stopped
+  forwarding: the server never had it, so its own timeout cannot help):
+  `AnswerDeadline`, which cuts the connection.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -26,6 +36,10 @@ KEEPALIVES = {
     "keepalives_interval": 10,
     "keepalives_count": 3,
 }
+
+# The server cancels a statement past its statement_timeout and says so; the deadline on
+# the answer leaves it that much longer before cutting the connection.
+ANSWER_MARGIN_SECONDS = 1.0
 
 
 def connection_settings(connect_seconds: float) -> dict[str, Any]:
@@ -62,4 +76,78 @@ def connection_pool(
     )
 
 
-__all__ = ["connection_pool", "connection_settings"]
+class NoAnswer(Exception):
+    """The statement's answer did not come within the deadline; its connection was cut."""
+
+
+@dataclass(eq=False)
+class _Watched:
+    socket: int
+    deadline: float
+    cut: bool = False
+
+
+class AnswerDeadline:
+    """Cuts the connection of a statement still waiting for its answer after `seconds`.
+
+    psycopg waits for an answer as long as it takes; one thread watches every statement
+    in progress and shuts down the socket of one past its deadline, which wakes its
+    worker at once with a closed connection.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._changed = threading.Condition()
+        self._watched: set[_Watched] = set()
+        self._closed = False
+        self._watcher = threading.Thread(target=self._watch, name="ledger-deadline", daemon=True)
+        self._watcher.start()
+
+    @contextlib.contextmanager
+    def watching(self, db: psycopg.Connection[Any]) -> Iterator[None]:
+        """The statements run inside are cut off at the deadline: `NoAnswer`, `db` closed."""
+        watched = _Watched(db.pgconn.socket, time.monotonic() + self.seconds)
+        with self._changed:
+            if not self._watched:  # else the watcher already waits for an earlier deadline
+                self._changed.notify()
+            self._watched.add(watched)
+        try:
+            yield
+        except psycopg.Error:
+            if watched.cut:
+                raise NoAnswer(f"no answer within {self.seconds:g} s") from None
+            raise
+        finally:
+            with self._changed:
+                self._watched.discard(watched)
+            if watched.cut:  # even if the answer came just in time: the socket is shut
+                db.close()
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
+        self._watcher.join(timeout=5)
+
+    def _watch(self) -> None:
+        with self._changed:
+            while not self._closed:
+                now = time.monotonic()
+                for late in [w for w in self._watched if w.deadline <= now]:
+                    late.cut = True
+                    self._watched.discard(late)
+                    _shut_down(late.socket)
+                earliest = min((w.deadline for w in self._watched), default=None)
+                self._changed.wait(None if earliest is None else earliest - now)
+
+
+def _shut_down(fileno: int) -> None:
+    """Shut a connection's socket down under libpq: its next wait sees the connection closed.
+
+    On a duplicate of the descriptor, so the descriptor itself stays libpq's to close.
+    """
+    with contextlib.suppress(OSError), socket.socket(fileno=os.dup(fileno)) as duplicate:
+        duplicate.shutdown(socket.SHUT_RDWR)
+
+
+__all__ = ["AnswerDeadline", "NoAnswer", "connection_pool", "connection_settings"]

@@ -217,7 +217,7 @@ def test_a_postgres_reconnect_does_not_prune(postgres_dsn: str) -> None:
 # --- a PostgreSQL ledger under faults: timeouts small enough for a test ---------------------
 
 CONNECT_SECONDS = 2.0  # to connect, and to wait for a connection from the pool
-STATEMENT_SECONDS = 1.0  # the server's statement_timeout
+STATEMENT_SECONDS = 1.0  # the server's statement_timeout; the answer's deadline is 1 s later
 SLACK_SECONDS = 1.0  # for a busy machine
 WORKERS = 4
 
@@ -296,6 +296,24 @@ def test_a_postgres_database_out_of_reach_fails_every_worker_fast_until_it_is_ba
     relay.swallowing = False
     relay.up()
     assert seconds_until_it_answers(relayed_ledger, within=CONNECT_SECONDS) < CONNECT_SECONDS
+
+
+def test_a_postgres_connection_that_stops_answering_fails_within_the_statement_timeout(
+    relay: Relay, relayed_ledger: PostgresLedger
+) -> None:
+    """A half-open link: the relay takes what is sent and forwards nothing, on the open
+    connections and on new ones. No keepalive or server timeout sees it; the deadline on
+    the answer does, for every worker at once."""
+    relay.swallowing = True
+    recalls = timed_recalls(relayed_ledger)
+    assert all(isinstance(answer, ServiceUnavailable) for _, answer in recalls), recalls
+    deadline = max(STATEMENT_SECONDS + 1, CONNECT_SECONDS)  # an answer, or a connection
+    assert max(seconds for seconds, _ in recalls) < deadline + SLACK_SECONDS
+    assert any("no answer within 2 s" in str(answer) for _, answer in recalls), recalls
+
+    relay.swallowing = False
+    # A connection opened while the relay swallowed may wait out its connect timeout first.
+    seconds_until_it_answers(relayed_ledger, within=2 * CONNECT_SECONDS)
 
 
 def test_postgres_connections_are_one_per_worker_probed_when_idle_and_time_their_statements(
