@@ -321,10 +321,12 @@ def test_postgres_connections_are_one_per_worker_probed_when_idle_and_time_their
 ) -> None:
     """What bounds a connection besides the tests above: keepalives, which only show after
     minutes, so here as the socket options libpq set."""
-    ledger = PostgresLedger(postgres_dsn, statement_timeout=1.5, connections=3)
+    with_options = make_conninfo(postgres_dsn, options="-c lock_timeout=700")
+    ledger = PostgresLedger(with_options, statement_timeout=1.5, connections=3)
     assert ledger._pool.max_size == 3
     with ledger._pool.connection() as db:
         assert db.execute("SHOW statement_timeout").fetchone() == ("1500ms",)
+        assert db.execute("SHOW lock_timeout").fetchone() == ("700ms",)  # the DSN's, kept
         with socket.socket(fileno=os.dup(db.pgconn.socket)) as probe:
             assert probe.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
             assert probe.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30
