@@ -108,8 +108,6 @@ class AnswerDeadline:
         """The statements run inside are cut off at the deadline: `NoAnswer`, `db` closed."""
         watched = _Watched(db.pgconn.socket, time.monotonic() + self.seconds)
         with self._changed:
-            if not self._watched:  # else the watcher already waits for an earlier deadline
-                self._changed.notify()
             self._watched.add(watched)
         try:
             yield
@@ -137,8 +135,11 @@ class AnswerDeadline:
                     late.cut = True
                     self._watched.discard(late)
                     _shut_down(late.socket)
-                earliest = min((w.deadline for w in self._watched), default=None)
-                self._changed.wait(None if earliest is None else earliest - now)
+                # Never longer than `seconds`: a statement that starts meanwhile has its
+                # deadline later than that, so it needs no wake-up, which would cost a
+                # switch of threads per statement.
+                earliest = min((w.deadline for w in self._watched), default=now + self.seconds)
+                self._changed.wait(earliest - now)
 
 
 def _shut_down(fileno: int) -> None:
