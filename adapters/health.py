@@ -2,9 +2,9 @@
 
 `GET /metrics` is the Prometheus exposition of the process's registry; `GET /healthz`
 says whether the consumer loop still comes round, `GET /readyz` whether it is
-connected and consuming and no stop was asked for. A small `http.server` on daemon
-threads: a scrape or a probe never waits for the consumer, and the consumer never
-waits for them.
+connected and consuming, its ledger answers and no stop was asked for. A small
+`http.server` on daemon threads: a scrape or a probe never waits for the consumer, and
+the consumer never waits for them.
 """
 
 from __future__ import annotations
@@ -50,12 +50,17 @@ class Health:
         self._last_tick = clock()
         self._consuming = False
         self._stopping = False
+        self._ledger_answers = True
 
     def tick(self) -> None:
         self._last_tick = self._clock()
 
     def consuming(self, yes: bool) -> None:
         self._consuming = yes
+
+    def ledger_answers(self, yes: bool) -> None:
+        """Whether the ledger's last statement succeeded: without it every event is retried."""
+        self._ledger_answers = yes
 
     def stopping(self) -> None:
         """Not ready from now until the exit: the consumer only finishes what it has in hand.
@@ -76,6 +81,8 @@ class Health:
             return False, "stopping: finishing the messages in hand"
         if not self._consuming:
             return False, "not consuming: not connected to the broker"
+        if not self._ledger_answers:
+            return False, "ledger unavailable: its last statement failed; ready when one succeeds"
         alive, why = self.live()
         return (True, "ready") if alive else (False, why)
 

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 import psycopg
+from psycopg_pool import PoolTimeout
 
 from s3_events_handler.adapters.ledger_sql import Dialect, Parameters, SqlLedger, Statements
+from s3_events_handler.adapters.postgres_pool import (
+    ANSWER_MARGIN_SECONDS,
+    AnswerDeadline,
+    NoAnswer,
+    connection_pool,
+    connection_settings,
+)
 from s3_events_handler.domain.errors import ServiceUnavailable
 from s3_events_handler.domain.model import CLAIM_LEASE_SECONDS
 
@@ -36,9 +43,13 @@ ADD_CLAIM_COLUMNS = (
 class PostgresLedger(SqlLedger):
     """Each statement commits on its own; concurrent claims of one event agree on one PID.
 
-    Opening it connects, so an unreachable database stops the start rather than the first
-    event, and prunes old entries once; a connection that died is opened again once, without
-    pruning, so a reconnect never forgets an event still being retried.
+    Opening it connects, creates the table and prunes old entries once, so an unreachable
+    database stops the start rather than the first event; the statements then run on a
+    pool of up to `connections` (one per worker), so a slow statement holds up only its
+    own worker. Each is bounded (`postgres_pool`): `timeout` to connect or to get a
+    connection, `statement_timeout` on the server, and that plus a second for the answer
+    to arrive. A connection found closed is replaced, without pruning, so a reconnect
+    never forgets an event still being retried.
     """
 
     def __init__(
@@ -47,45 +58,78 @@ class PostgresLedger(SqlLedger):
         *,
         retention_days: float = 30,
         timeout: float = 10,
+        statement_timeout: float = 5,
+        connections: int = 16,
         lease_seconds: float = CLAIM_LEASE_SECONDS,
     ) -> None:
         super().__init__(_STATEMENTS, lease_seconds=lease_seconds)
-        self._dsn = dsn
         self._timeout = timeout
-        self._lock = threading.Lock()
-        self._db: psycopg.Connection[Any] | None = None
         try:
             psycopg.conninfo.conninfo_to_dict(dsn)
         except psycopg.ProgrammingError:
             # libpq's parse error quotes the text around the fault, which may be the password.
             raise ServiceUnavailable("ledger database: the DSN cannot be parsed") from None
         try:
-            self._db = self._connect()
-            pruned = self._db.execute(
-                "DELETE FROM s3_events_ledger WHERE updated_at < now() - make_interval(secs => %s)",
-                (retention_days * 86400,),
-            ).rowcount
-            self._db.execute(
-                "DELETE FROM s3_events_deliveries "
-                "WHERE updated_at < now() - make_interval(secs => %s)",
-                (retention_days * 86400,),
-            )
+            pruned = _create_and_prune(dsn, timeout=timeout, retention_days=retention_days)
         except psycopg.Error as error:
-            self._discard()
             raise ServiceUnavailable(f"ledger database: {_one_line(error)}") from None
         log.info(
             "ledger in PostgreSQL; %d entries older than %s days pruned", pruned, retention_days
         )
+        self._pool = connection_pool(
+            dsn, size=connections, connect_seconds=timeout, statement_seconds=statement_timeout
+        )
+        self._deadline = AnswerDeadline(statement_timeout + ANSWER_MARGIN_SECONDS)
 
     def close(self) -> None:
         super().close()
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        self._pool.close()
+        self._deadline.close()
 
-    def _connect(self) -> psycopg.Connection[Any]:
-        db = psycopg.connect(self._dsn, autocommit=True, connect_timeout=int(self._timeout))
+    def _query(
+        self, sql: str, parameters: Parameters, *, durable: bool = True
+    ) -> list[tuple[Any, ...]]:
+        """One statement on a connection of the pool; a failure is `ServiceUnavailable`.
+        Every commit waits for the disk: `durable` makes no difference here.
+
+        A connection found closed (the server restarted, or ended the session) is
+        replaced, with the other idle ones, most likely closed too, and the statement is
+        tried once more. One that got no answer is not: it has had its time.
+        """
+        for last_try in (False, True):
+            db = self._connection()
+            try:
+                with self._deadline.watching(db):
+                    cursor = db.execute(sql, parameters)
+                    return cursor.fetchall() if cursor.description else []
+            except NoAnswer as error:
+                raise ServiceUnavailable(f"ledger database: {error}") from None
+            except psycopg.OperationalError as error:
+                if last_try or not db.closed:
+                    raise ServiceUnavailable(f"ledger database: {_one_line(error)}") from None
+                self._pool.drain()
+            except psycopg.Error as error:
+                raise ServiceUnavailable(f"ledger database: {_one_line(error)}") from None
+            finally:
+                self._pool.putconn(db)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        try:
+            return self._pool.getconn()
+        except PoolTimeout:
+            raise ServiceUnavailable(
+                f"ledger database: no connection within {self._timeout:g} s"
+            ) from None
+        except psycopg.Error as error:  # the ledger was closed
+            raise ServiceUnavailable(f"ledger database: {_one_line(error)}") from None
+
+
+def _create_and_prune(dsn: str, *, timeout: float, retention_days: float) -> int:
+    """Create the table if need be and prune it, on a connection of its own; returns how
+    many entries were pruned. No statement timeout: a first prune of a large table may
+    take long."""
+    with psycopg.connect(dsn, **connection_settings(timeout)) as db:
         with db.transaction():
             # Consumers starting together would race on CREATE TABLE IF NOT EXISTS.
             db.execute("SELECT pg_advisory_xact_lock(hashtext('s3_events_ledger'))")
@@ -93,36 +137,15 @@ class PostgresLedger(SqlLedger):
             db.execute(events)
             db.execute(ADD_CLAIM_COLUMNS)
             db.execute(deliveries)
-        return db
-
-    def _query(
-        self, sql: str, parameters: Parameters, *, durable: bool = True
-    ) -> list[tuple[Any, ...]]:
-        """One statement; a dead connection is reopened once, anything else waits for a retry.
-
-        Every commit waits for the disk: `durable` makes no difference here."""
-        with self._lock:
-            for last_try in (False, True):
-                try:
-                    if self._db is None or self._db.closed:
-                        self._db = self._connect()
-                    cursor = self._db.execute(sql, parameters)
-                    return cursor.fetchall() if cursor.description else []
-                except psycopg.OperationalError as error:
-                    self._discard()
-                    if last_try:
-                        raise ServiceUnavailable(f"ledger database: {_one_line(error)}") from None
-                except psycopg.Error as error:
-                    raise ServiceUnavailable(f"ledger database: {_one_line(error)}") from None
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _discard(self) -> None:
-        if self._db is not None:
-            try:
-                self._db.close()
-            except psycopg.Error:
-                log.debug("closing a dead ledger connection failed")
-            self._db = None
+        age = (retention_days * 86400,)
+        db.execute(
+            "DELETE FROM s3_events_deliveries WHERE updated_at < now() - make_interval(secs => %s)",
+            age,
+        )
+        return db.execute(
+            "DELETE FROM s3_events_ledger WHERE updated_at < now() - make_interval(secs => %s)",
+            age,
+        ).rowcount
 
 
 def inspect_database(dsn: str, *, timeout: float = 10) -> str:

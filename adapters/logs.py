@@ -128,3 +128,8 @@ def configure_logging(level: str, fmt: str, secrets: Iterable[str] = ()) -> None
     logging.getLogger("pika").setLevel(
         logging.DEBUG if root.level <= logging.DEBUG else logging.CRITICAL
     )
+    # psycopg's pool logs every connection lent and given back at INFO: only when debugging.
+    # Its warnings (a connection found closed, a reconnect that failed) stay.
+    logging.getLogger("psycopg.pool").setLevel(
+        logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING
+    )

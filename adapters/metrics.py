@@ -130,7 +130,13 @@ class PrometheusTelemetry(Telemetry):
         self._ledger_hits.inc()
 
     def downstream_error(self, system: System) -> None:
+        """Counted; a ledger that fails also makes the service not ready until it answers."""
         self._downstream_errors.labels(system.value).inc()
+        if system is System.LEDGER:
+            self._health.ledger_answers(False)
+
+    def ledger_answered(self) -> None:
+        self._health.ledger_answers(True)
 
     def connected(self) -> None:
         if self._was_connected:

@@ -109,35 +109,40 @@ class ObservedTransfers(_Observed):
         self._call(self._transfers.publish, request)
 
 
-class ObservedLedger:
-    """The ledger, telling telemetry of each claim that found the event taken in before (a
-    redelivery, a retry or a duplicate). Its own failures are no outside system's: they are
-    not counted."""
+class ObservedLedger(_Observed):
+    """The ledger: its failures counted like any system's, each statement that succeeds
+    reported too (readiness follows the ledger), and each claim that found the event taken
+    in before (a redelivery, a retry or a duplicate) counted as a hit."""
 
     def __init__(self, ledger: ConsumerLedger, telemetry: Telemetry) -> None:
+        super().__init__(telemetry, System.LEDGER)
         self._ledger = ledger
-        self._telemetry = telemetry
+
+    def _call(self, method: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        answer = super()._call(method, *args, **kwargs)
+        self._telemetry.ledger_answered()
+        return answer
 
     def recall(self, identity: str) -> LedgerEntry | None:
-        return self._ledger.recall(identity)
+        return self._call(self._ledger.recall, identity)
 
     def claim(self, identity: str) -> LedgerEntry | None:
-        entry = self._ledger.claim(identity)
+        entry = self._call(self._ledger.claim, identity)
         if entry is not None:
             self._telemetry.ledger_hit()
         return entry
 
     def claim_pid(self, identity: str, pid: str) -> str:
-        return self._ledger.claim_pid(identity, pid)
+        return self._call(self._ledger.claim_pid, identity, pid)
 
     def advance(self, identity: str, step: Step) -> None:
-        self._ledger.advance(identity, step)
+        self._call(self._ledger.advance, identity, step)
 
     def release(self, identity: str, step: Step | None = None) -> None:
-        self._ledger.release(identity, step)
+        self._call(self._ledger.release, identity, step)
 
     def begin_delivery(self, digest: str) -> int:
-        return self._ledger.begin_delivery(digest)
+        return self._call(self._ledger.begin_delivery, digest)
 
     def end_delivery(self, digest: str, *, handled: bool = True) -> None:
-        self._ledger.end_delivery(digest, handled=handled)
+        self._call(self._ledger.end_delivery, digest, handled=handled)

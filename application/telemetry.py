@@ -40,6 +40,7 @@ class System(enum.StrEnum):
     ORGANISATIONS = "organisations"
     FTP = "ftp"
     BROKER = "broker"
+    LEDGER = "ledger"
 
 
 EVENT_KINDS = ("created", "removed")
@@ -125,6 +126,11 @@ class Telemetry(Protocol):
         """The ledger recalled an event it had taken in before."""
         ...
 
+    def ledger_answered(self) -> None:
+        """A ledger statement succeeded: the ledger answers again after a failure
+        (`downstream_error(System.LEDGER)`), or still does."""
+        ...
+
     def downstream_error(self, system: System) -> None:
         """A call to `system` failed or was refused (after the adapter's own quick tries)."""
         ...
@@ -162,6 +168,9 @@ class NoTelemetry(Telemetry):
         pass
 
     def ledger_hit(self) -> None:
+        pass
+
+    def ledger_answered(self) -> None:
         pass
 
     def downstream_error(self, system: System) -> None:

@@ -82,15 +82,21 @@ def broker_connection(settings: BrokerSettings) -> Iterator[BrokerConnection]:
 
 
 def ledger(
-    path: str, dsn: str, retention_days: float, lease_seconds: float
+    path: str, dsn: str, retention_days: float, lease_seconds: float, workers: int
 ) -> Iterator[ConsumerLedger]:
     """PostgreSQL when LEDGER_DSN is set (several consumers), else a SQLite file.
 
     Opened at start: a ledger that cannot be opened is a setting to fix, named as such.
+    PostgreSQL gets a connection per worker (`connections`) at most.
     """
     try:
         chosen: PostgresLedger | SqliteLedger = (
-            PostgresLedger(dsn, retention_days=retention_days, lease_seconds=lease_seconds)
+            PostgresLedger(
+                dsn,
+                retention_days=retention_days,
+                lease_seconds=lease_seconds,
+                connections=workers + 1,  # and the heartbeat that renews the claims
+            )
             if dsn
             else SqliteLedger(path, retention_days=retention_days, lease_seconds=lease_seconds)
         )
@@ -217,6 +223,7 @@ class Container(containers.DeclarativeContainer):
         dsn=config.ledger.dsn,
         retention_days=config.ledger.retention_days,
         lease_seconds=config.ledger.claim_lease_seconds,
+        workers=config.app.concurrency,
     )
     destinations = providers.Singleton(
         load_destinations,

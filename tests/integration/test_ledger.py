@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from s3_events_handler.adapters.ledger_postgres import PostgresLedger, inspect_database
 from s3_events_handler.adapters.ledger_sqlite import SqliteLedger, inspect_location
 from s3_events_handler.domain.errors import ClaimedElsewhere, ServiceUnavailable
 from s3_events_handler.domain.model import CLAIM_LEASE_SECONDS, LedgerEntry, Step
 from s3_events_handler.domain.ports import Ledger
+from tests.support.loopback import LOOPBACK
+from tests.support.relay import Relay
 from tests.support.threads import side_by_side
 
 Opener = Callable[[], SqliteLedger | PostgresLedger]
@@ -320,6 +326,150 @@ def test_a_postgres_reconnect_does_not_prune(postgres_dsn: str) -> None:
     age(postgres_dsn, "event-1", hours=48)
     drop_connections(postgres_dsn)
     assert ledger.recall("event-1") == LedgerEntry("event-1", "a1b2c3d4e5", Step.PID_CLAIMED)
+    ledger.close()
+
+
+# --- a PostgreSQL ledger under faults: timeouts small enough for a test ---------------------
+
+CONNECT_SECONDS = 2.0  # to connect, and to wait for a connection from the pool
+STATEMENT_SECONDS = 1.0  # the server's statement_timeout; the answer's deadline is 1 s later
+SLACK_SECONDS = 1.0  # for a busy machine
+WORKERS = 4
+
+
+@pytest.fixture
+def relay(postgres_dsn: str) -> Iterator[Relay]:
+    """A TCP relay in front of the test's PostgreSQL server, that a test can cut."""
+    where = psycopg.conninfo.conninfo_to_dict(postgres_dsn)
+    if where.get("host") not in (LOOPBACK, "localhost"):
+        pytest.skip("the relay reaches servers on the loopback interface only")
+    with Relay(int(where.get("port") or 5432)) as relay:
+        yield relay
+
+
+@pytest.fixture
+def relayed_ledger(relay: Relay, postgres_dsn: str) -> Iterator[PostgresLedger]:
+    """A ledger whose connections go through `relay`, with an event claimed already."""
+    ledger = PostgresLedger(
+        make_conninfo(postgres_dsn, host=LOOPBACK, port=relay.port),
+        timeout=CONNECT_SECONDS,
+        statement_timeout=STATEMENT_SECONDS,
+        connections=WORKERS,
+    )
+    taken_in(ledger, "event-1", "a1b2c3d4e5")
+    yield ledger
+    relay.down()  # first, so that nothing still waiting on it outlives the test
+    ledger.close()
+
+
+def timed_recalls(ledger: PostgresLedger) -> list[tuple[float, LedgerEntry | Exception | None]]:
+    """`WORKERS` recalls side by side: how long each took, and what it got."""
+
+    def recall(n: int) -> tuple[float, LedgerEntry | Exception | None]:
+        started = time.monotonic()
+        try:
+            answer: LedgerEntry | Exception | None = ledger.recall("event-1")
+        except ServiceUnavailable as error:
+            answer = error
+        return time.monotonic() - started, answer
+
+    answers = side_by_side(recall, WORKERS, timeout=20)
+    assert all(not isinstance(answer, Exception) for answer in answers), answers
+    return [answer for answer in answers if not isinstance(answer, Exception)]
+
+
+def seconds_until_it_answers(ledger: PostgresLedger, *, within: float) -> float:
+    """Recall until the ledger answers, as the retries of an event would."""
+    started = time.monotonic()
+    while True:
+        try:
+            entry = ledger.recall("event-1")
+        except ServiceUnavailable:
+            assert time.monotonic() - started < within, f"no answer within {within} s"
+            continue
+        assert entry == LedgerEntry("event-1", "a1b2c3d4e5", Step.PID_CLAIMED)
+        return time.monotonic() - started
+
+
+@pytest.mark.parametrize("silent", [False, True], ids=["refusing", "silent"])
+def test_a_postgres_database_out_of_reach_fails_every_worker_fast_until_it_is_back(
+    relay: Relay, relayed_ledger: PostgresLedger, silent: bool
+) -> None:
+    """Refusing connections, or taking them and never answering (a host gone, a firewall
+    dropping what is sent): each worker's statement fails within the wait for a
+    connection, side by side rather than one after another; once the database is back,
+    the next statement gets a new connection."""
+    relay.down()  # the open connections cut
+    if silent:
+        relay.swallowing = True
+        relay.up()
+    recalls = timed_recalls(relayed_ledger)
+    assert all(isinstance(answer, ServiceUnavailable) for _, answer in recalls), recalls
+    assert max(seconds for seconds, _ in recalls) < CONNECT_SECONDS + SLACK_SECONDS
+
+    relay.down()  # and the connections it swallowed
+    relay.swallowing = False
+    relay.up()
+    assert seconds_until_it_answers(relayed_ledger, within=CONNECT_SECONDS) < CONNECT_SECONDS
+
+
+def test_a_postgres_connection_that_stops_answering_fails_within_the_statement_timeout(
+    relay: Relay, relayed_ledger: PostgresLedger
+) -> None:
+    """A half-open link: the relay takes what is sent and forwards nothing, on the open
+    connections and on new ones. No keepalive or server timeout sees it; the deadline on
+    the answer does, for every worker at once."""
+    relay.swallowing = True
+    recalls = timed_recalls(relayed_ledger)
+    assert all(isinstance(answer, ServiceUnavailable) for _, answer in recalls), recalls
+    deadline = max(STATEMENT_SECONDS + 1, CONNECT_SECONDS)  # an answer, or a connection
+    assert max(seconds for seconds, _ in recalls) < deadline + SLACK_SECONDS
+    assert any("no answer within 2 s" in str(answer) for _, answer in recalls), recalls
+
+    relay.swallowing = False
+    # A connection opened while the relay swallowed may wait out its connect timeout first.
+    seconds_until_it_answers(relayed_ledger, within=2 * CONNECT_SECONDS)
+
+
+def test_postgres_connections_are_one_per_worker_probed_when_idle_and_time_their_statements(
+    postgres_dsn: str,
+) -> None:
+    """What bounds a connection besides the tests above: keepalives, which only show after
+    minutes, so here as the socket options libpq set."""
+    with_options = make_conninfo(postgres_dsn, options="-c lock_timeout=700")
+    ledger = PostgresLedger(with_options, statement_timeout=1.5, connections=3)
+    assert ledger._pool.max_size == 3
+    with ledger._pool.connection() as db:
+        assert db.execute("SHOW statement_timeout").fetchone() == ("1500ms",)
+        assert db.execute("SHOW lock_timeout").fetchone() == ("700ms",)  # the DSN's, kept
+        with socket.socket(fileno=os.dup(db.pgconn.socket)) as probe:
+            assert probe.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            assert probe.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30
+            assert probe.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 10
+            assert probe.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
+    ledger.close()
+
+
+def test_a_statement_stuck_on_a_lock_is_cancelled_and_holds_up_no_other_worker(
+    postgres_dsn: str,
+) -> None:
+    """The server's statement_timeout ends the wait; the other workers' statements go on
+    meanwhile, on connections of their own."""
+    ledger = PostgresLedger(postgres_dsn, statement_timeout=STATEMENT_SECONDS, connections=WORKERS)
+    ledger.claim("locked")
+    ledger.claim_pid("locked", "a1b2c3d4e5")
+    ledger.claim("other")
+    # Leaving the block closes the holder first, which lets whatever still waits go on.
+    with ThreadPoolExecutor(max_workers=2) as workers, psycopg.connect(postgres_dsn) as holder:
+        holder.execute("SELECT 1 FROM s3_events_ledger WHERE identity = 'locked' FOR UPDATE")
+        locked = workers.submit(ledger.advance, "locked", Step.TRANSFER_REQUESTED)
+        time.sleep(0.2)  # the advance now waits for the row's lock
+        other = workers.submit(ledger.claim_pid, "other", "z9y8x7w6v5")
+        assert other.result(timeout=0.5) == "z9y8x7w6v5"
+        with pytest.raises(ServiceUnavailable, match="statement timeout"):
+            locked.result(timeout=STATEMENT_SECONDS + SLACK_SECONDS)
+    ledger.advance("locked", Step.TRANSFER_REQUESTED)  # the lock is gone: it goes through
+    assert ledger.recall("locked") == LedgerEntry("locked", "a1b2c3d4e5", Step.TRANSFER_REQUESTED)
     ledger.close()
 
 

@@ -18,6 +18,7 @@ from s3_events_handler.adapters.memory import (
 from s3_events_handler.domain.events import parse_record
 from s3_events_handler.domain.model import (
     Destinations,
+    LedgerEntry,
     Query,
     Record,
     S3Event,
@@ -149,4 +150,25 @@ class Failing:
         raise self.error
 
     def publish(self, request: TransferRequest) -> None:
+        raise self.error
+
+    def recall(self, identity: str) -> LedgerEntry | None:
+        raise self.error
+
+    def claim_pid(self, identity: str, pid: str) -> str:
+        raise self.error
+
+    def advance(self, identity: str, step: Step) -> None:
+        raise self.error
+
+    def claim(self, identity: str) -> LedgerEntry | None:
+        raise self.error
+
+    def release(self, identity: str, step: Step | None = None) -> None:
+        raise self.error
+
+    def begin_delivery(self, digest: str) -> int:
+        raise self.error
+
+    def end_delivery(self, digest: str, *, handled: bool = True) -> None:
         raise self.error

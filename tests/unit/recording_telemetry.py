@@ -25,6 +25,9 @@ class RecordingTelemetry:
     def ledger_hit(self) -> None:
         self.calls.append("ledger_hit")
 
+    def ledger_answered(self) -> None:
+        self.calls.append("ledger_answered")
+
     def downstream_error(self, system: System) -> None:
         self.calls.append(f"downstream_error:{system}")
 

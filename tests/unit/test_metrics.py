@@ -11,9 +11,13 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from s3_events_handler.adapters.health import Health, StatusServer, stall_limit
+from s3_events_handler.adapters.memory import InMemoryLedger
 from s3_events_handler.adapters.metrics import PrometheusTelemetry, process_registry
 from s3_events_handler.application.messages import EventFacts
+from s3_events_handler.application.observed import ObservedLedger
 from s3_events_handler.application.telemetry import EventOutcome, EventReport, System
+from s3_events_handler.domain.errors import ServiceUnavailable
+from s3_events_handler.domain.model import LedgerEntry, Step
 from tests.support.clock import Clock
 from tests.support.loopback import LOOPBACK, free_port
 
@@ -62,7 +66,7 @@ def test_every_series_is_there_at_zero_before_the_first_event(
             assert value(registry, "s3_events_total", kind=kind, outcome=outcome) == 0
             labels = {"kind": kind, "outcome": outcome}
             assert value(registry, "s3_events_duration_seconds_count", **labels) == 0
-    for system in ("mediahaven", "pid", "organisations", "ftp", "broker"):
+    for system in ("mediahaven", "pid", "organisations", "ftp", "broker", "ledger"):
         assert value(registry, "s3_events_downstream_errors_total", system=system) == 0
     assert value(registry, "s3_events_last_done_timestamp_seconds") == 0
     assert value(registry, "s3_events_build_info", version="2.0.0") == 1
@@ -189,6 +193,34 @@ def test_not_ready_from_the_stop_on_while_alive_until_the_exit(
     assert health.ready()[0] is False
 
 
+def test_not_ready_from_a_ledger_failure_until_a_ledger_statement_succeeds(
+    registry: CollectorRegistry, health: Health, telemetry: PrometheusTelemetry
+) -> None:
+    """Without its ledger every event is retried: the consumer is alive, but not ready."""
+    telemetry.connected()
+    telemetry.downstream_error(System.LEDGER)
+    assert health.ready() == (
+        False,
+        "ledger unavailable: its last statement failed; ready when one succeeds",
+    )
+    assert health.live() == (True, "ok")
+    assert value(registry, "s3_events_downstream_errors_total", system="ledger") == 1
+    telemetry.ledger_answered()
+    assert health.ready() == (True, "ready")
+
+
+def test_another_systems_failure_leaves_the_service_ready(
+    health: Health, telemetry: PrometheusTelemetry
+) -> None:
+    """A MediaHaven outage is waited out in the retry queues; readiness follows the broker
+    and the ledger only."""
+    telemetry.connected()
+    for system in System:
+        if system is not System.LEDGER:
+            telemetry.downstream_error(system)
+    assert health.ready() == (True, "ready")
+
+
 # --- the endpoint ---------------------------------------------------------------------------
 
 
@@ -224,6 +256,53 @@ def test_the_endpoint_serves_the_metrics_and_the_probes(
     clock.now += LIMIT + 1
     assert get(server, "/healthz")[0] == 503
     assert get(server, "/nowhere")[0] == 404
+
+
+class SwitchedLedger(InMemoryLedger):
+    """The in-memory ledger, failing as a database out of reach does while `down`."""
+
+    down = False
+
+    def recall(self, identity: str) -> LedgerEntry | None:
+        self._reach()
+        return super().recall(identity)
+
+    def claim_pid(self, identity: str, pid: str) -> str:
+        self._reach()
+        return super().claim_pid(identity, pid)
+
+    def advance(self, identity: str, step: Step) -> None:
+        self._reach()
+        super().advance(identity, step)
+
+    def _reach(self) -> None:
+        if self.down:
+            raise ServiceUnavailable("ledger database: no connection within 10 s")
+
+
+def test_a_ledger_failure_is_counted_and_not_ready_until_the_ledger_answers_again(
+    server: StatusServer, telemetry: PrometheusTelemetry
+) -> None:
+    """Through the wrapped port the use cases see, to the probe and the scrape."""
+    switched = SwitchedLedger()
+    ledger = ObservedLedger(switched, telemetry)
+    telemetry.connected()
+    assert ledger.claim("event-1") is None
+    assert ledger.claim_pid("event-1", "k98z0d4w1q") == "k98z0d4w1q"
+    assert get(server, "/readyz")[::2] == (200, "ready\n")
+
+    switched.down = True
+    with pytest.raises(ServiceUnavailable):
+        ledger.recall("event-1")
+    status, _, why = get(server, "/readyz")
+    assert (status, why.split(":")[0]) == (503, "ledger unavailable")
+    assert 's3_events_downstream_errors_total{system="ledger"} 1.0' in get(server, "/metrics")[2]
+    assert get(server, "/healthz")[0] == 200  # alive: a restart would not bring the ledger back
+
+    switched.down = False
+    assert ledger.recall("event-1") == LedgerEntry("event-1", "k98z0d4w1q", Step.PID_CLAIMED)
+    assert get(server, "/readyz")[::2] == (200, "ready\n")
+    assert 's3_events_downstream_errors_total{system="ledger"} 1.0' in get(server, "/metrics")[2]
 
 
 def test_openmetrics_is_served_to_a_scraper_that_asks_for_it(server: StatusServer) -> None:

@@ -174,6 +174,9 @@ def test_each_wrapped_port_names_its_system_when_it_fails_or_refuses() -> None:
         lambda: ObservedOrganisations(refusing, telemetry).cp_name("OR-x"),
         lambda: ObservedTransport(down, telemetry).upload(sidecar),
         lambda: ObservedTransfers(down, telemetry).publish(request),
+        lambda: ObservedLedger(down, telemetry).recall("event-1"),
+        lambda: ObservedLedger(down, telemetry).claim_pid("event-1", "k98z0d4w1q"),
+        lambda: ObservedLedger(down, telemetry).advance("event-1", Step.TRANSFER_REQUESTED),
     ]
     for call in calls:
         with pytest.raises((ServiceUnavailable, Rejected)):
@@ -185,6 +188,7 @@ def test_each_wrapped_port_names_its_system_when_it_fails_or_refuses() -> None:
         "downstream_error:organisations",
         "downstream_error:ftp",
         "downstream_error:broker",
+        *["downstream_error:ledger"] * 3,
     ]
 
 
@@ -207,13 +211,14 @@ def test_a_wrapped_port_answers_as_the_port_does() -> None:
     assert telemetry.calls == []
 
 
-def test_the_ledger_counts_a_claim_that_finds_the_event_taken_in_before() -> None:
+def test_the_ledger_reports_each_answer_and_counts_a_claim_that_finds_the_event() -> None:
+    """Each answer, so that readiness comes back with the ledger; a hit after its answer."""
     telemetry = RecordingTelemetry()
     ledger = ObservedLedger(World().ledger, telemetry)
     assert ledger.claim("event-1") is None
     assert ledger.claim_pid("event-1", "k98z0d4w1q") == "k98z0d4w1q"
     ledger.release("event-1", Step.SIDECAR_UPLOADED)
-    assert telemetry.calls == []
+    assert telemetry.calls == ["ledger_answered"] * 3
     entry = ledger.claim("event-1")
     assert entry is not None and entry.step is Step.SIDECAR_UPLOADED
-    assert telemetry.calls == ["ledger_hit"]
+    assert telemetry.calls == ["ledger_answered"] * 4 + ["ledger_hit"]
