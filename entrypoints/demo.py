@@ -19,6 +19,11 @@ from s3_events_handler.adapters.memory import (
     InMemoryTransportServer,
     SequentialPids,
 )
+from s3_events_handler.application.limits import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_RECORDS,
+    DEFAULT_POISON_LIMIT,
+)
 from s3_events_handler.application.messages import Delivery, Outcome
 from s3_events_handler.application.telemetry import NoTelemetry
 from s3_events_handler.domain.model import Destinations, Record, TransferRequest
@@ -38,6 +43,9 @@ DEMO_SETTINGS: dict[str, Any] = {
         "collateral_bucket": "mam-collaterals",
         "retry_delays": [10, 30, 90, 270, 810],
         "retry_max_attempts": 8,
+        "max_message_bytes": DEFAULT_MAX_MESSAGE_BYTES,
+        "max_records": DEFAULT_MAX_RECORDS,
+        "poison_limit": DEFAULT_POISON_LIMIT,
     },
 }
 DEMO_DESTINATIONS = Destinations(
