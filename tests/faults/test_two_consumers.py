@@ -22,7 +22,7 @@ from tests.support import amqp
 from tests.support.loopback import LOOPBACK
 
 SEARCH_SECONDS = 6.0  # A holds its batch through B's start, the close and the redelivery
-SETTINGS = {"HTTP_TIMEOUT_SECONDS": "15"}  # so A's slow searches end in answers
+HTTP_TIMEOUT_SECONDS = "15"  # so A's slow searches end in answers
 
 
 def test_a_batch_redelivered_to_a_second_consumer_is_archived_once(
@@ -33,12 +33,13 @@ def test_a_batch_redelivered_to_a_second_consumer_is_archived_once(
     slow_searches(service, *[SEARCH_SECONDS] * concurrency)  # A's batch, in hand at the close
     s = service.settings
 
-    service.start_consumer(LEDGER_DSN=postgres_dsn, **SETTINGS)
+    service.start_consumer(LEDGER_DSN=postgres_dsn, HTTP_TIMEOUT_SECONDS=HTTP_TIMEOUT_SECONDS)
     consumer_a, a_metrics_port = service.process, service.metrics_port
     assert consumer_a is not None
     harness.publish_persistent(service, events)
     wait_for_several_in_hand(service)  # A's metrics: its batch is in hand
-    service.start_consumer(LEDGER_DSN=postgres_dsn, **SETTINGS)  # B: `service.process` from now on
+    # B: `service.process` from now on
+    service.start_consumer(LEDGER_DSN=postgres_dsn, HTTP_TIMEOUT_SECONDS=HTTP_TIMEOUT_SECONDS)
     consumer_b = service.process
     assert amqp.wait_until(
         lambda: amqp.consumer_count(s.host, s.port, s.incoming_queue) == 2, timeout=20
