@@ -24,6 +24,9 @@ TRANSPORT_SIDECAR_ROOT = "/mnt/STORAGE/INGEST/SIDECAR"
 # message_id) within an AMQP short string's 255.
 MAX_SEGMENT_BYTES = 100
 MAX_IDENTITY_LENGTH = 200
+# Pages one search may read (SPEC 4.1, MAX_SEARCH_PAGES): a short key can match across
+# every tenant, and a search must neither run on for minutes nor fill the memory.
+DEFAULT_MAX_SEARCH_PAGES = 50
 # MediaHaven pairs a file on the transport server with the sidecar of the same base name.
 SIDECAR_EXTENSION = ".xml"
 # Longest object extension a transfer request's destination takes, in UTF-8 bytes, its dot

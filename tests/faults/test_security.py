@@ -321,7 +321,9 @@ def test_query_syntax_in_a_key_cannot_widen_a_removal(sloppy_service: RunningSer
         timeout=5,
     )
     for key in HOSTILE_KEYS:
-        found = records.search(Query.all_of(Term("s3_object_key", key), Term("s3_bucket", BUCKET)))
+        found = list(
+            records.search(Query.all_of(Term("s3_object_key", key), Term("s3_bucket", BUCKET)))
+        )
         assert {r.fragment_id for r in found} & survivors, key
     print(f"\nquery syntax: {len(HOSTILE_KEYS)} hostile removals, {len(left)} near misses survive")
 
