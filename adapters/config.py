@@ -160,6 +160,7 @@ CONVERSIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     # the HTTP services
     "organisations_api.cache_seconds": ("ORGANISATIONS_CACHE_SECONDS", _positive_float),
     "http.timeout_seconds": ("HTTP_TIMEOUT_SECONDS", _positive_float),
+    "mediahaven.api.max_search_pages": ("MAX_SEARCH_PAGES", _positive_int),
 }
 
 # CA file -> the TLS switch it belongs to (dotted paths). A CA file without its switch

@@ -4,12 +4,16 @@
 says whether the consumer loop still comes round, `GET /readyz` whether it is
 connected and consuming, its ledger answers and no stop was asked for. A small
 `http.server` on daemon threads: a scrape or a probe never waits for the consumer, and
-the consumer never waits for them.
+the consumer never waits for them. Nobody on the network can hold the port open (SPEC 7):
+a request that has not arrived whole within `REQUEST_SECONDS` is closed, and no more than
+`MAX_CONNECTIONS` connections are held at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +26,14 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 log = logging.getLogger(__name__)
+
+# A probe or a scrape sends its whole request as soon as it connects (a few hundred bytes);
+# one still short of its request line and headers after this long is closed.
+REQUEST_SECONDS = 5.0
+# Connections held at once, each on a thread of its own. The probes and a scrape or two
+# come at a time; 32 leaves room for their retries and a second Prometheus, and caps what
+# any client can cost the process at 32 threads, fewer than its own workers may number.
+MAX_CONNECTIONS = 32
 
 # Beyond the longest wait the loop may spend in one call: connecting (socket and
 # handshake timeouts) and the odd slow ack, so only a loop that is really stuck fails.
@@ -90,10 +102,20 @@ class Health:
 class StatusServer:
     """`/metrics`, `/healthz` and `/readyz` on `port` of every interface; port 0: none."""
 
-    def __init__(self, *, port: int, registry: CollectorRegistry, health: Health) -> None:
+    def __init__(
+        self,
+        *,
+        port: int,
+        registry: CollectorRegistry,
+        health: Health,
+        request_seconds: float = REQUEST_SECONDS,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
         self.port = port
         self._registry = registry
         self._health = health
+        self._request_seconds = request_seconds
+        self._max_connections = max_connections
         self._server: _HttpServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -102,7 +124,13 @@ class StatusServer:
         if not self.port:
             log.info("metrics and health endpoints off (METRICS_PORT=0)")
             return
-        server = _HttpServer(("", self.port), self._registry, self._health)
+        server = _HttpServer(
+            ("", self.port),
+            self._registry,
+            self._health,
+            request_seconds=self._request_seconds,
+            max_connections=self._max_connections,
+        )
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, name="status-server", daemon=True
@@ -121,18 +149,111 @@ class StatusServer:
 
 
 class _HttpServer(ThreadingHTTPServer):
+    """A thread for each of at most `max_connections` connections; a connection whose request
+    has not arrived whole within `request_seconds` is closed.
+
+    With every slot taken, a new connection takes the slot of the one that has waited
+    longest for its request: a probe sends its request as it connects, so connections
+    that send nothing can neither lock it out nor keep a thread past the deadline. Only
+    when every slot is answering a request is a new connection closed at once.
+    """
+
     daemon_threads = True
+    # The listen backlog. A burst of connections waits in the kernel, costing no thread,
+    # instead of having its SYNs dropped (a dropped SYN costs a probe a 1 s retransmit);
+    # the server takes a thousand of them in a fraction of a second.
+    request_queue_size = 1024
 
     def __init__(
-        self, address: tuple[str, int], registry: CollectorRegistry, health: Health
+        self,
+        address: tuple[str, int],
+        registry: CollectorRegistry,
+        health: Health,
+        *,
+        request_seconds: float,
+        max_connections: int,
     ) -> None:
         self.registry = registry
         self.health = health
+        self.request_seconds = request_seconds
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._lock = threading.Lock()
+        # Connections whose request has not arrived whole, oldest first, with their start.
+        self._waiting: dict[socket.socket, float] = {}
         super().__init__(address, _StatusHandler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._take_slot():
+            log.debug("status port: every connection is answering; %s closed", client_address)
+            self.shutdown_request(request)
+            return
+        with self._lock:
+            self._waiting[request] = time.monotonic()
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.shutdown_request(request)
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def request_arrived(self, request: Any) -> None:
+        """Its request line and headers are in: the deadline no longer applies."""
+        with self._lock:
+            self._waiting.pop(request, None)
+
+    def shutdown_request(self, request: Any) -> None:
+        self.request_arrived(request)  # forgotten before it is closed, never cut after
+        super().shutdown_request(request)
+
+    def service_actions(self) -> None:
+        """Between accepts, and twice a second: close the connections past the deadline."""
+        too_old = time.monotonic() - self.request_seconds
+        with self._lock:
+            late = [request for request, since in self._waiting.items() if since <= too_old]
+            for request in late:
+                self._cut(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-answer is its own business: at DEBUG, not on stderr."""
+        log.debug("status port: %s dropped", client_address, exc_info=True)
+
+    def _take_slot(self) -> bool:
+        if self._slots.acquire(blocking=False):
+            return True
+        with self._lock:
+            oldest = next(iter(self._waiting), None)
+            if oldest is None:
+                return False
+            self._cut(oldest)
+        # Its thread sees the end of its input and gives the slot back at once.
+        return self._slots.acquire(timeout=1.0)
+
+    def _cut(self, request: socket.socket) -> None:
+        """Under the lock: end a connection whose request has not arrived; its thread,
+        waiting to read, finds the input closed and finishes."""
+        del self._waiting[request]
+        with contextlib.suppress(OSError):  # already gone
+            request.shutdown(socket.SHUT_RDWR)
 
 
 class _StatusHandler(BaseHTTPRequestHandler):
     server: _HttpServer
+
+    def setup(self) -> None:
+        super().setup()
+        # Each read and write on the socket; the server bounds the whole request.
+        self.connection.settimeout(self.server.request_seconds)
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()
+        self.server.request_arrived(self.request)
+        return parsed
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -20,8 +20,8 @@ import requests
 from s3_events_handler.adapters import sidecar_xml
 from s3_events_handler.adapters.http_calls import HttpService, RetryPolicy
 from s3_events_handler.adapters.mediahaven_auth import ApiCredentials, MediaHavenTokens
-from s3_events_handler.domain.errors import Rejected, ServiceUnavailable
-from s3_events_handler.domain.model import Query, Record
+from s3_events_handler.domain.errors import Rejected, SearchTooBroad, ServiceUnavailable
+from s3_events_handler.domain.model import DEFAULT_MAX_SEARCH_PAGES, Query, Record
 from s3_events_handler.domain.ports import ArchiveRecords
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class MediaHavenRecords(ArchiveRecords):
 
     Safe to share between threads: a search keeps its pages to itself, and the token
     is renewed under a lock. `max_retry_wait` is the longest Retry-After one call
-    waits out; a longer one is left to the retry queue.
+    waits out; a longer one is left to the retry queue. `max_pages` bounds every search.
     """
 
     def __init__(
@@ -68,14 +68,18 @@ class MediaHavenRecords(ArchiveRecords):
         password: str,
         timeout: float,
         page_size: int = 100,
+        max_pages: int = DEFAULT_MAX_SEARCH_PAGES,
         max_retry_wait: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if page_size < 1:
-            raise ValueError(f"page_size must be at least 1, not {page_size}")
+        if page_size < 1 or max_pages < 1:
+            raise ValueError(
+                f"page_size and max_pages must be at least 1: {page_size}, {max_pages}"
+            )
         self._base = base_url.rstrip("/") + "/"
         self._page_size = page_size
+        self._max_pages = max_pages
         self._http = HttpService(
             session=session,
             name="MediaHaven",
@@ -96,11 +100,14 @@ class MediaHavenRecords(ArchiveRecords):
 
     # -- the port -------------------------------------------------------------------------
 
-    def search(self, query: Query) -> list[Record]:
+    def search(self, query: Query) -> Iterator[Record]:
+        """A page is asked for only when the caller has read the one before; past `max_pages`
+        pages, `SearchTooBroad`. Only the fragment ids already given are kept, so a record
+        that moves to the next page while they are read comes once."""
         q = render_query(query)
-        records: dict[str, Record] = {}
+        given: set[str] = set()
         start = 0
-        while True:
+        for _ in range(self._max_pages):
             params = urlencode(
                 {"q": q, "startIndex": start, "nrOfResults": self._page_size}, quote_via=quote
             )
@@ -117,11 +124,14 @@ class MediaHavenRecords(ArchiveRecords):
             if not isinstance(results, list):
                 raise ServiceUnavailable("MediaHaven search answered without a Results list")
             for record in _records(results):
-                records.setdefault(record.fragment_id, record)
+                if record.fragment_id not in given:
+                    given.add(record.fragment_id)
+                    yield record
             following = _next_start(page, start, len(results))
             if following is None:
-                return list(records.values())
+                return
             start = following
+        raise SearchTooBroad(self._max_pages, q)
 
     def add_relation(self, fragment_id: str, related_pid: str, reason: str) -> None:
         # A POST, not idempotent as far as we know: not sent again within the call; a

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from s3_events_handler.adapters import sidecar_xml
+from s3_events_handler.adapters.mediahaven import render_query
 from s3_events_handler.application.limits import ConsumerLedger
-from s3_events_handler.domain.errors import ClaimedElsewhere, Rejected
+from s3_events_handler.domain.errors import ClaimedElsewhere, Rejected, SearchTooBroad
 from s3_events_handler.domain.model import (
     CLAIM_LEASE_SECONDS,
+    DEFAULT_MAX_SEARCH_PAGES,
     LedgerEntry,
     Query,
     Record,
@@ -42,7 +44,9 @@ class InMemoryArchiveRecords(ArchiveRecords):
     """MediaHaven as a list of records.
 
     A search matches values exactly unless `matches` says otherwise: a looser
-    rule stands in for a search engine that also returns near misses.
+    rule stands in for a search engine that also returns near misses. It is read in
+    pages of `page_size`, at most `max_pages` of them, as MediaHaven's is;
+    `pages_read` counts the pages every search asked for.
     """
 
     def __init__(
@@ -50,17 +54,27 @@ class InMemoryArchiveRecords(ArchiveRecords):
         records: Iterable[Record] = (),
         *,
         matches: Callable[[Record, Query], bool] | None = None,
+        page_size: int = 100,
+        max_pages: int = DEFAULT_MAX_SEARCH_PAGES,
     ) -> None:
         self.records: list[Record] = list(records)
         self._matches = matches or exact_match
+        self.page_size = page_size
+        self.max_pages = max_pages
         self.searches: list[Query] = []
+        self.pages_read = 0
         self.relations: list[Relation] = []
         self.deleted: list[str] = []
         self.delete_reasons: dict[str, str] = {}
 
-    def search(self, query: Query) -> list[Record]:
+    def search(self, query: Query) -> Iterator[Record]:
         self.searches.append(query)
-        return [record for record in self.records if self._matches(record, query)]
+        found = [record for record in self.records if self._matches(record, query)]
+        for page, start in enumerate(range(0, len(found), self.page_size), start=1):
+            if page > self.max_pages:
+                raise SearchTooBroad(self.max_pages, render_query(query))
+            self.pages_read += 1
+            yield from found[start : start + self.page_size]
 
     def add_relation(self, fragment_id: str, related_pid: str, reason: str) -> None:
         self.relations.append(Relation(fragment_id, related_pid, reason))

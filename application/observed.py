@@ -7,7 +7,7 @@ system. The use cases see the ports unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import ParamSpec, TypeVar
 
 from s3_events_handler.application.limits import ConsumerLedger
@@ -59,8 +59,13 @@ class ObservedRecords(_Observed):
         super().__init__(telemetry, System.MEDIAHAVEN)
         self._records = records
 
-    def search(self, query: Query) -> list[Record]:
-        return self._call(self._records.search, query)
+    def search(self, query: Query) -> Iterator[Record]:
+        """As lazy as the port: a page that fails is counted when the caller reads on to it."""
+        try:
+            yield from self._records.search(query)
+        except _SYSTEM_ERRORS:
+            self._telemetry.downstream_error(self._system)
+            raise
 
     def add_relation(self, fragment_id: str, related_pid: str, reason: str) -> None:
         self._call(self._records.add_relation, fragment_id, related_pid, reason)

@@ -32,6 +32,18 @@ class ServiceUnavailable(TransientError):
         self.retry_after = retry_after
 
 
+class SearchTooBroad(ServiceUnavailable):
+    """A search matched more pages of results than one may read (`MAX_SEARCH_PAGES`, SPEC 4.1).
+
+    Transient, so that the event waits where an operator sees why (a key that matches
+    half the archive, a bound set too low) rather than the service guessing from part of
+    the results.
+    """
+
+    def __init__(self, max_pages: int, query: str) -> None:
+        super().__init__(f"search too broad: more than {max_pages} pages of results for {query}")
+
+
 class EssenceNotArchivedYet(TransientError):
     """A collateral arrived before the essence it belongs to was archived."""
 

@@ -12,6 +12,7 @@ from s3_events_handler.domain.model import (
     S3Event,
     S3Object,
     normalise_or_id,
+    require_transferable_extension,
     require_xml_text,
     valid_md5,
 )
@@ -89,6 +90,10 @@ def parse_record(record: object) -> S3Event:
         md5=valid_md5(md5),
         etag=_optional(record, "s3", "object", "eTag"),
     )
+    if kind is EventKind.CREATED:
+        # Before anything is asked or minted. Only a created object is transferred: the
+        # removal of one archived before still goes through.
+        require_transferable_extension(obj.extension)
     if md5 is not None and obj.md5 is None:
         log.warning("ignoring an md5 that is not 32 hex digits for key %r: %r", key, md5)
     return S3Event(

@@ -24,6 +24,14 @@ TRANSPORT_SIDECAR_ROOT = "/mnt/STORAGE/INGEST/SIDECAR"
 # message_id) within an AMQP short string's 255.
 MAX_SEGMENT_BYTES = 100
 MAX_IDENTITY_LENGTH = 200
+# Pages one search may read (SPEC 4.1, MAX_SEARCH_PAGES): a short key can match across
+# every tenant, and a search must neither run on for minutes nor fill the memory.
+DEFAULT_MAX_SEARCH_PAGES = 50
+# MediaHaven pairs a file on the transport server with the sidecar of the same base name.
+SIDECAR_EXTENSION = ".xml"
+# Longest object extension a transfer request's destination takes, in UTF-8 bytes, its dot
+# included: real ones are a few (.mxf, .srt, .stl), and this keeps `{name}{ext}` a file name.
+MAX_EXTENSION_BYTES = 32
 
 # Characters XML 1.0 cannot carry: C0 controls except tab, newline and carriage return,
 # lone surrogates and the two non-characters U+FFFE/U+FFFF.
@@ -127,6 +135,28 @@ def require_path_segment(value: str, what: str) -> str:
     if len(value.encode("utf-8", "surrogatepass")) > MAX_SEGMENT_BYTES:
         raise BadInput(f"{what} is longer than {MAX_SEGMENT_BYTES} bytes: {value[:40]!r}…")
     return value
+
+
+def require_transferable_extension(extension: str) -> str:
+    """The object's extension ends the transfer request's destination, `{name}{ext}`, beside
+    its sidecar `{name}.xml` (SPEC 3.4): it must not be the sidecar's, nor more than a file
+    name's ending."""
+    if extension.lower() == SIDECAR_EXTENSION:
+        raise BadInput(
+            f"the object's extension {extension} is the sidecar's: "
+            "MediaHaven would take the file for its own sidecar"
+        )
+    if "/" in extension or "\\" in extension or _CONTROL.search(extension):
+        raise BadInput(
+            f"the object's extension {extension[:40]!r} holds a control character, / or \\: "
+            "it cannot end a file name on the transport server"
+        )
+    if len(extension.encode("utf-8", "surrogatepass")) > MAX_EXTENSION_BYTES:
+        raise BadInput(
+            f"the object's extension is longer than {MAX_EXTENSION_BYTES} bytes: "
+            f"{extension[:40]!r}…"
+        )
+    return extension
 
 
 def require_xml_text(value: str, what: str) -> str:
@@ -249,7 +279,7 @@ class Sidecar:
 
     @property
     def filename(self) -> str:
-        return f"{self.name}.xml"
+        return f"{self.name}{SIDECAR_EXTENSION}"
 
     @property
     def is_collateral(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Protocol
 
 from s3_events_handler.domain.model import (
@@ -17,8 +18,10 @@ from s3_events_handler.domain.model import (
 class ArchiveRecords(Protocol):
     """MediaHaven's records."""
 
-    def search(self, query: Query) -> list[Record]:
-        """Every record matching `query`, all pages read."""
+    def search(self, query: Query) -> Iterator[Record]:
+        """The records matching `query`, each once, read a page at a time as the caller goes
+        on: a caller that stops early asks for no more pages, and no more than a page is
+        held. Reading past the bound on pages raises `SearchTooBroad` (transient)."""
         ...
 
     def add_relation(self, fragment_id: str, related_pid: str, reason: str) -> None:

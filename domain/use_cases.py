@@ -201,7 +201,8 @@ class IngestEssence:
         progress.stage = Stage.DONE
 
     def _is_archived(self, event: S3Event, cp_name: str, collateral: bool) -> bool:
-        """Only a hit that matches exactly counts: a search engine also returns near misses."""
+        """Only a hit that matches exactly counts: a search engine also returns near misses.
+        The first one ends the search: no page after it is asked for."""
         key = event.object.key
         terms = [Term("s3_object_key", key)]
         md5 = event.object.md5

@@ -185,7 +185,9 @@ def _presence(item: Found, own_queues: set[str]) -> Finding:
 def _mediahaven(container: Container) -> Iterator[Finding]:
     host = container.config.mediahaven.api.host()
     try:
-        records = container.records().search(Query.any_of(Term("s3_object_key", PROBE_OBJECT_KEY)))
+        records = list(
+            container.records().search(Query.any_of(Term("s3_object_key", PROBE_OBJECT_KEY)))
+        )
     except S3EventsHandlerError as error:
         yield Finding("MediaHaven", False, f"{host}: {error}")
         return

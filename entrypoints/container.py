@@ -180,6 +180,7 @@ class Container(containers.DeclarativeContainer):
         username=config.mediahaven.api.username,
         password=config.mediahaven.api.passwd,
         timeout=config.http.timeout_seconds,
+        max_pages=config.mediahaven.api.max_search_pages,
     )
     pids = providers.Selector(
         providers.Callable(pid_source, config.app.environment),

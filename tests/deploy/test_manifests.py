@@ -73,6 +73,7 @@ def test_the_resources_are_valid_against_the_kubernetes_schemas() -> None:
         "Secret",
         "PersistentVolumeClaim",
         "Deployment",
+        "NetworkPolicy",
     }
     assert [p for r in found for p in problems(r)] == []
 
@@ -193,6 +194,24 @@ def test_one_replica_keeps_its_sqlite_ledger_on_the_claim() -> None:
     assert "emptyDir" in volumes[tmp]
 
 
+def test_only_the_monitoring_namespace_may_reach_the_metrics_port() -> None:
+    """The metrics-from-monitoring component (SPEC 7: nobody else on the network gets in)."""
+    policy = one(resources(), "NetworkPolicy")["spec"]
+    pod_labels = deployment()["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["policyTypes"] == ["Ingress"]  # any other connection in is refused
+    [rule] = policy["ingress"]
+    [metrics] = container(deployment())["ports"]
+    assert rule["ports"] == [{"port": metrics["name"], "protocol": "TCP"}]
+    # Whole namespaces picked by their monitoring labels: no pods of this namespace, no
+    # address ranges.
+    assert [set(peer) for peer in rule["from"]] == [{"namespaceSelector"}] * len(rule["from"])
+    assert [peer["namespaceSelector"] for peer in rule["from"]] == [
+        {"matchLabels": {"network.openshift.io/policy-group": "monitoring"}},
+        {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+    ]
+
+
 # --- rendered as `kubectl apply -k` would, with each component -------------------------
 
 
@@ -204,7 +223,11 @@ def kustomize() -> list[str]:
     return command
 
 
-@pytest.mark.parametrize("components", [(), ("postgres-ledger",), ("kubernetes-fsgroup",)], ids=str)
+@pytest.mark.parametrize(
+    "components",
+    [(), ("postgres-ledger",), ("kubernetes-fsgroup",), ("metrics-from-monitoring",)],
+    ids=str,
+)
 def test_each_variant_renders_to_valid_resources(
     kustomize: list[str], tmp_path: Path, components: tuple[str, ...]
 ) -> None:
@@ -238,3 +261,14 @@ def test_the_fsgroup_component_hands_the_volume_to_a_group(
     pod = one(rendered, "Deployment")["spec"]["template"]["spec"]
     assert pod["securityContext"]["fsGroup"] == 10001
     assert pod["securityContext"]["runAsNonRoot"] is True
+
+
+def test_the_network_policy_component_adds_the_policy_and_changes_nothing_else(
+    kustomize: list[str], tmp_path: Path
+) -> None:
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "policy").mkdir()
+    plain = render(kustomize, tmp_path / "plain")
+    with_policy = render(kustomize, tmp_path / "policy", ["metrics-from-monitoring"])
+    assert [r for r in with_policy if r["kind"] != "NetworkPolicy"] == plain
+    assert kind_name(one(with_policy, "NetworkPolicy")) == "NetworkPolicy/s3-events-handler-metrics"

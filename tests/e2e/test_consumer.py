@@ -133,6 +133,44 @@ def test_bad_input_is_dead_lettered_while_the_next_event_is_processed(
     assert service.process is not None and service.process.poll() is None
 
 
+def test_an_object_named_like_its_own_sidecar_is_dead_lettered_before_anything_is_done(
+    service: RunningService, examples: Path
+) -> None:
+    """An upload, or an EBU-TT subtitle, named `….xml`: its transfer would overwrite the
+    sidecar `{pid}.xml` (SPEC 3.4). No PID, no sidecar, no question to MediaHaven."""
+    service.mediahaven.add_record(
+        "fragment-1",
+        is_fragment=True,
+        pid=GOLDEN_PID,
+        local_id="MEDIA-0042",
+        bucket="mam-highresvideo",
+    )
+    essence = json.loads((examples / "event-essence-created.json").read_text())
+    essence["Records"][0]["s3"]["object"]["key"] = "pid0000001.xml"
+    collateral = json.loads((examples / "event-collateral-created.json").read_text())
+    collateral["Records"][0]["s3"]["object"]["key"] = "closedOt/MEDIA-0042/journaal.XML"
+    service.start_consumer()
+    service.publish_event(json.dumps(essence).encode())
+    service.publish_event(json.dumps(collateral).encode())
+
+    s = service.settings
+    dead = amqp.wait_for_messages(s.host, s.port, s.dead_letter_queue, 2, timeout=20)
+    assert len(dead) == 2, service.log()
+    assert [(m.headers["x-error-stage"], m.headers["x-error"]) for m in dead] == [
+        (
+            "parse",
+            f"the object's extension {extension} is the sidecar's: "
+            "MediaHaven would take the file for its own sidecar",
+        )
+        for extension in (".xml", ".XML")
+    ]
+    assert all("x-pid" not in m.headers for m in dead)
+    assert service.pid_service.minted == []
+    assert service.ftp.stored == []
+    assert service.mediahaven.searches == []
+    assert service.mediahaven.relations == []
+
+
 def test_a_message_with_several_records_is_handled_record_by_record(
     service: RunningService, examples: Path
 ) -> None:

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.service import CONSUMER_LOGGER, RunningService
 from tests.support import amqp
+from tests.support.loopback import LOOPBACK
 from tests.support.mediahaven_server import RECORDS_PATH, Fault
 from tests.support.relay import Relay
 
@@ -220,6 +222,69 @@ def test_readiness_drops_at_sigterm_while_liveness_lasts_until_the_exit(
 def test_a_path_it_does_not_serve_is_404(service: RunningService) -> None:
     service.start_consumer()
     assert service.get("/") == (404, "not found\n")
+
+
+SLOW_CLIENTS = 300
+REQUEST_SECONDS = 5  # SPEC 7: a request not arrived whole by then is closed
+MAX_CONNECTIONS = 32  # held at once, each on a thread
+
+
+def threads_of(pid: int) -> int:
+    """The threads process `pid` runs now (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no thread count for process {pid}")
+
+
+def closed_by_the_server(client: socket.socket, within: float) -> bool:
+    """Whether the server ends the connection within `within` seconds (it sends nothing)."""
+    client.settimeout(max(within, 0.01))
+    try:
+        return client.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_slow_clients_cannot_hold_the_status_port(service: RunningService, examples: Path) -> None:
+    """300 connections that never finish their request (half of them send half a request
+    line): no thread for each, the probe answers at once, events flow, and the server
+    closes every one of them within the deadline."""
+    service.start_consumer()
+    process = service.process
+    assert process is not None
+    assert wait_for(lambda: service.get("/readyz")[0] == 200, timeout=10), service.log()
+    threads_before = threads_of(process.pid)
+    slow: list[socket.socket] = []
+    try:
+        for n in range(SLOW_CLIENTS):
+            client = socket.create_connection((LOOPBACK, service.metrics_port), timeout=5)
+            slow.append(client)
+            if n % 2:
+                client.sendall(b"GET /healthz HT")
+        opened = time.monotonic()
+        assert service.get("/healthz") == (200, "ok\n")
+        assert time.monotonic() - opened < 1
+        # A thread per connection held, and a few that gave their slot up and are ending.
+        assert threads_of(process.pid) <= threads_before + MAX_CONNECTIONS + 4
+        service.publish_event((examples / "event-essence-created.json").read_bytes())
+        s = service.settings
+        assert len(amqp.wait_for_messages(s.host, s.port, s.transfer_queue, 1, timeout=20)) == 1
+
+        deadline = opened + REQUEST_SECONDS + 2
+        still_open = [
+            n
+            for n, client in enumerate(slow)
+            if not closed_by_the_server(client, within=deadline - time.monotonic())
+        ]
+        assert still_open == []
+    finally:
+        for client in slow:
+            client.close()
+    assert service.get("/healthz") == (200, "ok\n")
+    assert process.poll() is None
 
 
 # --- logs -----------------------------------------------------------------------------------

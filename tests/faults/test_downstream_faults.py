@@ -391,7 +391,7 @@ SILENT_CALLS: dict[str, Callable[[str], object]] = {
     "organisations-api": lambda url: OrganisationsApi(
         session=requests.Session(), url=url, timeout=TIMEOUT
     ).cp_name("OR-rf5kf25"),
-    "mediahaven-token": lambda url: _records(url).search(QUERY),
+    "mediahaven-token": lambda url: list(_records(url).search(QUERY)),
 }
 
 
@@ -410,7 +410,7 @@ def test_a_server_that_accepts_and_never_answers_costs_at_most_timeout_plus_1s(
 
 
 MEDIAHAVEN_CALLS: dict[str, Callable[[MediaHavenRecords], object]] = {
-    "search": lambda records: records.search(QUERY),
+    "search": lambda records: list(records.search(QUERY)),
     "delete": lambda records: records.delete("fragment-1", reason="test"),
     "update": lambda records: records.add_relation("fragment-1", GOLDEN_PID, reason="test"),
 }
@@ -423,7 +423,7 @@ def test_mediahaven_falling_silent_with_a_valid_token_costs_at_most_timeout_plus
     with FakeMediaHaven() as mh, Relay(int(mh.base_url.rsplit(":", 1)[1])) as relay:
         mh.add_record("fragment-1", pid=GOLDEN_PID)
         records = _records(relay.url("").rstrip("/"))
-        records.search(QUERY)  # a token, and a kept-alive connection through the relay
+        list(records.search(QUERY))  # a token, and a kept-alive connection through the relay
         relay.swallowing = True
         started = time.monotonic()
         with pytest.raises(ServiceUnavailable):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import posixpath
 import re
 import subprocess
 from collections.abc import Iterator
@@ -54,6 +55,7 @@ EXPECTED_FOLDERS = ("VRT/TAPE-SHARE-EVENTS", "VRT/DISK-SHARE-EVENTS")
 SIDECAR_NAME = re.compile(r"[a-z0-9]{10}(?:_[A-Za-z]+)?\.xml")
 # Characters XML 1.0 can carry (its Char production).
 XML_CHAR = re.compile("[\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+NOT_IN_A_FILE_NAME = re.compile("[\x00-\x1f\x7f-\x9f/\\\\]")
 XML_SPECIAL_KEYS = (
     "<script>alert(1)</script>.MXF",
     "a&b&amp;c.MXF",
@@ -319,7 +321,9 @@ def test_query_syntax_in_a_key_cannot_widen_a_removal(sloppy_service: RunningSer
         timeout=5,
     )
     for key in HOSTILE_KEYS:
-        found = records.search(Query.all_of(Term("s3_object_key", key), Term("s3_bucket", BUCKET)))
+        found = list(
+            records.search(Query.all_of(Term("s3_object_key", key), Term("s3_bucket", BUCKET)))
+        )
         assert {r.fragment_id for r in found} & survivors, key
     print(f"\nquery syntax: {len(HOSTILE_KEYS)} hostile removals, {len(left)} near misses survive")
 
@@ -472,6 +476,15 @@ def test_event_values_cannot_steer_the_ftp_path(path_service: RunningService) ->
     print(f"\nFTP paths: {bad} hostile events dead-lettered, {good} sidecars, all in place")
 
 
+def ends_a_transfer(extension: str) -> bool:
+    """Whether `{name}{extension}` is a file of its own beside the sidecar (SPEC 3.4)."""
+    return (
+        extension.lower() != ".xml"
+        and len(extension.encode()) <= 32
+        and not NOT_IN_A_FILE_NAME.search(extension)
+    )
+
+
 # -- XML in keys ---------------------------------------------------------------------------------
 
 keys = st.one_of(
@@ -500,6 +513,11 @@ def test_any_key_xml_can_carry_round_trips_through_the_sidecar(key: str) -> None
     if not all(XML_CHAR.fullmatch(char) for char in key):
         assert isinstance(outcome, DeadLetter), outcome
         assert outcome.stage == "parse" and "object key" in outcome.reason
+        assert world.transport.uploaded == {}
+        return
+    if not ends_a_transfer(posixpath.splitext(key)[1]):
+        assert isinstance(outcome, DeadLetter), outcome
+        assert outcome.stage == "parse" and "the object's extension" in outcome.reason
         assert world.transport.uploaded == {}
         return
     assert isinstance(outcome, Done), outcome

@@ -8,14 +8,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import pytest
 import requests
 
 from s3_events_handler.adapters.mediahaven import MediaHavenRecords
-from s3_events_handler.domain.results import AlreadyArchived, IngestResult, Removed, Sent
+from s3_events_handler.domain.errors import ServiceUnavailable
+from s3_events_handler.domain.results import (
+    AlreadyArchived,
+    IngestResult,
+    Removed,
+    RemoveResult,
+    Sent,
+)
 from s3_events_handler.domain.use_cases import IngestEssence, Progress, RemoveEssence
-from tests.support.mediahaven_server import FakeMediaHaven
+from tests.support.mediahaven_server import RECORDS_PATH, FakeMediaHaven
 from tests.unit.builders import World, event_of, golden_event
 
 KEY = "20261120-journaal-1900-a7f3c2d1-55e4-4b2a-9c1d-0e8f7a6b5c4d.MXF"
@@ -32,6 +40,13 @@ def mediahaven() -> Iterator[FakeMediaHaven]:
 
 @pytest.fixture
 def records(mediahaven: FakeMediaHaven, session: requests.Session) -> MediaHavenRecords:
+    return records_on(mediahaven, session)
+
+
+def records_on(
+    mediahaven: FakeMediaHaven, session: requests.Session, max_pages: int = 50
+) -> MediaHavenRecords:
+    """The adapter as the service builds it, 100 results a page, `max_pages` at most."""
     return MediaHavenRecords(
         session=session,
         base_url=mediahaven.base_url,
@@ -40,7 +55,16 @@ def records(mediahaven: FakeMediaHaven, session: requests.Session) -> MediaHaven
         username=mediahaven.username,
         password=mediahaven.password,
         timeout=5.0,
+        max_pages=max_pages,
     )
+
+
+def pages_asked(mediahaven: FakeMediaHaven) -> list[int]:
+    """The startIndex of every search MediaHaven was asked, in order."""
+    return [
+        int(parse_qs(request.query)["startIndex"][0])
+        for request in mediahaven.requests_to(RECORDS_PATH, "GET")
+    ]
 
 
 def ingest(world: World, records: MediaHavenRecords, examples: Path) -> IngestResult:
@@ -109,3 +133,72 @@ def test_a_removal_deletes_only_the_essence_and_its_real_collaterals(
     survivors = [record["Internal"]["FragmentId"] for record in mediahaven.records]
     assert survivors == ["fragment", "other-version", "backup", "other-subtitles"]
     assert result == Removed(bucket=BUCKET, key=KEY, essences=1, collaterals=1)
+
+
+def test_the_archived_check_stops_at_the_first_exact_match(
+    mediahaven: FakeMediaHaven, records: MediaHavenRecords, examples: Path
+) -> None:
+    """10,000 loose hits for the key (SPEC 4.1); the exact one is on page 3 of 100."""
+    for n in range(10_000):
+        if n == 250:
+            mediahaven.add_record("archived", key=KEY, bucket=BUCKET)
+        mediahaven.add_record(f"near-{n:05d}", key=f"{KEY}.{n:05d}", bucket=BUCKET)
+    world = World()
+
+    assert ingest(world, records, examples) == AlreadyArchived(key=KEY)
+    assert pages_asked(mediahaven) == [0, 100, 200]
+    assert world.pids.minted == []
+
+
+def test_a_search_past_max_search_pages_fails_as_transient_without_an_answer(
+    mediahaven: FakeMediaHaven, records: MediaHavenRecords, examples: Path
+) -> None:
+    """10,000 loose hits and none exact: 50 pages read, then the attempt fails."""
+    for n in range(10_000):
+        mediahaven.add_record(f"near-{n:05d}", key=f"{KEY}.{n:05d}", bucket=BUCKET)
+    world = World()
+
+    with pytest.raises(ServiceUnavailable) as failed:
+        ingest(world, records, examples)
+
+    assert str(failed.value) == (
+        f'search too broad: more than 50 pages of results for +(s3_object_key:"{KEY}")'
+    )
+    assert pages_asked(mediahaven) == list(range(0, 5_000, 100))
+    assert world.pids.minted == [] and world.transport.uploaded == {}
+
+
+def test_a_removal_reads_every_page_it_may_and_deletes_nothing_past_them(
+    mediahaven: FakeMediaHaven, session: requests.Session, examples: Path
+) -> None:
+    """The essence and its collateral among 250 near misses each: found on page 3, both
+    deleted. With a bound of 2 pages the search is too broad: nothing is deleted."""
+    for n in range(250):
+        mediahaven.add_record(f"near-{n:03d}", key=f"{KEY}.{n:03d}", bucket=BUCKET)
+        local_id = f"MEDIA-1{n:03d}"
+        subtitles = f"closedOt/{local_id}/a.srt"
+        mediahaven.add_record(
+            f"near-{local_id}", key=subtitles, bucket=COLLATERALS, local_id=local_id
+        )
+    mediahaven.add_record("essence", key=KEY, bucket=BUCKET)
+    mediahaven.add_record("fragment", key=KEY, bucket=BUCKET, is_fragment=True, local_id="MEDIA-1")
+    mediahaven.add_record(
+        "subtitles", key="closedOt/MEDIA-1/a.srt", bucket=COLLATERALS, local_id="MEDIA-1"
+    )
+    event = event_of(golden_event(examples, "event-removed.json"))
+
+    def remove(max_pages: int) -> RemoveResult:
+        world = World()
+        use_case = RemoveEssence(
+            records=records_on(mediahaven, session, max_pages),
+            organisations=world.organisations,
+            ledger=world.ledger,
+        )
+        return use_case.execute(event, correlation_id="c", progress=Progress())
+
+    with pytest.raises(ServiceUnavailable, match="search too broad: more than 2 pages"):
+        remove(max_pages=2)
+    assert mediahaven.deleted == []
+
+    assert remove(max_pages=3) == Removed(bucket=BUCKET, key=KEY, essences=1, collaterals=1)
+    assert [deletion.fragment_id for deletion in mediahaven.deleted] == ["subtitles", "essence"]

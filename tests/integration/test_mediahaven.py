@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from s3_events_handler.adapters.config import load_config
 from s3_events_handler.adapters.mediahaven import MediaHavenRecords, render_query
 from s3_events_handler.domain.errors import Rejected, ServiceUnavailable
 from s3_events_handler.domain.model import Query, Record, Term
+from s3_events_handler.entrypoints.container import Container
 from tests.support.clock import Clock
 from tests.support.loopback import free_port
 from tests.support.mediahaven_server import (
@@ -27,6 +29,7 @@ from tests.support.mediahaven_server import (
     parse_query,
 )
 from tests.support.threads import side_by_side
+from tests.unit.test_config import REPO, REQUIRED
 
 MakeRecords = Callable[..., MediaHavenRecords]
 
@@ -81,7 +84,7 @@ def test_reads_every_page_of_a_search(server: FakeMediaHaven, records: MediaHave
         server.add_record(f"frag-{n:03d}", key=f"clip-{n:03d}.mxf", bucket="bucket-a")
     server.add_record("elsewhere", key="clip-000.mxf", bucket="bucket-b")
 
-    found = records.search(Query.any_of(Term("s3_bucket", "bucket-a")))
+    found = list(records.search(Query.any_of(Term("s3_bucket", "bucket-a"))))
 
     assert [r.fragment_id for r in found] == [f"frag-{n:03d}" for n in range(250)]
     pages = server.requests_to(RECORDS_PATH, "GET")
@@ -107,7 +110,7 @@ def test_follows_the_servers_page_size_when_it_gives_fewer_results_than_asked(
             password=server.password,
         )
 
-        found = records.search(Query.any_of(Term("s3_bucket", "bucket-a")))
+        found = list(records.search(Query.any_of(Term("s3_bucket", "bucket-a"))))
 
         assert len(found) == 100
         assert len({r.fragment_id for r in found}) == 100
@@ -115,7 +118,7 @@ def test_follows_the_servers_page_size_when_it_gives_fewer_results_than_asked(
 
 
 def test_an_empty_search_is_one_request(server: FakeMediaHaven, records: MediaHavenRecords) -> None:
-    assert records.search(by_key("nothing.mxf")) == []
+    assert list(records.search(by_key("nothing.mxf"))) == []
     assert len(server.searches) == 1
 
 
@@ -127,7 +130,7 @@ def test_maps_the_api_fields_onto_records(
     )
     server.add_record("frag-2", key="a.mxf")
 
-    found = records.search(by_key("a.mxf"))
+    found = list(records.search(by_key("a.mxf")))
 
     assert found == [
         Record("frag-1", True, "k98z0d4w1q", "media-1", "a.mxf", "b"),
@@ -142,7 +145,7 @@ def test_skips_a_result_without_a_fragment_id_with_a_warning(
     server.records.append({"Internal": {"FragmentId": "frag-2"}, "Dynamic": {"s3_object_key": "a"}})
 
     with caplog.at_level(logging.WARNING, logger="s3_events_handler.adapters.mediahaven"):
-        found = records.search(by_key("a"))
+        found = list(records.search(by_key("a")))
 
     assert [r.fragment_id for r in found] == ["frag-2"]
     assert "without a FragmentId" in caplog.text
@@ -163,7 +166,7 @@ def test_tolerates_odd_results_and_field_values(
     body = {"TotalNrOfResults": 4, "NrOfResults": 4, "StartIndex": 0, "Results": results}
     server.fail_next(RECORDS_PATH, Fault(200, body=json.dumps(body).encode()))
 
-    found = records.search(by_key("a.mxf"))
+    found = list(records.search(by_key("a.mxf")))
 
     assert found == [Record("frag-1", True), Record("frag-2", False, None, "42", None, None)]
 
@@ -196,7 +199,7 @@ def test_a_key_holding_quotes_and_backslashes_finds_exactly_its_record(
     server.add_record("unescaped", key='folder"quoted" name+plus&amp=%20.mxf')
     server.add_record("no-backslash", key="folder\\quoted name+plus&amp=%20.mxf")
 
-    found = records.search(by_key(tricky))
+    found = list(records.search(by_key(tricky)))
 
     assert [r.fragment_id for r in found] == ["wanted"]
     assert server.searches == [r'+(s3_object_key:"folder\\\"quoted\" name+plus&amp=%20.mxf")']
@@ -205,7 +208,7 @@ def test_a_key_holding_quotes_and_backslashes_finds_exactly_its_record(
 def test_sends_spaces_in_the_query_as_percent_20(
     server: FakeMediaHaven, records: MediaHavenRecords
 ) -> None:
-    records.search(Query.all_of(Term("s3_object_key", "a b+c"), Term("s3_bucket", "b")))
+    list(records.search(Query.all_of(Term("s3_object_key", "a b+c"), Term("s3_bucket", "b"))))
 
     (request,) = server.requests_to(RECORDS_PATH, "GET")
     q = request.query.split("&")[0]
@@ -220,7 +223,7 @@ def test_an_or_group_finds_records_matching_any_of_its_terms(
     server.add_record("by-md5", key="renamed.mxf", md5=md5)
     server.add_record("neither", key="b.mxf", md5="f" * 32)
 
-    found = records.search(Query.any_of(Term("s3_object_key", "a.mxf"), Term("md5", md5)))
+    found = list(records.search(Query.any_of(Term("s3_object_key", "a.mxf"), Term("md5", md5))))
 
     assert sorted(r.fragment_id for r in found) == ["by-key", "by-md5"]
 
@@ -232,7 +235,9 @@ def test_and_groups_find_only_records_matching_every_group(
     server.add_record("other-bucket", key="a.mxf", bucket="b2")
     server.add_record("other-key", key="c.mxf", bucket="b1")
 
-    found = records.search(Query.all_of(Term("s3_object_key", "a.mxf"), Term("s3_bucket", "b1")))
+    found = list(
+        records.search(Query.all_of(Term("s3_object_key", "a.mxf"), Term("s3_bucket", "b1")))
+    )
 
     assert [r.fragment_id for r in found] == ["both"]
 
@@ -244,7 +249,7 @@ def test_passes_on_what_a_sloppy_search_engine_finds(make_records: MakeRecords) 
         server.add_record("near-miss", key="A.MXF.bak")
         records = make_records(base_url=server.base_url)
 
-        found = records.search(by_key("a.mxf"))
+        found = list(records.search(by_key("a.mxf")))
 
         assert [r.fragment_id for r in found] == ["exact", "near-miss"]
 
@@ -254,7 +259,7 @@ def test_works_with_a_base_url_ending_in_a_slash(
 ) -> None:
     server.add_record("frag-1", key="a.mxf")
 
-    found = make_records(base_url=server.base_url + "/").search(by_key("a.mxf"))
+    found = list(make_records(base_url=server.base_url + "/").search(by_key("a.mxf")))
 
     assert [r.fragment_id for r in found] == ["frag-1"]
     assert all(not r.path.startswith("//") for r in server.requests)
@@ -268,7 +273,7 @@ def test_asks_for_a_token_once_and_reuses_it(
 ) -> None:
     server.add_record("frag-1", key="a.mxf")
 
-    records.search(by_key("a.mxf"))
+    list(records.search(by_key("a.mxf")))
     records.add_relation("frag-1", "k98z0d4w1q_closedOt", "why")
     records.delete("frag-1", "why")
 
@@ -288,10 +293,10 @@ def test_an_expired_token_is_refreshed_and_the_call_tried_once_more(
     server: FakeMediaHaven, records: MediaHavenRecords
 ) -> None:
     server.add_record("frag-1", key="a.mxf")
-    records.search(by_key("a.mxf"))
+    list(records.search(by_key("a.mxf")))
     server.expire_tokens()
 
-    found = records.search(by_key("a.mxf"))
+    found = list(records.search(by_key("a.mxf")))
 
     assert [r.fragment_id for r in found] == ["frag-1"]
     assert server.refresh_requests == 1
@@ -302,7 +307,7 @@ def test_an_expired_token_is_refreshed_and_the_call_tried_once_more(
 def test_a_refused_refresh_falls_back_to_a_new_login(
     server: FakeMediaHaven, records: MediaHavenRecords
 ) -> None:
-    records.search(by_key("a.mxf"))
+    list(records.search(by_key("a.mxf")))
     server.revoke_tokens()
 
     records.delete("frag-x", "gone")
@@ -314,10 +319,10 @@ def test_a_refused_refresh_falls_back_to_a_new_login(
 def test_a_token_about_to_expire_is_renewed_before_the_call(
     server: FakeMediaHaven, records: MediaHavenRecords, clock: Clock
 ) -> None:
-    records.search(by_key("a.mxf"))
+    list(records.search(by_key("a.mxf")))
     clock.now += server.expires_in - 20  # inside the 30 s margin
 
-    records.search(by_key("a.mxf"))
+    list(records.search(by_key("a.mxf")))
 
     assert server.refresh_requests == 1
     assert [r.path for r in server.requests] == [
@@ -332,14 +337,14 @@ def test_a_token_about_to_expire_is_renewed_before_the_call(
 def test_workers_needing_a_new_token_at_the_same_time_renew_it_once(
     server: FakeMediaHaven, records: MediaHavenRecords, clock: Clock, stale: str
 ) -> None:
-    records.search(by_key("a.mxf"))
+    list(records.search(by_key("a.mxf")))
     if stale == "refused by MediaHaven":
         server.expire_tokens()  # every worker's search comes back 401
     else:
         clock.now += server.expires_in - 20  # inside the 30 s margin: every worker renews first
     server.latency = 0.1  # long enough for every worker to need the token before it is renewed
 
-    answers = side_by_side(lambda n: records.search(by_key("a.mxf")), workers=8)
+    answers = side_by_side(lambda n: list(records.search(by_key("a.mxf"))), workers=8)
 
     assert answers == [[]] * 8
     assert server.refresh_requests == 1
@@ -352,7 +357,7 @@ def test_a_401_that_persists_with_a_fresh_token_is_transient(
     server.refuse_tokens = True
 
     with pytest.raises(ServiceUnavailable, match="401"):
-        records.search(by_key("a.mxf"))
+        list(records.search(by_key("a.mxf")))
 
     assert len(server.requests_to(RECORDS_PATH)) == 2
 
@@ -363,7 +368,7 @@ def test_refused_credentials_are_transient_and_say_what_to_check(
     records = make_records(password="not-the-password")
 
     with pytest.raises(ServiceUnavailable, match="credentials") as failure:
-        records.search(by_key("a.mxf"))
+        list(records.search(by_key("a.mxf")))
 
     assert "MEDIAHAVEN_API_USERNAME" in str(failure.value)
     assert server.requests_to(RECORDS_PATH) == []
@@ -374,7 +379,7 @@ def test_a_token_endpoint_answering_503_is_tried_again(
 ) -> None:
     server.fail_next(PASSWORD_GRANT_PATH, Fault(503))
 
-    assert records.search(by_key("a.mxf")) == []
+    assert list(records.search(by_key("a.mxf"))) == []
     assert len(sleeps) == 1
 
 
@@ -387,7 +392,7 @@ def test_a_503_is_tried_again_within_the_call(
     server.add_record("frag-1", key="a.mxf")
     server.fail_next(RECORDS_PATH, Fault(503), method="GET")
 
-    found = records.search(by_key("a.mxf"))
+    found = list(records.search(by_key("a.mxf")))
 
     assert [r.fragment_id for r in found] == ["frag-1"]
     assert len(sleeps) == 1
@@ -400,7 +405,7 @@ def test_a_503_that_persists_is_transient_after_three_tries(
     server.fail_next(RECORDS_PATH, Fault(503), Fault(502), Fault(500), method="GET")
 
     with pytest.raises(ServiceUnavailable, match="500"):
-        records.search(by_key("a.mxf"))
+        list(records.search(by_key("a.mxf")))
 
     assert len(server.requests_to(RECORDS_PATH)) == 3
     assert len(sleeps) == 2
@@ -412,7 +417,7 @@ def test_honours_retry_after_on_a_429(
 ) -> None:
     server.fail_next(RECORDS_PATH, Fault.too_many_requests(1.5))
 
-    assert records.search(by_key("a.mxf")) == []
+    assert list(records.search(by_key("a.mxf"))) == []
     assert sleeps == [1.5]
 
 
@@ -422,7 +427,7 @@ def test_a_retry_after_beyond_the_cap_gives_up_at_once(
     server.fail_next(RECORDS_PATH, Fault.too_many_requests(120))
 
     with pytest.raises(ServiceUnavailable, match="Retry-After"):
-        records.search(by_key("a.mxf"))
+        list(records.search(by_key("a.mxf")))
 
     assert sleeps == []
     assert len(server.requests_to(RECORDS_PATH)) == 1
@@ -434,7 +439,7 @@ def test_the_retry_after_cap_is_configurable(
     server.fail_next(RECORDS_PATH, Fault.too_many_requests(1))
 
     with pytest.raises(ServiceUnavailable, match="Retry-After"):
-        make_records(max_retry_wait=0.5).search(by_key("a.mxf"))
+        list(make_records(max_retry_wait=0.5).search(by_key("a.mxf")))
 
     assert sleeps == []
 
@@ -443,12 +448,12 @@ def test_a_server_that_does_not_answer_in_time_is_transient_within_the_timeout(
     server: FakeMediaHaven, make_records: MakeRecords
 ) -> None:
     records = make_records(timeout=0.5)
-    records.search(by_key("warm-up"))
+    list(records.search(by_key("warm-up")))
     server.fail_next(RECORDS_PATH, Fault.slow(5))
 
     began = time.monotonic()
     with pytest.raises(ServiceUnavailable, match="within"):
-        records.search(by_key("a.mxf"))
+        list(records.search(by_key("a.mxf")))
 
     assert time.monotonic() - began < 0.5 + 1
 
@@ -457,7 +462,7 @@ def test_a_refused_connection_is_transient(make_records: MakeRecords, sleeps: li
     records = make_records(base_url=f"http://127.0.0.1:{free_port()}")
 
     with pytest.raises(ServiceUnavailable, match="ConnectionError"):
-        records.search(by_key("a.mxf"))
+        list(records.search(by_key("a.mxf")))
 
     assert len(sleeps) == 2
 
@@ -468,7 +473,7 @@ def test_an_answer_that_is_not_json_is_transient(
     server.fail_next(RECORDS_PATH, Fault(200, body=b"<html>maintenance</html>"))
 
     with pytest.raises(ServiceUnavailable, match="not JSON"):
-        records.search(by_key("a.mxf"))
+        list(records.search(by_key("a.mxf")))
 
 
 # -- permanent failures --------------------------------------------------------------------
@@ -480,7 +485,7 @@ def test_a_400_is_rejected_with_the_status_and_a_snippet_of_the_body(
     server.fail_next(RECORDS_PATH, Fault(400, body=b'{"Message": "field unknown: s3_objekt"}'))
 
     with pytest.raises(Rejected, match="400") as failure:
-        records.search(by_key("a.mxf"))
+        list(records.search(by_key("a.mxf")))
 
     assert "field unknown: s3_objekt" in str(failure.value)
     assert sleeps == []
@@ -489,7 +494,7 @@ def test_a_400_is_rejected_with_the_status_and_a_snippet_of_the_body(
 def test_a_query_the_server_cannot_parse_is_rejected(
     server: FakeMediaHaven, session: requests.Session, records: MediaHavenRecords
 ) -> None:
-    records.search(by_key("warm-up"))
+    list(records.search(by_key("warm-up")))
     (token,) = server.issued_tokens
 
     answer = session.get(
@@ -543,7 +548,7 @@ def test_an_update_refused_for_an_expired_token_is_sent_once_more(
     server: FakeMediaHaven, records: MediaHavenRecords
 ) -> None:
     server.add_record("frag-1")
-    records.search(by_key("warm-up"))
+    list(records.search(by_key("warm-up")))
     server.expire_tokens()
 
     records.add_relation("frag-1", "k98z0d4w1q_closedOt", "why")
@@ -601,34 +606,34 @@ def test_quotes_a_fragment_id_as_one_path_segment(
 
 
 def _echo_secrets(server: FakeMediaHaven, records: MediaHavenRecords) -> None:
-    records.search(by_key("warm-up"))
+    list(records.search(by_key("warm-up")))
     (token,) = server.issued_tokens
     echo = f"you sent {server.password} {server.client_secret} {token}".encode()
     server.fail_next(RECORDS_PATH, Fault(400, body=echo))
-    records.search(by_key("a.mxf"))
+    list(records.search(by_key("a.mxf")))
 
 
 def _refused_credentials(server: FakeMediaHaven, records: MediaHavenRecords) -> None:
     server.password = "changed-by-an-operator"
-    records.search(by_key("a.mxf"))
+    list(records.search(by_key("a.mxf")))
 
 
 def _persistent_401(server: FakeMediaHaven, records: MediaHavenRecords) -> None:
-    records.search(by_key("warm-up"))
+    list(records.search(by_key("warm-up")))
     server.refuse_tokens = True
-    records.search(by_key("a.mxf"))
+    list(records.search(by_key("a.mxf")))
 
 
 def _garbage(server: FakeMediaHaven, records: MediaHavenRecords) -> None:
-    records.search(by_key("warm-up"))
+    list(records.search(by_key("warm-up")))
     (token,) = server.issued_tokens
     server.fail_next(RECORDS_PATH, Fault(200, body=f"<p>{token} {server.password}".encode()))
-    records.search(by_key("a.mxf"))
+    list(records.search(by_key("a.mxf")))
 
 
 def _token_endpoint_down(server: FakeMediaHaven, records: MediaHavenRecords) -> None:
     server.fail_next(PASSWORD_GRANT_PATH, *[Fault(503, body=server.password.encode())] * 3)
-    records.search(by_key("a.mxf"))
+    list(records.search(by_key("a.mxf")))
 
 
 @pytest.mark.parametrize(
@@ -654,3 +659,30 @@ def test_secrets_never_appear_in_exception_messages_or_logs(
     for secret in secrets:
         assert secret not in text
         assert secret not in caplog.text
+
+
+def test_max_search_pages_bounds_the_searches_of_the_service(server: FakeMediaHaven) -> None:
+    """The setting reaches the adapter the service is built with (100 results a page)."""
+    for n in range(201):
+        server.add_record(f"frag-{n:03d}", key="a.mxf")
+    container = Container()
+    container.config.from_dict(
+        load_config(
+            REPO / "config.yml",
+            {
+                **REQUIRED,
+                "MEDIAHAVEN_API_HOST": server.base_url,
+                "MEDIAHAVEN_API_CLIENT_ID": server.client_id,
+                "MEDIAHAVEN_API_CLIENT_SECRET": server.client_secret,
+                "MEDIAHAVEN_API_USERNAME": server.username,
+                "MEDIAHAVEN_API_PASSWD": server.password,
+                "MAX_SEARCH_PAGES": "2",
+            },
+        )
+    )
+    try:
+        with pytest.raises(ServiceUnavailable, match="search too broad: more than 2 pages"):
+            list(container.records().search(by_key("a.mxf")))
+    finally:
+        container.shutdown_resources()
+    assert len(server.requests_to(RECORDS_PATH, "GET")) == 2

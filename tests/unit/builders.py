@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +132,7 @@ class Failing:
     def __init__(self, error: Exception) -> None:
         self.error = error
 
-    def search(self, query: Query) -> list[Record]:
+    def search(self, query: Query) -> Iterator[Record]:
         raise self.error
 
     def add_relation(self, fragment_id: str, related_pid: str, reason: str) -> None:

@@ -67,6 +67,7 @@ def test_new_settings_have_the_documented_defaults() -> None:
     assert settings["logging"] == {"level": "INFO", "format": "json"}
     assert settings["metrics"] == {"port": 9100}
     assert settings["http"] == {"timeout_seconds": 30.0}
+    assert settings["mediahaven"]["api"]["max_search_pages"] == 50  # type: ignore[index]
     assert settings["organisations_api"] == {"host": "http://org", "cache_seconds": 3600.0}
 
 
@@ -101,6 +102,8 @@ def test_the_user_prefix_of_today_is_accepted_and_ignored() -> None:
         ("HTTP_TIMEOUT_SECONDS", "0"),
         ("METRICS_PORT", "-1"),
         ("METRICS_PORT", "65536"),
+        ("MAX_SEARCH_PAGES", "0"),
+        ("MAX_SEARCH_PAGES", "all"),
     ],
 )
 def test_a_malformed_value_is_named_with_the_reason(name: str, value: str) -> None:

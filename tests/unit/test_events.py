@@ -145,3 +145,52 @@ def test_a_long_identity_is_hashed_to_a_fixed_length(examples: Path) -> None:
     )
     assert one.identity == two.identity != other.identity
     assert one.identity.startswith("sha256:") and len(one.identity) == 71
+
+
+@pytest.mark.parametrize(
+    "key", ["pid0000001.xml", "UPLOAD.XML", "closedOt/MEDIA-1/subtitles.Xml", "a.tar.xml"]
+)
+def test_a_created_object_with_the_sidecars_extension_is_bad_input(
+    examples: Path, key: str
+) -> None:
+    """Its transfer would land on its own sidecar, `{name}.xml` (SPEC 3.4)."""
+    with pytest.raises(BadInput) as refused:
+        event_of(golden_event(examples, ESSENCE), s3__object__key=key)
+    assert str(refused.value) == (
+        f"the object's extension {key[-4:]} is the sidecar's: "
+        "MediaHaven would take the file for its own sidecar"
+    )
+
+
+def test_only_the_last_extension_counts(examples: Path) -> None:
+    message = golden_event(examples, ESSENCE)
+    assert event_of(message, s3__object__key="subtitles.xml.gz").object.extension == ".gz"
+    with pytest.raises(BadInput, match="is the sidecar's"):
+        event_of(message, s3__object__key="subtitles.gz.xml")
+
+
+def test_the_removal_of_an_xml_object_is_handled_as_any_other(examples: Path) -> None:
+    """Nothing is transferred for a removal: an object archived before the rule still goes."""
+    created = golden_event(examples, ESSENCE)
+    with pytest.raises(BadInput, match="is the sidecar's"):
+        event_of(created, s3__object__key="old.xml")
+    removed = event_of(golden_event(examples, "event-removed.json"), s3__object__key="old.xml")
+    assert removed.kind is EventKind.REMOVED
+
+
+def test_an_extension_of_more_than_32_bytes_is_bad_input(examples: Path) -> None:
+    """Counted in UTF-8 bytes, the dot included."""
+    message = golden_event(examples, ESSENCE)
+    for taken in ("." + "x" * 31, "." + "é" * 15 + "x"):
+        assert event_of(message, s3__object__key="a" + taken).object.extension == taken
+    for refused in ("." + "x" * 32, "." + "é" * 16, "." + "x" * 5000):
+        with pytest.raises(BadInput, match="extension is longer than 32 bytes"):
+            event_of(message, s3__object__key="a" + refused)
+
+
+@pytest.mark.parametrize("extension", [".mxf\x85", ".m\x7fxf", ".mxf\t", ".b\\c", ".\\"])
+def test_an_extension_with_a_control_character_or_backslash_is_bad_input(
+    examples: Path, extension: str
+) -> None:
+    with pytest.raises(BadInput, match=r"extension .* holds a control character"):
+        event_of(golden_event(examples, ESSENCE), s3__object__key="a" + extension)

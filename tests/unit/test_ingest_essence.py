@@ -9,8 +9,13 @@ from pathlib import Path
 import pytest
 
 from s3_events_handler.adapters.memory import InMemoryArchiveRecords
-from s3_events_handler.domain.errors import BadInput, EssenceNotArchivedYet, Rejected
-from s3_events_handler.domain.model import LedgerEntry, Query, Stage, Step, Term
+from s3_events_handler.domain.errors import (
+    BadInput,
+    EssenceNotArchivedYet,
+    Rejected,
+    ServiceUnavailable,
+)
+from s3_events_handler.domain.model import LedgerEntry, Query, Record, Stage, Step, Term
 from s3_events_handler.domain.results import AlreadyArchived, AlreadyHandled, IngestResult, Sent
 from s3_events_handler.domain.use_cases import Progress
 from tests.unit.builders import World, essence_record, event_of, golden_event
@@ -286,6 +291,32 @@ def test_a_near_miss_of_the_search_engine_does_not_count_as_archived(examples: P
         pid="k98z0d4w1q",
     )
     assert list(world.transport.uploaded) == ["/testbeeld/DISK-SHARE-EVENTS/k98z0d4w1q.xml"]
+
+
+def loose_search(world: World, records: list[Record], **paging: int) -> InMemoryArchiveRecords:
+    """`records` behind a search engine that returns every one of them, in pages."""
+    world.records = InMemoryArchiveRecords(records, matches=lambda r, q: True, **paging)
+    world.ingest = world.ingest_on(world.records)
+    return world.records
+
+
+def test_the_archived_check_reads_no_page_past_the_first_exact_match(examples: Path) -> None:
+    near_misses = [essence_record(f"near-{n}", key=f"{ESSENCE_KEY}.{n}") for n in range(6)]
+    world = World()
+    archived = essence_record("archived", key=ESSENCE_KEY)
+    records = loose_search(world, [*near_misses[:3], archived, *near_misses[3:]], page_size=2)
+    assert ingest(world, examples, ESSENCE) == AlreadyArchived(key=ESSENCE_KEY)
+    assert records.pages_read == 2
+
+
+def test_a_search_past_its_page_bound_fails_as_transient_before_any_pid(examples: Path) -> None:
+    near_misses = [essence_record(f"near-{n}", key=f"{ESSENCE_KEY}.{n}") for n in range(7)]
+    world = World()
+    records = loose_search(world, near_misses, page_size=2, max_pages=3)
+    with pytest.raises(ServiceUnavailable, match="search too broad: more than 3 pages"):
+        ingest(world, examples, ESSENCE)
+    assert records.pages_read == 3
+    assert world.pids.minted == [] and world.transport.uploaded == {}
 
 
 def test_a_record_with_the_same_md5_counts_as_archived_where_the_md5_counts(

@@ -3,12 +3,19 @@ the HTTP endpoint that serves them (SPEC 7)."""
 
 from __future__ import annotations
 
+import select
+import socket
+import threading
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from s3_events_handler.adapters.health import Health, StatusServer, stall_limit
 from s3_events_handler.adapters.memory import InMemoryLedger
@@ -309,3 +316,105 @@ def test_openmetrics_is_served_to_a_scraper_that_asks_for_it(server: StatusServe
     status, content_type, body = get(server, "/metrics", "application/openmetrics-text")
     assert status == 200 and content_type.startswith("application/openmetrics-text")
     assert body.endswith("# EOF\n")
+
+
+# --- nobody can hold the endpoint open (SPEC 7) ----------------------------------------------
+
+
+MakeServer = Callable[..., StatusServer]
+
+
+@pytest.fixture
+def make_server(registry: CollectorRegistry, health: Health) -> Iterator[MakeServer]:
+    """A started StatusServer with the limits given; stopped after the test."""
+    started: list[StatusServer] = []
+
+    def make(**limits: Any) -> StatusServer:
+        server = StatusServer(port=free_port(), registry=registry, health=health, **limits)
+        server.start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+def closed_by_the_server(client: socket.socket, within: float) -> bool:
+    """Whether the server ends the connection within `within` seconds (it sends nothing)."""
+    client.settimeout(within)
+    try:
+        return client.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_a_request_trickled_in_a_byte_at_a_time_is_closed_at_the_deadline(
+    make_server: MakeServer,
+) -> None:
+    """The deadline is for the whole request, not for each read."""
+    server = make_server(request_seconds=1.0)
+    request = b"GET /healthz HTTP/1.1\r\nHost: status\r\nAccept: */*\r\n\r\n"
+    with socket.create_connection((LOOPBACK, server.port), timeout=5) as client:
+        started = time.monotonic()
+        for byte in request[:-1]:  # 0.2 s a byte: 9 s for the request
+            try:
+                client.sendall(bytes([byte]))
+            except OSError:
+                break
+            if select.select([client], [], [], 0.2)[0]:
+                break
+        took = time.monotonic() - started
+        assert closed_by_the_server(client, within=0.5)
+    assert 1.0 <= took < 2.0
+
+
+def test_connections_that_send_nothing_cannot_keep_a_probe_out(
+    make_server: MakeServer,
+) -> None:
+    """With every slot held, a new connection takes the one that waited longest."""
+    server = make_server(max_connections=4, request_seconds=30.0)
+    silent = [socket.create_connection((LOOPBACK, server.port), timeout=5) for _ in range(10)]
+    try:
+        assert get(server, "/healthz")[::2] == (200, "ok\n")
+        # Four slots: the probe's, and those of the last three that connected.
+        still_open = [c for c in silent if not closed_by_the_server(c, within=0.3)]
+        assert still_open == silent[-3:]
+    finally:
+        for client in silent:
+            client.close()
+
+
+class HeldScrape(Collector):
+    """A collector that keeps each scrape in mid-answer until `release` is set."""
+
+    def __init__(self) -> None:
+        self.in_hand = threading.Semaphore(0)
+        self.release = threading.Event()
+
+    def collect(self) -> Iterable[Metric]:
+        self.in_hand.release()
+        self.release.wait(timeout=10)
+        return []
+
+
+def test_with_every_connection_answering_a_new_one_is_closed_at_once(
+    make_server: MakeServer, registry: CollectorRegistry
+) -> None:
+    held = HeldScrape()
+    registry.register(held)
+    server = make_server(max_connections=2)
+    scrapes = [threading.Thread(target=get, args=(server, "/metrics")) for _ in range(2)]
+    for scrape in scrapes:
+        scrape.start()
+    try:
+        assert held.in_hand.acquire(timeout=5) and held.in_hand.acquire(timeout=5)
+        with socket.create_connection((LOOPBACK, server.port), timeout=5) as late:
+            late.sendall(b"GET /healthz HTTP/1.1\r\n\r\n")
+            assert closed_by_the_server(late, within=1.0)
+    finally:
+        held.release.set()
+        for scrape in scrapes:
+            scrape.join(timeout=10)

@@ -168,7 +168,7 @@ def test_each_wrapped_port_names_its_system_when_it_fails_or_refuses() -> None:
     sidecar = Sidecar("k98z0d4w1q", "VRT", "DISK", "OR-x", "k98z0d4w1q", obj, "archive_master")
     request = TransferRequest(obj, "/path", "ftp://host", "k98z0d4w1q", "c-1")
     calls: list[Callable[[], object]] = [
-        lambda: ObservedRecords(down, telemetry).search(Query.any_of(Term("a", "b"))),
+        lambda: list(ObservedRecords(down, telemetry).search(Query.any_of(Term("a", "b")))),
         lambda: ObservedRecords(refusing, telemetry).delete("f-1", "gone"),
         lambda: ObservedPids(down, telemetry).mint(),
         lambda: ObservedOrganisations(refusing, telemetry).cp_name("OR-x"),
