@@ -111,6 +111,8 @@ def test_the_resources_are_valid_against_the_kubernetes_schemas() -> None:
         "PersistentVolumeClaim",
         "Deployment",
         "PodDisruptionBudget",
+        "PodMonitor",
+        "PrometheusRule",
     }
     assert [p for r in found for p in problems(r)] == []
 
