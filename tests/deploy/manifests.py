@@ -21,6 +21,18 @@ DEPLOY = REPO / "deploy"
 # whose schemas the installed kubernetes-validate knows.
 KUBERNETES_VERSIONS = ("1.25", kubernetes_validate.latest_version())
 KUSTOMIZE_KINDS = {"Kustomization", "Component"}
+# The Prometheus Operator's kinds: not in kubernetes-validate's schemas, checked by
+# tests/deploy/test_monitoring.py instead.
+OPERATOR_KINDS = {"PodMonitor", "PrometheusRule"}
+# What `kubectl apply -k` is pointed at: deploy/ itself and today's environments.
+ENTRY_POINTS = (".", "overlays/int", "overlays/qas", "overlays/prd")
+COMPONENTS = (
+    "monitoring",
+    "grafana-dashboard",
+    "postgres-ledger",
+    "kubernetes-fsgroup",
+    "metrics-from-monitoring",
+)
 
 Resource = dict[str, Any]
 
@@ -30,35 +42,73 @@ def documents(path: Path) -> list[Resource]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
+def env_file(path: Path) -> dict[str, str]:
+    """An env file as kustomize's generators read it: KEY=VALUE lines, `#` comments."""
+    values = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            values[key.strip()] = value
+    return values
+
+
 def kustomizations() -> list[Path]:
     return sorted(DEPLOY.rglob("kustomization.yaml"))
 
 
+def kustomization(path: Path) -> Resource:
+    [found] = documents(path)
+    return found
+
+
+def _listed(field: str) -> list[Path]:
+    files: set[Path] = set()
+    for path in kustomizations():
+        for entry in kustomization(path).get(field, []):
+            listed = (path.parent / entry).resolve()
+            if listed.is_file():
+                files.add(listed)
+    return sorted(files)
+
+
 def resource_files() -> list[Path]:
     """The files the kustomizations list as resources (patches are not whole resources)."""
-    files: set[Path] = set()
-    for kustomization in kustomizations():
-        for entry in documents(kustomization)[0].get("resources", []):
-            path = (kustomization.parent / entry).resolve()
-            if path.is_file():
-                files.add(path)
-    return sorted(files)
+    return _listed("resources")
+
+
+def configuration_files() -> list[Path]:
+    """kustomize's own field specs (`configurations:`), not Kubernetes resources."""
+    return _listed("configurations")
 
 
 def patch_files() -> list[Path]:
     files: set[Path] = set()
-    for kustomization in kustomizations():
-        for patch in documents(kustomization)[0].get("patches", []):
+    for path in kustomizations():
+        for patch in kustomization(path).get("patches", []):
             if "path" in patch:
-                files.add((kustomization.parent / patch["path"]).resolve())
+                files.add((path.parent / patch["path"]).resolve())
+    return sorted(files)
+
+
+def generator_files() -> list[Path]:
+    """The files the ConfigMap and Secret generators read (env files and data files)."""
+    files: set[Path] = set()
+    for path in kustomizations():
+        found = kustomization(path)
+        for generator in found.get("configMapGenerator", []) + found.get("secretGenerator", []):
+            for entry in generator.get("envs", []) + generator.get("files", []):
+                files.add((path.parent / entry.rpartition("=")[2]).resolve())
     return sorted(files)
 
 
 def problems(resource: Resource) -> list[str]:
     """Why `resource` is not valid for each Kubernetes version checked; empty when it is.
 
-    Strict schemas: a misspelt or misplaced field is an error, not silently dropped.
+    Strict schemas: a misspelt or misplaced field is an error, not silently dropped. The
+    Prometheus Operator's kinds are not in these schemas: test_monitoring.py checks them.
     """
+    if resource.get("kind") in OPERATOR_KINDS:
+        return []
     found = []
     for version in KUBERNETES_VERSIONS:
         try:
@@ -81,7 +131,10 @@ def one(resources: Iterable[Resource], kind: str) -> Resource:
 
 
 def kustomize_command() -> list[str] | None:
-    """`kubectl kustomize` when the kubectl here bundles a kustomize with components (v4+)."""
+    """`kubectl kustomize` when the kubectl here bundles a kustomize with components (v4+).
+
+    (The standalone kustomize is in neither Debian's packages nor PyPI.)
+    """
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         return None
@@ -102,22 +155,38 @@ def kustomize_command() -> list[str] | None:
     return [kubectl, "kustomize"]
 
 
-def render(command: list[str], workdir: Path, components: Iterable[str] = ()) -> list[Resource]:
-    """What `kubectl apply -k deploy/` would send with `components` turned on.
+def checkout(workdir: Path) -> Path:
+    """A copy of deploy/ in `workdir`, with a secret.env made from the example beside each
+    entry point, as an operator fills them in: what `render` builds. Its path."""
+    copy = workdir / "deploy"
+    if not copy.exists():
+        shutil.copytree(DEPLOY, copy, ignore=shutil.ignore_patterns("secret.env"))
+        example = (DEPLOY / "secret.env.example").read_text()
+        for entry in ENTRY_POINTS:
+            (copy / entry / "secret.env").write_text(example)
+    return copy
 
-    A kustomization of its own in `workdir` (outside the repository) takes `deploy/` as
-    its base and adds the components, as uncommenting them in deploy/ would.
-    """
-    here = Path(os.path.relpath(DEPLOY, workdir))
-    kustomization = {
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "resources": [str(here)],
-        "components": [str(here / name) for name in components],
-    }
-    (workdir / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
-    built = subprocess.run(
-        [*command, str(workdir)], capture_output=True, text=True, timeout=60, check=False
+
+def build(command: list[str], directory: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*command, str(directory)], capture_output=True, text=True, timeout=60, check=False
     )
+
+
+def render(
+    command: list[str], workdir: Path, entry: str = ".", components: Iterable[str] = ()
+) -> list[Resource]:
+    """What `kubectl apply -k deploy/ENTRY` sends with `components` turned on as well, as
+    uncommenting them under `components:` there would (in a copy in `workdir`)."""
+    directory = checkout(workdir) / entry
+    path = directory / "kustomization.yaml"
+    found = kustomization(path)
+    listed = found.setdefault("components", [])
+    for name in components:
+        relative = os.path.relpath(checkout(workdir) / name, directory)
+        if relative not in listed:
+            listed.append(relative)
+    path.write_text(yaml.safe_dump(found, sort_keys=False))
+    built = build(command, directory)
     assert built.returncode == 0, built.stderr
     return [doc for doc in yaml.safe_load_all(built.stdout) if doc]

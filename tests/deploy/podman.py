@@ -36,16 +36,21 @@ def missing(what: str) -> None:
     pytest.skip(f"{what}; set REQUIRE_IMAGE=1 to make this a failure")
 
 
-def podman(*args: str, timeout: float = 60, check: bool = True) -> str:
+def podman_result(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run podman with runc (its default runtime cannot create containers on these
-    machines); its standard output, or an AssertionError with everything it said."""
-    done = subprocess.run(
+    machines): its exit status and everything it said."""
+    return subprocess.run(
         ["podman", "--runtime", "runc", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
     )
+
+
+def podman(*args: str, timeout: float = 60, check: bool = True) -> str:
+    """podman's standard output, or an AssertionError with everything it said."""
+    done = podman_result(*args, timeout=timeout)
     if check and done.returncode != 0:
         raise AssertionError(
             f"podman {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"

@@ -4,8 +4,10 @@ on the test FTP server, sends the transfer request and keeps its ledger in /data
 
 from __future__ import annotations
 
+import json
 import random
 import sqlite3
+import tomllib
 import uuid
 from collections.abc import Iterator
 from contextlib import closing
@@ -14,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from s3_events_handler.domain.model import Step
-from tests.deploy.podman import RUN_FLAGS, build_image, podman, remove_image
+from tests.deploy.locks import BUILD_LOCK, RUNTIME_LOCK, normalized, pins
+from tests.deploy.manifests import DEPLOY, REPO, env_file, kustomization
+from tests.deploy.podman import RUN_FLAGS, build_image, podman, podman_result, remove_image
 from tests.e2e.service import RunningService
 from tests.e2e.test_consumer import GOLDEN_PID, golden_transfer_request
 from tests.support import amqp
@@ -24,6 +28,46 @@ pytestmark = pytest.mark.image
 
 # Where the test service's environment points at this checkout; the image has its own.
 HOST_ONLY = {"PATH", "CONFIG_PATH", "DESTINATION_CONFIG", "LEDGER_PATH"}
+PYTHON = ["--entrypoint", "python3"]
+
+# Run in the image: every distribution installed in its venv, as `pip freeze` would list
+# them (the image has no pip), as JSON.
+INSTALLED = """
+import importlib.metadata, json
+found = importlib.metadata.distributions()
+print(json.dumps(sorted([d.metadata["Name"], d.version] for d in found)))
+"""
+
+# Run in the image: import the service as `consume` does, then name every module whose
+# bytecode is not there to use as it is (missing, or stale for its source), which Python
+# would compile at every start. The header: magic, flags (bit 0 hash-based, bit 1 checked),
+# then the source's hash, or its time stamp and size.
+COMPILED_AT_START = """
+import importlib.util, json, os, sys
+import s3_events_handler.entrypoints.cli, s3_events_handler.entrypoints.container
+
+def compiled(spec):
+    try:
+        with open(spec.cached, "rb") as pyc:
+            head = pyc.read(16)
+    except OSError:
+        return False
+    flags = int.from_bytes(head[4:8], "little")
+    with open(spec.origin, "rb") as source:
+        code = source.read()
+    if head[:4] != importlib.util.MAGIC_NUMBER:
+        return False
+    if flags & 1:
+        return not flags & 2 or head[8:16] == importlib.util.source_hash(code)
+    stat = os.stat(spec.origin)
+    stamp = int(stat.st_mtime) & 0xFFFFFFFF, stat.st_size & 0xFFFFFFFF
+    return (int.from_bytes(head[8:12], "little"), int.from_bytes(head[12:16], "little")) == stamp
+
+specs = [m.__spec__ for m in list(sys.modules.values()) if getattr(m, "__spec__", None)]
+sources = [s for s in specs if s.origin and s.origin.endswith(".py") and s.cached]
+print(json.dumps({"modules": len(sources), "compiled at start": sorted(
+    s.name for s in sources if not compiled(s))}))
+"""
 
 
 @pytest.fixture(scope="session")
@@ -98,3 +142,39 @@ def test_the_image_archives_an_event_as_an_arbitrary_uid_in_group_0(
     with closing(sqlite3.connect(copied / "ledger.sqlite3")) as ledger:
         rows = ledger.execute("SELECT pid, step FROM s3_events_ledger").fetchall()
     assert rows == [(GOLDEN_PID, int(Step.TRANSFER_REQUESTED))]
+
+
+def test_the_image_holds_exactly_what_the_lock_pins(image: str) -> None:
+    """The same set from every build of one commit: the lock's pins, and the project."""
+    output = podman("run", "--rm", "--read-only", *RUN_FLAGS, *PYTHON, image, "-c", INSTALLED)
+    installed = {normalized(name): version for name, version in json.loads(output)}
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    # pip and the build backend installed the project and were removed again.
+    assert not set(pins(BUILD_LOCK)) & set(installed)
+    assert installed == {**pins(RUNTIME_LOCK), normalized(project["name"]): project["version"]}
+
+
+def test_the_image_starts_on_bytecode_compiled_when_it_was_built(image: str) -> None:
+    output = podman(
+        "run", "--rm", "--read-only", *RUN_FLAGS, *PYTHON, image, "-c", COMPILED_AT_START
+    )
+    found = json.loads(output)
+    assert found["modules"] > 100
+    assert found["compiled at start"] == []
+
+
+def test_a_pod_of_the_postgres_ledger_without_ledger_dsn_stops_at_start(image: str) -> None:
+    """Read-only, with the component's LEDGER_PATH: one line naming LEDGER_PATH, exit 2."""
+    [literal] = kustomization(DEPLOY / "postgres-ledger" / "kustomization.yaml")[
+        "configMapGenerator"
+    ][0]["literals"]
+    setting, _, ledger_path = literal.partition("=")
+    assert setting == "LEDGER_PATH"
+    env = {k: v for k, v in env_file(REPO / ".env.example").items() if k not in HOST_ONLY}
+    env.update(LEDGER_DSN="", LEDGER_PATH=ledger_path, METRICS_PORT="0", RABBIT_MQ_PORT="1")
+    flags = [f"--env={key}={value}" for key, value in env.items()]
+    done = podman_result("run", "--rm", "--read-only", *RUN_FLAGS, *flags, image, "consume")
+    assert done.returncode == 2, done.stdout + done.stderr
+    [line] = (done.stdout + done.stderr).splitlines()
+    assert line.startswith("s3-events-handler: cannot start: LEDGER_PATH: ")
+    assert ledger_path in line

@@ -8,8 +8,6 @@ by stopping the broker itself.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -25,6 +23,7 @@ from tests.e2e.service import CONSUMER_LOGGER, RunningService
 from tests.support import amqp
 from tests.support.loopback import LOOPBACK
 from tests.support.mediahaven_server import RECORDS_PATH, Fault
+from tests.support.promtool import promtool
 from tests.support.relay import Relay
 
 pytestmark = pytest.mark.e2e
@@ -75,15 +74,6 @@ def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
             return False
         time.sleep(POLL_SECONDS)
     return True
-
-
-def promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        if os.environ.get("REQUIRE_PROMTOOL") == "1":
-            pytest.fail("promtool not found (REQUIRE_PROMTOOL=1); apt-get install prometheus")
-        pytest.skip("promtool not found; apt-get install prometheus")
-    return found
 
 
 # --- metrics --------------------------------------------------------------------------------
