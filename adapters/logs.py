@@ -1,8 +1,18 @@
 """Log output: one JSON object a line (or plain text), with known secrets masked.
 
-A line may carry fields beside its message (`extra=with_fields(...)`): JSON keys of
-their own, or `key=value` after the text, so a log shipper and a person read the
-same line (SPEC 7).
+The JSON lines have the keys meemoo's other Python services write through their shared
+logging library (viaa-chassis: structlog rendered by python-json-logger), so the saved
+searches in Kibana read this service too: `message`, `level` (lower case), `logger`,
+`timestamp` (ISO 8601, UTC), `source` (`file:function:line`), then the line's fields,
+and a traceback under `exc_info` (SPEC 7).
+
+A line may carry fields beside its message (`extra=with_fields(...)`), and every line
+written while an event is handled carries the event's (`application.log_context`):
+JSON keys of their own, or `key=value` after the text, so a log shipper and a person
+read the same line. structlog is not used: the service's modules log through the
+standard `logging` (as do pika, psycopg and requests), the event's fields are bound in
+the application layer, which may import no logging library, and what is left is a
+formatter of a few lines.
 """
 
 from __future__ import annotations
@@ -13,9 +23,10 @@ import re
 import sys
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 from s3_events_handler.adapters.redaction import Redactor
+from s3_events_handler.application.log_context import event_fields
 
 # Shorter secrets are not masked in log output: a two-letter one would mask that pair of
 # letters in every line, and the log would say nothing any more.
@@ -28,6 +39,9 @@ _PLAIN = re.compile(r"[^\s\"=\\]+")
 # Line breaks JSON leaves as they are but readers split lines on (Python's splitlines(),
 # JavaScript): escaped, so a line stays one line whatever an object key holds.
 _LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+# What the text format escapes in a message: C0 and C1 controls, DEL and the Unicode line
+# and paragraph separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def with_fields(fields: Mapping[str, object]) -> dict[str, Any]:
@@ -40,36 +54,79 @@ def fields_of(record: logging.LogRecord) -> dict[str, object]:
     return fields
 
 
+class AddEventFields(logging.Filter):
+    """Gives each line the fields of the event its thread is handling, if any; a line's own
+    fields win. In the thread that logs, before the secrets are masked."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        bound = event_fields()
+        if bound:
+            setattr(record, _FIELDS, {**bound, **fields_of(record)})
+        return True
+
+
+def timestamp(record: logging.LogRecord) -> str:
+    """ISO 8601 in UTC, as structlog's TimeStamper(fmt="iso") writes it."""
+    moment = datetime.fromtimestamp(record.created, UTC)
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def source(record: logging.LogRecord) -> str:
+    return f"{record.pathname}:{record.funcName}:{record.lineno}"
+
+
+def traceback_of(formatter: logging.Formatter, record: logging.LogRecord) -> str | None:
+    """The line's traceback: masked already when `MaskSecrets` had secrets to mask."""
+    if record.exc_text:
+        return record.exc_text
+    return formatter.formatException(record.exc_info) if record.exc_info else None
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, so the log shipper needs no parsing rules.
 
-    A line's fields are keys of their own; they never replace the four every line has.
+    A line's fields are keys of their own; they never replace the five every line has.
     """
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
             "message": record.getMessage(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "timestamp": timestamp(record),
+            "source": source(record),
         }
         for name, value in fields_of(record).items():
             entry.setdefault(name, value)
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+        traceback = traceback_of(self, record)
+        if traceback is not None:
+            entry["exc_info"] = traceback
         return _json(entry)
 
 
 class TextFormatter(logging.Formatter):
-    """For a person at a terminal: the message, then the line's fields as `key=value`."""
+    """For a person at a terminal: the message, then the line's fields as `key=value`.
 
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    Whatever came from outside is escaped (a line break in an object key or a correlation
+    id cannot start a line of its own); a traceback follows on lines that begin with
+    `  | `, which no log line does.
+    """
 
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
-        line = super().formatMessage(record)
+    def format(self, record: logging.LogRecord) -> str:
         pairs = [f"{name}={_text(value)}" for name, value in fields_of(record).items()]
-        return " ".join([line, *pairs])
+        line = " ".join(
+            [
+                timestamp(record),
+                record.levelname.lower(),
+                f"{record.name}:",
+                _escaped(record.getMessage()),
+                *pairs,
+            ]
+        )
+        traceback = traceback_of(self, record)
+        if traceback is None:
+            return line
+        return "\n".join([line, *(f"  | {_escaped(part)}" for part in traceback.splitlines())])
 
 
 def _text(value: object) -> str:
@@ -78,6 +135,11 @@ def _text(value: object) -> str:
         return "-"
     text = str(value)
     return text if _PLAIN.fullmatch(text) else _json(text)
+
+
+def _escaped(text: str) -> str:
+    """Control characters and line breaks as escapes: the text stays on its line."""
+    return _CONTROL.sub(lambda found: found.group().encode("unicode_escape").decode(), text)
 
 
 def _json(value: object) -> str:
@@ -95,13 +157,9 @@ class MaskSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if self._redactor:
             mask = self._redactor.redact
-            message = mask(record.getMessage())
-            if record.exc_info:
-                exception = logging.Formatter().formatException(record.exc_info)
-                message = f"{message}\n{mask(exception)}"
-                record.exc_info = None
-                record.exc_text = None
-            record.msg, record.args = message, None
+            record.msg, record.args = mask(record.getMessage()), None
+            if record.exc_info and not record.exc_text:
+                record.exc_text = mask(logging.Formatter().formatException(record.exc_info))
             fields = fields_of(record)
             if fields:
                 masked = {k: mask(v) if isinstance(v, str) else v for k, v in fields.items()}
@@ -109,13 +167,18 @@ class MaskSecrets(logging.Filter):
         return True
 
 
-def configure_logging(level: str, fmt: str, secrets: Iterable[str] = ()) -> None:
-    """Route every logger to stderr in the chosen format."""
-    handler = logging.StreamHandler(sys.stderr)
+def configure_logging(
+    level: str, fmt: str, secrets: Iterable[str] = (), *, stream: TextIO | None = None
+) -> None:
+    """Route every logger to `stream` in the chosen format: standard output, where the
+    platform's log shipper reads a service's lines, unless a command writes its own output
+    there (then standard error)."""
+    handler = logging.StreamHandler(stream or sys.stdout)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(TextFormatter())
+    handler.addFilter(AddEventFields())
     handler.addFilter(MaskSecrets(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]

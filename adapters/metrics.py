@@ -10,7 +10,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -27,6 +33,10 @@ from s3_events_handler.application.telemetry import (
 # Most events take a few calls of tens of milliseconds; a slow MediaHaven or a call
 # that tries again takes seconds, an HTTP timeout (30 s by default) longer still.
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+# From the object's change to the event's outcome: seconds when all flows, minutes through
+# the retry queues, hours or days when a backlog or an outage holds events back.
+AGE_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 86400.0, 7 * 86400.0)
 
 # Outcomes after which the archive is up to date with the event: what "last done" means.
 _DONE = (EventOutcome.DONE, EventOutcome.SKIPPED)
@@ -52,6 +62,8 @@ class PrometheusTelemetry(Telemetry):
         version: str,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        # Prometheus' conventions: a counter is its own series, without a `_created` beside it.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self._health = health
         self._clock = clock
         self._was_connected = False
@@ -77,6 +89,19 @@ class PrometheusTelemetry(Telemetry):
             for kind in EVENT_KINDS
             for outcome in EventOutcome
         }
+        self._age = Histogram(
+            "s3_events_event_age_seconds",
+            "Time from the object's change (the record's eventTime) to the event's outcome.",
+            ["kind"],
+            buckets=AGE_BUCKETS,
+            registry=registry,
+        )
+        self._ages = {kind: self._age.labels(kind) for kind in EVENT_KINDS}
+        self._connected = Gauge(
+            "s3_events_broker_connected",
+            "1 while the consumer is connected to the broker and consuming, else 0.",
+            registry=registry,
+        )
         self._in_progress = Gauge(
             "s3_events_in_progress", "Events being handled right now.", registry=registry
         )
@@ -123,6 +148,10 @@ class PrometheusTelemetry(Telemetry):
         events, duration = series
         events.inc()
         duration.observe(report.seconds)
+        event_time = report.facts.event_time
+        if event_time is not None:
+            age = self._ages.get(report.facts.kind) or self._age.labels(report.facts.kind)
+            age.observe(max(0.0, self._clock() - event_time))
         if report.outcome in _DONE:
             self._last_done.set(self._clock())
 
@@ -142,12 +171,14 @@ class PrometheusTelemetry(Telemetry):
         if self._was_connected:
             self._reconnects.inc()
         self._was_connected = True
+        self._connected.set(1)
         self._health.consuming(True)
 
     def stopping(self) -> None:
         self._health.stopping()
 
     def disconnected(self) -> None:
+        self._connected.set(0)
         self._health.consuming(False)
 
     def loop_tick(self) -> None:

@@ -17,6 +17,7 @@ from s3_events_handler.application.limits import (
     UnfinishedDeliveries,
     digest_of,
 )
+from s3_events_handler.application.log_context import bind_event_fields, event_log_context
 from s3_events_handler.application.messages import (
     DeadLetter,
     Delivery,
@@ -125,7 +126,8 @@ class MessageHandler:
     def handle(self, delivery: Delivery) -> Outcome:
         self._telemetry.event_started()
         try:
-            return self._within_limits(delivery)
+            with event_log_context(correlation_id=delivery.correlation_id):
+                return self._within_limits(delivery)
         finally:
             self._telemetry.event_handled()
 
@@ -180,9 +182,11 @@ class MessageHandler:
             record = records[0]
             if len(records) > 1:
                 bodies = tuple(json.dumps({"Records": [r]}).encode() for r in records)
-                return Split(bodies, facts=replace(facts(), bucket=None, key=None))
+                return Split(bodies, facts=replace(facts(), bucket=None, key=None, event_time=None))
             if correlation_id is None:
                 correlation_id = _correlation_id_of(record)
+            _, bucket, key = peek(record)
+            bind_event_fields(correlation_id=correlation_id, bucket=bucket, key=key)
             event = parse_record(record)
             use_case = self._use_cases[event.kind]
             result = use_case.execute(event, correlation_id=correlation_id, progress=progress)
@@ -370,7 +374,20 @@ def _facts(record: Any, progress: Progress, attempt: int, result: Result | None)
         pid=pid or progress.pid,
         stage=progress.stage.value,
         attempt=attempt,
+        event_time=_event_time_of(record),
     )
+
+
+def _event_time_of(record: Any) -> float | None:
+    """The record's `eventTime` (ISO 8601, UTC by default) as Unix seconds; None if unreadable."""
+    value = record.get("eventTime") if isinstance(record, dict) else None
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def _correlation_id_of(record: Any) -> str:

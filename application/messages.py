@@ -34,6 +34,8 @@ class EventFacts:
     stage: str = "parse"
     """Where the attempt ended: a `Stage` value (`done` once all went through)."""
     attempt: int = 1
+    event_time: float | None = None
+    """When the object changed, as the record's `eventTime` says (Unix seconds)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -13,7 +14,7 @@ from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TextIO
 
 from s3_events_handler.adapters.config import ConfigError
 from s3_events_handler.adapters.cpu_affinity import CpuFollower, pin_to_one_cpu, usable_cpus
@@ -41,7 +42,7 @@ EXIT_DEAD_LETTER = 1
 EXIT_RETRY_LATER = 75  # EX_TEMPFAIL
 
 
-def start(config_path: Path) -> Container:
+def start(config_path: Path, *, log_to: TextIO | None = None) -> Container:
     """`build_container`, the destination table read and the resources opened (the ledger
     among them); raises `ConfigError`, with whatever was opened closed again.
 
@@ -49,7 +50,7 @@ def start(config_path: Path) -> Container:
     start, not the first event; all are checked before anything is logged, so a failed
     start says one thing.
     """
-    container = build_container(config_path)
+    container = build_container(config_path, log_to=log_to)
     try:
         destinations = container.destinations()
         check_broker_certificate(container)
@@ -192,7 +193,9 @@ def _run_process(args: argparse.Namespace) -> int:
             Path(args.file).open("rb").close()
         except OSError as error:
             return _cannot_read(args.file, error)
-    return _on(args.config, start, lambda container: process(container, args.file))
+    # `process` writes its outcome on standard output: its log goes to standard error.
+    start_logging_aside = functools.partial(start, log_to=sys.stderr)
+    return _on(args.config, start_logging_aside, lambda container: process(container, args.file))
 
 
 def _cannot_read(source: str, error: OSError) -> int:

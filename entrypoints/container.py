@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import requests
 from dependency_injector import containers, providers
@@ -302,17 +303,22 @@ def secrets_of(settings: dict[str, Any]) -> list[str]:
     ]
 
 
-def build_container(config_path: Path, *, quiet: bool = False) -> Container:
+def build_container(
+    config_path: Path, *, quiet: bool = False, log_to: TextIO | None = None
+) -> Container:
     """Settings loaded and checked, logging set up; raises `ConfigError`.
 
-    `quiet`: an operator command prints its own report, so its log shows warnings and
-    errors only, unless LOG_LEVEL=DEBUG asks for everything.
+    The log goes to standard output, where the platform reads a service's lines, or to
+    `log_to`. `quiet`: an operator command prints its own report on standard output, so
+    its log goes to standard error and shows warnings and errors only, unless
+    LOG_LEVEL=DEBUG asks for everything.
     """
     settings = load_config(config_path, os.environ)
     level = settings["logging"]["level"]
     if quiet and level == "INFO":
         level = "WARNING"
-    configure_logging(level, settings["logging"]["format"], secrets_of(settings))
+    stream = sys.stderr if quiet else log_to
+    configure_logging(level, settings["logging"]["format"], secrets_of(settings), stream=stream)
     container = Container()
     container.config.from_dict(settings)
     return container

@@ -48,7 +48,8 @@ class Job:
     skipped: bool = False
     """Not handled at all: stale, or taken by a worker after the dispatcher closed."""
     started: float = field(default_factory=time.monotonic)
-    """When it was taken up (`time.monotonic`): an event's duration runs from here."""
+    """When a worker started it (`time.monotonic`): an event's duration runs from here, not
+    from its delivery, which may have waited behind another event of its object."""
 
     @property
     def delivery_tag(self) -> int:
@@ -180,6 +181,7 @@ class Dispatcher:
             if not self._may_start(job):
                 job.skipped = True
             else:
+                job.started = time.monotonic()  # the event's duration: its work, not its wait
                 try:
                     job.outcome = self._handle(job.received)
                 except BaseException as error:  # handed back: the I/O thread decides

@@ -39,15 +39,13 @@ ALERTS = {
     "S3EventsDownstreamErrors",
     "S3EventsMetricsAbsent",
 }
-# What the service exposes: every metric adapters/metrics.py makes...
+# What the service exposes: every metric adapters/metrics.py makes.
 SERVICE_METRICS = set(
     re.findall(
         r"\b(?:Counter|Gauge|Histogram|Summary)\(\s*\"([a-z0-9_:]+)\"",
         (REPO / "adapters" / "metrics.py").read_text(),
     )
 )
-# ...and those SPEC 7 names that are being added to it in another change.
-PROMISED_BY_SPEC = {"s3_events_broker_connected", "s3_events_event_age_seconds"}
 # RabbitMQ's rabbitmq_prometheus plugin, per queue (GET /metrics/per-object): ready messages,
 # and all of them (ready and unacknowledged). kube-state-metrics: the pods' ready condition.
 OTHER_EXPORTERS = {
@@ -55,7 +53,7 @@ OTHER_EXPORTERS = {
     "rabbitmq_queue_messages_ready",
     "kube_pod_status_ready",
 }
-KNOWN_METRICS = SERVICE_METRICS | PROMISED_BY_SPEC | OTHER_EXPORTERS
+KNOWN_METRICS = SERVICE_METRICS | OTHER_EXPORTERS
 SERIES_SUFFIXES = ("_bucket", "_count", "_sum")
 # PromQL words that look like metric names, and Grafana's variables for the dashboard.
 PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right"}

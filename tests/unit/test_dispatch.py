@@ -226,3 +226,16 @@ def test_no_job_starts_once_close_returned_whatever_the_workers_are_doing() -> N
 def test_a_dispatcher_needs_a_worker() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Dispatcher(lambda received: DONE, workers=0, wake=lambda: None)
+
+
+def test_a_jobs_time_runs_from_when_a_worker_started_it_not_from_its_delivery() -> None:
+    """The duration a metric shows is the event's work: not its wait behind its object."""
+    handling = Handling(seconds=0.2)
+    io = IoThread(handling, workers=2)
+    io.submit(1, "one object")
+    io.submit(2, "one object")  # waits for the first
+    io.settle_until(2)
+    first, second = sorted(io.settled, key=lambda job: job.delivery_tag)
+    began = {span.tag: span.began for span in handling.spans}
+    assert second.started >= first.started + 0.2  # not when it was delivered
+    assert abs(second.started - began[2]) < 0.05

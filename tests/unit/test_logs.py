@@ -5,11 +5,20 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
+import threading
 from collections.abc import Mapping
 
 import pytest
 
-from s3_events_handler.adapters.logs import JsonFormatter, MaskSecrets, TextFormatter, with_fields
+from s3_events_handler.adapters.logs import (
+    AddEventFields,
+    JsonFormatter,
+    MaskSecrets,
+    TextFormatter,
+    with_fields,
+)
+from s3_events_handler.application.log_context import bind_event_fields, event_log_context
 
 
 def emit(
@@ -22,6 +31,7 @@ def emit(
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter or JsonFormatter())
+    handler.addFilter(AddEventFields())
     handler.addFilter(MaskSecrets(["hunter2-secret", "client-s3cr3t"]))
     logger = logging.getLogger(f"test-logs-{id(stream)}")
     logger.propagate = False
@@ -39,11 +49,16 @@ def emit(
     return stream.getvalue()
 
 
-def test_each_entry_is_one_json_object_on_one_line() -> None:
+def test_each_entry_is_one_json_object_on_one_line_in_the_keys_of_meemoos_services() -> None:
     out = emit("sent %s", "k98z0d4w1q.xml")
     assert out.count("\n") == 1
     entry = json.loads(out)
-    assert (entry["level"], entry["message"]) == ("WARNING", "sent k98z0d4w1q.xml")
+    assert list(entry) == ["message", "level", "logger", "timestamp", "source"]
+    assert (entry["level"], entry["message"]) == ("warning", "sent k98z0d4w1q.xml")
+    assert entry["logger"].startswith("test-logs-")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", entry["timestamp"])
+    file, function, line = entry["source"].rsplit(":", 2)
+    assert (file.endswith("test_logs.py"), function, line.isdigit()) == (True, "emit", True)
 
 
 def test_a_secret_in_a_message_or_its_arguments_is_masked() -> None:
@@ -52,10 +67,13 @@ def test_a_secret_in_a_message_or_its_arguments_is_masked() -> None:
     assert json.loads(out)["message"] == "login with *** as ***"
 
 
-def test_a_secret_in_an_exception_is_masked() -> None:
+def test_a_secret_in_an_exception_is_masked_and_the_traceback_stays_a_field() -> None:
     out = emit("failed", exc=RuntimeError("password hunter2-secret refused"))
     assert "hunter2-secret" not in out
-    assert "RuntimeError: password *** refused" in json.loads(out)["message"]
+    entry = json.loads(out)
+    assert entry["message"] == "failed"
+    assert entry["exc_info"].startswith("Traceback (most recent call last):")
+    assert entry["exc_info"].endswith("RuntimeError: password *** refused")
 
 
 EVENT = {
@@ -79,7 +97,46 @@ def test_fields_are_keys_of_the_json_line_beside_the_message() -> None:
 
 def test_a_field_never_replaces_what_every_line_has() -> None:
     entry = json.loads(emit("the message", fields={"message": "other", "level": "DEBUG"}))
-    assert (entry["message"], entry["level"]) == ("the message", "WARNING")
+    assert (entry["message"], entry["level"]) == ("the message", "warning")
+
+
+def test_every_line_written_while_an_event_is_handled_carries_its_fields_in_its_thread() -> None:
+    lines: dict[str, str] = {}
+
+    def handle(name: str) -> None:
+        with event_log_context(correlation_id=f"c-{name}"):
+            bind_event_fields(bucket="mam-highresvideo", key=f"{name}.MXF")
+            lines[name] = emit("attempt %d failed", 1)
+        lines[f"{name} after"] = emit("between events")
+
+    workers = [threading.Thread(target=handle, args=(name,)) for name in ("a", "b")]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    for name in ("a", "b"):
+        entry = json.loads(lines[name])
+        assert (entry["correlation_id"], entry["bucket"], entry["key"]) == (
+            f"c-{name}",
+            "mam-highresvideo",
+            f"{name}.MXF",
+        )
+        assert "correlation_id" not in json.loads(lines[f"{name} after"])
+
+
+def test_a_text_line_cannot_be_forged_by_what_came_from_outside() -> None:
+    forged = "c-1\n2026-12-07T09:00:00.000000Z error s3_events_handler: forged"
+    with event_log_context(correlation_id=forged):
+        text = emit("done: %s", forged, formatter=TextFormatter())
+    assert len(text.splitlines()) == 1
+    assert "\\n2026" in text  # escaped where it stands
+
+
+def test_a_text_traceback_stays_apart_from_the_lines() -> None:
+    text = emit("failed", exc=RuntimeError("key a\nb"), formatter=TextFormatter())
+    first, *rest = text.splitlines()
+    assert first.endswith("failed") and rest
+    assert all(line.startswith("  | ") for line in rest)
 
 
 def test_text_lines_end_in_key_value_pairs_a_person_can_read() -> None:

@@ -143,6 +143,37 @@ def test_ledger_hits_and_downstream_errors_are_counted(
     assert value(registry, "s3_events_downstream_errors_total", system="ftp") == 0
 
 
+def test_no_created_series_stand_beside_the_counters_and_histograms(
+    registry: CollectorRegistry, telemetry: PrometheusTelemetry
+) -> None:
+    telemetry.event_finished(report(EventOutcome.DONE))
+    telemetry.downstream_error(System.FTP)
+    exposition = generate_latest(registry).decode()
+    assert "_created" not in exposition
+
+
+def test_the_broker_connection_is_a_gauge_of_one_while_consuming(
+    registry: CollectorRegistry, telemetry: PrometheusTelemetry
+) -> None:
+    assert value(registry, "s3_events_broker_connected") == 0
+    telemetry.connected()
+    assert value(registry, "s3_events_broker_connected") == 1
+    telemetry.disconnected()
+    assert value(registry, "s3_events_broker_connected") == 0
+
+
+def test_an_events_age_is_measured_from_its_event_time_to_its_outcome(
+    registry: CollectorRegistry, telemetry: PrometheusTelemetry
+) -> None:
+    facts = EventFacts(kind="created", event_time=NOW - 42.0)
+    telemetry.event_finished(EventReport(EventOutcome.DONE, facts, "c-1", 0.3))
+    telemetry.event_finished(report(EventOutcome.DEAD_LETTERED))  # no eventTime: no age
+    assert value(registry, "s3_events_event_age_seconds_count", kind="created") == 1
+    assert value(registry, "s3_events_event_age_seconds_sum", kind="created") == 42.0
+    assert value(registry, "s3_events_event_age_seconds_bucket", kind="created", le="15.0") == 0
+    assert value(registry, "s3_events_event_age_seconds_bucket", kind="created", le="60.0") == 1
+
+
 def test_two_registries_keep_apart(health: Health) -> None:
     """Each process (and each test) owns its registry: nothing global to leak between them."""
     first, second = process_registry(), process_registry()

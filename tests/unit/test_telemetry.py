@@ -46,6 +46,8 @@ ESSENCE = "event-essence-created.json"
 REMOVED = "event-removed.json"
 BUCKET = "mam-highresvideo"
 KEY = "20261120-journaal-1900-a7f3c2d1-55e4-4b2a-9c1d-0e8f7a6b5c4d.MXF"
+# The golden events' eventTime, 2026-11-20T09:14:03.512Z, in Unix seconds.
+GOLDEN_EVENT_TIME = 1795166043.512
 
 
 def handled(
@@ -71,7 +73,9 @@ def handled(
 def test_an_archived_essence_is_done_with_its_pid_at_stage_done(examples: Path) -> None:
     outcome = handled(World(), golden_event(examples, ESSENCE))
     assert isinstance(outcome, Done)
-    assert outcome.facts == EventFacts("created", BUCKET, KEY, "k98z0d4w1q", "done", 1)
+    assert outcome.facts == EventFacts(
+        "created", BUCKET, KEY, "k98z0d4w1q", "done", 1, event_time=GOLDEN_EVENT_TIME
+    )
 
 
 def test_an_object_archived_before_is_skipped(examples: Path) -> None:
@@ -121,7 +125,9 @@ def test_a_retry_reports_its_attempt_stage_and_the_pid_it_carries(examples: Path
     message = golden_event(examples, ESSENCE)
     outcome = handled(world, message, None, ingest, **{"x-attempt": 2})
     assert isinstance(outcome, Retry)
-    assert outcome.facts == EventFacts("created", BUCKET, KEY, "k98z0d4w1q", "sidecar-upload", 2)
+    assert outcome.facts == EventFacts(
+        "created", BUCKET, KEY, "k98z0d4w1q", "sidecar-upload", 2, event_time=GOLDEN_EVENT_TIME
+    )
     report = EventReport.of(outcome, correlation_id=outcome.correlation_id, seconds=1.25)
     assert report.log_fields() == {
         "correlation_id": "7c1f0a9e2b3d4c5e6f708192a3b4c5d6",
