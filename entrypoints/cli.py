@@ -365,9 +365,33 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        return _output_closed()
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit:  # --help, --version, a usage error: their output is flushed below too
+        sys.stdout.flush()
+        raise
     run: Callable[[argparse.Namespace], int] = args.run
-    return run(args)
+    status = run(args)
+    # Now, not at the interpreter's exit, where a reader gone away could not be caught.
+    sys.stdout.flush()
+    return status
+
+
+def _output_closed() -> int:
+    """Standard output's reader went away (`demo | head -1`): stop without a traceback, as
+    a program stopped by SIGPIPE does. Anything still buffered goes to /dev/null, so the
+    interpreter's own flush at the exit does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return ExitCode.BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ class ExitCode(IntEnum):
     FAILED = 1
     SETTINGS = 2
     TEMPFAIL = 75
+    BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a program SIGPIPE stopped
 
 
 MEANINGS: dict[ExitCode, str] = {
@@ -23,6 +24,7 @@ MEANINGS: dict[ExitCode, str] = {
     ExitCode.FAILED: "something did not go through: dead-lettered, not replayed, a system down",
     ExitCode.SETTINGS: "nothing done: a setting, an argument or a file is wrong",
     ExitCode.TEMPFAIL: "try again later (EX_TEMPFAIL): process's event to be retried, or no broker",
+    ExitCode.BROKEN_PIPE: "standard output closed by its reader (| head): the output cut short",
 }
 
 
