@@ -1,7 +1,7 @@
 # The queue consumer, on the Python and Debian release CI builds and tests it on: CPython
 # 3.11 on Debian 12 (bookworm), as the lock files are compiled for. The base is a build
-# argument so the image also builds where no registry can be reached (README, "The
-# container image"): CI builds on Debian bookworm's own python3, 3.11 as well.
+# argument so the image also builds where no registry can be reached (docs/operations.md,
+# "The container image"): CI builds on Debian bookworm's own python3, 3.11 as well.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS build

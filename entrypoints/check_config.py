@@ -36,10 +36,12 @@ from s3_events_handler.adapters.redaction import Redactor
 from s3_events_handler.domain.errors import S3EventsHandlerError
 from s3_events_handler.domain.model import Query, Term
 from s3_events_handler.entrypoints.container import Container, build_container, secrets_of
+from s3_events_handler.entrypoints.exit_codes import ExitCode
 
-EXIT_HEALTHY = 0
-EXIT_UNREACHABLE = 1
-EXIT_SETTINGS = 2
+# The shared statuses (entrypoints/exit_codes.py), by what they mean here.
+EXIT_HEALTHY = ExitCode.OK
+EXIT_UNREACHABLE = ExitCode.FAILED
+EXIT_SETTINGS = ExitCode.SETTINGS
 # Looked up to see the Organisations API answer; a well-formed OR-id no organisation has.
 PROBE_OR_ID = "OR-chk0cfg"
 # Searched for to see MediaHaven answer; no archived object has this key.

@@ -34,12 +34,9 @@ from s3_events_handler.entrypoints.command_help import (
 from s3_events_handler.entrypoints.container import Container, build_container
 from s3_events_handler.entrypoints.dead_letters import list_dead_letters, replay_dead_letters
 from s3_events_handler.entrypoints.demo import run_demo
+from s3_events_handler.entrypoints.exit_codes import ExitCode, summary
 
 log = logging.getLogger("s3-events-handler")
-
-EXIT_CONFIG = 2
-EXIT_DEAD_LETTER = 1
-EXIT_RETRY_LATER = 75  # EX_TEMPFAIL
 
 
 def start(config_path: Path, *, log_to: TextIO | None = None) -> Container:
@@ -100,7 +97,7 @@ def _consume(container: Container) -> int:
         print(
             f"s3-events-handler: cannot start: METRICS_PORT={status.port}: {error}", file=sys.stderr
         )
-        return EXIT_CONFIG
+        return ExitCode.SETTINGS
 
     def stop(signum: int, frame: FrameType | None) -> None:
         log.info("received %s: finishing the messages in hand", signal.Signals(signum).name)
@@ -113,7 +110,7 @@ def _consume(container: Container) -> int:
     finally:
         status.stop()
     log.info("stopped")
-    return 0
+    return ExitCode.OK
 
 
 def process(container: Container, source: str) -> int:
@@ -130,7 +127,7 @@ def process(container: Container, source: str) -> int:
         reason = describe(error, settings.password)
         where = f"{settings.host}:{settings.port}"
         print(f"s3-events-handler: cannot reach the broker at {where}: {reason}", file=sys.stderr)
-        return EXIT_RETRY_LATER
+        return ExitCode.TEMPFAIL
     return _report(container.handler().handle, Delivery(body=body))
 
 
@@ -140,8 +137,8 @@ def _report(handle: Any, delivery: Delivery) -> int:
         return max(_report(handle, Delivery(body=body)) for body in outcome.bodies)
     print(json.dumps(_as_json(outcome), ensure_ascii=False))
     if isinstance(outcome, Done):
-        return 0
-    return EXIT_RETRY_LATER if isinstance(outcome, Retry) else EXIT_DEAD_LETTER
+        return ExitCode.OK
+    return ExitCode.TEMPFAIL if isinstance(outcome, Retry) else ExitCode.FAILED
 
 
 def _as_json(outcome: Done | Retry | DeadLetter) -> dict[str, Any]:
@@ -176,7 +173,7 @@ def _on(
         container = ready(config_path)
     except (ConfigError, OSError) as error:
         print(f"s3-events-handler: cannot start: {error}", file=sys.stderr)
-        return EXIT_CONFIG
+        return ExitCode.SETTINGS
     try:
         return command(container)
     finally:
@@ -200,7 +197,7 @@ def _run_process(args: argparse.Namespace) -> int:
 
 def _cannot_read(source: str, error: OSError) -> int:
     print(f"s3-events-handler: cannot read {source}: {error.strerror}", file=sys.stderr)
-    return EXIT_CONFIG
+    return ExitCode.SETTINGS
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -270,7 +267,12 @@ def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Archive objects landing in S3 in MediaHaven, and remove them when deleted.",
-        epilog=f"Each command has its own help: {PROG} COMMAND --help",
+        epilog=(
+            f"Each command has its own help: {PROG} COMMAND --help\n\n"
+            f"exit status (each command's help says what its own mean):\n{summary()}\n"
+            'every command\'s, in one table: docs/operations.md, "Exit statuses"'
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {_package_version()}")
     parser.add_argument(
@@ -366,9 +368,33 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        return _output_closed()
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit:  # --help, --version, a usage error: their output is flushed below too
+        sys.stdout.flush()
+        raise
     run: Callable[[argparse.Namespace], int] = args.run
-    return run(args)
+    status = run(args)
+    # Now, not at the interpreter's exit, where a reader gone away could not be caught.
+    sys.stdout.flush()
+    return status
+
+
+def _output_closed() -> int:
+    """Standard output's reader went away (`demo | head -1`): stop without a traceback, as
+    a program stopped by SIGPIPE does. Anything still buffered goes to /dev/null, so the
+    interpreter's own flush at the exit does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return ExitCode.BROKEN_PIPE
 
 
 if __name__ == "__main__":

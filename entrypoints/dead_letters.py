@@ -16,9 +16,11 @@ from s3_events_handler.adapters.rabbitmq.dead_letters import (
 )
 from s3_events_handler.application.replay import Selection
 from s3_events_handler.domain.errors import ServiceUnavailable
+from s3_events_handler.entrypoints.exit_codes import ExitCode
 
-EXIT_OK = 0
-EXIT_FAILED = 1
+# The shared statuses (entrypoints/exit_codes.py), by what they mean here.
+EXIT_OK = ExitCode.OK
+EXIT_FAILED = ExitCode.FAILED
 COLUMNS = ("ID", "DEAD-LETTERED", "STAGE", "OBJECT", "REASON")
 
 

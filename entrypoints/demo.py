@@ -28,6 +28,7 @@ from s3_events_handler.application.messages import Delivery, Outcome
 from s3_events_handler.application.telemetry import NoTelemetry
 from s3_events_handler.domain.model import Destinations, Record, TransferRequest
 from s3_events_handler.entrypoints.container import Container
+from s3_events_handler.entrypoints.exit_codes import ExitCode
 
 OR_ID = "OR-rf5kf25"
 ESSENCE_KEY = "20261120-journaal-1900-a7f3c2d1-55e4-4b2a-9c1d-0e8f7a6b5c4d.MXF"
@@ -162,4 +163,4 @@ def _describe(outcome: Outcome) -> str:
 
 def run_demo(out: TextIO) -> int:
     Demo(out).run()
-    return 0
+    return ExitCode.OK

@@ -176,7 +176,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
 
 @pytest.fixture(scope="session")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A service of its own: its `domain` package, the README's example as `archive.py`,
+    """A service of its own: its `domain` package, docs/library.md's example as `archive.py`,
     and a `main.py` that uses both."""
     root = tmp_path_factory.mktemp("service")
     (root / "domain").mkdir()

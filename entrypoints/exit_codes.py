@@ -1,0 +1,33 @@
+"""The exit statuses of every `s3-events-handler` command, defined once.
+
+What 1 means depends on the command; each command's `--help` says it, and
+docs/operations.md ("Exit statuses") has the table of every command's statuses.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """What the shell sees when a command ends; `MEANINGS` says each in one line."""
+
+    OK = 0
+    FAILED = 1
+    SETTINGS = 2
+    TEMPFAIL = 75
+    BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a program SIGPIPE stopped
+
+
+MEANINGS: dict[ExitCode, str] = {
+    ExitCode.OK: "done",
+    ExitCode.FAILED: "something did not go through: dead-lettered, not replayed, a system down",
+    ExitCode.SETTINGS: "nothing done: a setting, an argument or a file is wrong",
+    ExitCode.TEMPFAIL: "try again later (EX_TEMPFAIL): process's event to be retried, or no broker",
+    ExitCode.BROKEN_PIPE: "standard output closed by its reader (| head): the output cut short",
+}
+
+
+def summary() -> str:
+    """One line per status, for the top `--help`."""
+    return "\n".join(f"  {code.value:<4}{MEANINGS[code]}" for code in ExitCode)
