@@ -8,7 +8,7 @@ delivered twice). Each upload writes under a temporary name of its own, and
 deletes the final file to make room only while its own complete temporary file
 is there to take its place, so no writer leaves the final name empty for another.
 
-With `tls` set it is explicit FTPS (SPEC 7): `AUTH TLS` before logging in, then
+With `tls` set it is explicit FTPS (contract §7): `AUTH TLS` before logging in, then
 `PROT P`, so the password and the sidecars only cross the network encrypted. A
 certificate that cannot be verified is a transient failure naming the settings: the
 events wait in the retry queues until an operator fixes the CA, then go through.

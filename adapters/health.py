@@ -1,10 +1,10 @@
-"""Liveness, readiness and the metrics, served over HTTP on METRICS_PORT (SPEC 7).
+"""Liveness, readiness and the metrics, served over HTTP on METRICS_PORT (contract §7).
 
 `GET /metrics` is the Prometheus exposition of the process's registry; `GET /healthz`
 says whether the consumer loop still comes round, `GET /readyz` whether it is
 connected and consuming, its ledger answers and no stop was asked for. A small
 `http.server` on daemon threads: a scrape or a probe never waits for the consumer, and
-the consumer never waits for them. Nobody on the network can hold the port open (SPEC 7):
+the consumer never waits for them. Nobody on the network can hold the port open (contract §7):
 a request that has not arrived whole within `REQUEST_SECONDS` is closed, and no more than
 `MAX_CONNECTIONS` connections are held at once.
 """

@@ -3,7 +3,7 @@
 A request is sent again after a short pause when another try may help (a refused or
 broken connection, a 5xx, a 429 from a service whose Retry-After is read) and the
 caller says it is safe to repeat. A timeout is not tried again, so one call never
-takes much longer than the timeout. The long waits are the retry queue's (SPEC 6).
+takes much longer than the timeout. The long waits are the retry queue's (contract §6).
 """
 
 from __future__ import annotations

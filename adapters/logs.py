@@ -4,7 +4,7 @@ The JSON lines have the keys meemoo's other Python services write through their 
 logging library (viaa-chassis: structlog rendered by python-json-logger), so the saved
 searches in Kibana read this service too: `message`, `level` (lower case), `logger`,
 `timestamp` (ISO 8601, UTC), `source` (`file:function:line`), then the line's fields,
-and a traceback under `exc_info` (SPEC 7).
+and a traceback under `exc_info` (contract §7).
 
 A line may carry fields beside its message (`extra=with_fields(...)`), and every line
 written while an event is handled carries the event's (`application.log_context`):

@@ -1,4 +1,4 @@
-"""MediaHaven's records over its REST API v2 (SPEC 4.1): search, relation update, delete.
+"""MediaHaven's records over its REST API v2 (contract §4.1): search, relation update, delete.
 
 Each call carries a token from `mediahaven_auth` and goes through `http_calls`,
 which tries it again where that may help. Every failure is sorted into the

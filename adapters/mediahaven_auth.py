@@ -1,4 +1,4 @@
-"""MediaHaven's OAuth2 tokens (SPEC 4.1): what every API call carries, kept valid.
+"""MediaHaven's OAuth2 tokens (contract §4.1): what every API call carries, kept valid.
 
 The first call logs in (password grant). A token is renewed shortly before it
 expires and when MediaHaven refuses it (401): refreshed, or asked for anew when

@@ -1,4 +1,4 @@
-"""The `Telemetry` port as Prometheus metrics and health (SPEC 7).
+"""The `Telemetry` port as Prometheus metrics and health (contract §7).
 
 The metrics live in a `CollectorRegistry` the caller owns (one per process, one per
 test), never in prometheus_client's global one. Every series of a labelled metric is

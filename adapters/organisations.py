@@ -1,4 +1,4 @@
-"""Content partners' MAM labels from meemoo's Organisations API (GraphQL), cached (SPEC 4.3)."""
+"""Content partners' MAM labels from meemoo's Organisations GraphQL API, cached (contract §4.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PIDs: meemoo's PID service in production and qas, made locally elsewhere (SPEC 4.2)."""
+"""PIDs: meemoo's PID service in production and qas, made locally elsewhere (contract §4.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One incoming message -> the right use case -> an outcome for the broker (SPEC section 6)."""
+"""One incoming message -> the right use case -> an outcome for the broker (contract §6)."""
 
 from __future__ import annotations
 
@@ -251,7 +251,7 @@ class MessageHandler:
         self, delivery: Delivery, error: ClaimedElsewhere, correlation_id: str, facts: EventFacts
     ) -> Retry:
         """Another consumer is on the event: it comes back after the shortest delay, its
-        attempt not counted, and finds it done or the claim lapsed (SPEC 6)."""
+        attempt not counted, and finds it done or the claim lapsed (contract §6)."""
         reason = one_line(f"{type(error).__name__}: {error}")
         delay = self._retry_policy.delays[0]
         log.info("not handled now, back in %d s: %s", delay, reason)
@@ -333,7 +333,7 @@ def transient_outcome(
     clock: Callable[[], datetime] = _utc_now,
 ) -> Retry | DeadLetter:
     """The outcome of a delivery whose handling raised what nobody foresaw (a bug, say in
-    telemetry), for the consumer to settle instead of dropping its connection (SPEC 6): a
+    telemetry), for the consumer to settle instead of dropping its connection (contract §6): a
     transient failure of that one message, retried with the backoff of its attempt and
     dead-lettered once its attempts are spent, as `MessageHandler` does with any other."""
     attempt = attempt_of(delivery.headers)
@@ -352,7 +352,7 @@ def retry_instead(
     delivery: Delivery, refused: Split | DeadLetter, reason: str, policy: RetryPolicy
 ) -> Retry:
     """The retry that takes the place of an outcome the broker would not take (a dead-letter
-    queue that refuses publishes, SPEC 6): the message waits out the backoff of its attempt
+    queue that refuses publishes, contract §6): the message waits out the backoff of its attempt
     in its retry queue and comes back, neither lost nor looped straight back. Always a retry,
     also past the last attempt: the dead letters are what refused it."""
     correlation_id = (

@@ -1,4 +1,4 @@
-"""What one message may cost before it is handled (SPEC 6, "Messages that cannot be handled
+"""What one message may cost before it is handled (contract §6, "Messages that cannot be handled
 safely"): its size, its records, and how often the consumer may die while handling it."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The event a thread is working on, for every log line written meanwhile (SPEC 7).
+"""The event a thread is working on, for every log line written meanwhile (contract §7).
 
 With several events in hand, a warning from deep in an adapter ("attempt 2 failed",
 "unexpected error") is only useful if it says which event it is about. The handler binds

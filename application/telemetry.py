@@ -1,4 +1,4 @@
-"""What the service tells its operators about itself, as a port (SPEC 7).
+"""What the service tells its operators about itself, as a port (contract §7).
 
 The consumer, the handler and the port wrappers of `application.observed` report here
 what happened; an adapter turns it into metrics and health. Nothing in here knows
@@ -22,7 +22,7 @@ from s3_events_handler.application.messages import (
 
 
 class EventOutcome(enum.StrEnum):
-    """How an event ended, as the metrics and the log line name it (SPEC 7)."""
+    """How an event ended, as the metrics and the log line name it (contract §7)."""
 
     DONE = "done"
     SKIPPED = "skipped"
@@ -33,7 +33,7 @@ class EventOutcome(enum.StrEnum):
 
 
 class System(enum.StrEnum):
-    """The outside systems whose errors are counted apart (SPEC 7)."""
+    """The outside systems whose errors are counted apart (contract §7)."""
 
     MEDIAHAVEN = "mediahaven"
     PID = "pid"
@@ -83,7 +83,7 @@ class EventReport:
         return cls(outcome_of(outcome), outcome.facts, correlation_id, seconds, result, reason)
 
     def log_fields(self) -> dict[str, object]:
-        """The fields of the event's one log line: SPEC 7's (`pid` only when known), then
+        """The fields of the event's one log line: contract §7's (`pid` only when known), then
         `result` or `reason` where there is one."""
         facts = self.facts
         fields: dict[str, object] = {

@@ -166,7 +166,7 @@ class Floor:
         return self._cp_names[or_id]
 
     def _archived(self, obj: S3Object) -> bool:
-        """The archived check of a VRT essence: a search on the key alone (SPEC 4.1)."""
+        """The archived check of a VRT essence: a search on the key alone (contract §4.1)."""
         q = f'+(s3_object_key:"{obj.key}")'
         params = urlencode({"q": q, "startIndex": 0, "nrOfResults": 100}, quote_via=quote)
         answer = self._mediahaven.get(

@@ -33,7 +33,7 @@ class ServiceUnavailable(TransientError):
 
 
 class SearchTooBroad(ServiceUnavailable):
-    """A search matched more pages of results than one may read (`MAX_SEARCH_PAGES`, SPEC 4.1).
+    """A search matched more pages of results than one may read (`MAX_SEARCH_PAGES`, contract §4.1).
 
     Transient, so that the event waits where an operator sees why (a key that matches
     half the archive, a bound set too low) rather than the service guessing from part of
@@ -49,7 +49,7 @@ class EssenceNotArchivedYet(TransientError):
 
 
 class ClaimedElsewhere(TransientError):
-    """Another consumer holds the event's claim in the ledger (SPEC 6), or took it over after
+    """Another consumer holds the event's claim in the ledger (contract §6), or took it over after
     this one's lease lapsed: this consumer does nothing more for the event now.
 
     Not a failure of the attempt: the event goes back on the retry path with the shortest

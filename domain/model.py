@@ -24,7 +24,7 @@ TRANSPORT_SIDECAR_ROOT = "/mnt/STORAGE/INGEST/SIDECAR"
 # message_id) within an AMQP short string's 255.
 MAX_SEGMENT_BYTES = 100
 MAX_IDENTITY_LENGTH = 200
-# Pages one search may read (SPEC 4.1, MAX_SEARCH_PAGES): a short key can match across
+# Pages one search may read (contract §4.1, MAX_SEARCH_PAGES): a short key can match across
 # every tenant, and a search must neither run on for minutes nor fill the memory.
 DEFAULT_MAX_SEARCH_PAGES = 50
 # MediaHaven pairs a file on the transport server with the sidecar of the same base name.
@@ -69,7 +69,7 @@ class Step(enum.IntEnum):
 REPEATABLE_STEPS = frozenset({Step.TRANSFER_REQUESTED, Step.REMOVED})
 
 
-# How long a claim on an event lasts unless its holder renews it (SPEC 6); the default of
+# How long a claim on an event lasts unless its holder renews it (contract §6); the default of
 # `CLAIM_LEASE_SECONDS`. The holder renews it at every ledger write and, from a heartbeat,
 # every third of it, so an attempt keeps it however long it takes; a consumer that died
 # lets it lapse within this time, and its events wait that long for the next one.
@@ -139,7 +139,7 @@ def require_path_segment(value: str, what: str) -> str:
 
 def require_transferable_extension(extension: str) -> str:
     """The object's extension ends the transfer request's destination, `{name}{ext}`, beside
-    its sidecar `{name}.xml` (SPEC 3.4): it must not be the sidecar's, nor more than a file
+    its sidecar `{name}.xml` (contract §3.4): it must not be the sidecar's, nor more than a file
     name's ending."""
     if extension.lower() == SIDECAR_EXTENSION:
         raise BadInput(
@@ -195,7 +195,7 @@ class S3Event:
 
     @property
     def identity(self) -> str:
-        """Stable across redeliveries and duplicates of the same gateway event (SPEC 6).
+        """Stable across redeliveries and duplicates of the same gateway event (contract §6).
 
         One gateway request can carry records for many objects, so the request id
         alone does not name an event: kind, bucket and key always take part, then

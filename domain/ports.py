@@ -63,7 +63,7 @@ class TransferRequests(Protocol):
 
 class Ledger(Protocol):
     """Durable memory of the events taken in, so a redelivery or duplicate is not done twice,
-    and the claim that keeps two consumers off one event (SPEC 6).
+    and the claim that keeps two consumers off one event (contract §6).
 
     Keyed by `S3Event.identity`. One ledger object speaks for one consumer process; several
     processes may share the database behind it. An event is claimed before its first side

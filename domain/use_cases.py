@@ -58,7 +58,7 @@ class Progress:
 
 class EventClaim:
     """This consumer's hold on one event in the ledger, from before its first side effect to
-    after its last (SPEC 6: one event, one worker, across every consumer).
+    after its last (contract §6: one event, one worker, across every consumer).
 
     `with EventClaim(ledger, identity) as claim:` claims the event (raising
     `ClaimedElsewhere` while another consumer holds it); `claim.entry` is what the ledger

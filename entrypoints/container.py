@@ -143,7 +143,7 @@ class Container(containers.DeclarativeContainer):
     )
     broker = providers.Resource(broker_connection, settings=broker_settings)
 
-    # Metrics and health (SPEC 7): the registry belongs to this container, so to the process.
+    # Metrics and health (contract §7): the registry belongs to this container, so to the process.
     metrics_registry = providers.Singleton(process_registry)
     health = providers.Singleton(
         Health,

@@ -56,7 +56,7 @@ DEMO_DESTINATIONS = Destinations(
 
 
 def s3_event(request_id: str, event_name: str, bucket: str, key: str) -> dict[str, Any]:
-    """An S3 notification as the gateway sends it (SPEC section 2)."""
+    """An S3 notification as the gateway sends it (contract §2)."""
     return {
         "Records": [
             {

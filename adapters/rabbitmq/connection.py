@@ -1,10 +1,10 @@
-"""The broker connection: settings, topology, and one confirming channel (SPEC 4.5).
+"""The broker connection: settings, topology, and one confirming channel (contract §4.5).
 
 pika is not thread-safe. One thread owns the connection (the "I/O thread"): it
 consumes, acks, republishes and keeps heartbeats flowing; other threads hand it
 work through `BrokerConnection.run_on_io_thread`.
 
-With `tls` set the connection is AMQPS (SPEC 7): the broker's certificate and host
+With `tls` set the connection is AMQPS (contract §7): the broker's certificate and host
 name are verified, and a certificate that fails is reported as `BrokerCertificateError`,
 naming the settings to fix.
 """
@@ -36,7 +36,7 @@ DIRECT = "direct"
 
 @dataclass(frozen=True)
 class BrokerSettings:
-    """Where the broker is and what this service calls its queues (SPEC 4.5, 5)."""
+    """Where the broker is and what this service calls its queues (contract §4.5, §5)."""
 
     host: str
     port: int
@@ -125,7 +125,7 @@ class BrokerCertificateError(pika.exceptions.AMQPConnectionError):  # type: igno
 
 
 def declare_topology(channel: Any, settings: BrokerSettings) -> None:
-    """Declare exactly what SPEC 4.5 says: the shared queues and exchanges as today's service does.
+    """Declare exactly what contract §4.5 says: shared queues and exchanges as today's service does.
 
     A declaration that differs from what exists on the live broker fails with
     PRECONDITION_FAILED, so durability and arguments here are not a matter of taste.

@@ -1,6 +1,6 @@
 """The consumer loop: messages handled on worker threads, several at once and one at a time per
 object (`dispatch.py`), their outcomes settled on the I/O thread (`settlement.py`), reconnecting
-whenever the broker goes away (SPEC 6).
+whenever the broker goes away (contract §6).
 
 Only a lost channel or connection ends a connection's loop. Anything else that goes wrong
 with one message (a handler that raised, a republish the broker refused) is that message's
@@ -80,7 +80,7 @@ class Consumer:
 
     Every message ends acked after its outcome was carried out (republishes
     confirmed first), or unacked when anything went wrong, for the broker to
-    redeliver (SPEC 6). Up to `concurrency` messages are handled at once; messages
+    redeliver (contract §6). Up to `concurrency` messages are handled at once; messages
     with the same `ordering_key` one at a time, in the order they arrived.
     """
 
@@ -271,7 +271,7 @@ class Consumer:
     def _settle(self, settlement: Settlement, job: Job) -> None:
         """Carry out the job's outcome (confirmed republishes, then the ack), and account for it.
 
-        Short of a lost channel, whatever fails here costs this message alone (SPEC 6): a
+        Short of a lost channel, whatever fails here costs this message alone (contract §6): a
         handler that raised is a transient failure, an outcome the broker refused is a
         retry instead, and a message that no queue takes is held back for a while.
         """
@@ -296,7 +296,7 @@ class Consumer:
             log.exception("message %d settled, but not accounted for", job.delivery_tag)
 
     def _outcome_of(self, job: Job) -> Outcome:
-        """The handler's outcome; for a handler that raised, a transient failure (SPEC 6)."""
+        """The handler's outcome; for a handler that raised, a transient failure (contract §6)."""
         if job.error is None:
             assert job.outcome is not None  # a job a worker handled has one or the other
             return job.outcome
@@ -365,7 +365,7 @@ class Consumer:
             settled.outcome, correlation_id=settled.correlation_id, seconds=seconds
         )
         self._telemetry.event_finished(report)
-        # The event's one INFO line (SPEC 7), its facts as fields. The fault suite parses
+        # The event's one INFO line (contract §7), its facts as fields. The fault suite parses
         # the message too: keep its shape and this logger.
         log.info(
             "%s: message %d (correlation id %s) -> %s",

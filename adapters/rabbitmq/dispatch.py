@@ -11,7 +11,7 @@ Each job remembers its channel; once the consumer opened a new one, a job of an 
 one is stale: a worker skips it if it has not started it, and the consumer drops
 its outcome (the broker redelivers the message on the new channel).
 
-Once the consumer stops, no job starts (SPEC 6): `close()` makes the workers skip every
+Once the consumer stops, no job starts (contract §6): `close()` makes the workers skip every
 job they take from then on, and `take_unstarted()` gives the I/O thread the jobs no
 worker took yet, so that it hands them all back to the broker at once.
 """

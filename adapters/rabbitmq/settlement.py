@@ -1,4 +1,4 @@
-"""Settling a delivery: the confirmed publishes that take its place, then its ack (SPEC 2, 6).
+"""Settling a delivery: the confirmed publishes that take its place, then its ack (contract §2, §6).
 
 Every outcome but Done replaces the delivery with other messages: its records
 (a split), a copy in a retry queue, a copy in the dead letters. The delivery is
@@ -35,7 +35,7 @@ from s3_events_handler.application.messages import (
 
 log = logging.getLogger(__name__)
 
-# This service's own routing never goes through the shared exchanges (SPEC 4.5): the
+# This service's own routing never goes through the shared exchanges (contract §4.5): the
 # default exchange delivers to the queue named by the routing key.
 _DEFAULT_EXCHANGE = ""
 

@@ -1,4 +1,4 @@
-"""The `TransferRequests` port on RabbitMQ (SPEC 3.4)."""
+"""The `TransferRequests` port on RabbitMQ (contract §3.4)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ JSON = "application/json"
 
 
 def transfer_request_body(request: TransferRequest) -> bytes:
-    """The file-transfer service's message body (SPEC 3.4)."""
+    """The file-transfer service's message body (contract §3.4)."""
     source = request.source
     message = {
         "source": {

@@ -1,4 +1,4 @@
-"""A reproducible image (SPEC 7): every dependency pinned with its hashes by lock files that
+"""A reproducible image (contract §7): every dependency pinned with its hashes by lock files that
 the Dockerfile and CI install, compiled for the Python and Debian release CI builds and
 tests on. (tests/deploy/test_image.py checks what the built image holds.)"""
 

@@ -1,4 +1,4 @@
-"""deploy/: valid Kubernetes, in step with .env.example, safe to apply, and saying what SPEC 7
+"""deploy/: valid Kubernetes, in step with .env.example, safe to apply, and saying what contract §7
 asks of a deployment (probes, grace period, a non-root pod OpenShift admits, the ledger's
 volume, a changed setting rolling the pods, today's environments as overlays)."""
 
@@ -205,7 +205,7 @@ def test_the_destination_table_is_mounted_where_destination_config_points() -> N
     assert mounted == (REPO / "destination_config.yml").read_text()
 
 
-# --- what SPEC 7 asks of the deployment --------------------------------------------------
+# --- what contract §7 asks of the deployment --------------------------------------------------
 
 
 def test_the_probes_and_the_scrape_target_are_on_metrics_port() -> None:
@@ -267,7 +267,7 @@ def test_one_replica_keeps_its_sqlite_ledger_on_the_claim() -> None:
 
 
 def test_only_the_monitoring_namespace_may_reach_the_metrics_port() -> None:
-    """The metrics-from-monitoring component (SPEC 7: nobody else on the network gets in)."""
+    """The metrics-from-monitoring component (contract §7: nobody else on the network gets in)."""
     policy = one(resources(), "NetworkPolicy")["spec"]
     pod_labels = deployment()["spec"]["template"]["metadata"]["labels"]
     assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()

@@ -1,4 +1,4 @@
-"""Monitoring as objects (SPEC 7): the PodMonitor, the PrometheusRule with the alerts, run
+"""Monitoring as objects (contract §7): the PodMonitor, the PrometheusRule with the alerts, run
 through promtool's checks and unit tests, and the Grafana dashboard, whose every query names
 only metrics that exist."""
 

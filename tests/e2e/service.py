@@ -77,7 +77,7 @@ class RunningService:
         self.mediahaven.start()
         self.pid_service.start()
         self.organisations.start()
-        # What exists on the live broker before this service ever starts (SPEC 4.5).
+        # What exists on the live broker before this service ever starts (contract §4.5).
         amqp.pre_declare_like_todays_service(self.settings)
 
     def environment(self, **overrides: str) -> dict[str, str]:
@@ -227,7 +227,7 @@ class RunningService:
         return entries
 
     def outcome_lines(self) -> list[dict[str, Any]]:
-        """The consumer's one line an event (SPEC 7): its outcome and facts as fields."""
+        """The consumer's one line an event (contract §7): its outcome and facts as fields."""
         return [
             entry
             for entry in self.log_entries()

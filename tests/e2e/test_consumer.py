@@ -137,7 +137,7 @@ def test_an_object_named_like_its_own_sidecar_is_dead_lettered_before_anything_i
     service: RunningService, examples: Path
 ) -> None:
     """An upload, or an EBU-TT subtitle, named `….xml`: its transfer would overwrite the
-    sidecar `{pid}.xml` (SPEC 3.4). No PID, no sidecar, no question to MediaHaven."""
+    sidecar `{pid}.xml` (contract §3.4). No PID, no sidecar, no question to MediaHaven."""
     service.mediahaven.add_record(
         "fragment-1",
         is_fragment=True,

@@ -1,4 +1,4 @@
-"""What an operator sees of `s3-events-handler consume` (SPEC 7): the metrics and health on
+"""What an operator sees of `s3-events-handler consume` (contract §7): the metrics and health on
 METRICS_PORT, and one log line an event.
 
 The broker outage is made with a relay between the consumer and the shared broker, never
@@ -29,7 +29,7 @@ from tests.support.relay import Relay
 
 pytestmark = pytest.mark.e2e
 
-# What each event's line carries (SPEC 7); `pid` only when known.
+# What each event's line carries (contract §7); `pid` only when known.
 EVENT_FIELDS = {"correlation_id", "kind", "bucket", "key", "outcome", "stage", "attempt"}
 POLL_SECONDS = 0.1
 
@@ -216,7 +216,7 @@ def test_a_path_it_does_not_serve_is_404(service: RunningService) -> None:
 
 
 SLOW_CLIENTS = 300
-REQUEST_SECONDS = 5  # SPEC 7: a request not arrived whole by then is closed
+REQUEST_SECONDS = 5  # contract §7: a request not arrived whole by then is closed
 MAX_CONNECTIONS = 32  # held at once, each on a thread
 
 
@@ -371,7 +371,7 @@ LEVELS = {"debug", "info", "warning", "error", "critical"}
 def test_every_log_line_has_meemoos_keys_and_an_events_lines_carry_its_fields(
     service: RunningService, examples: Path
 ) -> None:
-    """A run with an event retried once: every line of the log parsed and checked (SPEC 7)."""
+    """A run with an event retried once: every line of the log parsed and checked (contract §7)."""
     [(request_id, key, body)] = essence_events(examples, 1)
     service.pid_service.queue(*[Canned(status=503)] * 3)  # the first attempt gives up
     service.start_consumer()

@@ -1,6 +1,6 @@
 """Downstream faults against the consumer process: MediaHaven, the PID service, the
 Organisations API and the FTP server misbehave for real on loopback; every event still
-ends exactly once, or in the dead-letter queue with its reason (SPEC 4, 6).
+ends exactly once, or in the dead-letter queue with its reason (contract §4, §6).
 
 The consumer runs with retry delays of 1 s and 2 s and, unless a test says otherwise,
 three attempts.

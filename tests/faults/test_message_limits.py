@@ -1,4 +1,4 @@
-"""Messages that cannot be handled safely (SPEC 6): a body too large, too many records, and a
+"""Messages that cannot be handled safely (contract §6): a body too large, too many records, and a
 message during which the consumer keeps dying. Each is dead-lettered whole, and the events
 behind it go through."""
 

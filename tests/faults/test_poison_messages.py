@@ -63,7 +63,7 @@ GOLDEN: dict[str, dict[str, Any]] = {
 ESSENCE_KEY = "20261120-journaal-1900-a7f3c2d1-55e4-4b2a-9c1d-0e8f7a6b5c4d.MXF"
 MD5_KEYS = ("x-amz-meta-md5sum", "md5sum", "x-md5sum-meta")
 POLICY = RetryPolicy()
-# The only transient failure a healthy world may give bad input (SPEC 6).
+# The only transient failure a healthy world may give bad input (contract §6).
 DOCUMENTED_TRANSIENT = "EssenceNotArchivedYet:"
 
 HOSTILE_TEXT = (

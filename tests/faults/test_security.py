@@ -477,7 +477,7 @@ def test_event_values_cannot_steer_the_ftp_path(path_service: RunningService) ->
 
 
 def ends_a_transfer(extension: str) -> bool:
-    """Whether `{name}{extension}` is a file of its own beside the sidecar (SPEC 3.4)."""
+    """Whether `{name}{extension}` is a file of its own beside the sidecar (contract §3.4)."""
     return (
         extension.lower() != ".xml"
         and len(extension.encode()) <= 32

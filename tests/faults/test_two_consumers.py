@@ -1,4 +1,4 @@
-"""Two consumer processes on one PostgreSQL ledger and one queue (SPEC 6: one event, one
+"""Two consumer processes on one PostgreSQL ledger and one queue (contract §6: one event, one
 worker, across every consumer).
 
 Consumer A holds a batch of events when the broker closes its connection: A finishes

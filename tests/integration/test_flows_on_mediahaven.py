@@ -1,7 +1,7 @@
 """The use cases on the real MediaHaven adapter, against a fake MediaHaven that matches loosely.
 
 A search engine returns near misses (`clip.mxf.bak` for `clip.mxf`, `MEDIA-10` for
-`MEDIA-1`); only what matches exactly may stop an ingest or be deleted (SPEC 1, 4.1).
+`MEDIA-1`); only what matches exactly may stop an ingest or be deleted (contract §1, §4.1).
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def test_a_removal_deletes_only_the_essence_and_its_real_collaterals(
 def test_the_archived_check_stops_at_the_first_exact_match(
     mediahaven: FakeMediaHaven, records: MediaHavenRecords, examples: Path
 ) -> None:
-    """10,000 loose hits for the key (SPEC 4.1); the exact one is on page 3 of 100."""
+    """10,000 loose hits for the key (contract §4.1); the exact one is on page 3 of 100."""
     for n in range(10_000):
         if n == 250:
             mediahaven.add_record("archived", key=KEY, bucket=BUCKET)

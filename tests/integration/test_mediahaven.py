@@ -243,7 +243,7 @@ def test_and_groups_find_only_records_matching_every_group(
 
 
 def test_passes_on_what_a_sloppy_search_engine_finds(make_records: MakeRecords) -> None:
-    """The adapter does not filter: exactness is the use cases' job (SPEC 1)."""
+    """The adapter does not filter: exactness is the use cases' job (contract §1)."""
     with FakeMediaHaven(sloppy=True) as server:
         server.add_record("exact", key="a.mxf")
         server.add_record("near-miss", key="A.MXF.bak")

@@ -260,7 +260,7 @@ def delete_topology(settings: BrokerSettings) -> None:
 
 
 def pre_declare_like_todays_service(settings: BrokerSettings) -> None:
-    """What exists on the live broker (SPEC 4.5): durable queues without arguments,
+    """What exists on the live broker (contract §4.5): durable queues without arguments,
     direct non-durable exchanges that are neither auto-delete nor internal, bound by queue name.
     """
     with channel(settings.host, settings.port) as ch:

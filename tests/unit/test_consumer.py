@@ -1,4 +1,4 @@
-"""The consumer's loop on a fake broker: what one message's failure costs (SPEC 6).
+"""The consumer's loop on a fake broker: what one message's failure costs (contract §6).
 
 A handler that raised, or an outcome the broker refused, is that message's transient
 failure: it is retried (or held back) while the other messages keep their outcomes, and

@@ -1,4 +1,4 @@
-"""Reading and validating one S3 notification record (SPEC section 2)."""
+"""Reading and validating one S3 notification record (contract §2)."""
 
 from __future__ import annotations
 
@@ -153,7 +153,7 @@ def test_a_long_identity_is_hashed_to_a_fixed_length(examples: Path) -> None:
 def test_a_created_object_with_the_sidecars_extension_is_bad_input(
     examples: Path, key: str
 ) -> None:
-    """Its transfer would land on its own sidecar, `{name}.xml` (SPEC 3.4)."""
+    """Its transfer would land on its own sidecar, `{name}.xml` (contract §3.4)."""
     with pytest.raises(BadInput) as refused:
         event_of(golden_event(examples, ESSENCE), s3__object__key=key)
     assert str(refused.value) == (

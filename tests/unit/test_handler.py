@@ -1,4 +1,4 @@
-"""The application layer: one delivery -> one outcome (SPEC sections 2 and 6)."""
+"""The application layer: one delivery -> one outcome (contract §2 and §6)."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def test_a_good_essence_event_is_done(examples: Path) -> None:
 def test_done_is_logged_at_debug_in_the_words_operators_know(
     examples: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """At DEBUG: the consumer's one INFO line a message tells the outcome (SPEC 7)."""
+    """At DEBUG: the consumer's one INFO line a message tells the outcome (contract §7)."""
     caplog.set_level("DEBUG", logger="s3_events_handler.application.handler")
     outcome = handler_for(World()).handle(delivery(golden_event(examples, ESSENCE)))
     assert isinstance(outcome, Done)

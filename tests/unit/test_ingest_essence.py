@@ -1,4 +1,4 @@
-"""IngestEssence against the in-memory fakes: the essence and collateral flows of SPEC section 1."""
+"""IngestEssence against the in-memory fakes: the essence and collateral flows of contract §1."""
 
 from __future__ import annotations
 

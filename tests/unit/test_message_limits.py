@@ -1,4 +1,4 @@
-"""What one message may cost (SPEC 6): its size, its records, and the consumer's deaths
+"""What one message may cost (contract §6): its size, its records, and the consumer's deaths
 during it, decided before the message is parsed, split or handled."""
 
 from __future__ import annotations

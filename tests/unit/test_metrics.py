@@ -1,5 +1,5 @@
 """The Prometheus telemetry and the health it keeps, on a registry of each test's own, and
-the HTTP endpoint that serves them (SPEC 7)."""
+the HTTP endpoint that serves them (contract §7)."""
 
 from __future__ import annotations
 
@@ -349,7 +349,7 @@ def test_openmetrics_is_served_to_a_scraper_that_asks_for_it(server: StatusServe
     assert body.endswith("# EOF\n")
 
 
-# --- nobody can hold the endpoint open (SPEC 7) ----------------------------------------------
+# --- nobody can hold the endpoint open (contract §7) ----------------------------------------------
 
 
 MakeServer = Callable[..., StatusServer]

@@ -1,4 +1,4 @@
-"""Two consumers on one ledger given the same event, whatever the timing (SPEC 6).
+"""Two consumers on one ledger given the same event, whatever the timing (contract §6).
 
 Consumer A handles the event; at each of its calls to a port in turn (every step
 boundary), consumer B is handed the same event and runs its whole attempt there.

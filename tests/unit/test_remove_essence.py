@@ -1,4 +1,4 @@
-"""RemoveEssence against the in-memory fakes: SPEC section 1, ObjectRemoved."""
+"""RemoveEssence against the in-memory fakes: contract §1, ObjectRemoved."""
 
 from __future__ import annotations
 

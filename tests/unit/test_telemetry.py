@@ -1,5 +1,5 @@
 """What the application tells telemetry: each outcome's facts and report, the handler's
-in-progress calls, and the wrapped ports' downstream errors and ledger hits (SPEC 7)."""
+in-progress calls, and the wrapped ports' downstream errors and ledger hits (contract §7)."""
 
 from __future__ import annotations
 
