@@ -57,10 +57,11 @@ examples:
 """
 
 LIST_HELP = """\
-List the dead letters, head of the queue first: id, when dead-lettered, stage,
-bucket/key and reason. Every one stays in the queue, in its place: each is taken
-without an ack and all are handed back at the end (or by the broker, should the
-command die).
+List the dead letters, head of the queue first, each as it is read: id, when
+dead-lettered, stage, bucket/key and reason. Every one stays in the queue, in its
+order, and at most 100 are unacked at a time: up to 100 are handed back with one
+nack at the end; a longer queue is brought round once (each published again to
+its tail and acked, 100 to a transaction). One dead-letters command at a time.
 
 The id is the message_id when the message has one, else a short hash of its body and
 headers; `dead-letters replay --id` takes it.

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -185,6 +185,22 @@ class RunningService:
         amqp.publish(
             s.host, s.port, s.dead_letter_queue, body, properties=pika.BasicProperties(**properties)
         )
+
+    def park_many(self, messages: Iterable[tuple[bytes, dict[str, Any]]]) -> None:
+        """`park` each (body, properties), in order, on one connection: thousands in seconds."""
+        import pika
+
+        s = self.settings
+        with amqp.channel(s.host, s.port) as ch:
+            ch.confirm_delivery()
+            for body, properties in messages:
+                ch.basic_publish(
+                    "",
+                    s.dead_letter_queue,
+                    body,
+                    pika.BasicProperties(**properties),
+                    mandatory=True,
+                )
 
     def publish_event(self, body: bytes, **properties: Any) -> None:
         import pika

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.e2e.service import REPO, RunningService
+from s3_events_handler.adapters.rabbitmq.dead_letters import WINDOW
+from tests.e2e.service import REPO, RunningService, command
 from tests.support import amqp
 from tests.support.certificates import TlsFiles
 from tests.support.http_stubs import Canned
@@ -293,3 +298,93 @@ def test_a_dead_letter_replayed_once_its_cause_is_fixed_goes_through_with_its_pi
     assert request.properties.message_id == "k98z0d4w1q"
     assert (folder / "k98z0d4w1q.xml").is_file()
     assert service.pid_service.request_count == 1
+
+
+# -- at volume -----------------------------------------------------------------------------
+
+VOLUME = 3000
+
+
+@dataclass(frozen=True)
+class Watched:
+    """A command run to its end while the dead-letter queue was watched."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    peak_rss_mib: float
+    least_ready: int
+    """The fewest ready messages the dead-letter queue showed while the command ran."""
+
+
+def run_watched(service: RunningService, *args: str) -> Watched:
+    """`s3-events-handler ARGS`, the dead-letter queue's ready count read again and again
+    while it runs, and the process's peak resident memory (its rusage) once it ended."""
+    s = service.settings
+    out, err = service.workdir / "watched.out", service.workdir / "watched.err"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        process = subprocess.Popen(
+            [*command(), *args],
+            env=service.environment(),
+            stdout=stdout,
+            stderr=stderr,
+            cwd=service.workdir,
+        )
+    least = amqp.message_count(s.host, s.port, s.dead_letter_queue)
+    deadline = time.monotonic() + 120
+    with amqp.channel(s.host, s.port) as ch:
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                process.kill()
+                raise AssertionError(f"{args} did not end in 120 s")
+            ready = ch.queue_declare(queue=s.dead_letter_queue, passive=True).method.message_count
+            least = min(least, int(ready))
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return Watched(
+        returncode=process.returncode,
+        stdout=out.read_text(),
+        stderr=err.read_text(),
+        peak_rss_mib=usage.ru_maxrss / 1024,  # KiB on Linux
+        least_ready=least,
+    )
+
+
+def parked_now(service: RunningService) -> list[tuple[str, bytes, dict[str, Any]]]:
+    """The dead-letter queue's messages, head first: message_id, body and headers."""
+    return [(m.properties.message_id, m.body, m.headers) for m in dead_letters(service)]
+
+
+@pytest.fixture
+def crowded(topology: RunningService, examples: Path) -> list[tuple[str, bytes, dict[str, Any]]]:
+    """3,000 dead letters put straight into the dead-letter queue, as `parked_now` shows them."""
+    template = json.loads((examples / "event-essence-created.json").read_text())
+    parked = []
+    for n in range(VOLUME):
+        template["Records"][0]["s3"]["object"]["key"] = f"clip-{n:04d}.mxf"
+        headers = {**(NO_LABEL if n % 2 else FOLDER_MISSING), "x-dead-lettered-at": WHEN}
+        parked.append((f"msg-{n:04d}", json.dumps(template).encode(), headers))
+    topology.park_many(
+        (body, {"message_id": message_id, "headers": headers, "delivery_mode": 2})
+        for message_id, body, headers in parked
+    )
+    return parked
+
+
+def test_a_long_queue_is_listed_whole_and_left_in_order_without_ever_reading_empty(
+    topology: RunningService, crowded: list[tuple[str, bytes, dict[str, Any]]]
+) -> None:
+    watched = run_watched(topology, "dead-letters", "list")
+
+    assert watched.returncode == 0, watched.stderr
+    print(f"\nlist of {VOLUME}: peak RSS {watched.peak_rss_mib:.1f} MiB")
+    listed = rows(watched.stdout)
+    assert [row[0] for row in listed] == [message_id for message_id, _, _ in crowded]
+    assert listed[1][3:] == [f"{BUCKET}/clip-0001.mxf", NO_LABEL["x-error"]]
+    assert watched.stdout.splitlines()[-1].startswith(f"{VOLUME} dead letter(s) in ")
+    assert parked_now(topology) == crowded
+    # Never taken out of the queue all at once: its depth graphs and alerts see it there. At
+    # most a window is held, and at a commit the next is handed out as the copies arrive.
+    assert watched.least_ready >= VOLUME - 2 * WINDOW, watched.least_ready
