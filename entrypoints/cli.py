@@ -210,7 +210,9 @@ def _run_check_config(args: argparse.Namespace) -> int:
 
 def _run_dead_letters_list(args: argparse.Namespace) -> int:
     def list_them(container: Container) -> int:
-        return list_dead_letters(container.dead_letter_queue(), sys.stdout)
+        return list_dead_letters(
+            container.dead_letter_queue(), sys.stdout, as_json=args.json, limit=args.limit
+        )
 
     return _on(args.config, _configured_for_the_broker, list_them)
 
@@ -253,6 +255,16 @@ def _non_empty(text: str) -> str:
     if not text:
         raise argparse.ArgumentTypeError("must not be empty")
     return text
+
+
+def _positive(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return number
 
 
 def _pattern(text: str) -> str:
@@ -328,12 +340,18 @@ def parser() -> argparse.ArgumentParser:
     )
     dead = command(commands, "dead-letters", "list or replay dead letters", DEAD_LETTERS_HELP)
     actions = dead.add_subparsers(dest="action", required=True, metavar="ACTION")
-    command(
+    listing = command(
         actions,
         "list",
         "list the dead letters, leaving them in place",
         LIST_HELP,
         _run_dead_letters_list,
+    )
+    listing.add_argument(
+        "--json", action="store_true", help="one JSON object a line instead of the table"
+    )
+    listing.add_argument(
+        "--limit", metavar="N", type=_positive, help="stop after the first N (head first)"
     )
     replay = command(
         actions,

@@ -66,10 +66,17 @@ its tail and acked, 100 to a transaction). One dead-letters command at a time.
 The id is the message_id when the message has one, else a short hash of its body and
 headers; `dead-letters replay --id` takes it.
 
+--json writes one JSON object a line instead (id, dead_lettered_at, stage, reason,
+bucket, key, pid; null where the dead letter does not say), the count on standard
+error. --limit N stops after the first N: up to 100 are read in place, without
+rewriting anything.
+
 exit status: 0 listed, 1 the broker or the queue is not there, 2 settings wrong
 
-example:
+examples:
   s3-events-handler dead-letters list
+  s3-events-handler dead-letters list --limit 20
+  s3-events-handler dead-letters list --json | jq -r 'select(.stage == "parse") | .id'
 """
 
 REPLAY_HELP = """\

@@ -1,9 +1,11 @@
-"""`dead-letters list` and `dead-letters replay`: the dead-letter queue as an operator sees it."""
+"""The `dead-letters` commands: the dead-letter queue as an operator sees it."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -22,24 +24,47 @@ EXIT_FAILED = 1
 COLUMNS = ("ID", "DEAD-LETTERED", "STAGE", "OBJECT", "REASON")
 
 
-def list_dead_letters(queue: DeadLetterQueue, out: TextIO) -> int:
-    """A table of the dead letters, head of the queue first, each row printed as it is read;
-    every one stays in the queue."""
-    table = _Table(out)
+def list_dead_letters(
+    queue: DeadLetterQueue, out: TextIO, *, as_json: bool = False, limit: int | None = None
+) -> int:
+    """The dead letters, head of the queue first, each printed as it is read: a table, or
+    with `as_json` one JSON object a line; at most `limit`. Every one stays in the queue.
+
+    The closing count goes below the table, or to standard error after JSON lines.
+    """
+    output = _Output(out)
+    table = _Table(output.line)
+    shown = 0
 
     def each(letter: ParkedMessage) -> bool:
-        table.add(_row(letter))
-        return True
+        nonlocal shown
+        shown += 1
+        if as_json:
+            output.line(json.dumps(_facts(letter)))
+        else:
+            table.add(_row(letter))
+        return not output.gone and (limit is None or shown < limit)
 
     try:
         tally = queue.browse(each)
     except ServiceUnavailable as error:
         return _failed(error)
     table.close()
+    if output.gone:
+        return EXIT_OK  # the reader had enough (`| head`); the queue is as it was
     if tally.looked_at == 0:
-        print(f"no dead letters in {queue.name}", file=out)
+        summary = f"no dead letters in {queue.name}"
+    elif tally.looked_at < tally.there:
+        summary = (
+            f"{tally.looked_at} of {tally.there} dead letter(s) in {queue.name} shown "
+            f"(--limit {limit}), all left in place"
+        )
     else:
-        print(f"{tally.looked_at} dead letter(s) in {queue.name}, all left in place", file=out)
+        summary = f"{tally.looked_at} dead letter(s) in {queue.name}, all left in place"
+    if as_json:
+        print(summary, file=sys.stderr)
+    else:
+        output.line(summary)
     _warn_of(tally, queue.name)
     return EXIT_OK
 
@@ -84,7 +109,7 @@ def replay_dead_letters(
 
 def _dry_run(queue: DeadLetterQueue, selection: Selection, incoming_queue: str, out: TextIO) -> int:
     print(f"dry run: would replay from {queue.name} to {incoming_queue}", file=out)
-    table = _Table(out)
+    table = _Table(lambda line: print(line, file=out))
     chosen = 0
 
     def each(letter: ParkedMessage) -> bool:
@@ -139,8 +164,8 @@ class _Table:
     fewer) set the columns' widths, as wide as their widest cell; a longer cell further on
     widens its own row only. The reason, last, is as long as it is."""
 
-    def __init__(self, out: TextIO, *, buffered: int = WINDOW) -> None:
-        self._out = out
+    def __init__(self, write: Callable[[str], object], *, buffered: int = WINDOW) -> None:
+        self._write = write
         self._buffered = buffered
         self._waiting: list[tuple[str, ...]] = []
         self._widths: list[int] | None = None
@@ -157,7 +182,6 @@ class _Table:
         """Print what waits; a table without rows prints nothing, not even its heading."""
         if self._widths is None and self._waiting:
             self._start()
-        self._out.flush()
 
     def _start(self) -> None:
         rows = [COLUMNS, *self._waiting]
@@ -169,7 +193,53 @@ class _Table:
     def _print(self, row: tuple[str, ...]) -> None:
         widths = self._widths or []
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-        print("  ".join([*cells, row[-1]]), file=self._out)
+        self._write("  ".join([*cells, row[-1]]))
+
+
+class _Output:
+    """Standard output, which its reader may close half-way (`list | head`): from then on
+    nothing more is written, and the pass is told to stop, so the queue is left as it was
+    rather than the command failing in the middle of it."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self.gone = False
+
+    def line(self, text: str) -> None:
+        if self.gone:
+            return
+        try:
+            print(text, file=self._out, flush=True)
+        except BrokenPipeError:
+            self.gone = True
+            _drop_what_is_buffered(self._out)
+
+
+def _drop_what_is_buffered(out: TextIO) -> None:
+    """Point `out` at /dev/null, so the interpreter's last flush at exit does not fail too."""
+    try:
+        descriptor = out.fileno()
+    except (OSError, ValueError):
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, descriptor)
+    os.close(null)
+
+
+def _facts(letter: ParkedMessage) -> dict[str, str | None]:
+    """What the table shows of one dead letter, and its PID, as one JSON object: text as it
+    is (JSON escapes what a terminal should not see), null for what it does not say."""
+    bucket, key = _bucket_and_key(letter.body)
+    moment = letter.dead_lettered_at
+    return {
+        "id": letter.id,
+        "dead_lettered_at": None if moment is None else _time(moment),
+        "stage": letter.stage,
+        "reason": letter.reason,
+        "bucket": bucket,
+        "key": key,
+        "pid": letter.pid,
+    }
 
 
 def _warn_of(tally: Tally, queue: str) -> None:
@@ -198,17 +268,22 @@ def _time(moment: datetime | None) -> str:
 def _object_of(body: bytes) -> str:
     """`bucket/key` of the event's first record, as far as the body says; `-` for what it
     does not (a dead letter is often a body that is not an event at all)."""
-    try:
-        message = json.loads(body)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return "-"
-    records = message.get("Records") if isinstance(message, dict) else None
-    record = records[0] if isinstance(records, list) and records else None
-    s3 = record.get("s3") if isinstance(record, dict) else None
-    bucket, key = _field(s3, "bucket", "name"), _field(s3, "object", "key")
+    bucket, key = _bucket_and_key(body)
     if bucket is None and key is None:
         return "-"
     return _printable(f"{bucket or '-'}/{key or '-'}")
+
+
+def _bucket_and_key(body: bytes) -> tuple[str | None, str | None]:
+    """Bucket and key of the event's first record, each None where the body does not say."""
+    try:
+        message = json.loads(body)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None, None
+    records = message.get("Records") if isinstance(message, dict) else None
+    record = records[0] if isinstance(records, list) and records else None
+    s3 = record.get("s3") if isinstance(record, dict) else None
+    return _field(s3, "bucket", "name"), _field(s3, "object", "key")
 
 
 def _field(section: Any, outer: str, inner: str) -> str | None:

@@ -94,6 +94,7 @@ from s3_events_handler.adapters.rabbitmq.inspection import Connect, broker_sessi
 from s3_events_handler.application.handler import (
     DEAD_LETTERED_AT_HEADER,
     ERROR_HEADER,
+    PID_HEADER,
     STAGE_HEADER,
 )
 from s3_events_handler.application.replay import replay_headers
@@ -130,6 +131,11 @@ class ParkedMessage:
     @property
     def stage(self) -> str | None:
         return _text(self.headers.get(STAGE_HEADER))
+
+    @property
+    def pid(self) -> str | None:
+        """The PID minted before it was dead-lettered (`x-pid`), reused by a replay."""
+        return _text(self.headers.get(PID_HEADER))
 
     @property
     def dead_lettered_at(self) -> datetime | None:

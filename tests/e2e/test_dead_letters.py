@@ -92,6 +92,33 @@ def test_list_shows_each_dead_letter_and_leaves_every_one_in_its_place(
     assert service.run("dead-letters", "list").stdout == listed.stdout
 
 
+def test_list_json_gives_the_table_s_facts_one_object_a_line(
+    topology: RunningService, examples: Path
+) -> None:
+    service = topology
+    headers = {**FOLDER_MISSING, "x-pid": "a1b2c3d4e5", "x-dead-lettered-at": WHEN}
+    service.park(event(examples, "a\tb.mxf"), message_id="msg-a", headers=headers)
+    service.park(b"not json", headers={"x-error": "body is not JSON", "x-error-stage": "parse"})
+
+    listed = service.run("dead-letters", "list", "--json")
+
+    assert listed.returncode == 0, listed.stderr
+    first, second = (json.loads(line) for line in listed.stdout.splitlines())
+    assert first == {
+        "id": "msg-a",
+        "dead_lettered_at": "2024-05-01T12:30:05Z",
+        "stage": "sidecar-upload",
+        "reason": FOLDER_MISSING["x-error"],
+        "bucket": BUCKET,
+        "key": "a\tb.mxf",  # as it is: JSON escapes it
+        "pid": "a1b2c3d4e5",
+    }
+    assert SHORT_ID.fullmatch(second.pop("id"))
+    assert second == {"dead_lettered_at": None, "stage": "parse", "reason": "body is not JSON",
+                      "bucket": None, "key": None, "pid": None}  # fmt: skip
+    assert "2 dead letter(s)" in listed.stderr
+
+
 def test_an_empty_dead_letter_queue_is_listed_as_such(topology: RunningService) -> None:
     listed = topology.run("dead-letters", "list")
     assert (listed.returncode, listed.stdout.strip()) == (
@@ -388,3 +415,58 @@ def test_a_long_queue_is_listed_whole_and_left_in_order_without_ever_reading_emp
     # Never taken out of the queue all at once: its depth graphs and alerts see it there. At
     # most a window is held, and at a commit the next is handed out as the copies arrive.
     assert watched.least_ready >= VOLUME - 2 * WINDOW, watched.least_ready
+
+
+def test_a_long_queue_listed_as_json_gives_each_once_in_flat_memory(
+    topology: RunningService, crowded: list[tuple[str, bytes, dict[str, Any]]]
+) -> None:
+    watched = run_watched(topology, "dead-letters", "list", "--json")
+
+    assert watched.returncode == 0, watched.stderr
+    print(f"\nlist --json of {VOLUME}: peak RSS {watched.peak_rss_mib:.1f} MiB")
+    lines = [json.loads(line) for line in watched.stdout.splitlines()]
+    assert [line["id"] for line in lines] == [message_id for message_id, _, _ in crowded]
+    assert lines[2999]["key"] == "clip-2999.mxf"
+    assert lines[2999]["reason"] == NO_LABEL["x-error"]
+    assert f"{VOLUME} dead letter(s) in " in watched.stderr
+    assert parked_now(topology) == crowded
+    assert watched.least_ready >= VOLUME - 2 * WINDOW, watched.least_ready
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["table", "json"])
+def test_list_limit_shows_the_first_n_and_leaves_the_queue_as_it_was(
+    topology: RunningService, crowded: list[tuple[str, bytes, dict[str, Any]]], as_json: bool
+) -> None:
+    listed = topology.run("dead-letters", "list", "--limit", "10", *(["--json"] if as_json else []))
+
+    assert listed.returncode == 0, listed.stderr
+    if as_json:
+        ids = [json.loads(line)["id"] for line in listed.stdout.splitlines()]
+        summary = listed.stderr
+    else:
+        ids = [row[0] for row in rows(listed.stdout)]
+        summary = listed.stdout.splitlines()[-1]
+    assert ids == [message_id for message_id, _, _ in crowded[:10]]
+    assert f"10 of {VOLUME} dead letter(s)" in summary
+    assert parked_now(topology) == crowded
+
+
+def test_a_listing_its_reader_stops_reading_leaves_the_queue_in_order(
+    topology: RunningService, crowded: list[tuple[str, bytes, dict[str, Any]]]
+) -> None:
+    """`dead-letters list --json | head -5`: the pipe closes long before the end."""
+    reader = subprocess.Popen(
+        [*command(), "dead-letters", "list", "--json"],
+        env=topology.environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=topology.workdir,
+    )
+    assert reader.stdout is not None and reader.stderr is not None
+    first = [json.loads(reader.stdout.readline())["id"] for _ in range(5)]
+    reader.stdout.close()
+    errors = reader.stderr.read().decode()
+    assert reader.wait(timeout=60) == 0, errors
+    assert first == [message_id for message_id, _, _ in crowded[:5]]
+    assert "Traceback" not in errors and "Broken pipe" not in errors
+    assert parked_now(topology) == crowded
