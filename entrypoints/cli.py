@@ -29,9 +29,14 @@ from s3_events_handler.entrypoints.command_help import (
     LIST_HELP,
     PROCESS_HELP,
     REPLAY_HELP,
+    SHOW_HELP,
 )
 from s3_events_handler.entrypoints.container import Container, build_container
-from s3_events_handler.entrypoints.dead_letters import list_dead_letters, replay_dead_letters
+from s3_events_handler.entrypoints.dead_letters import (
+    list_dead_letters,
+    replay_dead_letters,
+    show_dead_letter,
+)
 from s3_events_handler.entrypoints.demo import run_demo
 
 log = logging.getLogger("s3-events-handler")
@@ -217,6 +222,13 @@ def _run_dead_letters_list(args: argparse.Namespace) -> int:
     return _on(args.config, _configured_for_the_broker, list_them)
 
 
+def _run_dead_letters_show(args: argparse.Namespace) -> int:
+    def show_it(container: Container) -> int:
+        return show_dead_letter(container.dead_letter_queue(), args.id, sys.stdout)
+
+    return _on(args.config, _configured_for_the_broker, show_it)
+
+
 def _run_dead_letters_replay(args: argparse.Namespace) -> int:
     if args.ids:
         selection = Selection.by_ids(args.ids)
@@ -338,7 +350,7 @@ def parser() -> argparse.ArgumentParser:
         CHECK_CONFIG_HELP,
         _run_check_config,
     )
-    dead = command(commands, "dead-letters", "list or replay dead letters", DEAD_LETTERS_HELP)
+    dead = command(commands, "dead-letters", "list, show or replay dead letters", DEAD_LETTERS_HELP)
     actions = dead.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = command(
         actions,
@@ -353,6 +365,14 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument(
         "--limit", metavar="N", type=_positive, help="stop after the first N (head first)"
     )
+    show = command(
+        actions,
+        "show",
+        "print the headers and body of one dead letter",
+        SHOW_HELP,
+        _run_dead_letters_show,
+    )
+    show.add_argument("id", metavar="ID", type=_non_empty, help="its id, as listed")
     replay = command(
         actions,
         "replay",

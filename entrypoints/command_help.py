@@ -79,6 +79,21 @@ examples:
   s3-events-handler dead-letters list --json | jq -r 'select(.stage == "parse") | .id'
 """
 
+SHOW_HELP = """\
+Print one dead letter whole: its id and when it was dead-lettered, its AMQP
+properties, its headers (x-error, x-error-stage, x-pid, x-death, ...) and its body,
+as text (characters a terminal should not interpret shown escaped). Several dead
+letters may share an id (the records of one split message share its message_id):
+each is printed. The queue is read as `dead-letters list` reads it; every dead
+letter stays, in its order.
+
+exit status: 0 shown, 1 no dead letter with that id (or the broker or the queue is
+not there), 2 settings wrong
+
+example:
+  s3-events-handler dead-letters show msg-7
+"""
+
 REPLAY_HELP = """\
 Move dead letters back to the incoming queue {S3_EVENTS_QUEUE} (default exchange), body
 and properties unchanged, headers x-attempt, x-error, x-error-stage and

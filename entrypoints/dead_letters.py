@@ -69,6 +69,37 @@ def list_dead_letters(
     return EXIT_OK
 
 
+def show_dead_letter(queue: DeadLetterQueue, letter_id: str, out: TextIO) -> int:
+    """Properties, headers and body of the dead letter `letter_id` (of each, should several
+    share it: the records of one split share its message_id). Every one stays in the queue."""
+    output = _Output(out)
+    found = 0
+
+    def each(letter: ParkedMessage) -> bool:
+        nonlocal found
+        if letter.id == letter_id:
+            if found:
+                output.line("")
+            found += 1
+            for line in _details(letter):
+                output.line(line)
+        return not output.gone
+
+    try:
+        tally = queue.browse(each)
+    except ServiceUnavailable as error:
+        return _failed(error)
+    _warn_of(tally, queue.name)
+    if output.gone or found:
+        return EXIT_OK
+    print(
+        f"s3-events-handler: no dead letter {_printable(letter_id)} in {queue.name} "
+        f"({tally.looked_at} looked at)",
+        file=sys.stderr,
+    )
+    return EXIT_FAILED
+
+
 def replay_dead_letters(
     queue: DeadLetterQueue,
     selection: Selection,
@@ -224,6 +255,40 @@ def _drop_what_is_buffered(out: TextIO) -> None:
     null = os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, descriptor)
     os.close(null)
+
+
+# The AMQP properties `show` prints, in the protocol's order; `headers` has its own part.
+PROPERTIES = ("content_type", "content_encoding", "delivery_mode", "priority", "correlation_id",
+              "reply_to", "expiration", "message_id", "timestamp", "type", "user_id", "app_id",
+              "cluster_id")  # fmt: skip
+
+
+def _details(letter: ParkedMessage) -> list[str]:
+    """`show`'s account of one dead letter: text that could hurt a terminal escaped."""
+    lines = [f"id             {_printable(letter.id)}",
+             f"dead-lettered  {_time(letter.dead_lettered_at)}",
+             "properties"]  # fmt: skip
+    for name in PROPERTIES:
+        value = getattr(letter.properties, name, None)
+        if value is not None:
+            lines.append(f"  {name}: {_value(value)}")
+    lines.append("headers")
+    lines.extend(
+        f"  {_printable(str(name))}: {_value(value)}" for name, value in letter.headers.items()
+    )
+    text = letter.body.decode("utf-8", "backslashreplace")
+    lines.append(f"body ({len(letter.body)} bytes)")
+    lines.extend(_printable(line) for line in text.split("\n"))
+    return lines
+
+
+def _value(value: object) -> str:
+    """A property or header value on one line: text as it is, anything else as JSON."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "backslashreplace")
+    if isinstance(value, str):
+        return _printable(value)
+    return _printable(json.dumps(value, default=str, ensure_ascii=False))
 
 
 def _facts(letter: ParkedMessage) -> dict[str, str | None]:

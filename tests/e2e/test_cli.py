@@ -21,6 +21,7 @@ COMMANDS = [
     ("check-config",),
     ("dead-letters",),
     ("dead-letters", "list"),
+    ("dead-letters", "show"),
     ("dead-letters", "replay"),
 ]
 

@@ -119,6 +119,45 @@ def test_list_json_gives_the_table_s_facts_one_object_a_line(
     assert "2 dead letter(s)" in listed.stderr
 
 
+def test_show_prints_the_properties_headers_and_body_of_one_and_escapes_the_hostile(
+    topology: RunningService, examples: Path
+) -> None:
+    service = topology
+    service.park(b"first", message_id="msg-1", headers=NO_LABEL)
+    hostile = {"x-error": "bad \x1b[31mred\x1b[0m", "x-error-stage": "parse", "x-attempt": 8}
+    service.park(b"line one\nline \x1b]0;two", message_id="msg-2", headers=hostile,
+                 correlation_id="corr-2", delivery_mode=2, timestamp=1714566605)  # fmt: skip
+    before = parked_now(service)
+
+    shown = service.run("dead-letters", "show", "msg-2")
+
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines() == [
+        "id             msg-2",
+        "dead-lettered  2024-05-01T12:30:05Z",
+        "properties",
+        "  delivery_mode: 2",
+        "  correlation_id: corr-2",
+        "  message_id: msg-2",
+        "  timestamp: 1714566605",
+        "headers",
+        "  x-error: bad \\x1b[31mred\\x1b[0m",
+        "  x-error-stage: parse",
+        "  x-attempt: 8",
+        "body (21 bytes)",
+        "line one",
+        "line \\x1b]0;two",
+    ]
+    assert parked_now(service) == before
+
+
+def test_show_of_an_id_that_is_not_there_says_so(topology: RunningService) -> None:
+    topology.park(b"first", message_id="msg-1", headers=NO_LABEL)
+    shown = topology.run("dead-letters", "show", "msg-gone")
+    assert (shown.returncode, shown.stdout) == (1, "")
+    assert f"no dead letter msg-gone in {topology.settings.dead_letter_queue}" in shown.stderr
+
+
 def test_an_empty_dead_letter_queue_is_listed_as_such(topology: RunningService) -> None:
     listed = topology.run("dead-letters", "list")
     assert (listed.returncode, listed.stdout.strip()) == (
@@ -469,4 +508,18 @@ def test_a_listing_its_reader_stops_reading_leaves_the_queue_in_order(
     assert reader.wait(timeout=60) == 0, errors
     assert first == [message_id for message_id, _, _ in crowded[:5]]
     assert "Traceback" not in errors and "Broken pipe" not in errors
+    assert parked_now(topology) == crowded
+
+
+def test_show_finds_one_among_thousands_and_leaves_the_queue_in_order(
+    topology: RunningService, crowded: list[tuple[str, bytes, dict[str, Any]]]
+) -> None:
+    shown = topology.run("dead-letters", "show", "msg-1234")
+
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0] == "id             msg-1234"
+    assert f"  x-error: {FOLDER_MISSING['x-error']}" in lines
+    _, body, _ = crowded[1234]
+    assert lines[-1] == body.decode()
     assert parked_now(topology) == crowded
