@@ -19,7 +19,7 @@ from s3_events_handler.adapters.config import ConfigError
 from s3_events_handler.adapters.cpu_affinity import CpuFollower, pin_to_one_cpu, usable_cpus
 from s3_events_handler.adapters.rabbitmq import BrokerCertificateError, describe
 from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
-from s3_events_handler.application.replay import Selection
+from s3_events_handler.application.replay import Choosing, Selection
 from s3_events_handler.entrypoints.check_config import check_config
 from s3_events_handler.entrypoints.command_help import (
     CHECK_CONFIG_HELP,
@@ -229,7 +229,8 @@ def _run_dead_letters_show(args: argparse.Namespace) -> int:
     return _on(args.config, _configured_for_the_broker, show_it)
 
 
-def _run_dead_letters_replay(args: argparse.Namespace) -> int:
+def _choosing(args: argparse.Namespace) -> Choosing:
+    """What `replay` or `drop` was told to take."""
     if args.ids:
         selection = Selection.by_ids(args.ids)
     elif args.reason is not None:
@@ -238,11 +239,16 @@ def _run_dead_letters_replay(args: argparse.Namespace) -> int:
         selection = Selection.by_reason_pattern(args.reason_regex)
     else:
         selection = Selection.everything()
+    return Choosing(selection, limit=args.limit)
+
+
+def _run_dead_letters_replay(args: argparse.Namespace) -> int:
+    choosing = _choosing(args)
 
     def replay(container: Container) -> int:
         return replay_dead_letters(
             container.dead_letter_queue(),
-            selection,
+            choosing,
             incoming_queue=container.broker_settings().incoming_queue,
             dry_run=args.dry_run,
             out=sys.stdout,
@@ -380,7 +386,13 @@ def parser() -> argparse.ArgumentParser:
         REPLAY_HELP,
         _run_dead_letters_replay,
     )
-    chosen = replay.add_mutually_exclusive_group(required=True)
+    _choice_arguments(replay, "replayed")
+    return parser
+
+
+def _choice_arguments(sub: argparse.ArgumentParser, done: str) -> None:
+    """How `replay` and `drop` are told which dead letters: one way, never all by default."""
+    chosen = sub.add_mutually_exclusive_group(required=True)
     chosen.add_argument("--all", action="store_true", help="every dead letter")
     chosen.add_argument(
         "--id", dest="ids", action="append", metavar="ID", type=_non_empty,
@@ -394,14 +406,29 @@ def parser() -> argparse.ArgumentParser:
         "--reason-regex", metavar="PATTERN", type=_pattern,
         help="those whose x-error matches the regular expression PATTERN (searched)",
     )  # fmt: skip
-    replay.add_argument(
-        "--dry-run", action="store_true", help="list what would be replayed; change nothing"
+    sub.add_argument(
+        "--limit", metavar="N", type=_positive,
+        help="at most the first N of those chosen (head first); not with --id",
+    )  # fmt: skip
+    sub.add_argument(
+        "--dry-run", action="store_true", help=f"list what would be {done}; change nothing"
     )
-    return parser
+    sub.set_defaults(check=_limit_not_with_ids(sub))
+
+
+def _limit_not_with_ids(sub: argparse.ArgumentParser) -> Callable[[argparse.Namespace], None]:
+    def check(args: argparse.Namespace) -> None:
+        if args.limit is not None and args.ids:
+            sub.error("--limit goes with --all, --reason or --reason-regex: ids say which")
+
+    return check
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    check: Callable[[argparse.Namespace], None] | None = getattr(args, "check", None)
+    if check is not None:
+        check(args)
     run: Callable[[argparse.Namespace], int] = args.run
     return run(args)
 

@@ -101,13 +101,16 @@ x-dead-lettered-at removed, x-pid kept (the replay reuses the PID).
 
 Each dead letter moves in one AMQP transaction: the copy's publish and the dead
 letter's ack are committed together. Interrupted (killed, connection lost), a replay
-loses and doubles nothing; run it again to finish.
+loses and doubles nothing; run it again to finish. Dead letters not chosen stay, in
+their order. --limit N replays at most the first N chosen (head first).
 
-exit status: 0 done, 1 something not replayed (said which), 2 settings wrong
+exit status: 0 done, 1 something not replayed or an --id not there (said which; a
+--dry-run says the same), 2 settings wrong or no choice given
 
 examples:
   s3-events-handler dead-letters replay --all
   s3-events-handler dead-letters replay --id 3f2a9c0d1e4b --id msg-7
   s3-events-handler dead-letters replay --reason "no folder" --dry-run
+  s3-events-handler dead-letters replay --reason "no folder" --limit 10
   s3-events-handler dead-letters replay --reason-regex "answered 5[0-9][0-9]"
 """

@@ -16,7 +16,7 @@ from s3_events_handler.adapters.rabbitmq.dead_letters import (
     ReplayStopped,
     Tally,
 )
-from s3_events_handler.application.replay import Selection
+from s3_events_handler.application.replay import Choosing
 from s3_events_handler.domain.errors import ServiceUnavailable
 
 EXIT_OK = 0
@@ -102,7 +102,7 @@ def show_dead_letter(queue: DeadLetterQueue, letter_id: str, out: TextIO) -> int
 
 def replay_dead_letters(
     queue: DeadLetterQueue,
-    selection: Selection,
+    choosing: Choosing,
     *,
     incoming_queue: str,
     dry_run: bool,
@@ -111,60 +111,70 @@ def replay_dead_letters(
     """Move the chosen dead letters back to the incoming queue, one transaction each; with
     `dry_run`, only say which."""
     if dry_run:
-        return _dry_run(queue, selection, incoming_queue, out)
+        return _dry_run(queue, choosing, f"replay from {queue.name} to {incoming_queue}", out)
     print(f"replaying from {queue.name} to {incoming_queue}", file=out, flush=True)
-    found: list[str] = []
-
-    def chosen(letter: ParkedMessage) -> bool:
-        picked = selection.chooses(letter.id, letter.reason)
-        if picked:
-            found.append(letter.id)
-        return picked
 
     def replayed(letter: ParkedMessage) -> None:
         print(f"replayed  {_printable(letter.id)}  {_object_of(letter.body)}", file=out, flush=True)
 
     try:
-        tally = queue.replay(chosen, replayed)
+        tally = queue.replay(
+            lambda letter: choosing.take(letter.id, letter.reason),
+            replayed,
+            enough=lambda: choosing.enough,
+        )
     except (ServiceUnavailable, ReplayStopped) as error:
         return _failed(error)
     for letter_id, why in tally.unpublishable:
         print(f"skipped   {_printable(letter_id)}: cannot be republished as it is: {why}", file=out)
-    missing = sorted(selection.ids - set(found))
-    for message_id in missing:
-        print(f"not found {_printable(message_id)}: no such dead letter in {queue.name}", file=out)
-    print(_summary(tally), file=out)
+    missing = _report_not_found(choosing, queue.name, out)
+    print(_summary("replayed", tally, choosing), file=out)
     _warn_of(tally, queue.name)
     return EXIT_FAILED if tally.unpublishable or missing else EXIT_OK
 
 
-def _dry_run(queue: DeadLetterQueue, selection: Selection, incoming_queue: str, out: TextIO) -> int:
-    print(f"dry run: would replay from {queue.name} to {incoming_queue}", file=out)
+def _dry_run(queue: DeadLetterQueue, choosing: Choosing, would: str, out: TextIO) -> int:
+    """The table of what `would` be done, changing nothing; exit 1, as the real thing, when
+    an id asked for is not there."""
+    verb = would.split()[0]
+    print(f"dry run: would {would}", file=out)
     table = _Table(lambda line: print(line, file=out))
-    chosen = 0
 
     def each(letter: ParkedMessage) -> bool:
-        nonlocal chosen
-        if selection.chooses(letter.id, letter.reason):
-            chosen += 1
+        if choosing.take(letter.id, letter.reason):
             table.add(_row(letter))
-        return True
+        return not choosing.enough
 
     try:
         tally = queue.browse(each)
     except ServiceUnavailable as error:
         return _failed(error)
     table.close()
+    missing = _report_not_found(choosing, queue.name, out)
+    skipped = tally.looked_at - choosing.taken
+    limited = f"; stopped at --limit {choosing.limit}" if _limited(tally, choosing) else ""
     print(
-        f"dry run: would replay {chosen}, skip {tally.looked_at - chosen} "
-        "(not chosen); nothing was changed",
+        f"dry run: would {verb} {choosing.taken}, skip {skipped} (not chosen){limited}; "
+        "nothing was changed",
         file=out,
     )
     _warn_of(tally, queue.name)
-    return EXIT_OK
+    return EXIT_FAILED if missing else EXIT_OK
 
 
-def _summary(tally: Tally) -> str:
+def _report_not_found(choosing: Choosing, queue: str, out: TextIO) -> list[str]:
+    missing = choosing.not_found()
+    for message_id in missing:
+        print(f"not found {_printable(message_id)}: no such dead letter in {queue}", file=out)
+    return missing
+
+
+def _limited(tally: Tally, choosing: Choosing) -> bool:
+    """The limit stopped the command before every dead letter there was looked at."""
+    return choosing.enough and tally.looked_at < tally.there
+
+
+def _summary(done: str, tally: Tally, choosing: Choosing) -> str:
     skipped = tally.kept + len(tally.unpublishable)
     reasons = []
     if tally.kept:
@@ -172,7 +182,11 @@ def _summary(tally: Tally) -> str:
     if tally.unpublishable:
         reasons.append(f"{len(tally.unpublishable)} cannot be republished")
     why = f" ({', '.join(reasons)}; still in the dead-letter queue)" if reasons else ""
-    return f"replayed {tally.removed}, skipped {skipped}{why}"
+    limited = ""
+    if _limited(tally, choosing):
+        left = tally.there - tally.looked_at
+        limited = f"; stopped at --limit {choosing.limit}, {left} not looked at"
+    return f"{done} {tally.removed}, skipped {skipped}{why}{limited}"
 
 
 def _failed(error: Exception) -> int:

@@ -289,6 +289,22 @@ def test_a_dry_run_lists_what_would_be_replayed_and_changes_nothing(
     assert incoming(service) == []
 
 
+def test_a_dry_run_reports_an_id_that_is_not_there_as_a_replay_does(
+    topology: RunningService, examples: Path
+) -> None:
+    topology.park(event(examples, "a.mxf"), message_id="msg-a", headers=NO_LABEL)
+    before = parked_now(topology)
+
+    dry = topology.run("dead-letters", "replay", "--id", "msg-a", "--id", "msg-gone", "--dry-run")
+
+    assert dry.returncode == 1, dry.stderr
+    assert [row[0] for row in rows("\n".join(dry.stdout.splitlines()[1:-1]))] == ["msg-a"]
+    assert "not found msg-gone: no such dead letter in " in dry.stdout
+    assert "would replay 1, skip 0" in dry.stdout
+    assert parked_now(topology) == before
+    assert incoming(topology) == []
+
+
 def test_a_replay_needs_a_choice(topology: RunningService) -> None:
     refused = topology.run("dead-letters", "replay")
     assert refused.returncode == 2
@@ -523,3 +539,21 @@ def test_show_finds_one_among_thousands_and_leaves_the_queue_in_order(
     _, body, _ = crowded[1234]
     assert lines[-1] == body.decode()
     assert parked_now(topology) == crowded
+
+
+def test_replay_limit_moves_the_first_n_chosen_and_leaves_the_rest_in_order(
+    topology: RunningService, crowded: list[tuple[str, bytes, dict[str, Any]]]
+) -> None:
+    replayed = topology.run("dead-letters", "replay", "--reason", "mam label", "--limit", "5")
+
+    assert replayed.returncode == 0, replayed.stderr
+    moved = [crowded[n] for n in (1, 3, 5, 7, 9)]  # the odd ones lack a MAM label
+    assert [line.split()[1] for line in replayed.stdout.splitlines()[1:-1]] == [
+        message_id for message_id, _, _ in moved
+    ]
+    assert replayed.stdout.splitlines()[-1] == (
+        "replayed 5, skipped 5 (5 not chosen; still in the dead-letter queue); "
+        f"stopped at --limit 5, {VOLUME - 10} not looked at"
+    )
+    assert [m.body for m in incoming(topology)] == [body for _, body, _ in moved]
+    assert parked_now(topology) == [letter for letter in crowded if letter not in moved]
