@@ -26,6 +26,7 @@ from s3_events_handler.entrypoints.command_help import (
     CONSUME_HELP,
     DEAD_LETTERS_HELP,
     DEMO_HELP,
+    DROP_HELP,
     LIST_HELP,
     PROCESS_HELP,
     REPLAY_HELP,
@@ -33,6 +34,8 @@ from s3_events_handler.entrypoints.command_help import (
 )
 from s3_events_handler.entrypoints.container import Container, build_container
 from s3_events_handler.entrypoints.dead_letters import (
+    REMOVALS_LOGGER,
+    drop_dead_letters,
     list_dead_letters,
     replay_dead_letters,
     show_dead_letter,
@@ -257,6 +260,41 @@ def _run_dead_letters_replay(args: argparse.Namespace) -> int:
     return _on(args.config, _configured_for_the_broker, replay)
 
 
+def _run_dead_letters_drop(args: argparse.Namespace) -> int:
+    choosing = _choosing(args)
+
+    def drop(container: Container) -> int:
+        if logging.getLevelNamesMapping()[container.config.logging.level()] <= logging.INFO:
+            # An operator command logs warnings only (`build_container(quiet=True)`); each
+            # removal is logged all the same, unless LOG_LEVEL asks for less than INFO.
+            logging.getLogger(REMOVALS_LOGGER).setLevel(logging.INFO)
+        return drop_dead_letters(
+            container.dead_letter_queue(),
+            choosing,
+            what=_what(args),
+            yes=args.yes,
+            dry_run=args.dry_run,
+            out=sys.stdout,
+            stdin=sys.stdin,
+            err=sys.stderr,
+        )
+
+    return _on(args.config, _configured_for_the_broker, drop)
+
+
+def _what(args: argparse.Namespace) -> str:
+    """The dead letters `drop` was told to take, in words, for its question."""
+    if args.ids:
+        what = f"the dead letter(s) with id {', '.join(args.ids)}"
+    elif args.reason is not None:
+        what = f"the dead letters whose x-error contains {args.reason!r} (any case)"
+    elif args.reason_regex is not None:
+        what = f"the dead letters whose x-error matches /{args.reason_regex}/"
+    else:
+        what = "every dead letter"
+    return what if args.limit is None else f"{what}, at most the first {args.limit},"
+
+
 # -- arguments -----------------------------------------------------------------------------
 
 PROG = "s3-events-handler"
@@ -356,7 +394,9 @@ def parser() -> argparse.ArgumentParser:
         CHECK_CONFIG_HELP,
         _run_check_config,
     )
-    dead = command(commands, "dead-letters", "list, show or replay dead letters", DEAD_LETTERS_HELP)
+    dead = command(
+        commands, "dead-letters", "list, show, replay or drop dead letters", DEAD_LETTERS_HELP
+    )
     actions = dead.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = command(
         actions,
@@ -387,6 +427,17 @@ def parser() -> argparse.ArgumentParser:
         _run_dead_letters_replay,
     )
     _choice_arguments(replay, "replayed")
+    drop = command(
+        actions,
+        "drop",
+        "remove dead letters for good",
+        DROP_HELP,
+        _run_dead_letters_drop,
+    )
+    _choice_arguments(drop, "dropped")
+    drop.add_argument(
+        "--yes", action="store_true", help="do it without asking (needed without a terminal)"
+    )
     return parser
 
 

@@ -48,12 +48,18 @@ example:
 """
 
 DEAD_LETTERS_HELP = """\
-Look at the dead-letter queue {S3_EVENTS_QUEUE}.dead-letter, or move its messages back
-to the incoming queue once the cause is fixed.
+Look at the dead-letter queue {S3_EVENTS_QUEUE}.dead-letter, move its messages back to
+the incoming queue once the cause is fixed, or drop those that will never go through.
+
+Each command reads the queue once, at most 100 messages unacked at a time, and leaves
+what it does not take in its order. One dead-letters command at a time: a second one
+is refused while another reads the queue.
 
 examples:
   s3-events-handler dead-letters list
+  s3-events-handler dead-letters show msg-7
   s3-events-handler dead-letters replay --reason "FTP" --dry-run
+  s3-events-handler dead-letters drop --reason "body is not JSON" --dry-run
 """
 
 LIST_HELP = """\
@@ -113,4 +119,26 @@ examples:
   s3-events-handler dead-letters replay --reason "no folder" --dry-run
   s3-events-handler dead-letters replay --reason "no folder" --limit 10
   s3-events-handler dead-letters replay --reason-regex "answered 5[0-9][0-9]"
+"""
+
+DROP_HELP = """\
+Remove dead letters for good: those that will never go through (a body that is not
+JSON, an event for a test bucket), once looked at. Chosen as for replay: --all, --id,
+--reason or --reason-regex, never all by default; --limit N takes at most the first N
+chosen. Each removal is its own AMQP transaction and is logged (INFO: the id, the
+queue, x-error and x-error-stage, bucket, key, x-pid). Dead letters not chosen stay,
+in their order.
+
+On a terminal it asks first (the choice and the queue's depth); --yes does without
+asking, and is needed when standard input is not a terminal (a script, a pipe).
+--dry-run lists what would be dropped and changes nothing.
+
+exit status: 0 done, 1 an --id not there, or the question answered no (or the broker
+or the queue not there), 2 settings wrong, no choice given, or no --yes without a
+terminal
+
+examples:
+  s3-events-handler dead-letters drop --reason "body is not JSON" --dry-run
+  s3-events-handler dead-letters drop --reason "body is not JSON"
+  s3-events-handler dead-letters drop --id 0bce0d9dc72b --yes
 """

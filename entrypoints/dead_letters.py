@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from s3_events_handler.adapters.logs import with_fields
 from s3_events_handler.adapters.rabbitmq.dead_letters import (
     WINDOW,
     DeadLetterQueue,
@@ -21,6 +23,11 @@ from s3_events_handler.domain.errors import ServiceUnavailable
 
 EXIT_OK = 0
 EXIT_FAILED = 1
+EXIT_USAGE = 2
+# Each dead letter `drop` removes, at INFO whatever level an operator command logs at
+# otherwise (`REMOVALS_LOGGER`): who dropped what, and why it had been dead-lettered.
+REMOVALS_LOGGER = "s3_events_handler.dead_letters.removals"
+removals = logging.getLogger(REMOVALS_LOGGER)
 COLUMNS = ("ID", "DEAD-LETTERED", "STAGE", "OBJECT", "REASON")
 
 
@@ -131,6 +138,98 @@ def replay_dead_letters(
     print(_summary("replayed", tally, choosing), file=out)
     _warn_of(tally, queue.name)
     return EXIT_FAILED if tally.unpublishable or missing else EXIT_OK
+
+
+def drop_dead_letters(
+    queue: DeadLetterQueue,
+    choosing: Choosing,
+    *,
+    what: str,
+    yes: bool,
+    dry_run: bool,
+    out: TextIO,
+    stdin: TextIO,
+    err: TextIO,
+) -> int:
+    """Remove the chosen dead letters for good, each in a transaction of its own and logged
+    (INFO, its id and reason). Unless `yes`, asked first on a terminal, and refused (exit 2)
+    without one. With `dry_run`, only say which."""
+    if dry_run:
+        return _dry_run(queue, choosing, f"drop from {queue.name}", out)
+    if not yes:
+        refused = _confirm(queue, what, stdin=stdin, err=err)
+        if refused is not None:
+            return refused
+    print(f"dropping from {queue.name}", file=out, flush=True)
+
+    def dropped(letter: ParkedMessage) -> None:
+        print(f"dropped   {_printable(letter.id)}  {_object_of(letter.body)}", file=out, flush=True)
+        bucket, key = _bucket_and_key(letter.body)
+        fields = {"dead_letter_id": letter.id, "reason": letter.reason, "stage": letter.stage,
+                  "queue": queue.name, "bucket": bucket, "key": key, "pid": letter.pid}  # fmt: skip
+        removals.info(
+            "dropped dead letter %s from %s: %s",
+            letter.id,
+            queue.name,
+            letter.reason or "(no x-error)",
+            extra=with_fields(fields),
+        )
+
+    try:
+        tally = queue.drop(
+            lambda letter: choosing.take(letter.id, letter.reason),
+            dropped,
+            enough=lambda: choosing.enough,
+        )
+    except ServiceUnavailable as error:
+        return _failed(error)
+    missing = _report_not_found(choosing, queue.name, out)
+    print(_summary("dropped", tally, choosing), file=out)
+    _warn_of(tally, queue.name)
+    return EXIT_FAILED if missing else EXIT_OK
+
+
+def _confirm(queue: DeadLetterQueue, what: str, *, stdin: TextIO, err: TextIO) -> int | None:
+    """Ask on the terminal before a drop: None to go on, else the exit status (2 with no
+    terminal to ask on, 1 for any answer but yes)."""
+    if not _is_terminal(stdin):
+        print(
+            "s3-events-handler: dead-letters drop removes dead letters for good: pass --yes "
+            "to confirm (standard input is not a terminal to ask on)",
+            file=err,
+        )
+        return EXIT_USAGE
+    try:
+        there = queue.depth()
+    except ServiceUnavailable as error:
+        return _failed(error)
+    print(
+        f"Drop {what} from {queue.name} ({there} dead letter(s) there now)? "
+        "Nothing brings them back. [y/N] ",
+        end="",
+        file=err,
+        flush=True,
+    )
+    try:
+        answer = stdin.readline()
+    except KeyboardInterrupt:
+        answer = ""
+    if is_yes(answer):
+        return None
+    print("\nnothing dropped" if not answer else "nothing dropped", file=err)
+    return EXIT_FAILED
+
+
+def is_yes(answer: str) -> bool:
+    """`y` or `yes`, in any case: anything else, nothing at all included, is no."""
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (OSError, ValueError):  # closed, or no descriptor
+        return False
 
 
 def _dry_run(queue: DeadLetterQueue, choosing: Choosing, would: str, out: TextIO) -> int:

@@ -167,10 +167,15 @@ class RunningService:
             return 0
 
     def run(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        """`s3-events-handler ARGS` to its end, in this service's environment."""
+        """`s3-events-handler ARGS` to its end, in this service's environment.
+
+        Standard input is empty, not a terminal: never the terminal pytest may have been
+        started from, where a command that asks (`dead-letters drop`) would wait for ever.
+        """
         return subprocess.run(
             [*command(), *args],
             env=self.environment(**env),
+            stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
             cwd=self.workdir,

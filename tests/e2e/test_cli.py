@@ -23,6 +23,7 @@ COMMANDS = [
     ("dead-letters", "list"),
     ("dead-letters", "show"),
     ("dead-letters", "replay"),
+    ("dead-letters", "drop"),
 ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
 import subprocess
 import sys
@@ -311,6 +312,61 @@ def test_a_replay_needs_a_choice(topology: RunningService) -> None:
     assert "one of the arguments --all --id --reason --reason-regex is required" in refused.stderr
 
 
+def test_drop_without_yes_and_without_a_terminal_refuses_and_changes_nothing(
+    topology: RunningService, examples: Path
+) -> None:
+    topology.park(event(examples, "a.mxf"), message_id="msg-a", headers=NO_LABEL)
+    before = parked_now(topology)
+
+    refused = topology.run("dead-letters", "drop", "--all")  # standard input: not a terminal
+
+    assert (refused.returncode, refused.stdout) == (2, ""), refused.stderr
+    assert "pass --yes" in refused.stderr
+    assert parked_now(topology) == before
+
+
+def test_drop_needs_a_choice(topology: RunningService) -> None:
+    refused = topology.run("dead-letters", "drop", "--yes")
+    assert refused.returncode == 2
+    assert "one of the arguments --all --id --reason --reason-regex is required" in refused.stderr
+
+
+@pytest.mark.parametrize(("answer", "dropped"), [("y", True), ("n", False)])
+def test_drop_on_a_terminal_asks_first_and_drops_only_on_yes(
+    topology: RunningService, examples: Path, answer: str, dropped: bool
+) -> None:
+    service = topology
+    service.park(event(examples, "a.mxf"), message_id="msg-a", headers=NO_LABEL)
+    service.park(event(examples, "b.mxf"), message_id="msg-b", headers=FOLDER_MISSING)
+    before = parked_now(service)
+    terminal, its_other_end = pty.openpty()
+    try:
+        asked = subprocess.Popen(
+            [*command(), "dead-letters", "drop", "--reason", "mam label"],
+            env=service.environment(),
+            stdin=its_other_end,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=service.workdir,
+        )
+        os.close(its_other_end)
+        os.write(terminal, f"{answer}\n".encode())  # read once the question is asked
+        out, err = asked.communicate(timeout=60)
+    finally:
+        os.close(terminal)
+
+    assert "? Nothing brings them back. [y/N] " in err
+    assert "contains 'mam label'" in err and "(2 dead letter(s) there now)" in err
+    if dropped:
+        assert asked.returncode == 0, err
+        assert "dropped   msg-a  " in out
+        assert parked_now(service) == before[1:]
+    else:
+        assert (asked.returncode, out) == (1, ""), err
+        assert parked_now(service) == before
+
+
 @pytest.mark.parametrize("crash", ["before-commit:3", "after-commit:3"])
 def test_a_replay_killed_half_way_loses_and_doubles_nothing_and_a_rerun_finishes(
     topology: RunningService, examples: Path, crash: str
@@ -557,3 +613,20 @@ def test_replay_limit_moves_the_first_n_chosen_and_leaves_the_rest_in_order(
     )
     assert [m.body for m in incoming(topology)] == [body for _, body, _ in moved]
     assert parked_now(topology) == [letter for letter in crowded if letter not in moved]
+
+
+def test_drop_one_of_thousands_leaves_the_rest_in_order_and_logs_it(
+    topology: RunningService, crowded: list[tuple[str, bytes, dict[str, Any]]]
+) -> None:
+    dropped = topology.run("dead-letters", "drop", "--id", "msg-1234", "--yes")
+
+    assert dropped.returncode == 0, dropped.stderr
+    assert dropped.stdout.splitlines()[1:] == [
+        f"dropped   msg-1234  {BUCKET}/clip-1234.mxf",
+        "dropped 1, skipped 2999 (2999 not chosen; still in the dead-letter queue)",
+    ]
+    [logged] = [json.loads(line) for line in dropped.stderr.splitlines()]
+    assert logged["level"] in ("INFO", "info")
+    assert "msg-1234" in logged["message"] and FOLDER_MISSING["x-error"] in logged["message"]
+    assert (logged["dead_letter_id"], logged["reason"]) == ("msg-1234", FOLDER_MISSING["x-error"])
+    assert parked_now(topology) == crowded[:1234] + crowded[1235:]
