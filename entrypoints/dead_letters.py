@@ -61,7 +61,7 @@ def list_dead_letters(
         return EXIT_OK  # the reader had enough (`| head`); the queue is as it was
     if tally.looked_at == 0:
         summary = f"no dead letters in {queue.name}"
-    elif tally.looked_at < tally.there:
+    elif limit is not None and limit <= tally.looked_at < tally.there:
         summary = (
             f"{tally.looked_at} of {tally.there} dead letter(s) in {queue.name} shown "
             f"(--limit {limit}), all left in place"
