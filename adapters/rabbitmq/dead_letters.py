@@ -30,6 +30,13 @@ prefetch is a window of `window` messages (100), and:
   then the queue holds the same messages in the same order as before. A message removed
   (replayed, dropped) is committed on its own, with the rotations before it.
 
+The pass stops on the count taken at the start, not when the first message's id comes round
+again: ids are not unique (the records of one split share the original's message_id, and
+two identical dead letters without one share a hash), so a wrap-around seen by id could stop
+a pass early. The count is exact as long as nothing else takes messages: with the exclusive
+consumer, only the consumer service touches the queue meanwhile, and it only adds to its
+tail, behind every message there at the start.
+
 Why a rotation and not the alternatives: a consumer cannot step past a message without
 acking it or handing it back to the head; moving the queue through a temporary queue and
 back empties the dead-letter queue meanwhile (the depth alert flaps, and a crash leaves the
