@@ -1,10 +1,11 @@
-"""What replaying a dead letter means, whatever carries it: which ones, and with what headers."""
+"""What replaying or dropping dead letters means, whatever carries them: which ones, and, for
+a replay, with what headers."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from s3_events_handler.application.handler import (
@@ -26,8 +27,8 @@ def replay_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Selection:
-    """Which dead letters a replay takes: all of them, those with one of `ids`, or those whose
-    reason matches `reason`."""
+    """Which dead letters a replay or a drop takes: all of them, those with one of `ids`, or
+    those whose reason matches `reason`."""
 
     ids: frozenset[str] = frozenset()
     reason: re.Pattern[str] | None = None
@@ -58,3 +59,37 @@ class Selection:
         if self.reason is not None:
             return reason is not None and self.reason.search(reason) is not None
         return True
+
+
+@dataclass
+class Choosing:
+    """A `Selection` applied to the dead letters as they come, head first: at most `limit`
+    of them taken, and a note of which of the ids asked for were met, so that one asked
+    for and not there is reported rather than passed over in silence."""
+
+    selection: Selection
+    limit: int | None = None
+    taken: int = 0
+    met: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise ValueError("a limit takes at least one")
+
+    def take(self, message_id: str, reason: str | None) -> bool:
+        """Whether this dead letter is taken: chosen, and the limit not reached yet."""
+        if message_id in self.selection.ids:
+            self.met.add(message_id)
+        if self.enough or not self.selection.chooses(message_id, reason):
+            return False
+        self.taken += 1
+        return True
+
+    @property
+    def enough(self) -> bool:
+        """The limit is reached: nothing more is taken."""
+        return self.limit is not None and self.taken >= self.limit
+
+    def not_found(self) -> list[str]:
+        """The ids asked for that no dead letter met so far had, in order."""
+        return sorted(self.selection.ids - self.met)

@@ -20,19 +20,27 @@ from s3_events_handler.adapters.config import ConfigError
 from s3_events_handler.adapters.cpu_affinity import CpuFollower, pin_to_one_cpu, usable_cpus
 from s3_events_handler.adapters.rabbitmq import BrokerCertificateError, describe
 from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
-from s3_events_handler.application.replay import Selection
+from s3_events_handler.application.replay import Choosing, Selection
 from s3_events_handler.entrypoints.check_config import check_config
 from s3_events_handler.entrypoints.command_help import (
     CHECK_CONFIG_HELP,
     CONSUME_HELP,
     DEAD_LETTERS_HELP,
     DEMO_HELP,
+    DROP_HELP,
     LIST_HELP,
     PROCESS_HELP,
     REPLAY_HELP,
+    SHOW_HELP,
 )
 from s3_events_handler.entrypoints.container import Container, build_container
-from s3_events_handler.entrypoints.dead_letters import list_dead_letters, replay_dead_letters
+from s3_events_handler.entrypoints.dead_letters import (
+    REMOVALS_LOGGER,
+    drop_dead_letters,
+    list_dead_letters,
+    replay_dead_letters,
+    show_dead_letter,
+)
 from s3_events_handler.entrypoints.demo import run_demo
 from s3_events_handler.entrypoints.exit_codes import ExitCode, summary
 
@@ -210,12 +218,22 @@ def _run_check_config(args: argparse.Namespace) -> int:
 
 def _run_dead_letters_list(args: argparse.Namespace) -> int:
     def list_them(container: Container) -> int:
-        return list_dead_letters(container.dead_letter_queue(), sys.stdout)
+        return list_dead_letters(
+            container.dead_letter_queue(), sys.stdout, as_json=args.json, limit=args.limit
+        )
 
     return _on(args.config, _configured_for_the_broker, list_them)
 
 
-def _run_dead_letters_replay(args: argparse.Namespace) -> int:
+def _run_dead_letters_show(args: argparse.Namespace) -> int:
+    def show_it(container: Container) -> int:
+        return show_dead_letter(container.dead_letter_queue(), args.id, sys.stdout)
+
+    return _on(args.config, _configured_for_the_broker, show_it)
+
+
+def _choosing(args: argparse.Namespace) -> Choosing:
+    """What `replay` or `drop` was told to take."""
     if args.ids:
         selection = Selection.by_ids(args.ids)
     elif args.reason is not None:
@@ -224,17 +242,57 @@ def _run_dead_letters_replay(args: argparse.Namespace) -> int:
         selection = Selection.by_reason_pattern(args.reason_regex)
     else:
         selection = Selection.everything()
+    return Choosing(selection, limit=args.limit)
+
+
+def _run_dead_letters_replay(args: argparse.Namespace) -> int:
+    choosing = _choosing(args)
 
     def replay(container: Container) -> int:
         return replay_dead_letters(
             container.dead_letter_queue(),
-            selection,
+            choosing,
             incoming_queue=container.broker_settings().incoming_queue,
             dry_run=args.dry_run,
             out=sys.stdout,
         )
 
     return _on(args.config, _configured_for_the_broker, replay)
+
+
+def _run_dead_letters_drop(args: argparse.Namespace) -> int:
+    choosing = _choosing(args)
+
+    def drop(container: Container) -> int:
+        if logging.getLevelNamesMapping()[container.config.logging.level()] <= logging.INFO:
+            # An operator command logs warnings only (`build_container(quiet=True)`); each
+            # removal is logged all the same, unless LOG_LEVEL asks for less than INFO.
+            logging.getLogger(REMOVALS_LOGGER).setLevel(logging.INFO)
+        return drop_dead_letters(
+            container.dead_letter_queue(),
+            choosing,
+            what=_what(args),
+            yes=args.yes,
+            dry_run=args.dry_run,
+            out=sys.stdout,
+            stdin=sys.stdin,
+            err=sys.stderr,
+        )
+
+    return _on(args.config, _configured_for_the_broker, drop)
+
+
+def _what(args: argparse.Namespace) -> str:
+    """The dead letters `drop` was told to take, in words, for its question."""
+    if args.ids:
+        what = f"the dead letter(s) with id {', '.join(args.ids)}"
+    elif args.reason is not None:
+        what = f"the dead letters whose x-error contains {args.reason!r} (any case)"
+    elif args.reason_regex is not None:
+        what = f"the dead letters whose x-error matches /{args.reason_regex}/"
+    else:
+        what = "every dead letter"
+    return what if args.limit is None else f"{what}, at most the first {args.limit},"
 
 
 # -- arguments -----------------------------------------------------------------------------
@@ -253,6 +311,16 @@ def _non_empty(text: str) -> str:
     if not text:
         raise argparse.ArgumentTypeError("must not be empty")
     return text
+
+
+def _positive(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return number
 
 
 def _pattern(text: str) -> str:
@@ -331,15 +399,31 @@ def parser() -> argparse.ArgumentParser:
         CHECK_CONFIG_HELP,
         _run_check_config,
     )
-    dead = command(commands, "dead-letters", "list or replay dead letters", DEAD_LETTERS_HELP)
+    dead = command(
+        commands, "dead-letters", "list, show, replay or drop dead letters", DEAD_LETTERS_HELP
+    )
     actions = dead.add_subparsers(dest="action", required=True, metavar="ACTION")
-    command(
+    listing = command(
         actions,
         "list",
         "list the dead letters, leaving them in place",
         LIST_HELP,
         _run_dead_letters_list,
     )
+    listing.add_argument(
+        "--json", action="store_true", help="one JSON object a line instead of the table"
+    )
+    listing.add_argument(
+        "--limit", metavar="N", type=_positive, help="stop after the first N (head first)"
+    )
+    show = command(
+        actions,
+        "show",
+        "print the headers and body of one dead letter",
+        SHOW_HELP,
+        _run_dead_letters_show,
+    )
+    show.add_argument("id", metavar="ID", type=_non_empty, help="its id, as listed")
     replay = command(
         actions,
         "replay",
@@ -347,7 +431,24 @@ def parser() -> argparse.ArgumentParser:
         REPLAY_HELP,
         _run_dead_letters_replay,
     )
-    chosen = replay.add_mutually_exclusive_group(required=True)
+    _choice_arguments(replay, "replayed")
+    drop = command(
+        actions,
+        "drop",
+        "remove dead letters for good",
+        DROP_HELP,
+        _run_dead_letters_drop,
+    )
+    _choice_arguments(drop, "dropped")
+    drop.add_argument(
+        "--yes", action="store_true", help="do it without asking (needed without a terminal)"
+    )
+    return parser
+
+
+def _choice_arguments(sub: argparse.ArgumentParser, done: str) -> None:
+    """How `replay` and `drop` are told which dead letters: one way, never all by default."""
+    chosen = sub.add_mutually_exclusive_group(required=True)
     chosen.add_argument("--all", action="store_true", help="every dead letter")
     chosen.add_argument(
         "--id", dest="ids", action="append", metavar="ID", type=_non_empty,
@@ -361,10 +462,22 @@ def parser() -> argparse.ArgumentParser:
         "--reason-regex", metavar="PATTERN", type=_pattern,
         help="those whose x-error matches the regular expression PATTERN (searched)",
     )  # fmt: skip
-    replay.add_argument(
-        "--dry-run", action="store_true", help="list what would be replayed; change nothing"
+    sub.add_argument(
+        "--limit", metavar="N", type=_positive,
+        help="at most the first N of those chosen (head first); not with --id",
+    )  # fmt: skip
+    sub.add_argument(
+        "--dry-run", action="store_true", help=f"list what would be {done}; change nothing"
     )
-    return parser
+    sub.set_defaults(check=_limit_not_with_ids(sub))
+
+
+def _limit_not_with_ids(sub: argparse.ArgumentParser) -> Callable[[argparse.Namespace], None]:
+    def check(args: argparse.Namespace) -> None:
+        if args.limit is not None and args.ids:
+            sub.error("--limit goes with --all, --reason or --reason-regex: ids say which")
+
+    return check
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -377,6 +490,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     try:
         args = parser().parse_args(argv)
+        check: Callable[[argparse.Namespace], None] | None = getattr(args, "check", None)
+        if check is not None:
+            check(args)
     except SystemExit:  # --help, --version, a usage error: their output is flushed below too
         sys.stdout.flush()
         raise

@@ -21,7 +21,9 @@ COMMANDS = [
     ("check-config",),
     ("dead-letters",),
     ("dead-letters", "list"),
+    ("dead-letters", "show"),
     ("dead-letters", "replay"),
+    ("dead-letters", "drop"),
 ]
 
 

@@ -12,6 +12,7 @@ from s3_events_handler.adapters.rabbitmq import BrokerSettings
 from s3_events_handler.adapters.rabbitmq.dead_letters import (
     DeadLetterQueue,
     ParkedMessage,
+    QueueBusy,
     ReplayStopped,
 )
 from s3_events_handler.adapters.rabbitmq.inspection import QueueMissing
@@ -65,3 +66,23 @@ def test_a_replay_into_an_incoming_queue_that_is_not_there_takes_nothing(
         DeadLetterQueue(settings).replay(lambda message: True, lambda message: None)
     left = amqp.peek_messages(settings.host, settings.port, settings.dead_letter_queue)
     assert [m.body for m in left] == [b"first"]
+
+
+def test_a_second_command_while_one_reads_is_refused_and_the_first_goes_on(
+    settings: BrokerSettings,
+) -> None:
+    park(settings, b"first", b"second", b"third")
+    refused: list[str] = []
+
+    def look(message: ParkedMessage) -> bool:
+        if not refused:  # the first is read: another command starts now
+            with pytest.raises(QueueBusy, match="has a consumer already") as refusal:
+                DeadLetterQueue(settings).drop(lambda message: True, lambda message: None)
+            refused.append(str(refusal.value))
+        return True
+
+    tally = DeadLetterQueue(settings, window=2).browse(look)
+
+    assert tally.looked_at == 3 and refused
+    left = amqp.peek_messages(settings.host, settings.port, settings.dead_letter_queue)
+    assert [m.body for m in left] == [b"first", b"second", b"third"]

@@ -45,6 +45,24 @@ def test_a_replay_takes_one_way_of_choosing(capsys: pytest.CaptureFixture[str]) 
     assert "not a regular expression" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--id", "a", "--limit", "3"], "--limit goes with --all, --reason or --reason-regex"),
+        (["--all", "--limit", "0"], "must be 1 or more"),
+        (["--all", "--limit", "ten"], "not a whole number"),
+    ],
+    ids=["limit with ids", "limit 0", "limit not a number"],
+)
+def test_a_limit_is_a_positive_number_and_not_for_ids(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["dead-letters", "replay", *argv])
+    assert exited.value.code == 2
+    assert says in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("name", ["missing.json", "."])
 def test_an_event_file_that_cannot_be_read_is_one_line_and_2_before_anything_starts(
     name: str,

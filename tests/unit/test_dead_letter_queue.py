@@ -1,110 +1,49 @@
-"""The dead-letter queue adapter's own decisions, on a stand-in for pika's channel: ids, times,
-and what a replay commits, keeps and hands back."""
+"""The dead-letter queue adapter's own decisions, on a stand-in for the broker
+(`fake_dead_letter_broker`): ids, times, and what a pass reads, holds, rotates, commits and
+hands back."""
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import pika
-from pika.exceptions import ShortStringTooLong
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from s3_events_handler.adapters.rabbitmq.dead_letters import DeadLetterQueue, ParkedMessage
-from tests.support import amqp
-
-SETTINGS = amqp.settings_for("127.0.0.1", 5672, "unit")
-
-
-@dataclass
-class Method:
-    delivery_tag: int
-    message_count: int = 0
-
-
-@dataclass
-class Declared:
-    method: Method
+from s3_events_handler.adapters.rabbitmq.dead_letters import ParkedMessage
+from tests.unit.fake_dead_letter_broker import (
+    DLQ,
+    INCOMING,
+    FakeBroker,
+    numbered,
+    properties,
+    queue_of,
+)
 
 
-@dataclass
-class FakeChannel:
-    """Hands out `queue` with basic_get and writes down everything else, in order."""
+def reader(seen: list[ParkedMessage], wanted: int | None = None) -> Callable[[ParkedMessage], bool]:
+    """A `browse` callback writing down each message, wanting no more after `wanted`."""
 
-    queue: deque[tuple[Any, bytes]]
-    calls: list[tuple[str, Any]] = field(default_factory=list)
-    refuse: set[bytes] = field(default_factory=set)
-    tag: int = 0
+    def each(message: ParkedMessage) -> bool:
+        seen.append(message)
+        return wanted is None or len(seen) < wanted
 
-    def queue_declare(self, queue: str, passive: bool) -> Declared:
-        assert passive
-        return Declared(Method(0, len(self.queue)))
-
-    def basic_get(self, queue: str, auto_ack: bool) -> tuple[Any, Any, Any]:
-        assert not auto_ack
-        if not self.queue:
-            return None, None, None
-        self.tag += 1
-        properties, body = self.queue.popleft()
-        return Method(self.tag), properties, body
-
-    def basic_publish(
-        self, exchange: str, routing_key: str, body: bytes, properties: Any, mandatory: bool
-    ) -> None:
-        if body in self.refuse:
-            raise ShortStringTooLong("a header pika cannot encode again")
-        self.calls.append(("publish", (exchange, routing_key, body, properties)))
-
-    def tx_select(self) -> None:
-        self.calls.append(("tx_select", None))
-
-    def tx_commit(self) -> None:
-        self.calls.append(("commit", None))
-
-    def basic_ack(self, delivery_tag: int) -> None:
-        self.calls.append(("ack", delivery_tag))
-
-    def basic_nack(self, delivery_tag: int, multiple: bool, requeue: bool) -> None:
-        self.calls.append(("nack", (delivery_tag, multiple, requeue)))
-
-    def add_on_return_callback(self, callback: Any) -> None:
-        pass
-
-
-@dataclass
-class FakeConnection:
-    channel_: FakeChannel
-    is_open: bool = True
-
-    def channel(self) -> FakeChannel:
-        return self.channel_
-
-    def process_data_events(self, time_limit: float) -> None:
-        pass
-
-    def close(self) -> None:
-        self.is_open = False
-
-
-def queue_of(*messages: tuple[Any, bytes]) -> tuple[DeadLetterQueue, FakeChannel]:
-    channel = FakeChannel(deque(messages))
-    connection = FakeConnection(channel)
-    return DeadLetterQueue(SETTINGS, open_connection=lambda settings: connection), channel
-
-
-def properties(**values: Any) -> Any:
-    return pika.BasicProperties(**values)
+    return each
 
 
 def test_a_message_id_is_the_id_else_a_hash_that_stays_the_same() -> None:
-    queue, _ = queue_of(
-        (properties(message_id="msg-1"), b"a"),
-        (properties(headers={"x-error": "bad"}), b"b"),
-        (properties(headers={"x-error": "bad"}), b"b"),
-        (properties(headers={"x-error": "worse"}), b"b"),
+    queue = queue_of(
+        FakeBroker.holding(
+            (properties(message_id="msg-1"), b"a"),
+            (properties(headers={"x-error": "bad"}), b"b"),
+            (properties(headers={"x-error": "bad"}), b"b"),
+            (properties(headers={"x-error": "worse"}), b"b"),
+        )
     )
-    named, hashed, same, other = queue.browse()
+    seen: list[ParkedMessage] = []
+    queue.browse(reader(seen))
+    named, hashed, same, other = seen
     assert named.id == "msg-1"
     assert len(hashed.id) == 12 and hashed.id == same.id != other.id
 
@@ -124,38 +63,146 @@ def test_the_time_is_the_dead_letter_stamp_else_the_broker_s_else_the_message_s(
     assert parked({"x-dead-lettered-at": "garbage"}).dead_lettered_at is None
 
 
-def test_browsing_hands_every_message_back_with_one_nack() -> None:
-    queue, channel = queue_of((properties(), b"a"), (properties(), b"b"))
-    assert [m.body for m in queue.browse()] == [b"a", b"b"]
-    assert channel.calls == [("nack", (2, True, True))]
+def bodies(messages: list[ParkedMessage]) -> list[bytes]:
+    return [message.body for message in messages]
 
 
-def test_each_replay_commits_its_publish_with_its_ack_and_the_rest_go_back() -> None:
-    queue, channel = queue_of(
+def test_a_queue_within_the_window_is_handed_back_in_place_and_not_rewritten() -> None:
+    broker = FakeBroker.holding(*numbered(4))
+    before = list(broker.queues[DLQ])
+    seen: list[ParkedMessage] = []
+    tally = queue_of(broker, window=4).browse(reader(seen))
+    assert bodies(seen) == [f"body-{n}".encode() for n in range(4)]
+    assert broker.queues[DLQ] == before  # the very messages, not copies
+    assert (tally.looked_at, tally.short) == (4, False)
+
+
+def test_a_longer_queue_is_rotated_once_round_never_more_than_a_window_unacked() -> None:
+    broker = FakeBroker.holding(*numbered(23))
+    seen: list[ParkedMessage] = []
+    tally = queue_of(broker, window=4).browse(reader(seen))
+    expected = [f"body-{n}".encode() for n in range(23)]
+    assert bodies(seen) == expected
+    assert broker.bodies() == expected
+    assert [s.properties.message_id for s in broker.queues[DLQ]] == [f"msg-{n}" for n in range(23)]
+    assert broker.most_unacked <= 4
+    assert (tally.looked_at, tally.short, broker.unacked) == (23, False, {})
+
+
+def test_wanting_no_more_within_the_window_stops_at_once_and_rewrites_nothing() -> None:
+    broker = FakeBroker.holding(*numbered(23))
+    before = list(broker.queues[DLQ])
+    seen: list[ParkedMessage] = []
+    tally = queue_of(broker, window=4).browse(reader(seen, wanted=3))
+    assert len(seen) == 3 and tally.looked_at == 3
+    assert broker.queues[DLQ] == before and broker.most_unacked <= 4
+
+
+def test_wanting_no_more_past_the_window_still_brings_the_queue_round() -> None:
+    broker = FakeBroker.holding(*numbered(23))
+    seen: list[ParkedMessage] = []
+    tally = queue_of(broker, window=4).browse(reader(seen, wanted=7))
+    assert len(seen) == 7 and tally.looked_at == 7
+    assert broker.bodies() == [f"body-{n}".encode() for n in range(23)]
+    assert broker.most_unacked <= 4
+
+
+def test_a_rotated_copy_keeps_everything_but_a_user_id_not_ours() -> None:
+    headers = {"x-error": "bad", "x-pid": "k98z0d4w1q", "x-attempt": 8}
+    broker = FakeBroker.holding(
+        (properties(headers=headers, user_id="someone-else", correlation_id="c"), b"a"),
+        *numbered(5),
+    )
+    queue_of(broker, window=2).browse(lambda message: True)
+    rotated = broker.queues[DLQ][0]
+    assert rotated.body == b"a"
+    assert rotated.properties.headers == headers
+    assert (rotated.properties.correlation_id, rotated.properties.user_id) == ("c", None)
+
+
+def test_each_replay_commits_its_copy_with_its_ack_and_the_rest_keep_their_order() -> None:
+    broker = FakeBroker.holding(
         (properties(headers={"x-error": "bad", "x-attempt": 3, "x-pid": "k98z0d4w1q"}), b"a"),
         (properties(headers={"x-error": "other"}), b"b"),
         (properties(headers={"x-error": "bad"}, user_id="someone-else"), b"c"),
+        *[(properties(headers={"x-error": "other"}), f"o{n}".encode()) for n in range(6)],
     )
-    heard: list[bytes] = []
-    tally = queue.replay(lambda m: m.reason == "bad", lambda m: heard.append(m.body))
-
-    assert (tally.replayed, tally.not_chosen, heard) == (2, 1, [b"a", b"c"])
-    kinds = [kind for kind, _ in channel.calls]
-    assert kinds == ["tx_select", "publish", "ack", "commit", "publish", "ack", "commit",
-                     "nack", "commit"]  # fmt: skip
-    _, (exchange, routing_key, body, first) = channel.calls[1]
-    assert (exchange, routing_key, body) == ("", SETTINGS.incoming_queue, b"a")
-    assert first.headers == {"x-pid": "k98z0d4w1q"}
-    third = channel.calls[4][1][3]
-    assert third.user_id is None  # the broker refuses another user's user_id
-    assert channel.calls[7] == ("nack", (2, True, True))
+    heard: list[tuple[bytes, list[bytes]]] = []
+    tally = queue_of(broker, window=2).replay(
+        lambda m: m.reason == "bad",
+        lambda m: heard.append((m.body, broker.bodies(INCOMING))),
+    )
+    assert (tally.removed, tally.kept) == (2, 7)
+    # Each replay was heard of once committed: its copy already in the incoming queue.
+    assert heard == [(b"a", [b"a"]), (b"c", [b"a", b"c"])]
+    first, third = broker.queues[INCOMING]
+    assert first.properties.headers == {"x-pid": "k98z0d4w1q"}
+    assert third.properties.user_id is None  # the broker refuses another user's user_id
+    assert broker.bodies() == [b"b", *[f"o{n}".encode() for n in range(6)]]
+    assert broker.most_unacked <= 2
 
 
 def test_a_dead_letter_pika_cannot_encode_again_stays_and_is_reported() -> None:
-    queue, channel = queue_of((properties(), b"stuck"), (properties(), b"fine"))
-    channel.refuse.add(b"stuck")
-    tally = queue.replay(lambda m: True, lambda m: None)
-    assert tally.replayed == 1
-    [(message, why)] = tally.unpublishable
-    assert message.body == b"stuck" and "ShortStringTooLong" in why
-    assert ("nack", (1, True, True)) in channel.calls
+    broker = FakeBroker.holding((properties(), b"stuck"), (properties(), b"fine"))
+    broker.refuse.add(b"stuck")
+    tally = queue_of(broker).replay(lambda m: True, lambda m: None)
+    assert tally.removed == 1
+    [(_, why)] = tally.unpublishable
+    assert "ShortStringTooLong" in why
+    assert broker.bodies() == [b"stuck"]
+
+
+def test_one_that_cannot_be_rotated_is_handed_back_at_the_head_and_said() -> None:
+    broker = FakeBroker.holding(*numbered(10))
+    broker.refuse.add(b"body-6")
+    tally = queue_of(broker, window=3).browse(lambda message: True)
+    assert broker.bodies() == [b"body-6", *[f"body-{n}".encode() for n in range(10) if n != 6]]
+    assert [letter_id for letter_id, _ in tally.out_of_place] == ["msg-6"]
+    assert (tally.looked_at, tally.short) == (10, False)
+
+
+def test_a_drop_removes_only_the_chosen_each_committed_before_it_is_told() -> None:
+    broker = FakeBroker.holding(*numbered(9))
+    told: list[tuple[str, int]] = []
+    tally = queue_of(broker, window=2).drop(
+        lambda m: m.id in {"msg-1", "msg-7"}, lambda m: told.append((m.id, len(broker.bodies())))
+    )
+    assert tally.removed == 2
+    assert [letter_id for letter_id, _ in told] == ["msg-1", "msg-7"]
+    assert broker.bodies() == [f"body-{n}".encode() for n in range(9) if n not in (1, 7)]
+    assert broker.most_unacked <= 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    count=st.integers(0, 30),
+    window=st.integers(1, 6),
+    removed=st.sets(st.integers(0, 29)),
+    stop_after=st.one_of(st.none(), st.integers(1, 30)),
+    drop=st.booleans(),
+)
+def test_any_pass_looks_at_each_once_holds_a_window_and_keeps_the_rest_in_order(
+    count: int, window: int, removed: set[int], stop_after: int | None, drop: bool
+) -> None:
+    broker = FakeBroker.holding(*numbered(count))
+    seen: list[str] = []
+    wanted = {f"msg-{n}" for n in removed}
+
+    def chosen(message: ParkedMessage) -> bool:
+        seen.append(message.id)
+        return message.id in wanted
+
+    def enough() -> bool:
+        return stop_after is not None and len(seen) >= stop_after
+
+    queue = queue_of(broker, window=window)
+    act = queue.drop if drop else queue.replay
+    tally = act(chosen, lambda message: None, enough=enough)
+
+    looked = count if stop_after is None else min(count, stop_after)
+    assert seen == [f"msg-{n}" for n in range(looked)]
+    gone = [n for n in range(looked) if n in removed]
+    assert broker.bodies() == [f"body-{n}".encode() for n in range(count) if n not in gone]
+    assert broker.bodies(INCOMING) == ([] if drop else [f"body-{n}".encode() for n in gone])
+    assert broker.most_unacked <= window and broker.unacked == {}
+    assert (tally.looked_at, tally.removed, tally.short) == (looked, len(gone), False)

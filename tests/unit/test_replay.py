@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from s3_events_handler.application.replay import Selection, replay_headers
+from s3_events_handler.application.replay import Choosing, Selection, replay_headers
 
 
 def test_a_replay_starts_over_but_keeps_the_pid_and_everything_else() -> None:
@@ -55,3 +55,25 @@ def test_a_pattern_is_searched_in_the_reason() -> None:
     assert not selection.chooses("a", "MediaHaven answered 404 to search")
     with pytest.raises(re.error):
         Selection.by_reason_pattern("answered (")
+
+
+def test_choosing_takes_the_chosen_until_the_limit_and_nothing_after() -> None:
+    choosing = Choosing(Selection.by_reason_text("bad"), limit=2)
+    taken = [choosing.take(f"m{n}", reason) for n, reason in enumerate(
+        ["bad", "good", None, "BAD", "bad"])]  # fmt: skip
+    assert taken == [True, False, False, True, False]
+    assert (choosing.taken, choosing.enough) == (2, True)
+
+
+def test_without_a_limit_choosing_never_has_enough() -> None:
+    choosing = Choosing(Selection.everything())
+    assert all(choosing.take(f"m{n}", None) for n in range(1000))
+    assert not choosing.enough
+
+
+def test_choosing_tells_which_ids_asked_for_were_not_met() -> None:
+    choosing = Choosing(Selection.by_ids(["msg-3", "msg-1", "msg-9"]))
+    assert [choosing.take(i, "bad") for i in ("msg-1", "msg-2", "msg-1")] == [True, False, True]
+    assert choosing.not_found() == ["msg-3", "msg-9"]
+    with pytest.raises(ValueError, match="at least one"):
+        Choosing(Selection.everything(), limit=0)
