@@ -269,14 +269,14 @@ class FtpTransportServer(TransportServer):
         except ftputil.error.PermanentError as error:
             if error.errno == _NOT_LOGGED_IN:
                 raise _ConnectionLost(f"FTP session expired: {_reply(error)}") from error
-            self._forget(session, temporary)
+            self._remove_temporary(session, temporary)
             raise Rejected(
                 f"transport server refused {folder}/{final}: {self._scrub(_reply(error))}"
             ) from error
         except ftputil.error.TemporaryError as error:
             # The server answered, so the connection can still remove what this upload
             # wrote: a later upload writes under a new name and would not replace it.
-            self._forget(session, temporary)
+            self._remove_temporary(session, temporary)
             raise _ConnectionLost(
                 f"FTP upload of {folder}/{final} failed: {_reply(error)}"
             ) from error
@@ -344,7 +344,7 @@ class FtpTransportServer(TransportServer):
                 self._scrub(_reply(refusal)),
             )
             self._sleep(pause)
-        self._accept_what_is_there(session, temporary, final, size, refusal)
+        self._take_the_sidecar_in_place(session, temporary, final, size, refusal)
 
     def _make_room(self, session: ftplib.FTP, final: str) -> None:
         """Delete `final` when the server may have refused to rename over it.
@@ -362,7 +362,7 @@ class FtpTransportServer(TransportServer):
             return  # another writer deleted it first; the next try renames into the gap
         logger.warning("server refused to rename over %s; deleted it first", final)
 
-    def _accept_what_is_there(
+    def _take_the_sidecar_in_place(
         self,
         session: ftplib.FTP,
         temporary: str,
@@ -372,7 +372,7 @@ class FtpTransportServer(TransportServer):
     ) -> None:
         """After the tries: a complete `final` is the same sidecar, placed by another writer."""
         if self._size(session, final) == size:
-            self._forget(session, temporary)
+            self._remove_temporary(session, temporary)
             logger.warning("sidecar %s was put in place by another writer meanwhile", final)
             return
         if self._size(session, temporary) != size:
@@ -392,7 +392,7 @@ class FtpTransportServer(TransportServer):
             raise
 
     @staticmethod
-    def _forget(session: ftplib.FTP, temporary: str) -> None:
+    def _remove_temporary(session: ftplib.FTP, temporary: str) -> None:
         """Best effort: a refused upload should not leave its `.part` file behind."""
         with contextlib.suppress(ftplib.Error, OSError, EOFError):
             session.delete(temporary)

@@ -195,7 +195,7 @@ class SqlLedger(ConsumerLedger, ABC):
         with self._held_lock:
             self._held.add(identity)
         self._keep_claims_alive()
-        if pid is None and step == Step.RECEIVED:
+        if pid is None and step == Step.NOTHING_DONE:
             return None
         return LedgerEntry(identity, pid, step)
 
@@ -211,7 +211,7 @@ class SqlLedger(ConsumerLedger, ABC):
             self._held.discard(identity)  # first: a release that fails lets the lease lapse
         rows = self._query(
             self._sql.release,
-            self._about(identity, step=int(step or Step.RECEIVED)),
+            self._about(identity, step=int(step or Step.NOTHING_DONE)),
             durable=step is not None and step not in REPEATABLE_STEPS,
         )
         if rows and rows[0][0] not in (None, self.owner):

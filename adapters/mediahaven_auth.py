@@ -90,7 +90,7 @@ class MediaHavenTokens:
         token = self._token_after(token)
         response = send(_authorisation(token))
         if response.status_code == 401:
-            self._forget(token)
+            self._drop_refused(token)
             raise ServiceUnavailable(
                 f"MediaHaven answered 401 to {what} with a freshly issued token; "
                 "check the API user's rights and credentials"
@@ -123,7 +123,7 @@ class MediaHavenTokens:
                 return current
             return self._renew(refused)
 
-    def _forget(self, refused: _Token) -> None:
+    def _drop_refused(self, refused: _Token) -> None:
         with self._lock:
             if self._token is refused:
                 self._token = None

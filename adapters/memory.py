@@ -201,7 +201,7 @@ class InMemoryLedger(ConsumerLedger):
         if holder != self.owner and until > self._clock():
             raise ClaimedElsewhere(f"{holder} holds the claim on {identity}")
         self.claims[identity] = (self.owner, self._clock() + self.lease_seconds)
-        if entry is None or (entry.pid is None and entry.step == Step.RECEIVED):
+        if entry is None or (entry.pid is None and entry.step == Step.NOTHING_DONE):
             return None
         return entry
 
@@ -218,7 +218,7 @@ class InMemoryLedger(ConsumerLedger):
 
     def release(self, identity: str, step: Step | None = None) -> None:
         if step is not None:
-            entry = self.entries.get(identity) or LedgerEntry(identity, None, Step.RECEIVED)
+            entry = self.entries.get(identity) or LedgerEntry(identity, None, Step.NOTHING_DONE)
             self.entries[identity] = LedgerEntry(identity, entry.pid, max(entry.step, step))
         if self.claims.get(identity, ("", 0.0))[0] == self.owner:
             del self.claims[identity]
@@ -239,7 +239,7 @@ class InMemoryLedger(ConsumerLedger):
         if holder != self.owner:
             raise ClaimedElsewhere(f"the claim on {identity} is held by {holder}, not this one")
         self.claims[identity] = (self.owner, self._clock() + self.lease_seconds)
-        return self.entries.get(identity) or LedgerEntry(identity, None, Step.RECEIVED)
+        return self.entries.get(identity) or LedgerEntry(identity, None, Step.NOTHING_DONE)
 
 
 __all__ = [

@@ -20,13 +20,13 @@ from s3_events_handler.application.limits import DEFAULT_MAX_MESSAGE_BYTES
 T = TypeVar("T")
 
 
-class OwnKey:
+class Unordered:
     """The ordering key of a message no other message waits for (or behind)."""
 
     __slots__ = ()
 
     def __repr__(self) -> str:
-        return f"OwnKey at {id(self):#x}"
+        return f"Unordered at {id(self):#x}"
 
 
 def ordering_key(body: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Hashable:
@@ -38,18 +38,18 @@ def ordering_key(body: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> 
     Cheaper than parsing the event, as it runs for every message on the consumer's thread.
     """
     if len(body) > max_bytes:
-        return OwnKey()
+        return Unordered()
     try:
         message = json.loads(body)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        return OwnKey()
+        return Unordered()
     records = message.get("Records") if isinstance(message, dict) else None
     if not isinstance(records, list) or len(records) != 1:
-        return OwnKey()
+        return Unordered()
     bucket, key = _at(records[0], "bucket", "name"), _at(records[0], "object", "key")
     if isinstance(bucket, str) and isinstance(key, str):
         return (bucket, key)
-    return OwnKey()
+    return Unordered()
 
 
 def _at(record: Any, *path: str) -> Any:
@@ -109,4 +109,4 @@ class KeyedQueue(Generic[T]):
         return sum(len(waiting) for waiting in self._waiting.values())
 
 
-__all__ = ["KeyedQueue", "OwnKey", "ordering_key"]
+__all__ = ["KeyedQueue", "Unordered", "ordering_key"]

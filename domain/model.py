@@ -47,7 +47,7 @@ class EventKind(enum.Enum):
 class Step(enum.IntEnum):
     """How far an event got, in order; the ledger only ever moves forward."""
 
-    RECEIVED = 0
+    NOTHING_DONE = 0  # taken in (and maybe claimed); nothing lasting done yet
     PID_CLAIMED = 1
     RELATION_ADDED = 2  # collaterals only: the essence knows of its collateral
     SIDECAR_UPLOADED = 3  # no longer written (a new attempt uploads again all the same)

@@ -82,7 +82,7 @@ def broker_connection(settings: BrokerSettings) -> Iterator[BrokerConnection]:
     connection.close()
 
 
-def ledger(
+def open_ledger(
     path: str, dsn: str, retention_days: float, lease_seconds: float, workers: int
 ) -> Iterator[ConsumerLedger]:
     """PostgreSQL when LEDGER_DSN is set (several consumers), else a SQLite file.
@@ -220,7 +220,7 @@ class Container(containers.DeclarativeContainer):
         routing_key=config.rabbitmq.outgoing.queue,
     )
     ledger = providers.Resource(
-        ledger,
+        open_ledger,
         path=config.ledger.path,
         dsn=config.ledger.dsn,
         retention_days=config.ledger.retention_days,

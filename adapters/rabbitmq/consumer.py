@@ -34,7 +34,7 @@ from s3_events_handler.application.handler import (
     transient_outcome,
 )
 from s3_events_handler.application.messages import DeadLetter, Delivery, Outcome, Split
-from s3_events_handler.application.ordering import OwnKey
+from s3_events_handler.application.ordering import Unordered
 from s3_events_handler.application.telemetry import EventReport, NoTelemetry, System, Telemetry
 
 log = logging.getLogger(__name__)
@@ -62,9 +62,9 @@ class _ConsumerCancelled(Exception):
     """The broker cancelled our consumer (e.g. the queue was deleted): start over."""
 
 
-def _each_its_own(body: bytes) -> Hashable:
+def _unordered(body: bytes) -> Hashable:
     """No message waits for another: for handlers that order nothing."""
-    return OwnKey()
+    return Unordered()
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +91,7 @@ class Consumer:
         handler: Callable[[Delivery], Outcome],
         *,
         concurrency: int = 1,
-        ordering_key: Callable[[bytes], Hashable] = _each_its_own,
+        ordering_key: Callable[[bytes], Hashable] = _unordered,
         retry_policy: RetryPolicy | None = None,
         reconnect_delays: Sequence[float] = (1, 2, 5, 10, 30),
         sleep: Callable[[float], None] = time.sleep,
