@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from s3_events_handler.adapters.tls import readable_ca_file
+from s3_events_handler.application.reasons import one_line
 from s3_events_handler.domain.errors import BadInput
 from s3_events_handler.domain.model import (
     DEFAULT_FOLDER,
@@ -318,4 +319,4 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
     if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
         mark = error.problem_mark
         return f"{error.problem} at line {mark.line + 1}, column {mark.column + 1}"
-    return " ".join(str(error).split())
+    return one_line(str(error))

@@ -30,8 +30,8 @@ from typing import Any, Self
 from urllib.parse import urlsplit
 
 from s3_events_handler.adapters import sidecar_xml
-from s3_events_handler.adapters.redaction import Redactor
 from s3_events_handler.adapters.tls import client_context, describe_failure, verification_failure
+from s3_events_handler.application.reasons import Redactor
 from s3_events_handler.domain.errors import Rejected, ServiceUnavailable
 from s3_events_handler.domain.model import Sidecar
 from s3_events_handler.domain.ports import TransportServer

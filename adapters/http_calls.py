@@ -23,7 +23,7 @@ import requests.adapters
 import requests.cookies
 import requests.utils
 
-from s3_events_handler.adapters.redaction import redact
+from s3_events_handler.application.reasons import one_line
 from s3_events_handler.domain.errors import ServiceUnavailable
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ class HttpService:
     def snippet(self, text: str) -> str:
         """What a server or library said, on one line, short, and without our secrets."""
         # Masked before it is cut: a secret cut in two would no longer be recognised.
-        text = redact(" ".join(text.split()), self._secrets())
+        text = one_line(text, self._secrets())
         if len(text) > SNIPPET_LENGTH:
             text = text[:SNIPPET_LENGTH] + "…"
         return text or "(empty body)"

@@ -16,6 +16,7 @@ from s3_events_handler.adapters.postgres_pool import (
     connection_pool,
     connection_settings,
 )
+from s3_events_handler.application.reasons import one_line
 from s3_events_handler.domain.errors import ServiceUnavailable
 from s3_events_handler.domain.model import CLAIM_LEASE_SECONDS
 
@@ -72,7 +73,7 @@ class PostgresLedger(SqlLedger):
         try:
             pruned = _create_and_prune(dsn, timeout=timeout, retention_days=retention_days)
         except psycopg.Error as error:
-            raise ServiceUnavailable(f"ledger database: {_one_line(error)}") from None
+            raise ServiceUnavailable(f"ledger database: {one_line(str(error))}") from None
         log.info(
             "ledger in PostgreSQL; %d entries older than %s days pruned", pruned, retention_days
         )
@@ -106,10 +107,10 @@ class PostgresLedger(SqlLedger):
                 raise ServiceUnavailable(f"ledger database: {error}") from None
             except psycopg.OperationalError as error:
                 if last_try or not db.closed:
-                    raise ServiceUnavailable(f"ledger database: {_one_line(error)}") from None
+                    raise ServiceUnavailable(f"ledger database: {one_line(str(error))}") from None
                 self._pool.drain()
             except psycopg.Error as error:
-                raise ServiceUnavailable(f"ledger database: {_one_line(error)}") from None
+                raise ServiceUnavailable(f"ledger database: {one_line(str(error))}") from None
             finally:
                 self._pool.putconn(db)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -122,7 +123,7 @@ class PostgresLedger(SqlLedger):
                 f"ledger database: no connection within {self._timeout:g} s"
             ) from None
         except psycopg.Error as error:  # the ledger was closed
-            raise ServiceUnavailable(f"ledger database: {_one_line(error)}") from None
+            raise ServiceUnavailable(f"ledger database: {one_line(str(error))}") from None
 
 
 def _create_and_prune(dsn: str, *, timeout: float, retention_days: float) -> int:
@@ -164,7 +165,7 @@ def inspect_database(dsn: str, *, timeout: float = 10) -> str:
         with psycopg.connect(dsn, autocommit=True, connect_timeout=int(timeout)) as db:
             row = db.execute("SELECT to_regclass('s3_events_ledger') IS NOT NULL").fetchone()
     except psycopg.Error as error:
-        raise ServiceUnavailable(f"ledger database {name}: {_one_line(error)}") from None
+        raise ServiceUnavailable(f"ledger database {name}: {one_line(str(error))}") from None
     if row is not None and row[0]:
         return f"{name} answers and has the table s3_events_ledger"
     return f"{name} answers; the table s3_events_ledger is not there yet, `consume` creates it"
@@ -177,8 +178,3 @@ def password_in(dsn: str) -> str | None:
     except psycopg.ProgrammingError:
         return None
     return str(password) if password else None
-
-
-def _one_line(error: BaseException) -> str:
-    """psycopg's messages span lines; the DSN (and its password) is never part of them."""
-    return " ".join(str(error).split())

@@ -25,8 +25,8 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from s3_events_handler.adapters.redaction import Redactor
 from s3_events_handler.application.log_context import event_fields
+from s3_events_handler.application.reasons import Redactor
 
 # Shorter secrets are not masked in log output: a two-letter one would mask that pair of
 # letters in every line, and the log would say nothing any more.

@@ -27,6 +27,7 @@ from s3_events_handler.application.messages import (
     Retry,
     Split,
 )
+from s3_events_handler.application.reasons import one_line, reason_of
 from s3_events_handler.application.telemetry import NoTelemetry, Telemetry
 from s3_events_handler.domain.errors import (
     BadInput,
@@ -49,7 +50,6 @@ STAGE_HEADER = "x-error-stage"
 # When the message was dead-lettered (ISO 8601, UTC): `dead-letters list` shows it, and a
 # copied `timestamp` property would only tell when the gateway first published the event.
 DEAD_LETTERED_AT_HEADER = "x-dead-lettered-at"
-MAX_REASON_LENGTH = 500
 # An AMQP short string (a correlation id) holds at most 255 bytes of UTF-8.
 MAX_SHORT_STRING_BYTES = 255
 
@@ -71,12 +71,6 @@ class RetryPolicy:
 
     def delay_after(self, attempt: int) -> int:
         return self.delays[min(attempt, len(self.delays)) - 1]
-
-
-def one_line(text: str) -> str:
-    """Headers and log lines take one line of bounded length, in text UTF-8 can carry."""
-    flat = " ".join(text.split()).encode("utf-8", "backslashreplace").decode("utf-8")
-    return flat if len(flat) <= MAX_REASON_LENGTH else flat[: MAX_REASON_LENGTH - 1] + "…"
 
 
 def attempt_of(headers: Mapping[str, Any]) -> int:
@@ -226,7 +220,7 @@ class MessageHandler:
         facts: EventFacts,
     ) -> Outcome:
         attempt = attempt_of(delivery.headers)
-        reason = one_line(f"{type(error).__name__}: {error}")
+        reason = reason_of(error)
         if attempt >= self._retry_policy.max_attempts:
             return self._dead_letter(
                 delivery, f"gave up after {attempt} attempts: {reason}", correlation_id, facts
@@ -252,7 +246,7 @@ class MessageHandler:
     ) -> Retry:
         """Another consumer is on the event: it comes back after the shortest delay, its
         attempt not counted, and finds it done or the claim lapsed (contract §6)."""
-        reason = one_line(f"{type(error).__name__}: {error}")
+        reason = reason_of(error)
         delay = self._retry_policy.delays[0]
         log.info("not handled now, back in %d s: %s", delay, reason)
         return Retry(
@@ -337,7 +331,7 @@ def transient_outcome(
     transient failure of that one message, retried with the backoff of its attempt and
     dead-lettered once its attempts are spent, as `MessageHandler` does with any other."""
     attempt = attempt_of(delivery.headers)
-    reason = one_line(f"{type(error).__name__}: {error}")
+    reason = reason_of(error)
     correlation_id = delivery.correlation_id or str(uuid.uuid4())
     facts = EventFacts(pid=_pid_of(delivery.headers), stage=Stage.RECEIVED.value, attempt=attempt)
     if attempt >= policy.max_attempts:

@@ -32,7 +32,7 @@ from s3_events_handler.adapters.organisations import NoMamLabel
 from s3_events_handler.adapters.pid import uses_pid_service
 from s3_events_handler.adapters.rabbitmq import BrokerCertificateError
 from s3_events_handler.adapters.rabbitmq.inspection import Found, inspect_topology
-from s3_events_handler.adapters.redaction import Redactor
+from s3_events_handler.application.reasons import Redactor, one_line
 from s3_events_handler.domain.errors import S3EventsHandlerError
 from s3_events_handler.domain.model import Query, Term
 from s3_events_handler.entrypoints.container import Container, build_container, secrets_of
@@ -110,7 +110,7 @@ class _Report:
     def add(self, finding: Finding) -> None:
         self._findings.append(finding)
         status = "ok" if finding.ok else "failed"
-        line = f"{status:<7} {finding.subject}: {' '.join(finding.detail.split())}"
+        line = f"{status:<7} {finding.subject}: {one_line(finding.detail)}"
         print(self.mask(line), file=self._out, flush=True)
 
     def finish(self) -> int:

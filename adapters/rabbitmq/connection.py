@@ -23,8 +23,8 @@ from typing import Any, Protocol, TypeVar
 import pika
 import pika.exceptions
 
-from s3_events_handler.adapters.redaction import redact
 from s3_events_handler.adapters.tls import client_context, describe_failure, verification_failure
+from s3_events_handler.application.reasons import reason_of
 
 log = logging.getLogger(__name__)
 
@@ -374,4 +374,4 @@ def _close_quietly(connection: Any) -> None:
 
 def describe(error: BaseException, secret: str = "") -> str:
     """A one-line account of a broker error; never shows the password."""
-    return redact(" ".join(f"{type(error).__name__}: {error}".split()), [secret])
+    return reason_of(error, [secret])

@@ -32,6 +32,7 @@ from s3_events_handler.application.messages import (
     Retry,
     Split,
 )
+from s3_events_handler.application.reasons import one_line
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,6 @@ _UNENCODABLE = (
     struct.error,
 )
 
-# A header, not a dump: the error's text may quote the whole value that failed.
-_MAX_REASON_CHARS = 500
 
 # Everything BasicProperties carries: a republished message keeps it all (see `_copy_properties`).
 _PROPERTY_NAMES = (
@@ -203,7 +202,7 @@ class Settlement:
                 "message %d cannot be republished as it is: %s", received.delivery_tag, reason
             )
             headers = {
-                "x-error": f"properties AMQP cannot encode: {reason}"[:_MAX_REASON_CHARS],
+                "x-error": one_line(f"properties AMQP cannot encode: {reason}"),
                 "x-error-stage": "republish",
             }
             bare = pika.BasicProperties(headers=headers, delivery_mode=PERSISTENT)

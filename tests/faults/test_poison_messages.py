@@ -39,13 +39,13 @@ from lxml import etree
 from s3_events_handler.application.handler import (
     ATTEMPT_HEADER,
     ERROR_HEADER,
-    MAX_REASON_LENGTH,
     PID_HEADER,
     STAGE_HEADER,
     MessageHandler,
     RetryPolicy,
 )
 from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
+from s3_events_handler.application.reasons import MAX_REASON_LENGTH
 from tests.conftest import EXAMPLES
 from tests.e2e.service import RunningService
 from tests.support import amqp

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from s3_events_handler.adapters.redaction import MASK, Redactor, redact
+from s3_events_handler.application.reasons import MASK, Redactor, redact
 
 
 def test_each_secret_is_masked_wherever_it_stands() -> None:
