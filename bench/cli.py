@@ -224,7 +224,8 @@ def parser() -> argparse.ArgumentParser:
         "--modes",
         type=_modes,
         default=DEFAULT_MODES,
-        help=f"rows per latency, of {','.join(harness.MODES)} (default all; '' for none)",
+        help=f"rows per latency, of {','.join(harness.MODES)} "
+        f"(default {','.join(DEFAULT_MODES)}; '' for none)",
     )
     parser.add_argument(
         "--replicas",

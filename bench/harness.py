@@ -88,7 +88,9 @@ FLOOR = Mode("floor", "floor (bare serial loop)", floor=True)
 # CONCURRENCY is being added to the service; until then it is ignored, and these two agree.
 SERIAL = Mode("serial", "serial (CONCURRENCY=1)", env={"CONCURRENCY": "1"})
 DEFAULT = Mode("default", "default settings")
-MODES = {mode.name: mode for mode in (FLOOR, SERIAL, DEFAULT)}
+# The consumer gets the bench's settings, not its environment: this is how to measure it unpinned.
+UNPINNED = Mode("unpinned", "unpinned (PIN_CPU=false)", env={"PIN_CPU": "false"})
+MODES = {mode.name: mode for mode in (FLOOR, SERIAL, DEFAULT, UNPINNED)}
 
 
 def replicas(count: int, each: Mode = SERIAL) -> Mode:

@@ -17,7 +17,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 from s3_events_handler.adapters.config import ConfigError
-from s3_events_handler.adapters.cpu_affinity import CpuFollower, pin_to_one_cpu, usable_cpus
+from s3_events_handler.adapters.cpu_affinity import pin_to_one_cpu
 from s3_events_handler.adapters.rabbitmq import BrokerCertificateError, describe
 from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
 from s3_events_handler.application.replay import Choosing, Selection
@@ -82,18 +82,9 @@ def check_broker_certificate(container: Container) -> None:
 
 
 def consume(container: Container) -> int:
-    follower = None
     if container.config.app.pin_cpu():
-        allowed = usable_cpus()  # before pinning, after which the kernel says only the one
-        cpu = pin_to_one_cpu()  # before the workers start: they run where their parent does
-        if cpu is not None:
-            follower = CpuFollower(cpu, allowed=allowed)
-            follower.start()
-    try:
-        return _consume(container)
-    finally:
-        if follower is not None:
-            follower.stop()
+        pin_to_one_cpu()  # before the workers start: they run where their parent does
+    return _consume(container)
 
 
 def _consume(container: Container) -> int:
