@@ -1,4 +1,6 @@
-"""The ledger adapters against a real SQLite file and a real PostgreSQL server."""
+"""The ledger adapters against a real SQLite file and a real PostgreSQL server: what only they
+do (durability, leases that lapse, races, pools, pruning, migrations). The port's own
+behaviour, which the in-memory ledger shares, is tests/contracts/test_ledger.py."""
 
 from __future__ import annotations
 
@@ -70,46 +72,11 @@ def drop_claim_columns(ledger: SqliteLedger | PostgresLedger) -> None:
         ledger._query(statement, {})
 
 
-def test_an_unknown_event_is_not_recalled(open_ledger: Opener) -> None:
-    assert open_ledger().recall("never-seen") is None
-
-
 def taken_in(ledger: Ledger, identity: str, pid: str, step: Step = Step.PID_CLAIMED) -> None:
     """An attempt that claimed the event, stored its PID, got to `step` and let go."""
     ledger.claim(identity)
     ledger.claim_pid(identity, pid)
     ledger.release(identity, step)
-
-
-def test_the_first_pid_stored_for_an_event_wins(open_ledger: Opener) -> None:
-    ledger = open_ledger()
-    assert ledger.claim("event-1") is None
-    assert ledger.claim_pid("event-1", "a1b2c3d4e5") == "a1b2c3d4e5"
-    assert ledger.claim_pid("event-1", "z9y8x7w6v5") == "a1b2c3d4e5"
-    ledger.release("event-1")
-    assert ledger.claim("event-1") == LedgerEntry("event-1", "a1b2c3d4e5", Step.PID_CLAIMED)
-    assert ledger.claim_pid("event-1", "z9y8x7w6v5") == "a1b2c3d4e5"
-
-
-def test_steps_only_move_forward(open_ledger: Opener) -> None:
-    ledger = open_ledger()
-    ledger.claim("event-1")
-    ledger.claim_pid("event-1", "a1b2c3d4e5")
-    ledger.advance("event-1", Step.RELATION_ADDED)
-    ledger.advance("event-1", Step.PID_CLAIMED)
-    ledger.release("event-1", Step.TRANSFER_REQUESTED)
-    ledger.release("event-1", Step.SIDECAR_UPLOADED)
-    assert ledger.recall("event-1") == LedgerEntry("event-1", "a1b2c3d4e5", Step.TRANSFER_REQUESTED)
-
-
-def test_a_finished_event_is_returned_and_not_claimed(open_ledger: Opener) -> None:
-    first, second = open_ledger(), open_ledger()
-    taken_in(first, "event-1", "a1b2c3d4e5", Step.TRANSFER_REQUESTED)
-    finished = LedgerEntry("event-1", "a1b2c3d4e5", Step.TRANSFER_REQUESTED)
-    assert second.claim("event-1") == finished
-    assert first.claim("event-1") == finished  # nobody holds it: the other may look too
-    with pytest.raises(ClaimedElsewhere):
-        second.advance("event-1", Step.RELATION_ADDED)  # looking is not holding
 
 
 def test_what_was_written_survives_a_restart(open_ledger: Opener) -> None:
@@ -175,15 +142,6 @@ def test_a_claim_is_renewed_while_its_holder_lives(open_ledger_with: OpenerWith)
         other.claim("event-1")
     holder.release("event-1")
     assert other.claim("event-1") is None
-
-
-def test_a_release_lets_the_next_consumer_in_at_once(open_ledger: Opener) -> None:
-    first, second = open_ledger(), open_ledger()
-    first.claim("event-1")
-    with pytest.raises(ClaimedElsewhere):
-        second.claim("event-1")
-    first.release("event-1")
-    assert second.claim("event-1") is None
 
 
 def test_the_workers_of_one_consumer_share_its_ledger_and_lose_no_write(
@@ -530,15 +488,13 @@ def test_a_postgres_ledger_that_does_not_answer_is_unavailable_not_a_setting() -
         inspect_database("host=127.0.0.1 user=s3events pw-not-to-show")
 
 
-def test_a_message_in_hand_is_counted_until_its_handling_ends(open_ledger: Opener) -> None:
+def test_the_count_of_a_message_in_hand_outlives_the_consumer(open_ledger: Opener) -> None:
+    """How the count goes is the contract's (tests/contracts/test_ledger.py); here, that it
+    is kept on disk."""
     first = open_ledger()
     assert first.begin_delivery("digest-1") == 0
     first.close()  # the consumer died during the message: the count outlives it
-    second = open_ledger()
-    assert second.begin_delivery("digest-1") == 1  # one death before this delivery
-    assert second.begin_delivery("digest-2") == 0  # another message counts on its own
-    second.end_delivery("digest-1")  # an outcome, whichever: the count starts again
-    assert open_ledger().begin_delivery("digest-1") == 0
+    assert open_ledger().begin_delivery("digest-1") == 1  # one death before this delivery
 
 
 def test_consumers_side_by_side_lose_no_count(open_ledger: Opener) -> None:

@@ -1,0 +1,111 @@
+"""The `TransferRequests` port: the in-memory fake, and the RabbitMQ adapter on the broker."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+
+from s3_events_handler.adapters.memory import InMemoryTransferRequests
+from s3_events_handler.adapters.rabbitmq import (
+    AmqpTransferRequests,
+    BrokerConnection,
+    transfer_request_body,
+)
+from s3_events_handler.domain.model import S3Object, TransferRequest
+from s3_events_handler.domain.ports import TransferRequests
+from tests.support import amqp
+
+
+class Inbox(Protocol):
+    @property
+    def requests(self) -> TransferRequests: ...
+
+    def arrived(self, count: int) -> list[tuple[str, Any]]:
+        """What the file-transfer service receives, in order: message_id and JSON body."""
+        ...
+
+
+class InMemoryInbox:
+    def __init__(self) -> None:
+        self.requests = self.fake = InMemoryTransferRequests()
+
+    def arrived(self, count: int) -> list[tuple[str, Any]]:
+        return [
+            (request.message_id, json.loads(transfer_request_body(request)))
+            for request in self.fake.published
+        ]
+
+
+class RabbitMqInbox:
+    def __init__(self, connection: BrokerConnection) -> None:
+        self.settings = connection.settings
+        self.requests = AmqpTransferRequests.for_settings(connection)
+
+    def arrived(self, count: int) -> list[tuple[str, Any]]:
+        settings = self.settings
+        messages = amqp.wait_for_messages(
+            settings.host, settings.port, settings.transfer_queue, count
+        )
+        return [(message.properties.message_id, message.json()) for message in messages]
+
+
+@pytest.fixture(params=["memory", pytest.param("rabbitmq", marks=pytest.mark.broker)])
+def inbox(request: pytest.FixtureRequest) -> Iterator[Inbox]:
+    if request.param == "memory":
+        yield InMemoryInbox()
+        return
+    host, port = request.getfixturevalue("broker")
+    settings = amqp.settings_like_production(host, port, "contract")
+    connection = BrokerConnection(settings)
+    try:
+        connection.open()
+        yield RabbitMqInbox(connection)
+    finally:
+        connection.close()
+        amqp.delete_topology(settings)
+
+
+def essence_request() -> TransferRequest:
+    """The golden example's transfer request (production, CP VRT)."""
+    return TransferRequest(
+        source=S3Object(
+            domain="s3",
+            bucket="mam-highresvideo",
+            key="20261120-journaal-1900-a7f3c2d1-55e4-4b2a-9c1d-0e8f7a6b5c4d.MXF",
+            owner="ingest-robot+OR-rf5kf25",
+        ),
+        destination_path="/mnt/STORAGE/INGEST/SIDECAR/VRT/TAPE-SHARE-EVENTS/k98z0d4w1q.MXF",
+        destination_host="ftp://transport.example.org",
+        message_id="k98z0d4w1q",
+        correlation_id="7c1f0a9e2b3d4c5e6f708192a3b4c5d6",
+    )
+
+
+def test_the_golden_request_arrives_as_the_golden_json_named_for_its_sidecar(
+    inbox: Inbox, examples: Path
+) -> None:
+    inbox.requests.publish(essence_request())
+    golden = json.loads((examples / "transfer-request-essence.json").read_text())
+    assert inbox.arrived(1) == [("k98z0d4w1q", golden)]
+
+
+def test_requests_arrive_in_the_order_they_were_published(inbox: Inbox) -> None:
+    names = [f"pid{n:07d}" for n in range(5)]
+    for name in names:
+        request = essence_request()
+        inbox.requests.publish(
+            replace(
+                request,
+                source=replace(request.source, key=f"{name}.MXF"),
+                destination_path=f"/mnt/STORAGE/INGEST/SIDECAR/VRT/TAPE-SHARE-EVENTS/{name}.MXF",
+                message_id=name,
+            )
+        )
+    arrived = inbox.arrived(len(names))
+    assert [message_id for message_id, _ in arrived] == names
+    assert [body["source"]["object"]["key"] for _, body in arrived] == [f"{n}.MXF" for n in names]
