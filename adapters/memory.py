@@ -77,6 +77,10 @@ class InMemoryArchiveRecords(ArchiveRecords):
             yield from found[start : start + self.page_size]
 
     def add_relation(self, fragment_id: str, related_pid: str, reason: str) -> None:
+        if not any(record.fragment_id == fragment_id for record in self.records):
+            raise Rejected(
+                f"no record {fragment_id} to relate {related_pid} to"
+            )  # MediaHaven's 404
         self.relations.append(Relation(fragment_id, related_pid, reason))
 
     def delete(self, fragment_id: str, reason: str) -> None:

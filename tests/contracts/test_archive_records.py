@@ -204,18 +204,7 @@ def test_add_relation_is_recorded_on_the_record(archive: Archive) -> None:
     assert archive.relations() == [("frag-essence", "k98z0d4w1q_closedOt", "collateral arrived")]
 
 
-def test_add_relation_to_a_record_that_is_not_there_is_rejected(
-    archive: Archive, request: pytest.FixtureRequest
-) -> None:
-    if archive.kind == "memory":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="InMemoryArchiveRecords.add_relation records a relation on any fragment "
-                "id; MediaHaven answers 404 for a record that is not there, which "
-                "MediaHavenRecords raises as Rejected",
-            )
-        )
+def test_add_relation_to_a_record_that_is_not_there_is_rejected(archive: Archive) -> None:
     archive.add(ESSENCE)
     with pytest.raises(Rejected):
         archive.records.add_relation("frag-gone", "k98z0d4w1q_closedOt", "collateral arrived")
