@@ -20,7 +20,6 @@ from urllib.parse import urlsplit
 
 import requests
 import requests.adapters
-import requests.cookies
 import requests.utils
 
 from s3_events_handler.application.reasons import one_line
@@ -31,8 +30,6 @@ log = logging.getLogger(__name__)
 # Pauses between the tries of one call to a small JSON service (PID, Organisations).
 BACKOFF_SECONDS = (0.25, 0.75)
 SNIPPET_LENGTH = 200
-# Headers of an answer that bring the session cookies to keep.
-_SETS_COOKIES = ("Set-Cookie", "Set-Cookie2")
 
 
 def service_session(url: str, *, connections: int) -> requests.Session:
@@ -169,7 +166,11 @@ class HttpService:
         kwargs: Mapping[str, Any],
     ) -> requests.Response:
         try:
-            response = self._exchange(self._prepare(method, url, headers, kwargs))
+            # The session's settings (proxies, CA bundle) were fixed by `service_session`,
+            # with `trust_env` off: this reads nothing from the environment.
+            response = self._session.request(
+                method, url, headers=headers, timeout=self._timeout, **kwargs
+            )
         except requests.Timeout:
             raise ServiceUnavailable(
                 f"{self.name} timed out: did not answer {what} within {self._timeout:g} s"
@@ -190,56 +191,6 @@ class HttpService:
             _retry_after(response.headers.get("Retry-After")) if reads_retry_after else None
         )
         raise _TryAgain(failed, retry_after)
-
-    def _prepare(
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str] | None,
-        body: Mapping[str, Any],
-    ) -> requests.PreparedRequest:
-        """The request as `Session.request` would send it, without merging the session's
-        settings with the environment's on every call: `service_session` fixed them once."""
-        session = self._session
-        request = requests.PreparedRequest()
-        request.prepare(
-            method=method,
-            url=url,
-            headers={**session.headers, **(headers or {})},
-            cookies=session.cookies,
-            **body,
-        )
-        return request
-
-    def _exchange(self, request: requests.PreparedRequest) -> requests.Response:
-        """What `Session.send` does with `request`, minus the work that finds nothing to do.
-
-        It keeps the session's cookies and follows redirects as `Session.send` does, but
-        only looks into an answer for them when it sets a cookie or redirects: for an
-        answer that does neither (every one of these services' answers) the general
-        path parsed the URL and the headers three more times, and ran the hooks.
-        """
-        session = self._session
-        # What Session.send passes on: the session's settings, fixed by `service_session`.
-        options: dict[str, Any] = {
-            "stream": False,
-            "timeout": self._timeout,
-            "verify": True if session.verify is None else session.verify,
-            "cert": session.cert,
-            "proxies": session.proxies,
-        }
-        response = session.get_adapter(request.url or "").send(request, **options)
-        if any(name in response.headers for name in _SETS_COOKIES):
-            # requests leaves this helper unannotated.
-            requests.cookies.extract_cookies_to_jar(  # type: ignore[no-untyped-call]
-                session.cookies, request, response.raw
-            )
-        if response.is_redirect:
-            history = [response, *session.resolve_redirects(response, request, **options)]
-            response = history.pop()
-            response.history = history
-        response.content  # noqa: B018  # read whole: the connection goes back to the pool
-        return response
 
     def _pause(self, failure: _TryAgain, backoff: float, waited: float) -> float:
         """The pause before the next try; `ServiceUnavailable` when it does not fit this call."""
