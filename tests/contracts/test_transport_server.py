@@ -13,28 +13,14 @@ from s3_events_handler.adapters import sidecar_xml
 from s3_events_handler.adapters.ftp import FtpTransportServer
 from s3_events_handler.adapters.memory import InMemoryTransportServer
 from s3_events_handler.domain.errors import Rejected
-from s3_events_handler.domain.model import S3Object, Sidecar
+from s3_events_handler.domain.model import Sidecar
 from s3_events_handler.domain.ports import TransportServer
 from tests.support.ftp_server import FtpTestServer
+from tests.support.sidecars import GOLDEN_ESSENCE_SIDECAR
 
 FOLDERS = ["/VRT/TAPE-SHARE-EVENTS", "/VRT/DISK-SHARE-EVENTS"]
 
-ESSENCE = Sidecar(
-    name="k98z0d4w1q",
-    cp_name="VRT",
-    folder="TAPE-SHARE-EVENTS",
-    or_id="OR-rf5kf25",
-    pid="k98z0d4w1q",
-    object=S3Object(
-        domain="s3",
-        bucket="mam-highresvideo",
-        key="20261120-journaal-1900-a7f3c2d1-55e4-4b2a-9c1d-0e8f7a6b5c4d.MXF",
-        owner="ingest-robot+OR-rf5kf25",
-        md5="0cc175b9c0f1b6a831c399e269772661",
-        etag="4f1c2e9a7b3d5e6f8a9b0c1d2e3f4a5b",
-    ),
-    object_use="archive_master",
-)
+ESSENCE = GOLDEN_ESSENCE_SIDECAR
 COLLATERAL = replace(
     ESSENCE,
     name="k98z0d4w1q_closedOt",

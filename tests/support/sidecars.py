@@ -1,0 +1,24 @@
+"""The golden essence's sidecar as a value, for the tests of what uploads sidecars."""
+
+from __future__ import annotations
+
+from s3_events_handler.domain.model import S3Object, Sidecar
+
+# What tests/golden/event-essence-created.json makes for CP VRT in production: rendered,
+# it is tests/golden/sidecar-essence.xml.
+GOLDEN_ESSENCE_SIDECAR = Sidecar(
+    name="k98z0d4w1q",
+    cp_name="VRT",
+    folder="TAPE-SHARE-EVENTS",
+    or_id="OR-rf5kf25",
+    pid="k98z0d4w1q",
+    object=S3Object(
+        domain="s3",
+        bucket="mam-highresvideo",
+        key="20261120-journaal-1900-a7f3c2d1-55e4-4b2a-9c1d-0e8f7a6b5c4d.MXF",
+        owner="ingest-robot+OR-rf5kf25",
+        md5="0cc175b9c0f1b6a831c399e269772661",
+        etag="4f1c2e9a7b3d5e6f8a9b0c1d2e3f4a5b",
+    ),
+    object_use="archive_master",
+)
