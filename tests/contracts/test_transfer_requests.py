@@ -16,9 +16,9 @@ from s3_events_handler.adapters.rabbitmq import (
     BrokerConnection,
     transfer_request_body,
 )
-from s3_events_handler.domain.model import S3Object, TransferRequest
 from s3_events_handler.domain.ports import TransferRequests
 from tests.support import amqp
+from tests.support.sidecars import golden_transfer_request
 
 
 class Inbox(Protocol):
@@ -70,26 +70,10 @@ def inbox(request: pytest.FixtureRequest) -> Iterator[Inbox]:
         amqp.delete_topology(settings)
 
 
-def essence_request() -> TransferRequest:
-    """The golden example's transfer request (production, CP VRT)."""
-    return TransferRequest(
-        source=S3Object(
-            domain="s3",
-            bucket="mam-highresvideo",
-            key="20261120-journaal-1900-a7f3c2d1-55e4-4b2a-9c1d-0e8f7a6b5c4d.MXF",
-            owner="ingest-robot+OR-rf5kf25",
-        ),
-        destination_path="/mnt/STORAGE/INGEST/SIDECAR/VRT/TAPE-SHARE-EVENTS/k98z0d4w1q.MXF",
-        destination_host="ftp://transport.example.org",
-        message_id="k98z0d4w1q",
-        correlation_id="7c1f0a9e2b3d4c5e6f708192a3b4c5d6",
-    )
-
-
 def test_the_golden_request_arrives_as_the_golden_json_named_for_its_sidecar(
     inbox: Inbox, examples: Path
 ) -> None:
-    inbox.requests.publish(essence_request())
+    inbox.requests.publish(golden_transfer_request())
     golden = json.loads((examples / "transfer-request-essence.json").read_text())
     assert inbox.arrived(1) == [("k98z0d4w1q", golden)]
 
@@ -97,7 +81,7 @@ def test_the_golden_request_arrives_as_the_golden_json_named_for_its_sidecar(
 def test_requests_arrive_in_the_order_they_were_published(inbox: Inbox) -> None:
     names = [f"pid{n:07d}" for n in range(5)]
     for name in names:
-        request = essence_request()
+        request = golden_transfer_request()
         inbox.requests.publish(
             replace(
                 request,

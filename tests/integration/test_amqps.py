@@ -27,9 +27,10 @@ from s3_events_handler.adapters.rabbitmq import (
 )
 from s3_events_handler.application.messages import Delivery, Done, Outcome
 from s3_events_handler.domain.results import Sent
-from tests.integration.test_rabbitmq import ARCHIVED, essence_request
+from tests.integration.test_rabbitmq import ARCHIVED
 from tests.support import amqp
 from tests.support.certificates import TlsFiles, make_tls_files
+from tests.support.sidecars import golden_transfer_request
 from tests.support.tls_proxy import TlsProxy
 
 pytestmark = pytest.mark.broker
@@ -93,7 +94,7 @@ def test_a_consumer_over_amqps_publishes_the_transfer_request_and_acks(
     transfers = AmqpTransferRequests.for_settings(connection)
 
     def handler(delivery: Delivery) -> Outcome:
-        request = essence_request()
+        request = golden_transfer_request()
         transfers.publish(request)
         return Done(
             Sent(

@@ -37,9 +37,9 @@ from s3_events_handler.application.messages import (
 )
 from s3_events_handler.application.telemetry import EventOutcome
 from s3_events_handler.domain.errors import ServiceUnavailable
-from s3_events_handler.domain.model import S3Object, TransferRequest
 from s3_events_handler.domain.results import AlreadyArchived
 from tests.support import amqp
+from tests.support.sidecars import golden_transfer_request
 from tests.unit.recording_telemetry import RecordingTelemetry
 
 pytestmark = pytest.mark.broker
@@ -154,22 +154,6 @@ def incoming_properties(**overrides: Any) -> Any:
     }
     values.update(overrides)
     return pika.BasicProperties(**values)
-
-
-def essence_request() -> TransferRequest:
-    """The golden example's transfer request (production, CP VRT)."""
-    return TransferRequest(
-        source=S3Object(
-            domain="s3",
-            bucket="mam-highresvideo",
-            key="20261120-journaal-1900-a7f3c2d1-55e4-4b2a-9c1d-0e8f7a6b5c4d.MXF",
-            owner="ingest-robot+OR-rf5kf25",
-        ),
-        destination_path="/mnt/STORAGE/INGEST/SIDECAR/VRT/TAPE-SHARE-EVENTS/k98z0d4w1q.MXF",
-        destination_host="ftp://transport.example.org",
-        message_id="k98z0d4w1q",
-        correlation_id="7c1f0a9e2b3d4c5e6f708192a3b4c5d6",
-    )
 
 
 def _rows_named(rows: list[dict[str, Any]], names: set[str]) -> dict[str, dict[str, Any]]:
@@ -532,14 +516,14 @@ def test_transfer_request_is_published_as_the_spec_says(
     settings: BrokerSettings, examples: Path
 ) -> None:
     with opened(settings) as connection:
-        AmqpTransferRequests.for_settings(connection).publish(essence_request())
+        AmqpTransferRequests.for_settings(connection).publish(golden_transfer_request())
 
     [message] = wait_for(settings, settings.transfer_queue, 1)
     assert message.exchange == settings.transfer_exchange
     assert message.routing_key == settings.transfer_queue
     golden = json.loads((examples / "transfer-request-essence.json").read_text())
     assert message.json() == golden
-    assert message.body == transfer_request_body(essence_request())
+    assert message.body == transfer_request_body(golden_transfer_request())
     properties = message.properties
     assert properties.delivery_mode == 2
     assert properties.content_type == "application/json"
@@ -552,7 +536,7 @@ def test_an_empty_transfer_exchange_publishes_via_the_default_exchange(
 ) -> None:
     default = dataclasses.replace(settings, transfer_exchange="")
     with opened(default) as connection:
-        AmqpTransferRequests.for_settings(connection).publish(essence_request())
+        AmqpTransferRequests.for_settings(connection).publish(golden_transfer_request())
 
     [message] = wait_for(settings, settings.transfer_queue, 1)
     assert message.exchange == ""
@@ -569,9 +553,9 @@ def test_an_unroutable_transfer_request_is_a_transient_failure(settings: BrokerS
                 connection, exchange=unbound, routing_key="nobody-listens"
             )
             with pytest.raises(ServiceUnavailable, match="reached no queue"):
-                nowhere.publish(essence_request())
+                nowhere.publish(golden_transfer_request())
             # The connection survives: the next request goes through.
-            AmqpTransferRequests.for_settings(connection).publish(essence_request())
+            AmqpTransferRequests.for_settings(connection).publish(golden_transfer_request())
     finally:
         amqp.delete_exchanges(settings.host, settings.port, unbound)
     assert len(wait_for(settings, settings.transfer_queue, 1)) == 1
@@ -588,9 +572,9 @@ def test_the_handler_publishes_transfer_requests_from_its_worker_thread(
 
     def handler(delivery: Delivery) -> Outcome:
         assert threading.current_thread() is not running.thread
-        requests[0].publish(essence_request())
+        requests[0].publish(golden_transfer_request())
         try:
-            requests[1].publish(essence_request())
+            requests[1].publish(golden_transfer_request())
         except ServiceUnavailable as error:
             failures.append(error)
         return Done(ARCHIVED)
@@ -768,9 +752,9 @@ def test_a_command_without_a_consumer_opens_its_connection_when_it_publishes(
     connection = BrokerConnection(settings)
     transfers = AmqpTransferRequests.for_settings(connection)
     try:
-        transfers.publish(essence_request())  # opens (and declares) on first use
+        transfers.publish(golden_transfer_request())  # opens (and declares) on first use
         connection.close()
-        transfers.publish(essence_request())  # reopens a connection that is gone
+        transfers.publish(golden_transfer_request())  # reopens a connection that is gone
     finally:
         connection.close()
     messages = wait_for(settings, settings.transfer_queue, 2)
@@ -837,7 +821,9 @@ def test_the_password_shows_nowhere(
     with caplog.at_level(logging.DEBUG):
         consumer.run()
         with pytest.raises(ServiceUnavailable) as unavailable:
-            AmqpTransferRequests.for_settings(BrokerConnection(wrong)).publish(essence_request())
+            AmqpTransferRequests.for_settings(BrokerConnection(wrong)).publish(
+                golden_transfer_request()
+            )
     assert attempts == [0.25]  # the first 1 s delay, slept in slices that watch for stop()
     assert secret not in str(unavailable.value)
     assert "broker connection lost" in caplog.text

@@ -1,8 +1,9 @@
-"""The golden essence's sidecar as a value, for the tests of what uploads sidecars."""
+"""The golden essence's sidecar and transfer request as values, for the tests of what
+uploads sidecars and publishes requests."""
 
 from __future__ import annotations
 
-from s3_events_handler.domain.model import S3Object, Sidecar
+from s3_events_handler.domain.model import S3Object, Sidecar, TransferRequest
 
 # What tests/golden/event-essence-created.json makes for CP VRT in production: rendered,
 # it is tests/golden/sidecar-essence.xml.
@@ -22,3 +23,20 @@ GOLDEN_ESSENCE_SIDECAR = Sidecar(
     ),
     object_use="archive_master",
 )
+
+
+def golden_transfer_request() -> TransferRequest:
+    """The golden example's transfer request (production, CP VRT): as
+    tests/golden/transfer-request-essence.json says, with its message id and correlation id."""
+    return TransferRequest(
+        source=S3Object(
+            domain="s3",
+            bucket="mam-highresvideo",
+            key="20261120-journaal-1900-a7f3c2d1-55e4-4b2a-9c1d-0e8f7a6b5c4d.MXF",
+            owner="ingest-robot+OR-rf5kf25",
+        ),
+        destination_path="/mnt/STORAGE/INGEST/SIDECAR/VRT/TAPE-SHARE-EVENTS/k98z0d4w1q.MXF",
+        destination_host="ftp://transport.example.org",
+        message_id="k98z0d4w1q",
+        correlation_id="7c1f0a9e2b3d4c5e6f708192a3b4c5d6",
+    )

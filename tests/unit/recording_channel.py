@@ -14,7 +14,21 @@ import pika
 import pika.frame
 import pika.spec
 
+from s3_events_handler.adapters.rabbitmq import BrokerSettings
+
 CHANNEL_NUMBER = 1
+
+
+# The broker settings of the unit tests: nothing connects to this host.
+SETTINGS = BrokerSettings(
+    host="broker.invalid",
+    port=5672,
+    user="s3-events-handler",
+    password="not-used",
+    incoming_queue="s3-events",
+    transfer_queue="filetransfer",
+    retry_delays=(10, 30, 90),
+)
 
 
 @dataclass(frozen=True)

@@ -17,22 +17,13 @@ import pika
 import pika.exceptions
 import pytest
 
-from s3_events_handler.adapters.rabbitmq import BrokerSettings, Consumer
+from s3_events_handler.adapters.rabbitmq import Consumer
 from s3_events_handler.application.handler import RetryPolicy
 from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Outcome
 from s3_events_handler.domain.results import AlreadyArchived
 from tests.unit.fake_broker import FakeBroker
-from tests.unit.recording_channel import Acked, Rejected
+from tests.unit.recording_channel import SETTINGS, Acked, Rejected
 
-SETTINGS = BrokerSettings(
-    host="broker.invalid",
-    port=5672,
-    user="s3-events-handler",
-    password="not-used",
-    incoming_queue="s3-events",
-    transfer_queue="filetransfer",
-    retry_delays=(10, 30, 90),
-)
 DONE = Done(AlreadyArchived(key="clip.mxf"))
 NOT_JSON = DeadLetter(
     reason="body is not JSON", stage="parse", headers={"x-error": "body is not JSON"}

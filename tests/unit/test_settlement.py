@@ -14,21 +14,12 @@ import pika
 import pika.exceptions
 import pytest
 
-from s3_events_handler.adapters.rabbitmq import BrokerSettings, Received, Settled, Settlement
+from s3_events_handler.adapters.rabbitmq import Received, Settled, Settlement
 from s3_events_handler.application.messages import DeadLetter, Done, Outcome, Retry, Split
 from s3_events_handler.application.telemetry import EventOutcome, EventReport
 from s3_events_handler.domain.results import AlreadyArchived
-from tests.unit.recording_channel import Acked, Published, RecordingChannel
+from tests.unit.recording_channel import SETTINGS, Acked, Published, RecordingChannel
 
-SETTINGS = BrokerSettings(
-    host="broker.invalid",
-    port=5672,
-    user="s3-events-handler",
-    password="not-used",
-    incoming_queue="s3-events",
-    transfer_queue="filetransfer",
-    retry_delays=(10, 30, 90),
-)
 TAG = 7
 BODY = b'{"Records": [{"eventName": "ObjectCreated:Put"}]}'
 HEADERS = {"x-origin": "gateway", "x-number": 7}
