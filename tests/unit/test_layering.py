@@ -74,3 +74,14 @@ def test_every_layer_is_imported_by_its_installed_name() -> None:
         if bare_layer_imports(path)
     }
     assert offenders == {}
+
+
+def test_the_library_imports_nothing_of_the_tests() -> None:
+    """The test servers and the bench (`tests/bench/`) are neither installed nor in the image."""
+    offenders = {
+        str(path.relative_to(REPO))
+        for folder in LAYERS
+        for path in sorted((REPO / folder).rglob("*.py"))
+        if "tests" in imported_modules(path)
+    }
+    assert offenders == set()

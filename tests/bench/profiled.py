@@ -1,6 +1,6 @@
 """`s3-events-handler` under cProfile, every thread of it.
 
-`python -m bench.profiled [--clock cpu|wall] OUT ARGS…` runs `s3-events-handler ARGS…`.
+`python -m tests.bench.profiled [--clock cpu|wall] OUT ARGS…` runs `s3-events-handler ARGS…`.
 
 `python -m cProfile` profiles the thread that starts it, and only that one: the
 consumer's main thread just moves bytes for pika, while each message is handled on
@@ -81,7 +81,7 @@ CLOCKS: dict[str, Callable[[], float] | None] = {"cpu": time.thread_time, "wall"
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.profiled", description="s3-events-handler under cProfile"
+        prog="python -m tests.bench.profiled", description="s3-events-handler under cProfile"
     )
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu")
     parser.add_argument("output", help="where to write the profile (pstats format)")

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "golden" / "event-essence-created.json"
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "event-essence-created.json"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""`python -m bench.instructions`: instructions per event, counted by valgrind's callgrind.
+"""`python -m tests.bench.instructions`: instructions per event, counted by valgrind's callgrind.
 
 CPU time on a shared machine moves with everything else the machine does (the same row
 took 3.1 to 4.9 CPU ms an event within one bench here). The number of instructions a
@@ -26,9 +26,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
-from bench import harness
-from bench.cli import BROKER
-from bench.harness import BenchError, Rig
+from tests.bench import harness
+from tests.bench.cli import BROKER
+from tests.bench.harness import BenchError, Rig
 
 # valgrind prints, as the process exits: "==123== Collected : 4567890123".
 _COLLECTED = re.compile(rb"Collected : (\d+)")
@@ -60,7 +60,7 @@ def collected(log: Path) -> int:
 
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.instructions",
+        prog="python -m tests.bench.instructions",
         description="Instructions per essence event (callgrind), at 0 ms added latency.",
     )
     parser.add_argument("--modes", default="floor,serial,default", help="of floor,serial,default")

@@ -1,6 +1,6 @@
 """How fast, and in how much memory, the core handles events: no network, in-memory adapters.
 
-Run: `.venv/bin/python -m tests.benchmarks.in_memory_throughput [EVENTS]`. It measures;
+Run: `.venv/bin/python -m tests.bench.in_memory_throughput [EVENTS]`. It measures;
 it asserts nothing. The throughput through the real broker, FTP server and HTTP fakes
 is printed by `tests/faults/test_downstream_faults.py` (1,000 events).
 """

@@ -5,7 +5,7 @@ its structure: no ledger, no logging, no retries, no worker thread, no container
 What the consumer spends above this, serially, is the price of its design; the gap
 between this and the latency it waits for is all serial processing can ever gain.
 
-Run by the bench as its own process (`python -m bench.floor`), in the consumer's
+Run by the bench as its own process (`python -m tests.bench.floor`), in the consumer's
 environment, so the kernel's CPU and memory figures are the loop's alone and not
 those of the fake servers in the bench process. It prints `consuming from QUEUE` when
 its connections are open, as the consumer logs it (a JSON line with its time), and

@@ -1,4 +1,4 @@
-"""`python -m bench`: the consumer's throughput, latency, CPU and memory, per added latency.
+"""`python -m tests.bench`: the consumer's throughput, latency, CPU and memory, per added latency.
 
 For each added latency (ms per call to MediaHaven, the PID service and the Organisations
 API) it runs the floor, the serial consumer (CONCURRENCY=1) and the consumer with its
@@ -26,9 +26,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from bench import harness
-from bench.harness import BenchError, Mode, Rig
-from bench.report import (
+from tests.bench import harness
+from tests.bench.harness import BenchError, Mode, Rig
+from tests.bench.report import (
     Measurement,
     add_speedups,
     hotspots,
@@ -38,7 +38,7 @@ from bench.report import (
     write_json,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_EVENTS = 2000
 DEFAULT_LATENCIES = (0.0, 5.0, 50.0)
 QUICK_EVENTS = 100
@@ -204,7 +204,7 @@ def _modes(text: str) -> tuple[str, ...]:
 
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m bench",
+        prog="python -m tests.bench",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
         epilog="Needs RabbitMQ on 127.0.0.1:5672 (TEST_BROKER_HOST/PORT), and PostgreSQL "
         "(TEST_POSTGRES_DSN) for --ledger postgres. Measures; asserts nothing.",

@@ -29,16 +29,16 @@ from typing import Any, Self
 
 import pika
 
-from bench import procstat
-from bench.events import Event, essence_events
-from bench.recorder import TransferRecorder
-from bench.report import MIB, PROGRESS_POINTS, Measurement, RssSample, percentile
+from tests.bench import procstat
+from tests.bench.events import Event, essence_events
+from tests.bench.recorder import TransferRecorder
+from tests.bench.report import MIB, PROGRESS_POINTS, Measurement, RssSample, percentile
 from tests.e2e.service import FOLDERS, OR_ID, RunningService, command
 from tests.support import amqp
 from tests.support.http_stubs import FakeOrganisationsApi, FakePidService
 from tests.support.mediahaven_server import FakeMediaHaven
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # What the consumer logs once it has subscribed to the incoming queue (the floor prints it too,
 # in the same JSON shape).
 SUBSCRIBED = b"consuming from"
@@ -68,7 +68,7 @@ class Mode:
     profile_to: Path | None = None
     profile_clock: str = "cpu"
     wrapper: tuple[str, ...] = ()
-    """A command the process runs under (valgrind, for `bench.instructions`)."""
+    """A command the process runs under (valgrind, for `tests.bench.instructions`)."""
     patience: float = 1.0
     """How many times the usual time to start, progress and stop the process may take."""
 
@@ -77,9 +77,9 @@ class Mode:
 
     def _command(self) -> list[str]:
         if self.floor:
-            return [sys.executable, "-m", "bench.floor"]
+            return [sys.executable, "-m", "tests.bench.floor"]
         if self.profile_to is not None:
-            profiler = [sys.executable, "-m", "bench.profiled", "--clock", self.profile_clock]
+            profiler = [sys.executable, "-m", "tests.bench.profiled", "--clock", self.profile_clock]
             return [*profiler, str(self.profile_to), "consume"]
         return [*command(), "consume"]
 
@@ -108,7 +108,7 @@ def replicas(count: int, each: Mode = SERIAL) -> Mode:
 
 
 def profiled(path: Path, clock: str = "cpu") -> Mode:
-    """The default consumer under cProfile (`bench.profiled`): slower, so not a row of the table."""
+    """The default consumer under cProfile (`tests.bench.profiled`): slower; not a table row."""
     return Mode(
         "profile",
         f"default settings, under cProfile ({clock} clock)",
@@ -313,7 +313,7 @@ class Rig:
         if self.ledger_dsn:
             env["LEDGER_DSN"] = self.ledger_dsn
         if mode.floor or mode.profile_to is not None:
-            env["PYTHONPATH"] = str(REPO)  # for `python -m bench.…`
+            env["PYTHONPATH"] = str(REPO)  # for `python -m tests.bench.…`
         env.update(mode.env)
         return env
 

@@ -1,4 +1,4 @@
-"""`python -m bench` still runs from end to end, on a few events: no figure is checked.
+"""`python -m tests.bench` still runs from end to end, on a few events: no figure is checked.
 
 The bench is not a test and its numbers depend on the machine; this only keeps its
 moving parts (servers, preloading, the recorder, the floor, the profiler, the table,
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import harness, instructions
-from bench.cli import main
-from bench.harness import Rig
-from bench.report import Measurement, medians
+from tests.bench import harness, instructions
+from tests.bench.cli import main
+from tests.bench.harness import Rig
+from tests.bench.report import Measurement, medians
 
 EVENTS = 20
 
@@ -94,7 +94,7 @@ def test_a_row_of_several_runs_shows_their_medians_and_their_highest_memory() ->
 def test_a_mode_runs_under_its_wrapper_and_the_instruction_count_is_read_from_its_log(
     broker: tuple[str, int], tmp_path: Path
 ) -> None:
-    """What `bench.instructions` builds on; valgrind itself is too slow for the test run."""
+    """What `tests.bench.instructions` builds on; valgrind itself is too slow for the test run."""
     announce = 'echo "==1== Collected : 123456789"; exec "$0" "$@"'
     wrapped = replace(harness.SERIAL, wrapper=("sh", "-c", announce), patience=2.0)
 

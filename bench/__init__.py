@@ -1,5 +1,0 @@
-"""The service's throughput, latency, CPU and memory through real servers on loopback.
-
-`python -m bench` (see `bench.cli` and docs/performance.md). It measures and asserts
-nothing; tests/benchmarks/test_bench_harness.py only keeps it from rotting.
-"""
