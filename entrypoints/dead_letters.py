@@ -11,13 +11,12 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from s3_events_handler.adapters.logs import with_fields
-from s3_events_handler.adapters.rabbitmq.dead_letters import (
-    WINDOW,
-    DeadLetterQueue,
+from s3_events_handler.adapters.rabbitmq.dead_letter_model import (
     ParkedMessage,
     ReplayStopped,
     Tally,
 )
+from s3_events_handler.adapters.rabbitmq.dead_letters import WINDOW, DeadLetterQueue
 from s3_events_handler.application.replay import Choosing
 from s3_events_handler.domain.errors import ServiceUnavailable
 from s3_events_handler.entrypoints.exit_codes import ExitCode
