@@ -50,7 +50,6 @@ from __future__ import annotations
 import copy
 import struct
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import pika.exceptions
@@ -71,27 +70,6 @@ MAX_BODY_SHOWN = 4000
 # What pika raises, before anything is sent, for properties it cannot encode again.
 _UNENCODABLE = (ProtocolSyntaxError, ShortStringTooLong, UnicodeEncodeError, struct.error)
 ACCESS_REFUSED = 403
-
-
-@dataclass
-class _Load:
-    """Messages, and bytes of their bodies, counted against a window's two bounds."""
-
-    window: int
-    window_bytes: int
-    messages: int = 0
-    size: int = 0
-
-    def add(self, message: ParkedMessage) -> None:
-        self.messages += 1
-        self.size += len(message.body)
-
-    @property
-    def full(self) -> bool:
-        return self.messages >= self.window or self.size >= self.window_bytes
-
-    def clear(self) -> None:
-        self.messages = self.size = 0
 
 
 class DeadLetterPass:
@@ -116,11 +94,13 @@ class DeadLetterPass:
         self._queue = settings.dead_letter_queue
         self._replaying = replaying
         self._window = window
+        self._window_bytes = window_bytes
         self._quiet_seconds = quiet_seconds
         self._held: list[tuple[int, ParkedMessage]] = []  # read, kept, unacked, in place
-        self._held_load = _Load(window, window_bytes)
+        self._held_bytes = 0
         self._rotating = False
-        self._uncommitted = _Load(window, window_bytes)  # rotations in the open transaction
+        self._uncommitted = 0  # rotations in the open transaction
+        self._uncommitted_bytes = 0
         self._stuck = 0  # kept, unacked to the end: pika cannot publish them again
         self._returned: list[bytes] = []
         self.tally = Tally()
@@ -193,12 +173,11 @@ class DeadLetterPass:
             self._rotate(tag, message)
             return
         self._held.append((tag, message))
-        self._held_load.add(message)
-        if more and self._held_load.full:
+        self._held_bytes += len(message.body)
+        if more and self._fills(len(self._held), self._held_bytes):
             # More is to be read than a window holds: rotate from here to the end.
             self._rotating = True
-            held, self._held = self._held, []
-            self._held_load.clear()
+            held, self._held, self._held_bytes = self._held, [], 0
             for held_tag, held_message in held:
                 self._rotate(held_tag, held_message)
 
@@ -212,9 +191,14 @@ class DeadLetterPass:
             self._channel.basic_qos(prefetch_count=self._window + self._stuck)
             return
         self._channel.basic_ack(delivery_tag=tag)
-        self._uncommitted.add(message)
-        if self._uncommitted.full:
+        self._uncommitted += 1
+        self._uncommitted_bytes += len(message.body)
+        if self._fills(self._uncommitted, self._uncommitted_bytes):
             self._commit()
+
+    def _fills(self, messages: int, size: int) -> bool:
+        """Whether `messages` with bodies of `size` bytes in all make a window's worth."""
+        return messages >= self._window or size >= self._window_bytes
 
     def _remove(
         self,
@@ -260,7 +244,7 @@ class DeadLetterPass:
         """Commit the open transaction; raise if the broker returned a copy in it (routed
         to no queue: `replayed`'s to the incoming queue, else a rotated one)."""
         self._channel.tx_commit()
-        self._uncommitted.clear()
+        self._uncommitted = self._uncommitted_bytes = 0
         self._connection.process_data_events(time_limit=0)  # hear of a returned copy now
         if not self._returned:
             return
@@ -280,7 +264,7 @@ class DeadLetterPass:
         """Commit the last rotations, stop consuming, and hand back what is still held
         (the window read in place, the messages that could not be rotated, what the broker
         sent ahead): each returns to its own place."""
-        if self._uncommitted.messages:
+        if self._uncommitted:
             self._commit()
         self._channel.cancel()
         self._channel.basic_nack(delivery_tag=0, multiple=True, requeue=True)
