@@ -123,7 +123,7 @@ class DeadLetterPass:
             lambda _channel, _method, _properties, body: self._returned.append(body)
         )
         channel.basic_qos(prefetch_count=self._window)
-        deliveries = self._deliveries()
+        deliveries = _deliveries(channel, self._queue, self._quiet_seconds)
         for read in range(there):
             satisfied = enough()
             if satisfied and not self._rotating:
@@ -146,25 +146,6 @@ class DeadLetterPass:
                 self._keep(tag, message, more=more)
         self._finish()
         return self.tally
-
-    def _deliveries(self) -> Iterator[tuple[int, ParkedMessage]]:
-        """The queue's messages as an exclusive consumer gets them; ends early when none
-        comes for `quiet_seconds`."""
-        try:
-            for method, properties, body in self._channel.consume(
-                self._queue, exclusive=True, inactivity_timeout=self._quiet_seconds
-            ):
-                if method is None:
-                    return
-                yield method.delivery_tag, ParkedMessage.read(properties, body or b"")
-        except pika.exceptions.ChannelClosedByBroker as error:
-            if error.reply_code == ACCESS_REFUSED and "exclusive" in str(error.reply_text):
-                raise QueueBusy(
-                    f"{self._queue} has a consumer already (another dead-letters command?): "
-                    "run one at a time"
-                ) from None
-            raise
-        raise QueueGone(f"the broker ended the reading of {self._queue} (queue deleted?)")
 
     def _keep(self, tag: int, message: ParkedMessage, *, more: bool) -> None:
         """Leave `message` in the queue: held in place while the pass fits the window,
@@ -269,3 +250,25 @@ class DeadLetterPass:
         self._channel.cancel()
         self._channel.basic_nack(delivery_tag=0, multiple=True, requeue=True)
         self._channel.tx_commit()
+
+
+def _deliveries(
+    channel: Any, queue: str, quiet_seconds: float
+) -> Iterator[tuple[int, ParkedMessage]]:
+    """`queue`'s messages as an exclusive consumer gets them; ends early when none comes for
+    `quiet_seconds`. Another consumer there already is `QueueBusy`; the broker ending the
+    reading (the queue deleted) is `QueueGone`."""
+    try:
+        for method, properties, body in channel.consume(
+            queue, exclusive=True, inactivity_timeout=quiet_seconds
+        ):
+            if method is None:
+                return
+            yield method.delivery_tag, ParkedMessage.read(properties, body or b"")
+    except pika.exceptions.ChannelClosedByBroker as error:
+        if error.reply_code == ACCESS_REFUSED and "exclusive" in str(error.reply_text):
+            raise QueueBusy(
+                f"{queue} has a consumer already (another dead-letters command?): run one at a time"
+            ) from None
+        raise
+    raise QueueGone(f"the broker ended the reading of {queue} (queue deleted?)")
