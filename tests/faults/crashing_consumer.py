@@ -15,7 +15,7 @@ from typing import Any
 
 from dependency_injector import providers
 
-from s3_events_handler.entrypoints.cli import consume, start
+from s3_events_handler.entrypoints.service import consume, start
 
 CRASH_POINTS = {"pid": ("ledger", "claim_pid"), "upload": ("transport", "upload"),
                 "transfer": ("transfers", "publish"), "ack": ("handler", "handle")}  # fmt: skip

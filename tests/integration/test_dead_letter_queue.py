@@ -9,12 +9,12 @@ import pika
 import pytest
 
 from s3_events_handler.adapters.rabbitmq import BrokerSettings
-from s3_events_handler.adapters.rabbitmq.dead_letters import (
-    DeadLetterQueue,
+from s3_events_handler.adapters.rabbitmq.dead_letter_model import (
     ParkedMessage,
     QueueBusy,
     ReplayStopped,
 )
+from s3_events_handler.adapters.rabbitmq.dead_letters import DeadLetterQueue
 from s3_events_handler.adapters.rabbitmq.inspection import QueueMissing
 from tests.support import amqp
 

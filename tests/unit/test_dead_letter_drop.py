@@ -10,7 +10,8 @@ import pytest
 
 from s3_events_handler.adapters.logs import fields_of
 from s3_events_handler.application.replay import Choosing, Selection
-from s3_events_handler.entrypoints.dead_letters import REMOVALS_LOGGER, drop_dead_letters, is_yes
+from s3_events_handler.entrypoints.dead_letters import REMOVALS_LOGGER, drop_dead_letters
+from s3_events_handler.entrypoints.terminal import is_yes
 from tests.unit.fake_dead_letter_broker import DLQ, FakeBroker, properties, queue_of
 
 

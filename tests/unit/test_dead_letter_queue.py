@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from s3_events_handler.adapters.rabbitmq.dead_letters import ParkedMessage
+from s3_events_handler.adapters.rabbitmq.dead_letter_model import ParkedMessage
 from tests.unit.fake_dead_letter_broker import (
     DLQ,
     INCOMING,

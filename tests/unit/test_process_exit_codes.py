@@ -30,8 +30,9 @@ from s3_events_handler.application.messages import (
     Split,
 )
 from s3_events_handler.domain.results import Sent
-from s3_events_handler.entrypoints.cli import main, process
+from s3_events_handler.entrypoints.cli import main
 from s3_events_handler.entrypoints.container import Container
+from s3_events_handler.entrypoints.service import process
 from tests.unit.test_config import REPO, REQUIRED
 
 PASSWORD = "pw-that-must-not-show"

@@ -1,0 +1,147 @@
+"""How a dead letter reads for an operator: a row of the table (`list`, a dry run), a JSON
+object (`list --json`), every detail (`show`); text that could hurt a terminal escaped."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from s3_events_handler.adapters.rabbitmq.dead_letter_model import ParkedMessage
+from s3_events_handler.adapters.rabbitmq.dead_letters import WINDOW
+from s3_events_handler.domain.events import peek
+
+COLUMNS = ("ID", "DEAD-LETTERED", "STAGE", "OBJECT", "REASON")
+# The AMQP properties `show` prints, in the protocol's order; `headers` has its own part.
+PROPERTIES = ("content_type", "content_encoding", "delivery_mode", "priority", "correlation_id",
+              "reply_to", "expiration", "message_id", "timestamp", "type", "user_id", "app_id",
+              "cluster_id")  # fmt: skip
+
+
+class Table:
+    """The table, each row printed as it comes. The first `buffered` rows (or all, when
+    fewer) set the columns' widths, as wide as their widest cell; a longer cell further on
+    widens its own row only. The reason, last, is as long as it is."""
+
+    def __init__(self, write: Callable[[str], object], *, buffered: int = WINDOW) -> None:
+        self._write = write
+        self._buffered = buffered
+        self._waiting: list[tuple[str, ...]] = []
+        self._widths: list[int] | None = None
+
+    def add(self, letter: ParkedMessage) -> None:
+        row = _row(letter)
+        if self._widths is None:
+            self._waiting.append(row)
+            if len(self._waiting) >= self._buffered:
+                self._start()
+        else:
+            self._print(row)
+
+    def close(self) -> None:
+        """Print what waits; a table without rows prints nothing, not even its heading."""
+        if self._widths is None and self._waiting:
+            self._start()
+
+    def _start(self) -> None:
+        rows = [COLUMNS, *self._waiting]
+        self._widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
+        self._waiting = []
+        for row in rows:
+            self._print(row)
+
+    def _print(self, row: tuple[str, ...]) -> None:
+        widths = self._widths or []
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        self._write("  ".join([*cells, row[-1]]))
+
+
+def _row(letter: ParkedMessage) -> tuple[str, ...]:
+    return (
+        printable(letter.id),
+        _time(letter.dead_lettered_at),
+        printable(letter.stage or "-"),
+        object_of(letter),
+        printable(letter.reason or "-"),
+    )
+
+
+def json_line(letter: ParkedMessage) -> str:
+    """What the table shows of one dead letter, and its PID, as one JSON object: text as it
+    is (JSON escapes what a terminal should not see), null for what it does not say."""
+    bucket, key = bucket_and_key(letter)
+    moment = letter.dead_lettered_at
+    facts = {
+        "id": letter.id,
+        "dead_lettered_at": None if moment is None else _time(moment),
+        "stage": letter.stage,
+        "reason": letter.reason,
+        "bucket": bucket,
+        "key": key,
+        "pid": letter.pid,
+    }
+    return json.dumps(facts)
+
+
+def details(letter: ParkedMessage) -> list[str]:
+    """`show`'s account of one dead letter: id, time, properties, headers and body."""
+    lines = [f"id             {printable(letter.id)}",
+             f"dead-lettered  {_time(letter.dead_lettered_at)}",
+             "properties"]  # fmt: skip
+    for name in PROPERTIES:
+        value = getattr(letter.properties, name, None)
+        if value is not None:
+            lines.append(f"  {name}: {_value(value)}")
+    lines.append("headers")
+    lines.extend(
+        f"  {printable(str(name))}: {_value(value)}" for name, value in letter.headers.items()
+    )
+    text = letter.body.decode("utf-8", "backslashreplace")
+    lines.append(f"body ({len(letter.body)} bytes)")
+    lines.extend(printable(line) for line in text.split("\n"))
+    return lines
+
+
+def _value(value: object) -> str:
+    """A property or header value on one line: text as it is, anything else as JSON."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "backslashreplace")
+    if isinstance(value, str):
+        return printable(value)
+    return printable(json.dumps(value, default=str, ensure_ascii=False))
+
+
+def _time(moment: datetime | None) -> str:
+    if moment is None:
+        return "-"
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def object_of(letter: ParkedMessage) -> str:
+    """`bucket/key` of the event's first record, as far as the body says; `-` for what it
+    does not (a dead letter is often a body that is not an event at all)."""
+    bucket, key = bucket_and_key(letter)
+    if bucket is None and key is None:
+        return "-"
+    return printable(f"{bucket or '-'}/{key or '-'}")
+
+
+def bucket_and_key(letter: ParkedMessage) -> tuple[str | None, str | None]:
+    """Bucket and key of the event's first record, each None where the body does not say."""
+    try:
+        message = json.loads(letter.body)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None, None
+    records = message.get("Records") if isinstance(message, dict) else None
+    _, bucket, key = peek(records[0] if isinstance(records, list) and records else None)
+    return bucket or None, key or None
+
+
+def printable(text: str) -> str:
+    """One line on a terminal: control characters (from a hostile key, say) shown escaped."""
+    return "".join(char if char.isprintable() else _escaped(char) for char in text)
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"

@@ -1,0 +1,126 @@
+"""The service itself: started from its settings, consuming until stopped, or running one
+event (`process`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+from s3_events_handler.adapters.config import ConfigError
+from s3_events_handler.adapters.cpu_affinity import pin_to_one_cpu
+from s3_events_handler.adapters.rabbitmq import BrokerCertificateError, describe
+from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
+from s3_events_handler.entrypoints.container import Container, build_container
+from s3_events_handler.entrypoints.exit_codes import ExitCode
+from s3_events_handler.entrypoints.terminal import complain
+
+log = logging.getLogger("s3-events-handler")
+
+
+def start(config_path: Path, *, log_to: TextIO | None = None) -> Container:
+    """`build_container`, the destination table read and the resources opened (the ledger
+    among them); raises `ConfigError`, with whatever was opened closed again.
+
+    A bad table or ledger, or a broker certificate that cannot be verified, stops the
+    start, not the first event; all are checked before anything is logged, so a failed
+    start says one thing.
+    """
+    container = build_container(config_path, log_to=log_to)
+    try:
+        destinations = container.destinations()
+        check_broker_certificate(container)
+        container.init_resources()
+    except BaseException:
+        container.shutdown_resources()
+        raise
+    log.info(
+        "destination folders for %s (default %s): %s",
+        container.config.app.environment(),
+        destinations.default_folder,
+        dict(destinations.folders),
+    )
+    return container
+
+
+def check_broker_certificate(container: Container) -> None:
+    """With RABBIT_MQ_SSL, a certificate the service will never accept is a setting to fix:
+    without this, the consumer would reconnect forever as if the broker were down."""
+    try:
+        container.broker().check_certificate()
+    except BrokerCertificateError as error:
+        raise ConfigError([], [str(error)]) from None
+
+
+def consume(container: Container) -> int:
+    if container.config.app.pin_cpu():
+        pin_to_one_cpu()  # before the workers start: they run where their parent does
+    return _consume(container)
+
+
+def _consume(container: Container) -> int:
+    consumer = container.consumer()
+    status = container.status_server()
+    try:
+        status.start()  # before the broker: the probes answer while it connects
+    except OSError as error:
+        complain(f"cannot start: METRICS_PORT={status.port}: {error}")
+        return ExitCode.SETTINGS
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s: finishing the messages in hand", signal.Signals(signum).name)
+        consumer.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        consumer.run(grace_seconds=container.config.app.shutdown_grace_seconds())
+    finally:
+        status.stop()
+    log.info("stopped")
+    return ExitCode.OK
+
+
+def process(container: Container, source: str) -> int:
+    """Run one event through the application against the configured services."""
+    try:
+        body = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except OSError as error:
+        return cannot_read(source, error)
+    broker = container.broker()
+    try:
+        broker.open()
+    except Exception as error:  # nothing was done yet: say so plainly and let the caller retry
+        settings = broker.settings
+        reason = describe(error, settings.password)
+        complain(f"cannot reach the broker at {settings.host}:{settings.port}: {reason}")
+        return ExitCode.TEMPFAIL
+    return _report(container.handler().handle, Delivery(body=body))
+
+
+def cannot_read(source: str, error: OSError) -> int:
+    """An event file that cannot be read is a wrong argument: one line, exit 2."""
+    complain(f"cannot read {source}: {error.strerror}")
+    return ExitCode.SETTINGS
+
+
+def _report(handle: Any, delivery: Delivery) -> int:
+    outcome: Outcome = handle(delivery)
+    if isinstance(outcome, Split):
+        return max(_report(handle, Delivery(body=body)) for body in outcome.bodies)
+    print(json.dumps(_as_json(outcome), ensure_ascii=False))
+    if isinstance(outcome, Done):
+        return ExitCode.OK
+    return ExitCode.TEMPFAIL if isinstance(outcome, Retry) else ExitCode.FAILED
+
+
+def _as_json(outcome: Done | Retry | DeadLetter) -> dict[str, Any]:
+    if isinstance(outcome, Done):
+        return {"outcome": "done", "result": outcome.result.kind, "summary": outcome.summary}
+    if isinstance(outcome, Retry):
+        return {"outcome": "retry", "reason": outcome.reason, "delay": outcome.delay_seconds}
+    return {"outcome": "dead-letter", "reason": outcome.reason, "stage": outcome.stage}
