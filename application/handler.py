@@ -120,7 +120,7 @@ class MessageHandler:
         self._retry_policy = retry_policy
         self._limits = limits or MessageLimits()
         self._unfinished = unfinished or NoCrashCount()
-        self._in_ledger = unfinished is not None
+        self._crash_count_in_ledger = unfinished is not None
         self._clock = clock
         self._telemetry = telemetry or NoTelemetry()
 
@@ -171,7 +171,7 @@ class MessageHandler:
             self._ledger_answered()
 
     def _ledger_answered(self) -> None:
-        if self._in_ledger:
+        if self._crash_count_in_ledger:
             self._telemetry.ledger_answered()
 
     def _handle(self, delivery: Delivery) -> Outcome:

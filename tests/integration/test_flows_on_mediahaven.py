@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from s3_events_handler.adapters.mediahaven import MediaHavenRecords
-from s3_events_handler.domain.errors import ServiceUnavailable
+from s3_events_handler.domain.errors import ServiceUnavailable, System
 from s3_events_handler.domain.results import (
     AlreadyArchived,
     IngestResult,
@@ -164,6 +164,7 @@ def test_a_search_past_max_search_pages_fails_as_transient_without_an_answer(
     assert str(failed.value) == (
         f'search too broad: more than 50 pages of results for +(s3_object_key:"{KEY}")'
     )
+    assert failed.value.system is System.MEDIAHAVEN
     assert pages_asked(mediahaven) == list(range(0, 5_000, 100))
     assert world.pids.minted == [] and world.transport.uploaded == {}
 
