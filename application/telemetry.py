@@ -82,16 +82,18 @@ class Telemetry(Protocol):
         ...
 
     def ledger_hit(self) -> None:
-        """The ledger recalled an event it had taken in before."""
+        """A use case's claim found its event taken in before (`EventClaim`'s `on_recall`)."""
         ...
 
     def ledger_answered(self) -> None:
-        """A ledger statement succeeded: the ledger answers again after a failure
-        (`downstream_error(System.LEDGER)`), or still does."""
+        """A ledger statement succeeded (the handler's crash count, before and after each
+        message): the ledger answers again after a failure (`downstream_error(System.LEDGER)`),
+        or still does."""
         ...
 
     def downstream_error(self, system: System) -> None:
-        """A call to `system` failed or was refused (after the adapter's own quick tries)."""
+        """A call to `system` failed or was refused (after the adapter's own quick tries): told
+        once an event's attempt, where the handler decides its outcome."""
         ...
 
     def connected(self) -> None:

@@ -2,7 +2,9 @@
 vocabulary for how an event ended.
 
 Each result also reads as one line (`str(result)`): the wording of the `done:`
-log line and of the `process` command's summary, which operators know.
+log line and of the `process` command's summary, which operators know. Each names
+its `kind` (the log line's `result`), its `outcome` (done, or skipped when there was
+nothing to do) and the `stage` its attempt ended at.
 """
 
 from __future__ import annotations
