@@ -13,7 +13,6 @@ from typing import Any, Protocol
 
 from s3_events_handler.application.limits import (
     MessageLimits,
-    NoCrashCount,
     UnfinishedDeliveries,
     digest_of,
 )
@@ -119,8 +118,7 @@ class MessageHandler:
         self._use_cases = {EventKind.CREATED: ingest, EventKind.REMOVED: remove}
         self._retry_policy = retry_policy
         self._limits = limits or MessageLimits()
-        self._unfinished = unfinished or NoCrashCount()
-        self._crash_count_in_ledger = unfinished is not None
+        self._unfinished = unfinished
         self._clock = clock
         self._telemetry = telemetry or NoTelemetry()
 
@@ -141,7 +139,7 @@ class MessageHandler:
             return self._dead_letter(delivery, reason, delivery.correlation_id, EventFacts())
         digest = digest_of(delivery.body)
         try:
-            deaths = self._unfinished.begin_delivery(digest)
+            deaths = self._unfinished.begin_delivery(digest) if self._unfinished is not None else 0
         except S3EventsHandlerError as error:
             facts = EventFacts(stage=Stage.LEDGER.value, attempt=attempt_of(delivery.headers))
             return self._failed(delivery, error, delivery.correlation_id, facts)
@@ -162,6 +160,8 @@ class MessageHandler:
             self._end_delivery(digest, handled=handled)
 
     def _end_delivery(self, digest: str, *, handled: bool) -> None:
+        if self._unfinished is None:
+            return
         try:
             self._unfinished.end_delivery(digest, handled=handled)
         except S3EventsHandlerError as error:
@@ -171,7 +171,7 @@ class MessageHandler:
             self._ledger_answered()
 
     def _ledger_answered(self) -> None:
-        if self._crash_count_in_ledger:
+        if self._unfinished is not None:
             self._telemetry.ledger_answered()
 
     def _handle(self, delivery: Delivery) -> Outcome:
