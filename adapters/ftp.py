@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 from s3_events_handler.adapters import sidecar_xml
 from s3_events_handler.adapters.tls import client_context, describe_failure, verification_failure
 from s3_events_handler.application.reasons import Redactor
-from s3_events_handler.domain.errors import Rejected, ServiceUnavailable
+from s3_events_handler.domain.errors import Rejected, ServiceUnavailable, System
 from s3_events_handler.domain.model import Sidecar
 from s3_events_handler.domain.ports import TransportServer
 
@@ -204,7 +204,9 @@ class FtpTransportServer(TransportServer):
             except _ConnectionLost as lost:
                 self._discard()
                 if not reused:
-                    raise ServiceUnavailable(self._scrub(str(lost))) from lost.__cause__
+                    raise ServiceUnavailable(
+                        self._scrub(str(lost)), system=System.FTP
+                    ) from lost.__cause__
                 logger.warning(
                     "FTP connection to %s:%d was lost (%s); reconnecting once",
                     self._hostname,
@@ -215,7 +217,9 @@ class FtpTransportServer(TransportServer):
                     self._place(sidecar, temporary, data)
                 except _ConnectionLost as again:
                     self._discard()
-                    raise ServiceUnavailable(self._scrub(str(again))) from again.__cause__
+                    raise ServiceUnavailable(
+                        self._scrub(str(again)), system=System.FTP
+                    ) from again.__cause__
 
     def find_folders(self, wanted: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str | None]:
         """Where each (CP name, folder) destination is on the server; None where it is not.
@@ -237,7 +241,8 @@ class FtpTransportServer(TransportServer):
                 self._discard()
                 raise ServiceUnavailable(
                     f"cannot list the folders on FTP server {self._hostname}:{self._port}: "
-                    f"{self._scrub(_reply(error))}"
+                    f"{self._scrub(_reply(error))}",
+                    system=System.FTP,
                 ) from error
         return found
 
@@ -271,7 +276,8 @@ class FtpTransportServer(TransportServer):
                 raise _ConnectionLost(f"FTP session expired: {_reply(error)}") from error
             self._remove_temporary(session, temporary)
             raise Rejected(
-                f"transport server refused {folder}/{final}: {self._scrub(_reply(error))}"
+                f"transport server refused {folder}/{final}: {self._scrub(_reply(error))}",
+                system=System.FTP,
             ) from error
         except ftputil.error.TemporaryError as error:
             # The server answered, so the connection can still remove what this upload
@@ -309,7 +315,8 @@ class FtpTransportServer(TransportServer):
                 raise _ConnectionLost(f"FTP session expired: {_reply(error)}") from error
             raise Rejected(
                 f"no folder {folder} on the transport server, or no access: "
-                f"{self._scrub(_reply(error))}"
+                f"{self._scrub(_reply(error))}",
+                system=System.FTP,
             ) from error
         except (ftputil.error.FTPOSError, OSError, EOFError) as error:
             raise _ConnectionLost(f"FTP CWD {folder} failed: {_reply(error)}") from error
@@ -377,7 +384,8 @@ class FtpTransportServer(TransportServer):
             return
         if self._size(session, temporary) != size:
             raise ServiceUnavailable(
-                f"the temporary file {temporary} vanished before it became {final}"
+                f"the temporary file {temporary} vanished before it became {final}",
+                system=System.FTP,
             )
         raise refusal
 
@@ -413,7 +421,8 @@ class FtpTransportServer(TransportServer):
             except OSError as error:
                 raise ServiceUnavailable(
                     f"MEDIAHAVEN_FTP_CA_FILE={self._ca_file!r} cannot be used for FTPS: "
-                    f"{error.strerror or error}"
+                    f"{error.strerror or error}",
+                    system=System.FTP,
                 ) from error
         session_class: Callable[..., ftplib.FTP] = ftputil.session.session_factory(
             base_class=_timed_ftp(self._timeout, context),
@@ -440,7 +449,7 @@ class FtpTransportServer(TransportServer):
             )
         except (ftputil.error.FTPError, OSError, EOFError) as error:
             self._discard()
-            raise ServiceUnavailable(self._login_failure(error)) from error
+            raise ServiceUnavailable(self._login_failure(error), system=System.FTP) from error
         self.connections_opened += 1
         logger.info(
             "logged in to FTP server %s:%d as %s%s",

@@ -23,7 +23,7 @@ import requests.adapters
 import requests.utils
 
 from s3_events_handler.application.reasons import one_line
-from s3_events_handler.domain.errors import ServiceUnavailable
+from s3_events_handler.domain.errors import ServiceUnavailable, System
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +93,14 @@ class HttpService:
         *,
         session: requests.Session,
         name: str,
+        system: System,
         timeout: float,
         retries: RetryPolicy,
         sleep: Callable[[float], None] = time.sleep,
         secrets: Callable[[], Iterable[str | None]] = tuple,
     ) -> None:
         self.name = name
+        self.system = system  # what every failure of the service says it came from
         self._session = session
         self._timeout = timeout
         self._retries = retries
@@ -128,7 +130,7 @@ class HttpService:
             except _TryAgain as failure:
                 if not safe_to_repeat or attempt == len(pauses):
                     raise ServiceUnavailable(
-                        failure.reason, retry_after=failure.retry_after
+                        failure.reason, system=self.system, retry_after=failure.retry_after
                     ) from None
                 pause = self._pause(failure, pauses[attempt], waited)
                 log.warning("%s; trying again in %.2f s", failure.reason, pause)
@@ -151,10 +153,13 @@ class HttpService:
         except ValueError:
             raise ServiceUnavailable(
                 f"{self.name} answered {what} with something that is not JSON: "
-                f"{self.snippet(response.text)}"
+                f"{self.snippet(response.text)}",
+                system=self.system,
             ) from None
         if not isinstance(body, dict):
-            raise ServiceUnavailable(f"{self.name} answered {what} with JSON that is not an object")
+            raise ServiceUnavailable(
+                f"{self.name} answered {what} with JSON that is not an object", system=self.system
+            )
         return body
 
     def _send_once(
@@ -173,7 +178,8 @@ class HttpService:
             )
         except requests.Timeout:
             raise ServiceUnavailable(
-                f"{self.name} timed out: did not answer {what} within {self._timeout:g} s"
+                f"{self.name} timed out: did not answer {what} within {self._timeout:g} s",
+                system=self.system,
             ) from None
         except requests.RequestException as error:
             reason = f"{type(error).__name__}: {self.snippet(str(error))}"
@@ -186,7 +192,7 @@ class HttpService:
         failed = f"{self.name} answered {status} to {what}"
         reads_retry_after = self._retries.max_retry_after is not None
         if status == 429 and not reads_retry_after:
-            raise ServiceUnavailable(failed)
+            raise ServiceUnavailable(failed, system=self.system)
         retry_after = (
             _retry_after(response.headers.get("Retry-After")) if reads_retry_after else None
         )
@@ -202,11 +208,12 @@ class HttpService:
                 raise ServiceUnavailable(
                     f"{failure.reason}; Retry-After asks {pause:g} s, more than the "
                     f"{cap:g} s one call may wait",
+                    system=self.system,
                     retry_after=pause,
                 ) from None
         if waited + pause > self._retries.budget:
             raise ServiceUnavailable(
-                f"{failure.reason}; gave up after waiting {waited:g} s"
+                f"{failure.reason}; gave up after waiting {waited:g} s", system=self.system
             ) from None
         return pause
 
@@ -226,6 +233,7 @@ class JsonServiceClient:
     """A client of one small JSON service (PID, Organisations) at one URL."""
 
     NAME: ClassVar[str]  # the service, as messages name it
+    SYSTEM: ClassVar[System]  # the service, as its failures are counted
 
     def __init__(
         self,
@@ -239,6 +247,7 @@ class JsonServiceClient:
         self._http = HttpService(
             session=session,
             name=self.NAME,
+            system=self.SYSTEM,
             timeout=timeout,
             retries=RetryPolicy(pauses=BACKOFF_SECONDS),
             sleep=sleep,
@@ -260,11 +269,13 @@ class JsonServiceClient:
         )
 
 
-def json_of(response: requests.Response, *, service: str) -> Any:
+def json_of(response: requests.Response, *, service: str, system: System) -> Any:
     try:
         return response.json()
     except ValueError as error:
-        raise ServiceUnavailable(f"{service} answered something other than JSON") from error
+        raise ServiceUnavailable(
+            f"{service} answered something other than JSON", system=system
+        ) from error
 
 
 def accepts_connections(url: str, *, timeout: float) -> str:

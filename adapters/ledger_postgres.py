@@ -17,7 +17,7 @@ from s3_events_handler.adapters.postgres_pool import (
     connection_settings,
 )
 from s3_events_handler.application.reasons import one_line
-from s3_events_handler.domain.errors import ServiceUnavailable
+from s3_events_handler.domain.errors import ServiceUnavailable, System
 from s3_events_handler.domain.model import CLAIM_LEASE_SECONDS
 
 log = logging.getLogger(__name__)
@@ -69,11 +69,15 @@ class PostgresLedger(SqlLedger):
             psycopg.conninfo.conninfo_to_dict(dsn)
         except psycopg.ProgrammingError:
             # libpq's parse error quotes the text around the fault, which may be the password.
-            raise ServiceUnavailable("ledger database: the DSN cannot be parsed") from None
+            raise ServiceUnavailable(
+                "ledger database: the DSN cannot be parsed", system=System.LEDGER
+            ) from None
         try:
             pruned = _create_and_prune(dsn, timeout=timeout, retention_days=retention_days)
         except psycopg.Error as error:
-            raise ServiceUnavailable(f"ledger database: {one_line(str(error))}") from None
+            raise ServiceUnavailable(
+                f"ledger database: {one_line(str(error))}", system=System.LEDGER
+            ) from None
         log.info(
             "ledger in PostgreSQL; %d entries older than %s days pruned", pruned, retention_days
         )
@@ -104,13 +108,19 @@ class PostgresLedger(SqlLedger):
                     cursor = db.execute(sql, parameters)
                     return cursor.fetchall() if cursor.description else []
             except NoAnswer as error:
-                raise ServiceUnavailable(f"ledger database: {error}") from None
+                raise ServiceUnavailable(
+                    f"ledger database: {error}", system=System.LEDGER
+                ) from None
             except psycopg.OperationalError as error:
                 if last_try or not db.closed:
-                    raise ServiceUnavailable(f"ledger database: {one_line(str(error))}") from None
+                    raise ServiceUnavailable(
+                        f"ledger database: {one_line(str(error))}", system=System.LEDGER
+                    ) from None
                 self._pool.drain()
             except psycopg.Error as error:
-                raise ServiceUnavailable(f"ledger database: {one_line(str(error))}") from None
+                raise ServiceUnavailable(
+                    f"ledger database: {one_line(str(error))}", system=System.LEDGER
+                ) from None
             finally:
                 self._pool.putconn(db)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -120,10 +130,13 @@ class PostgresLedger(SqlLedger):
             return self._pool.getconn()
         except PoolTimeout:
             raise ServiceUnavailable(
-                f"ledger database: no connection within {self._timeout:g} s"
+                f"ledger database: no connection within {self._timeout:g} s",
+                system=System.LEDGER,
             ) from None
         except psycopg.Error as error:  # the ledger was closed
-            raise ServiceUnavailable(f"ledger database: {one_line(str(error))}") from None
+            raise ServiceUnavailable(
+                f"ledger database: {one_line(str(error))}", system=System.LEDGER
+            ) from None
 
 
 def _create_and_prune(dsn: str, *, timeout: float, retention_days: float) -> int:
@@ -165,7 +178,9 @@ def inspect_database(dsn: str, *, timeout: float = 10) -> str:
         with psycopg.connect(dsn, autocommit=True, connect_timeout=int(timeout)) as db:
             row = db.execute("SELECT to_regclass('s3_events_ledger') IS NOT NULL").fetchone()
     except psycopg.Error as error:
-        raise ServiceUnavailable(f"ledger database {name}: {one_line(str(error))}") from None
+        raise ServiceUnavailable(
+            f"ledger database {name}: {one_line(str(error))}", system=System.LEDGER
+        ) from None
     if row is not None and row[0]:
         return f"{name} answers and has the table s3_events_ledger"
     return f"{name} answers; the table s3_events_ledger is not there yet, `consume` creates it"

@@ -17,7 +17,7 @@ from s3_events_handler.adapters.ledger_sql import (
     SqlLedger,
     Statements,
 )
-from s3_events_handler.domain.errors import ServiceUnavailable
+from s3_events_handler.domain.errors import ServiceUnavailable, System
 from s3_events_handler.domain.model import CLAIM_LEASE_SECONDS
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,9 @@ class SqliteLedger(SqlLedger):
             db.execute("DELETE FROM s3_events_deliveries WHERE updated_at < ?", (cutoff,))
         except sqlite3.Error as error:
             self.close()
-            raise ServiceUnavailable(f"ledger {self._path} cannot be opened: {error}") from error
+            raise ServiceUnavailable(
+                f"ledger {self._path} cannot be opened: {error}", system=System.LEDGER
+            ) from error
         log.info(
             "ledger at %s (%d entries older than %s days pruned)", path, pruned, retention_days
         )
@@ -150,7 +152,9 @@ class SqliteLedger(SqlLedger):
         try:
             return self._connection(synced=durable).execute(sql, parameters).fetchall()
         except sqlite3.Error as error:
-            raise ServiceUnavailable(f"ledger {self._path}: {error}") from error
+            raise ServiceUnavailable(
+                f"ledger {self._path}: {error}", system=System.LEDGER
+            ) from error
 
 
 def _add_claim_columns(db: sqlite3.Connection) -> None:

@@ -20,7 +20,7 @@ import requests
 from s3_events_handler.adapters import sidecar_xml
 from s3_events_handler.adapters.http_calls import HttpService, RetryPolicy
 from s3_events_handler.adapters.mediahaven_auth import ApiCredentials, MediaHavenTokens
-from s3_events_handler.domain.errors import Rejected, SearchTooBroad, ServiceUnavailable
+from s3_events_handler.domain.errors import Rejected, SearchTooBroad, ServiceUnavailable, System
 from s3_events_handler.domain.model import DEFAULT_MAX_SEARCH_PAGES, Query, Record
 from s3_events_handler.domain.ports import ArchiveRecords
 
@@ -83,6 +83,7 @@ class MediaHavenRecords(ArchiveRecords):
         self._http = HttpService(
             session=session,
             name="MediaHaven",
+            system=System.MEDIAHAVEN,
             timeout=timeout,
             retries=RetryPolicy(
                 pauses=BACKOFF_SECONDS,
@@ -122,7 +123,9 @@ class MediaHavenRecords(ArchiveRecords):
             )
             results = page.get("Results")
             if not isinstance(results, list):
-                raise ServiceUnavailable("MediaHaven search answered without a Results list")
+                raise ServiceUnavailable(
+                    "MediaHaven search answered without a Results list", system=System.MEDIAHAVEN
+                )
             for record in _records(results):
                 if record.fragment_id not in given:
                     given.add(record.fragment_id)
@@ -197,9 +200,12 @@ class MediaHavenRecords(ArchiveRecords):
             return response
         if 400 <= status < 500:
             raise Rejected(
-                f"MediaHaven answered {status} to {what}: {self._http.snippet(response.text)}"
+                f"MediaHaven answered {status} to {what}: {self._http.snippet(response.text)}",
+                system=System.MEDIAHAVEN,
             )
-        raise ServiceUnavailable(f"MediaHaven answered an unexpected {status} to {what}")
+        raise ServiceUnavailable(
+            f"MediaHaven answered an unexpected {status} to {what}", system=System.MEDIAHAVEN
+        )
 
 
 def _next_start(page: Mapping[str, Any], asked_start: int, received: int) -> int | None:
@@ -214,7 +220,8 @@ def _next_start(page: Mapping[str, Any], asked_start: int, received: int) -> int
         # Stopping here would pass a partial result off as complete; deletes rely on it.
         raise ServiceUnavailable(
             f"MediaHaven search paging went nowhere: page at {start} held {returned} "
-            f"of {total} results"
+            f"of {total} results",
+            system=System.MEDIAHAVEN,
         )
     return following
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import requests
 
 from s3_events_handler.adapters.http_calls import HttpService
-from s3_events_handler.domain.errors import ServiceUnavailable
+from s3_events_handler.domain.errors import ServiceUnavailable, System
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,8 @@ class MediaHavenTokens:
             self._drop_refused(token)
             raise ServiceUnavailable(
                 f"MediaHaven answered 401 to {what} with a freshly issued token; "
-                "check the API user's rights and credentials"
+                "check the API user's rights and credentials",
+                system=System.MEDIAHAVEN,
             )
         return response
 
@@ -157,7 +158,8 @@ class MediaHavenTokens:
             # Transient: an operator fixes the credentials and the waiting events go through.
             raise ServiceUnavailable(
                 f"MediaHaven refused the API credentials ({refused}); check "
-                "MEDIAHAVEN_API_USERNAME, _PASSWD, _CLIENT_ID and _CLIENT_SECRET"
+                "MEDIAHAVEN_API_USERNAME, _PASSWD, _CLIENT_ID and _CLIENT_SECRET",
+                system=System.MEDIAHAVEN,
             ) from None
 
     def _grant(
@@ -179,11 +181,15 @@ class MediaHavenTokens:
             detail = f"HTTP {response.status_code} from {path}"
             if 400 <= response.status_code < 500:
                 raise _GrantRefused(detail)
-            raise ServiceUnavailable(f"MediaHaven {what} failed: {detail}")
+            raise ServiceUnavailable(
+                f"MediaHaven {what} failed: {detail}", system=System.MEDIAHAVEN
+            )
         body = self._http.json_object(response, what)
         access = body.get("access_token")
         if not isinstance(access, str) or not access:
-            raise ServiceUnavailable(f"MediaHaven {what} answered without an access_token")
+            raise ServiceUnavailable(
+                f"MediaHaven {what} answered without an access_token", system=System.MEDIAHAVEN
+            )
         refresh = body.get("refresh_token")
         if not isinstance(refresh, str) or not refresh:
             # RFC 6749 6: without a new refresh token, the old one stays good.

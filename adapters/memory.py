@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from s3_events_handler.adapters import sidecar_xml
 from s3_events_handler.adapters.mediahaven import render_query
 from s3_events_handler.application.limits import ConsumerLedger
-from s3_events_handler.domain.errors import ClaimedElsewhere, Rejected, SearchTooBroad
+from s3_events_handler.domain.errors import ClaimedElsewhere, Rejected, SearchTooBroad, System
 from s3_events_handler.domain.model import (
     CLAIM_LEASE_SECONDS,
     DEFAULT_MAX_SEARCH_PAGES,
@@ -78,9 +78,9 @@ class InMemoryArchiveRecords(ArchiveRecords):
 
     def add_relation(self, fragment_id: str, related_pid: str, reason: str) -> None:
         if not any(record.fragment_id == fragment_id for record in self.records):
-            raise Rejected(
-                f"no record {fragment_id} to relate {related_pid} to"
-            )  # MediaHaven's 404
+            raise Rejected(  # MediaHaven's 404
+                f"no record {fragment_id} to relate {related_pid} to", system=System.MEDIAHAVEN
+            )
         self.relations.append(Relation(fragment_id, related_pid, reason))
 
     def delete(self, fragment_id: str, reason: str) -> None:
@@ -134,7 +134,9 @@ class InMemoryOrganisations(Organisations):
         try:
             return self.cp_names[or_id]
         except KeyError:
-            raise Rejected(f"no organisation with a MAM label for {or_id}") from None
+            raise Rejected(
+                f"no organisation with a MAM label for {or_id}", system=System.ORGANISATIONS
+            ) from None
 
 
 class InMemoryTransportServer(TransportServer):
@@ -149,7 +151,7 @@ class InMemoryTransportServer(TransportServer):
     def upload(self, sidecar: Sidecar) -> None:
         folder = f"/{sidecar.cp_name}/{sidecar.folder}"
         if self.folders is not None and folder not in self.folders:
-            raise Rejected(f"no folder {folder} on the transport server")
+            raise Rejected(f"no folder {folder} on the transport server", system=System.FTP)
         path = f"{folder}/{sidecar.filename}"
         self.uploaded[path] = sidecar_xml.render(sidecar)
         self.uploads.append(path)

@@ -9,7 +9,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from s3_events_handler.adapters.http_calls import JsonServiceClient, json_of
-from s3_events_handler.domain.errors import Rejected, ServiceUnavailable
+from s3_events_handler.domain.errors import Rejected, ServiceUnavailable, System
 from s3_events_handler.domain.ports import Organisations
 
 # The OR-id travels as a variable, so no id can change the query.
@@ -24,6 +24,9 @@ _TRANSIENT_CLIENT_ERRORS = frozenset({401, 403, 408})
 class NoMamLabel(Rejected):
     """The API answered: it knows no such organisation, or the organisation has no MAM label."""
 
+    def __init__(self, message: str) -> None:
+        super().__init__(message, system=System.ORGANISATIONS)
+
 
 class OrganisationsApi(JsonServiceClient, Organisations):
     """Looks up the MAM label of an OR-id.
@@ -35,39 +38,47 @@ class OrganisationsApi(JsonServiceClient, Organisations):
     """
 
     NAME = SERVICE
+    SYSTEM = System.ORGANISATIONS
 
     def cp_name(self, or_id: str) -> str:
         body = {"query": CP_NAME_QUERY, "variables": {"id": or_id}}
         response = self._ask("POST", what=f"the lookup of {or_id}", json=body)
         status = response.status_code
         if status in _TRANSIENT_CLIENT_ERRORS:
-            raise ServiceUnavailable(f"{SERVICE} answered {status} for {or_id}")
+            raise ServiceUnavailable(f"{SERVICE} answered {status} for {or_id}", system=self.SYSTEM)
         if status >= 400:
-            raise Rejected(f"{SERVICE} refused the lookup of {or_id} ({status})")
-        return _mam_label_in(json_of(response, service=f"{SERVICE} for {or_id}"), or_id)
+            raise Rejected(
+                f"{SERVICE} refused the lookup of {or_id} ({status})", system=self.SYSTEM
+            )
+        answer = json_of(response, service=f"{SERVICE} for {or_id}", system=self.SYSTEM)
+        return _mam_label_in(answer, or_id)
 
 
 def _mam_label_in(answer: Any, or_id: str) -> str:
     """`{"data": {"organizations": [{"mam_label": "VRT"}]}}` -> `VRT`."""
     if not isinstance(answer, dict):
-        raise ServiceUnavailable(f"Organisations API answer for {or_id} is not an object")
+        raise _confused(f"Organisations API answer for {or_id} is not an object")
     if answer.get("errors"):
-        raise ServiceUnavailable(
+        raise _confused(
             f"Organisations API reported errors for {or_id}: {str(answer['errors'])[:200]}"
         )
     data = answer.get("data")
     organisations = data.get("organizations") if isinstance(data, dict) else None
     if not isinstance(organisations, list):
-        raise ServiceUnavailable(f"Organisations API answer for {or_id} has no organizations")
+        raise _confused(f"Organisations API answer for {or_id} has no organizations")
     if not organisations:
         raise NoMamLabel(f"no organisation {or_id} in the Organisations API")
     first = organisations[0]
     label = first.get("mam_label") if isinstance(first, dict) else None
     if label is not None and not isinstance(label, str):
-        raise ServiceUnavailable(f"Organisations API gave a mam_label that is not text for {or_id}")
+        raise _confused(f"Organisations API gave a mam_label that is not text for {or_id}")
     if not label or not label.strip():
         raise NoMamLabel(f"organisation {or_id} has no MAM label")
     return label
+
+
+def _confused(message: str) -> ServiceUnavailable:
+    return ServiceUnavailable(message, system=System.ORGANISATIONS)
 
 
 class CachedOrganisations(Organisations):

@@ -7,7 +7,7 @@ import string
 from typing import Any
 
 from s3_events_handler.adapters.http_calls import JsonServiceClient, json_of
-from s3_events_handler.domain.errors import ServiceUnavailable
+from s3_events_handler.domain.errors import ServiceUnavailable, System
 from s3_events_handler.domain.model import is_valid_pid
 from s3_events_handler.domain.ports import PidService
 
@@ -31,12 +31,15 @@ class PidWebService(JsonServiceClient, PidService):
     """
 
     NAME = SERVICE
+    SYSTEM = System.PID
 
     def mint(self) -> str:
         response = self._ask("GET", what="a PID request")
         if not 200 <= response.status_code < 300:
-            raise ServiceUnavailable(f"{SERVICE} answered {response.status_code}")
-        return _pid_in(json_of(response, service=SERVICE))
+            raise ServiceUnavailable(
+                f"{SERVICE} answered {response.status_code}", system=System.PID
+            )
+        return _pid_in(json_of(response, service=SERVICE, system=System.PID))
 
 
 def _pid_in(answer: Any) -> str:
@@ -44,7 +47,9 @@ def _pid_in(answer: Any) -> str:
     first = answer[0] if isinstance(answer, list) and answer else None
     pid = first.get("id") if isinstance(first, dict) else None
     if not isinstance(pid, str) or not is_valid_pid(pid):
-        raise ServiceUnavailable(f"PID service gave no valid PID: {str(answer)[:200]!r}")
+        raise ServiceUnavailable(
+            f"PID service gave no valid PID: {str(answer)[:200]!r}", system=System.PID
+        )
     return pid
 
 

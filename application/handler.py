@@ -13,7 +13,6 @@ from typing import Any, Protocol
 
 from s3_events_handler.application.limits import (
     MessageLimits,
-    NoCrashCount,
     UnfinishedDeliveries,
     digest_of,
 )
@@ -35,11 +34,12 @@ from s3_events_handler.domain.errors import (
     PermanentError,
     S3EventsHandlerError,
     ServiceUnavailable,
+    pid_of,
+    stage_of,
 )
 from s3_events_handler.domain.events import parse_record, peek
 from s3_events_handler.domain.model import EventKind, S3Event, Stage, is_valid_pid
 from s3_events_handler.domain.results import AlreadyHandled, Result, Sent
-from s3_events_handler.domain.use_cases import Progress
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,10 @@ def _utc_now() -> datetime:
 
 
 class UseCase(Protocol):
-    def execute(self, event: S3Event, *, correlation_id: str, progress: Progress) -> Result: ...
+    def execute(self, event: S3Event, *, correlation_id: str, pid: str | None) -> Result:
+        """What became of `event`; `pid`: the one an earlier attempt minted, to reuse. A failure
+        raises, carrying its stage and the PID the attempt had (`domain.errors.at_stage`)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,8 @@ class MessageHandler:
     - Bad input and refusals are dead-lettered with the reason and the stage.
     - Anything else that fails is retried with backoff until the attempts run out.
     - A message with several records is split, each record then handled on its own.
+    - A failure is counted against the outside system it came from where it is decided
+      (`_failed`); the ledger's answers to the crash count keep readiness up to date.
     """
 
     def __init__(
@@ -113,7 +118,7 @@ class MessageHandler:
         self._use_cases = {EventKind.CREATED: ingest, EventKind.REMOVED: remove}
         self._retry_policy = retry_policy
         self._limits = limits or MessageLimits()
-        self._unfinished = unfinished or NoCrashCount()
+        self._unfinished = unfinished
         self._clock = clock
         self._telemetry = telemetry or NoTelemetry()
 
@@ -134,12 +139,11 @@ class MessageHandler:
             return self._dead_letter(delivery, reason, delivery.correlation_id, EventFacts())
         digest = digest_of(delivery.body)
         try:
-            deaths = self._unfinished.begin_delivery(digest)
+            deaths = self._unfinished.begin_delivery(digest) if self._unfinished is not None else 0
         except S3EventsHandlerError as error:
             facts = EventFacts(stage=Stage.LEDGER.value, attempt=attempt_of(delivery.headers))
-            progress = Progress(pid=_pid_of(delivery.headers), stage=Stage.LEDGER)
-            correlation_id = delivery.correlation_id or str(uuid.uuid4())
-            return self._retry(delivery, error, progress, correlation_id, facts)
+            return self._failed(delivery, error, delivery.correlation_id, facts)
+        self._ledger_answered()
         handled = True
         try:
             if deaths >= limits.poison_limit:
@@ -156,44 +160,66 @@ class MessageHandler:
             self._end_delivery(digest, handled=handled)
 
     def _end_delivery(self, digest: str, *, handled: bool) -> None:
+        if self._unfinished is None:
+            return
         try:
             self._unfinished.end_delivery(digest, handled=handled)
         except S3EventsHandlerError as error:
+            self._count(error)
             log.warning("the message's crash count stays until it ends again: %s", error)
+        else:
+            self._ledger_answered()
+
+    def _ledger_answered(self) -> None:
+        if self._unfinished is not None:
+            self._telemetry.ledger_answered()
 
     def _handle(self, delivery: Delivery) -> Outcome:
-        progress = Progress(pid=_pid_of(delivery.headers), stage=Stage.PARSE)
+        pid = _pid_of(delivery.headers)
+        attempt = attempt_of(delivery.headers)
         correlation_id = delivery.correlation_id
         record: Any = None
-        result: Result | None = None
-
-        def facts() -> EventFacts:
-            """What is known of the event by now, for its log line and metrics."""
-            return _facts(record, progress, attempt_of(delivery.headers), result)
-
         try:
             records = self._records(delivery.body)
             record = records[0]
             if len(records) > 1:
                 bodies = tuple(json.dumps({"Records": [r]}).encode() for r in records)
-                return Split(bodies, facts=replace(facts(), bucket=None, key=None, event_time=None))
+                facts = _facts(record, attempt, pid, Stage.PARSE)
+                return Split(bodies, facts=replace(facts, bucket=None, key=None, event_time=None))
             if correlation_id is None:
                 correlation_id = _correlation_id_of(record)
             _, bucket, key = peek(record)
             bind_event_fields(correlation_id=correlation_id, bucket=bucket, key=key)
             event = parse_record(record)
             use_case = self._use_cases[event.kind]
-            result = use_case.execute(event, correlation_id=correlation_id, progress=progress)
-        except PermanentError as error:
-            return self._dead_letter(delivery, str(error), correlation_id, facts())
-        except ClaimedElsewhere as error:
-            return self._back_later(delivery, error, correlation_id or str(uuid.uuid4()), facts())
+            result = use_case.execute(event, correlation_id=correlation_id, pid=pid)
         except Exception as error:  # the service never stops for one message
-            if correlation_id is None:
-                correlation_id = str(uuid.uuid4())
-            return self._retry(delivery, error, progress, correlation_id, facts())
+            stage = stage_of(error) or Stage.PARSE
+            facts = _facts(record, attempt, pid_of(error) or pid, stage)
+            return self._failed(delivery, error, correlation_id, facts)
         log.debug("done: %s", result)
-        return Done(result=result, correlation_id=correlation_id, facts=facts())
+        known = result.pid if isinstance(result, (Sent, AlreadyHandled)) else None
+        facts = _facts(record, attempt, known or pid, result.stage)
+        return Done(result=result, correlation_id=correlation_id, facts=facts)
+
+    def _failed(
+        self, delivery: Delivery, error: Exception, correlation_id: str | None, facts: EventFacts
+    ) -> Outcome:
+        """The one place a failure becomes an outcome: counted against the system it came
+        from, then dead-lettered (permanent), back later (claimed elsewhere) or retried."""
+        self._count(error)
+        if isinstance(error, PermanentError):
+            return self._dead_letter(delivery, str(error), correlation_id, facts)
+        correlation_id = correlation_id or str(uuid.uuid4())
+        if isinstance(error, ClaimedElsewhere):
+            return self._back_later(delivery, error, correlation_id, facts)
+        return self._retry(delivery, error, correlation_id, facts)
+
+    def _count(self, error: Exception) -> None:
+        """An outside system's failure or refusal, counted under its name; bad input is the
+        event's fault and a bug ours: neither is counted."""
+        if isinstance(error, S3EventsHandlerError) and error.system is not None:
+            self._telemetry.downstream_error(error.system)
 
     def _records(self, body: bytes) -> list[Any]:
         try:
@@ -212,12 +238,7 @@ class MessageHandler:
         return records
 
     def _retry(
-        self,
-        delivery: Delivery,
-        error: Exception,
-        progress: Progress,
-        correlation_id: str,
-        facts: EventFacts,
+        self, delivery: Delivery, error: Exception, correlation_id: str, facts: EventFacts
     ) -> Outcome:
         attempt = attempt_of(delivery.headers)
         reason = reason_of(error)
@@ -226,9 +247,9 @@ class MessageHandler:
                 delivery, f"gave up after {attempt} attempts: {reason}", correlation_id, facts
             )
         if isinstance(error, S3EventsHandlerError):
-            log.warning("attempt %d failed at %s: %s", attempt, progress.stage, reason)
+            log.warning("attempt %d failed at %s: %s", attempt, facts.stage, reason)
         else:
-            log.exception("unexpected failure at %s (attempt %d)", progress.stage, attempt)
+            log.exception("unexpected failure at %s (attempt %d)", facts.stage, attempt)
         delay = self._retry_policy.delay_after(attempt)
         if isinstance(error, ServiceUnavailable) and error.retry_after:
             delay = max(delay, math.ceil(error.retry_after))  # as the service asked
@@ -357,16 +378,16 @@ def retry_instead(
     return retry_later(delivery, reason, policy, correlation_id=correlation_id, facts=refused.facts)
 
 
-def _facts(record: Any, progress: Progress, attempt: int, result: Result | None) -> EventFacts:
-    """Bucket and key as the record gives them, so bad input is reported as it came."""
+def _facts(record: Any, attempt: int, pid: str | None, stage: Stage) -> EventFacts:
+    """What is known of the event, for its log line and metrics: bucket and key as the record
+    gives them, so bad input is reported as it came."""
     kind, bucket, key = peek(record)
-    pid = result.pid if isinstance(result, (Sent, AlreadyHandled)) else None
     return EventFacts(
         kind="removed" if kind is EventKind.REMOVED else "created",
         bucket=bucket,
         key=key,
-        pid=pid or progress.pid,
-        stage=progress.stage.value,
+        pid=pid,
+        stage=stage.value,
         attempt=attempt,
         event_time=_event_time_of(record),
     )

@@ -60,14 +60,3 @@ def digest_of(body: bytes) -> str:
     """The message's name in `UnfinishedDeliveries`: its body's, so a copy of it in another
     queue (a redelivery, the incoming queue again) is the same message."""
     return hashlib.sha256(body).hexdigest()
-
-
-class NoCrashCount(UnfinishedDeliveries):
-    """`UnfinishedDeliveries` for a caller whose process does not consume a queue (the
-    `process` command, a library user handing messages in): nothing to count."""
-
-    def begin_delivery(self, digest: str) -> int:
-        return 0
-
-    def end_delivery(self, digest: str, *, handled: bool = True) -> None:
-        return None

@@ -4,17 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from s3_events_handler.domain.results import (
-    AlreadyArchived,
-    AlreadyHandled,
-    NothingToRemove,
-    Result,
-)
-
-# Results of an event acked without work: counted and logged as `skipped`, not `done`.
-_SKIPPED = (AlreadyArchived, AlreadyHandled, NothingToRemove)
+from s3_events_handler.domain.results import EventOutcome, Result
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +53,16 @@ class Done:
         return str(self.result)
 
     @property
-    def skipped(self) -> bool:
-        """Done without work: already archived, already handled, or nothing to remove."""
-        return isinstance(self.result, _SKIPPED)
+    def event_outcome(self) -> EventOutcome:
+        """`done`, or `skipped` when there was nothing to do: as the result says."""
+        return self.result.outcome
 
 
 @dataclass(frozen=True, slots=True)
 class Split:
     """Several records in one message: republish each on its own to the incoming queue, then ack."""
+
+    event_outcome: ClassVar[EventOutcome] = EventOutcome.SPLIT
 
     bodies: tuple[bytes, ...]
     facts: EventFacts = field(default_factory=EventFacts)
@@ -77,6 +71,8 @@ class Split:
 @dataclass(frozen=True, slots=True)
 class Retry:
     """Try again after `delay_seconds`: republish with `headers` to that delay's queue, then ack."""
+
+    event_outcome: ClassVar[EventOutcome] = EventOutcome.RETRIED
 
     reason: str
     delay_seconds: int
@@ -94,6 +90,8 @@ class DeadLetter:
 
     `stage` is the `x-error-stage` text, a `Stage` value.
     """
+
+    event_outcome: ClassVar[EventOutcome] = EventOutcome.DEAD_LETTERED
 
     reason: str
     stage: str

@@ -1,64 +1,22 @@
 """What the service tells its operators about itself, as a port (contract §7).
 
-The consumer, the handler and the port wrappers of `application.observed` report here
-what happened; an adapter turns it into metrics and health. Nothing in here knows
-Prometheus or HTTP, so the core stays testable with `NoTelemetry`.
+The consumer and the handler report here what happened (the handler each failure of an
+outside system, once, where it decides the event's outcome); an adapter turns it into
+metrics and health. Nothing in here knows Prometheus or HTTP, so the core stays testable
+with `NoTelemetry`.
 """
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
-from typing import Protocol, assert_never
+from typing import Protocol
 
-from s3_events_handler.application.messages import (
-    DeadLetter,
-    Done,
-    EventFacts,
-    Outcome,
-    Retry,
-    Split,
-)
-
-
-class EventOutcome(enum.StrEnum):
-    """How an event ended, as the metrics and the log line name it (contract §7)."""
-
-    DONE = "done"
-    SKIPPED = "skipped"
-    """Acked without work: already archived, already handled, nothing to remove."""
-    RETRIED = "retried"
-    DEAD_LETTERED = "dead_lettered"
-    SPLIT = "split"
-
-
-class System(enum.StrEnum):
-    """The outside systems whose errors are counted apart (contract §7)."""
-
-    MEDIAHAVEN = "mediahaven"
-    PID = "pid"
-    ORGANISATIONS = "organisations"
-    FTP = "ftp"
-    BROKER = "broker"
-    LEDGER = "ledger"
-
+from s3_events_handler.application.messages import DeadLetter, Done, EventFacts, Outcome, Retry
+from s3_events_handler.domain.errors import System
+from s3_events_handler.domain.results import EventOutcome
 
 EVENT_KINDS = ("created", "removed")
 """The values of `EventFacts.kind`, so an adapter can show every series from the start."""
-
-
-def outcome_of(outcome: Outcome) -> EventOutcome:
-    match outcome:
-        case Done():
-            return EventOutcome.SKIPPED if outcome.skipped else EventOutcome.DONE
-        case Split():
-            return EventOutcome.SPLIT
-        case Retry():
-            return EventOutcome.RETRIED
-        case DeadLetter():
-            return EventOutcome.DEAD_LETTERED
-        case _:
-            assert_never(outcome)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +38,8 @@ class EventReport:
         """`correlation_id` as the settlement used it (the outcome's, else the incoming one)."""
         result = outcome.result.kind if isinstance(outcome, Done) else None
         reason = outcome.reason if isinstance(outcome, (Retry, DeadLetter)) else None
-        return cls(outcome_of(outcome), outcome.facts, correlation_id, seconds, result, reason)
+        facts = outcome.facts
+        return cls(outcome.event_outcome, facts, correlation_id, seconds, result, reason)
 
     def log_fields(self) -> dict[str, object]:
         """The fields of the event's one log line: contract §7's (`pid` only when known), then
@@ -123,16 +82,18 @@ class Telemetry(Protocol):
         ...
 
     def ledger_hit(self) -> None:
-        """The ledger recalled an event it had taken in before."""
+        """A use case's claim found its event taken in before (`EventClaim`'s `on_recall`)."""
         ...
 
     def ledger_answered(self) -> None:
-        """A ledger statement succeeded: the ledger answers again after a failure
-        (`downstream_error(System.LEDGER)`), or still does."""
+        """A ledger statement succeeded (the handler's crash count, before and after each
+        message): the ledger answers again after a failure (`downstream_error(System.LEDGER)`),
+        or still does."""
         ...
 
     def downstream_error(self, system: System) -> None:
-        """A call to `system` failed or was refused (after the adapter's own quick tries)."""
+        """A call to `system` failed or was refused (after the adapter's own quick tries): told
+        once an event's attempt, where the handler decides its outcome."""
         ...
 
     def connected(self) -> None:
@@ -187,3 +148,14 @@ class NoTelemetry(Telemetry):
 
     def loop_tick(self) -> None:
         pass
+
+
+# The outcomes and systems telemetry reports, where its adapters and callers look for them.
+__all__ = [
+    "EVENT_KINDS",
+    "EventOutcome",
+    "EventReport",
+    "NoTelemetry",
+    "System",
+    "Telemetry",
+]

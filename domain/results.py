@@ -1,13 +1,44 @@
-"""What a use case did, as values a caller can act on without reading prose.
+"""What a use case did, as values a caller can act on without reading prose, and the one
+vocabulary for how an event ended.
 
 Each result also reads as one line (`str(result)`): the wording of the `done:`
-log line and of the `process` command's summary, which operators know.
+log line and of the `process` command's summary, which operators know. Each names
+its `kind` (the log line's `result`), its `outcome` (done, or skipped when there was
+nothing to do) and the `stage` its attempt ended at.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import ClassVar
+
+from s3_events_handler.domain.model import Stage
+
+
+class EventOutcome(enum.StrEnum):
+    """How an event ended: the value is what the metrics and the log line's `outcome` field
+    say (contract §7), `action` what became of its message, as the consumer's log line and the
+    `process` command's report say it."""
+
+    DONE = "done"
+    SKIPPED = "skipped"
+    """Acked without work: already archived, already handled, nothing to remove."""
+    RETRIED = "retried"
+    DEAD_LETTERED = "dead_lettered"
+    SPLIT = "split"
+
+    @property
+    def action(self) -> str:
+        """`done` (a skipped event too), `retry`, `dead-letter` or `split`."""
+        return _ACTIONS.get(self, self.value)
+
+
+_ACTIONS = {
+    EventOutcome.SKIPPED: "done",
+    EventOutcome.RETRIED: "retry",
+    EventOutcome.DEAD_LETTERED: "dead-letter",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +49,8 @@ class Sent:
     """
 
     kind: ClassVar[str] = "sent"
+    outcome: ClassVar[EventOutcome] = EventOutcome.DONE
+    stage: ClassVar[Stage] = Stage.DONE
 
     key: str
     cp_name: str
@@ -34,6 +67,8 @@ class AlreadyArchived:
     """MediaHaven already has the object: nothing was sent."""
 
     kind: ClassVar[str] = "already-archived"
+    outcome: ClassVar[EventOutcome] = EventOutcome.SKIPPED
+    stage: ClassVar[Stage] = Stage.ARCHIVED_CHECK
 
     key: str
 
@@ -47,6 +82,8 @@ class AlreadyHandled:
     nothing was done again. `pid` is None for a removal."""
 
     kind: ClassVar[str] = "already-handled"
+    outcome: ClassVar[EventOutcome] = EventOutcome.SKIPPED
+    stage: ClassVar[Stage] = Stage.LEDGER
 
     key: str
     pid: str | None
@@ -60,6 +97,8 @@ class Removed:
     """The essence records and their collaterals were deleted (or were already gone)."""
 
     kind: ClassVar[str] = "removed"
+    outcome: ClassVar[EventOutcome] = EventOutcome.DONE
+    stage: ClassVar[Stage] = Stage.DONE
 
     bucket: str
     key: str
@@ -78,6 +117,8 @@ class NothingToRemove:
     """No record matches the bucket and key exactly: nothing was deleted."""
 
     kind: ClassVar[str] = "nothing-to-remove"
+    outcome: ClassVar[EventOutcome] = EventOutcome.SKIPPED
+    stage: ClassVar[Stage] = Stage.SEARCH
 
     bucket: str
     key: str

@@ -39,14 +39,6 @@ from s3_events_handler.adapters.rabbitmq import (
 from s3_events_handler.adapters.rabbitmq.dead_letters import DeadLetterQueue
 from s3_events_handler.application.handler import MessageHandler, RetryPolicy
 from s3_events_handler.application.limits import ConsumerLedger, MessageLimits
-from s3_events_handler.application.observed import (
-    ObservedLedger,
-    ObservedOrganisations,
-    ObservedPids,
-    ObservedRecords,
-    ObservedTransfers,
-    ObservedTransport,
-)
 from s3_events_handler.application.ordering import ordering_key
 from s3_events_handler.domain.errors import ServiceUnavailable
 from s3_events_handler.domain.use_cases import IngestEssence, RemoveEssence
@@ -234,28 +226,26 @@ class Container(containers.DeclarativeContainer):
         transfer_host=config.mediahaven.ftp.host,
     )
 
-    # What the use cases see: each port wrapped to tell telemetry which system failed.
-    observed_records = providers.Singleton(ObservedRecords, records, telemetry)
-    observed_organisations = providers.Singleton(ObservedOrganisations, organisations, telemetry)
-    observed_ledger = providers.Singleton(ObservedLedger, ledger, telemetry)
-
+    # Each adapter's failures name their system; the handler counts them (application.handler).
     ingest = providers.Factory(
         IngestEssence,
-        records=observed_records,
-        pids=providers.Singleton(ObservedPids, pids, telemetry),
-        organisations=observed_organisations,
-        transport=providers.Singleton(ObservedTransport, transport, telemetry),
-        transfers=providers.Singleton(ObservedTransfers, transfers, telemetry),
+        records=records,
+        pids=pids,
+        organisations=organisations,
+        transport=transport,
+        transfers=transfers,
         destinations=destinations,
-        ledger=observed_ledger,
+        ledger=ledger,
         collateral_bucket=config.app.collateral_bucket,
+        on_recall=telemetry.provided.ledger_hit,
     )
     remove = providers.Factory(
         RemoveEssence,
-        records=observed_records,
-        organisations=observed_organisations,
-        ledger=observed_ledger,
+        records=records,
+        organisations=organisations,
+        ledger=ledger,
         collateral_bucket=config.app.collateral_bucket,
+        on_recall=telemetry.provided.ledger_hit,
     )
     message_limits = providers.Singleton(
         MessageLimits,
@@ -274,7 +264,7 @@ class Container(containers.DeclarativeContainer):
         remove=remove,
         retry_policy=retry_policy,
         limits=message_limits,
-        unfinished=observed_ledger,
+        unfinished=ledger,
         telemetry=telemetry,
     )
     consumer = providers.Singleton(

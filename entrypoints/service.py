@@ -119,8 +119,9 @@ def _report(handle: Any, delivery: Delivery) -> int:
 
 
 def _as_json(outcome: Done | Retry | DeadLetter) -> dict[str, Any]:
+    said: dict[str, Any] = {"outcome": outcome.event_outcome.action}
     if isinstance(outcome, Done):
-        return {"outcome": "done", "result": outcome.result.kind, "summary": outcome.summary}
+        return said | {"result": outcome.result.kind, "summary": outcome.summary}
     if isinstance(outcome, Retry):
-        return {"outcome": "retry", "reason": outcome.reason, "delay": outcome.delay_seconds}
-    return {"outcome": "dead-letter", "reason": outcome.reason, "stage": outcome.stage}
+        return said | {"reason": outcome.reason, "delay": outcome.delay_seconds}
+    return said | {"reason": outcome.reason, "stage": outcome.stage}

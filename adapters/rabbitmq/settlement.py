@@ -77,14 +77,6 @@ class Received:
     body: bytes
 
 
-_KINDS: Mapping[type, str] = {
-    Done: "done",
-    Split: "split",
-    Retry: "retry",
-    DeadLetter: "dead-letter",
-}
-
-
 @dataclass(frozen=True, slots=True)
 class Settled:
     """What became of a delivery, for the consumer's one log line a message and its metrics."""
@@ -100,7 +92,7 @@ class Settled:
     @property
     def kind(self) -> str:
         """`done`, `split`, `retry` or `dead-letter`."""
-        return _KINDS[type(self.outcome)]
+        return self.outcome.event_outcome.action
 
 
 class Settlement:

@@ -9,7 +9,7 @@ import pika
 import pika.exceptions
 
 from s3_events_handler.adapters.rabbitmq.connection import PERSISTENT, BrokerConnection, describe
-from s3_events_handler.domain.errors import ServiceUnavailable
+from s3_events_handler.domain.errors import ServiceUnavailable, System
 from s3_events_handler.domain.model import TransferRequest
 from s3_events_handler.domain.ports import TransferRequests
 
@@ -64,13 +64,18 @@ class AmqpTransferRequests(TransferRequests):
         try:
             self._connection.run_on_io_thread(publish_on_io_thread)
         except pika.exceptions.UnroutableError as error:
-            raise ServiceUnavailable(f"transfer request reached no queue via {target}") from error
+            raise ServiceUnavailable(
+                f"transfer request reached no queue via {target}", system=System.BROKER
+            ) from error
         except pika.exceptions.NackError as error:
-            raise ServiceUnavailable(f"broker refused the transfer request via {target}") from error
+            raise ServiceUnavailable(
+                f"broker refused the transfer request via {target}", system=System.BROKER
+            ) from error
         except (pika.exceptions.AMQPError, OSError) as error:
             secret = self._connection.settings.password
             raise ServiceUnavailable(
-                f"transfer request not published via {target}: {describe(error, secret)}"
+                f"transfer request not published via {target}: {describe(error, secret)}",
+                system=System.BROKER,
             ) from error
         log.debug(
             "transfer request %s published via %s (correlation id %s)",

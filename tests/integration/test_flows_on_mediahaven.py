@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from s3_events_handler.adapters.mediahaven import MediaHavenRecords
-from s3_events_handler.domain.errors import ServiceUnavailable
+from s3_events_handler.domain.errors import ServiceUnavailable, System
 from s3_events_handler.domain.results import (
     AlreadyArchived,
     IngestResult,
@@ -22,7 +22,7 @@ from s3_events_handler.domain.results import (
     RemoveResult,
     Sent,
 )
-from s3_events_handler.domain.use_cases import IngestEssence, Progress, RemoveEssence
+from s3_events_handler.domain.use_cases import IngestEssence, RemoveEssence
 from tests.support.mediahaven_server import RECORDS_PATH, FakeMediaHaven
 from tests.unit.builders import World, event_of, golden_event
 
@@ -70,7 +70,7 @@ def pages_asked(mediahaven: FakeMediaHaven) -> list[int]:
 def ingest(world: World, records: MediaHavenRecords, examples: Path) -> IngestResult:
     use_case: IngestEssence = world.ingest_on(records)
     event = event_of(golden_event(examples, "event-essence-created.json"))
-    return use_case.execute(event, correlation_id="c", progress=Progress())
+    return use_case.execute(event, correlation_id="c")
 
 
 def test_a_near_miss_does_not_stop_an_object_from_being_archived(
@@ -127,7 +127,7 @@ def test_a_removal_deletes_only_the_essence_and_its_real_collaterals(
     remove = RemoveEssence(records=records, organisations=world.organisations, ledger=world.ledger)
     event = event_of(golden_event(examples, "event-removed.json"))
 
-    result = remove.execute(event, correlation_id="c", progress=Progress())
+    result = remove.execute(event, correlation_id="c")
 
     assert [deletion.fragment_id for deletion in mediahaven.deleted] == ["subtitles", "essence"]
     survivors = [record["Internal"]["FragmentId"] for record in mediahaven.records]
@@ -164,6 +164,7 @@ def test_a_search_past_max_search_pages_fails_as_transient_without_an_answer(
     assert str(failed.value) == (
         f'search too broad: more than 50 pages of results for +(s3_object_key:"{KEY}")'
     )
+    assert failed.value.system is System.MEDIAHAVEN
     assert pages_asked(mediahaven) == list(range(0, 5_000, 100))
     assert world.pids.minted == [] and world.transport.uploaded == {}
 
@@ -194,7 +195,7 @@ def test_a_removal_reads_every_page_it_may_and_deletes_nothing_past_them(
             organisations=world.organisations,
             ledger=world.ledger,
         )
-        return use_case.execute(event, correlation_id="c", progress=Progress())
+        return use_case.execute(event, correlation_id="c")
 
     with pytest.raises(ServiceUnavailable, match="search too broad: more than 2 pages"):
         remove(max_pages=2)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from s3_events_handler.adapters.ftp import FtpTransportServer, parse_ftp_host
-from s3_events_handler.domain.errors import Rejected, ServiceUnavailable
+from s3_events_handler.domain.errors import Rejected, ServiceUnavailable, System
 from s3_events_handler.domain.model import MAX_SEGMENT_BYTES, Sidecar
 from tests.support.ftp_server import FtpTestServer
 from tests.support.sidecars import GOLDEN_ESSENCE_SIDECAR
@@ -422,6 +422,7 @@ def test_a_wrong_password_is_unavailable_and_the_message_does_not_repeat_it(
         ftp.upload(ESSENCE)
 
     assert "530" in str(raised.value)
+    assert raised.value.system is System.FTP
     chain: BaseException | None = raised.value
     while chain is not None:
         assert wrong not in str(chain)

@@ -20,7 +20,7 @@ from psycopg.conninfo import make_conninfo
 
 from s3_events_handler.adapters.ledger_postgres import PostgresLedger, inspect_database
 from s3_events_handler.adapters.ledger_sqlite import SqliteLedger, inspect_location
-from s3_events_handler.domain.errors import ClaimedElsewhere, ServiceUnavailable
+from s3_events_handler.domain.errors import ClaimedElsewhere, ServiceUnavailable, System
 from s3_events_handler.domain.model import CLAIM_LEASE_SECONDS, LedgerEntry, Step
 from s3_events_handler.domain.ports import Ledger
 from tests.support.loopback import LOOPBACK
@@ -230,6 +230,7 @@ def test_a_postgres_server_that_does_not_answer_stops_the_opening_without_its_pa
     with pytest.raises(ServiceUnavailable) as raised:
         PostgresLedger("postgresql://s3events:pw-not-to-show@127.0.0.1:1/s3events", timeout=2)
     assert "pw-not-to-show" not in str(raised.value)
+    assert raised.value.system is System.LEDGER
 
 
 def test_a_postgres_dsn_that_cannot_be_parsed_is_refused_without_its_password() -> None:

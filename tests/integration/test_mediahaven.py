@@ -14,7 +14,7 @@ import requests
 
 from s3_events_handler.adapters.config import load_config
 from s3_events_handler.adapters.mediahaven import MediaHavenRecords, render_query
-from s3_events_handler.domain.errors import Rejected, ServiceUnavailable
+from s3_events_handler.domain.errors import Rejected, ServiceUnavailable, System
 from s3_events_handler.domain.model import Query, Record, Term
 from s3_events_handler.entrypoints.container import Container
 from tests.support.clock import Clock
@@ -371,6 +371,7 @@ def test_refused_credentials_are_transient_and_say_what_to_check(
         list(records.search(by_key("a.mxf")))
 
     assert "MEDIAHAVEN_API_USERNAME" in str(failure.value)
+    assert failure.value.system is System.MEDIAHAVEN
     assert server.requests_to(RECORDS_PATH) == []
 
 
@@ -488,6 +489,7 @@ def test_a_400_is_rejected_with_the_status_and_a_snippet_of_the_body(
         list(records.search(by_key("a.mxf")))
 
     assert "field unknown: s3_objekt" in str(failure.value)
+    assert failure.value.system is System.MEDIAHAVEN
     assert sleeps == []
 
 

@@ -10,7 +10,7 @@ import requests
 
 from s3_events_handler.adapters.http_calls import BACKOFF_SECONDS
 from s3_events_handler.adapters.organisations import CachedOrganisations, OrganisationsApi
-from s3_events_handler.domain.errors import Rejected, ServiceUnavailable
+from s3_events_handler.domain.errors import Rejected, ServiceUnavailable, System
 from tests.support.clock import Clock
 from tests.support.http_stubs import Canned, FakeOrganisationsApi
 from tests.support.threads import side_by_side
@@ -62,8 +62,9 @@ def test_an_or_id_that_would_break_a_pasted_query_still_travels_intact(
 
 
 def test_an_unknown_organisation_is_rejected_naming_the_or_id(api: OrganisationsApi) -> None:
-    with pytest.raises(Rejected, match=UNKNOWN):
+    with pytest.raises(Rejected, match=UNKNOWN) as raised:
         api.cp_name(UNKNOWN)
+    assert raised.value.system is System.ORGANISATIONS
 
 
 def test_an_organisation_with_a_null_label_is_rejected(api: OrganisationsApi) -> None:
@@ -117,8 +118,9 @@ def test_an_api_that_keeps_answering_503_is_a_transient_failure_after_three_trie
 ) -> None:
     fake.queue(*[Canned(status=503)] * 3)
 
-    with pytest.raises(ServiceUnavailable, match="503"):
+    with pytest.raises(ServiceUnavailable, match="503") as raised:
         api.cp_name(VRT)
+    assert raised.value.system is System.ORGANISATIONS
 
     assert fake.request_count == 3
     assert sum(sleeps) < 2

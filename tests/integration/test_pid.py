@@ -11,7 +11,7 @@ import requests
 
 from s3_events_handler.adapters.http_calls import BACKOFF_SECONDS, accepts_connections
 from s3_events_handler.adapters.pid import LocalPids, PidWebService, uses_pid_service
-from s3_events_handler.domain.errors import ServiceUnavailable
+from s3_events_handler.domain.errors import ServiceUnavailable, System
 from s3_events_handler.domain.model import is_valid_pid
 from tests.support.http_stubs import Canned, FakePidService
 
@@ -91,8 +91,9 @@ def test_a_service_that_keeps_failing_gives_up_after_three_tries_in_under_two_se
 ) -> None:
     fake.queue(*[Canned(status=500)] * 3)
 
-    with pytest.raises(ServiceUnavailable, match="500"):
+    with pytest.raises(ServiceUnavailable, match="500") as raised:
         pids.mint()
+    assert raised.value.system is System.PID
 
     assert fake.request_count == 3
     assert sum(sleeps) < 2

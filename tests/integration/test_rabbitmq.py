@@ -36,7 +36,7 @@ from s3_events_handler.application.messages import (
     Split,
 )
 from s3_events_handler.application.telemetry import EventOutcome
-from s3_events_handler.domain.errors import ServiceUnavailable
+from s3_events_handler.domain.errors import ServiceUnavailable, System
 from s3_events_handler.domain.results import AlreadyArchived
 from tests.support import amqp
 from tests.support.sidecars import golden_transfer_request
@@ -552,8 +552,9 @@ def test_an_unroutable_transfer_request_is_a_transient_failure(settings: BrokerS
             nowhere = AmqpTransferRequests(
                 connection, exchange=unbound, routing_key="nobody-listens"
             )
-            with pytest.raises(ServiceUnavailable, match="reached no queue"):
+            with pytest.raises(ServiceUnavailable, match="reached no queue") as raised:
                 nowhere.publish(golden_transfer_request())
+            assert raised.value.system is System.BROKER
             # The connection survives: the next request goes through.
             AmqpTransferRequests.for_settings(connection).publish(golden_transfer_request())
     finally:

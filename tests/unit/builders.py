@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from s3_events_handler.adapters.memory import (
     InMemoryTransportServer,
     SequentialPids,
 )
+from s3_events_handler.domain.claim import nobody
 from s3_events_handler.domain.events import parse_record
 from s3_events_handler.domain.model import (
     Destinations,
@@ -27,7 +28,7 @@ from s3_events_handler.domain.model import (
     Step,
     TransferRequest,
 )
-from s3_events_handler.domain.ports import ArchiveRecords
+from s3_events_handler.domain.ports import ArchiveRecords, Ledger
 from s3_events_handler.domain.use_cases import IngestEssence, RemoveEssence
 from tests.support.clock import Clock
 
@@ -113,8 +114,14 @@ class World:
         crashed.advance(identity, step)
         self.clock.now += crashed.lease_seconds
 
-    def ingest_on(self, records: ArchiveRecords) -> IngestEssence:
-        """IngestEssence on these fakes, with `records` standing in for MediaHaven."""
+    def ingest_on(
+        self,
+        records: ArchiveRecords,
+        ledger: Ledger | None = None,
+        on_recall: Callable[[], None] = nobody,
+    ) -> IngestEssence:
+        """IngestEssence on these fakes, with `records` standing in for MediaHaven (and
+        `ledger` for the ledger, if given)."""
         return IngestEssence(
             records=records,
             pids=self.pids,
@@ -122,7 +129,8 @@ class World:
             transport=self.transport,
             transfers=self.transfers,
             destinations=self.destinations,
-            ledger=self.ledger,
+            ledger=ledger or self.ledger,
+            on_recall=on_recall,
         )
 
 

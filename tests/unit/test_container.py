@@ -18,7 +18,7 @@ from s3_events_handler.adapters.memory import (
 from s3_events_handler.adapters.organisations import CachedOrganisations
 from s3_events_handler.adapters.pid import LocalPids, PidWebService
 from s3_events_handler.application.messages import Delivery, Done, Retry
-from s3_events_handler.domain.errors import ServiceUnavailable
+from s3_events_handler.domain.errors import ServiceUnavailable, System
 from s3_events_handler.entrypoints.container import Container
 from tests.unit.builders import Failing
 from tests.unit.test_config import REPO, REQUIRED
@@ -73,7 +73,7 @@ def test_cp_names_are_cached_and_adapters_are_shared() -> None:
 def test_the_ports_report_into_the_processs_own_registry(examples: Path) -> None:
     container = container_for()
     container.override_providers(
-        records=Failing(ServiceUnavailable("MediaHaven answered 503")),
+        records=Failing(ServiceUnavailable("MediaHaven answered 503", system=System.MEDIAHAVEN)),
         pids=SequentialPids(["k98z0d4w1q"]),
         organisations=InMemoryOrganisations({"OR-rf5kf25": "VRT"}),
         transport=InMemoryTransportServer(),

@@ -16,10 +16,9 @@ from s3_events_handler.application.handler import (
     transient_outcome,
 )
 from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Retry, Split
-from s3_events_handler.domain.errors import ServiceUnavailable
+from s3_events_handler.domain.errors import ServiceUnavailable, at_stage
 from s3_events_handler.domain.model import S3Event, Stage
 from s3_events_handler.domain.results import Removed, Result, Sent
-from s3_events_handler.domain.use_cases import Progress
 from tests.unit.builders import World, essence_record, event_of, golden_event
 
 ESSENCE = "event-essence-created.json"
@@ -43,12 +42,9 @@ class FailingUseCase:
         self.error = error
         self.pid = pid
 
-    def execute(self, event: S3Event, *, correlation_id: str, progress: Progress) -> Result:
-        progress.stage = Stage.PID
-        if progress.pid is None:
-            progress.pid = self.pid
-        progress.stage = Stage.SIDECAR_UPLOAD
-        raise self.error
+    def execute(self, event: S3Event, *, correlation_id: str, pid: str | None) -> Result:
+        with at_stage(Stage.SIDECAR_UPLOAD, pid=pid or self.pid):
+            raise self.error
 
 
 def failing_handler(error: Exception, policy: RetryPolicy | None = None) -> MessageHandler:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import requests
 
 from s3_events_handler.adapters.http_calls import SNIPPET_LENGTH, HttpService, RetryPolicy
+from s3_events_handler.domain.errors import System
 
 TOKEN = "t0ken-" * 8
 
@@ -13,6 +14,7 @@ def service() -> HttpService:
     return HttpService(
         session=requests.Session(),
         name="Example",
+        system=System.PID,
         timeout=1.0,
         retries=RetryPolicy(pauses=()),
         secrets=lambda: [TOKEN],

@@ -14,10 +14,12 @@ from s3_events_handler.domain.errors import (
     EssenceNotArchivedYet,
     Rejected,
     ServiceUnavailable,
+    System,
+    pid_of,
+    stage_of,
 )
 from s3_events_handler.domain.model import LedgerEntry, Query, Record, Stage, Step, Term
 from s3_events_handler.domain.results import AlreadyArchived, AlreadyHandled, IngestResult, Sent
-from s3_events_handler.domain.use_cases import Progress
 from tests.unit.builders import World, essence_record, event_of, golden_event
 
 ESSENCE = "event-essence-created.json"
@@ -28,7 +30,7 @@ ESSENCE_KEY = "20261120-journaal-1900-a7f3c2d1-55e4-4b2a-9c1d-0e8f7a6b5c4d.MXF"
 
 def ingest(world: World, examples: Path, name: str, **changes: object) -> IngestResult:
     event = event_of(golden_event(examples, name), **changes)
-    return world.ingest.execute(event, correlation_id="corr-1", progress=Progress())
+    return world.ingest.execute(event, correlation_id="corr-1")
 
 
 def transfer_json(world: World, index: int = 0) -> dict[str, object]:
@@ -109,19 +111,19 @@ def test_a_partner_missing_from_the_table_goes_to_disk(examples: Path) -> None:
 def test_a_retry_reuses_the_pid_an_earlier_attempt_minted(examples: Path) -> None:
     world = World()
     event = event_of(golden_event(examples, ESSENCE))
-    world.ingest.execute(event, correlation_id="c", progress=Progress(pid="a1b2c3d4e5"))
+    world.ingest.execute(event, correlation_id="c", pid="a1b2c3d4e5")
     assert world.pids.minted == []
     assert list(world.transport.uploaded) == ["/VRT/TAPE-SHARE-EVENTS/a1b2c3d4e5.xml"]
 
 
-def test_progress_tells_how_far_a_failed_attempt_got(examples: Path) -> None:
+def test_a_failure_tells_how_far_the_attempt_got(examples: Path) -> None:
     world = World()
     world.transport.folders = set()  # no folder: the upload is refused
-    progress = Progress()
     event = event_of(golden_event(examples, ESSENCE))
-    with pytest.raises(Rejected):
-        world.ingest.execute(event, correlation_id="c", progress=progress)
-    assert (progress.stage, progress.pid) == (Stage.SIDECAR_UPLOAD, "k98z0d4w1q")
+    with pytest.raises(Rejected) as failure:
+        world.ingest.execute(event, correlation_id="c")
+    assert (stage_of(failure.value), pid_of(failure.value)) == (Stage.SIDECAR_UPLOAD, "k98z0d4w1q")
+    assert failure.value.system is System.FTP
     assert world.transfers.published == []
 
 
@@ -238,7 +240,7 @@ def test_a_redelivery_after_a_crash_reuses_the_pid_the_ledger_holds(examples: Pa
     world = World()
     event = event_of(golden_event(examples, ESSENCE))
     world.crashed_attempt(event.identity, pid="a1b2c3d4e5", step=Step.SIDECAR_UPLOADED)
-    world.ingest.execute(event, correlation_id="c", progress=Progress(pid="z9y8x7w6v5"))
+    world.ingest.execute(event, correlation_id="c", pid="z9y8x7w6v5")
     assert world.pids.minted == []
     assert list(world.transport.uploaded) == ["/VRT/TAPE-SHARE-EVENTS/a1b2c3d4e5.xml"]
     assert world.transfers.published[0].message_id == "a1b2c3d4e5"
@@ -252,7 +254,7 @@ def test_the_ledger_knows_the_pid_before_the_sidecar_goes_out(examples: Path) ->
     world.transport.folders = set()
     event = event_of(golden_event(examples, ESSENCE))
     with pytest.raises(Rejected):
-        world.ingest.execute(event, correlation_id="c", progress=Progress())
+        world.ingest.execute(event, correlation_id="c")
     assert world.ledger.recall(event.identity) == LedgerEntry(
         event.identity, "k98z0d4w1q", Step.PID_CLAIMED
     )
@@ -262,9 +264,9 @@ def test_a_pid_claimed_by_another_consumer_first_wins(examples: Path) -> None:
     world = World()
     event = event_of(golden_event(examples, ESSENCE))
     world.crashed_attempt(event.identity, pid="other00001")
-    progress = Progress(pid="a1b2c3d4e5")  # from an x-pid header, but the ledger knows better
-    world.ingest.execute(event, correlation_id="c", progress=progress)
-    assert progress.pid == "other00001"
+    # "a1b2c3d4e5" from an x-pid header, but the ledger knows better
+    result = world.ingest.execute(event, correlation_id="c", pid="a1b2c3d4e5")
+    assert isinstance(result, Sent) and result.pid == "other00001"
     assert list(world.transport.uploaded) == ["/VRT/TAPE-SHARE-EVENTS/other00001.xml"]
 
 

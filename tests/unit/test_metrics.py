@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,13 +21,14 @@ from prometheus_client.registry import Collector
 from s3_events_handler.adapters.health import Health, StatusServer, stall_limit
 from s3_events_handler.adapters.memory import InMemoryLedger
 from s3_events_handler.adapters.metrics import PrometheusTelemetry, process_registry
-from s3_events_handler.application.messages import EventFacts
-from s3_events_handler.application.observed import ObservedLedger
+from s3_events_handler.application.handler import MessageHandler, RetryPolicy
+from s3_events_handler.application.messages import Delivery, Done, EventFacts, Retry
 from s3_events_handler.application.telemetry import EventOutcome, EventReport, System
 from s3_events_handler.domain.errors import ServiceUnavailable
-from s3_events_handler.domain.model import LedgerEntry, Step
+from s3_events_handler.domain.model import LedgerEntry
 from tests.support.clock import Clock
 from tests.support.loopback import LOOPBACK, free_port
+from tests.unit.builders import World
 
 LIMIT = 150.0
 NOW = 1_700_000_000.0
@@ -301,44 +303,53 @@ class SwitchedLedger(InMemoryLedger):
 
     down = False
 
-    def recall(self, identity: str) -> LedgerEntry | None:
+    def begin_delivery(self, digest: str) -> int:
         self._reach()
-        return super().recall(identity)
+        return super().begin_delivery(digest)
+
+    def claim(self, identity: str) -> LedgerEntry | None:
+        self._reach()
+        return super().claim(identity)
 
     def claim_pid(self, identity: str, pid: str) -> str:
         self._reach()
         return super().claim_pid(identity, pid)
 
-    def advance(self, identity: str, step: Step) -> None:
-        self._reach()
-        super().advance(identity, step)
-
     def _reach(self) -> None:
         if self.down:
-            raise ServiceUnavailable("ledger database: no connection within 10 s")
+            raise ServiceUnavailable(
+                "ledger database: no connection within 10 s", system=System.LEDGER
+            )
 
 
 def test_a_ledger_failure_is_counted_and_not_ready_until_the_ledger_answers_again(
-    server: StatusServer, telemetry: PrometheusTelemetry
+    server: StatusServer, telemetry: PrometheusTelemetry, examples: Path
 ) -> None:
-    """Through the wrapped port the use cases see, to the probe and the scrape."""
+    """Through the handler that counts failures and the ledger's answers, to the probe and the
+    scrape."""
+    world = World()
     switched = SwitchedLedger()
-    ledger = ObservedLedger(switched, telemetry)
+    handler = MessageHandler(
+        ingest=world.ingest_on(world.records, ledger=switched),
+        remove=world.remove,
+        retry_policy=RetryPolicy(),
+        unfinished=switched,
+        telemetry=telemetry,
+    )
+    body = (examples / "event-essence-created.json").read_bytes()
     telemetry.connected()
-    assert ledger.claim("event-1") is None
-    assert ledger.claim_pid("event-1", "k98z0d4w1q") == "k98z0d4w1q"
+    assert isinstance(handler.handle(Delivery(body=body)), Done)
     assert get(server, "/readyz")[::2] == (200, "ready\n")
 
     switched.down = True
-    with pytest.raises(ServiceUnavailable):
-        ledger.recall("event-1")
+    assert isinstance(handler.handle(Delivery(body=body)), Retry)
     status, _, why = get(server, "/readyz")
     assert (status, why.split(":")[0]) == (503, "ledger unavailable")
     assert 's3_events_downstream_errors_total{system="ledger"} 1.0' in get(server, "/metrics")[2]
     assert get(server, "/healthz")[0] == 200  # alive: a restart would not bring the ledger back
 
     switched.down = False
-    assert ledger.recall("event-1") == LedgerEntry("event-1", "k98z0d4w1q", Step.PID_CLAIMED)
+    assert isinstance(handler.handle(Delivery(body=body)), Done)
     assert get(server, "/readyz")[::2] == (200, "ready\n")
     assert 's3_events_downstream_errors_total{system="ledger"} 1.0' in get(server, "/metrics")[2]
 

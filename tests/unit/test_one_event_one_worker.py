@@ -19,7 +19,7 @@ from s3_events_handler.adapters.memory import InMemoryLedger
 from s3_events_handler.domain.errors import ClaimedElsewhere
 from s3_events_handler.domain.model import S3Event
 from s3_events_handler.domain.results import AlreadyHandled, Result, Sent
-from s3_events_handler.domain.use_cases import IngestEssence, Progress, RemoveEssence
+from s3_events_handler.domain.use_cases import IngestEssence, RemoveEssence
 from tests.unit.builders import World, essence_record, event_of, golden_event
 
 ESSENCE = "event-essence-created.json"
@@ -102,18 +102,14 @@ def race(
 
     def consumer_b() -> None:
         try:
-            result = use_case_for(world, b_ledger, None).execute(
-                event, correlation_id="b", progress=Progress()
-            )
+            result = use_case_for(world, b_ledger, None).execute(event, correlation_id="b")
             b_attempts.append(type(result).__name__)
         except ClaimedElsewhere:
             b_attempts.append("backed off")
 
     boundaries = Boundaries(at, consumer_b)
     a_ledger = world.ledger.beside("consumer A")
-    a_result = use_case_for(world, a_ledger, boundaries).execute(
-        event, correlation_id="a", progress=Progress()
-    )
+    a_result = use_case_for(world, a_ledger, boundaries).execute(event, correlation_id="a")
     if b_attempts[-1:] == ["backed off"]:
         consumer_b()  # the retry, after the shortest delay
     return a_result, b_attempts, boundaries
@@ -121,9 +117,7 @@ def race(
 
 def calls_of_one_attempt(world: World, event: S3Event, use_case_for: UseCaseFor) -> int:
     probe = Boundaries(-1, lambda: None)
-    use_case_for(world, world.ledger.beside("probe"), probe).execute(
-        event, correlation_id="p", progress=Progress()
-    )
+    use_case_for(world, world.ledger.beside("probe"), probe).execute(event, correlation_id="p")
     return probe.calls
 
 
@@ -200,7 +194,7 @@ def test_the_second_consumer_does_nothing_but_look_at_the_ledger(examples: Path)
     watched = Boundaries(-1, lambda: None)
     b = ingest_for(world, world.ledger.beside("consumer B"), watched)
     with pytest.raises(ClaimedElsewhere):
-        b.execute(event, correlation_id="b", progress=Progress())
+        b.execute(event, correlation_id="b")
     assert watched.calls == 1  # the claim, and nothing else
     assert world.records.searches == [] and world.pids.minted == []
 
@@ -212,7 +206,7 @@ def test_a_consumer_that_died_holds_the_event_only_until_its_lease_lapses(
     event = event_of(golden_event(examples, ESSENCE))
     world.crashed_attempt(event.identity, pid="a1b2c3d4e5")  # its lease lapsed since
 
-    result = world.ingest.execute(event, correlation_id="c", progress=Progress())
+    result = world.ingest.execute(event, correlation_id="c")
 
     assert result == Sent(
         key=KEY,
@@ -238,7 +232,7 @@ def test_a_consumer_whose_lease_lapsed_stops_at_its_next_ledger_write(examples: 
     # After the claim, organisations, search and mint: before the PID is stored.
     use_case = ingest_for(world, slow, Boundaries(4, lapse_and_take_over))
     with pytest.raises(ClaimedElsewhere):
-        use_case.execute(event, correlation_id="a", progress=Progress())
+        use_case.execute(event, correlation_id="a")
     assert world.transport.uploads == [] and world.transfers.published == []
     assert world.ledger.recall(event.identity) is None  # its PID was never stored
 
@@ -246,7 +240,7 @@ def test_a_consumer_whose_lease_lapsed_stops_at_its_next_ledger_write(examples: 
 def test_a_finished_event_is_not_claimed_again(examples: Path) -> None:
     world = World()
     event = event_of(golden_event(examples, ESSENCE))
-    world.ingest.execute(event, correlation_id="a", progress=Progress())
-    result = world.ingest.execute(event, correlation_id="b", progress=Progress())
+    world.ingest.execute(event, correlation_id="a")
+    result = world.ingest.execute(event, correlation_id="b")
     assert result == AlreadyHandled(key=KEY, pid="k98z0d4w1q")
     assert world.ledger.claims == {}

@@ -7,7 +7,7 @@ from pathlib import Path
 from s3_events_handler.adapters.memory import InMemoryArchiveRecords
 from s3_events_handler.domain.model import Record
 from s3_events_handler.domain.results import NothingToRemove, Removed, RemoveResult
-from s3_events_handler.domain.use_cases import Progress, RemoveEssence
+from s3_events_handler.domain.use_cases import RemoveEssence
 from tests.unit.builders import World, essence_record, event_of, golden_event
 
 KEY = "20261120-journaal-1900-a7f3c2d1-55e4-4b2a-9c1d-0e8f7a6b5c4d.MXF"
@@ -16,7 +16,7 @@ BUCKET = "mam-highresvideo"
 
 def remove(world: World, examples: Path) -> RemoveResult:
     event = event_of(golden_event(examples, "event-removed.json"))
-    return world.remove.execute(event, correlation_id="c", progress=Progress())
+    return world.remove.execute(event, correlation_id="c")
 
 
 def archived_essence() -> list[Record]:

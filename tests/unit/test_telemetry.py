@@ -1,10 +1,10 @@
 """What the application tells telemetry: each outcome's facts and report, the handler's
-in-progress calls, and the wrapped ports' downstream errors and ledger hits (contract §7)."""
+in-progress calls, the failures it counts by system, the ledger's answers and hits
+(contract §7)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,25 +19,9 @@ from s3_events_handler.application.messages import (
     Retry,
     Split,
 )
-from s3_events_handler.application.observed import (
-    ObservedLedger,
-    ObservedOrganisations,
-    ObservedPids,
-    ObservedRecords,
-    ObservedTransfers,
-    ObservedTransport,
-)
 from s3_events_handler.application.telemetry import EventOutcome, EventReport
-from s3_events_handler.domain.errors import BadInput, Rejected, ServiceUnavailable
-from s3_events_handler.domain.model import (
-    Query,
-    S3Object,
-    Sidecar,
-    Step,
-    Term,
-    TransferRequest,
-)
-from s3_events_handler.domain.results import AlreadyArchived
+from s3_events_handler.domain.errors import BadInput, Rejected, ServiceUnavailable, System
+from s3_events_handler.domain.results import AlreadyArchived, AlreadyHandled
 from s3_events_handler.domain.use_cases import IngestEssence
 from tests.unit.builders import Failing, World, essence_record, golden_event, record_of
 from tests.unit.recording_telemetry import RecordingTelemetry
@@ -164,67 +148,71 @@ def test_the_handler_reports_each_message_taken_up_and_through(examples: Path) -
     assert telemetry.calls == ["event_started", "event_handled"] * 2
 
 
-# --- the ports, wrapped --------------------------------------------------------------------
+# --- failures, counted where the handler decides the outcome -------------------------------
 
 
-def test_each_wrapped_port_names_its_system_when_it_fails_or_refuses() -> None:
-    telemetry = RecordingTelemetry()
-    down, refusing = Failing(ServiceUnavailable("down")), Failing(Rejected("refused"))
-    obj = S3Object(domain="s3", bucket=BUCKET, key=KEY, owner="owner")
-    sidecar = Sidecar("k98z0d4w1q", "VRT", "DISK", "OR-x", "k98z0d4w1q", obj, "archive_master")
-    request = TransferRequest(obj, "/path", "ftp://host", "k98z0d4w1q", "c-1")
-    calls: list[Callable[[], object]] = [
-        lambda: list(ObservedRecords(down, telemetry).search(Query.any_of(Term("a", "b")))),
-        lambda: ObservedRecords(refusing, telemetry).delete("f-1", "gone"),
-        lambda: ObservedPids(down, telemetry).mint(),
-        lambda: ObservedOrganisations(refusing, telemetry).cp_name("OR-x"),
-        lambda: ObservedTransport(down, telemetry).upload(sidecar),
-        lambda: ObservedTransfers(down, telemetry).publish(request),
-        lambda: ObservedLedger(down, telemetry).recall("event-1"),
-        lambda: ObservedLedger(down, telemetry).claim_pid("event-1", "k98z0d4w1q"),
-        lambda: ObservedLedger(down, telemetry).advance("event-1", Step.TRANSFER_REQUESTED),
-    ]
-    for call in calls:
-        with pytest.raises((ServiceUnavailable, Rejected)):
-            call()
-    assert telemetry.calls == [
-        "downstream_error:mediahaven",
-        "downstream_error:mediahaven",
-        "downstream_error:pid",
-        "downstream_error:organisations",
-        "downstream_error:ftp",
-        "downstream_error:broker",
-        *["downstream_error:ledger"] * 3,
-    ]
+def ingest_failing(world: World, port: str, error: Exception) -> IngestEssence:
+    """The world's IngestEssence with `port` failing with `error`."""
+    ports: dict[str, object] = {
+        "records": world.records,
+        "pids": world.pids,
+        "organisations": world.organisations,
+        "transport": world.transport,
+        "transfers": world.transfers,
+        "ledger": world.ledger,
+    }
+    ports[port] = Failing(error)
+    return IngestEssence(destinations=world.destinations, **ports)  # type: ignore[arg-type]
 
 
-def test_bad_input_found_by_an_adapter_is_not_the_systems_error() -> None:
-    telemetry = RecordingTelemetry()
-    with pytest.raises(BadInput):
-        ObservedPids(Failing(BadInput("not a PID")), telemetry).mint()
-    assert telemetry.calls == []
+@pytest.mark.parametrize(
+    ("port", "error"),
+    [
+        ("records", ServiceUnavailable("down", system=System.MEDIAHAVEN)),
+        ("records", Rejected("refused", system=System.MEDIAHAVEN)),
+        ("pids", ServiceUnavailable("down", system=System.PID)),
+        ("organisations", Rejected("no MAM label", system=System.ORGANISATIONS)),
+        ("transport", ServiceUnavailable("down", system=System.FTP)),
+        ("transfers", ServiceUnavailable("down", system=System.BROKER)),
+        ("ledger", ServiceUnavailable("down", system=System.LEDGER)),
+    ],
+)
+def test_a_systems_failure_or_refusal_is_counted_once_under_its_name(
+    examples: Path, port: str, error: ServiceUnavailable | Rejected
+) -> None:
+    telemetry, world = RecordingTelemetry(), World()
+    ingest = ingest_failing(world, port, error)
+    outcome = handled(world, golden_event(examples, ESSENCE), telemetry, ingest)
+    assert isinstance(outcome, (Retry, DeadLetter))
+    assert telemetry.calls == ["event_started", f"downstream_error:{error.system}", "event_handled"]
 
 
-def test_a_wrapped_port_answers_as_the_port_does() -> None:
-    world, telemetry = World(records=[essence_record("f-1", key="k")]), RecordingTelemetry()
-    records = ObservedRecords(world.records, telemetry)
-    assert [r.fragment_id for r in records.search(Query.any_of(Term("s3_object_key", "k")))] == [
-        "f-1"
-    ]
-    records.delete("f-1", reason="gone")
-    assert ObservedPids(world.pids, telemetry).mint() == "k98z0d4w1q"
-    assert world.records.deleted == ["f-1"]
-    assert telemetry.calls == []
+def test_bad_input_found_by_an_adapter_is_not_the_systems_error(examples: Path) -> None:
+    telemetry, world = RecordingTelemetry(), World()
+    ingest = ingest_failing(world, "pids", BadInput("not a PID"))
+    outcome = handled(world, golden_event(examples, ESSENCE), telemetry, ingest)
+    assert isinstance(outcome, DeadLetter)
+    assert telemetry.calls == ["event_started", "event_handled"]
 
 
-def test_the_ledger_reports_each_answer_and_counts_a_claim_that_finds_the_event() -> None:
-    """Each answer, so that readiness comes back with the ledger; a hit after its answer."""
-    telemetry = RecordingTelemetry()
-    ledger = ObservedLedger(World().ledger, telemetry)
-    assert ledger.claim("event-1") is None
-    assert ledger.claim_pid("event-1", "k98z0d4w1q") == "k98z0d4w1q"
-    ledger.release("event-1", Step.SIDECAR_UPLOADED)
-    assert telemetry.calls == ["ledger_answered"] * 3
-    entry = ledger.claim("event-1")
-    assert entry is not None and entry.step is Step.SIDECAR_UPLOADED
-    assert telemetry.calls == ["ledger_answered"] * 4 + ["ledger_hit"]
+def test_the_ledger_reports_each_answer_and_counts_a_claim_that_finds_the_event(
+    examples: Path,
+) -> None:
+    """Each answer to the crash count, so that readiness comes back with the ledger; a hit
+    for each claim that finds the event taken in before (here a duplicate)."""
+    telemetry, world = RecordingTelemetry(), World()
+    handler = MessageHandler(
+        ingest=world.ingest_on(world.records, on_recall=telemetry.ledger_hit),
+        remove=world.remove,
+        retry_policy=RetryPolicy(),
+        unfinished=world.ledger,
+        telemetry=telemetry,
+    )
+    body = json.dumps(golden_event(examples, ESSENCE)).encode()
+    assert isinstance(handler.handle(Delivery(body=body)), Done)
+    answered = ["event_started", "ledger_answered", "ledger_answered", "event_handled"]
+    assert telemetry.calls == answered
+    outcome = handler.handle(Delivery(body=body))
+    assert isinstance(outcome, Done) and isinstance(outcome.result, AlreadyHandled)
+    hit = ["event_started", "ledger_answered", "ledger_hit", "ledger_answered", "event_handled"]
+    assert telemetry.calls == answered + hit
