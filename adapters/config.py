@@ -1,7 +1,9 @@
-"""Settings from `config.yml`, with values from the environment through `!ENV ${NAME}` tags.
+"""Settings: `config.yml` read once, at start, into one frozen `Settings`.
 
-Every problem is collected before anything is reported, so an operator fixes
-a deployment in one round instead of one variable per restart.
+`config.yml` gives the shape and the defaults; each `!ENV ${NAME}` tag fills a value in from
+the environment, and the value keeps NAME, so a problem with it names the variable an operator
+sets. Every problem is collected before anything is reported, so an operator fixes a
+deployment in one round instead of one variable per restart.
 """
 
 from __future__ import annotations
@@ -9,13 +11,18 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import yaml
 
+from s3_events_handler.adapters.ledger_postgres import password_in
+from s3_events_handler.adapters.rabbitmq import BrokerSettings
 from s3_events_handler.adapters.tls import readable_ca_file
+from s3_events_handler.application.limits import MessageLimits
 from s3_events_handler.application.reasons import one_line
+from s3_events_handler.application.retries import RetrySchedule
 from s3_events_handler.domain.errors import BadInput
 from s3_events_handler.domain.model import (
     DEFAULT_FOLDER,
@@ -24,6 +31,7 @@ from s3_events_handler.domain.model import (
     require_path_segment,
 )
 
+T = TypeVar("T")
 # ${NAME} required; ${NAME?} must be set but may be empty; ${NAME:-default} optional.
 _REFERENCE = re.compile(
     r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<set>\?)|:-(?P<default>[^}]*))?\}"
@@ -45,6 +53,77 @@ class ConfigError(Exception):
             lines.append("missing or empty environment variables: " + ", ".join(missing))
         lines.extend(problems)
         super().__init__("; ".join(lines))
+
+
+@dataclass(frozen=True)
+class MediaHavenSettings:
+    host: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    username: str
+    password: str = field(repr=False)
+    max_search_pages: int
+
+
+@dataclass(frozen=True)
+class FtpSettings:
+    """The transport server MediaHaven takes sidecars from."""
+
+    host: str
+    user: str
+    password: str = field(repr=False)
+    timeout_seconds: float
+    tls: bool
+    ca_file: str
+
+
+@dataclass(frozen=True)
+class LedgerSettings:
+    path: str
+    dsn: str = field(repr=False)
+    retention_days: float
+    claim_lease_seconds: float
+
+    @property
+    def variable(self) -> str:
+        """The variable that chose the ledger: PostgreSQL when LEDGER_DSN is set, else SQLite."""
+        return "LEDGER_DSN" if self.dsn else "LEDGER_PATH"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service is told, typed and checked; what the container is built from."""
+
+    environment: str
+    collateral_bucket: str
+    destination_config: Path
+    shutdown_grace_seconds: float
+    concurrency: int
+    pin_cpu: bool
+    limits: MessageLimits
+    log_level: str
+    log_format: str
+    metrics_port: int
+    broker: BrokerSettings
+    mediahaven: MediaHavenSettings
+    ftp: FtpSettings
+    pid_service_host: str
+    organisations_host: str
+    organisations_cache_seconds: float
+    http_timeout_seconds: float
+    ledger: LedgerSettings
+
+    @property
+    def secrets(self) -> list[str]:
+        """What no log line or report may show."""
+        dsn = self.ledger.dsn
+        return [
+            self.broker.password,
+            self.mediahaven.client_secret,
+            self.mediahaven.password,
+            self.ftp.password,
+            *([dsn, password_in(dsn) or ""] if dsn else []),
+        ]
 
 
 def _positive_int(value: str) -> int:
@@ -74,13 +153,8 @@ def _concurrency(value: str) -> int:
 
 
 def _prefetch(value: str) -> int | None:
-    """Empty: follow CONCURRENCY (see `prefetch_for`)."""
+    """Messages the broker hands over before any is acked; empty: one per worker (CONCURRENCY)."""
     return _positive_int(value) if value.strip() else None
-
-
-def prefetch_for(prefetch: int | None, concurrency: int) -> int:
-    """Messages the broker hands over before any is acked: one per worker, unless set."""
-    return concurrency if prefetch is None else prefetch
 
 
 def _positive_float(value: str) -> float:
@@ -106,8 +180,8 @@ def _claim_lease(value: str) -> float:
     return seconds
 
 
-def _delays(value: str) -> list[int]:
-    delays = [_positive_int(part.strip()) for part in value.split(",")]
+def _delays(value: str) -> tuple[int, ...]:
+    delays = tuple(_positive_int(part.strip()) for part in value.split(","))
     if not delays:
         raise ValueError("needs at least one delay")
     return delays
@@ -131,45 +205,10 @@ def _choice(options: tuple[str, ...], *, upper: bool = False) -> Callable[[str],
     return convert
 
 
-# Dotted path in config.yml -> (variable it usually comes from, conversion).
-CONVERSIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
-    # the service
-    "app.shutdown_grace_seconds": ("SHUTDOWN_GRACE_SECONDS", _positive_float),
-    "app.retry_delays": ("RETRY_DELAYS", _delays),
-    "app.retry_max_attempts": ("RETRY_MAX_ATTEMPTS", _positive_int),
-    "app.max_message_bytes": ("MAX_MESSAGE_BYTES", _positive_int),
-    "app.max_records": ("MAX_RECORDS", _positive_int),
-    "app.poison_limit": ("POISON_LIMIT", _positive_int),
-    "ledger.retention_days": ("LEDGER_RETENTION_DAYS", _retention_days),
-    "ledger.claim_lease_seconds": ("CLAIM_LEASE_SECONDS", _claim_lease),
-    "app.concurrency": ("CONCURRENCY", _concurrency),
-    "app.pin_cpu": ("PIN_CPU", _flag),
-    # what operators see
-    "logging.level": ("LOG_LEVEL", _choice(LOG_LEVELS, upper=True)),
-    "logging.format": ("LOG_FORMAT", _choice(LOG_FORMATS)),
-    "metrics.port": ("METRICS_PORT", _port_or_off),
-    # the broker
-    "rabbitmq.port": ("RABBIT_MQ_PORT", _positive_int),
-    "rabbitmq.prefetch": ("RABBIT_MQ_PREFETCH", _prefetch),
-    "rabbitmq.heartbeat": ("RABBIT_MQ_HEARTBEAT", _positive_int),
-    "rabbitmq.ssl": ("RABBIT_MQ_SSL", _flag),
-    "rabbitmq.ca_file": ("RABBIT_MQ_CA_FILE", readable_ca_file),
-    # the transport server
-    "mediahaven.ftp.timeout_seconds": ("FTP_TIMEOUT_SECONDS", _positive_float),
-    "mediahaven.ftp.tls": ("MEDIAHAVEN_FTP_TLS", _flag),
-    "mediahaven.ftp.ca_file": ("MEDIAHAVEN_FTP_CA_FILE", readable_ca_file),
-    # the HTTP services
-    "organisations_api.cache_seconds": ("ORGANISATIONS_CACHE_SECONDS", _positive_float),
-    "http.timeout_seconds": ("HTTP_TIMEOUT_SECONDS", _positive_float),
-    "mediahaven.api.max_search_pages": ("MAX_SEARCH_PAGES", _positive_int),
-}
+class _FromEnv(str):
+    """A value an `!ENV` tag filled in, with the variable it came from."""
 
-# CA file -> the TLS switch it belongs to (dotted paths). A CA file without its switch
-# would leave an operator believing in a protection that is not there: refused.
-CA_FILE_SWITCHES = {
-    "rabbitmq.ca_file": "rabbitmq.ssl",
-    "mediahaven.ftp.ca_file": "mediahaven.ftp.tls",
-}
+    variable: str
 
 
 class _EnvLoader(yaml.SafeLoader):
@@ -181,9 +220,12 @@ class _EnvLoader(yaml.SafeLoader):
         self.missing: list[str] = []
 
 
-def _substitute(loader: _EnvLoader, node: yaml.ScalarNode) -> str:
+def _substitute(loader: _EnvLoader, node: yaml.ScalarNode) -> _FromEnv:
+    names: list[str] = []
+
     def replace(match: re.Match[str]) -> str:
         name = match.group("name")
+        names.append(name)
         value = loader.environ.get(name)
         if match.group("default") is not None:
             return value or match.group("default")
@@ -192,65 +234,147 @@ def _substitute(loader: _EnvLoader, node: yaml.ScalarNode) -> str:
             return ""
         return value
 
-    return _REFERENCE.sub(replace, loader.construct_scalar(node))
+    value = _FromEnv(_REFERENCE.sub(replace, loader.construct_scalar(node)))
+    value.variable = names[0] if names else ""
+    return value
 
 
 _EnvLoader.add_constructor("!ENV", _substitute)
 
 
-def _walk(tree: dict[str, Any], path: str) -> tuple[dict[str, Any], str] | None:
-    *parents, leaf = path.split(".")
-    node = tree
-    for step in parents:
-        child = node.get(step)
-        if not isinstance(child, dict):
+class _Reader:
+    """`config.yml` as loaded, read one value at a time into its type; each problem is kept
+    for `check`, and a value with a problem reads as None meanwhile."""
+
+    def __init__(self, path: Path, environ: Mapping[str, str]) -> None:
+        with path.open() as stream:
+            loader = _EnvLoader(stream, environ)
+            try:
+                tree = loader.get_single_data()
+            finally:
+                loader.dispose()
+        if not isinstance(tree, dict):
+            raise ConfigError([], [f"{path} does not hold a mapping"])
+        self._path, self._tree = path, tree
+        self._missing = sorted(set(loader.missing))
+        self._problems: list[str] = []
+        self._conflicts: list[str] = []
+
+    @overload
+    def __call__(self, dotted: str) -> str: ...
+    @overload
+    def __call__(self, dotted: str, convert: Callable[[str], T]) -> T: ...
+    def __call__(self, dotted: str, convert: Callable[[str], Any] = str) -> Any:
+        value = self._value(dotted)
+        if value is None or self._name(dotted) in self._missing:
             return None
-        node = child
-    return (node, leaf) if leaf in node else None
-
-
-def load_config(path: Path, environ: Mapping[str, str]) -> dict[str, Any]:
-    """The settings tree with values filled in and typed; raises `ConfigError`."""
-    with path.open() as stream:
-        loader = _EnvLoader(stream, environ)
         try:
-            tree = loader.get_single_data()
-        finally:
-            loader.dispose()
-    if not isinstance(tree, dict):
-        raise ConfigError([], [f"{path} does not hold a mapping"])
-    missing = sorted(set(loader.missing))
-    problems = []
-    for dotted, (variable, convert) in CONVERSIONS.items():
-        found = _walk(tree, dotted)
-        if found is None or found[1] not in found[0]:
-            continue
-        node, leaf = found
-        if variable in missing:
-            continue
-        try:
-            node[leaf] = convert(str(node[leaf]))
+            return convert(str(value))
         except ValueError as error:
-            problems.append(f"{variable}={node[leaf]!r} is not valid: {error}")
-    problems.extend(_ca_files_without_tls(tree))
-    if missing or problems:
-        raise ConfigError(missing, problems)
-    return tree
+            self._problems.append(f"{self._name(dotted)}={str(value)!r} is not valid: {error}")
+            return None
 
-
-def _ca_files_without_tls(tree: dict[str, Any]) -> list[str]:
-    problems = []
-    for ca_path, switch_path in CA_FILE_SWITCHES.items():
-        ca, switch = _walk(tree, ca_path), _walk(tree, switch_path)
-        if ca is None or switch is None:
-            continue
-        if ca[0][ca[1]] and switch[0][switch[1]] is False:
-            ca_variable, switch_variable = CONVERSIONS[ca_path][0], CONVERSIONS[switch_path][0]
-            problems.append(
-                f"{ca_variable} is set but {switch_variable} is not true: "
-                f"set {switch_variable}=true to use it, or leave {ca_variable} empty"
+    def tls(self, switch: str, ca_file: str) -> tuple[bool, str]:
+        """A TLS switch and its CA file. A CA file without its switch is refused: an operator
+        who set it would believe in a protection that is not there."""
+        on, ca = self(switch, _flag), self(ca_file, readable_ca_file)
+        if ca and on is False:
+            switch_name, ca_name = self._name(switch), self._name(ca_file)
+            self._conflicts.append(
+                f"{ca_name} is set but {switch_name} is not true: "
+                f"set {switch_name}=true to use it, or leave {ca_name} empty"
             )
-    return problems
+        return on, ca
+
+    def check(self) -> None:
+        if self._missing or self._problems or self._conflicts:
+            raise ConfigError(self._missing, self._problems + self._conflicts)
+
+    def _value(self, dotted: str) -> Any:
+        node: Any = self._tree
+        for step in dotted.split("."):
+            if not isinstance(node, dict) or step not in node:
+                self._problems.append(f"{self._path} has no {dotted}")
+                return None
+            node = node[step]
+        return node
+
+    def _name(self, dotted: str) -> str:
+        """The variable behind a value, else its place in `config.yml`."""
+        value = self._value(dotted)
+        return getattr(value, "variable", "") or dotted
+
+
+def load_settings(path: Path, environ: Mapping[str, str]) -> Settings:
+    """The settings from `config.yml` at `path` and `environ`; raises `ConfigError`."""
+    read = _Reader(path, environ)
+    concurrency = read("app.concurrency", _concurrency)
+    prefetch = read("rabbitmq.prefetch", _prefetch)
+    broker_tls, broker_ca_file = read.tls("rabbitmq.ssl", "rabbitmq.ca_file")
+    ftp_tls, ftp_ca_file = read.tls("mediahaven.ftp.tls", "mediahaven.ftp.ca_file")
+    settings = Settings(
+        environment=read("app.environment"),
+        collateral_bucket=read("app.collateral_bucket"),
+        destination_config=read("app.destination_config", Path),
+        shutdown_grace_seconds=read("app.shutdown_grace_seconds", _positive_float),
+        concurrency=concurrency,
+        pin_cpu=read("app.pin_cpu", _flag),
+        limits=MessageLimits(
+            max_bytes=read("app.max_message_bytes", _positive_int),
+            max_records=read("app.max_records", _positive_int),
+            poison_limit=read("app.poison_limit", _positive_int),
+        ),
+        log_level=read("logging.level", _choice(LOG_LEVELS, upper=True)),
+        log_format=read("logging.format", _choice(LOG_FORMATS)),
+        metrics_port=read("metrics.port", _port_or_off),
+        broker=BrokerSettings(
+            host=read("rabbitmq.host"),
+            port=read("rabbitmq.port", _positive_int),
+            user=read("rabbitmq.user"),
+            password=read("rabbitmq.passwd"),
+            vhost=read("rabbitmq.vhost"),
+            prefetch=concurrency if prefetch is None else prefetch,
+            heartbeat=read("rabbitmq.heartbeat", _positive_int),
+            tls=broker_tls,
+            ca_file=broker_ca_file,
+            incoming_queue=read("rabbitmq.incoming.queue"),
+            incoming_exchange=read("rabbitmq.incoming.exchange"),
+            transfer_queue=read("rabbitmq.outgoing.queue"),
+            transfer_exchange=read("rabbitmq.outgoing.exchange"),
+            retries=RetrySchedule(
+                delays=read("app.retry_delays", _delays),
+                max_attempts=read("app.retry_max_attempts", _positive_int),
+            ),
+        ),
+        mediahaven=MediaHavenSettings(
+            host=read("mediahaven.api.host"),
+            client_id=read("mediahaven.api.client_id"),
+            client_secret=read("mediahaven.api.client_secret"),
+            username=read("mediahaven.api.username"),
+            password=read("mediahaven.api.passwd"),
+            max_search_pages=read("mediahaven.api.max_search_pages", _positive_int),
+        ),
+        ftp=FtpSettings(
+            host=read("mediahaven.ftp.host"),
+            user=read("mediahaven.ftp.user"),
+            password=read("mediahaven.ftp.passwd"),
+            timeout_seconds=read("mediahaven.ftp.timeout_seconds", _positive_float),
+            tls=ftp_tls,
+            ca_file=ftp_ca_file,
+        ),
+        pid_service_host=read("pid_service.host"),
+        organisations_host=read("organisations_api.host"),
+        organisations_cache_seconds=read("organisations_api.cache_seconds", _positive_float),
+        http_timeout_seconds=read("http.timeout_seconds", _positive_float),
+        ledger=LedgerSettings(
+            path=read("ledger.path"),
+            dsn=read("ledger.dsn"),
+            retention_days=read("ledger.retention_days", _retention_days),
+            claim_lease_seconds=read("ledger.claim_lease_seconds", _claim_lease),
+        ),
+    )
+    read.check()
+    return settings
 
 
 def load_destinations(path: Path, *, environment: str, transfer_host: str) -> Destinations:

@@ -7,7 +7,7 @@ import logging
 import math
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -28,6 +28,7 @@ from s3_events_handler.application.messages import (
     Split,
 )
 from s3_events_handler.application.reasons import one_line, reason_of
+from s3_events_handler.application.retries import RetrySchedule
 from s3_events_handler.application.telemetry import NoTelemetry, Telemetry
 from s3_events_handler.domain.errors import (
     BadInput,
@@ -62,17 +63,6 @@ class UseCase(Protocol):
     def execute(self, event: S3Event, *, correlation_id: str, progress: Progress) -> Result: ...
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Backoff levels in seconds; attempts past the last level stay on it."""
-
-    delays: tuple[int, ...] = (10, 30, 90, 270, 810)
-    max_attempts: int = 8
-
-    def delay_after(self, attempt: int) -> int:
-        return self.delays[min(attempt, len(self.delays)) - 1]
-
-
 def attempt_of(headers: Mapping[str, Any]) -> int:
     value = headers.get(ATTEMPT_HEADER, 1)
     try:
@@ -102,7 +92,7 @@ class MessageHandler:
         *,
         ingest: UseCase,
         remove: UseCase,
-        retry_policy: RetryPolicy,
+        retries: RetrySchedule,
         limits: MessageLimits | None = None,
         unfinished: UnfinishedDeliveries | None = None,
         clock: Callable[[], datetime] = _utc_now,
@@ -111,7 +101,7 @@ class MessageHandler:
         """`unfinished`: where deliveries the consumer died during are counted (the ledger);
         none for a caller that does not consume a queue."""
         self._use_cases = {EventKind.CREATED: ingest, EventKind.REMOVED: remove}
-        self._retry_policy = retry_policy
+        self._retries = retries
         self._limits = limits or MessageLimits()
         self._unfinished = unfinished or NoCrashCount()
         self._clock = clock
@@ -221,7 +211,7 @@ class MessageHandler:
     ) -> Outcome:
         attempt = attempt_of(delivery.headers)
         reason = reason_of(error)
-        if attempt >= self._retry_policy.max_attempts:
+        if attempt >= self._retries.max_attempts:
             return self._dead_letter(
                 delivery, f"gave up after {attempt} attempts: {reason}", correlation_id, facts
             )
@@ -229,13 +219,13 @@ class MessageHandler:
             log.warning("attempt %d failed at %s: %s", attempt, progress.stage, reason)
         else:
             log.exception("unexpected failure at %s (attempt %d)", progress.stage, attempt)
-        delay = self._retry_policy.delay_after(attempt)
+        delay = self._retries.delay_after(attempt)
         if isinstance(error, ServiceUnavailable) and error.retry_after:
             delay = max(delay, math.ceil(error.retry_after))  # as the service asked
         return retry_later(
             delivery,
             reason,
-            self._retry_policy,
+            self._retries,
             correlation_id=correlation_id,
             facts=facts,
             delay_seconds=delay,
@@ -247,7 +237,7 @@ class MessageHandler:
         """Another consumer is on the event: it comes back after the shortest delay, its
         attempt not counted, and finds it done or the claim lapsed (contract §6)."""
         reason = reason_of(error)
-        delay = self._retry_policy.delays[0]
+        delay = self._retries.delays[0]
         log.info("not handled now, back in %d s: %s", delay, reason)
         return Retry(
             reason=reason,
@@ -271,7 +261,7 @@ class MessageHandler:
 def retry_later(
     delivery: Delivery,
     reason: str,
-    policy: RetryPolicy,
+    retries: RetrySchedule,
     *,
     correlation_id: str,
     facts: EventFacts,
@@ -286,7 +276,7 @@ def retry_later(
         headers[PID_HEADER] = facts.pid
     return Retry(
         reason=reason,
-        delay_seconds=policy.delay_after(attempt) if delay_seconds is None else delay_seconds,
+        delay_seconds=retries.delay_after(attempt) if delay_seconds is None else delay_seconds,
         headers=headers,
         correlation_id=correlation_id,
         facts=facts,
@@ -322,7 +312,7 @@ def dead_letter(
 def transient_outcome(
     delivery: Delivery,
     error: BaseException,
-    policy: RetryPolicy,
+    retries: RetrySchedule,
     *,
     clock: Callable[[], datetime] = _utc_now,
 ) -> Retry | DeadLetter:
@@ -334,16 +324,16 @@ def transient_outcome(
     reason = reason_of(error)
     correlation_id = delivery.correlation_id or str(uuid.uuid4())
     facts = EventFacts(pid=_pid_of(delivery.headers), stage=Stage.RECEIVED.value, attempt=attempt)
-    if attempt >= policy.max_attempts:
+    if attempt >= retries.max_attempts:
         reason = f"gave up after {attempt} attempts: {reason}"
         return dead_letter(
             delivery, reason, correlation_id=correlation_id, facts=facts, now=clock()
         )
-    return retry_later(delivery, reason, policy, correlation_id=correlation_id, facts=facts)
+    return retry_later(delivery, reason, retries, correlation_id=correlation_id, facts=facts)
 
 
 def retry_instead(
-    delivery: Delivery, refused: Split | DeadLetter, reason: str, policy: RetryPolicy
+    delivery: Delivery, refused: Split | DeadLetter, reason: str, retries: RetrySchedule
 ) -> Retry:
     """The retry that takes the place of an outcome the broker would not take (a dead-letter
     queue that refuses publishes, contract §6): the message waits out the backoff of its attempt
@@ -354,7 +344,9 @@ def retry_instead(
         or delivery.correlation_id
         or str(uuid.uuid4())
     )
-    return retry_later(delivery, reason, policy, correlation_id=correlation_id, facts=refused.facts)
+    return retry_later(
+        delivery, reason, retries, correlation_id=correlation_id, facts=refused.facts
+    )
 
 
 def _facts(record: Any, progress: Progress, attempt: int, result: Result | None) -> EventFacts:

@@ -11,7 +11,6 @@ import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
@@ -33,7 +32,7 @@ from s3_events_handler.entrypoints.command_help import (
     REPLAY_HELP,
     SHOW_HELP,
 )
-from s3_events_handler.entrypoints.container import Container, build_container
+from s3_events_handler.entrypoints.container import Container, build_container, package_version
 from s3_events_handler.entrypoints.dead_letters import (
     REMOVALS_LOGGER,
     drop_dead_letters,
@@ -65,7 +64,7 @@ def start(config_path: Path, *, log_to: TextIO | None = None) -> Container:
         raise
     log.info(
         "destination folders for %s (default %s): %s",
-        container.config.app.environment(),
+        container.settings().environment,
         destinations.default_folder,
         dict(destinations.folders),
     )
@@ -82,7 +81,7 @@ def check_broker_certificate(container: Container) -> None:
 
 
 def consume(container: Container) -> int:
-    if container.config.app.pin_cpu():
+    if container.settings().pin_cpu:
         pin_to_one_cpu()  # before the workers start: they run where their parent does
     return _consume(container)
 
@@ -105,7 +104,7 @@ def _consume(container: Container) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        consumer.run(grace_seconds=container.config.app.shutdown_grace_seconds())
+        consumer.run(grace_seconds=container.settings().shutdown_grace_seconds)
     finally:
         status.stop()
     log.info("stopped")
@@ -255,7 +254,7 @@ def _run_dead_letters_drop(args: argparse.Namespace) -> int:
     choosing = _choosing(args)
 
     def drop(container: Container) -> int:
-        if logging.getLevelNamesMapping()[container.config.logging.level()] <= logging.INFO:
+        if logging.getLevelNamesMapping()[container.settings().log_level] <= logging.INFO:
             # An operator command logs warnings only (`build_container(quiet=True)`); each
             # removal is logged all the same, unless LOG_LEVEL asks for less than INFO.
             logging.getLogger(REMOVALS_LOGGER).setLevel(logging.INFO)
@@ -289,13 +288,6 @@ def _what(args: argparse.Namespace) -> str:
 # -- arguments -----------------------------------------------------------------------------
 
 PROG = "s3-events-handler"
-
-
-def _package_version() -> str:
-    try:
-        return version("s3-events-handler")
-    except PackageNotFoundError:
-        return "unknown (not installed)"
 
 
 def _non_empty(text: str) -> str:
@@ -333,7 +325,7 @@ def parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"{PROG} {_package_version()}")
+    parser.add_argument("--version", action="version", version=f"{PROG} {package_version()}")
     parser.add_argument(
         "--config",
         type=Path,

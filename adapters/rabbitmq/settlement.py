@@ -145,7 +145,7 @@ class Settlement:
                 destination = f"{len(outcome.bodies)} x {queue}"
                 return Settled(outcome, destination, incoming_correlation_id)
             case Retry():
-                queue = settings.retry_queue(settings.retry_level(outcome.delay_seconds))
+                queue = settings.retry_queue(settings.retries.queue_delay(outcome.delay_seconds))
                 return self._park(received, outcome, queue)
             case DeadLetter():
                 return self._park(received, outcome, settings.dead_letter_queue)

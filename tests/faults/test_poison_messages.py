@@ -42,10 +42,10 @@ from s3_events_handler.application.handler import (
     PID_HEADER,
     STAGE_HEADER,
     MessageHandler,
-    RetryPolicy,
 )
 from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
 from s3_events_handler.application.reasons import MAX_REASON_LENGTH
+from s3_events_handler.application.retries import RetrySchedule
 from tests.conftest import EXAMPLES
 from tests.e2e.service import RunningService
 from tests.support import amqp
@@ -62,7 +62,7 @@ GOLDEN: dict[str, dict[str, Any]] = {
 }
 ESSENCE_KEY = "20261120-journaal-1900-a7f3c2d1-55e4-4b2a-9c1d-0e8f7a6b5c4d.MXF"
 MD5_KEYS = ("x-amz-meta-md5sum", "md5sum", "x-md5sum-meta")
-POLICY = RetryPolicy()
+POLICY = RetrySchedule()
 # The only transient failure a healthy world may give bad input (contract §6).
 DOCUMENTED_TRANSIENT = "EssenceNotArchivedYet:"
 
@@ -218,7 +218,7 @@ def world_for(archived_essence: bool) -> World:
 
 
 def handler_for(world: World) -> MessageHandler:
-    return MessageHandler(ingest=world.ingest, remove=world.remove, retry_policy=POLICY)
+    return MessageHandler(ingest=world.ingest, remove=world.remove, retries=POLICY)
 
 
 def amqp_encodable(**properties: Any) -> None:
@@ -641,7 +641,7 @@ def test_a_seeded_sample_of_poison_through_the_broker_leaves_the_consumer_workin
     assert amqp.wait_until(
         lambda: amqp.consumer_count(s.host, s.port, s.incoming_queue) == 0, timeout=10
     )
-    for queue in (s.incoming_queue, *(s.retry_queue(d) for d in s.retry_delays)):
+    for queue in (s.incoming_queue, *(s.retry_queue(d) for d in s.retries.delays)):
         assert amqp.message_count(s.host, s.port, queue) == 0, queue
 
 
@@ -707,7 +707,7 @@ def test_a_dead_letter_queue_that_refuses_the_publish_costs_no_reconnect_and_los
     assert service.log().count("connected to the broker at ") == 1, service.log()
     assert service.process is not None and service.process.poll() is None
     assert service.stop_consumer() == 0
-    for queue in (s.incoming_queue, *(s.retry_queue(d) for d in s.retry_delays)):
+    for queue in (s.incoming_queue, *(s.retry_queue(d) for d in s.retries.delays)):
         assert amqp.message_count(s.host, s.port, queue) == 0, queue
     print(
         f"\ndead-letter queue refusing every publish: {len(good)} good events done, the bad "

@@ -180,7 +180,7 @@ def test_topology_is_declared_as_the_spec_says(settings: BrokerSettings) -> None
     assert all(row["durable"] and not row["auto_delete"] for row in queues.values())
     for plain in (settings.incoming_queue, settings.transfer_queue, settings.dead_letter_queue):
         assert queues[plain]["arguments"] == []
-    for seconds in settings.retry_delays:
+    for seconds in settings.retries.delays:
         arguments = {
             name: value for name, _, value in queues[settings.retry_queue(seconds)]["arguments"]
         }

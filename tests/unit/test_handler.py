@@ -11,11 +11,11 @@ import pytest
 
 from s3_events_handler.application.handler import (
     MessageHandler,
-    RetryPolicy,
     retry_instead,
     transient_outcome,
 )
 from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Retry, Split
+from s3_events_handler.application.retries import RetrySchedule
 from s3_events_handler.domain.errors import ServiceUnavailable
 from s3_events_handler.domain.model import S3Event, Stage
 from s3_events_handler.domain.results import Removed, Result, Sent
@@ -26,9 +26,9 @@ ESSENCE = "event-essence-created.json"
 KEY = "20261120-journaal-1900-a7f3c2d1-55e4-4b2a-9c1d-0e8f7a6b5c4d.MXF"
 
 
-def handler_for(world: World, policy: RetryPolicy | None = None) -> MessageHandler:
+def handler_for(world: World, policy: RetrySchedule | None = None) -> MessageHandler:
     return MessageHandler(
-        ingest=world.ingest, remove=world.remove, retry_policy=policy or RetryPolicy()
+        ingest=world.ingest, remove=world.remove, retries=policy or RetrySchedule()
     )
 
 
@@ -51,10 +51,10 @@ class FailingUseCase:
         raise self.error
 
 
-def failing_handler(error: Exception, policy: RetryPolicy | None = None) -> MessageHandler:
+def failing_handler(error: Exception, policy: RetrySchedule | None = None) -> MessageHandler:
     world = World()
     return MessageHandler(
-        ingest=FailingUseCase(error), remove=world.remove, retry_policy=policy or RetryPolicy()
+        ingest=FailingUseCase(error), remove=world.remove, retries=policy or RetrySchedule()
     )
 
 
@@ -132,7 +132,7 @@ def test_a_dead_letter_says_when_it_was_dead_lettered() -> None:
     moment = datetime(2024, 5, 1, 12, 30, 5, 123456, tzinfo=UTC)
     world = World()
     handler = MessageHandler(
-        ingest=world.ingest, remove=world.remove, retry_policy=RetryPolicy(), clock=lambda: moment
+        ingest=world.ingest, remove=world.remove, retries=RetrySchedule(), clock=lambda: moment
     )
     outcome = handler.handle(Delivery(body=b"not json", headers={"x-dead-lettered-at": "old"}))
     assert isinstance(outcome, DeadLetter)
@@ -170,7 +170,7 @@ def test_a_transient_failure_is_retried_at_its_backoff_level(examples: Path) -> 
 
 
 def test_later_attempts_back_off_further_and_stay_on_the_last_level(examples: Path) -> None:
-    handler = failing_handler(ServiceUnavailable("down"), RetryPolicy(max_attempts=99))
+    handler = failing_handler(ServiceUnavailable("down"), RetrySchedule(max_attempts=99))
     message = golden_event(examples, ESSENCE)
     delays = []
     for attempt in (2, 3, 4, 5, 6, 7):
@@ -275,7 +275,7 @@ def test_an_event_another_consumer_holds_comes_back_soon_its_attempt_not_counted
     world.ledger.beside("another consumer").claim(identity)
     headers = {} if attempt is None else {"x-attempt": attempt}
 
-    outcome = handler_for(world, RetryPolicy(delays=(7, 30))).handle(
+    outcome = handler_for(world, RetrySchedule(delays=(7, 30))).handle(
         delivery(message, headers=headers)
     )
 
@@ -292,7 +292,7 @@ def test_an_event_another_consumer_holds_comes_back_soon_its_attempt_not_counted
 def test_an_exception_that_escaped_the_handler_is_retried_at_the_backoff_of_its_attempt() -> None:
     headers = {"x-attempt": 2, "x-pid": "a1b2c3d4e5", "origin": "gateway"}
     escaped = Delivery(body=b"{}", headers=headers, correlation_id="corr-1")
-    outcome = transient_outcome(escaped, RuntimeError("a bug"), RetryPolicy(delays=(10, 30)))
+    outcome = transient_outcome(escaped, RuntimeError("a bug"), RetrySchedule(delays=(10, 30)))
     assert isinstance(outcome, Retry)
     assert outcome.delay_seconds == 30
     assert outcome.headers == {"x-attempt": 3, "x-pid": "a1b2c3d4e5", "origin": "gateway"}
@@ -304,7 +304,7 @@ def test_an_exception_that_escaped_the_handler_on_the_last_attempt_is_dead_lette
     moment = datetime(2024, 5, 1, 12, 30, 5, tzinfo=UTC)
     escaped = Delivery(body=b"{}", headers={"x-attempt": 3})
     outcome = transient_outcome(
-        escaped, KeyError("surprise"), RetryPolicy(max_attempts=3), clock=lambda: moment
+        escaped, KeyError("surprise"), RetrySchedule(max_attempts=3), clock=lambda: moment
     )
     assert isinstance(outcome, DeadLetter)
     assert outcome.headers["x-error"] == "gave up after 3 attempts: KeyError: 'surprise'"
@@ -318,7 +318,7 @@ def test_a_dead_letter_the_broker_refused_becomes_a_retry_even_past_the_last_att
     refused_delivery = Delivery(
         body=b"not json", headers={"x-attempt": 8, "origin": "gateway"}, correlation_id="corr-9"
     )
-    policy = RetryPolicy(delays=(10, 30), max_attempts=8)
+    policy = RetrySchedule(delays=(10, 30), max_attempts=8)
     refused = handler_for(World(), policy).handle(refused_delivery)
     assert isinstance(refused, DeadLetter)
 
@@ -339,6 +339,6 @@ def test_a_split_the_broker_refused_becomes_a_retry_keeping_the_incoming_correla
     refused = handler_for(World()).handle(incoming)
     assert isinstance(refused, Split)
 
-    outcome = retry_instead(incoming, refused, "UnroutableError", RetryPolicy())
+    outcome = retry_instead(incoming, refused, "UnroutableError", RetrySchedule())
     assert (outcome.delay_seconds, outcome.headers["x-attempt"]) == (10, 2)
     assert outcome.correlation_id == "upstream-7"

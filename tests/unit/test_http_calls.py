@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from s3_events_handler.adapters.http_calls import SNIPPET_LENGTH, HttpService, RetryPolicy
+from s3_events_handler.adapters.http_calls import SNIPPET_LENGTH, HttpService, ResendPolicy
 
 TOKEN = "t0ken-" * 8
 
@@ -14,7 +14,7 @@ def service() -> HttpService:
         session=requests.Session(),
         name="Example",
         timeout=1.0,
-        retries=RetryPolicy(pauses=()),
+        resend=ResendPolicy(pauses=()),
         secrets=lambda: [TOKEN],
     )
 

@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 
 from s3_events_handler.adapters.memory import InMemoryLedger
-from s3_events_handler.application.handler import MessageHandler, RetryPolicy
+from s3_events_handler.application.handler import MessageHandler
 from s3_events_handler.application.limits import MessageLimits, digest_of
 from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Retry, Split
 from s3_events_handler.application.ordering import Unordered, ordering_key
+from s3_events_handler.application.retries import RetrySchedule
 from s3_events_handler.domain.errors import ServiceUnavailable
 from tests.unit.builders import World, golden_event
 
@@ -24,7 +25,7 @@ def handler_for(world: World, limits: MessageLimits) -> MessageHandler:
     return MessageHandler(
         ingest=world.ingest,
         remove=world.remove,
-        retry_policy=RetryPolicy(),
+        retries=RetrySchedule(),
         limits=limits,
         unfinished=world.ledger,
     )
@@ -150,7 +151,7 @@ def test_a_ledger_that_cannot_count_the_delivery_makes_it_a_retry(examples: Path
     handler = MessageHandler(
         ingest=world.ingest,
         remove=world.remove,
-        retry_policy=RetryPolicy(),
+        retries=RetrySchedule(),
         unfinished=Unreachable(),
     )
     body = json.dumps(golden_event(examples, ESSENCE)).encode()

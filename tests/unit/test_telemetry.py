@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from s3_events_handler.application.handler import MessageHandler, RetryPolicy
+from s3_events_handler.application.handler import MessageHandler
 from s3_events_handler.application.messages import (
     DeadLetter,
     Delivery,
@@ -27,6 +27,7 @@ from s3_events_handler.application.observed import (
     ObservedTransfers,
     ObservedTransport,
 )
+from s3_events_handler.application.retries import RetrySchedule
 from s3_events_handler.application.telemetry import EventOutcome, EventReport
 from s3_events_handler.domain.errors import BadInput, Rejected, ServiceUnavailable
 from s3_events_handler.domain.model import (
@@ -60,7 +61,7 @@ def handled(
     handler = MessageHandler(
         ingest=ingest or world.ingest,
         remove=world.remove,
-        retry_policy=RetryPolicy(max_attempts=3),
+        retries=RetrySchedule(max_attempts=3),
         telemetry=telemetry,
     )
     body = message if isinstance(message, bytes) else json.dumps(message).encode()
