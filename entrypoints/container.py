@@ -18,9 +18,9 @@ from s3_events_handler.adapters.config import (
     FtpSettings,
     LedgerSettings,
     Settings,
-    load_destinations,
     load_settings,
 )
+from s3_events_handler.adapters.destinations import load_destinations
 from s3_events_handler.adapters.ftp import FtpTransportServer
 from s3_events_handler.adapters.ftp_pool import FtpTransportPool
 from s3_events_handler.adapters.health import Health, StatusServer, stall_limit

@@ -9,9 +9,9 @@ import pytest
 from s3_events_handler.adapters.config import (
     ConfigError,
     Settings,
-    load_destinations,
     load_settings,
 )
+from s3_events_handler.adapters.destinations import load_destinations
 from s3_events_handler.adapters.rabbitmq import BrokerSettings
 from s3_events_handler.application.limits import MessageLimits
 from s3_events_handler.application.retries import RetrySchedule
