@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import struct
 import threading
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
@@ -96,6 +97,16 @@ def publish_confirmed(
     deleted under us) fails instead of being confirmed and dropped.
     """
     channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
+
+
+# What pika raises, before anything is sent, for properties it cannot encode (some it decodes,
+# such as floats from other clients, it cannot encode again).
+UNENCODABLE = (
+    pika.exceptions.ProtocolSyntaxError,
+    pika.exceptions.ShortStringTooLong,
+    UnicodeEncodeError,
+    struct.error,
+)
 
 
 # pika is untyped: to mypy its exceptions are Any.

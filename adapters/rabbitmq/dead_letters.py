@@ -87,16 +87,19 @@ import copy
 import enum
 import hashlib
 import json
-import struct
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import pika.exceptions
-from pika.exceptions import ProtocolSyntaxError, ShortStringTooLong
 
-from s3_events_handler.adapters.rabbitmq.connection import BrokerSettings, connect, describe
+from s3_events_handler.adapters.rabbitmq.connection import (
+    UNENCODABLE,
+    BrokerSettings,
+    connect,
+    describe,
+)
 from s3_events_handler.adapters.rabbitmq.inspection import Connect, broker_session, queue_depth
 from s3_events_handler.application.handler import (
     DEAD_LETTERED_AT_HEADER,
@@ -117,8 +120,6 @@ WINDOW_BYTES = 8 * 1024 * 1024
 # No delivery for this long while dead letters there at the start are still to come: the
 # queue holds fewer than it did (something else took some).
 QUIET_SECONDS = 30.0
-# What pika raises, before anything is sent, for properties it cannot encode again.
-_UNENCODABLE = (ProtocolSyntaxError, ShortStringTooLong, UnicodeEncodeError, struct.error)
 ACCESS_REFUSED = 403
 
 
@@ -420,7 +421,7 @@ class _Pass:
             properties.user_id = None
         try:
             self._channel.basic_publish("", self._queue, message.body, properties, mandatory=True)
-        except _UNENCODABLE as error:
+        except UNENCODABLE as error:
             self.tally.out_of_place.append((message.id, describe(error)))
             self._stuck += 1  # unacked to the end: widen the window so the pass goes on
             self._channel.basic_qos(prefetch_count=self._window + self._stuck)
@@ -492,7 +493,7 @@ def _publish_copy(channel: Any, queue: str, message: ParkedMessage, user: str) -
     properties = _replay_properties(message.properties, user)
     try:
         channel.basic_publish("", queue, message.body, properties, mandatory=True)
-    except _UNENCODABLE as error:
+    except UNENCODABLE as error:
         return describe(error)
     return None
 

@@ -9,16 +9,15 @@ in between costs a redelivery, never a message.
 from __future__ import annotations
 
 import logging
-import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, assert_never
 
 import pika
-import pika.exceptions
 
 from s3_events_handler.adapters.rabbitmq.connection import (
     PERSISTENT,
+    UNENCODABLE,
     BrokerSettings,
     ConfirmingChannel,
     describe,
@@ -39,15 +38,6 @@ log = logging.getLogger(__name__)
 # This service's own routing never goes through the shared exchanges (contract §4.5): the
 # default exchange delivers to the queue named by the routing key.
 _DEFAULT_EXCHANGE = ""
-
-# What pika raises, before anything is sent, for properties it cannot encode.
-_UNENCODABLE = (
-    pika.exceptions.ProtocolSyntaxError,
-    pika.exceptions.ShortStringTooLong,
-    UnicodeEncodeError,
-    struct.error,
-)
-
 
 # Everything BasicProperties carries: a republished message keeps it all (see `_copy_properties`).
 _PROPERTY_NAMES = (
@@ -196,7 +186,7 @@ class Settlement:
         try:
             publish_confirmed(self._channel, _DEFAULT_EXCHANGE, queue, body, properties)
             return None
-        except _UNENCODABLE as error:
+        except UNENCODABLE as error:
             reason = describe(error)
             log.error(
                 "message %d cannot be republished as it is: %s", received.delivery_tag, reason
