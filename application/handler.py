@@ -6,7 +6,7 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -38,19 +38,12 @@ from s3_events_handler.domain.errors import (
     ServiceUnavailable,
 )
 from s3_events_handler.domain.events import parse_record, peek
-from s3_events_handler.domain.model import EventKind, S3Event, Stage, is_valid_pid
+from s3_events_handler.domain.model import EventKind, S3Event, Stage
 from s3_events_handler.domain.results import AlreadyHandled, Result, Sent
 from s3_events_handler.domain.use_cases import Progress
 
 log = logging.getLogger(__name__)
 
-ATTEMPT_HEADER = "x-attempt"
-PID_HEADER = "x-pid"
-ERROR_HEADER = "x-error"
-STAGE_HEADER = "x-error-stage"
-# When the message was dead-lettered (ISO 8601, UTC): `dead-letters list` shows it, and a
-# copied `timestamp` property would only tell when the gateway first published the event.
-DEAD_LETTERED_AT_HEADER = "x-dead-lettered-at"
 # An AMQP short string (a correlation id) holds at most 255 bytes of UTF-8.
 MAX_SHORT_STRING_BYTES = 255
 
@@ -61,22 +54,6 @@ def _utc_now() -> datetime:
 
 class UseCase(Protocol):
     def execute(self, event: S3Event, *, correlation_id: str, progress: Progress) -> Result: ...
-
-
-def attempt_of(headers: Mapping[str, Any]) -> int:
-    value = headers.get(ATTEMPT_HEADER, 1)
-    try:
-        attempt = int(value)
-    except (TypeError, ValueError, OverflowError):
-        return 1
-    return max(attempt, 1)
-
-
-def _pid_of(headers: Mapping[str, Any]) -> str | None:
-    value = headers.get(PID_HEADER)
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    return value if isinstance(value, str) and is_valid_pid(value) else None
 
 
 class MessageHandler:
@@ -121,13 +98,13 @@ class MessageHandler:
         size, limits = len(delivery.body), self._limits
         if size > limits.max_bytes:
             reason = f"the body is {size} bytes, over MAX_MESSAGE_BYTES ({limits.max_bytes})"
-            return self._dead_letter(delivery, reason, delivery.correlation_id, EventFacts())
+            return self._dead_letter(reason, delivery.correlation_id, EventFacts())
         digest = digest_of(delivery.body)
         try:
             deaths = self._unfinished.begin_delivery(digest)
         except S3EventsHandlerError as error:
-            facts = EventFacts(stage=Stage.LEDGER.value, attempt=attempt_of(delivery.headers))
-            progress = Progress(pid=_pid_of(delivery.headers), stage=Stage.LEDGER)
+            facts = EventFacts(stage=Stage.LEDGER.value, attempt=delivery.attempt)
+            progress = Progress(pid=delivery.pid, stage=Stage.LEDGER)
             correlation_id = delivery.correlation_id or str(uuid.uuid4())
             return self._retry(delivery, error, progress, correlation_id, facts)
         handled = True
@@ -137,8 +114,8 @@ class MessageHandler:
                     f"the consumer died {deaths} times while handling this message "
                     f"(POISON_LIMIT {limits.poison_limit}): not handled again"
                 )
-                facts = EventFacts(stage=Stage.RECEIVED.value, attempt=attempt_of(delivery.headers))
-                return self._dead_letter(delivery, reason, delivery.correlation_id, facts)
+                facts = EventFacts(stage=Stage.RECEIVED.value, attempt=delivery.attempt)
+                return self._dead_letter(reason, delivery.correlation_id, facts)
             outcome = self._handle(delivery)
             handled = not isinstance(outcome, Retry) or outcome.attempted
             return outcome
@@ -152,14 +129,14 @@ class MessageHandler:
             log.warning("the message's crash count stays until it ends again: %s", error)
 
     def _handle(self, delivery: Delivery) -> Outcome:
-        progress = Progress(pid=_pid_of(delivery.headers), stage=Stage.PARSE)
+        progress = Progress(pid=delivery.pid, stage=Stage.PARSE)
         correlation_id = delivery.correlation_id
         record: Any = None
         result: Result | None = None
 
         def facts() -> EventFacts:
             """What is known of the event by now, for its log line and metrics."""
-            return _facts(record, progress, attempt_of(delivery.headers), result)
+            return _facts(record, progress, delivery.attempt, result)
 
         try:
             records = self._records(delivery.body)
@@ -175,7 +152,7 @@ class MessageHandler:
             use_case = self._use_cases[event.kind]
             result = use_case.execute(event, correlation_id=correlation_id, progress=progress)
         except PermanentError as error:
-            return self._dead_letter(delivery, str(error), correlation_id, facts())
+            return self._dead_letter(str(error), correlation_id, facts())
         except ClaimedElsewhere as error:
             return self._back_later(delivery, error, correlation_id or str(uuid.uuid4()), facts())
         except Exception as error:  # the service never stops for one message
@@ -209,11 +186,11 @@ class MessageHandler:
         correlation_id: str,
         facts: EventFacts,
     ) -> Outcome:
-        attempt = attempt_of(delivery.headers)
+        attempt = delivery.attempt
         reason = reason_of(error)
         if attempt >= self._retries.max_attempts:
             return self._dead_letter(
-                delivery, f"gave up after {attempt} attempts: {reason}", correlation_id, facts
+                f"gave up after {attempt} attempts: {reason}", correlation_id, facts
             )
         if isinstance(error, S3EventsHandlerError):
             log.warning("attempt %d failed at %s: %s", attempt, progress.stage, reason)
@@ -242,18 +219,14 @@ class MessageHandler:
         return Retry(
             reason=reason,
             delay_seconds=delay,
-            headers=dict(delivery.headers),
+            next_attempt=delivery.attempt,
             correlation_id=correlation_id,
             facts=facts,
             attempted=False,
         )
 
-    def _dead_letter(
-        self, delivery: Delivery, reason: str, correlation_id: str | None, facts: EventFacts
-    ) -> Outcome:
-        outcome = dead_letter(
-            delivery, reason, correlation_id=correlation_id, facts=facts, now=self._clock()
-        )
+    def _dead_letter(self, reason: str, correlation_id: str | None, facts: EventFacts) -> Outcome:
+        outcome = dead_letter(reason, correlation_id=correlation_id, facts=facts, now=self._clock())
         log.error("dead-lettered at %s: %s", facts.stage, outcome.reason)
         return outcome
 
@@ -267,45 +240,29 @@ def retry_later(
     facts: EventFacts,
     delay_seconds: int | None = None,
 ) -> Retry:
-    """`delivery` again after the backoff of its attempt (or `delay_seconds`), with `x-attempt`
-    counted on and the PID already minted in `x-pid`, so the retry reuses it."""
-    attempt = attempt_of(delivery.headers)
-    headers = dict(delivery.headers)
-    headers[ATTEMPT_HEADER] = attempt + 1
-    if facts.pid is not None:
-        headers[PID_HEADER] = facts.pid
+    """`delivery` again after the backoff of its attempt (or `delay_seconds`) as the next
+    attempt, with the PID of `facts`, so the retry reuses it."""
+    attempt = delivery.attempt
     return Retry(
         reason=reason,
         delay_seconds=retries.delay_after(attempt) if delay_seconds is None else delay_seconds,
-        headers=headers,
+        next_attempt=attempt + 1,
         correlation_id=correlation_id,
         facts=facts,
     )
 
 
 def dead_letter(
-    delivery: Delivery,
-    reason: str,
-    *,
-    correlation_id: str | None,
-    facts: EventFacts,
-    now: datetime,
+    reason: str, *, correlation_id: str | None, facts: EventFacts, now: datetime
 ) -> DeadLetter:
-    """`delivery` given up on: its headers plus the reason, the stage, when, and the PID minted
+    """A message given up on at `now`: the reason on one line, the stage, and the PID minted
     (a replay reuses it, even when the ledger forgot it)."""
-    reason = one_line(reason)
-    headers = dict(delivery.headers)
-    headers[ERROR_HEADER] = reason
-    headers[STAGE_HEADER] = facts.stage
-    headers[DEAD_LETTERED_AT_HEADER] = now.isoformat(timespec="seconds")
-    if facts.pid is not None:
-        headers[PID_HEADER] = facts.pid
     return DeadLetter(
-        reason=reason,
+        reason=one_line(reason),
         stage=facts.stage,
-        headers=headers,
         correlation_id=correlation_id,
         facts=facts,
+        dead_lettered_at=now,
     )
 
 
@@ -320,15 +277,13 @@ def transient_outcome(
     telemetry), for the consumer to settle instead of dropping its connection (contract §6): a
     transient failure of that one message, retried with the backoff of its attempt and
     dead-lettered once its attempts are spent, as `MessageHandler` does with any other."""
-    attempt = attempt_of(delivery.headers)
+    attempt = delivery.attempt
     reason = reason_of(error)
     correlation_id = delivery.correlation_id or str(uuid.uuid4())
-    facts = EventFacts(pid=_pid_of(delivery.headers), stage=Stage.RECEIVED.value, attempt=attempt)
+    facts = EventFacts(pid=delivery.pid, stage=Stage.RECEIVED.value, attempt=attempt)
     if attempt >= retries.max_attempts:
         reason = f"gave up after {attempt} attempts: {reason}"
-        return dead_letter(
-            delivery, reason, correlation_id=correlation_id, facts=facts, now=clock()
-        )
+        return dead_letter(reason, correlation_id=correlation_id, facts=facts, now=clock())
     return retry_later(delivery, reason, retries, correlation_id=correlation_id, facts=facts)
 
 

@@ -26,12 +26,9 @@ from s3_events_handler.adapters.rabbitmq.connection import (
     describe,
 )
 from s3_events_handler.adapters.rabbitmq.dispatch import Dispatcher, Job
+from s3_events_handler.adapters.rabbitmq.headers import attempt_of, delivery_of
 from s3_events_handler.adapters.rabbitmq.settlement import Received, Settled, Settlement
-from s3_events_handler.application.handler import (
-    attempt_of,
-    retry_instead,
-    transient_outcome,
-)
+from s3_events_handler.application.handler import retry_instead, transient_outcome
 from s3_events_handler.application.messages import DeadLetter, Delivery, Outcome, Split
 from s3_events_handler.application.ordering import Unordered
 from s3_events_handler.application.retries import RetrySchedule
@@ -434,12 +431,7 @@ class Consumer:
 
 def _delivery_of(received: Received) -> Delivery:
     """A delivery as the application sees it."""
-    properties = received.properties
-    return Delivery(
-        body=received.body,
-        headers=dict(properties.headers or {}),
-        correlation_id=properties.correlation_id,
-    )
+    return delivery_of(received.body, received.properties)
 
 
 def _tags(jobs: Sequence[Job]) -> str:

@@ -100,14 +100,14 @@ from s3_events_handler.adapters.rabbitmq.connection import (
     connect,
     describe,
 )
-from s3_events_handler.adapters.rabbitmq.inspection import Connect, broker_session, queue_depth
-from s3_events_handler.application.handler import (
+from s3_events_handler.adapters.rabbitmq.headers import (
     DEAD_LETTERED_AT_HEADER,
     ERROR_HEADER,
     PID_HEADER,
     STAGE_HEADER,
+    replay_headers,
 )
-from s3_events_handler.application.replay import replay_headers
+from s3_events_handler.adapters.rabbitmq.inspection import Connect, broker_session, queue_depth
 from s3_events_handler.domain.errors import ServiceUnavailable
 
 # Hex digits of the id made for a dead letter without a message_id: plenty for one queue.

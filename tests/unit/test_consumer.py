@@ -25,9 +25,7 @@ from tests.unit.fake_broker import FakeBroker
 from tests.unit.recording_channel import SETTINGS, Acked, Rejected
 
 DONE = Done(AlreadyArchived(key="clip.mxf"))
-NOT_JSON = DeadLetter(
-    reason="body is not JSON", stage="parse", headers={"x-error": "body is not JSON"}
-)
+NOT_JSON = DeadLetter(reason="body is not JSON", stage="parse")
 TIMEOUT = 10.0
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from s3_events_handler.adapters.memory import InMemoryLedger
+from s3_events_handler.adapters.rabbitmq.headers import headers_for
 from s3_events_handler.application.handler import MessageHandler
 from s3_events_handler.application.limits import MessageLimits, digest_of
 from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Retry, Split
@@ -80,7 +81,7 @@ def test_a_message_with_more_than_max_records_is_dead_lettered_unsplit(
         assert isinstance(outcome, DeadLetter)
         assert outcome.reason == "4 records, over MAX_RECORDS (3): not split"
         assert outcome.stage == "parse"
-        assert outcome.headers["x-error"] == outcome.reason
+        assert headers_for(outcome, {})["x-error"] == outcome.reason
 
 
 def test_an_oversized_body_is_not_parsed_for_its_ordering_key(examples: Path) -> None:

@@ -7,12 +7,13 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pika
 import pytest
 
+from s3_events_handler.adapters.rabbitmq.headers import delivery_of
 from s3_events_handler.application.handler import MessageHandler
 from s3_events_handler.application.messages import (
     DeadLetter,
-    Delivery,
     Done,
     EventFacts,
     Outcome,
@@ -65,7 +66,7 @@ def handled(
         telemetry=telemetry,
     )
     body = message if isinstance(message, bytes) else json.dumps(message).encode()
-    return handler.handle(Delivery(body=body, headers=headers))
+    return handler.handle(delivery_of(body, pika.BasicProperties(headers=headers)))
 
 
 # --- the facts each outcome carries ------------------------------------------------------
