@@ -265,7 +265,7 @@ class _Reader:
     def __call__(self, dotted: str, convert: Callable[[str], T]) -> T:
         value = self._value(dotted)
         if value is None:
-            self._problems.append(f"{self._path} has no {dotted}")
+            self._problems.append(f"{self._path} has no value for {dotted}")
         elif self._name(dotted) not in self._missing:
             try:
                 return convert(str(value))
