@@ -1,7 +1,9 @@
-"""Settings from `config.yml`, with values from the environment through `!ENV ${NAME}` tags.
+"""Settings: `config.yml` read once, at start, into one frozen `Settings`.
 
-Every problem is collected before anything is reported, so an operator fixes
-a deployment in one round instead of one variable per restart.
+`config.yml` gives the shape and the defaults; each `!ENV ${NAME}` tag fills a value in from
+the environment, and the value keeps NAME, so a problem with it names the variable an operator
+sets. Every problem is collected before anything is reported, so an operator fixes a
+deployment in one round instead of one variable per restart.
 """
 
 from __future__ import annotations
@@ -9,21 +11,19 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast, dataclass_transform
 
 import yaml
 
+from s3_events_handler.adapters.ledger_postgres import password_in
+from s3_events_handler.adapters.rabbitmq import BrokerSettings
 from s3_events_handler.adapters.tls import readable_ca_file
-from s3_events_handler.application.reasons import one_line
-from s3_events_handler.domain.errors import BadInput
-from s3_events_handler.domain.model import (
-    DEFAULT_FOLDER,
-    Destinations,
-    FileKind,
-    require_path_segment,
-)
+from s3_events_handler.application.limits import MessageLimits
+from s3_events_handler.application.retries import RetrySchedule
 
+T = TypeVar("T")
 # ${NAME} required; ${NAME?} must be set but may be empty; ${NAME:-default} optional.
 _REFERENCE = re.compile(
     r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<set>\?)|:-(?P<default>[^}]*))?\}"
@@ -74,13 +74,8 @@ def _concurrency(value: str) -> int:
 
 
 def _prefetch(value: str) -> int | None:
-    """Empty: follow CONCURRENCY (see `prefetch_for`)."""
+    """Messages the broker hands over before any is acked; empty: one per worker (CONCURRENCY)."""
     return _positive_int(value) if value.strip() else None
-
-
-def prefetch_for(prefetch: int | None, concurrency: int) -> int:
-    """Messages the broker hands over before any is acked: one per worker, unless set."""
-    return concurrency if prefetch is None else prefetch
 
 
 def _positive_float(value: str) -> float:
@@ -106,8 +101,8 @@ def _claim_lease(value: str) -> float:
     return seconds
 
 
-def _delays(value: str) -> list[int]:
-    delays = [_positive_int(part.strip()) for part in value.split(",")]
+def _delays(value: str) -> tuple[int, ...]:
+    delays = tuple(_positive_int(part.strip()) for part in value.split(","))
     if not delays:
         raise ValueError("needs at least one delay")
     return delays
@@ -131,45 +126,92 @@ def _choice(options: tuple[str, ...], *, upper: bool = False) -> Callable[[str],
     return convert
 
 
-# Dotted path in config.yml -> (variable it usually comes from, conversion).
-CONVERSIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
-    # the service
-    "app.shutdown_grace_seconds": ("SHUTDOWN_GRACE_SECONDS", _positive_float),
-    "app.retry_delays": ("RETRY_DELAYS", _delays),
-    "app.retry_max_attempts": ("RETRY_MAX_ATTEMPTS", _positive_int),
-    "app.max_message_bytes": ("MAX_MESSAGE_BYTES", _positive_int),
-    "app.max_records": ("MAX_RECORDS", _positive_int),
-    "app.poison_limit": ("POISON_LIMIT", _positive_int),
-    "ledger.retention_days": ("LEDGER_RETENTION_DAYS", _retention_days),
-    "ledger.claim_lease_seconds": ("CLAIM_LEASE_SECONDS", _claim_lease),
-    "app.concurrency": ("CONCURRENCY", _concurrency),
-    "app.pin_cpu": ("PIN_CPU", _flag),
-    # what operators see
-    "logging.level": ("LOG_LEVEL", _choice(LOG_LEVELS, upper=True)),
-    "logging.format": ("LOG_FORMAT", _choice(LOG_FORMATS)),
-    "metrics.port": ("METRICS_PORT", _port_or_off),
-    # the broker
-    "rabbitmq.port": ("RABBIT_MQ_PORT", _positive_int),
-    "rabbitmq.prefetch": ("RABBIT_MQ_PREFETCH", _prefetch),
-    "rabbitmq.heartbeat": ("RABBIT_MQ_HEARTBEAT", _positive_int),
-    "rabbitmq.ssl": ("RABBIT_MQ_SSL", _flag),
-    "rabbitmq.ca_file": ("RABBIT_MQ_CA_FILE", readable_ca_file),
-    # the transport server
-    "mediahaven.ftp.timeout_seconds": ("FTP_TIMEOUT_SECONDS", _positive_float),
-    "mediahaven.ftp.tls": ("MEDIAHAVEN_FTP_TLS", _flag),
-    "mediahaven.ftp.ca_file": ("MEDIAHAVEN_FTP_CA_FILE", readable_ca_file),
-    # the HTTP services
-    "organisations_api.cache_seconds": ("ORGANISATIONS_CACHE_SECONDS", _positive_float),
-    "http.timeout_seconds": ("HTTP_TIMEOUT_SECONDS", _positive_float),
-    "mediahaven.api.max_search_pages": ("MAX_SEARCH_PAGES", _positive_int),
-}
+def _at(dotted: str, convert: Callable[[str], Any] = str, *, secret: bool = False) -> Any:
+    """A setting: where `config.yml` has it, and how its text becomes its type."""
+    return field(repr=not secret, metadata={"at": dotted, "convert": convert})
 
-# CA file -> the TLS switch it belongs to (dotted paths). A CA file without its switch
-# would leave an operator believing in a protection that is not there: refused.
-CA_FILE_SWITCHES = {
-    "rabbitmq.ca_file": "rabbitmq.ssl",
-    "mediahaven.ftp.ca_file": "mediahaven.ftp.tls",
-}
+
+@dataclass_transform(frozen_default=True, field_specifiers=(_at,))
+def _settings(cls: type[T]) -> type[T]:
+    """A frozen dataclass whose `_at` fields `_Reader.build` reads from `config.yml`."""
+    return dataclass(frozen=True)(cls)
+
+
+@_settings
+class MediaHavenSettings:
+    host: str = _at("mediahaven.api.host")
+    client_id: str = _at("mediahaven.api.client_id")
+    client_secret: str = _at("mediahaven.api.client_secret", secret=True)
+    username: str = _at("mediahaven.api.username")
+    password: str = _at("mediahaven.api.passwd", secret=True)
+    max_search_pages: int = _at("mediahaven.api.max_search_pages", _positive_int)
+
+
+@_settings
+class FtpSettings:
+    """The transport server MediaHaven takes sidecars from."""
+
+    host: str = _at("mediahaven.ftp.host")
+    user: str = _at("mediahaven.ftp.user")
+    password: str = _at("mediahaven.ftp.passwd", secret=True)
+    timeout_seconds: float = _at("mediahaven.ftp.timeout_seconds", _positive_float)
+    tls: bool = _at("mediahaven.ftp.tls", _flag)
+    ca_file: str = _at("mediahaven.ftp.ca_file", readable_ca_file)
+
+
+@_settings
+class LedgerSettings:
+    path: str = _at("ledger.path")
+    dsn: str = _at("ledger.dsn", secret=True)
+    retention_days: float = _at("ledger.retention_days", _retention_days)
+    claim_lease_seconds: float = _at("ledger.claim_lease_seconds", _claim_lease)
+
+    @property
+    def variable(self) -> str:
+        """The variable that chose the ledger: PostgreSQL when LEDGER_DSN is set, else SQLite."""
+        return "LEDGER_DSN" if self.dsn else "LEDGER_PATH"
+
+
+@_settings
+class Settings:
+    """Everything the service is told, typed and checked; what the container is built from."""
+
+    environment: str = _at("app.environment")
+    collateral_bucket: str = _at("app.collateral_bucket")
+    destination_config: Path = _at("app.destination_config", Path)
+    shutdown_grace_seconds: float = _at("app.shutdown_grace_seconds", _positive_float)
+    pin_cpu: bool = _at("app.pin_cpu", _flag)
+    log_level: str = _at("logging.level", _choice(LOG_LEVELS, upper=True))
+    log_format: str = _at("logging.format", _choice(LOG_FORMATS))
+    metrics_port: int = _at("metrics.port", _port_or_off)
+    pid_service_host: str = _at("pid_service.host")
+    organisations_host: str = _at("organisations_api.host")
+    organisations_cache_seconds: float = _at("organisations_api.cache_seconds", _positive_float)
+    http_timeout_seconds: float = _at("http.timeout_seconds", _positive_float)
+    concurrency: int
+    limits: MessageLimits
+    broker: BrokerSettings
+    mediahaven: MediaHavenSettings
+    ftp: FtpSettings
+    ledger: LedgerSettings
+
+    @property
+    def secrets(self) -> list[str]:
+        """What no log line or report may show."""
+        dsn = self.ledger.dsn
+        return [
+            self.broker.password,
+            self.mediahaven.client_secret,
+            self.mediahaven.password,
+            self.ftp.password,
+            *([dsn, password_in(dsn) or ""] if dsn else []),
+        ]
+
+
+class _FromEnv(str):
+    """A value an `!ENV` tag filled in, with the variable it came from."""
+
+    variable: str
 
 
 class _EnvLoader(yaml.SafeLoader):
@@ -181,9 +223,12 @@ class _EnvLoader(yaml.SafeLoader):
         self.missing: list[str] = []
 
 
-def _substitute(loader: _EnvLoader, node: yaml.ScalarNode) -> str:
+def _substitute(loader: _EnvLoader, node: yaml.ScalarNode) -> _FromEnv:
+    names: list[str] = []
+
     def replace(match: re.Match[str]) -> str:
         name = match.group("name")
+        names.append(name)
         value = loader.environ.get(name)
         if match.group("default") is not None:
             return value or match.group("default")
@@ -192,131 +237,117 @@ def _substitute(loader: _EnvLoader, node: yaml.ScalarNode) -> str:
             return ""
         return value
 
-    return _REFERENCE.sub(replace, loader.construct_scalar(node))
+    value = _FromEnv(_REFERENCE.sub(replace, loader.construct_scalar(node)))
+    value.variable = names[0] if names else ""
+    return value
 
 
 _EnvLoader.add_constructor("!ENV", _substitute)
 
 
-def _walk(tree: dict[str, Any], path: str) -> tuple[dict[str, Any], str] | None:
-    *parents, leaf = path.split(".")
-    node = tree
-    for step in parents:
-        child = node.get(step)
-        if not isinstance(child, dict):
-            return None
-        node = child
-    return (node, leaf) if leaf in node else None
+class _Reader:
+    """`config.yml` as loaded, read one value at a time into its type; each problem is kept
+    for `check`, and a value with a problem reads as None meanwhile."""
 
-
-def load_config(path: Path, environ: Mapping[str, str]) -> dict[str, Any]:
-    """The settings tree with values filled in and typed; raises `ConfigError`."""
-    with path.open() as stream:
-        loader = _EnvLoader(stream, environ)
-        try:
-            tree = loader.get_single_data()
-        finally:
-            loader.dispose()
-    if not isinstance(tree, dict):
-        raise ConfigError([], [f"{path} does not hold a mapping"])
-    missing = sorted(set(loader.missing))
-    problems = []
-    for dotted, (variable, convert) in CONVERSIONS.items():
-        found = _walk(tree, dotted)
-        if found is None or found[1] not in found[0]:
-            continue
-        node, leaf = found
-        if variable in missing:
-            continue
-        try:
-            node[leaf] = convert(str(node[leaf]))
-        except ValueError as error:
-            problems.append(f"{variable}={node[leaf]!r} is not valid: {error}")
-    problems.extend(_ca_files_without_tls(tree))
-    if missing or problems:
-        raise ConfigError(missing, problems)
-    return tree
-
-
-def _ca_files_without_tls(tree: dict[str, Any]) -> list[str]:
-    problems = []
-    for ca_path, switch_path in CA_FILE_SWITCHES.items():
-        ca, switch = _walk(tree, ca_path), _walk(tree, switch_path)
-        if ca is None or switch is None:
-            continue
-        if ca[0][ca[1]] and switch[0][switch[1]] is False:
-            ca_variable, switch_variable = CONVERSIONS[ca_path][0], CONVERSIONS[switch_path][0]
-            problems.append(
-                f"{ca_variable} is set but {switch_variable} is not true: "
-                f"set {switch_variable}=true to use it, or leave {ca_variable} empty"
-            )
-    return problems
-
-
-def load_destinations(path: Path, *, environment: str, transfer_host: str) -> Destinations:
-    """The destination table of one environment, CP names lower-cased for matching; the caller
-    logs it once the start has succeeded.
-
-    A table that cannot be read or is not the documented shape stops the start, naming
-    `DESTINATION_CONFIG`: guessing would send sidecars to the wrong folder.
-    """
-    try:
+    def __init__(self, path: Path, environ: Mapping[str, str]) -> None:
         with path.open() as stream:
-            table = yaml.safe_load(stream)
-    except OSError as error:
-        problems = [f"cannot be read: {error.strerror}"]
-    except yaml.YAMLError as error:
-        problems = [f"cannot be parsed as YAML: {_yaml_problem(error)}"]
-    else:
-        folders, problems = _folders(table, environment)
-    if problems:
-        raise ConfigError(
-            [], [f"DESTINATION_CONFIG={str(path)!r} is not valid: " + "; ".join(problems)]
-        )
-    return Destinations(transfer_host=transfer_host, folders=folders)
-
-
-def _folders(table: object, environment: str) -> tuple[dict[str, dict[str, str]], list[str]]:
-    """environment -> CP name -> {essence, collateral} -> folder; also every shape problem."""
-    table = {} if table is None else table
-    if not isinstance(table, dict):
-        return {}, ["it does not hold a mapping of environments"]
-    # APP_ENVIRONMENT is compared case-insensitively, here as for the PID service.
-    section = table.get(environment)
-    if section is None:
-        wanted = environment.lower()
-        section = next((v for k, v in table.items() if str(k).lower() == wanted), None)
-    section = {} if section is None else section
-    if not isinstance(section, dict):
-        return {}, [f"{environment} is not a mapping of CP names"]
-    kinds = [kind.value for kind in FileKind]
-    folders: dict[str, dict[str, str]] = {}
-    problems = []
-    for cp_name, by_kind in section.items():
-        where = f"{environment}.{cp_name}"
-        if not isinstance(by_kind, dict):
-            problems.append(f"{where} is not a mapping of {' and '.join(kinds)}")
-            continue
-        problems.extend(
-            f"{where}.{key} is not one of {', '.join(kinds)}" for key in by_kind if key not in kinds
-        )
-        entry = {}
-        for kind in kinds:
-            folder = by_kind.get(kind, DEFAULT_FOLDER)
-            if not isinstance(folder, str):
-                problems.append(f"{where}.{kind} is not a folder name")
-                continue
+            loader = _EnvLoader(stream, environ)
             try:
-                entry[kind] = require_path_segment(folder, "folder")
-            except BadInput as error:
-                problems.append(f"{where}.{kind}: {error}")
-        folders[str(cp_name).lower()] = entry
-    return folders, problems
+                tree = loader.get_single_data()
+            finally:
+                loader.dispose()
+        if not isinstance(tree, dict):
+            raise ConfigError([], [f"{path} does not hold a mapping"])
+        self._path, self._tree = path, tree
+        self._missing = sorted(set(loader.missing))
+        self._problems: list[str] = []
+
+    def __call__(self, dotted: str, convert: Callable[[str], T]) -> T:
+        value = self._value(dotted)
+        if value is None:
+            self._problems.append(f"{self._path} has no value for {dotted}")
+        elif self._name(dotted) not in self._missing:
+            try:
+                return convert(str(value))
+            except ValueError as error:
+                self._problems.append(f"{self._name(dotted)}={str(value)!r} is not valid: {error}")
+        return cast(T, None)  # never seen: `check` raises
+
+    def build(self, cls: type[T], **given: Any) -> T:
+        """A `_settings` class: each `_at` field read, the others `given`."""
+        for setting in fields(cls):  # type: ignore[arg-type]
+            if "at" in setting.metadata:
+                given[setting.name] = self(setting.metadata["at"], setting.metadata["convert"])
+        return cls(**given)
+
+    def refuse_ca_file_without_tls(self, switch: str, ca_file: str, on: bool, ca: str) -> None:
+        """An operator who set the CA file would believe in a protection that is not there."""
+        if ca and on is False:
+            switch_name, ca_name = self._name(switch), self._name(ca_file)
+            self._problems.append(
+                f"{ca_name} is set but {switch_name} is not true: "
+                f"set {switch_name}=true to use it, or leave {ca_name} empty"
+            )
+
+    def check(self) -> None:
+        if self._missing or self._problems:
+            raise ConfigError(self._missing, self._problems)
+
+    def _value(self, dotted: str) -> Any:
+        node: Any = self._tree
+        for step in dotted.split("."):
+            if not isinstance(node, dict) or step not in node:
+                return None
+            node = node[step]
+        return node
+
+    def _name(self, dotted: str) -> str:
+        """The variable behind a value, else its place in `config.yml`."""
+        return getattr(self._value(dotted), "variable", "") or dotted
 
 
-def _yaml_problem(error: yaml.YAMLError) -> str:
-    """PyYAML's message spans lines and repeats the path; where and what fit on one."""
-    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
-        mark = error.problem_mark
-        return f"{error.problem} at line {mark.line + 1}, column {mark.column + 1}"
-    return one_line(str(error))
+def load_settings(path: Path, environ: Mapping[str, str]) -> Settings:
+    """The settings from `config.yml` at `path` and `environ`; raises `ConfigError`."""
+    read = _Reader(path, environ)
+    concurrency = read("app.concurrency", _concurrency)
+    prefetch = read("rabbitmq.prefetch", _prefetch)
+    broker = BrokerSettings(
+        host=read("rabbitmq.host", str),
+        port=read("rabbitmq.port", _positive_int),
+        user=read("rabbitmq.user", str),
+        password=read("rabbitmq.passwd", str),
+        vhost=read("rabbitmq.vhost", str),
+        prefetch=prefetch or concurrency,
+        heartbeat=read("rabbitmq.heartbeat", _positive_int),
+        tls=read("rabbitmq.ssl", _flag),
+        ca_file=read("rabbitmq.ca_file", readable_ca_file),
+        incoming_queue=read("rabbitmq.incoming.queue", str),
+        incoming_exchange=read("rabbitmq.incoming.exchange", str),
+        transfer_queue=read("rabbitmq.outgoing.queue", str),
+        transfer_exchange=read("rabbitmq.outgoing.exchange", str),
+        retries=RetrySchedule(
+            delays=read("app.retry_delays", _delays),
+            max_attempts=read("app.retry_max_attempts", _positive_int),
+        ),
+    )
+    limits = MessageLimits(
+        max_bytes=read("app.max_message_bytes", _positive_int),
+        max_records=read("app.max_records", _positive_int),
+        poison_limit=read("app.poison_limit", _positive_int),
+    )
+    ftp = read.build(FtpSettings)
+    settings = read.build(
+        Settings,
+        concurrency=concurrency,
+        limits=limits,
+        broker=broker,
+        mediahaven=read.build(MediaHavenSettings),
+        ftp=ftp,
+        ledger=read.build(LedgerSettings),
+    )
+    read.refuse_ca_file_without_tls("rabbitmq.ssl", "rabbitmq.ca_file", broker.tls, broker.ca_file)
+    read.refuse_ca_file_without_tls(
+        "mediahaven.ftp.tls", "mediahaven.ftp.ca_file", ftp.tls, ftp.ca_file
+    )
+    read.check()
+    return settings

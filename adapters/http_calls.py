@@ -55,8 +55,8 @@ def service_session(url: str, *, connections: int) -> requests.Session:
 
 
 @dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How one call tries again within itself.
+class ResendPolicy:
+    """How one call sends its request again, within a time budget, before it fails.
 
     `pauses` come before the 2nd, 3rd, ... try. With `max_retry_after` set, the
     service's Retry-After is read: it replaces the pause, a 429 is tried again too,
@@ -81,7 +81,7 @@ class _TryAgain(Exception):
 
 
 class HttpService:
-    """One service over HTTP: its session, timeout and retry policy.
+    """One service over HTTP: its session, timeout and resend policy.
 
     `secrets` is asked for what no message may show each time one is written, as
     secrets such as access tokens change. Headers go on each request, never on the
@@ -95,7 +95,7 @@ class HttpService:
         name: str,
         system: System,
         timeout: float,
-        retries: RetryPolicy,
+        resend: ResendPolicy,
         sleep: Callable[[float], None] = time.sleep,
         secrets: Callable[[], Iterable[str | None]] = tuple,
     ) -> None:
@@ -103,7 +103,7 @@ class HttpService:
         self.system = system  # what every failure of the service says it came from
         self._session = session
         self._timeout = timeout
-        self._retries = retries
+        self._resend = resend
         self._sleep = sleep
         self._secrets = secrets
 
@@ -122,7 +122,7 @@ class HttpService:
         A request `safe_to_repeat` is sent again after a failure another try may fix,
         as often as the policy allows.
         """
-        pauses = self._retries.pauses
+        pauses = self._resend.pauses
         waited = 0.0
         for attempt in range(len(pauses) + 1):
             try:
@@ -190,7 +190,7 @@ class HttpService:
         if status < 500 and status != 429:
             return response
         failed = f"{self.name} answered {status} to {what}"
-        reads_retry_after = self._retries.max_retry_after is not None
+        reads_retry_after = self._resend.max_retry_after is not None
         if status == 429 and not reads_retry_after:
             raise ServiceUnavailable(failed, system=self.system)
         retry_after = (
@@ -203,7 +203,7 @@ class HttpService:
         pause = backoff
         if failure.retry_after is not None:
             pause = failure.retry_after
-            cap = self._retries.max_retry_after
+            cap = self._resend.max_retry_after
             if cap is not None and pause > cap:
                 raise ServiceUnavailable(
                     f"{failure.reason}; Retry-After asks {pause:g} s, more than the "
@@ -211,7 +211,7 @@ class HttpService:
                     system=self.system,
                     retry_after=pause,
                 ) from None
-        if waited + pause > self._retries.budget:
+        if waited + pause > self._resend.budget:
             raise ServiceUnavailable(
                 f"{failure.reason}; gave up after waiting {waited:g} s", system=self.system
             ) from None
@@ -249,7 +249,7 @@ class JsonServiceClient:
             name=self.NAME,
             system=self.SYSTEM,
             timeout=timeout,
-            retries=RetryPolicy(pauses=BACKOFF_SECONDS),
+            resend=ResendPolicy(pauses=BACKOFF_SECONDS),
             sleep=sleep,
         )
 
@@ -304,7 +304,7 @@ __all__ = [
     "BACKOFF_SECONDS",
     "HttpService",
     "JsonServiceClient",
-    "RetryPolicy",
+    "ResendPolicy",
     "accepts_connections",
     "json_of",
     "service_session",

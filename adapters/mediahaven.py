@@ -18,7 +18,7 @@ from urllib.parse import quote, urlencode
 import requests
 
 from s3_events_handler.adapters import sidecar_xml
-from s3_events_handler.adapters.http_calls import HttpService, RetryPolicy
+from s3_events_handler.adapters.http_calls import HttpService, ResendPolicy
 from s3_events_handler.adapters.mediahaven_auth import ApiCredentials, MediaHavenTokens
 from s3_events_handler.domain.errors import Rejected, SearchTooBroad, ServiceUnavailable, System
 from s3_events_handler.domain.model import DEFAULT_MAX_SEARCH_PAGES, Query, Record
@@ -85,7 +85,7 @@ class MediaHavenRecords(ArchiveRecords):
             name="MediaHaven",
             system=System.MEDIAHAVEN,
             timeout=timeout,
-            retries=RetryPolicy(
+            resend=ResendPolicy(
                 pauses=BACKOFF_SECONDS,
                 max_retry_after=max_retry_wait,
                 budget=max(RETRY_BUDGET_SECONDS, max_retry_wait),

@@ -6,8 +6,8 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -27,6 +27,7 @@ from s3_events_handler.application.messages import (
     Split,
 )
 from s3_events_handler.application.reasons import one_line, reason_of
+from s3_events_handler.application.retries import RetrySchedule
 from s3_events_handler.application.telemetry import NoTelemetry, Telemetry
 from s3_events_handler.domain.errors import (
     BadInput,
@@ -38,18 +39,11 @@ from s3_events_handler.domain.errors import (
     stage_of,
 )
 from s3_events_handler.domain.events import parse_record, peek
-from s3_events_handler.domain.model import EventKind, S3Event, Stage, is_valid_pid
+from s3_events_handler.domain.model import EventKind, S3Event, Stage
 from s3_events_handler.domain.results import AlreadyHandled, Result, Sent
 
 log = logging.getLogger(__name__)
 
-ATTEMPT_HEADER = "x-attempt"
-PID_HEADER = "x-pid"
-ERROR_HEADER = "x-error"
-STAGE_HEADER = "x-error-stage"
-# When the message was dead-lettered (ISO 8601, UTC): `dead-letters list` shows it, and a
-# copied `timestamp` property would only tell when the gateway first published the event.
-DEAD_LETTERED_AT_HEADER = "x-dead-lettered-at"
 # An AMQP short string (a correlation id) holds at most 255 bytes of UTF-8.
 MAX_SHORT_STRING_BYTES = 255
 
@@ -63,33 +57,6 @@ class UseCase(Protocol):
         """What became of `event`; `pid`: the one an earlier attempt minted, to reuse. A failure
         raises, carrying its stage and the PID the attempt had (`domain.errors.at_stage`)."""
         ...
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Backoff levels in seconds; attempts past the last level stay on it."""
-
-    delays: tuple[int, ...] = (10, 30, 90, 270, 810)
-    max_attempts: int = 8
-
-    def delay_after(self, attempt: int) -> int:
-        return self.delays[min(attempt, len(self.delays)) - 1]
-
-
-def attempt_of(headers: Mapping[str, Any]) -> int:
-    value = headers.get(ATTEMPT_HEADER, 1)
-    try:
-        attempt = int(value)
-    except (TypeError, ValueError, OverflowError):
-        return 1
-    return max(attempt, 1)
-
-
-def _pid_of(headers: Mapping[str, Any]) -> str | None:
-    value = headers.get(PID_HEADER)
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    return value if isinstance(value, str) and is_valid_pid(value) else None
 
 
 class MessageHandler:
@@ -107,7 +74,7 @@ class MessageHandler:
         *,
         ingest: UseCase,
         remove: UseCase,
-        retry_policy: RetryPolicy,
+        retries: RetrySchedule,
         limits: MessageLimits | None = None,
         unfinished: UnfinishedDeliveries | None = None,
         clock: Callable[[], datetime] = _utc_now,
@@ -116,7 +83,7 @@ class MessageHandler:
         """`unfinished`: where deliveries the consumer died during are counted (the ledger);
         none for a caller that does not consume a queue."""
         self._use_cases = {EventKind.CREATED: ingest, EventKind.REMOVED: remove}
-        self._retry_policy = retry_policy
+        self._retries = retries
         self._limits = limits or MessageLimits()
         self._unfinished = unfinished
         self._clock = clock
@@ -136,12 +103,12 @@ class MessageHandler:
         size, limits = len(delivery.body), self._limits
         if size > limits.max_bytes:
             reason = f"the body is {size} bytes, over MAX_MESSAGE_BYTES ({limits.max_bytes})"
-            return self._dead_letter(delivery, reason, delivery.correlation_id, EventFacts())
+            return self._dead_letter(reason, delivery.correlation_id, EventFacts())
         digest = digest_of(delivery.body)
         try:
             deaths = self._unfinished.begin_delivery(digest) if self._unfinished is not None else 0
         except S3EventsHandlerError as error:
-            facts = EventFacts(stage=Stage.LEDGER.value, attempt=attempt_of(delivery.headers))
+            facts = EventFacts(stage=Stage.LEDGER.value, attempt=delivery.attempt)
             return self._failed(delivery, error, delivery.correlation_id, facts)
         self._ledger_answered()
         handled = True
@@ -151,8 +118,8 @@ class MessageHandler:
                     f"the consumer died {deaths} times while handling this message "
                     f"(POISON_LIMIT {limits.poison_limit}): not handled again"
                 )
-                facts = EventFacts(stage=Stage.RECEIVED.value, attempt=attempt_of(delivery.headers))
-                return self._dead_letter(delivery, reason, delivery.correlation_id, facts)
+                facts = EventFacts(stage=Stage.RECEIVED.value, attempt=delivery.attempt)
+                return self._dead_letter(reason, delivery.correlation_id, facts)
             outcome = self._handle(delivery)
             handled = not isinstance(outcome, Retry) or outcome.attempted
             return outcome
@@ -175,8 +142,8 @@ class MessageHandler:
             self._telemetry.ledger_answered()
 
     def _handle(self, delivery: Delivery) -> Outcome:
-        pid = _pid_of(delivery.headers)
-        attempt = attempt_of(delivery.headers)
+        pid = delivery.pid
+        attempt = delivery.attempt
         correlation_id = delivery.correlation_id
         record: Any = None
         try:
@@ -209,7 +176,7 @@ class MessageHandler:
         from, then dead-lettered (permanent), back later (claimed elsewhere) or retried."""
         self._count(error)
         if isinstance(error, PermanentError):
-            return self._dead_letter(delivery, str(error), correlation_id, facts)
+            return self._dead_letter(str(error), correlation_id, facts)
         correlation_id = correlation_id or str(uuid.uuid4())
         if isinstance(error, ClaimedElsewhere):
             return self._back_later(delivery, error, correlation_id, facts)
@@ -240,23 +207,23 @@ class MessageHandler:
     def _retry(
         self, delivery: Delivery, error: Exception, correlation_id: str, facts: EventFacts
     ) -> Outcome:
-        attempt = attempt_of(delivery.headers)
+        attempt = delivery.attempt
         reason = reason_of(error)
-        if attempt >= self._retry_policy.max_attempts:
+        if attempt >= self._retries.max_attempts:
             return self._dead_letter(
-                delivery, f"gave up after {attempt} attempts: {reason}", correlation_id, facts
+                f"gave up after {attempt} attempts: {reason}", correlation_id, facts
             )
         if isinstance(error, S3EventsHandlerError):
             log.warning("attempt %d failed at %s: %s", attempt, facts.stage, reason)
         else:
             log.exception("unexpected failure at %s (attempt %d)", facts.stage, attempt)
-        delay = self._retry_policy.delay_after(attempt)
+        delay = self._retries.delay_after(attempt)
         if isinstance(error, ServiceUnavailable) and error.retry_after:
             delay = max(delay, math.ceil(error.retry_after))  # as the service asked
         return retry_later(
             delivery,
             reason,
-            self._retry_policy,
+            self._retries,
             correlation_id=correlation_id,
             facts=facts,
             delay_seconds=delay,
@@ -268,23 +235,19 @@ class MessageHandler:
         """Another consumer is on the event: it comes back after the shortest delay, its
         attempt not counted, and finds it done or the claim lapsed (contract §6)."""
         reason = reason_of(error)
-        delay = self._retry_policy.delays[0]
+        delay = self._retries.delays[0]
         log.info("not handled now, back in %d s: %s", delay, reason)
         return Retry(
             reason=reason,
             delay_seconds=delay,
-            headers=dict(delivery.headers),
+            next_attempt=delivery.attempt,
             correlation_id=correlation_id,
             facts=facts,
             attempted=False,
         )
 
-    def _dead_letter(
-        self, delivery: Delivery, reason: str, correlation_id: str | None, facts: EventFacts
-    ) -> Outcome:
-        outcome = dead_letter(
-            delivery, reason, correlation_id=correlation_id, facts=facts, now=self._clock()
-        )
+    def _dead_letter(self, reason: str, correlation_id: str | None, facts: EventFacts) -> Outcome:
+        outcome = dead_letter(reason, correlation_id=correlation_id, facts=facts, now=self._clock())
         log.error("dead-lettered at %s: %s", facts.stage, outcome.reason)
         return outcome
 
@@ -292,58 +255,42 @@ class MessageHandler:
 def retry_later(
     delivery: Delivery,
     reason: str,
-    policy: RetryPolicy,
+    retries: RetrySchedule,
     *,
     correlation_id: str,
     facts: EventFacts,
     delay_seconds: int | None = None,
 ) -> Retry:
-    """`delivery` again after the backoff of its attempt (or `delay_seconds`), with `x-attempt`
-    counted on and the PID already minted in `x-pid`, so the retry reuses it."""
-    attempt = attempt_of(delivery.headers)
-    headers = dict(delivery.headers)
-    headers[ATTEMPT_HEADER] = attempt + 1
-    if facts.pid is not None:
-        headers[PID_HEADER] = facts.pid
+    """`delivery` again after the backoff of its attempt (or `delay_seconds`) as the next
+    attempt, with the PID of `facts`, so the retry reuses it."""
+    attempt = delivery.attempt
     return Retry(
         reason=reason,
-        delay_seconds=policy.delay_after(attempt) if delay_seconds is None else delay_seconds,
-        headers=headers,
+        delay_seconds=retries.delay_after(attempt) if delay_seconds is None else delay_seconds,
+        next_attempt=attempt + 1,
         correlation_id=correlation_id,
         facts=facts,
     )
 
 
 def dead_letter(
-    delivery: Delivery,
-    reason: str,
-    *,
-    correlation_id: str | None,
-    facts: EventFacts,
-    now: datetime,
+    reason: str, *, correlation_id: str | None, facts: EventFacts, now: datetime
 ) -> DeadLetter:
-    """`delivery` given up on: its headers plus the reason, the stage, when, and the PID minted
+    """A message given up on at `now`: the reason on one line, the stage, and the PID minted
     (a replay reuses it, even when the ledger forgot it)."""
-    reason = one_line(reason)
-    headers = dict(delivery.headers)
-    headers[ERROR_HEADER] = reason
-    headers[STAGE_HEADER] = facts.stage
-    headers[DEAD_LETTERED_AT_HEADER] = now.isoformat(timespec="seconds")
-    if facts.pid is not None:
-        headers[PID_HEADER] = facts.pid
     return DeadLetter(
-        reason=reason,
+        reason=one_line(reason),
         stage=facts.stage,
-        headers=headers,
         correlation_id=correlation_id,
         facts=facts,
+        dead_lettered_at=now,
     )
 
 
 def transient_outcome(
     delivery: Delivery,
     error: BaseException,
-    policy: RetryPolicy,
+    retries: RetrySchedule,
     *,
     clock: Callable[[], datetime] = _utc_now,
 ) -> Retry | DeadLetter:
@@ -351,20 +298,18 @@ def transient_outcome(
     telemetry), for the consumer to settle instead of dropping its connection (contract §6): a
     transient failure of that one message, retried with the backoff of its attempt and
     dead-lettered once its attempts are spent, as `MessageHandler` does with any other."""
-    attempt = attempt_of(delivery.headers)
+    attempt = delivery.attempt
     reason = reason_of(error)
     correlation_id = delivery.correlation_id or str(uuid.uuid4())
-    facts = EventFacts(pid=_pid_of(delivery.headers), stage=Stage.RECEIVED.value, attempt=attempt)
-    if attempt >= policy.max_attempts:
+    facts = EventFacts(pid=delivery.pid, stage=Stage.RECEIVED.value, attempt=attempt)
+    if attempt >= retries.max_attempts:
         reason = f"gave up after {attempt} attempts: {reason}"
-        return dead_letter(
-            delivery, reason, correlation_id=correlation_id, facts=facts, now=clock()
-        )
-    return retry_later(delivery, reason, policy, correlation_id=correlation_id, facts=facts)
+        return dead_letter(reason, correlation_id=correlation_id, facts=facts, now=clock())
+    return retry_later(delivery, reason, retries, correlation_id=correlation_id, facts=facts)
 
 
 def retry_instead(
-    delivery: Delivery, refused: Split | DeadLetter, reason: str, policy: RetryPolicy
+    delivery: Delivery, refused: Split | DeadLetter, reason: str, retries: RetrySchedule
 ) -> Retry:
     """The retry that takes the place of an outcome the broker would not take (a dead-letter
     queue that refuses publishes, contract §6): the message waits out the backoff of its attempt
@@ -375,7 +320,9 @@ def retry_instead(
         or delivery.correlation_id
         or str(uuid.uuid4())
     )
-    return retry_later(delivery, reason, policy, correlation_id=correlation_id, facts=refused.facts)
+    return retry_later(
+        delivery, reason, retries, correlation_id=correlation_id, facts=refused.facts
+    )
 
 
 def _facts(record: Any, attempt: int, pid: str | None, stage: Stage) -> EventFacts:

@@ -21,15 +21,12 @@ DEFAULT_POISON_LIMIT = 3
 
 @dataclass(frozen=True, slots=True)
 class MessageLimits:
-    """`MAX_MESSAGE_BYTES`, `MAX_RECORDS` and `POISON_LIMIT`."""
+    """`MAX_MESSAGE_BYTES`, `MAX_RECORDS` and `POISON_LIMIT`, each at least 1 (checked where
+    the settings are read)."""
 
     max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     max_records: int = DEFAULT_MAX_RECORDS
     poison_limit: int = DEFAULT_POISON_LIMIT
-
-    def __post_init__(self) -> None:
-        if min(self.max_bytes, self.max_records, self.poison_limit) < 1:
-            raise ValueError(f"every message limit must be at least 1: {self}")
 
 
 class UnfinishedDeliveries(Protocol):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from datetime import datetime
+from typing import ClassVar
 
 from s3_events_handler.domain.results import EventOutcome, Result
 
@@ -35,8 +35,11 @@ class Delivery:
     """One incoming message, as far as the application needs to see it."""
 
     body: bytes
-    headers: Mapping[str, Any] = field(default_factory=dict)
     correlation_id: str | None = None
+    attempt: int = 1
+    """Which attempt at the event this is: 1, or what the retry before it counted."""
+    pid: str | None = None
+    """The PID an earlier attempt minted, for this one to reuse; only a valid PID."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,34 +73,33 @@ class Split:
 
 @dataclass(frozen=True, slots=True)
 class Retry:
-    """Try again after `delay_seconds`: republish with `headers` to that delay's queue, then ack."""
+    """Try again after `delay_seconds`: republish to that delay's queue, then ack. The copy
+    comes back as attempt `next_attempt`, with the PID of `facts`, so the retry reuses it."""
 
     event_outcome: ClassVar[EventOutcome] = EventOutcome.RETRIED
 
     reason: str
     delay_seconds: int
-    headers: Mapping[str, Any]
+    next_attempt: int
     correlation_id: str
     facts: EventFacts = field(default_factory=EventFacts)
     attempted: bool = True
-    """False when nothing was tried: another consumer holds the event (its attempt count
-    stays as it was)."""
+    """False when nothing was tried: another consumer holds the event; the copy is the
+    message as it came, its attempt count as it was."""
 
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """Give up: republish with `headers` (`x-error`, `x-error-stage`) to the dead-letter queue.
-
-    `stage` is the `x-error-stage` text, a `Stage` value.
-    """
+    """Give up: republish to the dead-letter queue with the reason, the stage (a `Stage`
+    value), when, and the PID of `facts` (a replay reuses it), then ack."""
 
     event_outcome: ClassVar[EventOutcome] = EventOutcome.DEAD_LETTERED
 
     reason: str
     stage: str
-    headers: Mapping[str, Any]
     correlation_id: str | None = None
     facts: EventFacts = field(default_factory=EventFacts)
+    dead_lettered_at: datetime | None = None
 
 
 Outcome = Done | Split | Retry | DeadLetter

@@ -1,28 +1,10 @@
-"""What replaying or dropping dead letters means, whatever carries them: which ones, and, for
-a replay, with what headers."""
+"""What replaying or dropping dead letters means, whatever carries them: which ones."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any
-
-from s3_events_handler.application.handler import (
-    ATTEMPT_HEADER,
-    DEAD_LETTERED_AT_HEADER,
-    ERROR_HEADER,
-    STAGE_HEADER,
-)
-
-# A replayed event starts over: a full set of attempts, and no verdict of the last run to
-# mislead whoever reads it next. `x-pid` stays, so the replay reuses the PID minted before.
-CLEARED_ON_REPLAY = (ATTEMPT_HEADER, ERROR_HEADER, STAGE_HEADER, DEAD_LETTERED_AT_HEADER)
-
-
-def replay_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
-    """`headers` without the attempt count and the dead-letter verdict; the rest kept."""
-    return {name: value for name, value in headers.items() if name not in CLEARED_ON_REPLAY}
 
 
 @dataclass(frozen=True)

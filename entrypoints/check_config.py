@@ -35,7 +35,7 @@ from s3_events_handler.adapters.rabbitmq.inspection import Found, inspect_topolo
 from s3_events_handler.application.reasons import Redactor, one_line
 from s3_events_handler.domain.errors import S3EventsHandlerError
 from s3_events_handler.domain.model import Query, Term
-from s3_events_handler.entrypoints.container import Container, build_container, secrets_of
+from s3_events_handler.entrypoints.container import Container, build_container
 from s3_events_handler.entrypoints.exit_codes import ExitCode
 
 # The shared statuses (entrypoints/exit_codes.py), by what they mean here.
@@ -70,10 +70,10 @@ def check_config(config_path: Path, out: TextIO) -> int:
     except (ConfigError, OSError) as error:
         report.add(Finding("settings", False, str(error), wrong_setting=True))
         return report.finish()
+    settings = container.settings()
     # As in the log: whatever a server echoed, no password reaches the terminal.
-    secrets = secrets_of(container.config())
-    report.mask = Redactor(secrets, shortest=SHORTEST_MASKED_SECRET).redact
-    environment = container.config.app.environment()
+    report.mask = Redactor(settings.secrets, shortest=SHORTEST_MASKED_SECRET).redact
+    environment = settings.environment
     report.add(Finding("settings", True, f"read {config_path}; APP_ENVIRONMENT={environment}"))
     checks: list[Check] = [
         _destination_table,
@@ -126,7 +126,7 @@ class _Report:
 
 
 def _destination_table(container: Container) -> Iterator[Finding]:
-    path = container.config.app.destination_config()
+    settings = container.settings()
     try:
         destinations = container.destinations()
     except ConfigError as error:
@@ -135,21 +135,22 @@ def _destination_table(container: Container) -> Iterator[Finding]:
     yield Finding(
         "destination table",
         True,
-        f"{path}: {len(destinations.folders)} CP name(s) listed for "
-        f"{container.config.app.environment()}, any other goes to {destinations.default_folder}",
+        f"{settings.destination_config}: {len(destinations.folders)} CP name(s) listed for "
+        f"{settings.environment}, any other goes to {destinations.default_folder}",
     )
 
 
 def _ledger(container: Container) -> Iterator[Finding]:
-    dsn, path = container.config.ledger.dsn(), container.config.ledger.path()
+    ledger = container.settings().ledger
     try:
-        if dsn:
-            yield Finding("ledger", True, f"PostgreSQL (LEDGER_DSN): {inspect_database(dsn)}")
+        if ledger.dsn:
+            yield Finding(
+                "ledger", True, f"PostgreSQL (LEDGER_DSN): {inspect_database(ledger.dsn)}"
+            )
         else:
-            yield Finding("ledger", True, f"SQLite (LEDGER_PATH): {inspect_location(path)}")
+            yield Finding("ledger", True, f"SQLite (LEDGER_PATH): {inspect_location(ledger.path)}")
     except ValueError as error:
-        setting = "LEDGER_DSN" if dsn else "LEDGER_PATH"
-        yield Finding("ledger", False, f"{setting}: {error}", wrong_setting=True)
+        yield Finding("ledger", False, f"{ledger.variable}: {error}", wrong_setting=True)
     except S3EventsHandlerError as error:
         yield Finding("ledger", False, str(error))
 
@@ -168,7 +169,7 @@ def _broker(container: Container) -> Iterator[Finding]:
         return
     where = f"{settings.host}:{settings.port}, vhost {settings.vhost}, user {settings.user}"
     yield Finding("broker", True, f"connected to {where}")
-    own = {settings.dead_letter_queue, *map(settings.retry_queue, settings.retry_delays)}
+    own = {settings.dead_letter_queue, *map(settings.retry_queue, settings.retries.delays)}
     yield from (_presence(item, own) for item in found)
 
 
@@ -185,7 +186,7 @@ def _presence(item: Found, own_queues: set[str]) -> Finding:
 
 
 def _mediahaven(container: Container) -> Iterator[Finding]:
-    host = container.config.mediahaven.api.host()
+    host = container.settings().mediahaven.host
     try:
         records = list(
             container.records().search(Query.any_of(Term("s3_object_key", PROBE_OBJECT_KEY)))
@@ -199,13 +200,16 @@ def _mediahaven(container: Container) -> Iterator[Finding]:
 
 
 def _pid_service(container: Container) -> Iterator[Finding]:
-    environment = container.config.app.environment()
-    if not uses_pid_service(environment):
-        yield Finding("PID service", True, f"not used: APP_ENVIRONMENT={environment} mints locally")
+    settings = container.settings()
+    if not uses_pid_service(settings.environment):
+        yield Finding(
+            "PID service", True, f"not used: APP_ENVIRONMENT={settings.environment} mints locally"
+        )
         return
-    timeout = container.config.http.timeout_seconds()
     try:
-        where = accepts_connections(container.config.pid_service.host(), timeout=timeout)
+        where = accepts_connections(
+            settings.pid_service_host, timeout=settings.http_timeout_seconds
+        )
     except S3EventsHandlerError as error:
         yield Finding("PID service", False, str(error))
         return
@@ -213,7 +217,7 @@ def _pid_service(container: Container) -> Iterator[Finding]:
 
 
 def _organisations(container: Container) -> Iterator[Finding]:
-    url = container.config.organisations_api.host()
+    url = container.settings().organisations_host
     try:
         label = container.organisations().cp_name(PROBE_OR_ID)
     except NoMamLabel:
@@ -225,7 +229,7 @@ def _organisations(container: Container) -> Iterator[Finding]:
 
 
 def _ftp(container: Container) -> Iterator[Finding]:
-    host, user = container.config.mediahaven.ftp.host(), container.config.mediahaven.ftp.user()
+    host, user = container.settings().ftp.host, container.settings().ftp.user
     try:
         folders = container.destinations().folders
     except ConfigError:

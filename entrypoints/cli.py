@@ -8,7 +8,6 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from s3_events_handler.adapters.config import ConfigError
@@ -35,7 +34,7 @@ from s3_events_handler.entrypoints.command_help import (
     REPLAY_HELP,
     SHOW_HELP,
 )
-from s3_events_handler.entrypoints.container import Container, build_container
+from s3_events_handler.entrypoints.container import Container, build_container, package_version
 from s3_events_handler.entrypoints.dead_letters import (
     REMOVALS_LOGGER,
     drop_dead_letters,
@@ -115,7 +114,7 @@ def _on_the_dead_letters(
     broker or a queue failing it is one line and exit 1."""
 
     def on(container: Container) -> int:
-        if logging.getLevelNamesMapping()[container.config.logging.level()] <= logging.INFO:
+        if logging.getLevelNamesMapping()[container.settings().log_level] <= logging.INFO:
             # An operator command logs warnings only (`build_container(quiet=True)`); each
             # removal `drop` makes is logged all the same, unless LOG_LEVEL asks for less.
             logging.getLogger(REMOVALS_LOGGER).setLevel(logging.INFO)
@@ -190,7 +189,7 @@ def parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"{PROG} {_package_version()}")
+    parser.add_argument("--version", action="version", version=f"{PROG} {package_version()}")
     config_option(parser, default=Path(os.environ.get("CONFIG_PATH", "config.yml")))
     commands = Commands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
     _add_consume(commands)
@@ -244,13 +243,6 @@ def _add_dead_letters(commands: Commands) -> None:
     drop.add_argument(
         "--yes", action="store_true", help="do it without asking (needed without a terminal)"
     )
-
-
-def _package_version() -> str:
-    try:
-        return version("s3-events-handler")
-    except PackageNotFoundError:
-        return "unknown (not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,11 +6,17 @@ on the transport server, the transfer requests, and the MediaHaven calls.
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TextIO
 
+from s3_events_handler.adapters.config import (
+    FtpSettings,
+    LedgerSettings,
+    MediaHavenSettings,
+    Settings,
+)
 from s3_events_handler.adapters.memory import (
     InMemoryArchiveRecords,
     InMemoryLedger,
@@ -19,12 +25,10 @@ from s3_events_handler.adapters.memory import (
     InMemoryTransportServer,
     SequentialPids,
 )
-from s3_events_handler.application.limits import (
-    DEFAULT_MAX_MESSAGE_BYTES,
-    DEFAULT_MAX_RECORDS,
-    DEFAULT_POISON_LIMIT,
-)
+from s3_events_handler.adapters.rabbitmq import BrokerSettings
+from s3_events_handler.application.limits import MessageLimits
 from s3_events_handler.application.messages import Delivery, Outcome
+from s3_events_handler.application.retries import RetrySchedule
 from s3_events_handler.application.telemetry import NoTelemetry
 from s3_events_handler.domain.model import Destinations, Record, TransferRequest
 from s3_events_handler.entrypoints.container import Container
@@ -38,17 +42,31 @@ MD5S = {
     COLLATERAL_KEY: "92eb5ffee6ae2fec3ad71c777531578f",
 }
 
-# Only what the in-memory world still reads from the settings.
-DEMO_SETTINGS: dict[str, Any] = {
-    "app": {
-        "collateral_bucket": "mam-collaterals",
-        "retry_delays": [10, 30, 90, 270, 810],
-        "retry_max_attempts": 8,
-        "max_message_bytes": DEFAULT_MAX_MESSAGE_BYTES,
-        "max_records": DEFAULT_MAX_RECORDS,
-        "poison_limit": DEFAULT_POISON_LIMIT,
-    },
-}
+# Every outside system is an in-memory fake: what names one here is never used.
+_NOWHERE = "demo.invalid"
+DEMO_SETTINGS = Settings(
+    environment="demo",
+    collateral_bucket="mam-collaterals",
+    destination_config=Path(_NOWHERE),
+    shutdown_grace_seconds=20.0,
+    concurrency=1,
+    pin_cpu=False,
+    limits=MessageLimits(),
+    log_level="INFO",
+    log_format="text",
+    metrics_port=0,
+    broker=BrokerSettings(
+        host=_NOWHERE, port=5672, user="", password="", incoming_queue="s3-events",
+        transfer_queue="filetransfer", retries=RetrySchedule(),
+    ),
+    mediahaven=MediaHavenSettings(_NOWHERE, "", "", "", "", max_search_pages=50),
+    ftp=FtpSettings(_NOWHERE, "", "", timeout_seconds=30.0, tls=False, ca_file=""),
+    pid_service_host=_NOWHERE,
+    organisations_host=_NOWHERE,
+    organisations_cache_seconds=3600.0,
+    http_timeout_seconds=30.0,
+    ledger=LedgerSettings(_NOWHERE, "", retention_days=30.0, claim_lease_seconds=30.0),
+)  # fmt: skip
 DEMO_DESTINATIONS = Destinations(
     transfer_host="ftp://transport.example.org",
     folders={"vrt": {"essence": "TAPE-SHARE-EVENTS", "collateral": "DISK-SHARE-EVENTS"}},
@@ -99,8 +117,7 @@ class Demo:
         self.records = InMemoryArchiveRecords()
         self.transport = InMemoryTransportServer()
         self.transfers = InMemoryTransferRequests()
-        self.container = Container()
-        self.container.config.from_dict(copy.deepcopy(DEMO_SETTINGS))
+        self.container = Container(settings=DEMO_SETTINGS)
         self.container.override_providers(
             records=self.records,
             pids=SequentialPids(["k98z0d4w1q"]),

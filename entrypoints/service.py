@@ -40,7 +40,7 @@ def start(config_path: Path, *, log_to: TextIO | None = None) -> Container:
         raise
     log.info(
         "destination folders for %s (default %s): %s",
-        container.config.app.environment(),
+        container.settings().environment,
         destinations.default_folder,
         dict(destinations.folders),
     )
@@ -57,7 +57,7 @@ def check_broker_certificate(container: Container) -> None:
 
 
 def consume(container: Container) -> int:
-    if container.config.app.pin_cpu():
+    if container.settings().pin_cpu:
         pin_to_one_cpu()  # before the workers start: they run where their parent does
     return _consume(container)
 
@@ -78,7 +78,7 @@ def _consume(container: Container) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        consumer.run(grace_seconds=container.config.app.shutdown_grace_seconds())
+        consumer.run(grace_seconds=container.settings().shutdown_grace_seconds)
     finally:
         status.stop()
     log.info("stopped")

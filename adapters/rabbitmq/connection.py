@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import struct
 import threading
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
@@ -25,6 +26,7 @@ import pika.exceptions
 
 from s3_events_handler.adapters.tls import client_context, describe_failure, verification_failure
 from s3_events_handler.application.reasons import reason_of
+from s3_events_handler.application.retries import RetrySchedule
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,10 @@ DIRECT = "direct"
 
 @dataclass(frozen=True)
 class BrokerSettings:
-    """Where the broker is and what this service calls its queues (contract §4.5, §5)."""
+    """Where the broker is and what this service calls its queues (contract §4.5, §5).
+
+    Checked where it is read (`adapters/config.py`), not here.
+    """
 
     host: str
     port: int
@@ -51,18 +56,11 @@ class BrokerSettings:
     heartbeat: int = 60
     tls: bool = False
     ca_file: str = ""
-    retry_delays: tuple[int, ...] = (10, 30, 90, 270, 810)
+    retries: RetrySchedule = field(default_factory=RetrySchedule)
+    """Its delays are the retry queues declared."""
     blocked_connection_timeout: float = 300.0
     socket_timeout: float = 10.0
     connection_name: str = "s3-events-handler"
-
-    def __post_init__(self) -> None:
-        if not self.incoming_queue or not self.transfer_queue:
-            raise ValueError("the incoming and the transfer queue need a name")
-        if not self.retry_delays or any(delay <= 0 for delay in self.retry_delays):
-            raise ValueError(f"retry delays must be positive seconds: {self.retry_delays!r}")
-        if self.prefetch < 1:
-            raise ValueError(f"prefetch must be at least 1: {self.prefetch}")
 
     def retry_queue(self, seconds: int) -> str:
         return f"{self.incoming_queue}.retry.{seconds}"
@@ -70,13 +68,6 @@ class BrokerSettings:
     @property
     def dead_letter_queue(self) -> str:
         return f"{self.incoming_queue}.dead-letter"
-
-    def retry_level(self, seconds: int) -> int:
-        """Only declared levels have a queue: the nearest not below `seconds`, else the longest."""
-        return min(
-            (level for level in self.retry_delays if level >= seconds),
-            default=max(self.retry_delays),
-        )
 
 
 class ConfirmingChannel(Protocol):
@@ -108,6 +99,16 @@ def publish_confirmed(
     channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
 
 
+# What pika raises, before anything is sent, for properties it cannot encode (some it decodes,
+# such as floats from other clients, it cannot encode again).
+UNENCODABLE = (
+    pika.exceptions.ProtocolSyntaxError,
+    pika.exceptions.ShortStringTooLong,
+    UnicodeEncodeError,
+    struct.error,
+)
+
+
 # pika is untyped: to mypy its exceptions are Any.
 class BrokerCertificateError(pika.exceptions.AMQPConnectionError):  # type: ignore[misc]
     """The broker's certificate cannot be verified: a setting to fix, not an outage to wait out."""
@@ -132,7 +133,7 @@ def declare_topology(channel: Any, settings: BrokerSettings) -> None:
     """
     _declare_queue_with_exchange(channel, settings.incoming_queue, settings.incoming_exchange)
     _declare_queue_with_exchange(channel, settings.transfer_queue, settings.transfer_exchange)
-    for seconds in settings.retry_delays:
+    for seconds in settings.retries.delays:
         channel.queue_declare(
             queue=settings.retry_queue(seconds),
             durable=True,

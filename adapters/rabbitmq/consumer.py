@@ -26,15 +26,12 @@ from s3_events_handler.adapters.rabbitmq.connection import (
     describe,
 )
 from s3_events_handler.adapters.rabbitmq.dispatch import Dispatcher, Job
+from s3_events_handler.adapters.rabbitmq.headers import attempt_of, delivery_of
 from s3_events_handler.adapters.rabbitmq.settlement import Received, Settled, Settlement
-from s3_events_handler.application.handler import (
-    RetryPolicy,
-    attempt_of,
-    retry_instead,
-    transient_outcome,
-)
+from s3_events_handler.application.handler import retry_instead, transient_outcome
 from s3_events_handler.application.messages import DeadLetter, Delivery, Outcome, Split
 from s3_events_handler.application.ordering import Unordered
+from s3_events_handler.application.retries import RetrySchedule
 from s3_events_handler.application.telemetry import EventReport, NoTelemetry, System, Telemetry
 
 log = logging.getLogger(__name__)
@@ -92,7 +89,7 @@ class Consumer:
         *,
         concurrency: int = 1,
         ordering_key: Callable[[bytes], Hashable] = _unordered,
-        retry_policy: RetryPolicy | None = None,
+        retries: RetrySchedule | None = None,
         reconnect_delays: Sequence[float] = (1, 2, 5, 10, 30),
         sleep: Callable[[float], None] = time.sleep,
         poll_interval: float = 0.2,
@@ -104,7 +101,7 @@ class Consumer:
         self._settings = settings
         self._handler = handler
         self._ordering_key = ordering_key
-        self._retry_policy = retry_policy or RetryPolicy(delays=settings.retry_delays)
+        self._retries = retries or settings.retries
         """For a message whose handler raised, or whose outcome the broker refused."""
         self._telemetry = telemetry or NoTelemetry()
         self._reconnect_delays = tuple(reconnect_delays)
@@ -305,7 +302,7 @@ class Consumer:
             job.delivery_tag,
             exc_info=job.error,
         )
-        return transient_outcome(_delivery_of(job.received), job.error, self._retry_policy)
+        return transient_outcome(_delivery_of(job.received), job.error, self._retries)
 
     def _carry_out(self, settlement: Settlement, received: Received, outcome: Outcome) -> Settled:
         """Settle `outcome`; a split or a dead letter the broker would not take goes to the
@@ -323,7 +320,7 @@ class Consumer:
                 raise  # a retry refused has nowhere else to go
             refusal = describe(error)
         instead = retry_instead(
-            _delivery_of(received), outcome, f"not settled: {refusal}", self._retry_policy
+            _delivery_of(received), outcome, f"not settled: {refusal}", self._retries
         )
         log.warning(
             "message %d: its %s was not carried out (%s); retried in %d s instead",
@@ -343,7 +340,7 @@ class Consumer:
         attempt (at most `_LONGEST_HOLD_SECONDS`), taking up a prefetch slot meanwhile.
         """
         attempt = attempt_of(received.properties.headers or {})
-        seconds = min(self._retry_policy.delay_after(attempt), _LONGEST_HOLD_SECONDS)
+        seconds = min(self._retries.delay_after(attempt), _LONGEST_HOLD_SECONDS)
         self._held.append(_Held(received, time.monotonic() + seconds))
         log.warning(
             "message %d left unacked: no queue takes it; back to the queue in %d s",
@@ -434,12 +431,7 @@ class Consumer:
 
 def _delivery_of(received: Received) -> Delivery:
     """A delivery as the application sees it."""
-    properties = received.properties
-    return Delivery(
-        body=received.body,
-        headers=dict(properties.headers or {}),
-        correlation_id=properties.correlation_id,
-    )
+    return delivery_of(received.body, received.properties)
 
 
 def _tags(jobs: Sequence[Job]) -> str:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from s3_events_handler.application.handler import (
+from s3_events_handler.adapters.rabbitmq.headers import (
     DEAD_LETTERED_AT_HEADER,
     ERROR_HEADER,
     PID_HEADER,

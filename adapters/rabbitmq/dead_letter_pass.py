@@ -48,14 +48,12 @@ docs/operations.md, "The dead-letter queue while a command reads it".
 from __future__ import annotations
 
 import copy
-import struct
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pika.exceptions
-from pika.exceptions import ProtocolSyntaxError, ShortStringTooLong
 
-from s3_events_handler.adapters.rabbitmq.connection import BrokerSettings, describe
+from s3_events_handler.adapters.rabbitmq.connection import UNENCODABLE, BrokerSettings, describe
 from s3_events_handler.adapters.rabbitmq.dead_letter_model import (
     ParkedMessage,
     QueueBusy,
@@ -63,12 +61,10 @@ from s3_events_handler.adapters.rabbitmq.dead_letter_model import (
     ReplayStopped,
     Tally,
 )
-from s3_events_handler.application.replay import replay_headers
+from s3_events_handler.adapters.rabbitmq.headers import replay_headers
 
 # Of a body that could not be replayed and is no longer queued: an event is about 1 kB.
 MAX_BODY_SHOWN = 4000
-# What pika raises, before anything is sent, for properties it cannot encode again.
-_UNENCODABLE = (ProtocolSyntaxError, ShortStringTooLong, UnicodeEncodeError, struct.error)
 ACCESS_REFUSED = 403
 
 
@@ -217,7 +213,7 @@ class DeadLetterPass:
             properties.user_id = None
         try:
             self._channel.basic_publish("", queue, message.body, properties, mandatory=True)
-        except _UNENCODABLE as error:
+        except UNENCODABLE as error:
             return describe(error)
         return None
 

@@ -74,7 +74,7 @@ def inspect_topology(settings: BrokerSettings, open_connection: Connect = connec
     queues = [
         settings.incoming_queue,
         settings.transfer_queue,
-        *(settings.retry_queue(seconds) for seconds in settings.retry_delays),
+        *(settings.retry_queue(seconds) for seconds in settings.retries.delays),
         settings.dead_letter_queue,
     ]
     exchanges = [name for name in (settings.incoming_exchange, settings.transfer_exchange) if name]

@@ -9,21 +9,20 @@ in between costs a redelivery, never a message.
 from __future__ import annotations
 
 import logging
-import struct
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, assert_never
 
 import pika
-import pika.exceptions
 
 from s3_events_handler.adapters.rabbitmq.connection import (
     PERSISTENT,
+    UNENCODABLE,
     BrokerSettings,
     ConfirmingChannel,
     describe,
     publish_confirmed,
 )
+from s3_events_handler.adapters.rabbitmq.headers import ERROR_HEADER, STAGE_HEADER, headers_for
 from s3_events_handler.application.messages import (
     DeadLetter,
     Done,
@@ -39,15 +38,8 @@ log = logging.getLogger(__name__)
 # This service's own routing never goes through the shared exchanges (contract §4.5): the
 # default exchange delivers to the queue named by the routing key.
 _DEFAULT_EXCHANGE = ""
-
-# What pika raises, before anything is sent, for properties it cannot encode.
-_UNENCODABLE = (
-    pika.exceptions.ProtocolSyntaxError,
-    pika.exceptions.ShortStringTooLong,
-    UnicodeEncodeError,
-    struct.error,
-)
-
+# The stage of a message dead-lettered because its copy could not be encoded.
+_REPUBLISH_STAGE = "republish"
 
 # Everything BasicProperties carries: a republished message keeps it all (see `_copy_properties`).
 _PROPERTY_NAMES = (
@@ -129,7 +121,7 @@ class Settlement:
                 # The records share these properties: if one copy cannot be encoded, none can.
                 properties = _copy_properties(received.properties, settings.user)
                 sent = [self._publish(received, queue, body, properties) for body in outcome.bodies]
-                instead = [headers for headers in sent if headers is not None]
+                instead = [reason for reason in sent if reason is not None]
                 if instead:
                     return self._dead_lettered(
                         outcome.facts, instead[0], incoming_correlation_id, len(instead)
@@ -137,7 +129,7 @@ class Settlement:
                 destination = f"{len(outcome.bodies)} x {queue}"
                 return Settled(outcome, destination, incoming_correlation_id)
             case Retry():
-                queue = settings.retry_queue(settings.retry_level(outcome.delay_seconds))
+                queue = settings.retry_queue(settings.retries.queue_delay(outcome.delay_seconds))
                 return self._park(received, outcome, queue)
             case DeadLetter():
                 return self._park(received, outcome, settings.dead_letter_queue)
@@ -150,7 +142,7 @@ class Settlement:
         properties = _copy_properties(
             received.properties,
             self._settings.user,
-            headers=dict(outcome.headers),
+            headers=headers_for(outcome, received.properties.headers or {}),
             correlation_id=correlation_id,
             delivery_mode=PERSISTENT,
             expiration=None,
@@ -161,26 +153,20 @@ class Settlement:
         return Settled(outcome, queue, correlation_id)
 
     def _dead_lettered(
-        self,
-        facts: EventFacts,
-        headers: Mapping[str, str],
-        correlation_id: str | None,
-        copies: int = 1,
+        self, facts: EventFacts, reason: str, correlation_id: str | None, copies: int = 1
     ) -> Settled:
         """The dead letter `_publish` sent instead, as the outcome carried out: its reason
         and stage are the ones an operator finds on it in the queue."""
-        stage = headers["x-error-stage"]
-        outcome = DeadLetter(
-            headers["x-error"], stage, headers, correlation_id, replace(facts, stage=stage)
-        )
+        stage = _REPUBLISH_STAGE
+        outcome = DeadLetter(reason, stage, correlation_id, replace(facts, stage=stage))
         queue = self._settings.dead_letter_queue
         return Settled(outcome, queue if copies == 1 else f"{copies} x {queue}", correlation_id)
 
     def _publish(
         self, received: Received, queue: str, body: bytes, properties: pika.BasicProperties
-    ) -> Mapping[str, str] | None:
+    ) -> str | None:
         """Publish confirmed; properties AMQP cannot encode send the message to the dead letters
-        instead, and the dead letter's headers are returned.
+        instead, and the dead letter's reason is returned.
 
         pika decodes some header values it cannot encode again (floats from other
         clients, say); retrying such a message would loop forever.
@@ -188,19 +174,17 @@ class Settlement:
         try:
             publish_confirmed(self._channel, _DEFAULT_EXCHANGE, queue, body, properties)
             return None
-        except _UNENCODABLE as error:
+        except UNENCODABLE as error:
             reason = describe(error)
             log.error(
                 "message %d cannot be republished as it is: %s", received.delivery_tag, reason
             )
-            headers = {
-                "x-error": one_line(f"properties AMQP cannot encode: {reason}"),
-                "x-error-stage": "republish",
-            }
+            verdict = one_line(f"properties AMQP cannot encode: {reason}")
+            headers = {ERROR_HEADER: verdict, STAGE_HEADER: _REPUBLISH_STAGE}
             bare = pika.BasicProperties(headers=headers, delivery_mode=PERSISTENT)
             dead_letters = self._settings.dead_letter_queue
             publish_confirmed(self._channel, _DEFAULT_EXCHANGE, dead_letters, body, bare)
-            return headers
+            return verdict
 
 
 def _copy_properties(

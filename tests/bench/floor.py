@@ -32,7 +32,7 @@ import pika
 import requests
 
 from s3_events_handler.adapters import sidecar_xml
-from s3_events_handler.adapters.config import load_destinations
+from s3_events_handler.adapters.destinations import load_destinations
 from s3_events_handler.adapters.ftp import parse_ftp_host
 from s3_events_handler.domain.model import (
     FileKind,

@@ -13,8 +13,9 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from s3_events_handler.application.handler import MessageHandler, RetryPolicy
+from s3_events_handler.application.handler import MessageHandler
 from s3_events_handler.application.messages import Delivery, Done
+from s3_events_handler.application.retries import RetrySchedule
 from tests.unit.builders import World
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "golden"
@@ -34,7 +35,7 @@ def bodies(count: int) -> list[bytes]:
 def run(count: int) -> tuple[float, int]:
     """Seconds taken and events done, on a fresh in-memory world."""
     world = World(pids=tuple(f"{n:010d}" for n in range(count)))
-    handler = MessageHandler(ingest=world.ingest, remove=world.remove, retry_policy=RetryPolicy())
+    handler = MessageHandler(ingest=world.ingest, remove=world.remove, retries=RetrySchedule())
     work = bodies(count)
     started = time.perf_counter()
     outcomes = [handler.handle(Delivery(body=body)) for body in work]

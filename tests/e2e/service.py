@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from s3_events_handler.adapters.config import load_config
+from s3_events_handler.adapters.config import load_settings
 from s3_events_handler.adapters.rabbitmq import BrokerSettings
+from s3_events_handler.application.retries import RetrySchedule
 from tests.support import amqp
 from tests.support.ftp_server import FtpTestServer
 from tests.support.http_stubs import FakeOrganisationsApi, FakePidService
@@ -33,7 +34,7 @@ def default_concurrency() -> int:
     """How many events the consumer handles at once when CONCURRENCY is not set."""
     from tests.unit.test_config import REQUIRED
 
-    return int(load_config(REPO / "config.yml", REQUIRED)["app"]["concurrency"])
+    return load_settings(REPO / "config.yml", REQUIRED).concurrency
 
 
 def command() -> list[str]:
@@ -63,7 +64,7 @@ class RunningService:
     def __post_init__(self) -> None:
         self.ftp = FtpTestServer(self.ftp_root or self.workdir / "ftp")
         self.settings: BrokerSettings = amqp.settings_like_production(
-            *self.broker, self.label, retry_delays=(1, 2)
+            *self.broker, self.label, retries=RetrySchedule(delays=(1, 2))
         )
         self.log_path = self.workdir / "consumer.log"
         # A port of its own, not the default 9100: tests (and checkouts) side by side
@@ -104,7 +105,7 @@ class RunningService:
             "PID_SERVICE_HOST": self.pid_service.url,
             "ORGANISATIONS_API_HOST": self.organisations.url,
             "APP_ENVIRONMENT": "production",
-            "RETRY_DELAYS": ",".join(str(d) for d in s.retry_delays),
+            "RETRY_DELAYS": ",".join(str(d) for d in s.retries.delays),
             "RETRY_MAX_ATTEMPTS": "3",
             "HTTP_TIMEOUT_SECONDS": "5",
             "FTP_TIMEOUT_SECONDS": "5",

@@ -184,7 +184,7 @@ def queue_depths(settings: BrokerSettings) -> dict[str, tuple[int, int]]:
 
 def wait_until_settled(settings: BrokerSettings, timeout: float) -> dict[str, tuple[int, int]]:
     """Wait until nothing is in the incoming or a retry queue, ready or in hand; the depths."""
-    waiting = [settings.incoming_queue, *map(settings.retry_queue, settings.retry_delays)]
+    waiting = [settings.incoming_queue, *map(settings.retry_queue, settings.retries.delays)]
     depths: dict[str, tuple[int, int]] = {}
 
     def settled() -> bool:

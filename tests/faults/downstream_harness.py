@@ -349,7 +349,7 @@ class FaultyService(RunningService):
         dead = amqp.get_messages(s.host, s.port, s.dead_letter_queue)
         waiting = sum(
             amqp.message_count(s.host, s.port, queue)
-            for queue in (s.incoming_queue, *(s.retry_queue(d) for d in s.retry_delays))
+            for queue in (s.incoming_queue, *(s.retry_queue(d) for d in s.retries.delays))
         )
         return Tally(events, transfers, dead, waiting)
 

@@ -62,7 +62,7 @@ def assert_all_processed_once(
     assert result.clean, f"{result}\n{service.log()}"
     assert depths[s.incoming_queue] == (0, 0), depths
     assert depths[s.dead_letter_queue] == (0, 0), depths
-    assert all(depths[s.retry_queue(level)] == (0, 0) for level in s.retry_delays), depths
+    assert all(depths[s.retry_queue(level)] == (0, 0) for level in s.retries.delays), depths
     return result
 
 
@@ -274,7 +274,7 @@ def sigterm_then_restart(
     assert len(transfers.keys) == finished_before_exit, service.log()
     assert depths[s.incoming_queue] == (len(events) - finished_before_exit, 0), depths
     assert depths[s.dead_letter_queue] == (0, 0), depths
-    assert all(depths[s.retry_queue(level)] == (0, 0) for level in s.retry_delays), depths
+    assert all(depths[s.retry_queue(level)] == (0, 0) for level in s.retries.delays), depths
 
     service.start_consumer()
     result = assert_all_processed_once(service, events, transfers)
@@ -417,7 +417,7 @@ def test_sigterm_with_a_prefetch_deeper_than_the_workers_starts_nothing_more(
     depths = harness.queue_depths(s)
     assert depths[s.incoming_queue] == (len(events) - workers, 0), depths
     assert depths[s.dead_letter_queue] == (0, 0), depths
-    assert all(depths[s.retry_queue(level)] == (0, 0) for level in s.retry_delays), depths
+    assert all(depths[s.retry_queue(level)] == (0, 0) for level in s.retries.delays), depths
 
     service.start_consumer()
     result = assert_all_processed_once(service, events, transfers)

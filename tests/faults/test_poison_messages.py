@@ -36,16 +36,18 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from s3_events_handler.application.handler import (
+from s3_events_handler.adapters.rabbitmq.headers import (
     ATTEMPT_HEADER,
     ERROR_HEADER,
     PID_HEADER,
     STAGE_HEADER,
-    MessageHandler,
-    RetryPolicy,
+    delivery_of,
+    headers_for,
 )
-from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
+from s3_events_handler.application.handler import MessageHandler
+from s3_events_handler.application.messages import DeadLetter, Done, Outcome, Retry, Split
 from s3_events_handler.application.reasons import MAX_REASON_LENGTH
+from s3_events_handler.application.retries import RetrySchedule
 from tests.conftest import EXAMPLES
 from tests.e2e.service import RunningService
 from tests.support import amqp
@@ -62,7 +64,7 @@ GOLDEN: dict[str, dict[str, Any]] = {
 }
 ESSENCE_KEY = "20261120-journaal-1900-a7f3c2d1-55e4-4b2a-9c1d-0e8f7a6b5c4d.MXF"
 MD5_KEYS = ("x-amz-meta-md5sum", "md5sum", "x-md5sum-meta")
-POLICY = RetryPolicy()
+POLICY = RetrySchedule()
 # The only transient failure a healthy world may give bad input (contract §6).
 DOCUMENTED_TRANSIENT = "EssenceNotArchivedYet:"
 
@@ -218,7 +220,7 @@ def world_for(archived_essence: bool) -> World:
 
 
 def handler_for(world: World) -> MessageHandler:
-    return MessageHandler(ingest=world.ingest, remove=world.remove, retry_policy=POLICY)
+    return MessageHandler(ingest=world.ingest, remove=world.remove, retries=POLICY)
 
 
 def amqp_encodable(**properties: Any) -> None:
@@ -226,38 +228,43 @@ def amqp_encodable(**properties: Any) -> None:
     pika.BasicProperties(**properties).encode()
 
 
-def one_outcome(world: World, delivery: Delivery, *, records: int | None = None) -> Outcome:
-    """Handle `delivery` and check the outcome is one the broker can carry out.
+def one_outcome(
+    world: World,
+    body: bytes,
+    headers: dict[str, Any],
+    correlation_id: str | None = None,
+    *,
+    records: int | None = None,
+) -> Outcome:
+    """Handle the message and check the outcome is one the broker can carry out.
 
     `records` is the number of records the body holds, when the test knows it.
     """
     handler = handler_for(world)
+    properties = pika.BasicProperties(headers=headers, correlation_id=correlation_id)
     try:
-        outcome = handler.handle(delivery)
+        outcome = handler.handle(delivery_of(body, properties))
     except BaseException as error:  # pragma: no cover - what this test exists to catch
         pytest.fail(f"handle() raised {type(error).__name__}: {error!r}")
     assert isinstance(outcome, Done | Split | Retry | DeadLetter), outcome
     event(f"outcome: {type(outcome).__name__}")
-    # The headers the handler writes; the rest are the delivery's, as the broker gave them.
+    # The headers the outcome writes; the rest are the delivery's, as the broker gave them.
     written = (ERROR_HEADER, STAGE_HEADER) if isinstance(outcome, DeadLetter) else (ATTEMPT_HEADER,)
-    touched = {
-        name: outcome.headers[name]
-        for name in (*written, PID_HEADER)
-        if isinstance(outcome, DeadLetter | Retry) and name in outcome.headers
-    }
+    copied = headers_for(outcome, headers) if isinstance(outcome, DeadLetter | Retry) else {}
+    touched = {name: copied[name] for name in (*written, PID_HEADER) if name in copied}
     if isinstance(outcome, DeadLetter):
         assert outcome.reason, outcome
         assert len(outcome.reason.splitlines()) == 1, outcome.reason
         assert len(outcome.reason) <= MAX_REASON_LENGTH
-        assert outcome.headers[ERROR_HEADER] == outcome.reason
-        assert outcome.headers[STAGE_HEADER] == outcome.stage
+        assert copied[ERROR_HEADER] == outcome.reason
+        assert copied[STAGE_HEADER] == outcome.stage
         event(f"dead-letter stage: {outcome.stage}")
         amqp_encodable(headers=touched, correlation_id=outcome.correlation_id)
     elif isinstance(outcome, Retry):
         assert outcome.reason.startswith(DOCUMENTED_TRANSIENT), outcome.reason
         assert len(outcome.reason.splitlines()) == 1, outcome.reason
-        assert isinstance(outcome.headers[ATTEMPT_HEADER], int)
-        assert 2 <= outcome.headers[ATTEMPT_HEADER] <= POLICY.max_attempts
+        assert isinstance(copied[ATTEMPT_HEADER], int)
+        assert 2 <= copied[ATTEMPT_HEADER] <= POLICY.max_attempts
         amqp_encodable(headers=touched, correlation_id=outcome.correlation_id)
     elif isinstance(outcome, Split):
         assert records is None or records > 1, outcome
@@ -275,13 +282,14 @@ def one_outcome(world: World, delivery: Delivery, *, records: int | None = None)
     return outcome
 
 
-def split_and_handle(world_maker: Callable[[], World], delivery: Delivery, records: int) -> None:
+def split_and_handle(
+    world_maker: Callable[[], World], body: bytes, headers: dict[str, Any], records: int
+) -> None:
     """A split's bodies come back as messages of their own: each ends in one outcome, unsplit."""
-    outcome = one_outcome(world_maker(), delivery, records=records)
+    outcome = one_outcome(world_maker(), body, headers, records=records)
     if isinstance(outcome, Split):
-        for body in outcome.bodies:
-            again = Delivery(body=body, headers=delivery.headers)
-            assert not isinstance(one_outcome(world_maker(), again, records=1), Split)
+        for again in outcome.bodies:
+            assert not isinstance(one_outcome(world_maker(), again, headers, records=1), Split)
 
 
 # -- strategies ---------------------------------------------------------------------------------
@@ -395,7 +403,7 @@ SETTINGS = settings(
 @settings(SETTINGS, max_examples=300)
 @given(body=st.binary(max_size=2048), meta=headers)
 def test_random_bytes_end_in_one_outcome(body: bytes, meta: dict[str, Any]) -> None:
-    outcome = one_outcome(World(), Delivery(body=body, headers=meta))
+    outcome = one_outcome(World(), body, meta)
     assert isinstance(outcome, DeadLetter)  # random bytes are never a valid S3 event
     assert outcome.stage == "parse"
 
@@ -457,7 +465,7 @@ RAW_BODIES = st.one_of(
 def test_json_of_every_wrong_shape_is_dead_lettered_at_parse(
     message: bytes, meta: dict[str, Any], correlation_id: str | None
 ) -> None:
-    outcome = one_outcome(World(), Delivery(message, meta, correlation_id))
+    outcome = one_outcome(World(), message, meta, correlation_id)
     if isinstance(outcome, Split):
         return  # several wrong records: each is judged on its own (the next test)
     assert isinstance(outcome, DeadLetter), outcome
@@ -480,7 +488,7 @@ def test_events_derived_from_the_golden_ones_end_in_one_outcome(
     archived: bool,
 ) -> None:
     body = serialise({"Records": [record]}, how)
-    one_outcome(world_for(archived), Delivery(body, meta, correlation_id), records=1)
+    one_outcome(world_for(archived), body, meta, correlation_id, records=1)
 
 
 @settings(SETTINGS, max_examples=300)
@@ -500,7 +508,7 @@ def test_several_records_are_split_and_each_ends_in_one_outcome(
     records: list[Any], how: str, meta: dict[str, Any], archived: bool
 ) -> None:
     body = serialise({"Records": records}, how)
-    split_and_handle(lambda: world_for(archived), Delivery(body, meta), len(records))
+    split_and_handle(lambda: world_for(archived), body, meta, len(records))
 
 
 # -- through the broker and the consumer process ------------------------------------------------
@@ -641,7 +649,7 @@ def test_a_seeded_sample_of_poison_through_the_broker_leaves_the_consumer_workin
     assert amqp.wait_until(
         lambda: amqp.consumer_count(s.host, s.port, s.incoming_queue) == 0, timeout=10
     )
-    for queue in (s.incoming_queue, *(s.retry_queue(d) for d in s.retry_delays)):
+    for queue in (s.incoming_queue, *(s.retry_queue(d) for d in s.retries.delays)):
         assert amqp.message_count(s.host, s.port, queue) == 0, queue
 
 
@@ -707,7 +715,7 @@ def test_a_dead_letter_queue_that_refuses_the_publish_costs_no_reconnect_and_los
     assert service.log().count("connected to the broker at ") == 1, service.log()
     assert service.process is not None and service.process.poll() is None
     assert service.stop_consumer() == 0
-    for queue in (s.incoming_queue, *(s.retry_queue(d) for d in s.retry_delays)):
+    for queue in (s.incoming_queue, *(s.retry_queue(d) for d in s.retries.delays)):
         assert amqp.message_count(s.host, s.port, queue) == 0, queue
     print(
         f"\ndead-letter queue refusing every publish: {len(good)} good events done, the bad "

@@ -29,8 +29,9 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from s3_events_handler.adapters.mediahaven import MediaHavenRecords, render_query
-from s3_events_handler.application.handler import MessageHandler, RetryPolicy
+from s3_events_handler.application.handler import MessageHandler
 from s3_events_handler.application.messages import DeadLetter, Delivery, Done
+from s3_events_handler.application.retries import RetrySchedule
 from s3_events_handler.domain.model import Query, Term
 from tests.conftest import EXAMPLES
 from tests.e2e.service import OR_ID, RunningService, command, running
@@ -507,7 +508,7 @@ keys = st.one_of(
 @given(key=keys)
 def test_any_key_xml_can_carry_round_trips_through_the_sidecar(key: str) -> None:
     world = World()
-    handler = MessageHandler(ingest=world.ingest, remove=world.remove, retry_policy=RetryPolicy())
+    handler = MessageHandler(ingest=world.ingest, remove=world.remove, retries=RetrySchedule())
     outcome = handler.handle(Delivery(body=event_body(ESSENCE, "xml", key=key)))
     event(f"outcome: {type(outcome).__name__}")
     if not all(XML_CHAR.fullmatch(char) for char in key):

@@ -126,7 +126,7 @@ def test_a_thousand_events_under_random_faults_end_processed_or_dead_lettered(
         time.sleep(0.2)
 
     # Everything settles: no event left waiting anywhere, nothing more arrives.
-    waiting = [s.incoming_queue, *(s.retry_queue(d) for d in s.retry_delays)]
+    waiting = [s.incoming_queue, *(s.retry_queue(d) for d in s.retries.delays)]
     assert amqp.wait_until(
         lambda: all(amqp.message_count(s.host, s.port, q) == 0 for q in waiting), timeout=30
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from s3_events_handler.adapters.config import load_config
+from s3_events_handler.adapters.config import load_settings
 from s3_events_handler.adapters.mediahaven import MediaHavenRecords, render_query
 from s3_events_handler.domain.errors import Rejected, ServiceUnavailable, System
 from s3_events_handler.domain.model import Query, Record, Term
@@ -667,9 +667,8 @@ def test_max_search_pages_bounds_the_searches_of_the_service(server: FakeMediaHa
     """The setting reaches the adapter the service is built with (100 results a page)."""
     for n in range(201):
         server.add_record(f"frag-{n:03d}", key="a.mxf")
-    container = Container()
-    container.config.from_dict(
-        load_config(
+    container = Container(
+        settings=load_settings(
             REPO / "config.yml",
             {
                 **REQUIRED,

@@ -180,7 +180,7 @@ def test_topology_is_declared_as_the_spec_says(settings: BrokerSettings) -> None
     assert all(row["durable"] and not row["auto_delete"] for row in queues.values())
     for plain in (settings.incoming_queue, settings.transfer_queue, settings.dead_letter_queue):
         assert queues[plain]["arguments"] == []
-    for seconds in settings.retry_delays:
+    for seconds in settings.retries.delays:
         arguments = {
             name: value for name, _, value in queues[settings.retry_queue(seconds)]["arguments"]
         }
@@ -277,11 +277,7 @@ def test_done_acks_the_message(
     running.stop()
 
     assert seen == [
-        Delivery(
-            body=b'{"Records": []}',
-            headers={"x-origin": "gateway", "x-number": 7},
-            correlation_id="corr-original",
-        )
+        Delivery(body=b'{"Records": []}', correlation_id="corr-original", attempt=1, pid=None)
     ]
     # Closing the connection would have put an unacked message back.
     assert incoming_left(settings) == 0
@@ -294,7 +290,7 @@ def test_telemetry_hears_of_the_connection_each_settled_event_and_the_loop(
     facts = EventFacts("removed", "bucket", "clip.mxf", None, "search", 2)
 
     def handler(delivery: Delivery) -> Outcome:
-        return Retry("MediaHaven answered 503", 1, {"x-attempt": 3}, "corr-retry", facts)
+        return Retry("MediaHaven answered 503", 1, 3, "corr-retry", facts)
 
     running = start_consumer(settings, handler, telemetry=telemetry)
     publish(settings, b"{}")
@@ -330,7 +326,7 @@ def test_a_message_without_headers_reaches_the_handler_with_empty_headers(
     running = start_consumer(settings, handler)
     publish(settings, b"{}", exchange=settings.incoming_exchange)
     assert amqp.wait_until(lambda: running.consumer.messages_handled == 1)
-    assert seen == [Delivery(body=b"{}", headers={}, correlation_id=None)]
+    assert seen == [Delivery(body=b"{}", correlation_id=None, attempt=1, pid=None)]
 
 
 def test_split_republishes_each_record_with_the_original_properties(
@@ -379,11 +375,11 @@ def test_retry_waits_in_its_level_queue_then_comes_back(
 
     def handler(delivery: Delivery) -> Outcome:
         seen.append((delivery, time.monotonic()))
-        attempt = int(delivery.headers.get("x-attempt", 1))
+        attempt = delivery.attempt
         return Retry(
             reason="MediaHaven answered 503",
             delay_seconds=1 if attempt == 1 else 20,  # 20 is no level: it waits on the 30 s one
-            headers={**delivery.headers, "x-attempt": attempt + 1},
+            next_attempt=attempt + 1,
             correlation_id=f"corr-{attempt}",
         )
 
@@ -392,7 +388,7 @@ def test_retry_waits_in_its_level_queue_then_comes_back(
 
     waiting = wait_for(settings, settings.retry_queue(30), 1, timeout=10)
     assert len(waiting) == 1
-    assert [delivery.headers.get("x-attempt") for delivery, _ in seen] == [None, 2]
+    assert [delivery.attempt for delivery, _ in seen] == [1, 2]
     assert seen[1][0].correlation_id == "corr-1"
     assert seen[1][1] - seen[0][1] >= 0.9  # it waited the level's TTL before coming back
     message = waiting[0]
@@ -418,8 +414,7 @@ def test_dead_letter_keeps_the_body_and_adds_the_reason(
     settings: BrokerSettings, start_consumer: Callable[..., RunningConsumer]
 ) -> None:
     def handler(delivery: Delivery) -> Outcome:
-        headers = {**delivery.headers, "x-error": "not JSON", "x-error-stage": "parse"}
-        return DeadLetter(reason="not JSON", stage="parse", headers=headers)
+        return DeadLetter(reason="not JSON", stage="parse")
 
     running = start_consumer(settings, handler)
     body = b"\x00 not json \xff"
@@ -449,9 +444,8 @@ def test_a_retry_amqp_cannot_encode_is_dead_lettered_instead_of_looping(
 
     def handler(delivery: Delivery) -> Outcome:
         calls.append(delivery.body)
-        # An integer no AMQP field can hold, as a header from elsewhere might decode to.
-        headers = {**delivery.headers, "x-attempt": 2, "x-huge": 2**70}
-        return Retry(reason="down", delay_seconds=1, headers=headers, correlation_id="c")
+        # An attempt count no AMQP field can hold, as a header from elsewhere might decode to.
+        return Retry(reason="down", delay_seconds=1, next_attempt=2**70, correlation_id="c")
 
     with caplog.at_level(logging.INFO, logger="s3_events_handler.adapters.rabbitmq.consumer"):
         running = start_consumer(settings, handler, telemetry=telemetry)
@@ -481,7 +475,7 @@ def test_a_dead_letter_queue_deleted_under_the_consumer_costs_no_reconnect(
 
     def handler(delivery: Delivery) -> Outcome:
         calls.append(delivery)
-        return DeadLetter(reason="bad", stage="parse", headers={"x-error": "bad"})
+        return DeadLetter(reason="bad", stage="parse")
 
     running = start_consumer(settings, handler)
     host, port, dead_letters = settings.host, settings.port, settings.dead_letter_queue
@@ -492,7 +486,7 @@ def test_a_dead_letter_queue_deleted_under_the_consumer_costs_no_reconnect(
     [message] = wait_for(settings, dead_letters, 1, timeout=10)
     assert message.body == b"event"
     assert len(calls) == 2  # back from the retry queue of its first attempt
-    assert calls[1].headers["x-attempt"] == 2
+    assert calls[1].attempt == 2
     assert running.consumer.connects == 1
     assert running.consumer.messages_handled == 2
     assert incoming_left(settings) == 0

@@ -19,6 +19,7 @@ import pika
 import pika.exceptions
 
 from s3_events_handler.adapters.rabbitmq import BrokerSettings, declare_topology
+from s3_events_handler.application.retries import RetrySchedule
 
 USER = "guest"
 PASSWORD = "guest"
@@ -59,7 +60,7 @@ def settings_for(host: str, port: int, prefix: str, **overrides: Any) -> BrokerS
         "transfer_queue": f"{prefix}.transfers",
         "incoming_exchange": "",
         "transfer_exchange": "",
-        "retry_delays": (1, 30),
+        "retries": RetrySchedule(delays=(1, 30)),
         "connection_name": prefix,
     }
     values.update(overrides)
@@ -82,7 +83,7 @@ def all_queues(settings: BrokerSettings) -> list[str]:
     return [
         settings.incoming_queue,
         settings.transfer_queue,
-        *(settings.retry_queue(seconds) for seconds in settings.retry_delays),
+        *(settings.retry_queue(seconds) for seconds in settings.retries.delays),
         settings.dead_letter_queue,
     ]
 

@@ -15,6 +15,7 @@ import pika.frame
 import pika.spec
 
 from s3_events_handler.adapters.rabbitmq import BrokerSettings
+from s3_events_handler.application.retries import RetrySchedule
 
 CHANNEL_NUMBER = 1
 
@@ -27,7 +28,7 @@ SETTINGS = BrokerSettings(
     password="not-used",
     incoming_queue="s3-events",
     transfer_queue="filetransfer",
-    retry_delays=(10, 30, 90),
+    retries=RetrySchedule(delays=(10, 30, 90)),
 )
 
 

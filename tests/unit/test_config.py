@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from s3_events_handler.adapters.config import ConfigError, load_config, load_destinations
+from s3_events_handler.adapters.config import (
+    ConfigError,
+    Settings,
+    load_settings,
+)
+from s3_events_handler.adapters.destinations import load_destinations
+from s3_events_handler.adapters.rabbitmq import BrokerSettings
+from s3_events_handler.application.limits import MessageLimits
+from s3_events_handler.application.retries import RetrySchedule
 from s3_events_handler.domain.model import FileKind
 from tests.support.certificates import make_tls_files
 
@@ -34,41 +42,40 @@ REQUIRED = {
 }
 
 
-def load(**changes: str | None) -> dict[str, object]:
+def load(**changes: str | None) -> Settings:
     environ = {k: v for k, v in {**REQUIRED, **changes}.items() if v is not None}
-    return load_config(REPO / "config.yml", environ)
+    return load_settings(REPO / "config.yml", environ)
 
 
 def test_todays_variables_fill_the_settings() -> None:
     settings = load()
-    assert settings["rabbitmq"] == {
-        "host": "mq", "port": 5672, "user": "u", "passwd": "p", "vhost": "/", "prefetch": None,
-        "heartbeat": 60, "ssl": False, "ca_file": "",
-        "incoming": {"queue": "s3-events", "exchange": "s3-events"},
-        "outgoing": {"queue": "ft", "exchange": ""},
-    }  # fmt: skip
+    # RABBIT_MQ_PREFETCH unset: one message in hand per worker, CONCURRENCY's default.
+    assert settings.broker == BrokerSettings(
+        host="mq", port=5672, user="u", password="p", vhost="/", prefetch=16,
+        heartbeat=60, tls=False, ca_file="",
+        incoming_queue="s3-events", incoming_exchange="s3-events",
+        transfer_queue="ft", transfer_exchange="",
+        retries=RetrySchedule(delays=(10, 30, 90, 270, 810), max_attempts=8),
+    )  # fmt: skip
 
 
 def test_new_settings_have_the_documented_defaults() -> None:
     settings = load()
-    assert settings["app"] == {
-        "environment": "production",
-        "collateral_bucket": "mam-collaterals",
-        "destination_config": "destination_config.yml",
-        "shutdown_grace_seconds": 20.0,
-        "retry_delays": [10, 30, 90, 270, 810],
-        "retry_max_attempts": 8,
-        "max_message_bytes": 4194304,
-        "max_records": 1000,
-        "poison_limit": 3,
-        "concurrency": 16,
-        "pin_cpu": True,
-    }
-    assert settings["logging"] == {"level": "INFO", "format": "json"}
-    assert settings["metrics"] == {"port": 9100}
-    assert settings["http"] == {"timeout_seconds": 30.0}
-    assert settings["mediahaven"]["api"]["max_search_pages"] == 50  # type: ignore[index]
-    assert settings["organisations_api"] == {"host": "http://org", "cache_seconds": 3600.0}
+    assert settings.environment == "production"
+    assert settings.collateral_bucket == "mam-collaterals"
+    assert settings.destination_config == Path("destination_config.yml")
+    assert settings.shutdown_grace_seconds == 20.0
+    assert settings.broker.retries == RetrySchedule(delays=(10, 30, 90, 270, 810), max_attempts=8)
+    assert settings.limits == MessageLimits(max_bytes=4194304, max_records=1000, poison_limit=3)
+    assert (settings.concurrency, settings.pin_cpu) == (16, True)
+    assert (settings.log_level, settings.log_format) == ("INFO", "json")
+    assert settings.metrics_port == 9100
+    assert settings.http_timeout_seconds == 30.0
+    assert settings.mediahaven.max_search_pages == 50
+    assert (settings.organisations_host, settings.organisations_cache_seconds) == (
+        "http://org",
+        3600.0,
+    )
 
 
 def test_every_missing_or_empty_variable_is_named_at_once() -> None:
@@ -82,7 +89,7 @@ def test_every_missing_or_empty_variable_is_named_at_once() -> None:
 
 
 def test_the_exchanges_may_be_empty_but_must_be_set() -> None:
-    assert load(S3_EVENTS_EXCHANGE="")["rabbitmq"]["incoming"]["exchange"] == ""  # type: ignore[index]
+    assert load(S3_EVENTS_EXCHANGE="").broker.incoming_exchange == ""
     with pytest.raises(ConfigError):
         load(S3_EVENTS_EXCHANGE=None)
 
@@ -113,11 +120,11 @@ def test_a_malformed_value_is_named_with_the_reason(name: str, value: str) -> No
 
 
 def test_metrics_port_0_turns_the_endpoint_off() -> None:
-    assert load(METRICS_PORT="0")["metrics"] == {"port": 0}
+    assert load(METRICS_PORT="0").metrics_port == 0
 
 
 def test_the_ledger_retention_takes_fractions_but_not_under_one_day() -> None:
-    assert load(LEDGER_RETENTION_DAYS="1.5")["ledger"]["retention_days"] == 1.5  # type: ignore[index]
+    assert load(LEDGER_RETENTION_DAYS="1.5").ledger.retention_days == 1.5
     with pytest.raises(ConfigError) as raised:
         load(LEDGER_RETENTION_DAYS="0.5")
     assert "LEDGER_RETENTION_DAYS" in str(raised.value)
@@ -126,9 +133,8 @@ def test_the_ledger_retention_takes_fractions_but_not_under_one_day() -> None:
 
 def test_transport_security_is_off_by_default_as_today() -> None:
     settings = load()
-    assert (settings["rabbitmq"]["ssl"], settings["rabbitmq"]["ca_file"]) == (False, "")  # type: ignore[index]
-    ftp = settings["mediahaven"]["ftp"]  # type: ignore[index]
-    assert (ftp["tls"], ftp["ca_file"]) == (False, "")
+    assert (settings.broker.tls, settings.broker.ca_file) == (False, "")
+    assert (settings.ftp.tls, settings.ftp.ca_file) == (False, "")
 
 
 @pytest.mark.parametrize(
@@ -140,8 +146,8 @@ def test_the_tls_switches_take_true_or_false_in_the_usual_spellings(
     value: str, expected: bool
 ) -> None:
     settings = load(RABBIT_MQ_SSL=value, MEDIAHAVEN_FTP_TLS=value)
-    assert settings["rabbitmq"]["ssl"] is expected  # type: ignore[index]
-    assert settings["mediahaven"]["ftp"]["tls"] is expected  # type: ignore[index]
+    assert settings.broker.tls is expected
+    assert settings.ftp.tls is expected
 
 
 @pytest.mark.parametrize("name", ["RABBIT_MQ_SSL", "MEDIAHAVEN_FTP_TLS"])
@@ -164,8 +170,8 @@ def test_a_ca_file_is_taken_when_it_holds_certificates(tmp_path: Path) -> None:
         MEDIAHAVEN_FTP_TLS="true",
         MEDIAHAVEN_FTP_CA_FILE=str(ca_file),
     )
-    assert settings["rabbitmq"]["ca_file"] == str(ca_file)  # type: ignore[index]
-    assert settings["mediahaven"]["ftp"]["ca_file"] == str(ca_file)  # type: ignore[index]
+    assert settings.broker.ca_file == str(ca_file)
+    assert settings.ftp.ca_file == str(ca_file)
 
 
 @pytest.mark.parametrize(

@@ -18,16 +18,14 @@ import pika.exceptions
 import pytest
 
 from s3_events_handler.adapters.rabbitmq import Consumer
-from s3_events_handler.application.handler import RetryPolicy
 from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Outcome
+from s3_events_handler.application.retries import RetrySchedule
 from s3_events_handler.domain.results import AlreadyArchived
 from tests.unit.fake_broker import FakeBroker
 from tests.unit.recording_channel import SETTINGS, Acked, Rejected
 
 DONE = Done(AlreadyArchived(key="clip.mxf"))
-NOT_JSON = DeadLetter(
-    reason="body is not JSON", stage="parse", headers={"x-error": "body is not JSON"}
-)
+NOT_JSON = DeadLetter(reason="body is not JSON", stage="parse")
 TIMEOUT = 10.0
 
 
@@ -134,7 +132,7 @@ def test_a_handler_that_raised_gets_its_message_retried_and_the_others_keep_thei
 def test_a_handler_that_raised_on_its_last_attempt_is_dead_lettered(
     start: Callable[..., Running],
 ) -> None:
-    running = start(by_body({}), retry_policy=RetryPolicy(delays=(10,), max_attempts=3))
+    running = start(by_body({}), retries=RetrySchedule(delays=(10,), max_attempts=3))
     running.broker.deliver(b"raises", pika.BasicProperties(headers={"x-attempt": 3}))
     channel = running.broker.channel
     assert wait_until(lambda: channel.acked == [1]), channel.calls
@@ -179,7 +177,7 @@ def test_a_message_no_queue_takes_is_held_unacked_then_handed_back_after_its_bac
     start: Callable[..., Running],
 ) -> None:
     running = start(
-        by_body({b"not json": NOT_JSON}), concurrency=2, retry_policy=RetryPolicy(delays=(1,))
+        by_body({b"not json": NOT_JSON}), concurrency=2, retries=RetrySchedule(delays=(1,))
     )
     channel = running.broker.channel
     channel.fail_confirm(nacked(), publish_number=1)  # the dead-letter queue refuses it,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from s3_events_handler.adapters.config import load_config
+from s3_events_handler.adapters.config import load_settings
 from s3_events_handler.adapters.memory import (
     InMemoryArchiveRecords,
     InMemoryLedger,
@@ -25,11 +25,11 @@ from tests.unit.test_config import REPO, REQUIRED
 
 
 def container_for(**environ: str) -> Container:
-    container = Container()
-    settings = load_config(REPO / "config.yml", {**REQUIRED, **environ})
-    settings["app"]["destination_config"] = str(REPO / "destination_config.yml")
-    container.config.from_dict(settings)
-    return container
+    settings = load_settings(
+        REPO / "config.yml",
+        {**REQUIRED, "DESTINATION_CONFIG": str(REPO / "destination_config.yml"), **environ},
+    )
+    return Container(settings=settings)
 
 
 def test_the_handler_runs_the_flows_on_whatever_adapters_it_is_given(examples: Path) -> None:

@@ -7,15 +7,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pika
 import pytest
 
+from s3_events_handler.adapters.rabbitmq.headers import delivery_of, headers_for
 from s3_events_handler.application.handler import (
     MessageHandler,
-    RetryPolicy,
     retry_instead,
     transient_outcome,
 )
 from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Retry, Split
+from s3_events_handler.application.retries import RetrySchedule
 from s3_events_handler.domain.errors import ServiceUnavailable, at_stage
 from s3_events_handler.domain.model import S3Event, Stage
 from s3_events_handler.domain.results import Removed, Result, Sent
@@ -25,14 +27,26 @@ ESSENCE = "event-essence-created.json"
 KEY = "20261120-journaal-1900-a7f3c2d1-55e4-4b2a-9c1d-0e8f7a6b5c4d.MXF"
 
 
-def handler_for(world: World, policy: RetryPolicy | None = None) -> MessageHandler:
+def handler_for(world: World, policy: RetrySchedule | None = None) -> MessageHandler:
     return MessageHandler(
-        ingest=world.ingest, remove=world.remove, retry_policy=policy or RetryPolicy()
+        ingest=world.ingest, remove=world.remove, retries=policy or RetrySchedule()
     )
 
 
 def delivery(message: object, **kwargs: Any) -> Delivery:
-    return Delivery(body=json.dumps(message).encode(), **kwargs)
+    return received(json.dumps(message).encode(), **kwargs)
+
+
+def received(
+    body: bytes, headers: dict[str, Any] | None = None, correlation_id: str | None = None
+) -> Delivery:
+    """What the consumer hands the handler of a message with these headers."""
+    return delivery_of(body, pika.BasicProperties(headers=headers, correlation_id=correlation_id))
+
+
+def copied(outcome: Retry | DeadLetter, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The headers the copy the broker gets of `outcome` carries (`headers`: the delivery's)."""
+    return headers_for(outcome, headers or {})
 
 
 class FailingUseCase:
@@ -47,10 +61,10 @@ class FailingUseCase:
             raise self.error
 
 
-def failing_handler(error: Exception, policy: RetryPolicy | None = None) -> MessageHandler:
+def failing_handler(error: Exception, policy: RetrySchedule | None = None) -> MessageHandler:
     world = World()
     return MessageHandler(
-        ingest=FailingUseCase(error), remove=world.remove, retry_policy=policy or RetryPolicy()
+        ingest=FailingUseCase(error), remove=world.remove, retries=policy or RetrySchedule()
     )
 
 
@@ -110,9 +124,9 @@ def test_a_body_that_is_no_s3_notification_is_dead_lettered(body: bytes) -> None
     outcome = handler_for(World()).handle(Delivery(body=body))
     assert isinstance(outcome, DeadLetter)
     assert outcome.stage == "parse"
-    assert outcome.headers["x-error-stage"] == "parse"
-    assert type(outcome.headers["x-error-stage"]) is str  # the text, not the enum
-    assert "\n" not in outcome.headers["x-error"]
+    assert copied(outcome)["x-error-stage"] == "parse"
+    assert type(copied(outcome)["x-error-stage"]) is str  # the text, not the enum
+    assert "\n" not in copied(outcome)["x-error"]
 
 
 def test_an_unknown_event_type_is_dead_lettered_with_its_reason(examples: Path) -> None:
@@ -121,18 +135,19 @@ def test_an_unknown_event_type_is_dead_lettered_with_its_reason(examples: Path) 
     outcome = handler_for(World()).handle(delivery(message, headers={"keep": "me"}))
     assert isinstance(outcome, DeadLetter)
     assert "unknown event type" in outcome.reason
-    assert outcome.headers["keep"] == "me"
+    assert copied(outcome, {"keep": "me"})["keep"] == "me"
 
 
 def test_a_dead_letter_says_when_it_was_dead_lettered() -> None:
     moment = datetime(2024, 5, 1, 12, 30, 5, 123456, tzinfo=UTC)
     world = World()
     handler = MessageHandler(
-        ingest=world.ingest, remove=world.remove, retry_policy=RetryPolicy(), clock=lambda: moment
+        ingest=world.ingest, remove=world.remove, retries=RetrySchedule(), clock=lambda: moment
     )
-    outcome = handler.handle(Delivery(body=b"not json", headers={"x-dead-lettered-at": "old"}))
+    headers = {"x-dead-lettered-at": "old"}
+    outcome = handler.handle(received(b"not json", headers))
     assert isinstance(outcome, DeadLetter)
-    assert outcome.headers["x-dead-lettered-at"] == "2024-05-01T12:30:05+00:00"
+    assert copied(outcome, headers)["x-dead-lettered-at"] == "2024-05-01T12:30:05+00:00"
 
 
 def test_an_organisation_without_label_is_dead_lettered_at_that_stage(examples: Path) -> None:
@@ -161,12 +176,12 @@ def test_a_transient_failure_is_retried_at_its_backoff_level(examples: Path) -> 
     outcome = handler.handle(delivery(golden_event(examples, ESSENCE)))
     assert isinstance(outcome, Retry)
     assert outcome.delay_seconds == 10
-    assert outcome.headers["x-attempt"] == 2
-    assert outcome.headers["x-pid"] == "a1b2c3d4e5"
+    assert copied(outcome)["x-attempt"] == 2
+    assert copied(outcome)["x-pid"] == "a1b2c3d4e5"
 
 
 def test_later_attempts_back_off_further_and_stay_on_the_last_level(examples: Path) -> None:
-    handler = failing_handler(ServiceUnavailable("down"), RetryPolicy(max_attempts=99))
+    handler = failing_handler(ServiceUnavailable("down"), RetrySchedule(max_attempts=99))
     message = golden_event(examples, ESSENCE)
     delays = []
     for attempt in (2, 3, 4, 5, 6, 7):
@@ -233,7 +248,7 @@ def test_a_garbled_attempt_header_counts_as_the_first(examples: Path, attempt: o
         delivery(golden_event(examples, ESSENCE), headers={"x-attempt": attempt})
     )
     assert isinstance(outcome, Retry)
-    assert outcome.headers["x-attempt"] == 2
+    assert copied(outcome, {"x-attempt": attempt})["x-attempt"] == 2
 
 
 def test_a_service_that_asks_to_wait_longer_is_retried_no_sooner(examples: Path) -> None:
@@ -250,7 +265,7 @@ def test_a_dead_letter_after_a_pid_was_minted_carries_it(examples: Path) -> None
     outcome = handler_for(world).handle(delivery(golden_event(examples, ESSENCE)))
     assert isinstance(outcome, DeadLetter)
     assert outcome.stage == "sidecar-upload"
-    assert outcome.headers["x-pid"] == world.pids.minted[0] == "k98z0d4w1q"
+    assert copied(outcome)["x-pid"] == world.pids.minted[0] == "k98z0d4w1q"
 
 
 def test_a_dead_letter_before_any_pid_carries_none(examples: Path) -> None:
@@ -258,7 +273,7 @@ def test_a_dead_letter_before_any_pid_carries_none(examples: Path) -> None:
     message["Records"][0]["eventName"] = "ObjectRestore:Post"
     outcome = handler_for(World()).handle(delivery(message))
     assert isinstance(outcome, DeadLetter)
-    assert "x-pid" not in outcome.headers
+    assert "x-pid" not in copied(outcome)
 
 
 @pytest.mark.parametrize("attempt", [None, 3])
@@ -271,13 +286,13 @@ def test_an_event_another_consumer_holds_comes_back_soon_its_attempt_not_counted
     world.ledger.beside("another consumer").claim(identity)
     headers = {} if attempt is None else {"x-attempt": attempt}
 
-    outcome = handler_for(world, RetryPolicy(delays=(7, 30))).handle(
+    outcome = handler_for(world, RetrySchedule(delays=(7, 30))).handle(
         delivery(message, headers=headers)
     )
 
     assert isinstance(outcome, Retry)
     assert outcome.delay_seconds == 7
-    assert outcome.headers == headers  # the attempt count as it was
+    assert copied(outcome, headers) == headers  # the attempt count as it was
     assert outcome.reason.startswith("ClaimedElsewhere: ")
     assert world.pids.minted == [] and world.transfers.published == []
 
@@ -287,41 +302,41 @@ def test_an_event_another_consumer_holds_comes_back_soon_its_attempt_not_counted
 
 def test_an_exception_that_escaped_the_handler_is_retried_at_the_backoff_of_its_attempt() -> None:
     headers = {"x-attempt": 2, "x-pid": "a1b2c3d4e5", "origin": "gateway"}
-    escaped = Delivery(body=b"{}", headers=headers, correlation_id="corr-1")
-    outcome = transient_outcome(escaped, RuntimeError("a bug"), RetryPolicy(delays=(10, 30)))
+    escaped = received(b"{}", headers, correlation_id="corr-1")
+    outcome = transient_outcome(escaped, RuntimeError("a bug"), RetrySchedule(delays=(10, 30)))
     assert isinstance(outcome, Retry)
     assert outcome.delay_seconds == 30
-    assert outcome.headers == {"x-attempt": 3, "x-pid": "a1b2c3d4e5", "origin": "gateway"}
+    assert copied(outcome, headers) == {"x-attempt": 3, "x-pid": "a1b2c3d4e5", "origin": "gateway"}
     assert (outcome.reason, outcome.correlation_id) == ("RuntimeError: a bug", "corr-1")
     assert (outcome.facts.stage, outcome.facts.attempt) == ("received", 2)
 
 
 def test_an_exception_that_escaped_the_handler_on_the_last_attempt_is_dead_lettered() -> None:
     moment = datetime(2024, 5, 1, 12, 30, 5, tzinfo=UTC)
-    escaped = Delivery(body=b"{}", headers={"x-attempt": 3})
+    escaped = received(b"{}", {"x-attempt": 3})
     outcome = transient_outcome(
-        escaped, KeyError("surprise"), RetryPolicy(max_attempts=3), clock=lambda: moment
+        escaped, KeyError("surprise"), RetrySchedule(max_attempts=3), clock=lambda: moment
     )
     assert isinstance(outcome, DeadLetter)
-    assert outcome.headers["x-error"] == "gave up after 3 attempts: KeyError: 'surprise'"
-    assert outcome.headers["x-error-stage"] == "received"
-    assert outcome.headers["x-dead-lettered-at"] == "2024-05-01T12:30:05+00:00"
+    headers = copied(outcome, {"x-attempt": 3})
+    assert headers["x-error"] == "gave up after 3 attempts: KeyError: 'surprise'"
+    assert headers["x-error-stage"] == "received"
+    assert headers["x-dead-lettered-at"] == "2024-05-01T12:30:05+00:00"
     assert outcome.correlation_id  # one is made when the delivery has none
 
 
 def test_a_dead_letter_the_broker_refused_becomes_a_retry_even_past_the_last_attempt() -> None:
     """The dead letters are what refused it: it waits in the last retry level instead."""
-    refused_delivery = Delivery(
-        body=b"not json", headers={"x-attempt": 8, "origin": "gateway"}, correlation_id="corr-9"
-    )
-    policy = RetryPolicy(delays=(10, 30), max_attempts=8)
+    headers = {"x-attempt": 8, "origin": "gateway"}
+    refused_delivery = received(b"not json", headers, correlation_id="corr-9")
+    policy = RetrySchedule(delays=(10, 30), max_attempts=8)
     refused = handler_for(World(), policy).handle(refused_delivery)
     assert isinstance(refused, DeadLetter)
 
     outcome = retry_instead(refused_delivery, refused, "NackError", policy)
     assert isinstance(outcome, Retry)
     assert outcome.delay_seconds == 30
-    assert outcome.headers == {"x-attempt": 9, "origin": "gateway"}  # no x-error: not given up
+    assert copied(outcome, headers) == {"x-attempt": 9, "origin": "gateway"}  # not given up
     assert outcome.correlation_id == refused.correlation_id == "corr-9"
     assert outcome.facts == refused.facts
 
@@ -335,6 +350,6 @@ def test_a_split_the_broker_refused_becomes_a_retry_keeping_the_incoming_correla
     refused = handler_for(World()).handle(incoming)
     assert isinstance(refused, Split)
 
-    outcome = retry_instead(incoming, refused, "UnroutableError", RetryPolicy())
-    assert (outcome.delay_seconds, outcome.headers["x-attempt"]) == (10, 2)
+    outcome = retry_instead(incoming, refused, "UnroutableError", RetrySchedule())
+    assert (outcome.delay_seconds, copied(outcome)["x-attempt"]) == (10, 2)
     assert outcome.correlation_id == "upstream-7"

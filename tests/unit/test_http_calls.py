@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from s3_events_handler.adapters.http_calls import SNIPPET_LENGTH, HttpService, RetryPolicy
+from s3_events_handler.adapters.http_calls import SNIPPET_LENGTH, HttpService, ResendPolicy
 from s3_events_handler.domain.errors import System
 
 TOKEN = "t0ken-" * 8
@@ -16,7 +16,7 @@ def service() -> HttpService:
         name="Example",
         system=System.PID,
         timeout=1.0,
-        retries=RetryPolicy(pauses=()),
+        resend=ResendPolicy(pauses=()),
         secrets=lambda: [TOKEN],
     )
 

@@ -10,10 +10,12 @@ from typing import Any
 import pytest
 
 from s3_events_handler.adapters.memory import InMemoryLedger
-from s3_events_handler.application.handler import MessageHandler, RetryPolicy
+from s3_events_handler.adapters.rabbitmq.headers import headers_for
+from s3_events_handler.application.handler import MessageHandler
 from s3_events_handler.application.limits import MessageLimits, digest_of
 from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Retry, Split
 from s3_events_handler.application.ordering import Unordered, ordering_key
+from s3_events_handler.application.retries import RetrySchedule
 from s3_events_handler.domain.errors import ServiceUnavailable
 from tests.unit.builders import World, golden_event
 
@@ -24,7 +26,7 @@ def handler_for(world: World, limits: MessageLimits) -> MessageHandler:
     return MessageHandler(
         ingest=world.ingest,
         remove=world.remove,
-        retry_policy=RetryPolicy(),
+        retries=RetrySchedule(),
         limits=limits,
         unfinished=world.ledger,
     )
@@ -79,7 +81,7 @@ def test_a_message_with_more_than_max_records_is_dead_lettered_unsplit(
         assert isinstance(outcome, DeadLetter)
         assert outcome.reason == "4 records, over MAX_RECORDS (3): not split"
         assert outcome.stage == "parse"
-        assert outcome.headers["x-error"] == outcome.reason
+        assert headers_for(outcome, {})["x-error"] == outcome.reason
 
 
 def test_an_oversized_body_is_not_parsed_for_its_ordering_key(examples: Path) -> None:
@@ -150,7 +152,7 @@ def test_a_ledger_that_cannot_count_the_delivery_makes_it_a_retry(examples: Path
     handler = MessageHandler(
         ingest=world.ingest,
         remove=world.remove,
-        retry_policy=RetryPolicy(),
+        retries=RetrySchedule(),
         unfinished=Unreachable(),
     )
     body = json.dumps(golden_event(examples, ESSENCE)).encode()

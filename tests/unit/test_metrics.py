@@ -21,8 +21,9 @@ from prometheus_client.registry import Collector
 from s3_events_handler.adapters.health import Health, StatusServer, stall_limit
 from s3_events_handler.adapters.memory import InMemoryLedger
 from s3_events_handler.adapters.metrics import PrometheusTelemetry, process_registry
-from s3_events_handler.application.handler import MessageHandler, RetryPolicy
+from s3_events_handler.application.handler import MessageHandler
 from s3_events_handler.application.messages import Delivery, Done, EventFacts, Retry
+from s3_events_handler.application.retries import RetrySchedule
 from s3_events_handler.application.telemetry import EventOutcome, EventReport, System
 from s3_events_handler.domain.errors import ServiceUnavailable
 from s3_events_handler.domain.model import LedgerEntry
@@ -332,7 +333,7 @@ def test_a_ledger_failure_is_counted_and_not_ready_until_the_ledger_answers_agai
     handler = MessageHandler(
         ingest=world.ingest_on(world.records, ledger=switched),
         remove=world.remove,
-        retry_policy=RetryPolicy(),
+        retries=RetrySchedule(),
         unfinished=switched,
         telemetry=telemetry,
     )

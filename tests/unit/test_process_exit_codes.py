@@ -44,8 +44,10 @@ SENT = Sent(
     pid="k98z0d4w1q",
 )
 DONE = Done(result=SENT, correlation_id="c-1")
-DEAD = DeadLetter(reason="s3.object.key is missing", stage="parse", headers={})
-RETRY = Retry(reason="ServiceUnavailable: 503", delay_seconds=10, headers={}, correlation_id="c")
+DEAD = DeadLetter(reason="s3.object.key is missing", stage="parse")
+RETRY = Retry(
+    reason="ServiceUnavailable: 503", delay_seconds=10, next_attempt=2, correlation_id="c"
+)
 
 
 @pytest.fixture

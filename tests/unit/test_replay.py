@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from s3_events_handler.application.replay import Choosing, Selection, replay_headers
+from s3_events_handler.adapters.rabbitmq.headers import replay_headers
+from s3_events_handler.application.replay import Choosing, Selection
 
 
 def test_a_replay_starts_over_but_keeps_the_pid_and_everything_else() -> None:

@@ -7,7 +7,6 @@ is in tests/integration/test_rabbitmq.py.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import Any
 
 import pika
@@ -15,7 +14,14 @@ import pika.exceptions
 import pytest
 
 from s3_events_handler.adapters.rabbitmq import Received, Settled, Settlement
-from s3_events_handler.application.messages import DeadLetter, Done, Outcome, Retry, Split
+from s3_events_handler.application.messages import (
+    DeadLetter,
+    Done,
+    EventFacts,
+    Outcome,
+    Retry,
+    Split,
+)
 from s3_events_handler.application.telemetry import EventOutcome, EventReport
 from s3_events_handler.domain.results import AlreadyArchived
 from tests.unit.recording_channel import SETTINGS, Acked, Published, RecordingChannel
@@ -65,18 +71,23 @@ def settled_on(channel: RecordingChannel, outcome: Outcome, received: Received) 
     return Settlement(channel, SETTINGS).settle(received, outcome)
 
 
-def retry(delay_seconds: int = 10, headers: Mapping[str, Any] | None = None) -> Retry:
+def retry(delay_seconds: int = 10) -> Retry:
+    """Of a delivery with `HEADERS`: the copy carries them and `x-attempt` 3."""
     return Retry(
         reason="MediaHaven answered 503",
         delay_seconds=delay_seconds,
-        headers={**HEADERS, "x-attempt": 3, **(headers or {})},
+        next_attempt=3,
         correlation_id="corr-retry",
     )
 
 
 def dead_letter() -> DeadLetter:
-    headers = {**HEADERS, "x-error": "not JSON", "x-error-stage": "parse"}
-    return DeadLetter(reason="not JSON", stage="parse", headers=headers)
+    return DeadLetter(reason="not JSON", stage="parse")
+
+
+def with_headers(**extra: Any) -> Received:
+    """`incoming()` with headers besides `HEADERS`."""
+    return incoming(headers={**HEADERS, **extra})
 
 
 def split() -> Split:
@@ -136,7 +147,8 @@ def test_a_dead_letter_carries_its_reason_and_stage_then_is_acked(pid: str | Non
     headers = {**HEADERS, "x-error": "FTP folder missing", "x-error-stage": "sidecar-upload"}
     if pid is not None:
         headers["x-pid"] = pid
-    outcome = DeadLetter(reason="FTP folder missing", stage="sidecar-upload", headers=headers)
+    facts = EventFacts(stage="sidecar-upload", pid=pid)
+    outcome = DeadLetter(reason="FTP folder missing", stage="sidecar-upload", facts=facts)
 
     settled = settled_on(channel, outcome, received)
 
@@ -229,9 +241,9 @@ def test_a_channel_gone_before_the_publish_leaves_the_delivery_unacked(
 @pytest.mark.parametrize(
     ("outcome", "received"),
     [
-        (retry(headers={"x-huge": 2**70}), incoming()),
-        (retry(headers={"x-float": 1.5}), incoming()),
-        (retry(headers={"x-text": "\ud800"}), incoming()),
+        (retry(), with_headers(**{"x-huge": 2**70})),
+        (retry(), with_headers(**{"x-float": 1.5})),
+        (retry(), with_headers(**{"x-text": "\ud800"})),
         (dataclasses.replace(retry(), correlation_id="r" * 300), incoming()),
         (split(), incoming(headers={"x-float": 0.5})),
     ],
@@ -264,7 +276,7 @@ def test_a_copy_amqp_cannot_encode_is_dead_lettered_with_bare_properties(
 @pytest.mark.parametrize(
     ("outcome", "received", "destination"),
     [
-        (retry(headers={"x-float": 1.5}), incoming(), "s3-events.dead-letter"),
+        (retry(), with_headers(**{"x-float": 1.5}), "s3-events.dead-letter"),
         (split(), incoming(headers={"x-float": 0.5}), "2 x s3-events.dead-letter"),
     ],
     ids=["retry", "split"],
@@ -295,7 +307,7 @@ def test_a_dead_letter_for_unencodable_headers_that_is_not_confirmed_stays_unack
     channel.fail_confirm(pika.exceptions.NackError([]))
 
     with pytest.raises(pika.exceptions.NackError):
-        settled_on(channel, retry(headers={"x-huge": 2**70}), incoming())
+        settled_on(channel, retry(), with_headers(**{"x-huge": 2**70}))
 
     assert [call.routing_key for call in channel.published] == ["s3-events.dead-letter"]
     assert channel.acked == []

@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pika
 import pytest
 
-from s3_events_handler.application.handler import MessageHandler, RetryPolicy
+from s3_events_handler.adapters.rabbitmq.headers import delivery_of
+from s3_events_handler.application.handler import MessageHandler
 from s3_events_handler.application.messages import (
     DeadLetter,
     Delivery,
@@ -19,6 +21,7 @@ from s3_events_handler.application.messages import (
     Retry,
     Split,
 )
+from s3_events_handler.application.retries import RetrySchedule
 from s3_events_handler.application.telemetry import EventOutcome, EventReport
 from s3_events_handler.domain.errors import BadInput, Rejected, ServiceUnavailable, System
 from s3_events_handler.domain.results import AlreadyArchived, AlreadyHandled
@@ -44,11 +47,11 @@ def handled(
     handler = MessageHandler(
         ingest=ingest or world.ingest,
         remove=world.remove,
-        retry_policy=RetryPolicy(max_attempts=3),
+        retries=RetrySchedule(max_attempts=3),
         telemetry=telemetry,
     )
     body = message if isinstance(message, bytes) else json.dumps(message).encode()
-    return handler.handle(Delivery(body=body, headers=headers))
+    return handler.handle(delivery_of(body, pika.BasicProperties(headers=headers)))
 
 
 # --- the facts each outcome carries ------------------------------------------------------
@@ -204,7 +207,7 @@ def test_the_ledger_reports_each_answer_and_counts_a_claim_that_finds_the_event(
     handler = MessageHandler(
         ingest=world.ingest_on(world.records, on_recall=telemetry.ledger_hit),
         remove=world.remove,
-        retry_policy=RetryPolicy(),
+        retries=RetrySchedule(),
         unfinished=world.ledger,
         telemetry=telemetry,
     )
