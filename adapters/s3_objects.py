@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,17 +41,6 @@ REFUSALS = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class S3Settings:
-    """`S3_ENDPOINT_URL`, `S3_ACCESS_KEY_ID`, `S3_SECRET_ACCESS_KEY`, `S3_REGION`."""
-
-    endpoint_url: str
-    access_key_id: str
-    secret_access_key: str = field(repr=False)
-    region: str = "us-east-1"
-    timeout: float = 30.0
-
-
 class S3BucketObjects(BucketObjects):
     """The `BucketObjects` port over the S3 API.
 
@@ -62,13 +51,21 @@ class S3BucketObjects(BucketObjects):
     """
 
     def __init__(
-        self, settings: S3Settings, *, page_size: int = DEFAULT_PAGE_SIZE, connections: int = 10
+        self,
+        *,
+        endpoint_url: str,
+        access_key_id: str,
+        secret_access_key: str,
+        region: str,
+        timeout: float = 30.0,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        connections: int = 10,
     ) -> None:
-        self._where = settings.endpoint_url
+        self._where = endpoint_url
         self._page_size = page_size
         config = botocore.config.Config(
-            connect_timeout=settings.timeout,
-            read_timeout=settings.timeout,
+            connect_timeout=timeout,
+            read_timeout=timeout,
             retries={"mode": "standard", "max_attempts": 3},
             max_pool_connections=connections,
             # Buckets by path, not by host name: the gateway, and a test server on loopback,
@@ -77,10 +74,10 @@ class S3BucketObjects(BucketObjects):
         )
         self._client: Any = boto3.session.Session().client(
             "s3",
-            endpoint_url=settings.endpoint_url,
-            aws_access_key_id=settings.access_key_id,
-            aws_secret_access_key=settings.secret_access_key,
-            region_name=settings.region,
+            endpoint_url=endpoint_url,
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+            region_name=region,
             config=config,
         )
 
@@ -145,4 +142,4 @@ def _stored(bucket: str, item: Mapping[str, Any]) -> StoredObject:
     )
 
 
-__all__ = ["S3BucketObjects", "S3Settings"]
+__all__ = ["S3BucketObjects"]

@@ -43,6 +43,9 @@ from s3_events_handler.entrypoints.dead_letters import (
 )
 from s3_events_handler.entrypoints.demo import run_demo
 from s3_events_handler.entrypoints.exit_codes import ExitCode, summary
+from s3_events_handler.entrypoints.reconcile import RECONCILE_HELP
+from s3_events_handler.entrypoints.reconcile import add_arguments as reconcile_arguments
+from s3_events_handler.entrypoints.reconcile import run as run_reconcile
 
 log = logging.getLogger("s3-events-handler")
 
@@ -434,6 +437,14 @@ def parser() -> argparse.ArgumentParser:
     drop.add_argument(
         "--yes", action="store_true", help="do it without asking (needed without a terminal)"
     )
+    reconcile = command(
+        commands,
+        "reconcile",
+        "compare a bucket with the archive; send back what is missing",
+        RECONCILE_HELP,
+        run_reconcile,
+    )
+    reconcile_arguments(reconcile, _positive)
     return parser
 
 

@@ -11,21 +11,21 @@ from tests.support.s3_server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, Fa
 
 boto3 = pytest.importorskip("boto3")
 
-from s3_events_handler.adapters.s3_objects import S3BucketObjects, S3Settings  # noqa: E402
+from s3_events_handler.adapters.s3_objects import S3BucketObjects  # noqa: E402
 
 MD5 = "0cc175b9c0f1b6a831c399e269772661"
 AWKWARD_KEYS = ("a key with spaces.mxf", "ünïcødé/日本語 😀.mxf", "plus+sign+.mxf", "x/%2B/y.mxf")
 
 
 def adapter_for(server: FakeS3, *, page_size: int = 1000) -> S3BucketObjects:
-    settings = S3Settings(
+    return S3BucketObjects(
         endpoint_url=server.url,
         access_key_id=ACCESS_KEY_ID,
         secret_access_key=SECRET_ACCESS_KEY,
         region=REGION,
         timeout=5,
+        page_size=page_size,
     )
-    return S3BucketObjects(settings, page_size=page_size)
 
 
 def test_every_page_is_listed_in_key_order(s3_server: FakeS3) -> None:
