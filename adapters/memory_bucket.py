@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from s3_events_handler.domain.bucket import Resubmission, StoredObject
-from s3_events_handler.domain.errors import Rejected, ServiceUnavailable
+from s3_events_handler.domain.errors import ServiceUnavailable
 from s3_events_handler.domain.ports import BucketObjects, IncomingEvents
 
 
@@ -68,11 +68,11 @@ class InMemoryBucket(BucketObjects):
                 listed += 1
                 yield self.stored[(bucket, key)]
 
-    def with_metadata(self, stored: StoredObject) -> StoredObject:
+    def with_metadata(self, stored: StoredObject) -> StoredObject | None:
         with self._lock:
             self.heads.append(stored.key)
         if (stored.bucket, stored.key) not in self.stored:
-            raise Rejected(f"no object {stored.key!r} in {stored.bucket}")
+            return None
         metadata = self.metadata.get((stored.bucket, stored.key), {})
         return dataclasses.replace(stored, metadata=dict(metadata))
 

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 # S3's own largest page; a smaller one only costs round trips.
 DEFAULT_PAGE_SIZE = 1000
+# What a HEAD of an object deleted since it was listed answers (a HEAD has no body: no name).
+GONE = frozenset({"404", "NoSuchKey"})
 # Error codes that say a setting or an argument is wrong, not that S3 is down.
 REFUSALS = frozenset(
     {
@@ -90,9 +92,14 @@ class S3BucketObjects(BucketObjects):
                 for item in page.get("Contents", ()):
                     yield _stored(bucket, item)
 
-    def with_metadata(self, stored: StoredObject) -> StoredObject:
-        with self._translated(f"HEAD of {stored.bucket}/{stored.key}"):
-            answer = self._client.head_object(Bucket=stored.bucket, Key=stored.key)
+    def with_metadata(self, stored: StoredObject) -> StoredObject | None:
+        try:
+            with self._translated(f"HEAD of {stored.bucket}/{stored.key}"):
+                answer = self._client.head_object(Bucket=stored.bucket, Key=stored.key)
+        except Rejected as refused:
+            if _code_of(refused.__cause__) in GONE:
+                return None
+            raise
         metadata: Mapping[str, str] = answer.get("Metadata") or {}
         return replace(stored, metadata=dict(metadata))
 
@@ -103,6 +110,12 @@ class S3BucketObjects(BucketObjects):
 
     def _translated(self, what: str) -> _Translated:
         return _Translated(f"S3 at {self._where}, {what}")
+
+
+def _code_of(error: BaseException | None) -> str:
+    if isinstance(error, botocore.exceptions.ClientError):
+        return str(error.response.get("Error", {}).get("Code", ""))
+    return ""
 
 
 class _Translated:
@@ -120,7 +133,7 @@ class _Translated:
         if error is None:
             return
         if isinstance(error, botocore.exceptions.ClientError):
-            code = str(error.response.get("Error", {}).get("Code", ""))
+            code = _code_of(error)
             message = one_line(str(error))
             if code in REFUSALS:
                 raise Rejected(f"{self._what}: {message}") from error

@@ -126,8 +126,9 @@ class BucketObjects(Protocol):
         as the caller goes on: never the whole listing in hand."""
         ...
 
-    def with_metadata(self, stored: StoredObject) -> StoredObject:
-        """`stored` with its user metadata, from a look at the object itself."""
+    def with_metadata(self, stored: StoredObject) -> StoredObject | None:
+        """`stored` with its user metadata, from a look at the object itself; None when the
+        object is no longer there (deleted since it was listed)."""
         ...
 
 

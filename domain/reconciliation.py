@@ -73,15 +73,19 @@ class ReconcileBucket:
             return ObjectState.IN_FLIGHT
         return ObjectState.MISSING
 
-    def enqueue(self, stored: StoredObject, tenant: str) -> Resubmission:
-        """Send a missing object back to the incoming queue; returns the event sent."""
+    def enqueue(self, stored: StoredObject, tenant: str) -> Resubmission | None:
+        """Send a missing object back to the incoming queue; returns the event sent, or None
+        when the object was deleted since it was listed (there is nothing to archive)."""
         if self._events is None:
             raise RuntimeError("this reconciliation was set up without an incoming queue")
+        looked_at = self._objects.with_metadata(stored)
+        if looked_at is None:
+            log.warning(
+                "not enqueued, deleted since it was listed: %s/%s", stored.bucket, stored.key
+            )
+            return None
         event = Resubmission(
-            object=self._objects.with_metadata(stored),
-            tenant=tenant,
-            domain=self._domain,
-            event_time=self._clock(),
+            object=looked_at, tenant=tenant, domain=self._domain, event_time=self._clock()
         )
         self._events.publish(event)
         log.info("enqueued %s/%s as %s", stored.bucket, stored.key, event.request_id)
@@ -102,8 +106,7 @@ class ReconcileBucket:
     def settle(self, stored: StoredObject, state: ObjectState, tenant: str | None) -> Reconciled:
         """The object's result, once its state is known; a missing one enqueued with `tenant`."""
         if state is ObjectState.MISSING and tenant is not None:
-            self.enqueue(stored, tenant)
-            return Reconciled(stored, state, enqueued=True)
+            return Reconciled(stored, state, enqueued=self.enqueue(stored, tenant) is not None)
         return Reconciled(stored, state)
 
     def _is_archived(self, stored: StoredObject) -> bool:

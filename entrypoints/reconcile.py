@@ -184,7 +184,7 @@ def _reconcile(
     out: TextIO,
     err: TextIO,
 ) -> int:
-    ledger = container.ledger()
+    ledger = _consumers_ledger(container)
     if not isinstance(ledger, TransfersSent):  # every ledger the container opens is one
         raise TypeError(f"{type(ledger).__name__} cannot be asked by object")
     use_case = ReconcileBucket(
@@ -206,6 +206,20 @@ def _reconcile(
     )
     where = f"{args.bucket} under {args.prefix!r}" if args.prefix else args.bucket
     return _reported(results, report, where)
+
+
+def _consumers_ledger(container: Container) -> object:
+    """The ledger the consumer writes, opened. A SQLite file that is not there would be made
+    anew, empty, and every object sent would look missing: that is a setting to fix."""
+    path, dsn = container.config.ledger.path(), container.config.ledger.dsn()
+    if not dsn and not Path(path).is_file():
+        raise ConfigError(
+            [],
+            [f"LEDGER_PATH: no ledger at {path}; reconcile reads the consumer's "
+             "(run it where that file is, or set LEDGER_DSN)"],
+        )  # fmt: skip
+    ledger: object = container.ledger()
+    return ledger
 
 
 def _reported(results: Iterator[Reconciled], report: Report, where: str) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from s3_events_handler.adapters.ledger_sqlite import SqliteLedger
 from tests.e2e.service import RunningService, command
 from tests.support import amqp
 from tests.support.mediahaven_server import RECORDS_PATH
@@ -27,7 +28,9 @@ GOLDEN_PID = "k98z0d4w1q"
 
 
 @pytest.fixture
-def bucket(s3_server: FakeS3) -> str:
+def bucket(service: RunningService, s3_server: FakeS3) -> str:
+    """A bucket of its own, and the consumer's ledger as a consumer that ran once leaves it."""
+    SqliteLedger(service.environment()["LEDGER_PATH"]).close()
     return s3_server.new_bucket("mam-highresvideo")
 
 
@@ -203,6 +206,11 @@ def test_wrong_settings_or_arguments_are_status_2(
                   ["--enqueue", "--tenant", "not-an-or-id"], ["--rate", "0"]):  # fmt: skip
         refused = reconcile(service, s3_server, "--bucket", bucket, *wrong)
         assert refused.returncode == 2, (wrong, refused.stderr)
+    elsewhere = service.workdir / "not-the-consumers.sqlite3"
+    no_ledger = reconcile(service, s3_server, "--bucket", bucket, LEDGER_PATH=str(elsewhere))
+    assert no_ledger.returncode == 2
+    assert f"LEDGER_PATH: no ledger at {elsewhere}" in no_ledger.stderr
+    assert not elsewhere.exists()  # none made, empty, to make everything look missing
     no_bucket = reconcile(service, s3_server, "--bucket", "no-such-bucket-anywhere")
     assert no_bucket.returncode == 2
     assert "NoSuchBucket" in no_bucket.stderr

@@ -71,6 +71,7 @@ def test_a_look_at_the_object_gives_its_user_metadata(s3_server: FakeS3) -> None
 
     looked_at = adapter.with_metadata(stored)
 
+    assert looked_at is not None
     assert looked_at.metadata == {"md5sum": MD5, "type": "application/mxf"}
     assert looked_at.key == stored.key and looked_at.etag == stored.etag
 
@@ -102,3 +103,13 @@ def test_no_endpoint_at_all_is_unavailable() -> None:
     server = FakeS3()  # never started: nothing listens on its port
     with pytest.raises(ServiceUnavailable):
         list(adapter_for(server).objects("any"))
+
+
+def test_an_object_deleted_since_it_was_listed_has_no_metadata_to_give(s3_server: FakeS3) -> None:
+    bucket = s3_server.new_bucket()
+    s3_server.put(bucket, "soon gone.mxf")
+    adapter = adapter_for(s3_server)
+    [stored] = adapter.objects(bucket)
+    s3_server.client.delete_object(Bucket=bucket, Key="soon gone.mxf")
+
+    assert adapter.with_metadata(stored) is None

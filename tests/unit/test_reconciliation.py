@@ -323,3 +323,14 @@ def test_the_rate_limit_holds_across_threads() -> None:
 def test_a_stored_object_s_etag_loses_its_quotes() -> None:
     stored = StoredObject(BUCKET, "a", 1, '"abc"', LONG_AGO)
     assert stored.bare_etag == "abc"
+
+
+def test_an_object_deleted_since_it_was_listed_is_not_enqueued() -> None:
+    setup = Setup()
+    gone = setup.bucket.add(BUCKET, "gone.mxf", last_modified=LONG_AGO)
+    del setup.bucket.stored[(BUCKET, "gone.mxf")]
+
+    result = setup.use_case.settle(gone, ObjectState.MISSING, "OR-rf5kf25")
+
+    assert (result.state, result.enqueued) == (ObjectState.MISSING, False)
+    assert setup.events.published == []
