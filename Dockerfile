@@ -13,6 +13,15 @@ WORKDIR /src
 COPY requirements.lock requirements-build.lock ./
 RUN /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-compile \
       --require-hashes --only-binary :all: -r requirements.lock -r requirements-build.lock
+# `--build-arg EXTRAS=reconcile`: an image that also runs `reconcile` (deploy/reconcile/), with
+# boto3 as requirements-reconcile.lock pins it. The consumer's image, the default, goes without.
+ARG EXTRAS=""
+COPY requirements-reconcile.lock ./
+RUN if [ "$EXTRAS" = reconcile ]; then \
+      /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-compile \
+        --require-hashes --only-binary :all: -r requirements-reconcile.lock; \
+    elif [ -n "$EXTRAS" ]; then echo "unknown EXTRAS=$EXTRAS (reconcile or nothing)" >&2; exit 1; \
+    fi
 COPY pyproject.toml README.md ./
 COPY domain/ domain/
 COPY application/ application/

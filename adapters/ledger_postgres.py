@@ -31,6 +31,9 @@ POSTGRES = Dialect(
     step_type="SMALLINT",
     time_type="TIMESTAMPTZ",
     updated_at_default=" DEFAULT now()",
+    # The database's collation may sort by language rules, where a prefix's matches need
+    # not lie in one range; the ledger is asked this only for objects not archived.
+    binary_order=' COLLATE "C"',
 )
 _STATEMENTS = Statements.of(POSTGRES)
 # A table made before there were claims gets their columns.

@@ -19,9 +19,12 @@ from s3_events_handler.domain.errors import ClaimedElsewhere, ServiceUnavailable
 from s3_events_handler.domain.model import (
     CLAIM_LEASE_SECONDS,
     REPEATABLE_STEPS,
+    EventKind,
     LedgerEntry,
     Step,
+    identity_prefix,
 )
+from s3_events_handler.domain.ports import TransfersSent
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,8 @@ class Dialect:
     step_type: str
     time_type: str
     updated_at_default: str = ""
+    binary_order: str = ""
+    """What makes text compare byte by byte, as the ranges of identities need."""
 
     def tables(self) -> tuple[str, str]:
         """The ledger's table of events and its table of messages in hand."""
@@ -88,6 +93,9 @@ class Statements(NamedTuple):
     end_delivery: str
     take_back_delivery: str
     """Counts one delivery back out."""
+    transfer_requested: str
+    """A row of an ingest that got its transfer request sent, among the identities from
+    `{first}` up to but not including `{past}`."""
 
     @classmethod
     def of(cls, dialect: Dialect) -> Statements:
@@ -150,8 +158,13 @@ class Statements(NamedTuple):
                 f"updated_at = {now} WHERE digest = {{digest}} AND unfinished > 0 "
                 "RETURNING digest"
             ),
+            transfer_requested=(
+                f"SELECT 1 FROM s3_events_ledger WHERE identity{dialect.binary_order} >= {{first}} "
+                f"AND identity{dialect.binary_order} < {{past}} "
+                f"AND step = {int(Step.TRANSFER_REQUESTED)} LIMIT 1"
+            ),
         )
-        names = ("identity", "owner", "lease", "pid", "step", "held", "digest")
+        names = ("identity", "owner", "lease", "pid", "step", "held", "digest", "first", "past")
         placeholders = {name: dialect.placeholder(name) for name in names}
         return cls(*(template.format(**placeholders) for template in templates))
 
@@ -161,7 +174,7 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
 
 
-class SqlLedger(ConsumerLedger, ABC):
+class SqlLedger(ConsumerLedger, TransfersSent, ABC):
     """The `Ledger` port; each database writes the statements in its own dialect.
 
     A claim is a lease row (holder, expiry) compared with the database's clock, so it
@@ -182,6 +195,14 @@ class SqlLedger(ConsumerLedger, ABC):
     def recall(self, identity: str) -> LedgerEntry | None:
         rows = self._query(self._sql.recall, {"identity": identity})
         return LedgerEntry(identity, rows[0][0], Step(rows[0][1])) if rows else None
+
+    def transfer_requested(self, bucket: str, key: str) -> bool:
+        # Every identity that begins with the prefix, and no other, sorts from the prefix up
+        # to the prefix with its last character (a comma) raised by one: a range the
+        # primary key's index answers.
+        first = identity_prefix(EventKind.CREATED, bucket, key)
+        past = first[:-1] + chr(ord(first[-1]) + 1)
+        return bool(self._query(self._sql.transfer_requested, {"first": first, "past": past}))
 
     def claim(self, identity: str) -> LedgerEntry | None:
         # Losing a claim in a power cut is harmless: every consumer on this ledger is

@@ -17,18 +17,21 @@ from s3_events_handler.domain.errors import ClaimedElsewhere, Rejected, SearchTo
 from s3_events_handler.domain.model import (
     CLAIM_LEASE_SECONDS,
     DEFAULT_MAX_SEARCH_PAGES,
+    EventKind,
     LedgerEntry,
     Query,
     Record,
     Sidecar,
     Step,
     TransferRequest,
+    identity_prefix,
 )
 from s3_events_handler.domain.ports import (
     ArchiveRecords,
     Organisations,
     PidService,
     TransferRequests,
+    TransfersSent,
     TransportServer,
 )
 
@@ -167,7 +170,7 @@ class InMemoryTransferRequests(TransferRequests):
         self.published.append(request)
 
 
-class InMemoryLedger(ConsumerLedger):
+class InMemoryLedger(ConsumerLedger, TransfersSent):
     """The ledger as dicts: durable only as long as the process lives.
 
     `beside(owner)` is another consumer's view of the same memory, for tests of two
@@ -198,6 +201,13 @@ class InMemoryLedger(ConsumerLedger):
 
     def recall(self, identity: str) -> LedgerEntry | None:
         return self.entries.get(identity)
+
+    def transfer_requested(self, bucket: str, key: str) -> bool:
+        prefix = identity_prefix(EventKind.CREATED, bucket, key)
+        return any(
+            identity.startswith(prefix) and entry.step == Step.TRANSFER_REQUESTED
+            for identity, entry in self.entries.items()
+        )
 
     def claim(self, identity: str) -> LedgerEntry | None:
         entry = self.entries.get(identity)

@@ -215,6 +215,13 @@ class S3Event:
         return "sha256:" + hashlib.sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def identity_prefix(kind: EventKind, bucket: str, key: str) -> str:
+    """How the identity of every event of `kind` about this object begins (`S3Event.identity`,
+    when not hashed): how the ledger is asked about an object rather than an event."""
+    parts = json.dumps([kind.name.lower(), bucket, key], ensure_ascii=False, separators=(",", ":"))
+    return parts[:-1] + ","
+
+
 @dataclass(frozen=True, slots=True)
 class CollateralKey:
     """`<collateral_type>/<media_id>/<file name>`: what a collateral key says it belongs to."""

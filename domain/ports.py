@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
+from s3_events_handler.domain.bucket import Resubmission, StoredObject
 from s3_events_handler.domain.model import (
     LedgerEntry,
     Query,
@@ -102,4 +103,38 @@ class Ledger(Protocol):
 
     def release(self, identity: str, step: Step | None = None) -> None:
         """Let go of the claim, recording `step` first when one is given (in the same write)."""
+        ...
+
+
+@runtime_checkable
+class TransfersSent(Protocol):
+    """The ledger asked by object rather than by event: what `reconcile` needs to tell an
+    object in flight from a missing one (contract §8)."""
+
+    def transfer_requested(self, bucket: str, key: str) -> bool:
+        """Whether an `ObjectCreated` event about this object was taken in and its transfer
+        request sent. An event whose identity had to be hashed (contract §6: a key of
+        well over a hundred characters) cannot be found by its object: False."""
+        ...
+
+
+class BucketObjects(Protocol):
+    """An S3 bucket's listing."""
+
+    def objects(self, bucket: str, prefix: str = "") -> Iterator[StoredObject]:
+        """Every object whose key starts with `prefix`, in key order, read a page at a time
+        as the caller goes on: never the whole listing in hand."""
+        ...
+
+    def with_metadata(self, stored: StoredObject) -> StoredObject | None:
+        """`stored` with its user metadata, from a look at the object itself; None when the
+        object is no longer there (deleted since it was listed)."""
+        ...
+
+
+class IncomingEvents(Protocol):
+    """The incoming queue, for an event this service makes itself."""
+
+    def publish(self, event: Resubmission) -> None:
+        """Return only once the event is safely queued (persistent, confirmed); raise otherwise."""
         ...

@@ -44,6 +44,9 @@ from s3_events_handler.entrypoints.dead_letters import (
 )
 from s3_events_handler.entrypoints.demo import run_demo
 from s3_events_handler.entrypoints.exit_codes import ExitCode, summary
+from s3_events_handler.entrypoints.reconcile import RECONCILE_HELP
+from s3_events_handler.entrypoints.reconcile import add_arguments as reconcile_arguments
+from s3_events_handler.entrypoints.reconcile import run as run_reconcile
 from s3_events_handler.entrypoints.service import (
     cannot_read,
     check_broker_certificate,
@@ -197,6 +200,7 @@ def parser() -> argparse.ArgumentParser:
     _add_demo(commands)
     _add_check_config(commands)
     _add_dead_letters(commands)
+    _add_reconcile(commands)
     return parser
 
 
@@ -243,6 +247,12 @@ def _add_dead_letters(commands: Commands) -> None:
     drop.add_argument(
         "--yes", action="store_true", help="do it without asking (needed without a terminal)"
     )
+
+
+def _add_reconcile(commands: Commands) -> None:
+    reconcile = commands.add("reconcile", "compare a bucket with the archive; send back what is "
+                             "missing", RECONCILE_HELP, run_reconcile)  # fmt: skip
+    reconcile_arguments(reconcile, positive)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

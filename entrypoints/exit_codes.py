@@ -21,9 +21,14 @@ class ExitCode(IntEnum):
 
 MEANINGS: dict[ExitCode, str] = {
     ExitCode.OK: "done",
-    ExitCode.FAILED: "something did not go through: dead-lettered, not replayed, a system down",
+    ExitCode.FAILED: (
+        "something did not go through: dead-lettered, not replayed, a system down, objects missing"
+    ),
     ExitCode.SETTINGS: "nothing done: a setting, an argument or a file is wrong",
-    ExitCode.TEMPFAIL: "try again later (EX_TEMPFAIL): process's event to be retried, or no broker",
+    ExitCode.TEMPFAIL: (
+        "try again later (EX_TEMPFAIL): process's event to be retried, no broker, "
+        "a system gone mid-way"
+    ),
     ExitCode.BROKEN_PIPE: "standard output closed by its reader (| head): the output cut short",
 }
 

@@ -12,6 +12,7 @@ import pytest
 
 from tests.e2e.service import RunningService, running
 from tests.support.certificates import TlsFiles, make_tls_files
+from tests.support.s3_server import FakeS3, skip_without_moto
 from tests.support.tls_proxy import TlsProxy
 
 REPO = Path(__file__).resolve().parent.parent
@@ -116,3 +117,11 @@ def tls_proxy(broker: tuple[str, int], tls_files: TlsFiles) -> Iterator[TlsProxy
     """The broker as an AMQPS server: TLS with the `tls_files` certificate, plain AMQP behind."""
     with TlsProxy(tls_files.server_pem, broker) as proxy:
         yield proxy
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[FakeS3]:
+    """moto's S3 server on loopback, for the session; skipped only where moto is absent."""
+    skip_without_moto()
+    with FakeS3() as server:
+        yield server

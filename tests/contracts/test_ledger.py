@@ -14,7 +14,9 @@ from s3_events_handler.adapters.ledger_sqlite import SqliteLedger
 from s3_events_handler.adapters.memory import InMemoryLedger
 from s3_events_handler.application.limits import ConsumerLedger
 from s3_events_handler.domain.errors import ClaimedElsewhere
+from s3_events_handler.domain.events import parse_record
 from s3_events_handler.domain.model import LedgerEntry, Step
+from s3_events_handler.domain.ports import TransfersSent
 
 Consumer = Callable[[], ConsumerLedger]
 """Each call is another consumer's ledger on the same store (the first call, the first)."""
@@ -175,3 +177,46 @@ def test_the_count_is_shared_by_the_consumers_of_one_store(consumer: Consumer) -
     assert second.begin_delivery("digest-1") == 1
     second.end_delivery("digest-1")
     assert first.begin_delivery("digest-1") == 0
+
+
+def _identity_of(kind: str, bucket: str, key: str, request_id: str) -> str:
+    return parse_record(
+        {
+            "eventName": f"{kind}:Put" if kind == "ObjectCreated" else f"{kind}:Delete",
+            "userIdentity": {"principalId": "someone"},
+            "responseElements": {"x-viaa-request-id": request_id},
+            "s3": {
+                "domain": {"name": "s3"},
+                "bucket": {"name": bucket, "metadata": {"tenant": "OR-rf5kf25"}},
+                "object": {"key": key},
+            },
+        }
+    ).identity
+
+
+@pytest.mark.parametrize("key", ["clip.mxf", "a key with spaces+plus/ünïcode 😀.mxf"])
+def test_an_object_is_found_by_bucket_and_key_once_its_transfer_request_was_sent(
+    consumer: Consumer, key: str
+) -> None:
+    ledger = consumer()
+    assert isinstance(ledger, TransfersSent)
+    sent = _identity_of("ObjectCreated", "bucket-a", key, "request-1")
+    ledger.claim(sent)
+    ledger.claim_pid(sent, "a1b2c3d4e5")
+    assert not ledger.transfer_requested("bucket-a", key)  # taken in, not sent yet
+    ledger.release(sent, Step.TRANSFER_REQUESTED)
+
+    assert ledger.transfer_requested("bucket-a", key)
+    assert not ledger.transfer_requested("bucket-b", key)
+    assert not ledger.transfer_requested("bucket-a", key + "x")
+    assert not ledger.transfer_requested("bucket-a", key[:-1])
+
+
+def test_a_removal_is_no_transfer_sent(consumer: Consumer) -> None:
+    ledger = consumer()
+    assert isinstance(ledger, TransfersSent)
+    removal = _identity_of("ObjectRemoved", "bucket-a", "clip.mxf", "request-1")
+    ledger.claim(removal)
+    ledger.release(removal, Step.REMOVED)
+
+    assert not ledger.transfer_requested("bucket-a", "clip.mxf")

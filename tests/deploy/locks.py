@@ -11,6 +11,7 @@ from tests.deploy.manifests import REPO
 RUNTIME_LOCK = REPO / "requirements.lock"
 DEV_LOCK = REPO / "requirements-dev.lock"
 BUILD_LOCK = REPO / "requirements-build.lock"
+RECONCILE_LOCK = REPO / "requirements-reconcile.lock"
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
 
 

@@ -32,6 +32,7 @@ COMPONENTS = (
     "postgres-ledger",
     "kubernetes-fsgroup",
     "metrics-from-monitoring",
+    "reconcile",
 )
 
 Resource = dict[str, Any]

@@ -12,6 +12,7 @@ from packaging.requirements import Requirement
 from tests.deploy.locks import (
     BUILD_LOCK,
     DEV_LOCK,
+    RECONCILE_LOCK,
     RUNTIME_LOCK,
     normalized,
     pins,
@@ -24,6 +25,8 @@ PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 DOCKERFILE = (REPO / "Dockerfile").read_text()
 CI = (REPO / ".ci" / "run").read_text()
 LOCKS = (RUNTIME_LOCK, DEV_LOCK, BUILD_LOCK)
+# And the image's with EXTRAS=reconcile: pinned and clean alike.
+EVERY_LOCK = (*LOCKS, RECONCILE_LOCK)
 
 
 def declared(extra: str | None = None) -> list[Requirement]:
@@ -33,7 +36,7 @@ def declared(extra: str | None = None) -> list[Requirement]:
 
 
 def test_every_requirement_is_pinned_with_hashes() -> None:
-    for lock in LOCKS:
+    for lock in EVERY_LOCK:
         found = requirements(lock)
         assert found, lock
         for requirement in found:
@@ -62,7 +65,7 @@ def test_the_locks_pin_what_pyproject_asks_for_within_its_ranges() -> None:
 
 def test_the_locks_hold_nothing_unrelated() -> None:
     """Only what the project's dependencies bring; no machine's torch, for one."""
-    for lock in LOCKS:
+    for lock in EVERY_LOCK:
         assert not {name for name in pins(lock) if "torch" in name}, lock
 
 
@@ -99,3 +102,17 @@ def test_the_operations_doc_says_how_to_update_the_lock() -> None:
     text = (REPO / "docs" / "operations.md").read_text()
     assert "## Updating the lock" in text
     assert "`.ci/lock`" in text
+
+
+def test_boto3_is_in_the_reconcile_lock_and_the_dev_lock_but_not_in_the_image_s() -> None:
+    """`reconcile` alone needs boto3 (the extra `reconcile`): the consumer's image, built
+    from requirements.lock, goes without; an image built with EXTRAS=reconcile takes it at
+    the version CI tests."""
+    runtime, dev, reconcile = pins(RUNTIME_LOCK), pins(DEV_LOCK), pins(RECONCILE_LOCK)
+    assert "boto3" not in runtime and "botocore" not in runtime
+    for requirement in declared("reconcile"):
+        assert requirement.specifier.contains(reconcile[normalized(requirement.name)])
+    assert {name: reconcile[name] for name in runtime} == runtime
+    assert {name: dev[name] for name in reconcile} == reconcile
+    assert "--hash=sha256:" in RECONCILE_LOCK.read_text()
+    assert re.search(r"-r requirements-reconcile\.lock", DOCKERFILE.replace("\\\n", " "))

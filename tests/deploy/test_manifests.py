@@ -110,6 +110,7 @@ def test_the_resources_are_valid_against_the_kubernetes_schemas() -> None:
     assert {r["kind"] for r in found} == {
         "PersistentVolumeClaim",
         "Deployment",
+        "CronJob",
         "NetworkPolicy",
         "PodDisruptionBudget",
         "PodMonitor",
@@ -417,3 +418,31 @@ def test_the_network_policy_component_adds_the_policy_and_changes_nothing_else(
     with_policy = render(kustomize, tmp_path / "policy", ".", ("metrics-from-monitoring",))
     assert [r for r in with_policy if r["kind"] != "NetworkPolicy"] == plain
     assert kind_name(one(with_policy, "NetworkPolicy")) == "NetworkPolicy/s3-events-handler-metrics"
+
+
+def test_reconcile_is_off_by_default_and_its_component_adds_only_the_cronjob(
+    kustomize: list[str], tmp_path: Path
+) -> None:
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "reconcile").mkdir()
+    plain = render(kustomize, tmp_path / "plain", ".", ())
+    with_it = render(kustomize, tmp_path / "reconcile", ".", ("reconcile",))
+    assert "CronJob" not in {r["kind"] for r in plain}
+    added = [r for r in with_it if r not in plain]
+    assert sorted(r["kind"] for r in added) == ["ConfigMap", "CronJob"]
+    cronjob = one(with_it, "CronJob")["spec"]
+    assert cronjob["concurrencyPolicy"] == "Forbid"
+    job = cronjob["jobTemplate"]["spec"]
+    assert job["backoffLimit"] == 0  # something missing (exit 1) is reported, not run again
+    pod = job["template"]["spec"]
+    [main] = pod["containers"]
+    assert main["args"][:3] == ["reconcile", "--bucket", "mam-highresvideo"]
+    assert "--enqueue" not in main["args"]  # it reports unless told otherwise
+    assert main["image"] == "registry.example.org/meemoo/s3-events-handler-reconcile:2.0.0"
+    sources = {source[kind]["name"] for source in main["envFrom"] for kind in source}
+    settings = one(plain, "Deployment")["spec"]["template"]["spec"]["containers"][0]["envFrom"]
+    assert {source[kind]["name"] for source in settings for kind in source} < sources
+    assert "s3-events-handler-s3" in sources  # made by hand: nothing here overwrites it
+    assert "Secret" not in {r["kind"] for r in added}
+    assert main["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["securityContext"]["runAsNonRoot"] is True

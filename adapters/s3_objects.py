@@ -1,0 +1,158 @@
+"""A bucket's objects through the S3 API, with boto3 (contract §8): ListObjectsV2 page by page,
+HeadObject for an object's user metadata.
+
+boto3 is the optional extra `reconcile` (`pip install 's3-events-handler[reconcile]'`):
+this is the only module that imports it, and only `reconcile` imports this one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from s3_events_handler.application.reasons import one_line
+from s3_events_handler.domain.bucket import StoredObject
+from s3_events_handler.domain.errors import Rejected, ServiceUnavailable
+from s3_events_handler.domain.ports import BucketObjects
+
+log = logging.getLogger(__name__)
+
+# S3's own largest page; a smaller one only costs round trips.
+DEFAULT_PAGE_SIZE = 1000
+# What a HEAD of an object deleted since it was listed answers (a HEAD has no body: no name).
+GONE = frozenset({"404", "NoSuchKey"})
+# Error codes that say a setting or an argument is wrong, not that S3 is down.
+REFUSALS = frozenset(
+    {
+        "NoSuchBucket",
+        "AccessDenied",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "InvalidBucketName",
+        "AllAccessDisabled",
+        "403",
+        "404",
+    }
+)
+
+
+class S3BucketObjects(BucketObjects):
+    """The `BucketObjects` port over the S3 API.
+
+    The listing holds one page at a time (`page_size` objects). A failure to answer (the
+    endpoint gone, a 5xx, a timeout) is `ServiceUnavailable`, once botocore's own retries
+    are spent; a refusal (no such bucket, wrong credentials) is `Rejected`. One client,
+    safe to share between threads (boto3's clients are).
+    """
+
+    def __init__(
+        self,
+        *,
+        endpoint_url: str,
+        access_key_id: str,
+        secret_access_key: str,
+        region: str,
+        timeout: float = 30.0,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        connections: int = 10,
+    ) -> None:
+        self._where = endpoint_url
+        self._page_size = page_size
+        config = botocore.config.Config(
+            connect_timeout=timeout,
+            read_timeout=timeout,
+            retries={"mode": "standard", "max_attempts": 3},
+            max_pool_connections=connections,
+            # Buckets by path, not by host name: the gateway, and a test server on loopback,
+            # answer one host name.
+            s3={"addressing_style": "path"},
+        )
+        self._client: Any = boto3.session.Session().client(
+            "s3",
+            endpoint_url=endpoint_url,
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+            region_name=region,
+            config=config,
+        )
+
+    def objects(self, bucket: str, prefix: str = "") -> Iterator[StoredObject]:
+        pages = self._client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": self._page_size}
+        )
+        with self._translated(f"listing bucket {bucket!r}"):
+            for page in pages:
+                for item in page.get("Contents", ()):
+                    yield _stored(bucket, item)
+
+    def with_metadata(self, stored: StoredObject) -> StoredObject | None:
+        try:
+            with self._translated(f"HEAD of {stored.bucket}/{stored.key}"):
+                answer = self._client.head_object(Bucket=stored.bucket, Key=stored.key)
+        except Rejected as refused:
+            if _code_of(refused.__cause__) in GONE:
+                return None
+            raise
+        metadata: Mapping[str, str] = answer.get("Metadata") or {}
+        return replace(stored, metadata=dict(metadata))
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- failures ---------------------------------------------------------------------------
+
+    def _translated(self, what: str) -> _Translated:
+        return _Translated(f"S3 at {self._where}, {what}")
+
+
+def _code_of(error: BaseException | None) -> str:
+    if isinstance(error, botocore.exceptions.ClientError):
+        return str(error.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+class _Translated:
+    """botocore's failures, as the domain's split, once, at the edge."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, _: Any
+    ) -> None:
+        if error is None:
+            return
+        if isinstance(error, botocore.exceptions.ClientError):
+            code = _code_of(error)
+            message = one_line(str(error))
+            if code in REFUSALS:
+                raise Rejected(f"{self._what}: {message}") from error
+            raise ServiceUnavailable(f"{self._what}: {message}") from error
+        if isinstance(error, botocore.exceptions.BotoCoreError):
+            raise ServiceUnavailable(f"{self._what}: {one_line(str(error))}") from error
+
+
+def _stored(bucket: str, item: Mapping[str, Any]) -> StoredObject:
+    modified = item["LastModified"]
+    if isinstance(modified, datetime) and modified.tzinfo is None:
+        modified = modified.replace(tzinfo=UTC)
+    return StoredObject(
+        bucket=bucket,
+        key=item["Key"],
+        size=int(item.get("Size", 0)),
+        etag=str(item.get("ETag", "")),
+        last_modified=modified,
+    )
+
+
+__all__ = ["S3BucketObjects"]
