@@ -270,7 +270,8 @@ class SqlLedger(ConsumerLedger, ABC):
 
     @abstractmethod
     def _query(self, sql: str, parameters: Parameters) -> list[tuple[Any, ...]]:
-        """The rows of one statement, committed on disk; a failure is `ServiceUnavailable`."""
+        """The rows of one statement, committed by the time it returns; a failure is
+        `ServiceUnavailable`. Whether the commit waits for the disk is each adapter's rule."""
 
 
 __all__ = ["CLAIM_COLUMNS", "Dialect", "SqlLedger", "Statements", "consumer_name"]
