@@ -94,11 +94,9 @@ class PostgresLedger(SqlLedger):
         self._pool.close()
         self._deadline.close()
 
-    def _query(
-        self, sql: str, parameters: Parameters, *, durable: bool = True
-    ) -> list[tuple[Any, ...]]:
+    def _query(self, sql: str, parameters: Parameters) -> list[tuple[Any, ...]]:
         """One statement on a connection of the pool; a failure is `ServiceUnavailable`.
-        Every commit waits for the disk: `durable` makes no difference here.
+        Every commit waits for the server's disk (`synchronous_commit`, on by default).
 
         A connection found closed (the server restarted, or ended the session) is
         replaced, with the other idle ones, most likely closed too, and the statement is

@@ -18,7 +18,6 @@ from s3_events_handler.application.limits import ConsumerLedger
 from s3_events_handler.domain.errors import ClaimedElsewhere, ServiceUnavailable
 from s3_events_handler.domain.model import (
     CLAIM_LEASE_SECONDS,
-    REPEATABLE_STEPS,
     EventKind,
     LedgerEntry,
     Step,
@@ -205,9 +204,7 @@ class SqlLedger(ConsumerLedger, TransfersSent, ABC):
         return bool(self._query(self._sql.transfer_requested, {"first": first, "past": past}))
 
     def claim(self, identity: str) -> LedgerEntry | None:
-        # Losing a claim in a power cut is harmless: every consumer on this ledger is
-        # started again, and a new attempt resumes from the steps recorded.
-        rows = self._query(self._sql.claim, self._about(identity), durable=False)
+        rows = self._query(self._sql.claim, self._about(identity))
         pid, step, holder = rows[0][0], Step(rows[0][1]), rows[0][2]
         if step.finished:
             return LedgerEntry(identity, pid, step)
@@ -231,9 +228,7 @@ class SqlLedger(ConsumerLedger, TransfersSent, ABC):
         with self._held_lock:
             self._held.discard(identity)  # first: a release that fails lets the lease lapse
         rows = self._query(
-            self._sql.release,
-            self._about(identity, step=int(step or Step.NOTHING_DONE)),
-            durable=step is not None and step not in REPEATABLE_STEPS,
+            self._sql.release, self._about(identity, step=int(step or Step.NOTHING_DONE))
         )
         if rows and rows[0][0] not in (None, self.owner):
             log.warning(
@@ -241,13 +236,12 @@ class SqlLedger(ConsumerLedger, TransfersSent, ABC):
             )
 
     def begin_delivery(self, digest: str) -> int:
-        # Not waiting for the disk: the count must outlive the process, not a power cut.
-        rows = self._query(self._sql.begin_delivery, {"digest": digest}, durable=False)
+        rows = self._query(self._sql.begin_delivery, {"digest": digest})
         return int(rows[0][0]) - 1
 
     def end_delivery(self, digest: str, *, handled: bool = True) -> None:
         statement = self._sql.end_delivery if handled else self._sql.take_back_delivery
-        self._query(statement, {"digest": digest}, durable=False)
+        self._query(statement, {"digest": digest})
 
     def close(self) -> None:
         """Stop renewing claims. Those still held lapse with their lease: the attempts behind
@@ -263,7 +257,6 @@ class SqlLedger(ConsumerLedger, TransfersSent, ABC):
         rows = self._query(
             self._sql.renew,
             {"owner": self.owner, "lease": self.lease_seconds, "held": json.dumps(held)},
-            durable=False,
         )
         return len(rows)
 
@@ -301,14 +294,9 @@ class SqlLedger(ConsumerLedger, TransfersSent, ABC):
                 log.warning("claims not renewed, they lapse unless renewed in time: %s", error)
 
     @abstractmethod
-    def _query(
-        self, sql: str, parameters: Parameters, *, durable: bool = True
-    ) -> list[tuple[Any, ...]]:
-        """The rows of one statement; a failure is `ServiceUnavailable`.
-
-        `durable=False`: a write whose loss in a power cut is harmless (the database may
-        commit it without waiting for the disk).
-        """
+    def _query(self, sql: str, parameters: Parameters) -> list[tuple[Any, ...]]:
+        """The rows of one statement, committed by the time it returns; a failure is
+        `ServiceUnavailable`. Whether the commit waits for the disk is each adapter's rule."""
 
 
 __all__ = ["CLAIM_COLUMNS", "Dialect", "SqlLedger", "Statements", "consumer_name"]

@@ -36,6 +36,8 @@ SQLITE = Dialect(
     time_type="REAL",
 )
 _STATEMENTS = Statements.of(SQLITE)
+# The writes that wait for the disk: the steps a new attempt must not do again (SqliteLedger).
+_SYNCED = frozenset({_STATEMENTS.claim_pid, _STATEMENTS.advance})
 
 # The first bytes of every SQLite database file (an empty file is one too, still empty).
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -65,15 +67,17 @@ def inspect_location(path: Path | str) -> str:
 
 
 class SqliteLedger(SqlLedger):
-    """Each write is committed before the call returns (WAL), and is on disk unless losing it
-    is harmless.
+    """Each write is committed before the call returns (WAL); the PID and the relation are
+    also on disk by then.
 
-    Every commit survives a crash of the process. A commit also waits for the disk
-    (synchronous FULL), so that it survives a power cut, unless losing it is harmless: a
-    step a new attempt may repeat as it was done (`REPEATABLE_STEPS`: the transfer
-    request, a removal), a claim taken, renewed or let go of (a claim lost only lapses).
-    Those are written without waiting, and reach the disk with the next commit that
-    waits.
+    Every commit survives a crash of the process. Storing the PID and the relation
+    (`claim_pid`, `advance`) also waits for the disk (synchronous FULL), so they survive a
+    power cut: lost, a new attempt would mint a second PID or post a second relation. The
+    other writes do not wait, as losing them in a power cut does nothing twice: a claim
+    lost only lapses; the step `release` records is an event's last, which a new attempt
+    repeats as it was done (the same sidecar, the transfer request with the same PID and
+    `message_id`, deletes finding the records gone); the crash count must outlive the
+    process, not the machine. They reach the disk with the next write that waits.
     """
 
     def __init__(
@@ -116,45 +120,48 @@ class SqliteLedger(SqlLedger):
         for db in connections:
             db.close()
 
-    def _connection(self, *, synced: bool = True) -> sqlite3.Connection:
-        """This thread's connection that waits for the disk on commit (`synced`), or the one
-        that does not; each opened on its first statement.
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's connection, opened on its first statement.
 
         One per thread rather than one behind a lock: a thread holding a lock while it
         waits for the disk, and then for the interpreter, would keep every other worker
         waiting too. SQLite (WAL) lets them read at once and takes their writes in turn.
-        Two, rather than one switching `synchronous` back and forth: two statements an
-        event fewer. Both write the one WAL file, so the next synced commit also puts the
-        unsynced ones before it on disk.
         """
-        name = "synced" if synced else "unsynced"
-        db: sqlite3.Connection | None = getattr(self._own, name, None)
+        db: sqlite3.Connection | None = getattr(self._own, "db", None)
         if db is None:
             db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
             with self._connections_lock:
                 self._connections.append(db)
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute(f"PRAGMA synchronous={'FULL' if synced else 'NORMAL'}")
+            db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
             # A page cache of 512 KiB each rather than 2 MiB: there is a connection per
             # worker, the entries read are the recent ones, and the kernel caches the file.
             db.execute("PRAGMA cache_size=-512")
-            setattr(self._own, name, db)
+            self._own.db = db
         return db
 
-    def _query(
-        self, sql: str, parameters: Parameters, *, durable: bool = True
-    ) -> list[tuple[Any, ...]]:
-        """Run one statement in its own transaction; a failing disk is worth a retry later.
-
-        `durable=False`: committed without waiting for the disk (synchronous NORMAL).
-        """
+    def _query(self, sql: str, parameters: Parameters) -> list[tuple[Any, ...]]:
+        """Run one statement in its own transaction; a failing disk is worth a retry later."""
+        db = self._connection()
         try:
-            return self._connection(synced=durable).execute(sql, parameters).fetchall()
+            if sql in _SYNCED:
+                return _synced(db, sql, parameters)
+            return db.execute(sql, parameters).fetchall()
         except sqlite3.Error as error:
             raise ServiceUnavailable(
                 f"ledger {self._path}: {error}", system=System.LEDGER
             ) from error
+
+
+def _synced(db: sqlite3.Connection, sql: str, parameters: Parameters) -> list[Any]:
+    """Run `sql` with its commit waiting for the disk, then let the connection's other
+    commits go without waiting again: two statements without I/O."""
+    db.execute("PRAGMA synchronous=FULL")
+    try:
+        return db.execute(sql, parameters).fetchall()
+    finally:
+        db.execute("PRAGMA synchronous=NORMAL")
 
 
 def _add_claim_columns(db: sqlite3.Connection) -> None:

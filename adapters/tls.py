@@ -41,7 +41,7 @@ def readable_ca_file(value: str) -> str:
 
 
 def verification_failure(error: BaseException) -> ssl.SSLCertVerificationError | None:
-    """The certificate verification failure behind `error`, however ftputil or pika wrapped it."""
+    """The certificate verification failure behind `error`, however pika wrapped it."""
     seen: set[int] = set()
     pending: list[BaseException] = [error]
     while pending:

@@ -60,15 +60,6 @@ class Step(enum.IntEnum):
         return self >= Step.TRANSFER_REQUESTED
 
 
-# Steps a new attempt that does not know of them repeats exactly as they were done: the
-# same sidecar bytes under the same name, the transfer request with the same PID and
-# message_id, which the file-transfer service recognises; a removal, whose deletes find the
-# records already gone. A ledger may lose these in a power cut (never in a crash of the
-# process) without an event being done twice; the PID and the relation it must never lose,
-# or an event gets a second PID or relation.
-REPEATABLE_STEPS = frozenset({Step.TRANSFER_REQUESTED, Step.REMOVED})
-
-
 # How long a claim on an event lasts unless its holder renews it (contract §6); the default of
 # `CLAIM_LEASE_SECONDS`. The holder renews it at every ledger write and, from a heartbeat,
 # every third of it, so an attempt keeps it however long it takes; a consumer that died

@@ -123,7 +123,7 @@ def test_uploading_the_same_sidecar_twice_leaves_one_file_with_the_same_bytes(
 def test_a_server_that_refuses_to_rename_over_a_file_gets_the_old_one_deleted_first(
     root: Path, examples: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="s3_events_handler.adapters.ftp")
+    caplog.set_level(logging.INFO, logger="s3_events_handler.adapters.ftp_upload")
     with FtpTestServer(root, rename_replaces=False) as server, adapter_for(server) as ftp:
         ftp.upload(ESSENCE)
         ftp.upload(ESSENCE)

@@ -1,0 +1,153 @@
+"""Putting a sidecar in place on the transport server (contract §4.4): written under a
+temporary name of its own, then renamed, so MediaHaven only ever sees whole sidecars.
+
+Two consumers may write the same sidecar at the same instant (the same event, delivered
+twice). Each writes under a temporary name of its own, and deletes the final file to make
+room only while its own complete temporary file is there to take its place, so no writer
+leaves the final name empty for another. Whatever the server answers is ftplib's to say:
+the caller tells a refusal from a lost connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ftplib
+import logging
+import secrets
+import ssl
+from collections.abc import Callable
+
+from s3_events_handler.adapters.ftp_connection import FAILURES, NOT_LOGGED_IN, reply_code
+from s3_events_handler.domain.errors import ServiceUnavailable, System
+from s3_events_handler.domain.model import Sidecar
+
+logger = logging.getLogger(__name__)
+
+_CLOSING = 421  # the server is closing the control connection
+_UNAVAILABLE = 550  # no such file (SIZE, RNFR, DELE), or a refused rename (RNTO)
+# Random bytes in a temporary name, as hex: unique enough among the few writers of one
+# sidecar, and short enough for the name to stay within 255 bytes (see MAX_SEGMENT_BYTES).
+_TOKEN_BYTES = 4
+# Pauses between the tries of one rename: a race between writers settles within a try or
+# two; a refusal that lasts is the server's answer (the retry queue does the long waits).
+RENAME_PAUSES = (0.05, 0.1, 0.2)
+
+
+def temporary_name(sidecar: Sidecar) -> str:
+    """`.{name}.xml.{token}.part`: hidden, not `.xml` (MediaHaven ignores it), this upload's own."""
+    return f".{sidecar.name}.xml.{secrets.token_hex(_TOKEN_BYTES)}.part"
+
+
+def put_in_place(
+    session: ftplib.FTP,
+    temporary: str,
+    final: str,
+    data: bytes,
+    *,
+    sleep: Callable[[float], None],
+) -> None:
+    """STOR `data` as `temporary` in the session's folder, then rename it to `final`.
+
+    Raises what ftplib raised, with the temporary file removed when the server answered
+    (and still knows the session); `ServiceUnavailable` when the temporary file vanished
+    and no sidecar took its place.
+    """
+    try:
+        _store(session, temporary, data)
+        _rename_into_place(session, temporary, final, len(data), sleep)
+    except (ftplib.error_perm, ftplib.error_temp) as error:
+        if reply_code(error) != NOT_LOGGED_IN:
+            # The server answered, so the connection can still remove what this upload
+            # wrote: a later upload writes under a new name and would not replace it.
+            _remove(session, temporary)
+        raise
+
+
+def _store(session: ftplib.FTP, name: str, data: bytes) -> None:
+    """STOR `data` as `name` (the connection is in binary mode already)."""
+    with session.transfercmd(f"STOR {name}") as connection:
+        connection.sendall(data)
+        if isinstance(connection, ssl.SSLSocket):
+            connection.unwrap()  # a TLS data channel is closed with a TLS goodbye
+    session.voidresp()
+
+
+def _rename_into_place(
+    session: ftplib.FTP, temporary: str, final: str, size: int, sleep: Callable[[float], None]
+) -> None:
+    """Rename `temporary` (`size` bytes) to `final`, however other writers interleave.
+
+    Another writer of the same sidecar may rename its own copy (the same bytes) between
+    any two of these steps, so a refusal is looked into and tried again a few times.
+    Raises the last refusal when it lasts and the sidecar is not there.
+    """
+    for pause in (*RENAME_PAUSES, None):
+        try:
+            session.rename(temporary, final)
+            return
+        except (ftplib.error_perm, ftplib.error_temp) as error:
+            if reply_code(error) in (NOT_LOGGED_IN, _CLOSING):
+                raise  # the session is gone: the caller reconnects
+            refusal = error
+        # Out of tries, nothing is deleted: no try would follow to fill the gap.
+        if pause is None or _size(session, temporary) != size:
+            break  # or our copy is gone (renamed after all, or removed): `final` tells
+        if isinstance(refusal, ftplib.error_perm):
+            _make_room(session, final)
+        logger.warning(
+            "renaming %s to %s was refused (%s); trying again", temporary, final, refusal
+        )
+        sleep(pause)
+    _take_the_sidecar_in_place(session, temporary, final, size, refusal)
+
+
+def _make_room(session: ftplib.FTP, final: str) -> None:
+    """Delete `final` when the server may have refused to rename over it.
+
+    Only called while this upload's complete temporary file is there, so whatever is
+    deleted is replaced by the next try, whoever else is writing.
+    """
+    if _size(session, final) is None:
+        return  # the refusal was about something else: a race, or the server's rule
+    try:
+        session.delete(final)
+    except ftplib.error_perm as error:
+        if reply_code(error) != _UNAVAILABLE:
+            raise
+        return  # another writer deleted it first; the next try renames into the gap
+    logger.warning("server refused to rename over %s; deleted it first", final)
+
+
+def _take_the_sidecar_in_place(
+    session: ftplib.FTP, temporary: str, final: str, size: int, refusal: ftplib.Error
+) -> None:
+    """After the tries: a complete `final` is the same sidecar, placed by another writer."""
+    if _size(session, final) == size:
+        _remove(session, temporary)
+        logger.warning("sidecar %s was put in place by another writer meanwhile", final)
+        return
+    if _size(session, temporary) != size:
+        raise ServiceUnavailable(
+            f"the temporary file {temporary} vanished before it became {final}",
+            system=System.FTP,
+        )
+    raise refusal
+
+
+def _size(session: ftplib.FTP, name: str) -> int | None:
+    """The size of file `name`; None when there is none (SIZE answers 550)."""
+    try:
+        return session.size(name)
+    except ftplib.error_perm as error:
+        if reply_code(error) == _UNAVAILABLE:
+            return None
+        raise
+
+
+def _remove(session: ftplib.FTP, temporary: str) -> None:
+    """Best effort: a refused upload should not leave its `.part` file behind."""
+    with contextlib.suppress(*FAILURES):
+        session.delete(temporary)
+
+
+__all__ = ["RENAME_PAUSES", "put_in_place", "temporary_name"]
