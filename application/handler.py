@@ -18,7 +18,6 @@ from s3_events_handler.application.limits import (
 )
 from s3_events_handler.application.log_context import bind_event_fields, event_log_context
 from s3_events_handler.application.messages import (
-    DeadLetter,
     Delivery,
     Done,
     EventFacts,
@@ -26,8 +25,8 @@ from s3_events_handler.application.messages import (
     Retry,
     Split,
 )
-from s3_events_handler.application.reasons import one_line, reason_of
-from s3_events_handler.application.retries import RetrySchedule
+from s3_events_handler.application.reasons import reason_of
+from s3_events_handler.application.retries import RetrySchedule, dead_letter, retry_later, utc_now
 from s3_events_handler.application.telemetry import NoTelemetry, Telemetry
 from s3_events_handler.domain.errors import (
     BadInput,
@@ -46,10 +45,6 @@ log = logging.getLogger(__name__)
 
 # An AMQP short string (a correlation id) holds at most 255 bytes of UTF-8.
 MAX_SHORT_STRING_BYTES = 255
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class UseCase(Protocol):
@@ -77,7 +72,7 @@ class MessageHandler:
         retries: RetrySchedule,
         limits: MessageLimits | None = None,
         unfinished: UnfinishedDeliveries | None = None,
-        clock: Callable[[], datetime] = _utc_now,
+        clock: Callable[[], datetime] = utc_now,
         telemetry: Telemetry | None = None,
     ) -> None:
         """`unfinished`: where deliveries the consumer died during are counted (the ledger);
@@ -250,79 +245,6 @@ class MessageHandler:
         outcome = dead_letter(reason, correlation_id=correlation_id, facts=facts, now=self._clock())
         log.error("dead-lettered at %s: %s", facts.stage, outcome.reason)
         return outcome
-
-
-def retry_later(
-    delivery: Delivery,
-    reason: str,
-    retries: RetrySchedule,
-    *,
-    correlation_id: str,
-    facts: EventFacts,
-    delay_seconds: int | None = None,
-) -> Retry:
-    """`delivery` again after the backoff of its attempt (or `delay_seconds`) as the next
-    attempt, with the PID of `facts`, so the retry reuses it."""
-    attempt = delivery.attempt
-    return Retry(
-        reason=reason,
-        delay_seconds=retries.delay_after(attempt) if delay_seconds is None else delay_seconds,
-        next_attempt=attempt + 1,
-        correlation_id=correlation_id,
-        facts=facts,
-    )
-
-
-def dead_letter(
-    reason: str, *, correlation_id: str | None, facts: EventFacts, now: datetime
-) -> DeadLetter:
-    """A message given up on at `now`: the reason on one line, the stage, and the PID minted
-    (a replay reuses it, even when the ledger forgot it)."""
-    return DeadLetter(
-        reason=one_line(reason),
-        stage=facts.stage,
-        correlation_id=correlation_id,
-        facts=facts,
-        dead_lettered_at=now,
-    )
-
-
-def transient_outcome(
-    delivery: Delivery,
-    error: BaseException,
-    retries: RetrySchedule,
-    *,
-    clock: Callable[[], datetime] = _utc_now,
-) -> Retry | DeadLetter:
-    """The outcome of a delivery whose handling raised what nobody foresaw (a bug, say in
-    telemetry), for the consumer to settle instead of dropping its connection (contract §6): a
-    transient failure of that one message, retried with the backoff of its attempt and
-    dead-lettered once its attempts are spent, as `MessageHandler` does with any other."""
-    attempt = delivery.attempt
-    reason = reason_of(error)
-    correlation_id = delivery.correlation_id or str(uuid.uuid4())
-    facts = EventFacts(pid=delivery.pid, stage=Stage.RECEIVED.value, attempt=attempt)
-    if attempt >= retries.max_attempts:
-        reason = f"gave up after {attempt} attempts: {reason}"
-        return dead_letter(reason, correlation_id=correlation_id, facts=facts, now=clock())
-    return retry_later(delivery, reason, retries, correlation_id=correlation_id, facts=facts)
-
-
-def retry_instead(
-    delivery: Delivery, refused: Split | DeadLetter, reason: str, retries: RetrySchedule
-) -> Retry:
-    """The retry that takes the place of an outcome the broker would not take (a dead-letter
-    queue that refuses publishes, contract §6): the message waits out the backoff of its attempt
-    in its retry queue and comes back, neither lost nor looped straight back. Always a retry,
-    also past the last attempt: the dead letters are what refused it."""
-    correlation_id = (
-        (refused.correlation_id if isinstance(refused, DeadLetter) else None)
-        or delivery.correlation_id
-        or str(uuid.uuid4())
-    )
-    return retry_later(
-        delivery, reason, retries, correlation_id=correlation_id, facts=refused.facts
-    )
 
 
 def _facts(record: Any, attempt: int, pid: str | None, stage: Stage) -> EventFacts:

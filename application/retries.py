@@ -1,8 +1,16 @@
-"""Which retry queue a failed message waits in, and how often it may fail (contract §6)."""
+"""Which retry queue a failed message waits in, how often it may fail, and the retry or dead
+letter a failure becomes (contract §6)."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from s3_events_handler.application.messages import DeadLetter, Delivery, EventFacts, Retry, Split
+from s3_events_handler.application.reasons import one_line, reason_of
+from s3_events_handler.domain.model import Stage
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,3 +29,80 @@ class RetrySchedule:
         """The delay whose queue holds a wait of `seconds` (only those delays have a queue): the
         nearest not below it, else the longest."""
         return min((delay for delay in self.delays if delay >= seconds), default=max(self.delays))
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def retry_later(
+    delivery: Delivery,
+    reason: str,
+    retries: RetrySchedule,
+    *,
+    correlation_id: str,
+    facts: EventFacts,
+    delay_seconds: int | None = None,
+) -> Retry:
+    """`delivery` again after the backoff of its attempt (or `delay_seconds`) as the next
+    attempt, with the PID of `facts`, so the retry reuses it."""
+    attempt = delivery.attempt
+    return Retry(
+        reason=reason,
+        delay_seconds=retries.delay_after(attempt) if delay_seconds is None else delay_seconds,
+        next_attempt=attempt + 1,
+        correlation_id=correlation_id,
+        facts=facts,
+    )
+
+
+def dead_letter(
+    reason: str, *, correlation_id: str | None, facts: EventFacts, now: datetime
+) -> DeadLetter:
+    """A message given up on at `now`: the reason on one line, the stage, and the PID minted
+    (a replay reuses it, even when the ledger forgot it)."""
+    return DeadLetter(
+        reason=one_line(reason),
+        stage=facts.stage,
+        correlation_id=correlation_id,
+        facts=facts,
+        dead_lettered_at=now,
+    )
+
+
+def transient_outcome(
+    delivery: Delivery,
+    error: BaseException,
+    retries: RetrySchedule,
+    *,
+    clock: Callable[[], datetime] = utc_now,
+) -> Retry | DeadLetter:
+    """The outcome of a delivery whose handling raised what nobody foresaw (a bug, say in
+    telemetry), for the consumer to settle instead of dropping its connection (contract §6): a
+    transient failure of that one message, retried with the backoff of its attempt and
+    dead-lettered once its attempts are spent, as `MessageHandler` does with any other."""
+    attempt = delivery.attempt
+    reason = reason_of(error)
+    correlation_id = delivery.correlation_id or str(uuid.uuid4())
+    facts = EventFacts(pid=delivery.pid, stage=Stage.RECEIVED.value, attempt=attempt)
+    if attempt >= retries.max_attempts:
+        reason = f"gave up after {attempt} attempts: {reason}"
+        return dead_letter(reason, correlation_id=correlation_id, facts=facts, now=clock())
+    return retry_later(delivery, reason, retries, correlation_id=correlation_id, facts=facts)
+
+
+def retry_instead(
+    delivery: Delivery, refused: Split | DeadLetter, reason: str, retries: RetrySchedule
+) -> Retry:
+    """The retry that takes the place of an outcome the broker would not take (a dead-letter
+    queue that refuses publishes, contract §6): the message waits out the backoff of its attempt
+    in its retry queue and comes back, neither lost nor looped straight back. Always a retry,
+    also past the last attempt: the dead letters are what refused it."""
+    correlation_id = (
+        (refused.correlation_id if isinstance(refused, DeadLetter) else None)
+        or delivery.correlation_id
+        or str(uuid.uuid4())
+    )
+    return retry_later(
+        delivery, reason, retries, correlation_id=correlation_id, facts=refused.facts
+    )

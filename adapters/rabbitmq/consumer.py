@@ -28,10 +28,9 @@ from s3_events_handler.adapters.rabbitmq.connection import (
 from s3_events_handler.adapters.rabbitmq.dispatch import Dispatcher, Job
 from s3_events_handler.adapters.rabbitmq.headers import attempt_of, delivery_of
 from s3_events_handler.adapters.rabbitmq.settlement import Received, Settled, Settlement
-from s3_events_handler.application.handler import retry_instead, transient_outcome
 from s3_events_handler.application.messages import DeadLetter, Delivery, Outcome, Split
 from s3_events_handler.application.ordering import Unordered
-from s3_events_handler.application.retries import RetrySchedule
+from s3_events_handler.application.retries import RetrySchedule, retry_instead, transient_outcome
 from s3_events_handler.application.telemetry import EventReport, NoTelemetry, System, Telemetry
 
 log = logging.getLogger(__name__)

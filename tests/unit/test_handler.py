@@ -11,13 +11,9 @@ import pika
 import pytest
 
 from s3_events_handler.adapters.rabbitmq.headers import delivery_of, headers_for
-from s3_events_handler.application.handler import (
-    MessageHandler,
-    retry_instead,
-    transient_outcome,
-)
+from s3_events_handler.application.handler import MessageHandler
 from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Retry, Split
-from s3_events_handler.application.retries import RetrySchedule
+from s3_events_handler.application.retries import RetrySchedule, retry_instead, transient_outcome
 from s3_events_handler.domain.errors import ServiceUnavailable, at_stage
 from s3_events_handler.domain.model import S3Event, Stage
 from s3_events_handler.domain.results import Removed, Result, Sent
