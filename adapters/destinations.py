@@ -10,12 +10,8 @@ import yaml
 from s3_events_handler.adapters.config import ConfigError
 from s3_events_handler.application.reasons import one_line
 from s3_events_handler.domain.errors import BadInput
-from s3_events_handler.domain.model import (
-    DEFAULT_FOLDER,
-    Destinations,
-    FileKind,
-    require_path_segment,
-)
+from s3_events_handler.domain.model import DEFAULT_FOLDER, Destinations, FileKind
+from s3_events_handler.domain.rules import require_path_segment
 
 
 def load_destinations(path: Path, *, environment: str, transfer_host: str) -> Destinations:

@@ -8,8 +8,8 @@ from typing import Any
 
 from s3_events_handler.adapters.http_calls import JsonServiceClient, json_of
 from s3_events_handler.domain.errors import ServiceUnavailable, System
-from s3_events_handler.domain.model import is_valid_pid
 from s3_events_handler.domain.ports import PidService
+from s3_events_handler.domain.rules import is_valid_pid
 
 PID_SERVICE_ENVIRONMENTS = frozenset({"production", "qas"})
 PID_ALPHABET = string.ascii_lowercase + string.digits

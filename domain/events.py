@@ -7,10 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from s3_events_handler.domain.errors import BadInput
-from s3_events_handler.domain.model import (
-    EventKind,
-    S3Event,
-    S3Object,
+from s3_events_handler.domain.model import EventKind, S3Event, S3Object
+from s3_events_handler.domain.rules import (
     normalise_or_id,
     require_transferable_extension,
     require_xml_text,

@@ -19,7 +19,6 @@ from s3_events_handler.domain.model import (
     Stage,
     Step,
     Term,
-    require_path_segment,
 )
 from s3_events_handler.domain.ports import (
     ArchiveRecords,
@@ -31,6 +30,7 @@ from s3_events_handler.domain.ports import (
 )
 from s3_events_handler.domain.removal import DEFAULT_COLLATERAL_BUCKET, RemoveEssence
 from s3_events_handler.domain.results import AlreadyArchived, AlreadyHandled, IngestResult, Sent
+from s3_events_handler.domain.rules import require_path_segment
 
 log = logging.getLogger(__name__)
 

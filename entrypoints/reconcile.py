@@ -19,9 +19,9 @@ from s3_events_handler.application.reasons import one_line
 from s3_events_handler.application.reconciling import DEFAULT_RATE, RateLimit, reconcile
 from s3_events_handler.domain.bucket import Reconciled
 from s3_events_handler.domain.errors import BadInput, Rejected, ServiceUnavailable
-from s3_events_handler.domain.model import normalise_or_id
 from s3_events_handler.domain.ports import TransfersSent
 from s3_events_handler.domain.reconciliation import ReconcileBucket
+from s3_events_handler.domain.rules import normalise_or_id
 from s3_events_handler.entrypoints.container import Container, build_container
 from s3_events_handler.entrypoints.exit_codes import ExitCode
 from s3_events_handler.entrypoints.reconcile_output import Report

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from s3_events_handler.application.messages import DeadLetter, Delivery, Retry
-from s3_events_handler.domain.model import is_valid_pid
+from s3_events_handler.domain.rules import is_valid_pid
 
 ATTEMPT_HEADER = "x-attempt"
 PID_HEADER = "x-pid"

@@ -34,13 +34,8 @@ import requests
 from s3_events_handler.adapters import sidecar_xml
 from s3_events_handler.adapters.destinations import load_destinations
 from s3_events_handler.adapters.ftp import parse_ftp_host
-from s3_events_handler.domain.model import (
-    FileKind,
-    S3Object,
-    Sidecar,
-    normalise_or_id,
-    valid_md5,
-)
+from s3_events_handler.domain.model import FileKind, S3Object, Sidecar
+from s3_events_handler.domain.rules import normalise_or_id, valid_md5
 
 RECORDS_PATH = "/mediahaven-rest-api/v2/records"
 TOKEN_PATH = "/auth/ropc.php"

@@ -16,7 +16,8 @@ import pytest
 
 from s3_events_handler.adapters.ftp import FtpTransportServer, parse_ftp_host
 from s3_events_handler.domain.errors import Rejected, ServiceUnavailable, System
-from s3_events_handler.domain.model import MAX_SEGMENT_BYTES, Sidecar
+from s3_events_handler.domain.model import Sidecar
+from s3_events_handler.domain.rules import MAX_SEGMENT_BYTES
 from tests.support.ftp_server import FtpTestServer
 from tests.support.sidecars import GOLDEN_ESSENCE_SIDECAR
 

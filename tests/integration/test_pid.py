@@ -12,7 +12,7 @@ import requests
 from s3_events_handler.adapters.http_calls import BACKOFF_SECONDS, accepts_connections
 from s3_events_handler.adapters.pid import LocalPids, PidWebService, uses_pid_service
 from s3_events_handler.domain.errors import ServiceUnavailable, System
-from s3_events_handler.domain.model import is_valid_pid
+from s3_events_handler.domain.rules import is_valid_pid
 from tests.support.http_stubs import Canned, FakePidService
 
 TIMEOUT = 5.0
