@@ -25,16 +25,12 @@ from typing import Any
 import pika.exceptions
 
 from s3_events_handler.adapters.logs import with_fields
-from s3_events_handler.adapters.rabbitmq.connection import (
-    BrokerSettings,
-    connection_lost,
-    describe,
-)
-from s3_events_handler.adapters.rabbitmq.dispatch import Job, Workers
-from s3_events_handler.adapters.rabbitmq.io_thread import BrokerConnection, call_on_io_thread
+from s3_events_handler.adapters.rabbitmq.connection import BrokerSettings, describe
+from s3_events_handler.adapters.rabbitmq.dispatch import Job, Work, Workers
+from s3_events_handler.adapters.rabbitmq.io_thread import BrokerConnection
 from s3_events_handler.adapters.rabbitmq.received import Received, Settled
 from s3_events_handler.adapters.rabbitmq.settlement import Settlement
-from s3_events_handler.application.handler import RetryPolicy, transient_outcome
+from s3_events_handler.application.handler import RetryPolicy
 from s3_events_handler.application.messages import Delivery, Outcome
 from s3_events_handler.application.ordering import Unordered
 from s3_events_handler.application.telemetry import EventReport, NoTelemetry, System, Telemetry
@@ -49,6 +45,29 @@ class _ConsumerCancelled(Exception):
 def _unordered(body: bytes) -> Hashable:
     """No message waits for another: for handlers that order nothing."""
     return Unordered()
+
+
+class _Backoff:
+    """The reconnect delays: a step further for each connection lost (or not made), back to the
+    first only once a message settled since the last loss (the connection works again). A
+    connection that merely opens is no reset: one lost again and again before anything settles
+    backs off further each time."""
+
+    def __init__(self, delays: Sequence[float]) -> None:
+        if not delays:
+            raise ValueError("reconnect_delays needs at least one delay")
+        self._delays = tuple(delays)
+        self._steps = 0
+        self._settled_then = 0
+
+    def next(self, settled: int) -> float:
+        """The delay before the next attempt, `settled` messages having settled so far."""
+        if settled > self._settled_then:
+            self._steps = 0
+        self._settled_then = settled
+        delay = self._delays[min(self._steps, len(self._delays) - 1)]
+        self._steps += 1
+        return delay
 
 
 class Consumer:
@@ -74,30 +93,27 @@ class Consumer:
         poll_interval: float = 0.2,
         telemetry: Telemetry | None = None,
     ) -> None:
-        if not reconnect_delays:
-            raise ValueError("reconnect_delays needs at least one delay")
         self._connection = connection
         self._settings = settings
-        self._handler = handler
         self._ordering_key = ordering_key
         self._retry_policy = retry_policy or RetryPolicy(delays=settings.retry_delays)
         """For a message whose handler raised, or whose outcome the broker refused."""
         self._telemetry = telemetry or NoTelemetry()
-        self._reconnect_delays = tuple(reconnect_delays)
+        self._backoff = _Backoff(reconnect_delays)
         self._sleep = sleep
         self._poll_interval = poll_interval
         self._stopping = False
         """Set once by `stop()`; read by the I/O thread and by each worker before it starts."""
         self._stop_requested_at = 0.0
-        self._failures_since_settled = 0
-        """Connections lost (or not made) since a message last settled: the reconnect backoff.
-        Not reset by a connection that opens, so a connection lost again and again before
-        anything settles backs off further each time."""
+        self._work = Work(
+            handler,
+            self._retry_policy,
+            stopping=lambda: self._stopping,
+            settled=partial(_account, self._telemetry),
+        )
         self._workers = Workers(self._work, size=concurrency)
         self.ready = threading.Event()
         """Set once consuming; cleared when the connection is lost."""
-        self.messages_handled = 0
-        """Messages whose outcome was carried out and acked."""
         self.connects = 0
         """Successful connections so far; more than one means the consumer reconnected."""
 
@@ -110,8 +126,9 @@ class Consumer:
             self._telemetry.stopping()
 
     @property
-    def stopping(self) -> bool:
-        return self._stopping
+    def messages_handled(self) -> int:
+        """Messages whose outcome was carried out and acked."""
+        return self._work.messages_handled
 
     @property
     def in_hand(self) -> int:
@@ -137,15 +154,13 @@ class Consumer:
                     self.ready.clear()
                     self._telemetry.disconnected()
                     self._connection.close()
-                    self._log_failure(error)
+                    _log_failure(error, self._settings.password, self._telemetry)
                     if opened:
                         self._let_go_of_the_lost_channel()
                 if self._stopping:
                     self._finish_in_hand(grace_seconds)
                     break
-                delays = self._reconnect_delays
-                delay = delays[min(self._failures_since_settled, len(delays) - 1)]
-                self._failures_since_settled += 1
+                delay = self._backoff.next(self.messages_handled)
                 log.warning("reconnecting to the broker in %s s", delay)
                 self._sleep_unless_stopped(delay)
         finally:
@@ -154,14 +169,6 @@ class Consumer:
             self._connection.close()
             self._workers.shutdown()
             log.info("consumer stopped after %d messages", self.messages_handled)
-
-    def _log_failure(self, error: Exception) -> None:
-        text = describe(error, self._settings.password)
-        if isinstance(error, (pika.exceptions.AMQPError, OSError, _ConsumerCancelled)):
-            self._telemetry.downstream_error(System.BROKER)
-            log.warning("broker connection lost: %s", text)
-        else:
-            log.error("consumer failed, starting over: %s", text, exc_info=error)
 
     def _consume(self, grace_seconds: float | None) -> None:
         """The I/O thread's loop on one connection: pump, hand back held messages, stop."""
@@ -210,65 +217,6 @@ class Consumer:
         received = Received(method.delivery_tag, properties, body)
         self._workers.submit(Job(received, self._ordering_key(body), channel, settlement))
 
-    def _work(self, job: Job) -> None:
-        """On a worker: handle the delivery, then have the I/O thread settle it on the connection
-        it came on, and wait. Once the consumer stops, it goes back to the queue unstarted."""
-        if self._stopping:
-            settle = partial(job.settlement.give_back, job.received)
-        else:
-            started = time.monotonic()  # the event's duration: its work, not its wait
-            settle = partial(self._settle, job, self._outcome_of(job.received), started)
-        try:
-            call_on_io_thread(job.channel.connection, settle)
-        except Exception as error:
-            if not connection_lost(error):
-                raise
-            log.debug("message %d: not settled, its connection is gone", job.delivery_tag)
-
-    def _outcome_of(self, received: Received) -> Outcome:
-        """The handler's outcome; for a handler that raised, a transient failure (contract §6)."""
-        delivery = received.delivery()
-        try:
-            return self._handler(delivery)
-        except BaseException as error:  # settled as that message's failure, never dropped
-            log.error(
-                "message %d: the handler raised; handled as a transient failure",
-                received.delivery_tag,
-                exc_info=error,
-            )
-            return transient_outcome(delivery, error, self._retry_policy)
-
-    def _settle(self, job: Job, outcome: Outcome, started: float) -> None:
-        """On the I/O thread: carry out the outcome (confirmed republishes, then the ack), and
-        account for it. A message no queue takes is held back instead (`Settlement`)."""
-        settled = job.settlement.carry_out(job.received, outcome)
-        if settled is None:
-            return
-        self._failures_since_settled = 0  # the connection works: a loss now starts afresh
-        self.messages_handled += 1
-        try:
-            self._account(job, settled, started)
-        except Exception:  # the message is settled: nothing left to redo
-            log.exception("message %d settled, but not accounted for", job.delivery_tag)
-
-    def _account(self, job: Job, settled: Settled, started: float) -> None:
-        """The event's metrics and its one log line."""
-        seconds = time.monotonic() - started
-        report = EventReport.of(
-            settled.outcome, correlation_id=settled.correlation_id, seconds=seconds
-        )
-        self._telemetry.event_finished(report)
-        # The event's one INFO line (contract §7), its facts as fields. The fault suite parses
-        # the message too: keep its shape and this logger.
-        log.info(
-            "%s: message %d (correlation id %s) -> %s",
-            settled.kind,
-            job.delivery_tag,
-            settled.correlation_id,
-            settled.destination,
-            extra=with_fields(report.log_fields()),
-        )
-
     def _stopped(self, grace_seconds: float | None) -> bool:
         """Stopping: whether the loop may end, all in hand settled or the grace run out."""
         in_hand = self._workers.in_hand()
@@ -307,7 +255,7 @@ class Consumer:
 
     def _finish_in_hand(self, grace_seconds: float | None) -> None:
         """Stopping without a connection: let the handlers in hand end, within the grace."""
-        while self._workers.in_hand() and not self._grace_expired(grace_seconds):
+        while not self._stopped(grace_seconds):
             self._telemetry.loop_tick()
             time.sleep(self._poll_interval)
 
@@ -318,6 +266,33 @@ class Consumer:
             step = min(left, 0.25)
             self._sleep(step)
             left -= step
+
+
+def _log_failure(error: Exception, secret: str, telemetry: Telemetry) -> None:
+    """Why a connection's loop ended: the broker (counted as its error), or a bug."""
+    text = describe(error, secret)
+    if isinstance(error, (pika.exceptions.AMQPError, OSError, _ConsumerCancelled)):
+        telemetry.downstream_error(System.BROKER)
+        log.warning("broker connection lost: %s", text)
+    else:
+        log.error("consumer failed, starting over: %s", text, exc_info=error)
+
+
+def _account(telemetry: Telemetry, job: Job, settled: Settled, started: float) -> None:
+    """A settled event's metrics and its one log line."""
+    seconds = time.monotonic() - started
+    report = EventReport.of(settled.outcome, correlation_id=settled.correlation_id, seconds=seconds)
+    telemetry.event_finished(report)
+    # The event's one INFO line (contract §7), its facts as fields. The fault suite parses
+    # the message too: keep its shape and this logger.
+    log.info(
+        "%s: message %d (correlation id %s) -> %s",
+        settled.kind,
+        job.delivery_tag,
+        settled.correlation_id,
+        settled.destination,
+        extra=with_fields(report.log_fields()),
+    )
 
 
 def _tags(jobs: Sequence[Job]) -> str:

@@ -1,11 +1,14 @@
-"""The worker pool: deliveries handled several at once, one at a time per object.
+"""The workers: what a worker does with a delivery, and the pool that runs several at once, one
+at a time per object.
 
-The consumer's I/O thread submits each delivery with its ordering key; a worker
-thread runs it (`work`), and only once that returned, the delivery settled, does the
-next delivery of the same key start (`application.ordering.KeyedQueue`). So two
+A worker runs the handler, then hands the settlement back to the I/O thread with
+`add_callback_threadsafe` of the connection the delivery came on, and waits for it
+(`Work`). The consumer's I/O thread submits each delivery with its ordering key; a
+worker thread runs it, and only once that returned, the delivery settled, does the next
+delivery of the same key start (`Workers`, with `application.ordering.KeyedQueue`). So two
 events about one object are never handled at the same time, and are settled in the
-order they arrived. The bookkeeping is shared by the I/O thread and the workers, under
-one lock.
+order they arrived. The pool's bookkeeping is shared by the I/O thread and the workers,
+under one lock.
 """
 
 from __future__ import annotations
@@ -13,12 +16,18 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-from s3_events_handler.adapters.rabbitmq.received import Received
+from s3_events_handler.adapters.rabbitmq.connection import connection_lost
+from s3_events_handler.adapters.rabbitmq.io_thread import call_on_io_thread
+from s3_events_handler.adapters.rabbitmq.received import Received, Settled
 from s3_events_handler.adapters.rabbitmq.settlement import Settlement
+from s3_events_handler.application.handler import RetryPolicy, transient_outcome
+from s3_events_handler.application.messages import Delivery, Outcome
 from s3_events_handler.application.ordering import KeyedQueue
 
 log = logging.getLogger(__name__)
@@ -40,6 +49,71 @@ class Job:
     @property
     def delivery_tag(self) -> int:
         return self.received.delivery_tag
+
+
+class Work:
+    """What a worker does with one delivery: the handler's outcome, settled on the I/O thread.
+
+    A handler that raised is that message's transient failure (contract §6); the
+    outcome is carried out on the delivery's own channel, then accounted for.
+    """
+
+    def __init__(
+        self,
+        handler: Callable[[Delivery], Outcome],
+        retry_policy: RetryPolicy,
+        *,
+        stopping: Callable[[], bool],
+        settled: Callable[[Job, Settled, float], None],
+    ) -> None:
+        """`stopping`: whether the consumer stopped; `settled(job, settled, started)`: for its
+        metrics and log line, on the I/O thread."""
+        self._handler = handler
+        self._retry_policy = retry_policy
+        self._stopping = stopping
+        self._settled = settled
+        self.messages_handled = 0
+        """Messages whose outcome was carried out and acked; counted on the I/O thread."""
+
+    def __call__(self, job: Job) -> None:
+        """On a worker: handle the delivery, then have the I/O thread settle it on the connection
+        it came on, and wait. Once the consumer stops, it goes back to the queue unstarted."""
+        if self._stopping():
+            settle = partial(job.settlement.give_back, job.received)
+        else:
+            started = time.monotonic()  # the event's duration: its work, not its wait
+            settle = partial(self._settle, job, self._outcome_of(job.received), started)
+        try:
+            call_on_io_thread(job.channel.connection, settle)
+        except Exception as error:
+            if not connection_lost(error):
+                raise
+            log.debug("message %d: not settled, its connection is gone", job.delivery_tag)
+
+    def _outcome_of(self, received: Received) -> Outcome:
+        """The handler's outcome; for a handler that raised, a transient failure (contract §6)."""
+        delivery = received.delivery()
+        try:
+            return self._handler(delivery)
+        except BaseException as error:  # settled as that message's failure, never dropped
+            log.error(
+                "message %d: the handler raised; handled as a transient failure",
+                received.delivery_tag,
+                exc_info=error,
+            )
+            return transient_outcome(delivery, error, self._retry_policy)
+
+    def _settle(self, job: Job, outcome: Outcome, started: float) -> None:
+        """On the I/O thread: carry out the outcome (confirmed republishes, then the ack), and
+        account for it. A message no queue takes is held back instead (`Settlement`)."""
+        settled = job.settlement.carry_out(job.received, outcome)
+        if settled is None:
+            return
+        self.messages_handled += 1
+        try:
+            self._settled(job, settled, started)
+        except Exception:  # the message is settled: nothing left to redo
+            log.exception("message %d settled, but not accounted for", job.delivery_tag)
 
 
 class Workers:
@@ -129,4 +203,4 @@ class Workers:
                 self._admit(following)
 
 
-__all__ = ["Job", "Workers"]
+__all__ = ["Job", "Work", "Workers"]
