@@ -3,13 +3,14 @@ settling of each message's outcome."""
 
 from s3_events_handler.adapters.rabbitmq.connection import (
     BrokerCertificateError,
-    BrokerConnection,
     BrokerSettings,
     declare_topology,
     describe,
 )
 from s3_events_handler.adapters.rabbitmq.consumer import Consumer
-from s3_events_handler.adapters.rabbitmq.settlement import Received, Settled, Settlement
+from s3_events_handler.adapters.rabbitmq.io_thread import BrokerConnection
+from s3_events_handler.adapters.rabbitmq.received import Received, Settled
+from s3_events_handler.adapters.rabbitmq.settlement import Settlement
 from s3_events_handler.adapters.rabbitmq.transfer_requests import (
     AmqpTransferRequests,
     transfer_request_body,

@@ -1,19 +1,14 @@
-"""Handing deliveries to worker threads: several at once, one at a time per object.
+"""The workers: what a worker does with a delivery, and the pool that runs several at once, one
+at a time per object.
 
-The consumer's I/O thread owns the broker connection and everything here but the
-workers' own loop: it submits each delivery, picks up the finished ones and settles
-them, then releases them, which starts the next delivery waiting for the same object
-(`application.ordering.KeyedQueue`). So two events about one object are never handled
-at the same time, and are settled in the order they arrived.
-
-A delivery belongs to the channel it came on: its tag means nothing on another one.
-Each job remembers its channel; once the consumer opened a new one, a job of an old
-one is stale: a worker skips it if it has not started it, and the consumer drops
-its outcome (the broker redelivers the message on the new channel).
-
-Once the consumer stops, no job starts (contract §6): `close()` makes the workers skip every
-job they take from then on, and `take_unstarted()` gives the I/O thread the jobs no
-worker took yet, so that it hands them all back to the broker at once.
+A worker runs the handler, then hands the settlement back to the I/O thread with
+`add_callback_threadsafe` of the connection the delivery came on, and waits for it
+(`Work`). The consumer's I/O thread submits each delivery with its ordering key; a
+worker thread runs it, and only once that returned, the delivery settled, does the next
+delivery of the same key start (`Workers`, with `application.ordering.KeyedQueue`). So two
+events about one object are never handled at the same time, and are settled in the
+order they arrived. The pool's bookkeeping is shared by the I/O thread and the workers,
+under one lock.
 """
 
 from __future__ import annotations
@@ -22,181 +17,190 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Hashable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
-from s3_events_handler.adapters.rabbitmq.settlement import Received
-from s3_events_handler.application.messages import Outcome
+from s3_events_handler.adapters.rabbitmq.connection import connection_lost
+from s3_events_handler.adapters.rabbitmq.io_thread import call_on_io_thread
+from s3_events_handler.adapters.rabbitmq.received import Received, Settled
+from s3_events_handler.adapters.rabbitmq.settlement import Settlement
+from s3_events_handler.application.messages import Delivery, Outcome
 from s3_events_handler.application.ordering import KeyedQueue
+from s3_events_handler.application.retries import RetrySchedule, transient_outcome
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False, slots=True)
 class Job:
-    """One delivery on its way through the workers, and what became of it."""
+    """One delivery, with the channel it came on: settled on that channel's connection or
+    not at all, as its tag names a message on that channel only."""
 
     received: Received
     key: Hashable
-    """Jobs of one key are handled one at a time, in order (`ordering_key`)."""
-    channel: int
-    """The consumer's number of the channel it came on."""
-    outcome: Outcome | None = None
-    error: BaseException | None = None
-    """What the handler raised instead of returning an outcome."""
-    skipped: bool = False
-    """Not handled at all: stale, or taken by a worker after the dispatcher closed."""
-    started: float = field(default_factory=time.monotonic)
-    """When a worker started it (`time.monotonic`): an event's duration runs from here, not
-    from its delivery, which may have waited behind another event of its object."""
+    """Jobs of one key run one at a time, in order (`ordering_key`)."""
+    channel: Any
+    """The pika channel it came on; `channel.connection` is the way back to the I/O thread."""
+    settlement: Settlement
+    """That channel's."""
 
     @property
     def delivery_tag(self) -> int:
         return self.received.delivery_tag
 
 
-class Dispatcher:
-    """Runs `handle` for each submitted job on up to `workers` threads, in order per key.
+class Work:
+    """What a worker does with one delivery: the handler's outcome, settled on the I/O thread.
 
-    Worker threads are started as they are needed and are daemons: a handler stuck
-    in a call cannot keep the process from exiting once the consumer gave up on it.
-    Everything but the workers' loop is for the I/O thread only.
+    A handler that raised is that message's transient failure (contract §6); the
+    outcome is carried out on the delivery's own channel, then accounted for.
     """
 
     def __init__(
         self,
-        handle: Callable[[Received], Outcome],
+        handler: Callable[[Delivery], Outcome],
+        retries: RetrySchedule,
         *,
-        workers: int,
-        wake: Callable[[], None],
-        name: str = "worker",
+        stopping: Callable[[], bool],
+        settled: Callable[[Job, Settled, float], None],
     ) -> None:
-        if workers < 1:
-            raise ValueError(f"workers must be at least 1: {workers}")
-        self._handle = handle
-        self._size = workers
-        self._wake = wake
+        """`stopping`: whether the consumer stopped; `settled(job, settled, started)`: for its
+        metrics and log line, on the I/O thread."""
+        self._handler = handler
+        self._retries = retries
+        self._stopping = stopping
+        self._settled = settled
+        self.messages_handled = 0
+        """Messages whose outcome was carried out and acked; counted on the I/O thread."""
+
+    def __call__(self, job: Job) -> None:
+        """On a worker: handle the delivery, then have the I/O thread settle it on the connection
+        it came on, and wait. Once the consumer stops, it goes back to the queue unstarted."""
+        if self._stopping():
+            settle = partial(job.settlement.give_back, job.received)
+        else:
+            started = time.monotonic()  # the event's duration: its work, not its wait
+            settle = partial(self._settle, job, self._outcome_of(job.received), started)
+        try:
+            call_on_io_thread(job.channel.connection, settle)
+        except Exception as error:
+            if not connection_lost(error):
+                raise
+            log.debug("message %d: not settled, its connection is gone", job.delivery_tag)
+
+    def _outcome_of(self, received: Received) -> Outcome:
+        """The handler's outcome; for a handler that raised, a transient failure (contract §6)."""
+        delivery = received.delivery()
+        try:
+            return self._handler(delivery)
+        except BaseException as error:  # settled as that message's failure, never dropped
+            log.error(
+                "message %d: the handler raised; handled as a transient failure",
+                received.delivery_tag,
+                exc_info=error,
+            )
+            return transient_outcome(delivery, error, self._retries)
+
+    def _settle(self, job: Job, outcome: Outcome, started: float) -> None:
+        """On the I/O thread: carry out the outcome (confirmed republishes, then the ack), and
+        account for it. A message no queue takes is held back instead (`Settlement`)."""
+        settled = job.settlement.carry_out(job.received, outcome)
+        if settled is None:
+            return
+        self.messages_handled += 1
+        try:
+            self._settled(job, settled, started)
+        except Exception:  # the message is settled: nothing left to redo
+            log.exception("message %d settled, but not accounted for", job.delivery_tag)
+
+
+class Workers:
+    """Runs `work(job)` for each submitted job on up to `size` threads, in order per key.
+
+    Threads are started as they are needed and are daemons: a handler stuck in a
+    call cannot keep the process from exiting once the consumer gave up on it.
+    """
+
+    def __init__(self, work: Callable[[Job], None], *, size: int, name: str = "worker") -> None:
+        if size < 1:
+            raise ValueError(f"workers must be at least 1: {size}")
+        self._work = work
+        self.size = size
         self._name = name
+        self._lock = threading.Lock()
         self._keys: KeyedQueue[Job] = KeyedQueue()
-        self._in_progress: dict[Job, None] = {}  # in submission order
-        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
-        self._finished: deque[Job] = deque()
-        self._woken = False  # the I/O thread was woken and has not looked at `_finished` since
-        self._idle = threading.Semaphore(0)
+        self._in_hand: dict[Job, None] = {}  # admitted, not done; in submission order
+        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
-        self._channel = 0
-        self._closed = False
-        # Re-entrant: `close()` may run in a signal handler that interrupted `close()`.
-        self._closing = threading.RLock()
-
-    @property
-    def workers(self) -> int:
-        return self._size
-
-    def new_channel(self) -> int:
-        """The number of the channel deliveries come on from now on; older jobs are stale."""
-        self._channel += 1
-        return self._channel
-
-    def is_current(self, job: Job) -> bool:
-        return job.channel == self._channel
 
     def submit(self, job: Job) -> None:
-        """Start `job` now, or once the job of its key before it is released."""
-        if self._keys.admit(job.key, job):
-            self._start(job)
-
-    def finished(self) -> Iterator[Job]:
-        """The jobs whose handler returned (or raised, or which were skipped) so far."""
-        self._woken = False  # before looking: a job finished after this wakes the I/O thread
-        while self._finished:
-            yield self._finished.popleft()
-
-    def release(self, job: Job) -> None:
-        """`job` is settled (or dropped): the next job of its key may start."""
-        del self._in_progress[job]
-        following = self._keys.release(job.key)
-        if following is not None:
-            self._start(following)
-
-    def close(self) -> None:
-        """No job starts from now on: a worker hands back each job it takes, skipped.
-
-        Safe from any thread and in a signal handler: it only sets a flag, under the lock
-        a worker holds while it decides whether to start a job, so once this returned no
-        worker can start one.
-        """
-        with self._closing:
-            self._closed = True
+        """Queue `job` for a worker now, or once the job of its key before it is done."""
+        with self._lock:
+            if self._keys.admit(job.key, job):
+                self._admit(job)
 
     def take_unstarted(self) -> list[Job]:
-        """After `close()`: the jobs no worker started, in delivery order, to hand back.
+        """The jobs no worker took yet, in delivery order; their keys are free again.
 
-        Those waiting behind another job of their key, and those queued for a worker
-        (admitted, their key held: released here). A job a worker takes meanwhile comes
-        back from `finished()`, skipped.
+        Those waiting behind another job of their key, and those queued for a worker. A
+        job a worker takes meanwhile is in hand: it runs (the consumer's `work` decides
+        what it does with it).
         """
-        unstarted = self._keys.take_waiting()
-        while True:
-            try:
-                job = self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            if job is None:  # a worker's signal to end, from `shutdown()`: not ours to take
-                self._jobs.put(None)
-                break
-            unstarted.append(job)
-            self.release(job)
+        with self._lock:
+            unstarted = self._keys.take_waiting()
+            while True:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:  # a worker's signal to end, from `shutdown()`: not ours
+                    self._queue.put(None)
+                    break
+                unstarted.append(job)
+                del self._in_hand[job]
+                self._keys.release(job.key)  # nothing waits behind it: taken above
         return sorted(unstarted, key=lambda job: job.delivery_tag)
 
-    def in_progress(self) -> list[Job]:
-        """Started and not released yet (the handler may be done): the jobs in hand."""
-        return list(self._in_progress)
-
-    @property
-    def in_hand(self) -> int:
-        """How many jobs `in_progress` holds; safe to read from any thread."""
-        return len(self._in_progress)
+    def in_hand(self) -> list[Job]:
+        """Queued for a worker or being worked on: submitted, not done, not taken back."""
+        with self._lock:
+            return list(self._in_hand)
 
     def shutdown(self) -> None:
         """Let every worker end once it is done with what it has; none is waited for."""
-        threads, self._threads = self._threads, []
+        with self._lock:
+            threads, self._threads = self._threads, []
         for _ in threads:
-            self._jobs.put(None)
+            self._queue.put(None)
 
-    def _start(self, job: Job) -> None:
-        self._in_progress[job] = None
-        self._jobs.put(job)
-        if not self._idle.acquire(blocking=False) and len(self._threads) < self._size:
-            thread = threading.Thread(
-                target=self._work, name=f"{self._name}-{len(self._threads) + 1}", daemon=True
-            )
+    def _admit(self, job: Job) -> None:
+        """Queue `job` for a worker, starting a thread if every one is busy (lock held)."""
+        self._in_hand[job] = None
+        self._queue.put(job)
+        if len(self._threads) < min(self.size, len(self._in_hand)):
+            name = f"{self._name}-{len(self._threads) + 1}"
+            thread = threading.Thread(target=self._run, name=name, daemon=True)
             self._threads.append(thread)
             thread.start()
 
-    def _work(self) -> None:
-        """A worker's loop: handle jobs until told to stop; every job comes back finished."""
-        while (job := self._jobs.get()) is not None:
-            if not self._may_start(job):
-                job.skipped = True
-            else:
-                job.started = time.monotonic()  # the event's duration: its work, not its wait
-                try:
-                    job.outcome = self._handle(job.received)
-                except BaseException as error:  # handed back: the I/O thread decides
-                    job.error = error
-            self._finished.append(job)
-            if not self._woken:  # one wake-up for all the jobs finished meanwhile
-                self._woken = True
-                self._wake()
-            self._idle.release()
+    def _run(self) -> None:
+        """A worker's loop: run jobs until told to stop; each frees its key when done."""
+        while (job := self._queue.get()) is not None:
+            try:
+                self._work(job)
+            except BaseException:  # `work` handles its own failures: this is a bug
+                log.exception("message %d: the worker failed", job.delivery_tag)
+            finally:
+                self._done(job)
 
-    def _may_start(self, job: Job) -> bool:
-        """Whether a worker may start `job`: it came on the current channel and the dispatcher
-        is not closed; decided under the lock `close()` takes."""
-        with self._closing:
-            return job.channel == self._channel and not self._closed
+    def _done(self, job: Job) -> None:
+        with self._lock:
+            del self._in_hand[job]
+            following = self._keys.release(job.key)
+            if following is not None:
+                self._admit(following)
 
 
-__all__ = ["Dispatcher", "Job"]
+__all__ = ["Job", "Work", "Workers"]

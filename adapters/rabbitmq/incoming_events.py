@@ -9,7 +9,8 @@ import logging
 import pika
 import pika.exceptions
 
-from s3_events_handler.adapters.rabbitmq.connection import PERSISTENT, BrokerConnection, describe
+from s3_events_handler.adapters.rabbitmq.connection import PERSISTENT, describe
+from s3_events_handler.adapters.rabbitmq.io_thread import BrokerConnection
 from s3_events_handler.domain.bucket import Resubmission
 from s3_events_handler.domain.errors import ServiceUnavailable
 from s3_events_handler.domain.ports import IncomingEvents

@@ -3,26 +3,37 @@
 Every outcome but Done replaces the delivery with other messages: its records
 (a split), a copy in a retry queue, a copy in the dead letters. The delivery is
 acked only after the broker confirmed each of them, so a broker that goes away
-in between costs a redelivery, never a message.
+in between costs a redelivery, never a message. Short of a lost channel, an outcome
+the broker refuses costs that message alone: it is retried instead, or held back.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+import time
+from dataclasses import replace
 from typing import Any, assert_never
 
 import pika
 
 from s3_events_handler.adapters.rabbitmq.connection import (
     PERSISTENT,
+    REFUSED,
     UNENCODABLE,
     BrokerSettings,
     ConfirmingChannel,
+    connection_lost,
+    declare_topology,
     describe,
     publish_confirmed,
 )
-from s3_events_handler.adapters.rabbitmq.headers import ERROR_HEADER, STAGE_HEADER, headers_for
+from s3_events_handler.adapters.rabbitmq.headers import (
+    ERROR_HEADER,
+    STAGE_HEADER,
+    attempt_of,
+    headers_for,
+)
+from s3_events_handler.adapters.rabbitmq.received import Received, Settled
 from s3_events_handler.application.messages import (
     DeadLetter,
     Done,
@@ -32,8 +43,13 @@ from s3_events_handler.application.messages import (
     Split,
 )
 from s3_events_handler.application.reasons import one_line
+from s3_events_handler.application.retries import RetrySchedule, retry_instead
 
 log = logging.getLogger(__name__)
+
+# The longest a message no queue takes is held before it goes back to the queue: well
+# within the broker's delivery acknowledgement timeout (`consumer_timeout`, 30 min).
+_LONGEST_HOLD_SECONDS = 300
 
 # This service's own routing never goes through the shared exchanges (contract §4.5): the
 # default exchange delivers to the queue named by the routing key.
@@ -60,44 +76,26 @@ _PROPERTY_NAMES = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Received:
-    """An incoming message as the broker delivered it: what a republish copies and the ack names."""
-
-    delivery_tag: int
-    properties: pika.BasicProperties
-    body: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Settled:
-    """What became of a delivery, for the consumer's one log line a message and its metrics."""
-
-    outcome: Outcome
-    """What was carried out: the outcome asked for, or the `DeadLetter` that took its place
-    when AMQP could not encode its copies, so nothing reports a retry or a split that
-    never happened."""
-    destination: str
-    """Where its replacement went: `-` for none, a queue, or `N x queue` for several."""
-    correlation_id: str | None
-
-    @property
-    def kind(self) -> str:
-        """`done`, `split`, `retry` or `dead-letter`."""
-        return self.outcome.event_outcome.action
-
-
 class Settlement:
     """Carries out outcomes on the channel their deliveries came on: confirmed publishes, then ack.
 
     One per channel, on the thread that owns it: a delivery tag means something
     only on its own channel, and pika is not thread-safe. A publish the broker did
-    not confirm raises before the ack, so the delivery stays with the broker.
+    not confirm raises before the ack, so the delivery stays with the broker. The
+    messages held back unacked are this channel's too: they go with it.
     """
 
-    def __init__(self, channel: ConfirmingChannel, settings: BrokerSettings) -> None:
+    def __init__(
+        self,
+        channel: ConfirmingChannel,
+        settings: BrokerSettings,
+        retries: RetrySchedule | None = None,
+    ) -> None:
         self._channel = channel
         self._settings = settings
+        self._retries = retries or settings.retries
+        self._held: list[tuple[float, Received]] = []
+        """Messages no queue takes, each with when it goes back (`time.monotonic`)."""
 
     def settle(self, received: Received, outcome: Outcome) -> Settled:
         """Publish what replaces `received`, then ack it; raises, unacked, if any publish failed."""
@@ -108,6 +106,75 @@ class Settlement:
     def give_back(self, received: Received) -> None:
         """Hand `received` back to its queue unsettled (rejected, requeued) for another try."""
         self._channel.basic_reject(delivery_tag=received.delivery_tag, requeue=True)
+
+    def carry_out(self, received: Received, outcome: Outcome) -> Settled | None:
+        """Settle `outcome`, or the retry that takes its place if the broker refused it; None
+        when no queue took the message at all: it is held back (`hand_back_held`).
+
+        Raises only when the channel or the connection is gone.
+        """
+        try:
+            return self._settle_or_retry(received, outcome)
+        except Exception as error:
+            if connection_lost(error):
+                raise
+            log.error(
+                "message %d could not be settled: %s",
+                received.delivery_tag,
+                describe(error),
+                exc_info=None if isinstance(error, REFUSED) else error,  # a bug: show where
+            )
+            self._hold(received)
+            return None
+
+    def hand_back_held(self, *, due_by: float) -> None:
+        """Hand the held messages due by `due_by` (`time.monotonic`) back to the queue."""
+        due = [received for at, received in self._held if at <= due_by]
+        self._held = [(at, received) for at, received in self._held if at > due_by]
+        for received in due:
+            self.give_back(received)
+
+    def _settle_or_retry(self, received: Received, outcome: Outcome) -> Settled:
+        """A split or a dead letter the broker would not take goes to the retry queue instead."""
+        try:
+            return self.settle(received, outcome)
+        except Exception as error:
+            if connection_lost(error):
+                raise
+            if isinstance(error, pika.exceptions.UnroutableError):
+                # No queue of that name: one of ours was deleted under us. Declared again,
+                # as a reconnect would, it takes the message when it comes back.
+                declare_topology(self._channel, self._settings)
+            if not isinstance(outcome, (Split, DeadLetter)):
+                raise  # a retry refused has nowhere else to go
+            refusal = describe(error)
+        delivery = received.delivery()
+        instead = retry_instead(delivery, outcome, f"not settled: {refusal}", self._retries)
+        log.warning(
+            "message %d: its %s was not carried out (%s); retried in %d s instead",
+            received.delivery_tag,
+            "split" if isinstance(outcome, Split) else "dead letter",
+            refusal,
+            instead.delay_seconds,
+        )
+        return self.settle(received, instead)
+
+    def _hold(self, received: Received) -> None:
+        """Keep a message that no queue takes unacked, and hand it back after a delay.
+
+        Handed back at once, it would come straight back, to be handled and refused again
+        at full speed. Kept unacked it cannot be lost: the broker keeps it until it is
+        handed back, or redelivers it when the connection goes. It waits the backoff of its
+        attempt (at most `_LONGEST_HOLD_SECONDS`), taking up a prefetch slot meanwhile.
+        """
+        attempt = attempt_of(received.properties.headers or {})
+        seconds = min(self._retries.delay_after(attempt), _LONGEST_HOLD_SECONDS)
+        self._held.append((time.monotonic() + seconds, received))
+        log.warning(
+            "message %d left unacked: no queue takes it; back to the queue in %d s",
+            received.delivery_tag,
+            seconds,
+        )
 
     def _replace(self, received: Received, outcome: Outcome) -> Settled:
         """Publish whatever takes the delivery's place; each is confirmed before this returns."""

@@ -1,9 +1,11 @@
 """A stand-in for `BrokerConnection`, for the consumer's loop without a broker.
 
 Each `open()` makes a new `ConsumingChannel` (a `RecordingChannel` that also takes a
-consumer and declarations); messages handed to `deliver` reach the consumer's callback
-the next time its loop pumps I/O, each with the next delivery tag of that channel; and
-`lose_connection()` makes the next pump fail as a connection that died does.
+consumer and declarations) on a new `FakeConnection`; messages handed to `deliver` reach
+the consumer's callback the next time its loop pumps I/O, each with the next delivery tag
+of that channel; and `lose_connection()` makes the next pump fail as a connection that
+died does. As pika's, a connection runs the callbacks handed to it from other threads
+only while it is pumped, and drops them when it closes.
 """
 
 from __future__ import annotations
@@ -23,11 +25,37 @@ from tests.unit.recording_channel import RecordingChannel
 OnMessage = Callable[[Any, pika.spec.Basic.Deliver, pika.BasicProperties, bytes], None]
 
 
+class FakeConnection:
+    """What a worker uses of pika's BlockingConnection: `add_callback_threadsafe`, `is_closed`."""
+
+    def __init__(self, wake: Callable[[], None]) -> None:
+        self.is_closed = False
+        self._wake = wake
+        self._callbacks: deque[Callable[[], None]] = deque()
+
+    def add_callback_threadsafe(self, callback: Callable[[], None]) -> None:
+        if self.is_closed:
+            raise pika.exceptions.ConnectionWrongStateError("the connection is closed")
+        self._callbacks.append(callback)
+        self._wake()
+
+    def run_callbacks(self) -> None:
+        """What pika does in `process_data_events`: run what other threads handed over."""
+        while self._callbacks and not self.is_closed:
+            self._callbacks.popleft()()
+
+    def close(self) -> None:
+        """Closed: what was handed over and not run yet is never run."""
+        self.is_closed = True
+        self._callbacks.clear()
+
+
 class ConsumingChannel(RecordingChannel):
     """Records publishes, acks and rejects, and takes the one consumer the consumer starts."""
 
-    def __init__(self) -> None:
+    def __init__(self, connection: FakeConnection) -> None:
         super().__init__()
+        self.connection = connection
         self.is_open = True
         self.on_message: OnMessage | None = None
         self.cancelled = False
@@ -75,11 +103,12 @@ class FakeBroker:
 
     def open(self) -> None:
         self._lose = False
-        self.channels.append(ConsumingChannel())
+        self.channels.append(ConsumingChannel(FakeConnection(self.wake)))
 
     def close(self) -> None:
         if self.channels:
             self.channel.is_open = False
+            self.channel.connection.close()
 
     def deliver(self, body: bytes, properties: pika.BasicProperties | None = None) -> None:
         """Hand `body` to the consumer on its current channel, soon."""
@@ -92,14 +121,16 @@ class FakeBroker:
         self.wake()
 
     def process_data_events(self, time_limit: float) -> None:
+        channel = self.channel
         if self._lose:
             self._lose = False
+            self.close()
             raise pika.exceptions.StreamLostError("the broker went away")
-        channel = self.channel
         while self._to_deliver and channel.on_message is not None and not channel.cancelled:
             body, properties = self._to_deliver.popleft()
             method = pika.spec.Basic.Deliver(delivery_tag=channel.next_tag())
             channel.on_message(channel, method, properties, body)
+        channel.connection.run_callbacks()
         self._woken.wait(time_limit)
         self._woken.clear()
 

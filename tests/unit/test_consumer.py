@@ -3,11 +3,13 @@
 A handler that raised, or an outcome the broker refused, is that message's transient
 failure: it is retried (or held back) while the other messages keep their outcomes, and
 the connection stays. Only a lost connection reconnects, backing off further each time
-until a message settles again. On stop, nothing starts any more.
+until a message settles again; what a worker hands back to a lost connection is never
+settled on the next one. On stop, nothing starts any more.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +25,7 @@ from s3_events_handler.application.retries import RetrySchedule
 from s3_events_handler.domain.results import AlreadyArchived
 from tests.unit.fake_broker import FakeBroker
 from tests.unit.recording_channel import SETTINGS, Acked, Rejected
+from tests.unit.recording_telemetry import RecordingTelemetry
 
 DONE = Done(AlreadyArchived(key="clip.mxf"))
 NOT_JSON = DeadLetter(reason="body is not JSON", stage="parse")
@@ -225,6 +228,33 @@ def test_a_lost_connection_still_means_a_reconnect(start: Callable[..., Running]
     running.stop()
 
 
+def test_an_outcome_handed_back_to_a_lost_connection_is_never_settled_on_the_next(
+    start: Callable[..., Running],
+) -> None:
+    """A delivery tag names a message on its own channel only: the worker hands its outcome
+    back to the connection the message came on, which, closed, never runs it."""
+    release = threading.Event()
+
+    def handle(delivery: Delivery) -> Outcome:
+        release.wait(TIMEOUT)
+        return NOT_JSON  # a dead letter: a publish and an ack, were it settled
+
+    running = start(handle)
+    running.broker.deliver(b"in hand")
+    assert wait_until(lambda: running.consumer.in_hand == 1)
+    lost = running.broker.channel
+    running.broker.lose_connection()
+    assert wait_until(lambda: running.consumer.connects == 2 and running.consumer.ready.is_set())
+    release.set()
+
+    assert wait_until(lambda: running.consumer.in_hand == 0)
+    current = running.broker.channel
+    assert current is not lost
+    assert lost.calls == [] and current.calls == []  # neither published nor acked anywhere
+    assert running.consumer.messages_handled == 0
+    running.stop()
+
+
 # -- the reconnect backoff -----------------------------------------------------------------------
 
 
@@ -306,3 +336,53 @@ def test_a_message_held_while_the_consumer_stops_goes_back_before_it_exits(
 
     running.thread.join(TIMEOUT)
     assert channel.requeued == [1] and channel.acked == []
+
+
+def test_no_message_starts_once_stop_returned_whatever_the_workers_are_doing(
+    start: Callable[..., Running],
+) -> None:
+    """Workers taking messages as fast as they can while the consumer stops: each message
+    either began before `stop()` returned and is acked, or never started and went back to
+    the queue (taken back by the I/O thread, or handed back by a worker that took it)."""
+    for before_stop, workers in itertools.product((0, 0.002, 0.005, 0.02), (2, 4)):
+        began: dict[int, float] = {}
+
+        def handle(delivery: Delivery) -> Outcome:
+            began[int(delivery.body)] = time.monotonic()  # noqa: B023
+            time.sleep(0.0002)
+            return DONE
+
+        running = start(handle, concurrency=workers)
+        for number in range(1, 201):  # all delivered in one pump, tags 1 to 200
+            running.broker.deliver(str(number).encode())
+        assert wait_until(lambda: len(began) > 0)  # noqa: B023
+        time.sleep(before_stop)
+        running.consumer.stop()
+        stopped = time.monotonic()
+        running.thread.join(TIMEOUT)
+
+        channel = running.broker.channel
+        assert all(at < stopped for at in began.values())
+        assert sorted(channel.acked) == sorted(began)
+        assert sorted([*channel.acked, *channel.requeued]) == list(range(1, 201))  # each once
+
+
+def test_an_events_time_runs_from_when_a_worker_started_it_not_from_its_delivery(
+    start: Callable[..., Running],
+) -> None:
+    """The duration a metric shows is the event's work: not its wait behind its object."""
+
+    def handle(delivery: Delivery) -> Outcome:
+        time.sleep(0.2)
+        return DONE
+
+    telemetry = RecordingTelemetry()
+    running = start(
+        handle, concurrency=2, ordering_key=lambda body: "one object", telemetry=telemetry
+    )
+    running.broker.deliver(b"first")
+    running.broker.deliver(b"second")  # waits for the first
+    assert wait_until(lambda: len(telemetry.reports) == 2)
+    running.stop()
+    for report in telemetry.reports:
+        assert 0.2 <= report.seconds < 0.3  # not 0.4 for the second, which waited 0.2 s
