@@ -8,7 +8,6 @@ deployment in one round instead of one variable per restart.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -17,6 +16,7 @@ from typing import Any, TypeVar, cast, dataclass_transform
 
 import yaml
 
+from s3_events_handler.adapters import setting_values as values
 from s3_events_handler.adapters.ledger_postgres import password_in
 from s3_events_handler.adapters.rabbitmq import BrokerSettings
 from s3_events_handler.adapters.tls import readable_ca_file
@@ -28,10 +28,6 @@ T = TypeVar("T")
 _REFERENCE = re.compile(
     r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<set>\?)|:-(?P<default>[^}]*))?\}"
 )
-LOG_FORMATS = ("json", "text")
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_TRUE = ("true", "1", "yes")
-_FALSE = ("false", "0", "no")
 
 
 class ConfigError(Exception):
@@ -45,85 +41,6 @@ class ConfigError(Exception):
             lines.append("missing or empty environment variables: " + ", ".join(missing))
         lines.extend(problems)
         super().__init__("; ".join(lines))
-
-
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise ValueError("must be at least 1")
-    return number
-
-
-def _port_or_off(value: str) -> int:
-    """A TCP port, or 0 for none."""
-    number = int(value)
-    if not 0 <= number <= 65535:
-        raise ValueError("must be a port (1 to 65535), or 0 for off")
-    return number
-
-
-# Each worker may hold an FTP connection and an HTTP connection to each service of its own.
-MAX_CONCURRENCY = 64
-
-
-def _concurrency(value: str) -> int:
-    workers = _positive_int(value)
-    if workers > MAX_CONCURRENCY:
-        raise ValueError(f"must be at most {MAX_CONCURRENCY}")
-    return workers
-
-
-def _prefetch(value: str) -> int | None:
-    """Messages the broker hands over before any is acked; empty: one per worker (CONCURRENCY)."""
-    return _positive_int(value) if value.strip() else None
-
-
-def _positive_float(value: str) -> float:
-    number = float(value)
-    if number <= 0:
-        raise ValueError("must be above 0")
-    return number
-
-
-def _retention_days(value: str) -> float:
-    """Days, fractions allowed; under one day a redelivered event could outlive its PID."""
-    days = float(value)
-    if not 1 <= days < math.inf:
-        raise ValueError("must be at least 1 day, so the ledger outlives the longest retry chain")
-    return days
-
-
-def _claim_lease(value: str) -> float:
-    """At least 3 s: the heartbeat renews a claim every third of it, one statement each."""
-    seconds = _positive_float(value)
-    if seconds < 3:
-        raise ValueError("must be at least 3 seconds")
-    return seconds
-
-
-def _delays(value: str) -> tuple[int, ...]:
-    delays = tuple(_positive_int(part.strip()) for part in value.split(","))
-    if not delays:
-        raise ValueError("needs at least one delay")
-    return delays
-
-
-def _flag(value: str) -> bool:
-    """true/false, 1/0, yes/no in any case; anything else may be a typo that turns TLS off."""
-    word = value.strip().lower()
-    if word in _TRUE or word in _FALSE:
-        return word in _TRUE
-    raise ValueError("must be true or false (or 1/0, yes/no)")
-
-
-def _choice(options: tuple[str, ...], *, upper: bool = False) -> Callable[[str], str]:
-    def convert(value: str) -> str:
-        value = value.upper() if upper else value.lower()
-        if value not in options:
-            raise ValueError(f"must be one of {', '.join(options)}")
-        return value
-
-    return convert
 
 
 def _at(dotted: str, convert: Callable[[str], Any] = str, *, secret: bool = False) -> Any:
@@ -144,7 +61,7 @@ class MediaHavenSettings:
     client_secret: str = _at("mediahaven.api.client_secret", secret=True)
     username: str = _at("mediahaven.api.username")
     password: str = _at("mediahaven.api.passwd", secret=True)
-    max_search_pages: int = _at("mediahaven.api.max_search_pages", _positive_int)
+    max_search_pages: int = _at("mediahaven.api.max_search_pages", values.positive_int)
 
 
 @_settings
@@ -154,8 +71,8 @@ class FtpSettings:
     host: str = _at("mediahaven.ftp.host")
     user: str = _at("mediahaven.ftp.user")
     password: str = _at("mediahaven.ftp.passwd", secret=True)
-    timeout_seconds: float = _at("mediahaven.ftp.timeout_seconds", _positive_float)
-    tls: bool = _at("mediahaven.ftp.tls", _flag)
+    timeout_seconds: float = _at("mediahaven.ftp.timeout_seconds", values.positive_float)
+    tls: bool = _at("mediahaven.ftp.tls", values.flag)
     ca_file: str = _at("mediahaven.ftp.ca_file", readable_ca_file)
 
 
@@ -163,8 +80,8 @@ class FtpSettings:
 class LedgerSettings:
     path: str = _at("ledger.path")
     dsn: str = _at("ledger.dsn", secret=True)
-    retention_days: float = _at("ledger.retention_days", _retention_days)
-    claim_lease_seconds: float = _at("ledger.claim_lease_seconds", _claim_lease)
+    retention_days: float = _at("ledger.retention_days", values.retention_days)
+    claim_lease_seconds: float = _at("ledger.claim_lease_seconds", values.claim_lease)
 
     @property
     def variable(self) -> str:
@@ -179,15 +96,17 @@ class Settings:
     environment: str = _at("app.environment")
     collateral_bucket: str = _at("app.collateral_bucket")
     destination_config: Path = _at("app.destination_config", Path)
-    shutdown_grace_seconds: float = _at("app.shutdown_grace_seconds", _positive_float)
-    pin_cpu: bool = _at("app.pin_cpu", _flag)
-    log_level: str = _at("logging.level", _choice(LOG_LEVELS, upper=True))
-    log_format: str = _at("logging.format", _choice(LOG_FORMATS))
-    metrics_port: int = _at("metrics.port", _port_or_off)
+    shutdown_grace_seconds: float = _at("app.shutdown_grace_seconds", values.positive_float)
+    pin_cpu: bool = _at("app.pin_cpu", values.flag)
+    log_level: str = _at("logging.level", values.choice(values.LOG_LEVELS, upper=True))
+    log_format: str = _at("logging.format", values.choice(values.LOG_FORMATS))
+    metrics_port: int = _at("metrics.port", values.port_or_off)
     pid_service_host: str = _at("pid_service.host")
     organisations_host: str = _at("organisations_api.host")
-    organisations_cache_seconds: float = _at("organisations_api.cache_seconds", _positive_float)
-    http_timeout_seconds: float = _at("http.timeout_seconds", _positive_float)
+    organisations_cache_seconds: float = _at(
+        "organisations_api.cache_seconds", values.positive_float
+    )
+    http_timeout_seconds: float = _at("http.timeout_seconds", values.positive_float)
     concurrency: int
     limits: MessageLimits
     broker: BrokerSettings
@@ -309,31 +228,31 @@ class _Reader:
 def load_settings(path: Path, environ: Mapping[str, str]) -> Settings:
     """The settings from `config.yml` at `path` and `environ`; raises `ConfigError`."""
     read = _Reader(path, environ)
-    concurrency = read("app.concurrency", _concurrency)
-    prefetch = read("rabbitmq.prefetch", _prefetch)
+    concurrency = read("app.concurrency", values.concurrency)
+    prefetch = read("rabbitmq.prefetch", values.prefetch)
     broker = BrokerSettings(
         host=read("rabbitmq.host", str),
-        port=read("rabbitmq.port", _positive_int),
+        port=read("rabbitmq.port", values.positive_int),
         user=read("rabbitmq.user", str),
         password=read("rabbitmq.passwd", str),
         vhost=read("rabbitmq.vhost", str),
         prefetch=prefetch or concurrency,
-        heartbeat=read("rabbitmq.heartbeat", _positive_int),
-        tls=read("rabbitmq.ssl", _flag),
+        heartbeat=read("rabbitmq.heartbeat", values.positive_int),
+        tls=read("rabbitmq.ssl", values.flag),
         ca_file=read("rabbitmq.ca_file", readable_ca_file),
         incoming_queue=read("rabbitmq.incoming.queue", str),
         incoming_exchange=read("rabbitmq.incoming.exchange", str),
         transfer_queue=read("rabbitmq.outgoing.queue", str),
         transfer_exchange=read("rabbitmq.outgoing.exchange", str),
         retries=RetrySchedule(
-            delays=read("app.retry_delays", _delays),
-            max_attempts=read("app.retry_max_attempts", _positive_int),
+            delays=read("app.retry_delays", values.delays),
+            max_attempts=read("app.retry_max_attempts", values.positive_int),
         ),
     )
     limits = MessageLimits(
-        max_bytes=read("app.max_message_bytes", _positive_int),
-        max_records=read("app.max_records", _positive_int),
-        poison_limit=read("app.poison_limit", _positive_int),
+        max_bytes=read("app.max_message_bytes", values.positive_int),
+        max_records=read("app.max_records", values.positive_int),
+        poison_limit=read("app.poison_limit", values.positive_int),
     )
     ftp = read.build(FtpSettings)
     settings = read.build(

@@ -11,12 +11,10 @@ from __future__ import annotations
 import logging
 import math
 import os
-import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 import requests
 import requests.adapters
@@ -278,34 +276,11 @@ def json_of(response: requests.Response, *, service: str, system: System) -> Any
         ) from error
 
 
-def accepts_connections(url: str, *, timeout: float) -> str:
-    """Open a TCP connection to `url`'s host and port, then close it; `host:port`.
-
-    For a service that must not be called to be checked: the PID service hands out a new
-    PID for every request, and HEAD runs the same handler as GET in many frameworks.
-    Raises `ServiceUnavailable` when nothing accepts the connection.
-    """
-    parts = urlsplit(url)
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        raise ServiceUnavailable(f"{url!r} has an invalid port") from None
-    if not parts.hostname:
-        raise ServiceUnavailable(f"{url!r} names no host")
-    where = f"{parts.hostname}:{port}"
-    try:
-        socket.create_connection((parts.hostname, port), timeout=timeout).close()
-    except OSError as error:
-        raise ServiceUnavailable(f"nothing accepts connections at {where}: {error}") from error
-    return where
-
-
 __all__ = [
     "BACKOFF_SECONDS",
     "HttpService",
     "JsonServiceClient",
     "ResendPolicy",
-    "accepts_connections",
     "json_of",
     "service_session",
 ]

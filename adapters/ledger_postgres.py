@@ -8,7 +8,8 @@ from typing import Any
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from s3_events_handler.adapters.ledger_sql import Dialect, Parameters, SqlLedger, Statements
+from s3_events_handler.adapters.ledger_sql import SqlLedger
+from s3_events_handler.adapters.ledger_statements import Dialect, Parameters, Statements
 from s3_events_handler.adapters.postgres_pool import (
     ANSWER_MARGIN_SECONDS,
     AnswerDeadline,

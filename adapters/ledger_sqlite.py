@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from s3_events_handler.adapters.ledger_sql import (
+from s3_events_handler.adapters.ledger_sql import SqlLedger
+from s3_events_handler.adapters.ledger_statements import (
     CLAIM_COLUMNS,
     Dialect,
     Parameters,
-    SqlLedger,
     Statements,
 )
 from s3_events_handler.domain.errors import ServiceUnavailable, System

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import secrets
+import socket
 import string
 from typing import Any
+from urllib.parse import urlsplit
 
 from s3_events_handler.adapters.http_calls import JsonServiceClient, json_of
 from s3_events_handler.domain.errors import ServiceUnavailable, System
@@ -63,9 +65,32 @@ class LocalPids(PidService):
         return "".join(secrets.choice(PID_ALPHABET) for _ in range(PID_LENGTH))
 
 
+def accepts_connections(url: str, *, timeout: float) -> str:
+    """Open a TCP connection to `url`'s host and port, then close it; `host:port`.
+
+    For a service that must not be called to be checked: the PID service hands out a new
+    PID for every request, and HEAD runs the same handler as GET in many frameworks.
+    Raises `ServiceUnavailable` when nothing accepts the connection.
+    """
+    parts = urlsplit(url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise ServiceUnavailable(f"{url!r} has an invalid port") from None
+    if not parts.hostname:
+        raise ServiceUnavailable(f"{url!r} names no host")
+    where = f"{parts.hostname}:{port}"
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as error:
+        raise ServiceUnavailable(f"nothing accepts connections at {where}: {error}") from error
+    return where
+
+
 __all__ = [
     "PID_SERVICE_ENVIRONMENTS",
     "LocalPids",
     "PidWebService",
+    "accepts_connections",
     "uses_pid_service",
 ]

@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import TextIO
 
 from s3_events_handler.adapters.config import ConfigError
-from s3_events_handler.adapters.http_calls import accepts_connections
 from s3_events_handler.adapters.ledger_postgres import inspect_database
 from s3_events_handler.adapters.ledger_sqlite import inspect_location
 from s3_events_handler.adapters.logs import SHORTEST_MASKED_SECRET
 from s3_events_handler.adapters.organisations import NoMamLabel
-from s3_events_handler.adapters.pid import uses_pid_service
+from s3_events_handler.adapters.pid import accepts_connections, uses_pid_service
 from s3_events_handler.adapters.rabbitmq import BrokerCertificateError
 from s3_events_handler.adapters.rabbitmq.inspection import Found, inspect_topology
 from s3_events_handler.application.reasons import Redactor, one_line

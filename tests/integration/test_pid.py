@@ -9,8 +9,13 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from s3_events_handler.adapters.http_calls import BACKOFF_SECONDS, accepts_connections
-from s3_events_handler.adapters.pid import LocalPids, PidWebService, uses_pid_service
+from s3_events_handler.adapters.http_calls import BACKOFF_SECONDS
+from s3_events_handler.adapters.pid import (
+    LocalPids,
+    PidWebService,
+    accepts_connections,
+    uses_pid_service,
+)
 from s3_events_handler.domain.errors import ServiceUnavailable, System
 from s3_events_handler.domain.rules import is_valid_pid
 from tests.support.http_stubs import Canned, FakePidService
