@@ -90,6 +90,22 @@ class LedgerSettings:
 
 
 @_settings
+class S3Settings:
+    """The S3 API `reconcile` lists a bucket through (contract §8). Empty unless set: only
+    `reconcile` needs them, and asks `load_settings` for `S3_NEEDED`."""
+
+    endpoint_url: str = _at("s3.endpoint_url")
+    access_key_id: str = _at("s3.access_key_id")
+    secret_access_key: str = _at("s3.secret_access_key", secret=True)
+    region: str = _at("s3.region")
+    domain: str = _at("s3.domain")
+
+
+# What `reconcile` cannot list a bucket without; `consume` and the others start without them.
+S3_NEEDED = ("s3.endpoint_url", "s3.access_key_id", "s3.secret_access_key")
+
+
+@_settings
 class Settings:
     """Everything the service is told, typed and checked; what the container is built from."""
 
@@ -113,17 +129,19 @@ class Settings:
     mediahaven: MediaHavenSettings
     ftp: FtpSettings
     ledger: LedgerSettings
+    s3: S3Settings
 
     @property
     def secrets(self) -> list[str]:
         """What no log line or report may show."""
-        dsn = self.ledger.dsn
+        dsn, s3_secret = self.ledger.dsn, self.s3.secret_access_key
         return [
             self.broker.password,
             self.mediahaven.client_secret,
             self.mediahaven.password,
             self.ftp.password,
             *([dsn, password_in(dsn) or ""] if dsn else []),
+            *([s3_secret] if s3_secret else []),
         ]
 
 
@@ -208,6 +226,14 @@ class _Reader:
                 f"set {switch_name}=true to use it, or leave {ca_name} empty"
             )
 
+    def require(self, needed: tuple[str, ...]) -> None:
+        """Values `config.yml` may leave empty that one command cannot do without: named
+        with the missing ones, in the order asked."""
+        for dotted in needed:  # a value that is not there at all is a problem already
+            name = self._name(dotted)
+            if self._value(dotted) == "" and name not in self._missing:
+                self._missing.append(name)
+
     def check(self) -> None:
         if self._missing or self._problems:
             raise ConfigError(self._missing, self._problems)
@@ -225,8 +251,14 @@ class _Reader:
         return getattr(self._value(dotted), "variable", "") or dotted
 
 
-def load_settings(path: Path, environ: Mapping[str, str]) -> Settings:
-    """The settings from `config.yml` at `path` and `environ`; raises `ConfigError`."""
+def load_settings(
+    path: Path, environ: Mapping[str, str], *, needs: tuple[str, ...] = ()
+) -> Settings:
+    """The settings from `config.yml` at `path` and `environ`; raises `ConfigError`.
+
+    `needs`: the places in `config.yml` (as `S3_NEEDED`) of optional values the caller
+    cannot do without, reported as missing when empty.
+    """
     read = _Reader(path, environ)
     concurrency = read("app.concurrency", values.concurrency)
     prefetch = read("rabbitmq.prefetch", values.prefetch)
@@ -263,10 +295,12 @@ def load_settings(path: Path, environ: Mapping[str, str]) -> Settings:
         mediahaven=read.build(MediaHavenSettings),
         ftp=ftp,
         ledger=read.build(LedgerSettings),
+        s3=read.build(S3Settings),
     )
     read.refuse_ca_file_without_tls("rabbitmq.ssl", "rabbitmq.ca_file", broker.tls, broker.ca_file)
     read.refuse_ca_file_without_tls(
         "mediahaven.ftp.tls", "mediahaven.ftp.ca_file", ftp.tls, ftp.ca_file
     )
+    read.require(needs)
     read.check()
     return settings

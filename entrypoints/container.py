@@ -245,16 +245,21 @@ class Container(containers.DeclarativeContainer):
 
 
 def build_container(
-    config_path: Path, *, quiet: bool = False, log_to: TextIO | None = None
+    config_path: Path,
+    *,
+    quiet: bool = False,
+    log_to: TextIO | None = None,
+    needs: tuple[str, ...] = (),
 ) -> Container:
     """Settings loaded and checked, logging set up; raises `ConfigError`.
 
     The log goes to standard output, where the platform reads a service's lines, or to
     `log_to`. `quiet`: an operator command prints its own report on standard output, so
     its log goes to standard error and shows warnings and errors only, unless
-    LOG_LEVEL=DEBUG asks for everything.
+    LOG_LEVEL=DEBUG asks for everything. `needs`: the optional settings a command cannot
+    do without (`load_settings`).
     """
-    settings = load_settings(config_path, os.environ)
+    settings = load_settings(config_path, os.environ, needs=needs)
     level = settings.log_level
     if quiet and level == "INFO":
         level = "WARNING"

@@ -15,6 +15,7 @@ from s3_events_handler.adapters.config import (
     FtpSettings,
     LedgerSettings,
     MediaHavenSettings,
+    S3Settings,
     Settings,
 )
 from s3_events_handler.adapters.memory import (
@@ -66,6 +67,7 @@ DEMO_SETTINGS = Settings(
     organisations_cache_seconds=3600.0,
     http_timeout_seconds=30.0,
     ledger=LedgerSettings(_NOWHERE, "", retention_days=30.0, claim_lease_seconds=30.0),
+    s3=S3Settings("", "", "", region="us-east-1", domain="s3"),
 )  # fmt: skip
 DEMO_DESTINATIONS = Destinations(
     transfer_host="ftp://transport.example.org",

@@ -4,16 +4,14 @@ printed and, when asked, sent back through the normal path."""
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO, TypeVar
 
-from s3_events_handler.adapters.config import ConfigError
+from s3_events_handler.adapters.config import S3_NEEDED, ConfigError, S3Settings
 from s3_events_handler.adapters.rabbitmq.incoming_events import AmqpIncomingEvents
 from s3_events_handler.application.reasons import one_line
 from s3_events_handler.application.reconciling import DEFAULT_RATE, RateLimit, reconcile
@@ -59,32 +57,6 @@ examples:
   s3-events-handler reconcile --bucket mam-highresvideo --prefix 2026/ --json
   s3-events-handler reconcile --bucket mam-highresvideo --enqueue --tenant OR-rf5kf25
 """
-
-
-@dataclass(frozen=True)
-class S3Settings:
-    """The S3 API's settings, read by this command alone: `consume` starts without them."""
-
-    endpoint_url: str
-    access_key_id: str
-    secret_access_key: str = field(repr=False)
-    region: str = "us-east-1"
-    domain: str = "s3"
-
-    @classmethod
-    def from_environment(cls, environ: Mapping[str, str]) -> S3Settings:
-        """Raises `ConfigError` naming every required variable that is missing or empty."""
-        required = ("S3_ENDPOINT_URL", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY")
-        missing = [name for name in required if not environ.get(name)]
-        if missing:
-            raise ConfigError(missing, [])
-        return cls(
-            endpoint_url=environ["S3_ENDPOINT_URL"],
-            access_key_id=environ["S3_ACCESS_KEY_ID"],
-            secret_access_key=environ["S3_SECRET_ACCESS_KEY"],
-            region=environ.get("S3_REGION") or "us-east-1",
-            domain=environ.get("S3_DOMAIN") or "s3",
-        )
 
 
 def duration(text: str) -> timedelta:
@@ -146,17 +118,17 @@ def add_arguments(sub: argparse.ArgumentParser, positive: Callable[[str], int]) 
 def run(args: argparse.Namespace) -> int:
     """`reconcile` as the CLI runs it: settings, the adapters, the report, the status."""
     try:
-        settings = S3Settings.from_environment(os.environ)
-        container = build_container(Path(args.config), quiet=True)
+        container = build_container(Path(args.config), quiet=True, needs=S3_NEEDED)
     except (ConfigError, OSError) as error:
         return _cannot_start(str(error))
+    settings = container.settings()
     try:
-        listing = _bucket_objects(settings, container.settings().concurrency)
+        listing = _bucket_objects(settings.s3, settings.concurrency)
     except ImportError as error:
         container.shutdown_resources()
         return _cannot_start(f"reconcile needs boto3 ({error.name} is missing): {INSTALL_HINT}")
     try:
-        return _reconcile(args, settings, container, listing, sys.stdout, sys.stderr)
+        return _reconcile(args, container, listing, sys.stdout, sys.stderr)
     except ConfigError as error:
         return _cannot_start(str(error))
     finally:
@@ -164,21 +136,20 @@ def run(args: argparse.Namespace) -> int:
         container.shutdown_resources()
 
 
-def _bucket_objects(settings: S3Settings, connections: int) -> S3BucketObjects:
+def _bucket_objects(s3: S3Settings, connections: int) -> S3BucketObjects:
     from s3_events_handler.adapters.s3_objects import S3BucketObjects
 
     return S3BucketObjects(
-        endpoint_url=settings.endpoint_url,
-        access_key_id=settings.access_key_id,
-        secret_access_key=settings.secret_access_key,
-        region=settings.region,
+        endpoint_url=s3.endpoint_url,
+        access_key_id=s3.access_key_id,
+        secret_access_key=s3.secret_access_key,
+        region=s3.region,
         connections=connections,
     )
 
 
 def _reconcile(
     args: argparse.Namespace,
-    settings: S3Settings,
     container: Container,
     listing: S3BucketObjects,
     out: TextIO,
@@ -193,7 +164,7 @@ def _reconcile(
         ledger=ledger,
         clock=lambda: datetime.now(UTC),
         events=AmqpIncomingEvents(container.broker()) if args.enqueue else None,
-        domain=settings.domain,
+        domain=container.settings().s3.domain,
     )
     report = Report(out, err, as_json=args.json, enqueue=args.enqueue)
     objects = use_case.candidates(args.bucket, prefix=args.prefix, older_than=args.older_than)

@@ -8,12 +8,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from s3_events_handler.adapters.config import ConfigError
+from s3_events_handler.adapters.config import S3_NEEDED, ConfigError, load_settings
 from s3_events_handler.domain.bucket import ObjectState, Reconciled, StoredObject
 from s3_events_handler.entrypoints.cli import parser
-from s3_events_handler.entrypoints.reconcile import S3Settings, duration
+from s3_events_handler.entrypoints.reconcile import duration
 from s3_events_handler.entrypoints.reconcile_output import Report
 from tests.support.clock import Clock
+from tests.unit.test_config import REPO, REQUIRED
 
 MODIFIED = datetime(2026, 11, 20, 9, 14, 3, tzinfo=UTC)
 
@@ -57,12 +58,22 @@ def test_the_tenant_is_normalised_and_goes_with_enqueue() -> None:
 
 def test_the_s3_settings_name_every_missing_one_and_default_the_region() -> None:
     with pytest.raises(ConfigError, match="S3_ENDPOINT_URL, S3_ACCESS_KEY_ID, S3_SECRET"):
-        S3Settings.from_environment({})
-    settings = S3Settings.from_environment(
-        {"S3_ENDPOINT_URL": "http://s3", "S3_ACCESS_KEY_ID": "k", "S3_SECRET_ACCESS_KEY": "s3cr3t"}
-    )
-    assert (settings.region, settings.domain) == ("us-east-1", "s3")
+        load_settings(REPO / "config.yml", REQUIRED, needs=S3_NEEDED)
+    settings = load_settings(
+        REPO / "config.yml",
+        {**REQUIRED, "S3_ENDPOINT_URL": "http://s3", "S3_ACCESS_KEY_ID": "k",
+         "S3_SECRET_ACCESS_KEY": "s3cr3t"},
+        needs=S3_NEEDED,
+    )  # fmt: skip
+    assert (settings.s3.region, settings.s3.domain) == ("us-east-1", "s3")
     assert "s3cr3t" not in repr(settings)
+    assert "s3cr3t" in settings.secrets
+
+
+def test_the_other_commands_start_without_the_s3_settings() -> None:
+    settings = load_settings(REPO / "config.yml", REQUIRED)
+    assert (settings.s3.endpoint_url, settings.s3.secret_access_key) == ("", "")
+    assert "" not in settings.secrets
 
 
 class Terminal(io.StringIO):
