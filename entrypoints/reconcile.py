@@ -23,6 +23,7 @@ from s3_events_handler.domain.rules import normalise_or_id
 from s3_events_handler.entrypoints.container import Container, build_container
 from s3_events_handler.entrypoints.exit_codes import ExitCode
 from s3_events_handler.entrypoints.reconcile_output import Report
+from s3_events_handler.entrypoints.terminal import complain
 
 if TYPE_CHECKING:
     from s3_events_handler.adapters.s3_objects import S3BucketObjects
@@ -200,12 +201,11 @@ def _reported(results: Iterator[Reconciled], report: Report, where: str) -> int:
             report.add(result)
     except ServiceUnavailable as error:
         report.close(where)
-        print(f"s3-events-handler: reconcile stopped, a system did not answer: "
-              f"{one_line(str(error))}", file=report.err)  # fmt: skip
+        complain(f"reconcile stopped, a system did not answer: {one_line(str(error))}")
         return ExitCode.TEMPFAIL
     except Rejected as error:
         report.close(where)
-        print(f"s3-events-handler: reconcile stopped: {one_line(str(error))}", file=report.err)
+        complain(f"reconcile stopped: {one_line(str(error))}")
         return ExitCode.SETTINGS
     report.close(where)
     return ExitCode.FAILED if report.missing else ExitCode.OK
@@ -219,5 +219,5 @@ def _first(objects: Iterator[T], limit: int | None) -> Iterator[T]:
 
 
 def _cannot_start(reason: str) -> int:
-    print(f"s3-events-handler: cannot start: {reason}", file=sys.stderr)
+    complain(f"cannot start: {reason}")
     return ExitCode.SETTINGS

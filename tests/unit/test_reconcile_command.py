@@ -70,6 +70,13 @@ def test_the_s3_settings_name_every_missing_one_and_default_the_region() -> None
     assert "s3cr3t" in settings.secrets
 
 
+def test_what_reconcile_needs_is_named_with_what_every_command_needs() -> None:
+    environ = {**REQUIRED, "RABBIT_MQ_HOST": "", "S3_ACCESS_KEY_ID": "k"}
+    with pytest.raises(ConfigError) as raised:
+        load_settings(REPO / "config.yml", environ, needs=S3_NEEDED)
+    assert raised.value.missing == ["RABBIT_MQ_HOST", "S3_ENDPOINT_URL", "S3_SECRET_ACCESS_KEY"]
+
+
 def test_the_other_commands_start_without_the_s3_settings() -> None:
     settings = load_settings(REPO / "config.yml", REQUIRED)
     assert (settings.s3.endpoint_url, settings.s3.secret_access_key) == ("", "")
