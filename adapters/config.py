@@ -91,8 +91,8 @@ class LedgerSettings:
 
 @_settings
 class S3Settings:
-    """The S3 API `reconcile` lists a bucket through (contract §8). Empty unless set: only
-    `reconcile` needs them, and asks `load_settings` for `S3_NEEDED`."""
+    """The S3 API `reconcile` lists a bucket through (contract §8): optional in `config.yml`,
+    as no other command needs it; `reconcile` asks `load_settings` for `S3_NEEDED`."""
 
     endpoint_url: str = _at("s3.endpoint_url")
     access_key_id: str = _at("s3.access_key_id")
