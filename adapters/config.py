@@ -1,22 +1,20 @@
 """Settings: `config.yml` read once, at start, into one frozen `Settings`.
 
 `config.yml` gives the shape and the defaults; each `!ENV ${NAME}` tag fills a value in from
-the environment, and the value keeps NAME, so a problem with it names the variable an operator
-sets. Every problem is collected before anything is reported, so an operator fixes a
-deployment in one round instead of one variable per restart.
+the environment (`env_yaml.py`), and the value keeps NAME, so a problem with it names the
+variable an operator sets. Every problem is collected before anything is reported, so an
+operator fixes a deployment in one round instead of one variable per restart.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar, cast, dataclass_transform
 
-import yaml
-
 from s3_events_handler.adapters import setting_values as values
+from s3_events_handler.adapters.env_yaml import load_with_env
 from s3_events_handler.adapters.ledger_postgres import password_in
 from s3_events_handler.adapters.rabbitmq import BrokerSettings
 from s3_events_handler.adapters.tls import readable_ca_file
@@ -24,10 +22,6 @@ from s3_events_handler.application.limits import MessageLimits
 from s3_events_handler.application.retries import RetrySchedule
 
 T = TypeVar("T")
-# ${NAME} required; ${NAME?} must be set but may be empty; ${NAME:-default} optional.
-_REFERENCE = re.compile(
-    r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<set>\?)|:-(?P<default>[^}]*))?\}"
-)
 
 
 class ConfigError(Exception):
@@ -145,58 +139,15 @@ class Settings:
         ]
 
 
-class _FromEnv(str):
-    """A value an `!ENV` tag filled in, with the variable it came from."""
-
-    variable: str
-
-
-class _EnvLoader(yaml.SafeLoader):
-    """A safe loader that knows `!ENV`; one per load, as it remembers what was missing."""
-
-    def __init__(self, stream: Any, environ: Mapping[str, str]) -> None:
-        super().__init__(stream)
-        self.environ = environ
-        self.missing: list[str] = []
-
-
-def _substitute(loader: _EnvLoader, node: yaml.ScalarNode) -> _FromEnv:
-    names: list[str] = []
-
-    def replace(match: re.Match[str]) -> str:
-        name = match.group("name")
-        names.append(name)
-        value = loader.environ.get(name)
-        if match.group("default") is not None:
-            return value or match.group("default")
-        if value is None or (not value and match.group("set") is None):
-            loader.missing.append(name)
-            return ""
-        return value
-
-    value = _FromEnv(_REFERENCE.sub(replace, loader.construct_scalar(node)))
-    value.variable = names[0] if names else ""
-    return value
-
-
-_EnvLoader.add_constructor("!ENV", _substitute)
-
-
 class _Reader:
     """`config.yml` as loaded, read one value at a time into its type; each problem is kept
     for `check`, and a value with a problem reads as None meanwhile."""
 
     def __init__(self, path: Path, environ: Mapping[str, str]) -> None:
-        with path.open() as stream:
-            loader = _EnvLoader(stream, environ)
-            try:
-                tree = loader.get_single_data()
-            finally:
-                loader.dispose()
+        tree, self._missing = load_with_env(path, environ)
         if not isinstance(tree, dict):
             raise ConfigError([], [f"{path} does not hold a mapping"])
         self._path, self._tree = path, tree
-        self._missing = sorted(set(loader.missing))
         self._problems: list[str] = []
 
     def __call__(self, dotted: str, convert: Callable[[str], T]) -> T:
