@@ -52,7 +52,11 @@ def stall_limit(*, heartbeat: float, grace: float, blocked_timeout: float) -> fl
 
 
 class Health:
-    """What the probes answer, from what the consumer reports; safe from any thread."""
+    """What the probes answer, from what telemetry sets here; safe from any thread.
+
+    `stopping` only ever turns true, from the signal handler: not ready from then until
+    the exit, as the consumer only finishes what it has in hand.
+    """
 
     def __init__(
         self, stall_limit_seconds: float, *, clock: Callable[[], float] = time.monotonic
@@ -60,26 +64,13 @@ class Health:
         self._limit = stall_limit_seconds
         self._clock = clock
         self._last_tick = clock()
-        self._consuming = False
-        self._stopping = False
-        self._ledger_answers = True
+        self.consuming = False
+        self.stopping = False
+        self.ledger_answers = True
+        """Whether the ledger's last statement succeeded: without it every event is retried."""
 
     def tick(self) -> None:
         self._last_tick = self._clock()
-
-    def consuming(self, yes: bool) -> None:
-        self._consuming = yes
-
-    def ledger_answers(self, yes: bool) -> None:
-        """Whether the ledger's last statement succeeded: without it every event is retried."""
-        self._ledger_answers = yes
-
-    def stopping(self) -> None:
-        """Not ready from now until the exit: the consumer only finishes what it has in hand.
-
-        Only sets a flag: it is called from the signal handler.
-        """
-        self._stopping = True
 
     def live(self) -> tuple[bool, str]:
         """False only when the loop has not come round for longer than it may."""
@@ -89,11 +80,11 @@ class Health:
         return True, "ok"
 
     def ready(self) -> tuple[bool, str]:
-        if self._stopping:
+        if self.stopping:
             return False, "stopping: finishing the messages in hand"
-        if not self._consuming:
+        if not self.consuming:
             return False, "not consuming: not connected to the broker"
-        if not self._ledger_answers:
+        if not self.ledger_answers:
             return False, "ledger unavailable: its last statement failed; ready when one succeeds"
         alive, why = self.live()
         return (True, "ready") if alive else (False, why)
