@@ -2,11 +2,12 @@
 
 `GET /metrics` is the Prometheus exposition of the process's registry; `GET /healthz`
 says whether the consumer loop still comes round, `GET /readyz` whether it is
-connected and consuming, its ledger answers and no stop was asked for. A small
-`http.server` on daemon threads: a scrape or a probe never waits for the consumer, and
-the consumer never waits for them. Nobody on the network can hold the port open (contract §7):
-a request that has not arrived whole within `REQUEST_SECONDS` is closed, and no more than
-`MAX_CONNECTIONS` connections are held at once.
+connected and consuming, its ledger answers and no stop was asked for. prometheus-client's
+own WSGI app and threaded server, with the two probes routed beside it: a scrape or a
+probe never waits for the consumer, and the consumer never waits for them. Nobody on the
+network can hold the port open (contract §7): a request that has not arrived whole within
+`REQUEST_SECONDS` is closed, and no more than `MAX_CONNECTIONS` connections are held at
+once.
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import urlsplit
+from wsgiref.simple_server import WSGIRequestHandler
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 log = logging.getLogger(__name__)
 
@@ -117,11 +117,10 @@ class StatusServer:
             return
         server = _HttpServer(
             ("", self.port),
-            self._registry,
-            self._health,
             request_seconds=self._request_seconds,
             max_connections=self._max_connections,
         )
+        server.set_app(status_app(self._registry, self._health))
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, name="status-server", daemon=True
@@ -139,7 +138,28 @@ class StatusServer:
             self._thread.join(timeout=5)
 
 
-class _HttpServer(ThreadingHTTPServer):
+def status_app(registry: CollectorRegistry, health: Health) -> WSGIApplication:
+    """`/metrics` as prometheus-client serves it (text or OpenMetrics, as the scraper asks),
+    the probes as one line of text, any other path 404."""
+    metrics = make_wsgi_app(registry, disable_compression=True)
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ["PATH_INFO"]
+        if path == "/metrics":
+            answer: Iterable[bytes] = metrics(environ, start_response)
+            return answer
+        if path in ("/healthz", "/readyz"):
+            ok, text = health.live() if path == "/healthz" else health.ready()
+            status = "200 OK" if ok else "503 Service Unavailable"
+        else:
+            status, text = "404 Not Found", "not found"
+        start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+        return [f"{text}\n".encode()]
+
+    return app
+
+
+class _HttpServer(ThreadingWSGIServer):
     """A thread for each of at most `max_connections` connections; a connection whose request
     has not arrived whole within `request_seconds` is closed.
 
@@ -149,7 +169,6 @@ class _HttpServer(ThreadingHTTPServer):
     when every slot is answering a request is a new connection closed at once.
     """
 
-    daemon_threads = True
     # The listen backlog. A burst of connections waits in the kernel, costing no thread,
     # instead of having its SYNs dropped (a dropped SYN costs a probe a 1 s retransmit);
     # the server takes a thousand of them in a fraction of a second.
@@ -158,14 +177,10 @@ class _HttpServer(ThreadingHTTPServer):
     def __init__(
         self,
         address: tuple[str, int],
-        registry: CollectorRegistry,
-        health: Health,
         *,
         request_seconds: float,
         max_connections: int,
     ) -> None:
-        self.registry = registry
-        self.health = health
         self.request_seconds = request_seconds
         self._slots = threading.BoundedSemaphore(max_connections)
         self._lock = threading.Lock()
@@ -233,7 +248,7 @@ class _HttpServer(ThreadingHTTPServer):
             request.shutdown(socket.SHUT_RDWR)
 
 
-class _StatusHandler(BaseHTTPRequestHandler):
+class _StatusHandler(WSGIRequestHandler):
     server: _HttpServer
 
     def setup(self) -> None:
@@ -245,26 +260,6 @@ class _StatusHandler(BaseHTTPRequestHandler):
         parsed = super().parse_request()
         self.server.request_arrived(self.request)
         return parsed
-
-    def do_GET(self) -> None:
-        path = urlsplit(self.path).path
-        if path == "/metrics":
-            encode, content_type = choose_encoder(self.headers.get("Accept", ""))
-            self._answer(HTTPStatus.OK, encode(self.server.registry), content_type)
-        elif path in ("/healthz", "/readyz"):
-            health = self.server.health
-            ok, text = health.live() if path == "/healthz" else health.ready()
-            status = HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE
-            self._answer(status, f"{text}\n".encode(), "text/plain; charset=utf-8")
-        else:
-            self._answer(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
-
-    def _answer(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Probes and scrapes come every few seconds: at DEBUG, not on stderr."""
