@@ -103,8 +103,7 @@ class StatusServer:
         max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.port = port
-        self._registry = registry
-        self._health = health
+        self._app = status_app(registry, health)
         self._request_seconds = request_seconds
         self._max_connections = max_connections
         self._server: _HttpServer | None = None
@@ -120,7 +119,7 @@ class StatusServer:
             request_seconds=self._request_seconds,
             max_connections=self._max_connections,
         )
-        server.set_app(status_app(self._registry, self._health))
+        server.set_app(self._app)
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, name="status-server", daemon=True
