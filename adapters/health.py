@@ -181,68 +181,64 @@ class _HttpServer(ThreadingWSGIServer):
         max_connections: int,
     ) -> None:
         self.request_seconds = request_seconds
-        self._slots = threading.BoundedSemaphore(max_connections)
-        self._lock = threading.Lock()
-        # Connections whose request has not arrived whole, oldest first, with their start.
-        self._waiting: dict[socket.socket, float] = {}
+        self._max_connections = max_connections
+        self._changed = threading.Condition()
+        # Every connection that has a thread, oldest first: since when it waits for its
+        # request, or None once that has arrived (or the connection was cut and is ending).
+        self._held: dict[socket.socket, float | None] = {}
         super().__init__(address, _StatusHandler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._take_slot():
+        with self._changed:
+            if len(self._held) >= self._max_connections:
+                oldest = next(
+                    (held for held, since in self._held.items() if since is not None), None
+                )
+                if oldest is not None:
+                    self._cut(oldest)
+                    # Its thread finds its input closed and gives its place up at once.
+                    self._changed.wait_for(self._has_room, timeout=1.0)
+            admitted = self._has_room()
+            if admitted:
+                self._held[request] = time.monotonic()
+        if admitted:
+            super().process_request(request, client_address)
+        else:
             log.debug("status port: every connection is answering; %s closed", client_address)
             self.shutdown_request(request)
-            return
-        with self._lock:
-            self._waiting[request] = time.monotonic()
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self.shutdown_request(request)
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
 
     def request_arrived(self, request: Any) -> None:
         """Its request line and headers are in: the deadline no longer applies."""
-        with self._lock:
-            self._waiting.pop(request, None)
+        with self._changed:
+            if request in self._held:
+                self._held[request] = None
 
     def shutdown_request(self, request: Any) -> None:
-        self.request_arrived(request)  # forgotten before it is closed, never cut after
+        """Its thread is done (or never started): its place is free."""
+        with self._changed:
+            self._held.pop(request, None)
+            self._changed.notify_all()
         super().shutdown_request(request)
 
     def service_actions(self) -> None:
         """Between accepts, and twice a second: close the connections past the deadline."""
         too_old = time.monotonic() - self.request_seconds
-        with self._lock:
-            late = [request for request, since in self._waiting.items() if since <= too_old]
-            for request in late:
-                self._cut(request)
+        with self._changed:
+            for request, since in list(self._held.items()):
+                if since is not None and since <= too_old:
+                    self._cut(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that went away mid-answer is its own business: at DEBUG, not on stderr."""
         log.debug("status port: %s dropped", client_address, exc_info=True)
 
-    def _take_slot(self) -> bool:
-        if self._slots.acquire(blocking=False):
-            return True
-        with self._lock:
-            oldest = next(iter(self._waiting), None)
-            if oldest is None:
-                return False
-            self._cut(oldest)
-        # Its thread sees the end of its input and gives the slot back at once.
-        return self._slots.acquire(timeout=1.0)
+    def _has_room(self) -> bool:
+        return len(self._held) < self._max_connections
 
     def _cut(self, request: socket.socket) -> None:
         """Under the lock: end a connection whose request has not arrived; its thread,
         waiting to read, finds the input closed and finishes."""
-        del self._waiting[request]
+        self._held[request] = None
         with contextlib.suppress(OSError):  # already gone
             request.shutdown(socket.SHUT_RDWR)
 
