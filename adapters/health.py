@@ -2,11 +2,12 @@
 
 `GET /metrics` is the Prometheus exposition of the process's registry; `GET /healthz`
 says whether the consumer loop still comes round, `GET /readyz` whether it is
-connected and consuming, its ledger answers and no stop was asked for. A small
-`http.server` on daemon threads: a scrape or a probe never waits for the consumer, and
-the consumer never waits for them. Nobody on the network can hold the port open (contract §7):
-a request that has not arrived whole within `REQUEST_SECONDS` is closed, and no more than
-`MAX_CONNECTIONS` connections are held at once.
+connected and consuming, its ledger answers and no stop was asked for. prometheus-client's
+own WSGI app and threaded server, with the two probes routed beside it: a scrape or a
+probe never waits for the consumer, and the consumer never waits for them. Nobody on the
+network can hold the port open (contract §7): a request that has not arrived whole within
+`REQUEST_SECONDS` is closed, and no more than `MAX_CONNECTIONS` connections are held at
+once.
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import urlsplit
+from wsgiref.simple_server import WSGIRequestHandler
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,11 @@ def stall_limit(*, heartbeat: float, grace: float, blocked_timeout: float) -> fl
 
 
 class Health:
-    """What the probes answer, from what the consumer reports; safe from any thread."""
+    """What the probes answer, from what telemetry sets here; safe from any thread.
+
+    `stopping` only ever turns true, from the signal handler: not ready from then until
+    the exit, as the consumer only finishes what it has in hand.
+    """
 
     def __init__(
         self, stall_limit_seconds: float, *, clock: Callable[[], float] = time.monotonic
@@ -60,26 +64,13 @@ class Health:
         self._limit = stall_limit_seconds
         self._clock = clock
         self._last_tick = clock()
-        self._consuming = False
-        self._stopping = False
-        self._ledger_answers = True
+        self.consuming = False
+        self.stopping = False
+        self.ledger_answers = True
+        """Whether the ledger's last statement succeeded: without it every event is retried."""
 
     def tick(self) -> None:
         self._last_tick = self._clock()
-
-    def consuming(self, yes: bool) -> None:
-        self._consuming = yes
-
-    def ledger_answers(self, yes: bool) -> None:
-        """Whether the ledger's last statement succeeded: without it every event is retried."""
-        self._ledger_answers = yes
-
-    def stopping(self) -> None:
-        """Not ready from now until the exit: the consumer only finishes what it has in hand.
-
-        Only sets a flag: it is called from the signal handler.
-        """
-        self._stopping = True
 
     def live(self) -> tuple[bool, str]:
         """False only when the loop has not come round for longer than it may."""
@@ -89,11 +80,11 @@ class Health:
         return True, "ok"
 
     def ready(self) -> tuple[bool, str]:
-        if self._stopping:
+        if self.stopping:
             return False, "stopping: finishing the messages in hand"
-        if not self._consuming:
+        if not self.consuming:
             return False, "not consuming: not connected to the broker"
-        if not self._ledger_answers:
+        if not self.ledger_answers:
             return False, "ledger unavailable: its last statement failed; ready when one succeeds"
         alive, why = self.live()
         return (True, "ready") if alive else (False, why)
@@ -112,8 +103,7 @@ class StatusServer:
         max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.port = port
-        self._registry = registry
-        self._health = health
+        self._app = status_app(registry, health)
         self._request_seconds = request_seconds
         self._max_connections = max_connections
         self._server: _HttpServer | None = None
@@ -126,11 +116,10 @@ class StatusServer:
             return
         server = _HttpServer(
             ("", self.port),
-            self._registry,
-            self._health,
             request_seconds=self._request_seconds,
             max_connections=self._max_connections,
         )
+        server.set_app(self._app)
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, name="status-server", daemon=True
@@ -148,7 +137,28 @@ class StatusServer:
             self._thread.join(timeout=5)
 
 
-class _HttpServer(ThreadingHTTPServer):
+def status_app(registry: CollectorRegistry, health: Health) -> WSGIApplication:
+    """`/metrics` as prometheus-client serves it (text or OpenMetrics, as the scraper asks),
+    the probes as one line of text, any other path 404."""
+    metrics = make_wsgi_app(registry, disable_compression=True)
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ["PATH_INFO"]
+        if path == "/metrics":
+            answer: Iterable[bytes] = metrics(environ, start_response)
+            return answer
+        if path in ("/healthz", "/readyz"):
+            ok, text = health.live() if path == "/healthz" else health.ready()
+            status = "200 OK" if ok else "503 Service Unavailable"
+        else:
+            status, text = "404 Not Found", "not found"
+        start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+        return [f"{text}\n".encode()]
+
+    return app
+
+
+class _HttpServer(ThreadingWSGIServer):
     """A thread for each of at most `max_connections` connections; a connection whose request
     has not arrived whole within `request_seconds` is closed.
 
@@ -158,7 +168,6 @@ class _HttpServer(ThreadingHTTPServer):
     when every slot is answering a request is a new connection closed at once.
     """
 
-    daemon_threads = True
     # The listen backlog. A burst of connections waits in the kernel, costing no thread,
     # instead of having its SYNs dropped (a dropped SYN costs a probe a 1 s retransmit);
     # the server takes a thousand of them in a fraction of a second.
@@ -167,82 +176,74 @@ class _HttpServer(ThreadingHTTPServer):
     def __init__(
         self,
         address: tuple[str, int],
-        registry: CollectorRegistry,
-        health: Health,
         *,
         request_seconds: float,
         max_connections: int,
     ) -> None:
-        self.registry = registry
-        self.health = health
         self.request_seconds = request_seconds
-        self._slots = threading.BoundedSemaphore(max_connections)
-        self._lock = threading.Lock()
-        # Connections whose request has not arrived whole, oldest first, with their start.
-        self._waiting: dict[socket.socket, float] = {}
+        self._max_connections = max_connections
+        self._changed = threading.Condition()
+        # Every connection that has a thread, oldest first: since when it waits for its
+        # request, or None once that has arrived (or the connection was cut and is ending).
+        self._held: dict[socket.socket, float | None] = {}
         super().__init__(address, _StatusHandler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._take_slot():
+        with self._changed:
+            if len(self._held) >= self._max_connections:
+                oldest = next(
+                    (held for held, since in self._held.items() if since is not None), None
+                )
+                if oldest is not None:
+                    self._cut(oldest)
+                    # Its thread finds its input closed and gives its place up at once.
+                    self._changed.wait_for(self._has_room, timeout=1.0)
+            admitted = self._has_room()
+            if admitted:
+                self._held[request] = time.monotonic()
+        if admitted:
+            super().process_request(request, client_address)
+        else:
             log.debug("status port: every connection is answering; %s closed", client_address)
             self.shutdown_request(request)
-            return
-        with self._lock:
-            self._waiting[request] = time.monotonic()
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self.shutdown_request(request)
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
 
     def request_arrived(self, request: Any) -> None:
         """Its request line and headers are in: the deadline no longer applies."""
-        with self._lock:
-            self._waiting.pop(request, None)
+        with self._changed:
+            if request in self._held:
+                self._held[request] = None
 
     def shutdown_request(self, request: Any) -> None:
-        self.request_arrived(request)  # forgotten before it is closed, never cut after
+        """Its thread is done (or never started): its place is free."""
+        with self._changed:
+            self._held.pop(request, None)
+            self._changed.notify_all()
         super().shutdown_request(request)
 
     def service_actions(self) -> None:
         """Between accepts, and twice a second: close the connections past the deadline."""
         too_old = time.monotonic() - self.request_seconds
-        with self._lock:
-            late = [request for request, since in self._waiting.items() if since <= too_old]
-            for request in late:
-                self._cut(request)
+        with self._changed:
+            for request, since in list(self._held.items()):
+                if since is not None and since <= too_old:
+                    self._cut(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that went away mid-answer is its own business: at DEBUG, not on stderr."""
         log.debug("status port: %s dropped", client_address, exc_info=True)
 
-    def _take_slot(self) -> bool:
-        if self._slots.acquire(blocking=False):
-            return True
-        with self._lock:
-            oldest = next(iter(self._waiting), None)
-            if oldest is None:
-                return False
-            self._cut(oldest)
-        # Its thread sees the end of its input and gives the slot back at once.
-        return self._slots.acquire(timeout=1.0)
+    def _has_room(self) -> bool:
+        return len(self._held) < self._max_connections
 
     def _cut(self, request: socket.socket) -> None:
         """Under the lock: end a connection whose request has not arrived; its thread,
         waiting to read, finds the input closed and finishes."""
-        del self._waiting[request]
+        self._held[request] = None
         with contextlib.suppress(OSError):  # already gone
             request.shutdown(socket.SHUT_RDWR)
 
 
-class _StatusHandler(BaseHTTPRequestHandler):
+class _StatusHandler(WSGIRequestHandler):
     server: _HttpServer
 
     def setup(self) -> None:
@@ -254,26 +255,6 @@ class _StatusHandler(BaseHTTPRequestHandler):
         parsed = super().parse_request()
         self.server.request_arrived(self.request)
         return parsed
-
-    def do_GET(self) -> None:
-        path = urlsplit(self.path).path
-        if path == "/metrics":
-            encode, content_type = choose_encoder(self.headers.get("Accept", ""))
-            self._answer(HTTPStatus.OK, encode(self.server.registry), content_type)
-        elif path in ("/healthz", "/readyz"):
-            health = self.server.health
-            ok, text = health.live() if path == "/healthz" else health.ready()
-            status = HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE
-            self._answer(status, f"{text}\n".encode(), "text/plain; charset=utf-8")
-        else:
-            self._answer(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
-
-    def _answer(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Probes and scrapes come every few seconds: at DEBUG, not on stderr."""

@@ -54,17 +54,6 @@ def fields_of(record: logging.LogRecord) -> dict[str, object]:
     return fields
 
 
-class AddEventFields(logging.Filter):
-    """Gives each line the fields of the event its thread is handling, if any; a line's own
-    fields win. In the thread that logs, before the secrets are masked."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        bound = event_fields()
-        if bound:
-            setattr(record, _FIELDS, {**bound, **fields_of(record)})
-        return True
-
-
 def timestamp(record: logging.LogRecord) -> str:
     """ISO 8601 in UTC, as structlog's TimeStamper(fmt="iso") writes it."""
     moment = datetime.fromtimestamp(record.created, UTC)
@@ -75,36 +64,46 @@ def source(record: logging.LogRecord) -> str:
     return f"{record.pathname}:{record.funcName}:{record.lineno}"
 
 
-def traceback_of(formatter: logging.Formatter, record: logging.LogRecord) -> str | None:
-    """The line's traceback: masked already when `MaskSecrets` had secrets to mask."""
-    if record.exc_text:
-        return record.exc_text
-    return formatter.formatException(record.exc_info) if record.exc_info else None
+class _LineFormatter(logging.Formatter):
+    """What every format writes of a line: its message, its fields (those of the event its
+    thread is handling, then its own, which win) and its traceback, with known secrets masked
+    (the last line of defence: a secret that slipped into a message never leaves)."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self._mask = Redactor(secrets, shortest=SHORTEST_MASKED_SECRET).redact
+
+    def parts(self, record: logging.LogRecord) -> tuple[str, dict[str, object], str | None]:
+        mask = self._mask
+        fields = {**event_fields(), **fields_of(record)}
+        masked = {name: mask(v) if isinstance(v, str) else v for name, v in fields.items()}
+        traceback = self.formatException(record.exc_info) if record.exc_info else None
+        return mask(record.getMessage()), masked, traceback and mask(traceback)
 
 
-class JsonFormatter(logging.Formatter):
+class JsonFormatter(_LineFormatter):
     """One JSON object per line, so the log shipper needs no parsing rules.
 
     A line's fields are keys of their own; they never replace the five every line has.
     """
 
     def format(self, record: logging.LogRecord) -> str:
+        message, fields, traceback = self.parts(record)
         entry: dict[str, object] = {
-            "message": record.getMessage(),
+            "message": message,
             "level": record.levelname.lower(),
             "logger": record.name,
             "timestamp": timestamp(record),
             "source": source(record),
         }
-        for name, value in fields_of(record).items():
+        for name, value in fields.items():
             entry.setdefault(name, value)
-        traceback = traceback_of(self, record)
         if traceback is not None:
             entry["exc_info"] = traceback
         return _json(entry)
 
 
-class TextFormatter(logging.Formatter):
+class TextFormatter(_LineFormatter):
     """For a person at a terminal: the message, then the line's fields as `key=value`.
 
     Whatever came from outside is escaped (a line break in an object key or a correlation
@@ -113,17 +112,17 @@ class TextFormatter(logging.Formatter):
     """
 
     def format(self, record: logging.LogRecord) -> str:
-        pairs = [f"{name}={_text(value)}" for name, value in fields_of(record).items()]
+        message, fields, traceback = self.parts(record)
+        pairs = [f"{name}={_text(value)}" for name, value in fields.items()]
         line = " ".join(
             [
                 timestamp(record),
                 record.levelname.lower(),
                 f"{record.name}:",
-                _escaped(record.getMessage()),
+                _escaped(message),
                 *pairs,
             ]
         )
-        traceback = traceback_of(self, record)
         if traceback is None:
             return line
         return "\n".join([line, *(f"  | {_escaped(part)}" for part in traceback.splitlines())])
@@ -147,26 +146,6 @@ def _json(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, default=str).translate(_LINE_BREAKS)
 
 
-class MaskSecrets(logging.Filter):
-    """Last line of defence: a secret that slipped into a message is masked before output."""
-
-    def __init__(self, secrets: Iterable[str]) -> None:
-        super().__init__()
-        self._redactor = Redactor(secrets, shortest=SHORTEST_MASKED_SECRET)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self._redactor:
-            mask = self._redactor.redact
-            record.msg, record.args = mask(record.getMessage()), None
-            if record.exc_info and not record.exc_text:
-                record.exc_text = mask(logging.Formatter().formatException(record.exc_info))
-            fields = fields_of(record)
-            if fields:
-                masked = {k: mask(v) if isinstance(v, str) else v for k, v in fields.items()}
-                setattr(record, _FIELDS, masked)
-        return True
-
-
 def configure_logging(
     level: str, fmt: str, secrets: Iterable[str] = (), *, stream: TextIO | None = None
 ) -> None:
@@ -174,12 +153,7 @@ def configure_logging(
     platform's log shipper reads a service's lines, unless a command writes its own output
     there (then standard error)."""
     handler = logging.StreamHandler(stream or sys.stdout)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(TextFormatter())
-    handler.addFilter(AddEventFields())
-    handler.addFilter(MaskSecrets(secrets))
+    handler.setFormatter(JsonFormatter(secrets) if fmt == "json" else TextFormatter(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -80,15 +80,6 @@ class PrometheusTelemetry(Telemetry):
             buckets=DURATION_BUCKETS,
             registry=registry,
         )
-        # Every series made now, and kept: looking one up by its labels takes a lock each time.
-        self._series = {
-            (kind, outcome): (
-                self._events.labels(kind, outcome.value),
-                self._duration.labels(kind, outcome.value),
-            )
-            for kind in EVENT_KINDS
-            for outcome in EventOutcome
-        }
         self._age = Histogram(
             "s3_events_event_age_seconds",
             "Time from the object's change (the record's eventTime) to the event's outcome.",
@@ -96,12 +87,12 @@ class PrometheusTelemetry(Telemetry):
             buckets=AGE_BUCKETS,
             registry=registry,
         )
-        self._ages = {kind: self._age.labels(kind) for kind in EVENT_KINDS}
-        self._connected = Gauge(
+        connected = Gauge(
             "s3_events_broker_connected",
             "1 while the consumer is connected to the broker and consuming, else 0.",
             registry=registry,
         )
+        connected.set_function(lambda: float(health.consuming))  # what readiness reads too
         self._in_progress = Gauge(
             "s3_events_in_progress", "Events being handled right now.", registry=registry
         )
@@ -121,6 +112,11 @@ class PrometheusTelemetry(Telemetry):
             ["system"],
             registry=registry,
         )
+        for kind in EVENT_KINDS:  # every series there from the start, at 0
+            self._age.labels(kind)
+            for outcome in EventOutcome:
+                self._events.labels(kind, outcome.value)
+                self._duration.labels(kind, outcome.value)
         for system in System:
             self._downstream_errors.labels(system.value)
         self._last_done = Gauge(
@@ -140,19 +136,12 @@ class PrometheusTelemetry(Telemetry):
         self._in_progress.dec()
 
     def event_finished(self, report: EventReport) -> None:
-        series = self._series.get((report.facts.kind, report.outcome))
-        if series is None:  # a kind of event not foreseen: a series of its own
-            labels = (report.facts.kind, report.outcome.value)
-            series = self._events.labels(*labels), self._duration.labels(*labels)
-            self._series[(report.facts.kind, report.outcome)] = series
-        events, duration = series
-        events.inc()
-        duration.observe(report.seconds)
-        event_time = report.facts.event_time
-        if event_time is not None:
-            age = self._ages.get(report.facts.kind) or self._age.labels(report.facts.kind)
-            age.observe(max(0.0, self._clock() - event_time))
-        if report.outcome in _DONE:
+        kind, outcome = report.facts.kind, report.outcome
+        self._events.labels(kind, outcome.value).inc()
+        self._duration.labels(kind, outcome.value).observe(report.seconds)
+        if report.facts.event_time is not None:
+            self._age.labels(kind).observe(max(0.0, self._clock() - report.facts.event_time))
+        if outcome in _DONE:
             self._last_done.set(self._clock())
 
     def ledger_hit(self) -> None:
@@ -162,24 +151,22 @@ class PrometheusTelemetry(Telemetry):
         """Counted; a ledger that fails also makes the service not ready until it answers."""
         self._downstream_errors.labels(system.value).inc()
         if system is System.LEDGER:
-            self._health.ledger_answers(False)
+            self._health.ledger_answers = False
 
     def ledger_answered(self) -> None:
-        self._health.ledger_answers(True)
+        self._health.ledger_answers = True
 
     def connected(self) -> None:
         if self._was_connected:
             self._reconnects.inc()
         self._was_connected = True
-        self._connected.set(1)
-        self._health.consuming(True)
+        self._health.consuming = True
 
     def stopping(self) -> None:
-        self._health.stopping()
+        self._health.stopping = True
 
     def disconnected(self) -> None:
-        self._connected.set(0)
-        self._health.consuming(False)
+        self._health.consuming = False
 
     def loop_tick(self) -> None:
         self._health.tick()

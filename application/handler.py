@@ -27,7 +27,7 @@ from s3_events_handler.application.messages import (
 )
 from s3_events_handler.application.reasons import reason_of
 from s3_events_handler.application.retries import RetrySchedule, dead_letter, retry_later, utc_now
-from s3_events_handler.application.telemetry import NoTelemetry, Telemetry
+from s3_events_handler.application.telemetry import Telemetry
 from s3_events_handler.domain.errors import (
     BadInput,
     ClaimedElsewhere,
@@ -82,7 +82,7 @@ class MessageHandler:
         self._limits = limits or MessageLimits()
         self._unfinished = unfinished
         self._clock = clock
-        self._telemetry = telemetry or NoTelemetry()
+        self._telemetry = telemetry or Telemetry()
 
     def handle(self, delivery: Delivery) -> Outcome:
         self._telemetry.event_started()

@@ -2,14 +2,14 @@
 
 The consumer and the handler report here what happened (the handler each failure of an
 outside system, once, where it decides the event's outcome); an adapter turns it into
-metrics and health. Nothing in here knows Prometheus or HTTP, so the core stays testable
-with `NoTelemetry`.
+metrics and health. Nothing in here knows Prometheus or HTTP. The port itself tells
+nobody, so it is also what the core uses where nobody watches (tests, the `process`
+command, services using the library).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 from s3_events_handler.application.messages import DeadLetter, Done, EventFacts, Outcome, Retry
 from s3_events_handler.domain.errors import System
@@ -66,88 +66,47 @@ class EventReport:
         return fields
 
 
-class Telemetry(Protocol):
-    """Told what the consumer does, as it happens; every method returns at once and never raises."""
+class Telemetry:
+    """Told what the consumer does, as it happens; every method returns at once and never raises.
+
+    Each does nothing here: an adapter overrides what it watches.
+    """
 
     def event_started(self) -> None:
         """The handler took up a message."""
-        ...
 
     def event_handled(self) -> None:
         """The handler is through with the message it took up (whatever became of it)."""
-        ...
 
     def event_finished(self, report: EventReport) -> None:
         """The event's outcome was carried out with the broker and the delivery acked."""
-        ...
 
     def ledger_hit(self) -> None:
         """A use case's claim found its event taken in before (`EventClaim`'s `on_recall`)."""
-        ...
 
     def ledger_answered(self) -> None:
         """A ledger statement succeeded (the handler's crash count, before and after each
         message): the ledger answers again after a failure (`downstream_error(System.LEDGER)`),
         or still does."""
-        ...
 
     def downstream_error(self, system: System) -> None:
         """A call to `system` failed or was refused (after the adapter's own quick tries): told
         once an event's attempt, where the handler decides its outcome."""
-        ...
 
     def connected(self) -> None:
         """Connected to the broker and consuming."""
-        ...
 
     def stopping(self) -> None:
         """A stop was asked for: the consumer takes nothing new and finishes what it has.
 
         Called from a signal handler, so it must only set a flag.
         """
-        ...
 
     def disconnected(self) -> None:
         """No longer consuming: the connection was lost, or the consumer stops."""
-        ...
 
     def loop_tick(self) -> None:
         """The consumer loop came round: it is not stuck."""
-        ...
-
-
-class NoTelemetry(Telemetry):
-    """Tells nobody: for tests, the `process` command and services using the library."""
-
-    def event_started(self) -> None:
-        pass
-
-    def event_handled(self) -> None:
-        pass
-
-    def event_finished(self, report: EventReport) -> None:
-        pass
-
-    def ledger_hit(self) -> None:
-        pass
-
-    def ledger_answered(self) -> None:
-        pass
-
-    def downstream_error(self, system: System) -> None:
-        pass
-
-    def connected(self) -> None:
-        pass
-
-    def stopping(self) -> None:
-        pass
-
-    def disconnected(self) -> None:
-        pass
-
-    def loop_tick(self) -> None:
-        pass
 
 
 # The outcomes and systems telemetry reports, where its adapters and callers look for them.
@@ -155,7 +114,6 @@ __all__ = [
     "EVENT_KINDS",
     "EventOutcome",
     "EventReport",
-    "NoTelemetry",
     "System",
     "Telemetry",
 ]

@@ -30,7 +30,7 @@ from s3_events_handler.adapters.rabbitmq import BrokerSettings
 from s3_events_handler.application.limits import MessageLimits
 from s3_events_handler.application.messages import Delivery, Outcome
 from s3_events_handler.application.retries import RetrySchedule
-from s3_events_handler.application.telemetry import NoTelemetry
+from s3_events_handler.application.telemetry import Telemetry
 from s3_events_handler.domain.model import Destinations, Record, TransferRequest
 from s3_events_handler.entrypoints.container import Container
 from s3_events_handler.entrypoints.exit_codes import ExitCode
@@ -128,7 +128,7 @@ class Demo:
             transfers=self.transfers,
             destinations=DEMO_DESTINATIONS,
             ledger=InMemoryLedger(),
-            telemetry=NoTelemetry(),  # nothing is served: nobody to tell
+            telemetry=Telemetry(),  # nothing is served: nobody to tell
         )
         self.handle: Callable[[Delivery], Outcome] = self.container.handler().handle
 

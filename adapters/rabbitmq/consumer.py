@@ -33,7 +33,7 @@ from s3_events_handler.adapters.rabbitmq.settlement import Settlement
 from s3_events_handler.application.messages import Delivery, Outcome
 from s3_events_handler.application.ordering import Unordered
 from s3_events_handler.application.retries import RetrySchedule
-from s3_events_handler.application.telemetry import EventReport, NoTelemetry, System, Telemetry
+from s3_events_handler.application.telemetry import EventReport, System, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class Consumer:
         self._ordering_key = ordering_key
         self._retries = retries or settings.retries
         """For a message whose handler raised, or whose outcome the broker refused."""
-        self._telemetry = telemetry or NoTelemetry()
+        self._telemetry = telemetry or Telemetry()
         self._backoff = _Backoff(reconnect_delays)
         self._sleep = sleep
         self._poll_interval = poll_interval

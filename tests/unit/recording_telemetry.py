@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from s3_events_handler.application.telemetry import EventReport, System
+from s3_events_handler.application.telemetry import EventReport, System, Telemetry
 
 
-class RecordingTelemetry:
+class RecordingTelemetry(Telemetry):
     """Every call as a name (`downstream_error:pid`), and the reports of finished events."""
 
     def __init__(self) -> None:

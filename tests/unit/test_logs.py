@@ -11,13 +11,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from s3_events_handler.adapters.logs import (
-    AddEventFields,
-    JsonFormatter,
-    MaskSecrets,
-    TextFormatter,
-    with_fields,
-)
+from s3_events_handler.adapters.logs import JsonFormatter, TextFormatter, with_fields
 from s3_events_handler.application.log_context import bind_event_fields, event_log_context
 
 
@@ -30,9 +24,7 @@ def emit(
 ) -> str:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(formatter or JsonFormatter())
-    handler.addFilter(AddEventFields())
-    handler.addFilter(MaskSecrets(["hunter2-secret", "client-s3cr3t"]))
+    handler.setFormatter(formatter or JsonFormatter(["hunter2-secret", "client-s3cr3t"]))
     logger = logging.getLogger(f"test-logs-{id(stream)}")
     logger.propagate = False
     logger.addHandler(handler)
