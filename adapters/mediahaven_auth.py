@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import requests
 
 from s3_events_handler.adapters.http_calls import HttpService
-from s3_events_handler.domain.errors import ServiceUnavailable, System
+from s3_events_handler.domain.errors import Rejected
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +65,10 @@ class MediaHavenTokens:
         self,
         *,
         http: HttpService,
-        base_url: str,
         credentials: ApiCredentials,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._http = http
-        self._base = base_url.rstrip("/") + "/"
         self._credentials = credentials
         self._clock = clock
         self._token: _Token | None = None
@@ -91,10 +89,9 @@ class MediaHavenTokens:
         response = send(_authorisation(token))
         if response.status_code == 401:
             self._drop_refused(token)
-            raise ServiceUnavailable(
-                f"MediaHaven answered 401 to {what} with a freshly issued token; "
-                "check the API user's rights and credentials",
-                system=System.MEDIAHAVEN,
+            raise self._http.unavailable(
+                f"answered 401 to {what} with a freshly issued token; "
+                "check the API user's rights and credentials"
             )
         return response
 
@@ -156,10 +153,9 @@ class MediaHavenTokens:
             )
         except _GrantRefused as refused:
             # Transient: an operator fixes the credentials and the waiting events go through.
-            raise ServiceUnavailable(
-                f"MediaHaven refused the API credentials ({refused}); check "
-                "MEDIAHAVEN_API_USERNAME, _PASSWD, _CLIENT_ID and _CLIENT_SECRET",
-                system=System.MEDIAHAVEN,
+            raise self._http.unavailable(
+                f"refused the API credentials ({refused}); check "
+                "MEDIAHAVEN_API_USERNAME, _PASSWD, _CLIENT_ID and _CLIENT_SECRET"
             ) from None
 
     def _grant(
@@ -170,26 +166,20 @@ class MediaHavenTokens:
         client = self._credentials
         response = self._http.send(
             "POST",
-            f"{self._base}{path}",
+            path,
             what=what,
             safe_to_repeat=True,
-            headers={"Accept": "application/json"},
             data={**grant, "client_id": client.client_id, "client_secret": client.client_secret},
         )
-        if not 200 <= response.status_code < 300:
-            # The body is left out: an OAuth error may echo what was sent.
-            detail = f"HTTP {response.status_code} from {path}"
-            if 400 <= response.status_code < 500:
-                raise _GrantRefused(detail)
-            raise ServiceUnavailable(
-                f"MediaHaven {what} failed: {detail}", system=System.MEDIAHAVEN
-            )
-        body = self._http.json_object(response, what)
+        try:
+            self._http.succeeded(response, what)
+        except Rejected:
+            # Not its message: the body is left out, as an OAuth error may echo what was sent.
+            raise _GrantRefused(f"HTTP {response.status_code} from {path}") from None
+        body = self._http.json(response, what, dict)
         access = body.get("access_token")
         if not isinstance(access, str) or not access:
-            raise ServiceUnavailable(
-                f"MediaHaven {what} answered without an access_token", system=System.MEDIAHAVEN
-            )
+            raise self._http.unavailable(f"{what} answered without an access_token")
         refresh = body.get("refresh_token")
         if not isinstance(refresh, str) or not refresh:
             # RFC 6749 6: without a new refresh token, the old one stays good.
