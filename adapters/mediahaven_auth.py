@@ -80,12 +80,12 @@ class MediaHavenTokens:
         A refusal of a freshly issued token is transient: the API user's rights are
         for an operator to fix, and the event can wait for that.
         """
-        token = self._valid_token()
+        token = self._token_for_call()
         response = send(_authorisation(token))
         if response.status_code != 401:
             return response
         log.info("MediaHaven refused the access token for %s; renewing it", what)
-        token = self._token_after(token)
+        token = self._token_for_call(refused=token)
         response = send(_authorisation(token))
         if response.status_code == 401:
             self._drop_refused(token)
@@ -102,24 +102,17 @@ class MediaHavenTokens:
             secrets += [self._token.access, self._token.refresh]
         return secrets
 
-    def _valid_token(self) -> _Token:
-        """The current token, asked for first or renewed when it is about to expire."""
+    def _token_for_call(self, refused: _Token | None = None) -> _Token:
+        """The current token, unless there is none yet, it is about to expire or it is the
+        one MediaHaven `refused`; then one asked for here, unless another thread already did."""
         with self._lock:
             token = self._token
-            if token is None:
-                return self._password_grant()
-            if token.renew_at is not None and self._clock() >= token.renew_at:
+            if token is not None and token is not refused:
+                if token.renew_at is None or self._clock() < token.renew_at:
+                    return token
                 log.info("MediaHaven access token is about to expire; renewing it")
-                return self._renew(token)
-            return token
-
-    def _token_after(self, refused: _Token) -> _Token:
-        """A token other than `refused`: renewed here, unless another thread already did."""
-        with self._lock:
-            current = self._token
-            if current is not None and current is not refused:
-                return current
-            return self._renew(refused)
+            stale = token or refused
+            return self._password_grant() if stale is None else self._renew(stale)
 
     def _drop_refused(self, refused: _Token) -> None:
         with self._lock:
