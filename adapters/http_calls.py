@@ -247,9 +247,9 @@ class HttpService:
         reads_retry_after = self._resend.max_retry_after is not None
         if status == 429 and not reads_retry_after:
             raise self.unavailable(failed)
-        retry_after = (
-            _retry_after(response.headers.get("Retry-After")) if reads_retry_after else None
-        )
+        # Retry-After in seconds; an HTTP date counts as not given.
+        seconds = number_in(response.headers.get("Retry-After")) if reads_retry_after else None
+        retry_after = None if seconds is None else max(seconds, 0.0)
         raise _TryAgain(failed, retry_after)
 
     def _pause(self, failure: _TryAgain, backoff: float, waited: float) -> float:
@@ -271,15 +271,16 @@ class HttpService:
         return pause
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds; an HTTP date or nonsense counts as not given."""
-    if value is None:
+def number_in(value: object) -> float | None:
+    """A finite number an answer gives, as a number or as text; anything else (a bool, NaN,
+    an HTTP date, nonsense) counts as not given."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
     try:
-        seconds = float(value.strip())
+        number = float(value)
     except ValueError:
         return None
-    return max(seconds, 0.0) if math.isfinite(seconds) else None
+    return number if math.isfinite(number) else None
 
 
 __all__ = [
@@ -287,5 +288,6 @@ __all__ = [
     "QUICK_TRIES",
     "HttpService",
     "ResendPolicy",
+    "number_in",
     "service_session",
 ]

@@ -18,7 +18,7 @@ from urllib.parse import quote, urlencode
 import requests
 
 from s3_events_handler.adapters import sidecar_xml
-from s3_events_handler.adapters.http_calls import HttpService, ResendPolicy
+from s3_events_handler.adapters.http_calls import HttpService, ResendPolicy, number_in
 from s3_events_handler.adapters.mediahaven_auth import ApiCredentials, MediaHavenTokens
 from s3_events_handler.domain.errors import SearchTooBroad, ServiceUnavailable, System
 from s3_events_handler.domain.model import DEFAULT_MAX_SEARCH_PAGES, Query, Record
@@ -197,13 +197,8 @@ def _next_start(page: Mapping[str, Any], asked_start: int, received: int) -> int
 
 
 def _count(value: object, default: int) -> int:
-    if isinstance(value, bool):
-        return default
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return default
+    number = number_in(value)
+    return int(number) if number is not None and number >= 0 and number.is_integer() else default
 
 
 def _records(results: Iterable[object]) -> Iterable[Record]:

@@ -9,7 +9,6 @@ them and the waiting events go through.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 
 import requests
 
-from s3_events_handler.adapters.http_calls import HttpService
+from s3_events_handler.adapters.http_calls import HttpService, number_in
 from s3_events_handler.domain.errors import Rejected
 
 log = logging.getLogger(__name__)
@@ -181,13 +180,8 @@ class MediaHavenTokens:
         return self._token
 
     def _renew_at(self, expires_in: object) -> float | None:
-        if isinstance(expires_in, bool) or not isinstance(expires_in, int | float | str):
-            return None
-        try:
-            seconds = float(expires_in)
-        except ValueError:
-            return None
-        if not math.isfinite(seconds) or seconds <= 0:
+        seconds = number_in(expires_in)
+        if seconds is None or seconds <= 0:
             return None
         # A short-lived token is renewed halfway rather than at once on every call.
         return self._clock() + seconds - min(EXPIRY_MARGIN_SECONDS, seconds / 2)
