@@ -110,23 +110,22 @@ class MediaHavenTokens:
                 if token.renew_at is None or self._clock() < token.renew_at:
                     return token
                 log.info("MediaHaven access token is about to expire; renewing it")
-            stale = token or refused
-            return self._password_grant() if stale is None else self._renew(stale)
+            return self._renew(token or refused)
 
     def _drop_refused(self, refused: _Token) -> None:
         with self._lock:
             if self._token is refused:
                 self._token = None
 
-    def _renew(self, token: _Token) -> _Token:
-        """Refresh `token`, or ask for a new one when there is nothing to refresh or it fails."""
+    def _renew(self, stale: _Token | None) -> _Token:
+        """Refresh `stale`, or log in anew when there is nothing to refresh or that fails."""
         self._token = None
-        if token.refresh is not None:
+        if stale is not None and stale.refresh is not None:
             try:
                 return self._grant(
                     REFRESH_GRANT_PATH,
-                    {"grant_type": "refresh_token", "refresh_token": token.refresh},
-                    previous_refresh=token.refresh,
+                    {"grant_type": "refresh_token", "refresh_token": stale.refresh},
+                    previous_refresh=stale.refresh,
                 )
             except _GrantRefused as refused:
                 log.info("MediaHaven refused the token refresh (%s); logging in anew", refused)
