@@ -1,9 +1,12 @@
-"""HTTP calls and their few quick tries: the one retry mechanism of every HTTP adapter.
+"""HTTP calls: the one way every HTTP adapter sends a request and reads its answer.
 
 A request is sent again after a short pause when another try may help (a refused or
 broken connection, a 5xx, a 429 from a service whose Retry-After is read) and the
 caller says it is safe to repeat. A timeout is not tried again, so one call never
 takes much longer than the timeout. The long waits are the retry queue's (contract §6).
+An answer is judged here too: its status (`HttpService.succeeded`), its JSON
+(`HttpService.json`), and what a message quotes of it, short and without secrets
+(`HttpService.snippet`).
 """
 
 from __future__ import annotations
@@ -12,22 +15,24 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import requests
 import requests.adapters
 import requests.utils
 
 from s3_events_handler.application.reasons import one_line
-from s3_events_handler.domain.errors import ServiceUnavailable, System
+from s3_events_handler.domain.errors import Rejected, ServiceUnavailable, System
 
 log = logging.getLogger(__name__)
 
 # Pauses between the tries of one call to a small JSON service (PID, Organisations).
 BACKOFF_SECONDS = (0.25, 0.75)
 SNIPPET_LENGTH = 200
+# What `HttpService.json` names each shape a caller may ask for.
+_JSON_SHAPES: dict[type, str] = {dict: "a JSON object", list: "a JSON array"}
 
 
 def service_session(url: str, *, connections: int) -> requests.Session:
@@ -69,8 +74,12 @@ class ResendPolicy:
     budget: float = math.inf
 
 
+# A few quick tries, Retry-After not read: enough for a service that answers fast.
+QUICK_TRIES = ResendPolicy(pauses=BACKOFF_SECONDS)
+
+
 class _TryAgain(Exception):
-    """A failure another try of the same request may fix."""
+    """A failure another try of the same request may fix; `reason` leaves out the service."""
 
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
@@ -79,62 +88,126 @@ class _TryAgain(Exception):
 
 
 class HttpService:
-    """One service over HTTP: its session, timeout and resend policy.
+    """One service over HTTP: where it is, its session, timeout and resend policy, and how
+    its answers are read; every HTTP adapter talks to its service through one of these.
 
     `secrets` is asked for what no message may show each time one is written, as
     secrets such as access tokens change. Headers go on each request, never on the
-    session, which may be shared with adapters for other hosts.
+    session, which may be shared with adapters for other hosts. A client error is
+    `Rejected`, unless its status is one of `transient_client_errors`: one an
+    operator or time fixes, for which the event should wait.
     """
 
     def __init__(
         self,
         *,
         session: requests.Session,
+        url: str,
         name: str,
         system: System,
         timeout: float,
-        resend: ResendPolicy,
+        resend: ResendPolicy = QUICK_TRIES,
+        transient_client_errors: Container[int] = frozenset(),
         sleep: Callable[[float], None] = time.sleep,
         secrets: Callable[[], Iterable[str | None]] = tuple,
     ) -> None:
+        self.url = url
         self.name = name
         self.system = system  # what every failure of the service says it came from
         self._session = session
         self._timeout = timeout
         self._resend = resend
+        self._transient_client_errors = transient_client_errors
         self._sleep = sleep
         self._secrets = secrets
 
     def send(
         self,
         method: str,
-        url: str,
+        path: str = "",
         *,
         what: str,
         safe_to_repeat: bool,
         headers: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> requests.Response:
-        """The answer to one request; no answer, a 5xx or a 429 is `ServiceUnavailable`.
+        """The answer to one request for `path` under the service's URL; no answer, a 5xx or
+        a 429 is `ServiceUnavailable`, any other status is the caller's to judge.
 
         A request `safe_to_repeat` is sent again after a failure another try may fix,
         as often as the policy allows.
         """
+        headers = {"Accept": "application/json", **(headers or {})}
         pauses = self._resend.pauses
         waited = 0.0
         for attempt in range(len(pauses) + 1):
             try:
-                return self._send_once(method, url, what, headers, kwargs)
+                return self._send_once(method, self.url + path, what, headers, kwargs)
             except _TryAgain as failure:
                 if not safe_to_repeat or attempt == len(pauses):
-                    raise ServiceUnavailable(
-                        failure.reason, system=self.system, retry_after=failure.retry_after
+                    raise self.unavailable(
+                        failure.reason, retry_after=failure.retry_after
                     ) from None
                 pause = self._pause(failure, pauses[attempt], waited)
-                log.warning("%s; trying again in %.2f s", failure.reason, pause)
+                log.warning("%s %s; trying again in %.2f s", self.name, failure.reason, pause)
                 self._sleep(pause)
                 waited += pause
         raise AssertionError("unreachable: the last try returns or raises")
+
+    def call(
+        self,
+        method: str,
+        path: str = "",
+        *,
+        what: str,
+        safe_to_repeat: bool,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """`send`, then `succeeded`: the answer to a request the service carried out."""
+        response = self.send(method, path, what=what, safe_to_repeat=safe_to_repeat, **kwargs)
+        return self.succeeded(response, what)
+
+    def succeeded(
+        self, response: requests.Response, what: str, *, also_fine: Container[int] = ()
+    ) -> requests.Response:
+        """`response` when it is a 2xx (or in `also_fine`); otherwise the failure it is.
+
+        A client error is `Rejected`, quoting what the service said, unless it is one
+        of the service's transient ones; anything else is `ServiceUnavailable`.
+        """
+        status = response.status_code
+        if 200 <= status < 300 or status in also_fine:
+            return response
+        if not 400 <= status < 500:
+            raise self.unavailable(f"answered an unexpected {status} to {what}")
+        if status in self._transient_client_errors:
+            raise self.unavailable(f"answered {status} to {what}")
+        raise Rejected(
+            f"{self.name} answered {status} to {what}: {self.snippet(response.text)}",
+            system=self.system,
+        )
+
+    def json(self, response: requests.Response, what: str, shape: type = object) -> Any:
+        """The JSON in the answer, of the `shape` the caller needs (a dict, a list, any).
+
+        Anything else is nonsense a later try may not repeat: `ServiceUnavailable`.
+        """
+        expected = _JSON_SHAPES.get(shape, "JSON")
+        try:
+            body = response.json()
+        except ValueError:
+            found = f"not JSON: {self.snippet(response.text)}"
+        else:
+            if isinstance(body, shape):
+                return body
+            found = f"JSON {type(body).__name__}"
+        raise self.unavailable(f"answered {what} with something other than {expected}: {found}")
+
+    def unavailable(self, detail: str, *, retry_after: float | None = None) -> ServiceUnavailable:
+        """The transient failure `detail` of this service: "{name} {detail}"."""
+        return ServiceUnavailable(
+            f"{self.name} {detail}", system=self.system, retry_after=retry_after
+        )
 
     def snippet(self, text: str) -> str:
         """What a server or library said, on one line, short, and without our secrets."""
@@ -144,28 +217,12 @@ class HttpService:
             text = text[:SNIPPET_LENGTH] + "…"
         return text or "(empty body)"
 
-    def json_object(self, response: requests.Response, what: str) -> dict[str, Any]:
-        """The answer's JSON object; anything else is nonsense a later try may not repeat."""
-        try:
-            body = response.json()
-        except ValueError:
-            raise ServiceUnavailable(
-                f"{self.name} answered {what} with something that is not JSON: "
-                f"{self.snippet(response.text)}",
-                system=self.system,
-            ) from None
-        if not isinstance(body, dict):
-            raise ServiceUnavailable(
-                f"{self.name} answered {what} with JSON that is not an object", system=self.system
-            )
-        return body
-
     def _send_once(
         self,
         method: str,
         url: str,
         what: str,
-        headers: Mapping[str, str] | None,
+        headers: Mapping[str, str],
         kwargs: Mapping[str, Any],
     ) -> requests.Response:
         try:
@@ -175,25 +232,24 @@ class HttpService:
                 method, url, headers=headers, timeout=self._timeout, **kwargs
             )
         except requests.Timeout:
-            raise ServiceUnavailable(
-                f"{self.name} timed out: did not answer {what} within {self._timeout:g} s",
-                system=self.system,
+            raise self.unavailable(
+                f"timed out: did not answer {what} within {self._timeout:g} s"
             ) from None
         except requests.RequestException as error:
             reason = f"{type(error).__name__}: {self.snippet(str(error))}"
             if isinstance(error, requests.ConnectionError):
-                raise _TryAgain(f"{self.name} unreachable for {what}: {reason}") from None
-            raise _TryAgain(f"{self.name}: {what} failed: {reason}") from None
+                raise _TryAgain(f"unreachable for {what}: {reason}") from None
+            raise _TryAgain(f"call failed ({what}): {reason}") from None
         status = response.status_code
         if status < 500 and status != 429:
             return response
-        failed = f"{self.name} answered {status} to {what}"
+        failed = f"answered {status} to {what}"
         reads_retry_after = self._resend.max_retry_after is not None
         if status == 429 and not reads_retry_after:
-            raise ServiceUnavailable(failed, system=self.system)
-        retry_after = (
-            _retry_after(response.headers.get("Retry-After")) if reads_retry_after else None
-        )
+            raise self.unavailable(failed)
+        # Retry-After in seconds; an HTTP date counts as not given.
+        seconds = number_in(response.headers.get("Retry-After")) if reads_retry_after else None
+        retry_after = None if seconds is None else max(seconds, 0.0)
         raise _TryAgain(failed, retry_after)
 
     def _pause(self, failure: _TryAgain, backoff: float, waited: float) -> float:
@@ -203,84 +259,35 @@ class HttpService:
             pause = failure.retry_after
             cap = self._resend.max_retry_after
             if cap is not None and pause > cap:
-                raise ServiceUnavailable(
+                raise self.unavailable(
                     f"{failure.reason}; Retry-After asks {pause:g} s, more than the "
                     f"{cap:g} s one call may wait",
-                    system=self.system,
                     retry_after=pause,
                 ) from None
         if waited + pause > self._resend.budget:
-            raise ServiceUnavailable(
-                f"{failure.reason}; gave up after waiting {waited:g} s", system=self.system
+            raise self.unavailable(
+                f"{failure.reason}; gave up after waiting {waited:g} s"
             ) from None
         return pause
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds; an HTTP date or nonsense counts as not given."""
-    if value is None:
+def number_in(value: object) -> float | None:
+    """A finite number an answer gives, as a number or as text; anything else (a bool, NaN,
+    an HTTP date, nonsense) counts as not given."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
     try:
-        seconds = float(value.strip())
+        number = float(value)
     except ValueError:
         return None
-    return max(seconds, 0.0) if math.isfinite(seconds) else None
-
-
-class JsonServiceClient:
-    """A client of one small JSON service (PID, Organisations) at one URL."""
-
-    NAME: ClassVar[str]  # the service, as messages name it
-    SYSTEM: ClassVar[System]  # the service, as its failures are counted
-
-    def __init__(
-        self,
-        *,
-        session: requests.Session,
-        url: str,
-        timeout: float,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self._url = url
-        self._http = HttpService(
-            session=session,
-            name=self.NAME,
-            system=self.SYSTEM,
-            timeout=timeout,
-            resend=ResendPolicy(pauses=BACKOFF_SECONDS),
-            sleep=sleep,
-        )
-
-    def _ask(self, method: str, *, what: str, **kwargs: Any) -> requests.Response:
-        """One call, sent again after a 5xx or a connection error.
-
-        Every call of these services is safe to repeat: a lookup changes nothing, and
-        a PID minted and then lost is harmless.
-        """
-        return self._http.send(
-            method,
-            self._url,
-            what=what,
-            safe_to_repeat=True,
-            headers={"Accept": "application/json"},
-            **kwargs,
-        )
-
-
-def json_of(response: requests.Response, *, service: str, system: System) -> Any:
-    try:
-        return response.json()
-    except ValueError as error:
-        raise ServiceUnavailable(
-            f"{service} answered something other than JSON", system=system
-        ) from error
+    return number if math.isfinite(number) else None
 
 
 __all__ = [
     "BACKOFF_SECONDS",
+    "QUICK_TRIES",
     "HttpService",
-    "JsonServiceClient",
     "ResendPolicy",
-    "json_of",
+    "number_in",
     "service_session",
 ]

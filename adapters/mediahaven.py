@@ -1,7 +1,7 @@
 """MediaHaven's records over its REST API v2 (contract §4.1): search, relation update, delete.
 
 Each call carries a token from `mediahaven_auth` and goes through `http_calls`,
-which tries it again where that may help. Every failure is sorted into the
+which tries it again where that may help and sorts every failure into the
 domain's split: what a later attempt may fix (no answer, 5xx, 429, refused
 credentials) is `ServiceUnavailable`; a request MediaHaven refuses for good
 (another 4xx) is `Rejected`.
@@ -18,9 +18,9 @@ from urllib.parse import quote, urlencode
 import requests
 
 from s3_events_handler.adapters import sidecar_xml
-from s3_events_handler.adapters.http_calls import HttpService, ResendPolicy
+from s3_events_handler.adapters.http_calls import HttpService, ResendPolicy, number_in
 from s3_events_handler.adapters.mediahaven_auth import ApiCredentials, MediaHavenTokens
-from s3_events_handler.domain.errors import Rejected, SearchTooBroad, ServiceUnavailable, System
+from s3_events_handler.domain.errors import SearchTooBroad, ServiceUnavailable, System
 from s3_events_handler.domain.model import DEFAULT_MAX_SEARCH_PAGES, Query, Record
 from s3_events_handler.domain.ports import ArchiveRecords
 
@@ -77,11 +77,11 @@ class MediaHavenRecords(ArchiveRecords):
             raise ValueError(
                 f"page_size and max_pages must be at least 1: {page_size}, {max_pages}"
             )
-        self._base = base_url.rstrip("/") + "/"
         self._page_size = page_size
         self._max_pages = max_pages
         self._http = HttpService(
             session=session,
+            url=base_url.rstrip("/") + "/",
             name="MediaHaven",
             system=System.MEDIAHAVEN,
             timeout=timeout,
@@ -95,9 +95,7 @@ class MediaHavenRecords(ArchiveRecords):
             secrets=lambda: self._tokens.secrets(),
         )
         credentials = ApiCredentials(client_id, client_secret, username, password)
-        self._tokens = MediaHavenTokens(
-            http=self._http, base_url=base_url, credentials=credentials, clock=clock
-        )
+        self._tokens = MediaHavenTokens(http=self._http, credentials=credentials, clock=clock)
 
     # -- the port -------------------------------------------------------------------------
 
@@ -112,20 +110,12 @@ class MediaHavenRecords(ArchiveRecords):
             params = urlencode(
                 {"q": q, "startIndex": start, "nrOfResults": self._page_size}, quote_via=quote
             )
-            page = self._http.json_object(
-                self._call(
-                    "GET",
-                    f"{self._base}{RECORDS_PATH}?{params}",
-                    what="search",
-                    headers={"Accept": "application/json"},
-                ),
-                "search",
+            page = self._http.json(
+                self._call("GET", f"{RECORDS_PATH}?{params}", what="search"), "search", dict
             )
             results = page.get("Results")
             if not isinstance(results, list):
-                raise ServiceUnavailable(
-                    "MediaHaven search answered without a Results list", system=System.MEDIAHAVEN
-                )
+                raise self._http.unavailable("search answered without a Results list")
             for record in _records(results):
                 if record.fragment_id not in given:
                     given.add(record.fragment_id)
@@ -167,45 +157,25 @@ class MediaHavenRecords(ArchiveRecords):
     # -- requests ---------------------------------------------------------------------------
 
     def _record_url(self, fragment_id: str) -> str:
-        return f"{self._base}{RECORDS_PATH}/{quote(fragment_id, safe='')}"
+        return f"{RECORDS_PATH}/{quote(fragment_id, safe='')}"
 
     def _call(
-        self,
-        method: str,
-        url: str,
-        *,
-        what: str,
-        headers: Mapping[str, str] | None = None,
-        gone_is_fine: bool = False,
-        **body: Any,
+        self, method: str, path: str, *, what: str, gone_is_fine: bool = False, **body: Any
     ) -> requests.Response:
-        """One authorised request; its answer, or `Rejected` for a client error.
-
-        Only an idempotent method is sent again after a transient failure.
-        """
-
-        def send(authorisation: Mapping[str, str]) -> requests.Response:
-            return self._http.send(
+        """One authorised request; its answer, or the failure `HttpService.succeeded` makes
+        of it. Only an idempotent method is sent again after a transient failure."""
+        response = self._tokens.send_authorised(
+            lambda authorisation: self._http.send(
                 method,
-                url,
+                path,
                 what=what,
                 safe_to_repeat=method in IDEMPOTENT_METHODS,
-                headers={**(headers or {}), **authorisation},
+                headers=authorisation,
                 **body,
-            )
-
-        response = self._tokens.send_authorised(send, what)
-        status = response.status_code
-        if 200 <= status < 300 or (gone_is_fine and status == 404):
-            return response
-        if 400 <= status < 500:
-            raise Rejected(
-                f"MediaHaven answered {status} to {what}: {self._http.snippet(response.text)}",
-                system=System.MEDIAHAVEN,
-            )
-        raise ServiceUnavailable(
-            f"MediaHaven answered an unexpected {status} to {what}", system=System.MEDIAHAVEN
+            ),
+            what,
         )
+        return self._http.succeeded(response, what, also_fine={404} if gone_is_fine else ())
 
 
 def _next_start(page: Mapping[str, Any], asked_start: int, received: int) -> int | None:
@@ -227,13 +197,8 @@ def _next_start(page: Mapping[str, Any], asked_start: int, received: int) -> int
 
 
 def _count(value: object, default: int) -> int:
-    if isinstance(value, bool):
-        return default
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return default
+    number = number_in(value)
+    return int(number) if number is not None and number >= 0 and number.is_integer() else default
 
 
 def _records(results: Iterable[object]) -> Iterable[Record]:

@@ -9,7 +9,6 @@ them and the waiting events go through.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -17,8 +16,8 @@ from dataclasses import dataclass, field
 
 import requests
 
-from s3_events_handler.adapters.http_calls import HttpService
-from s3_events_handler.domain.errors import ServiceUnavailable, System
+from s3_events_handler.adapters.http_calls import HttpService, number_in
+from s3_events_handler.domain.errors import Rejected
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +64,10 @@ class MediaHavenTokens:
         self,
         *,
         http: HttpService,
-        base_url: str,
         credentials: ApiCredentials,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._http = http
-        self._base = base_url.rstrip("/") + "/"
         self._credentials = credentials
         self._clock = clock
         self._token: _Token | None = None
@@ -82,19 +79,18 @@ class MediaHavenTokens:
         A refusal of a freshly issued token is transient: the API user's rights are
         for an operator to fix, and the event can wait for that.
         """
-        token = self._valid_token()
+        token = self._token_for_call()
         response = send(_authorisation(token))
         if response.status_code != 401:
             return response
         log.info("MediaHaven refused the access token for %s; renewing it", what)
-        token = self._token_after(token)
+        token = self._token_for_call(refused=token)
         response = send(_authorisation(token))
         if response.status_code == 401:
             self._drop_refused(token)
-            raise ServiceUnavailable(
-                f"MediaHaven answered 401 to {what} with a freshly issued token; "
-                "check the API user's rights and credentials",
-                system=System.MEDIAHAVEN,
+            raise self._http.unavailable(
+                f"answered 401 to {what} with a freshly issued token; "
+                "check the API user's rights and credentials"
             )
         return response
 
@@ -105,39 +101,31 @@ class MediaHavenTokens:
             secrets += [self._token.access, self._token.refresh]
         return secrets
 
-    def _valid_token(self) -> _Token:
-        """The current token, asked for first or renewed when it is about to expire."""
+    def _token_for_call(self, refused: _Token | None = None) -> _Token:
+        """The current token, unless there is none yet, it is about to expire or it is the
+        one MediaHaven `refused`; then one asked for here, unless another thread already did."""
         with self._lock:
             token = self._token
-            if token is None:
-                return self._password_grant()
-            if token.renew_at is not None and self._clock() >= token.renew_at:
+            if token is not None and token is not refused:
+                if token.renew_at is None or self._clock() < token.renew_at:
+                    return token
                 log.info("MediaHaven access token is about to expire; renewing it")
-                return self._renew(token)
-            return token
-
-    def _token_after(self, refused: _Token) -> _Token:
-        """A token other than `refused`: renewed here, unless another thread already did."""
-        with self._lock:
-            current = self._token
-            if current is not None and current is not refused:
-                return current
-            return self._renew(refused)
+            return self._renew(token or refused)
 
     def _drop_refused(self, refused: _Token) -> None:
         with self._lock:
             if self._token is refused:
                 self._token = None
 
-    def _renew(self, token: _Token) -> _Token:
-        """Refresh `token`, or ask for a new one when there is nothing to refresh or it fails."""
+    def _renew(self, stale: _Token | None) -> _Token:
+        """Refresh `stale`, or log in anew when there is nothing to refresh or that fails."""
         self._token = None
-        if token.refresh is not None:
+        if stale is not None and stale.refresh is not None:
             try:
                 return self._grant(
                     REFRESH_GRANT_PATH,
-                    {"grant_type": "refresh_token", "refresh_token": token.refresh},
-                    previous_refresh=token.refresh,
+                    {"grant_type": "refresh_token", "refresh_token": stale.refresh},
+                    previous_refresh=stale.refresh,
                 )
             except _GrantRefused as refused:
                 log.info("MediaHaven refused the token refresh (%s); logging in anew", refused)
@@ -156,10 +144,9 @@ class MediaHavenTokens:
             )
         except _GrantRefused as refused:
             # Transient: an operator fixes the credentials and the waiting events go through.
-            raise ServiceUnavailable(
-                f"MediaHaven refused the API credentials ({refused}); check "
-                "MEDIAHAVEN_API_USERNAME, _PASSWD, _CLIENT_ID and _CLIENT_SECRET",
-                system=System.MEDIAHAVEN,
+            raise self._http.unavailable(
+                f"refused the API credentials ({refused}); check "
+                "MEDIAHAVEN_API_USERNAME, _PASSWD, _CLIENT_ID and _CLIENT_SECRET"
             ) from None
 
     def _grant(
@@ -170,26 +157,20 @@ class MediaHavenTokens:
         client = self._credentials
         response = self._http.send(
             "POST",
-            f"{self._base}{path}",
+            path,
             what=what,
             safe_to_repeat=True,
-            headers={"Accept": "application/json"},
             data={**grant, "client_id": client.client_id, "client_secret": client.client_secret},
         )
-        if not 200 <= response.status_code < 300:
-            # The body is left out: an OAuth error may echo what was sent.
-            detail = f"HTTP {response.status_code} from {path}"
-            if 400 <= response.status_code < 500:
-                raise _GrantRefused(detail)
-            raise ServiceUnavailable(
-                f"MediaHaven {what} failed: {detail}", system=System.MEDIAHAVEN
-            )
-        body = self._http.json_object(response, what)
+        try:
+            self._http.succeeded(response, what)
+        except Rejected:
+            # Not its message: the body is left out, as an OAuth error may echo what was sent.
+            raise _GrantRefused(f"HTTP {response.status_code} from {path}") from None
+        body = self._http.json(response, what, dict)
         access = body.get("access_token")
         if not isinstance(access, str) or not access:
-            raise ServiceUnavailable(
-                f"MediaHaven {what} answered without an access_token", system=System.MEDIAHAVEN
-            )
+            raise self._http.unavailable(f"{what} answered without an access_token")
         refresh = body.get("refresh_token")
         if not isinstance(refresh, str) or not refresh:
             # RFC 6749 6: without a new refresh token, the old one stays good.
@@ -198,13 +179,8 @@ class MediaHavenTokens:
         return self._token
 
     def _renew_at(self, expires_in: object) -> float | None:
-        if isinstance(expires_in, bool) or not isinstance(expires_in, int | float | str):
-            return None
-        try:
-            seconds = float(expires_in)
-        except ValueError:
-            return None
-        if not math.isfinite(seconds) or seconds <= 0:
+        seconds = number_in(expires_in)
+        if seconds is None or seconds <= 0:
             return None
         # A short-lived token is renewed halfway rather than at once on every call.
         return self._clock() + seconds - min(EXPIRY_MARGIN_SECONDS, seconds / 2)

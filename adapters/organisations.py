@@ -6,15 +6,15 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
 
-from s3_events_handler.adapters.http_calls import JsonServiceClient, json_of
-from s3_events_handler.domain.errors import Rejected, ServiceUnavailable, System
+import requests
+
+from s3_events_handler.adapters.http_calls import HttpService
+from s3_events_handler.domain.errors import Rejected, System
 from s3_events_handler.domain.ports import Organisations
 
 # The OR-id travels as a variable, so no id can change the query.
 CP_NAME_QUERY = "query cp($id: String!) { organizations(id: $id) { mam_label } }"
-SERVICE = "Organisations API"
 # Client errors that say "not now" rather than "never": refused credentials are
 # fixed by an operator, and the events should wait for that, not be dead-lettered.
 # (A 429 is transient already on the way in: see `HttpService.send`.)
@@ -28,7 +28,7 @@ class NoMamLabel(Rejected):
         super().__init__(message, system=System.ORGANISATIONS)
 
 
-class OrganisationsApi(JsonServiceClient, Organisations):
+class OrganisationsApi(Organisations):
     """Looks up the MAM label of an OR-id.
 
     No organisation or no label is permanent for the event; an unreachable or
@@ -37,48 +37,47 @@ class OrganisationsApi(JsonServiceClient, Organisations):
     much longer than `timeout`.
     """
 
-    NAME = SERVICE
-    SYSTEM = System.ORGANISATIONS
+    def __init__(
+        self,
+        *,
+        session: requests.Session,
+        url: str,
+        timeout: float,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._http = HttpService(
+            session=session,
+            url=url,
+            name="Organisations API",
+            system=System.ORGANISATIONS,
+            timeout=timeout,
+            transient_client_errors=_TRANSIENT_CLIENT_ERRORS,
+            sleep=sleep,
+        )
 
     def cp_name(self, or_id: str) -> str:
+        """`{"data": {"organizations": [{"mam_label": "VRT"}]}}` -> `VRT`."""
+        what = f"the lookup of {or_id}"
         body = {"query": CP_NAME_QUERY, "variables": {"id": or_id}}
-        response = self._ask("POST", what=f"the lookup of {or_id}", json=body)
-        status = response.status_code
-        if status in _TRANSIENT_CLIENT_ERRORS:
-            raise ServiceUnavailable(f"{SERVICE} answered {status} for {or_id}", system=self.SYSTEM)
-        if status >= 400:
-            raise Rejected(
-                f"{SERVICE} refused the lookup of {or_id} ({status})", system=self.SYSTEM
+        response = self._http.call("POST", what=what, safe_to_repeat=True, json=body)
+        answer = self._http.json(response, what, dict)
+        if answer.get("errors"):
+            raise self._http.unavailable(
+                f"reported errors for {or_id}: {self._http.snippet(str(answer['errors']))}"
             )
-        answer = json_of(response, service=f"{SERVICE} for {or_id}", system=self.SYSTEM)
-        return _mam_label_in(answer, or_id)
-
-
-def _mam_label_in(answer: Any, or_id: str) -> str:
-    """`{"data": {"organizations": [{"mam_label": "VRT"}]}}` -> `VRT`."""
-    if not isinstance(answer, dict):
-        raise _confused(f"Organisations API answer for {or_id} is not an object")
-    if answer.get("errors"):
-        raise _confused(
-            f"Organisations API reported errors for {or_id}: {str(answer['errors'])[:200]}"
-        )
-    data = answer.get("data")
-    organisations = data.get("organizations") if isinstance(data, dict) else None
-    if not isinstance(organisations, list):
-        raise _confused(f"Organisations API answer for {or_id} has no organizations")
-    if not organisations:
-        raise NoMamLabel(f"no organisation {or_id} in the Organisations API")
-    first = organisations[0]
-    label = first.get("mam_label") if isinstance(first, dict) else None
-    if label is not None and not isinstance(label, str):
-        raise _confused(f"Organisations API gave a mam_label that is not text for {or_id}")
-    if not label or not label.strip():
-        raise NoMamLabel(f"organisation {or_id} has no MAM label")
-    return label
-
-
-def _confused(message: str) -> ServiceUnavailable:
-    return ServiceUnavailable(message, system=System.ORGANISATIONS)
+        data = answer.get("data")
+        organisations = data.get("organizations") if isinstance(data, dict) else None
+        if not isinstance(organisations, list):
+            raise self._http.unavailable(f"answer for {or_id} has no organizations")
+        if not organisations:
+            raise NoMamLabel(f"no organisation {or_id} in the Organisations API")
+        first = organisations[0]
+        label = first.get("mam_label") if isinstance(first, dict) else None
+        if label is not None and not isinstance(label, str):
+            raise self._http.unavailable(f"gave a mam_label that is not text for {or_id}")
+        if not label or not label.strip():
+            raise NoMamLabel(f"organisation {or_id} has no MAM label")
+        return label
 
 
 class CachedOrganisations(Organisations):

@@ -5,10 +5,13 @@ from __future__ import annotations
 import secrets
 import socket
 import string
-from typing import Any
+import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from s3_events_handler.adapters.http_calls import JsonServiceClient, json_of
+import requests
+
+from s3_events_handler.adapters.http_calls import HttpService
 from s3_events_handler.domain.errors import ServiceUnavailable, System
 from s3_events_handler.domain.ports import PidService
 from s3_events_handler.domain.rules import is_valid_pid
@@ -16,7 +19,6 @@ from s3_events_handler.domain.rules import is_valid_pid
 PID_SERVICE_ENVIRONMENTS = frozenset({"production", "qas"})
 PID_ALPHABET = string.ascii_lowercase + string.digits
 PID_LENGTH = 10
-SERVICE = "PID service"
 
 
 def uses_pid_service(app_environment: str) -> bool:
@@ -24,35 +26,41 @@ def uses_pid_service(app_environment: str) -> bool:
     return app_environment.lower() in PID_SERVICE_ENVIRONMENTS
 
 
-class PidWebService(JsonServiceClient, PidService):
+class PidWebService(PidService):
     """The PID service over HTTP; every failure is transient, as the event can wait for a PID.
 
-    A 5xx or a connection error is tried again a couple of times: minting is not
-    idempotent, but a PID minted and then lost is harmless. A timeout is not tried
-    again, so one call never takes much longer than `timeout`.
+    A 5xx or a connection error is tried again a couple of times: a PID minted and
+    then lost is harmless. A timeout is not tried again, so one call never takes much
+    longer than `timeout`.
     """
 
-    NAME = SERVICE
-    SYSTEM = System.PID
+    def __init__(
+        self,
+        *,
+        session: requests.Session,
+        url: str,
+        timeout: float,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._http = HttpService(
+            session=session,
+            url=url,
+            name="PID service",
+            system=System.PID,
+            timeout=timeout,
+            transient_client_errors=range(400, 500),
+            sleep=sleep,
+        )
 
     def mint(self) -> str:
-        response = self._ask("GET", what="a PID request")
-        if not 200 <= response.status_code < 300:
-            raise ServiceUnavailable(
-                f"{SERVICE} answered {response.status_code}", system=System.PID
-            )
-        return _pid_in(json_of(response, service=SERVICE, system=System.PID))
-
-
-def _pid_in(answer: Any) -> str:
-    """`[{"id": "k98z0d4w1q", "number": 1}]` -> `k98z0d4w1q`; anything else is no PID."""
-    first = answer[0] if isinstance(answer, list) and answer else None
-    pid = first.get("id") if isinstance(first, dict) else None
-    if not isinstance(pid, str) or not is_valid_pid(pid):
-        raise ServiceUnavailable(
-            f"PID service gave no valid PID: {str(answer)[:200]!r}", system=System.PID
-        )
-    return pid
+        what = "a PID request"
+        answer = self._http.json(self._http.call("GET", what=what, safe_to_repeat=True), what)
+        # `[{"id": "k98z0d4w1q", "number": 1}]` -> `k98z0d4w1q`; anything else is no PID.
+        first = answer[0] if isinstance(answer, list) and answer else None
+        pid = first.get("id") if isinstance(first, dict) else None
+        if not isinstance(pid, str) or not is_valid_pid(pid):
+            raise self._http.unavailable(f"gave no valid PID: {self._http.snippet(str(answer))}")
+        return pid
 
 
 class LocalPids(PidService):

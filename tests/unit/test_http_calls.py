@@ -13,6 +13,7 @@ TOKEN = "t0ken-" * 8
 def service() -> HttpService:
     return HttpService(
         session=requests.Session(),
+        url="https://example.invalid/",
         name="Example",
         system=System.PID,
         timeout=1.0,
