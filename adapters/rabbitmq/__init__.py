@@ -4,6 +4,8 @@ settling of each message's outcome."""
 from s3_events_handler.adapters.rabbitmq.connection import (
     BrokerCertificateError,
     BrokerSettings,
+    cannot_reach,
+    check_certificate,
     declare_topology,
     describe,
 )
@@ -25,6 +27,8 @@ __all__ = [
     "Received",
     "Settled",
     "Settlement",
+    "cannot_reach",
+    "check_certificate",
     "declare_topology",
     "describe",
     "transfer_request_body",

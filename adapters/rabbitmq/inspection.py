@@ -13,7 +13,12 @@ from typing import Any
 
 import pika.exceptions
 
-from s3_events_handler.adapters.rabbitmq.connection import BrokerSettings, connect, describe
+from s3_events_handler.adapters.rabbitmq.connection import (
+    BrokerSettings,
+    cannot_reach,
+    connect,
+    describe,
+)
 from s3_events_handler.domain.errors import ServiceUnavailable
 
 NOT_FOUND = 404
@@ -39,20 +44,16 @@ class Found:
 @contextmanager
 def broker_session(settings: BrokerSettings, open_connection: Connect = connect) -> Iterator[Any]:
     """A connection that declares nothing, closed afterwards. Broker trouble, here or in the
-    `with` body, comes out as `ServiceUnavailable` naming the broker, never the password."""
-    where = f"the broker at {settings.host}:{settings.port} (vhost {settings.vhost})"
+    `with` body, comes out as `ServiceUnavailable` naming the broker (`cannot_reach`)."""
     try:
         connection = open_connection(settings)
     except (pika.exceptions.AMQPError, OSError) as error:
-        raise ServiceUnavailable(
-            f"cannot reach {where}: {describe(error, settings.password)}"
-        ) from None
+        raise ServiceUnavailable(cannot_reach(settings, error)) from None
     try:
         yield connection
     except (pika.exceptions.AMQPError, OSError) as error:
-        raise ServiceUnavailable(
-            f"{where} failed us: {describe(error, settings.password)}"
-        ) from None
+        reason = describe(error, settings.password)
+        raise ServiceUnavailable(f"{settings.whereabouts} failed us: {reason}") from None
     finally:
         if connection.is_open:
             connection.close()
@@ -66,7 +67,7 @@ def queue_depth(channel: Any, queue: str) -> int:
     return int(declared.message_count)
 
 
-def inspect_topology(settings: BrokerSettings, open_connection: Connect = connect) -> list[Found]:
+def inspect_topology(settings: BrokerSettings) -> list[Found]:
     """Every queue and exchange the service uses, each looked up with a passive declare.
 
     A failed passive declare closes its channel, so each lookup has a channel of its own.
@@ -79,7 +80,7 @@ def inspect_topology(settings: BrokerSettings, open_connection: Connect = connec
     ]
     exchanges = [name for name in (settings.incoming_exchange, settings.transfer_exchange) if name]
     found: list[Found] = []
-    with broker_session(settings, open_connection) as connection:
+    with broker_session(settings) as connection:
         for queue in queues:
             found.append(_queue(connection, queue))
         for exchange in exchanges:
