@@ -2,9 +2,9 @@
 
 It must be safe to run against production at any time, so it only reads:
 
-- the broker: with TLS, the handshake `consume` makes at its start (a certificate that
-  cannot be verified is a setting to fix, as there); then passive declares, on a connection
-  that declares nothing (a missing queue is reported, not created);
+- the broker: with TLS, the certificate check `consume` makes at its start (a certificate
+  that cannot be verified is a setting to fix, as there); then passive declares, on a
+  connection that declares nothing (a missing queue is reported, not created);
 - MediaHaven: a token grant and one authenticated search. A grant alone proves the
   credentials; the search also proves the records API is where MEDIAHAVEN_API_HOST says and
   that the API user may search, which is the first thing every event needs;
