@@ -7,7 +7,6 @@ from s3_events_handler.adapters.rabbitmq.connection import (
     cannot_reach,
     check_certificate,
     declare_topology,
-    describe,
 )
 from s3_events_handler.adapters.rabbitmq.consumer import Consumer
 from s3_events_handler.adapters.rabbitmq.io_thread import BrokerConnection
@@ -30,6 +29,5 @@ __all__ = [
     "cannot_reach",
     "check_certificate",
     "declare_topology",
-    "describe",
     "transfer_request_body",
 ]
