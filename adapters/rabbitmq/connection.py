@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import pika
 import pika.exceptions
 
-from s3_events_handler.adapters.tls import client_context, describe_failure, verification_failure
+from s3_events_handler.adapters.tls import client_context, unverified, verification_failure
 from s3_events_handler.application.reasons import reason_of
 from s3_events_handler.application.retries import RetrySchedule
 
@@ -152,15 +152,9 @@ class BrokerCertificateError(pika.exceptions.AMQPConnectionError):  # type: igno
     """The broker's certificate cannot be verified: a setting to fix, not an outage to wait out."""
 
     def __init__(self, settings: BrokerSettings, failure: ssl.SSLCertVerificationError) -> None:
-        ca_file = (
-            f"RABBIT_MQ_CA_FILE={settings.ca_file!r}"
-            if settings.ca_file
-            else "no RABBIT_MQ_CA_FILE, the system's CA store only"
-        )
-        super().__init__(
-            f"the certificate of the broker at {settings.host}:{settings.port} cannot be "
-            f"verified (RABBIT_MQ_SSL=true, {ca_file}): {describe_failure(failure)}"
-        )
+        subject = f"the broker at {settings.host}:{settings.port}"
+        names = ("RABBIT_MQ_SSL", "RABBIT_MQ_CA_FILE")
+        super().__init__(unverified(subject, names, settings.ca_file, failure))
 
 
 def declare_topology(channel: Any, settings: BrokerSettings) -> None:
