@@ -15,7 +15,7 @@ import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from s3_events_handler.adapters.tls import client_context, describe_failure, verification_failure
+from s3_events_handler.adapters.tls import client_context, unverified, verification_failure
 from s3_events_handler.application.reasons import Redactor
 from s3_events_handler.domain.errors import ServiceUnavailable, System
 
@@ -155,13 +155,6 @@ class FtpAccount:
             said = Redactor([self.password]).redact(reply(error))
             how = " over FTPS" if self.tls else ""
             return f"cannot log in to FTP server {self.address}{how} as {self.user!r}: {said}"
-        ca_file = (
-            f"MEDIAHAVEN_FTP_CA_FILE={self.ca_file!r}"
-            if self.ca_file
-            else "no MEDIAHAVEN_FTP_CA_FILE, the system's CA store only"
-        )
-        return (
-            f"the certificate of FTP server {self.address} cannot be verified "
-            f"(MEDIAHAVEN_FTP_TLS=true, {ca_file}): {describe_failure(failure)}; "
-            "events are retried, and go through once the CA is fixed"
-        )
+        names = ("MEDIAHAVEN_FTP_TLS", "MEDIAHAVEN_FTP_CA_FILE")
+        refused = unverified(f"FTP server {self.address}", names, self.ca_file, failure)
+        return f"{refused}; events are retried, and go through once the CA is fixed"

@@ -1,5 +1,5 @@
 """TLS for the broker (AMQPS) and the transport server (FTPS): one client context, one
-reading of what went wrong.
+reading of what went wrong, and one way to say it.
 
 The context trusts the system's CA store plus an optional CA file, and checks the
 server's host name. It is made anew for each connection, so a CA file fixed in place
@@ -56,6 +56,18 @@ def verification_failure(error: BaseException) -> ssl.SSLCertVerificationError |
     return None
 
 
-def describe_failure(failure: ssl.SSLCertVerificationError) -> str:
-    """`certificate verify failed: <why>`, without OpenSSL's source location."""
-    return f"certificate verify failed: {failure.verify_message or failure.reason or failure}"
+def unverified(
+    subject: str, settings: tuple[str, str], ca_file: str, failure: ssl.SSLCertVerificationError
+) -> str:
+    """Why `subject`'s certificate was refused, naming the settings that fix it: `settings`
+    are the names of its TLS switch and CA file, `ca_file` the CA file's value (none, the
+    system's store alone). Without OpenSSL's source location."""
+    tls_setting, ca_setting = settings
+    trusted = (
+        f"{ca_setting}={ca_file!r}" if ca_file else f"no {ca_setting}, the system's CA store only"
+    )
+    why = failure.verify_message or failure.reason or failure
+    return (
+        f"the certificate of {subject} cannot be verified ({tls_setting}=true, {trusted}): "
+        f"certificate verify failed: {why}"
+    )

@@ -2,9 +2,9 @@
 
 It must be safe to run against production at any time, so it only reads:
 
-- the broker: with TLS, the handshake `consume` makes at its start (a certificate that
-  cannot be verified is a setting to fix, as there); then passive declares, on a connection
-  that declares nothing (a missing queue is reported, not created);
+- the broker: with TLS, the certificate check `consume` makes at its start (a certificate
+  that cannot be verified is a setting to fix, as there); then passive declares, on a
+  connection that declares nothing (a missing queue is reported, not created);
 - MediaHaven: a token grant and one authenticated search. A grant alone proves the
   credentials; the search also proves the records API is where MEDIAHAVEN_API_HOST says and
   that the API user may search, which is the first thing every event needs;
@@ -29,7 +29,7 @@ from s3_events_handler.adapters.ledger_sqlite import inspect_location
 from s3_events_handler.adapters.logs import SHORTEST_MASKED_SECRET
 from s3_events_handler.adapters.organisations import NoMamLabel
 from s3_events_handler.adapters.pid import accepts_connections, uses_pid_service
-from s3_events_handler.adapters.rabbitmq import BrokerCertificateError
+from s3_events_handler.adapters.rabbitmq import BrokerCertificateError, check_certificate
 from s3_events_handler.adapters.rabbitmq.inspection import Found, inspect_topology
 from s3_events_handler.application.reasons import Redactor, one_line
 from s3_events_handler.domain.errors import S3EventsHandlerError
@@ -158,7 +158,7 @@ def _broker(container: Container) -> Iterator[Finding]:
     settings = container.broker_settings()
     try:
         # As `consume` at its start: a certificate it will never accept is a setting to fix.
-        container.broker().check_certificate()
+        check_certificate(settings)
         found = inspect_topology(settings)
     except BrokerCertificateError as error:
         yield Finding("broker", False, str(error), wrong_setting=True)

@@ -186,12 +186,7 @@ class Container(containers.DeclarativeContainer):
         ttl_seconds=settings.provided.organisations_cache_seconds,
     )
     transport = providers.Resource(ftp_transport, settings.provided.ftp, workers)
-    transfers = providers.Singleton(
-        AmqpTransferRequests,
-        broker,
-        exchange=broker_settings.transfer_exchange,
-        routing_key=broker_settings.transfer_queue,
-    )
+    transfers = providers.Singleton(AmqpTransferRequests.for_settings, broker)
     ledger = providers.Resource(open_ledger, settings.provided.ledger, workers)
     destinations = providers.Singleton(
         load_destinations,

@@ -13,7 +13,11 @@ from typing import Any, TextIO
 
 from s3_events_handler.adapters.config import ConfigError
 from s3_events_handler.adapters.cpu_affinity import pin_to_one_cpu
-from s3_events_handler.adapters.rabbitmq import BrokerCertificateError, describe
+from s3_events_handler.adapters.rabbitmq import (
+    BrokerCertificateError,
+    cannot_reach,
+    check_certificate,
+)
 from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
 from s3_events_handler.entrypoints.container import Container, build_container
 from s3_events_handler.entrypoints.exit_codes import ExitCode
@@ -51,7 +55,7 @@ def check_broker_certificate(container: Container) -> None:
     """With RABBIT_MQ_SSL, a certificate the service will never accept is a setting to fix:
     without this, the consumer would reconnect forever as if the broker were down."""
     try:
-        container.broker().check_certificate()
+        check_certificate(container.broker_settings())
     except BrokerCertificateError as error:
         raise ConfigError([], [str(error)]) from None
 
@@ -95,9 +99,7 @@ def process(container: Container, source: str) -> int:
     try:
         broker.open()
     except Exception as error:  # nothing was done yet: say so plainly and let the caller retry
-        settings = broker.settings
-        reason = describe(error, settings.password)
-        complain(f"cannot reach the broker at {settings.host}:{settings.port}: {reason}")
+        complain(cannot_reach(broker.settings, error))
         return ExitCode.TEMPFAIL
     return _report(container.handler().handle, Delivery(body=body))
 

@@ -4,8 +4,9 @@ settling of each message's outcome."""
 from s3_events_handler.adapters.rabbitmq.connection import (
     BrokerCertificateError,
     BrokerSettings,
+    cannot_reach,
+    check_certificate,
     declare_topology,
-    describe,
 )
 from s3_events_handler.adapters.rabbitmq.consumer import Consumer
 from s3_events_handler.adapters.rabbitmq.io_thread import BrokerConnection
@@ -25,7 +26,8 @@ __all__ = [
     "Received",
     "Settled",
     "Settlement",
+    "cannot_reach",
+    "check_certificate",
     "declare_topology",
-    "describe",
     "transfer_request_body",
 ]

@@ -1,10 +1,12 @@
 """Reaching the broker: settings, topology, a blocking connection, a confirmed publish
-(contract §4.5). The connection the consumer keeps open, and how other threads reach it,
-is `io_thread.py`'s.
+(contract §4.5). Every connection the service opens is `connect`'s, and every command that
+cannot make one says so with `cannot_reach`. The connection the consumer keeps open, and how
+other threads reach it, is `io_thread.py`'s.
 
 With `tls` set the connection is AMQPS (contract §7): the broker's certificate and host
 name are verified, and a certificate that fails is reported as `BrokerCertificateError`,
-naming the settings to fix.
+naming the settings to fix; `check_certificate` asks that before anything that would
+retry forever.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from typing import Any, Protocol
 import pika
 import pika.exceptions
 
-from s3_events_handler.adapters.tls import client_context, describe_failure, verification_failure
+from s3_events_handler.adapters.tls import client_context, unverified, verification_failure
 from s3_events_handler.application.reasons import reason_of
 from s3_events_handler.application.retries import RetrySchedule
 
 log = logging.getLogger(__name__)
 
 PERSISTENT = 2
+JSON = "application/json"
 DIRECT = "direct"
 
 # A publish the broker refused (a queue that would not take it, or no queue of that name):
@@ -67,6 +70,11 @@ class BrokerSettings:
     def dead_letter_queue(self) -> str:
         return f"{self.incoming_queue}.dead-letter"
 
+    @property
+    def whereabouts(self) -> str:
+        """The broker as every message about reaching it names it."""
+        return f"the broker at {self.host}:{self.port} (vhost {self.vhost})"
+
 
 class ConfirmingChannel(Protocol):
     """What the service asks of pika's BlockingChannel once `confirm_delivery()` is on.
@@ -97,6 +105,38 @@ def publish_confirmed(
     channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
 
 
+# Everything BasicProperties carries: a message published again keeps it all.
+_PROPERTY_NAMES = (
+    "content_type",
+    "content_encoding",
+    "headers",
+    "delivery_mode",
+    "priority",
+    "correlation_id",
+    "reply_to",
+    "expiration",
+    "message_id",
+    "timestamp",
+    "type",
+    "user_id",
+    "app_id",
+    "cluster_id",
+)
+
+
+def copy_properties(original: Any, user: str, **changes: Any) -> pika.BasicProperties:
+    """A received message's properties with `changes` applied, to publish it again as `user`.
+
+    A `user_id` other than ours is dropped: the broker refuses a publish whose
+    user_id is not the connection's user, and the message could never move on.
+    """
+    values = {name: getattr(original, name, None) for name in _PROPERTY_NAMES}
+    if values["user_id"] != user:
+        values["user_id"] = None
+    values.update(changes)
+    return pika.BasicProperties(**values)
+
+
 # What pika raises, before anything is sent, for properties it cannot encode (some it decodes,
 # such as floats from other clients, it cannot encode again).
 UNENCODABLE = (
@@ -112,15 +152,9 @@ class BrokerCertificateError(pika.exceptions.AMQPConnectionError):  # type: igno
     """The broker's certificate cannot be verified: a setting to fix, not an outage to wait out."""
 
     def __init__(self, settings: BrokerSettings, failure: ssl.SSLCertVerificationError) -> None:
-        ca_file = (
-            f"RABBIT_MQ_CA_FILE={settings.ca_file!r}"
-            if settings.ca_file
-            else "no RABBIT_MQ_CA_FILE, the system's CA store only"
-        )
-        super().__init__(
-            f"the certificate of the broker at {settings.host}:{settings.port} cannot be "
-            f"verified (RABBIT_MQ_SSL=true, {ca_file}): {describe_failure(failure)}"
-        )
+        subject = f"the broker at {settings.host}:{settings.port}"
+        names = ("RABBIT_MQ_SSL", "RABBIT_MQ_CA_FILE")
+        super().__init__(unverified(subject, names, settings.ca_file, failure))
 
 
 def declare_topology(channel: Any, settings: BrokerSettings) -> None:
@@ -190,9 +224,29 @@ def connect(settings: BrokerSettings) -> Any:
         raise
 
 
+def check_certificate(settings: BrokerSettings) -> None:
+    """With `tls`, connect once before anything that retries forever (the consumer's loop)
+    or would report an outage instead: a certificate never to be accepted raises
+    `BrokerCertificateError` here. Anything else (refused, unreachable, a login refused) is
+    left to whoever connects next."""
+    if not settings.tls:
+        return
+    try:
+        connect(settings).close()
+    except BrokerCertificateError:
+        raise
+    except (pika.exceptions.AMQPError, OSError) as error:
+        log.debug("no connection to the broker yet: %s", describe(error, settings.password))
+
+
 def describe(error: BaseException, secret: str = "") -> str:
     """A one-line account of a broker error; never shows the password."""
     return reason_of(error, [secret])
+
+
+def cannot_reach(settings: BrokerSettings, error: BaseException) -> str:
+    """What a command says when `connect` failed: where the broker is and why, no password."""
+    return f"cannot reach {settings.whereabouts}: {describe(error, settings.password)}"
 
 
 def connection_lost(error: BaseException) -> bool:

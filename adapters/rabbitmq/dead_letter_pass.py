@@ -47,13 +47,17 @@ docs/operations.md, "The dead-letter queue while a command reads it".
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pika.exceptions
 
-from s3_events_handler.adapters.rabbitmq.connection import UNENCODABLE, BrokerSettings, describe
+from s3_events_handler.adapters.rabbitmq.connection import (
+    UNENCODABLE,
+    BrokerSettings,
+    copy_properties,
+    describe,
+)
 from s3_events_handler.adapters.rabbitmq.dead_letter_model import (
     ParkedMessage,
     QueueBusy,
@@ -202,15 +206,9 @@ class DeadLetterPass:
         self, queue: str, message: ParkedMessage, headers: Mapping[str, Any] | None
     ) -> str | None:
         """Publish a copy of `message` with `headers` to `queue` (mandatory, in the open
-        transaction): None, or why pika refused to encode it (before sending anything).
-
-        A `user_id` other than ours is dropped: the broker refuses a publish whose user_id
-        is not the connection's user. Every other property is kept.
-        """
-        properties = copy.copy(message.properties)
-        properties.headers = headers
-        if properties.user_id != self._settings.user:
-            properties.user_id = None
+        transaction; `copy_properties`): None, or why pika refused to encode it (before
+        sending anything)."""
+        properties = copy_properties(message.properties, self._settings.user, headers=headers)
         try:
             self._channel.basic_publish("", queue, message.body, properties, mandatory=True)
         except UNENCODABLE as error:

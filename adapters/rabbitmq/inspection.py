@@ -13,7 +13,12 @@ from typing import Any
 
 import pika.exceptions
 
-from s3_events_handler.adapters.rabbitmq.connection import BrokerSettings, connect, describe
+from s3_events_handler.adapters.rabbitmq.connection import (
+    BrokerSettings,
+    cannot_reach,
+    connect,
+    describe,
+)
 from s3_events_handler.domain.errors import ServiceUnavailable
 
 NOT_FOUND = 404
@@ -39,20 +44,16 @@ class Found:
 @contextmanager
 def broker_session(settings: BrokerSettings, open_connection: Connect = connect) -> Iterator[Any]:
     """A connection that declares nothing, closed afterwards. Broker trouble, here or in the
-    `with` body, comes out as `ServiceUnavailable` naming the broker, never the password."""
-    where = f"the broker at {settings.host}:{settings.port} (vhost {settings.vhost})"
+    `with` body, comes out as `ServiceUnavailable` naming the broker (`cannot_reach`)."""
     try:
         connection = open_connection(settings)
     except (pika.exceptions.AMQPError, OSError) as error:
-        raise ServiceUnavailable(
-            f"cannot reach {where}: {describe(error, settings.password)}"
-        ) from None
+        raise ServiceUnavailable(cannot_reach(settings, error)) from None
     try:
         yield connection
     except (pika.exceptions.AMQPError, OSError) as error:
-        raise ServiceUnavailable(
-            f"{where} failed us: {describe(error, settings.password)}"
-        ) from None
+        reason = describe(error, settings.password)
+        raise ServiceUnavailable(f"{settings.whereabouts} failed us: {reason}") from None
     finally:
         if connection.is_open:
             connection.close()
@@ -60,13 +61,13 @@ def broker_session(settings: BrokerSettings, open_connection: Connect = connect)
 
 def queue_depth(channel: Any, queue: str) -> int:
     """Ready messages in `queue`; raises `QueueMissing` (and the channel is closed) without it."""
-    declared = _declared_queue(channel, queue)
+    declared = _declared(channel, "queue", queue)
     if declared is None:
         raise QueueMissing(f"no queue {queue} on the broker")
     return int(declared.message_count)
 
 
-def inspect_topology(settings: BrokerSettings, open_connection: Connect = connect) -> list[Found]:
+def inspect_topology(settings: BrokerSettings) -> list[Found]:
     """Every queue and exchange the service uses, each looked up with a passive declare.
 
     A failed passive declare closes its channel, so each lookup has a channel of its own.
@@ -78,47 +79,28 @@ def inspect_topology(settings: BrokerSettings, open_connection: Connect = connec
         settings.dead_letter_queue,
     ]
     exchanges = [name for name in (settings.incoming_exchange, settings.transfer_exchange) if name]
-    found: list[Found] = []
-    with broker_session(settings, open_connection) as connection:
-        for queue in queues:
-            found.append(_queue(connection, queue))
-        for exchange in exchanges:
-            found.append(_exchange(connection, exchange))
-    return found
+    wanted = [("queue", name) for name in queues] + [("exchange", name) for name in exchanges]
+    with broker_session(settings) as connection:
+        return [_look_up(connection.channel(), kind, name) for kind, name in wanted]
 
 
-def _queue(connection: Any, name: str) -> Found:
-    channel = connection.channel()
-    declared = _declared_queue(channel, name)
+def _look_up(channel: Any, kind: str, name: str) -> Found:
+    declared = _declared(channel, kind, name)
     if declared is None:
-        return Found("queue", name, exists=False)
+        return Found(kind, name, exists=False)
     channel.close()
-    return Found(
-        "queue",
-        name,
-        exists=True,
-        messages=int(declared.message_count),
-        consumers=int(declared.consumer_count),
-    )
+    # An exchange's DeclareOk counts nothing.
+    messages = int(getattr(declared, "message_count", 0))
+    consumers = int(getattr(declared, "consumer_count", 0))
+    return Found(kind, name, exists=True, messages=messages, consumers=consumers)
 
 
-def _exchange(connection: Any, name: str) -> Found:
-    channel = connection.channel()
+def _declared(channel: Any, kind: str, name: str) -> Any | None:
+    """The broker's DeclareOk for the queue or exchange `name`; None, and the channel closed,
+    when there is no such thing."""
+    declare = channel.queue_declare if kind == "queue" else channel.exchange_declare
     try:
-        channel.exchange_declare(exchange=name, passive=True)
-    except pika.exceptions.ChannelClosedByBroker as error:
-        if error.reply_code != NOT_FOUND:
-            raise
-        return Found("exchange", name, exists=False)
-    channel.close()
-    return Found("exchange", name, exists=True)
-
-
-def _declared_queue(channel: Any, name: str) -> Any | None:
-    """The broker's Queue.DeclareOk for `name`; None, and the channel closed, when there is
-    no such queue."""
-    try:
-        return channel.queue_declare(queue=name, passive=True).method
+        return declare(name, passive=True).method
     except pika.exceptions.ChannelClosedByBroker as error:
         if error.reply_code != NOT_FOUND:
             raise

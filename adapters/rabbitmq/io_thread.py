@@ -11,8 +11,6 @@ flowing. Another thread hands it a call with the connection's
 from __future__ import annotations
 
 import logging
-import socket
-import ssl
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -22,7 +20,8 @@ import pika
 import pika.exceptions
 
 from s3_events_handler.adapters.rabbitmq.connection import (
-    BrokerCertificateError,
+    JSON,
+    PERSISTENT,
     BrokerSettings,
     connect,
     connection_lost,
@@ -30,7 +29,7 @@ from s3_events_handler.adapters.rabbitmq.connection import (
     describe,
     publish_confirmed,
 )
-from s3_events_handler.adapters.tls import client_context
+from s3_events_handler.domain.errors import ServiceUnavailable, System
 
 log = logging.getLogger(__name__)
 
@@ -83,29 +82,6 @@ class BrokerConnection:
             settings.user,
         )
 
-    def check_certificate(self) -> None:
-        """Shake hands with the broker over TLS once, before consuming starts.
-
-        The consumer reconnects forever, which suits an outage but not a certificate
-        that will never be accepted: that raises `BrokerCertificateError` here, so the
-        start stops. Anything else (refused, unreachable) is left to the reconnect loop.
-        """
-        settings = self._settings
-        if not settings.tls:
-            return
-        context = client_context(settings.ca_file)
-        address = (settings.host, settings.port)
-        try:
-            with (
-                socket.create_connection(address, timeout=settings.socket_timeout) as plain,
-                context.wrap_socket(plain, server_hostname=settings.host),
-            ):
-                pass
-        except ssl.SSLCertVerificationError as failure:
-            raise BrokerCertificateError(settings, failure) from None
-        except OSError as error:
-            log.debug("no TLS handshake with the broker yet: %s", describe(error))
-
     def close(self) -> None:
         """Close if open; a connection that already died is simply forgotten.
 
@@ -130,12 +106,42 @@ class BrokerConnection:
         """Pump I/O: heartbeats, deliveries, confirms, calls from other threads. I/O thread only."""
         self._open()[0].process_data_events(time_limit=time_limit)
 
-    def publish(self, exchange: str, routing_key: str, body: bytes, properties: Any) -> None:
-        """Publish mandatory and confirmed (I/O thread only).
+    def publish(
+        self,
+        what: str,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str | None,
+        correlation_id: str | None,
+    ) -> None:
+        """From any thread: a JSON message of our own (`what`), persistent, mandatory and
+        confirmed, published on the I/O thread (`run_on_io_thread`). Whatever keeps it from a
+        queue is `ServiceUnavailable` naming `what` and where it was sent."""
+        properties = pika.BasicProperties(
+            delivery_mode=PERSISTENT,
+            content_type=JSON,
+            message_id=message_id,
+            correlation_id=correlation_id,
+        )
+        target = f"exchange {exchange!r} with routing key {routing_key!r}"
 
-        Raises pika's UnroutableError or NackError when the broker did not take it.
-        """
-        publish_confirmed(self.channel, exchange, routing_key, body, properties)
+        def publish_on_io_thread() -> None:
+            publish_confirmed(self.channel, exchange, routing_key, body, properties)
+
+        try:
+            self.run_on_io_thread(publish_on_io_thread)
+        except pika.exceptions.UnroutableError as error:
+            raise _unavailable(f"{what} reached no queue via {target}") from error
+        except pika.exceptions.NackError as error:
+            raise _unavailable(f"broker refused the {what} via {target}") from error
+        except (pika.exceptions.AMQPError, OSError) as error:
+            reason = describe(error, self._settings.password)
+            raise _unavailable(f"{what} not published via {target}: {reason}") from error
+        log.debug(
+            "%s %s published via %s (correlation id %s)", what, message_id, target, correlation_id
+        )
 
     def run_on_io_thread(self, fn: Callable[[], T]) -> T:
         """Run `fn` on the I/O thread and return its result or raise its exception.
@@ -187,6 +193,10 @@ def call_on_io_thread(connection: Any, fn: Callable[[], T]) -> T:
                 raise pika.exceptions.ConnectionWrongStateError(
                     "the broker connection closed before the call ran"
                 ) from None
+
+
+def _unavailable(message: str) -> ServiceUnavailable:
+    return ServiceUnavailable(message, system=System.BROKER)
 
 
 def _close_quietly(connection: Any) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
-from typing import Any, assert_never
+from typing import assert_never
 
 import pika
 
@@ -23,6 +23,7 @@ from s3_events_handler.adapters.rabbitmq.connection import (
     BrokerSettings,
     ConfirmingChannel,
     connection_lost,
+    copy_properties,
     declare_topology,
     describe,
     publish_confirmed,
@@ -56,24 +57,6 @@ _LONGEST_HOLD_SECONDS = 300
 _DEFAULT_EXCHANGE = ""
 # The stage of a message dead-lettered because its copy could not be encoded.
 _REPUBLISH_STAGE = "republish"
-
-# Everything BasicProperties carries: a republished message keeps it all (see `_copy_properties`).
-_PROPERTY_NAMES = (
-    "content_type",
-    "content_encoding",
-    "headers",
-    "delivery_mode",
-    "priority",
-    "correlation_id",
-    "reply_to",
-    "expiration",
-    "message_id",
-    "timestamp",
-    "type",
-    "user_id",
-    "app_id",
-    "cluster_id",
-)
 
 
 class Settlement:
@@ -186,7 +169,7 @@ class Settlement:
             case Split():
                 queue = settings.incoming_queue
                 # The records share these properties: if one copy cannot be encoded, none can.
-                properties = _copy_properties(received.properties, settings.user)
+                properties = copy_properties(received.properties, settings.user)
                 sent = [self._publish(received, queue, body, properties) for body in outcome.bodies]
                 instead = [reason for reason in sent if reason is not None]
                 if instead:
@@ -206,7 +189,7 @@ class Settlement:
     def _park(self, received: Received, outcome: Retry | DeadLetter, queue: str) -> Settled:
         """The body unchanged to a retry or dead-letter queue, persistent and never expiring."""
         correlation_id = outcome.correlation_id or received.properties.correlation_id
-        properties = _copy_properties(
+        properties = copy_properties(
             received.properties,
             self._settings.user,
             headers=headers_for(outcome, received.properties.headers or {}),
@@ -252,18 +235,3 @@ class Settlement:
             dead_letters = self._settings.dead_letter_queue
             publish_confirmed(self._channel, _DEFAULT_EXCHANGE, dead_letters, body, bare)
             return verdict
-
-
-def _copy_properties(
-    original: pika.BasicProperties, user: str, **changes: Any
-) -> pika.BasicProperties:
-    """The original's properties with `changes` applied.
-
-    A `user_id` other than ours is dropped: the broker refuses a publish whose
-    user_id is not the connection's user, and the message could never move on.
-    """
-    values = {name: getattr(original, name, None) for name in _PROPERTY_NAMES}
-    if values["user_id"] != user:
-        values["user_id"] = None
-    values.update(changes)
-    return pika.BasicProperties(**values)

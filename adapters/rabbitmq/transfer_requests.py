@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 import json
-import logging
 
-import pika
-import pika.exceptions
-
-from s3_events_handler.adapters.rabbitmq.connection import PERSISTENT, describe
 from s3_events_handler.adapters.rabbitmq.io_thread import BrokerConnection
-from s3_events_handler.domain.errors import ServiceUnavailable, System
 from s3_events_handler.domain.model import TransferRequest
 from s3_events_handler.domain.ports import TransferRequests
-
-log = logging.getLogger(__name__)
-
-JSON = "application/json"
 
 
 def transfer_request_body(request: TransferRequest) -> bytes:
@@ -34,7 +24,8 @@ def transfer_request_body(request: TransferRequest) -> bytes:
 
 
 class AmqpTransferRequests(TransferRequests):
-    """The `TransferRequests` port on RabbitMQ: persistent, mandatory, confirmed."""
+    """The `TransferRequests` port on RabbitMQ: persistent, mandatory, confirmed
+    (`BrokerConnection.publish`)."""
 
     def __init__(self, connection: BrokerConnection, *, exchange: str, routing_key: str) -> None:
         self._connection = connection
@@ -50,37 +41,11 @@ class AmqpTransferRequests(TransferRequests):
         )
 
     def publish(self, request: TransferRequest) -> None:
-        body = transfer_request_body(request)
-        properties = pika.BasicProperties(
-            delivery_mode=PERSISTENT,
-            content_type=JSON,
-            correlation_id=request.correlation_id,
+        self._connection.publish(
+            "transfer request",
+            self._exchange,
+            self._routing_key,
+            transfer_request_body(request),
             message_id=request.message_id,
-        )
-
-        def publish_on_io_thread() -> None:
-            self._connection.publish(self._exchange, self._routing_key, body, properties)
-
-        target = f"exchange {self._exchange!r} with routing key {self._routing_key!r}"
-        try:
-            self._connection.run_on_io_thread(publish_on_io_thread)
-        except pika.exceptions.UnroutableError as error:
-            raise ServiceUnavailable(
-                f"transfer request reached no queue via {target}", system=System.BROKER
-            ) from error
-        except pika.exceptions.NackError as error:
-            raise ServiceUnavailable(
-                f"broker refused the transfer request via {target}", system=System.BROKER
-            ) from error
-        except (pika.exceptions.AMQPError, OSError) as error:
-            secret = self._connection.settings.password
-            raise ServiceUnavailable(
-                f"transfer request not published via {target}: {describe(error, secret)}",
-                system=System.BROKER,
-            ) from error
-        log.debug(
-            "transfer request %s published via %s (correlation id %s)",
-            request.message_id,
-            target,
-            request.correlation_id,
+            correlation_id=request.correlation_id,
         )

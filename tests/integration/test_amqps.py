@@ -24,6 +24,7 @@ from s3_events_handler.adapters.rabbitmq import (
     BrokerConnection,
     BrokerSettings,
     Consumer,
+    check_certificate,
 )
 from s3_events_handler.application.messages import Delivery, Done, Outcome
 from s3_events_handler.domain.results import Sent
@@ -126,7 +127,7 @@ def test_a_broker_certificate_from_an_unknown_ca_is_named_with_the_settings(
         with pytest.raises(BrokerCertificateError) as at_open:
             BrokerConnection(trusting_ours).open()
         with pytest.raises(BrokerCertificateError) as at_check:
-            BrokerConnection(trusting_ours).check_certificate()
+            check_certificate(trusting_ours)
 
     for raised in (at_open, at_check):
         message = str(raised.value)
@@ -143,7 +144,7 @@ def test_the_system_ca_store_alone_does_not_trust_the_test_ca(over_tls: BrokerSe
     """Without RABBIT_MQ_CA_FILE the connections above fail: the CA file is what makes them work."""
     without = dataclasses.replace(over_tls, ca_file="")
     with pytest.raises(BrokerCertificateError, match="no RABBIT_MQ_CA_FILE, the system's CA"):
-        BrokerConnection(without).check_certificate()
+        check_certificate(without)
 
 
 def test_a_certificate_for_another_host_name_is_refused(
@@ -165,7 +166,7 @@ def test_checking_the_certificate_leaves_an_unreachable_broker_to_the_reconnect_
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
 
-    BrokerConnection(dataclasses.replace(over_tls, port=closed_port)).check_certificate()
+    check_certificate(dataclasses.replace(over_tls, port=closed_port))
 
 
 def test_the_consumer_waits_for_a_tls_broker_that_is_down_and_consumes_once_it_is_back(
