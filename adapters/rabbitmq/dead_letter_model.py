@@ -96,14 +96,17 @@ class Tally:
     looked_at: int = 0
     """Handed to the caller (fewer than `there` when it wanted no more, or some went)."""
     removed: int = 0
-    kept: int = 0
-    """Looked at and left in the queue by the caller's choice."""
     unpublishable: list[tuple[str, str]] = field(default_factory=list)
     """(id, why) of those chosen for a replay whose copy pika cannot encode: still here."""
     out_of_place: list[tuple[str, str]] = field(default_factory=list)
     """(id, why) of those kept that could not be rotated: handed back to the queue's head."""
     short: bool = False
     """Fewer dead letters came than were there at the start: something else took some."""
+
+    @property
+    def kept(self) -> int:
+        """Looked at and left in the queue by the caller's choice."""
+        return self.looked_at - self.removed - len(self.unpublishable)
 
 
 class ReplayStopped(Exception):
