@@ -28,14 +28,16 @@ class ParkedMessage:
 
     id: str
     body: bytes
-    headers: Mapping[str, Any]
     properties: Any = field(repr=False)
 
     @classmethod
     def read(cls, properties: Any, body: bytes) -> ParkedMessage:
         """The dead letter pika delivered with `properties` and `body`."""
-        headers = dict(properties.headers or {})
-        return cls(_id_of(properties, body, headers), body, headers, properties)
+        return cls(_id_of(properties, body), body, properties)
+
+    @property
+    def headers(self) -> Mapping[str, Any]:
+        return self.properties.headers or {}
 
     @property
     def reason(self) -> str | None:
@@ -71,13 +73,13 @@ class ParkedMessage:
         return None
 
 
-def _id_of(properties: Any, body: bytes, headers: Mapping[str, Any]) -> str:
+def _id_of(properties: Any, body: bytes) -> str:
     """The message_id when it has one; else a short hash of body and headers, the same at
     every look as long as the dead letter is not changed."""
     if properties.message_id:
         return str(properties.message_id)
     digest = hashlib.sha256(body)
-    digest.update(json.dumps(headers, sort_keys=True, default=str).encode())
+    digest.update(json.dumps(properties.headers or {}, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:SHORT_ID_LENGTH]
 
 

@@ -12,7 +12,7 @@ not scale. So the consumer's prefetch is a window of `window` messages (100), an
   own place, nothing is rewritten;
 - a pass that needs more *rotates*: each dead letter kept is published again, unchanged, to
   the tail of the same queue and acked, in AMQP transactions (`tx.select`) of at most one
-  window (and `window_bytes` of bodies). The pass goes on until every message there at the
+  window (and `WINDOW_BYTES` of bodies). The pass goes on until every message there at the
   start has come round once, also when the caller wanted no more (`--limit`, a closed pipe):
   then the queue holds the same messages in the same order as before. A message removed
   (replayed, dropped) is committed on its own.
@@ -32,7 +32,7 @@ rewrites each message once and never holds more than the window unacked. The que
 count dips by at most two windows while a pass rotates it: one held, and for a moment at
 each commit another, as the broker hands out the next window before the committed copies
 have reached the queue. Why 100: it bounds that dip and the bodies in hand (with
-`window_bytes`, 8 MiB, for the dead letters that were too large to handle), while a commit
+`WINDOW_BYTES`, 8 MiB, for the dead letters that were too large to handle), while a commit
 per 100 messages (each a disk sync for persistent messages) rotates 3,000 dead letters in
 about half a second; a commit per message takes five times as long.
 
@@ -69,6 +69,11 @@ from s3_events_handler.adapters.rabbitmq.headers import replay_headers
 
 # Of a body that could not be replayed and is no longer queued: an event is about 1 kB.
 MAX_BODY_SHOWN = 4000
+# Bodies held before what is held is rotated, however few the messages.
+WINDOW_BYTES = 8 * 1024 * 1024
+# No delivery for this long while dead letters there at the start are still to come: the
+# queue holds fewer than it did (something else took some).
+QUIET_SECONDS = 30.0
 ACCESS_REFUSED = 403
 
 
@@ -85,8 +90,6 @@ class DeadLetterPass:
         *,
         replaying: bool,
         window: int,
-        window_bytes: int,
-        quiet_seconds: float,
     ) -> None:
         self._connection = connection
         self._channel = channel
@@ -94,8 +97,6 @@ class DeadLetterPass:
         self._queue = settings.dead_letter_queue
         self._replaying = replaying
         self._window = window
-        self._window_bytes = window_bytes
-        self._quiet_seconds = quiet_seconds
         self._held: list[tuple[int, ParkedMessage]] = []  # read, kept, unacked, in place
         self._rotating = False
         self._returned: list[bytes] = []
@@ -119,7 +120,7 @@ class DeadLetterPass:
             lambda _channel, _method, _properties, body: self._returned.append(body)
         )
         channel.basic_qos(prefetch_count=self._window)
-        deliveries = _deliveries(channel, self._queue, self._quiet_seconds)
+        deliveries = _deliveries(channel, self._queue)
         for read in range(there):
             looking = not enough()
             if not looking and not self._rotating:
@@ -142,11 +143,11 @@ class DeadLetterPass:
 
     def _keep(self, tag: int, message: ParkedMessage, *, more: bool) -> None:
         """Leave `message` in the queue: held in place, unacked. Once a window's worth is
-        held (or `window_bytes` of bodies) and more is to be read, the pass rotates: what
+        held (or `WINDOW_BYTES` of bodies) and more is to be read, the pass rotates: what
         is held is moved to the tail, and so on, a window at a time, to the end."""
         self._held.append((tag, message))
         held_bytes = sum(len(held.body) for _, held in self._held)
-        if more and (len(self._held) >= self._window or held_bytes >= self._window_bytes):
+        if more and (len(self._held) >= self._window or held_bytes >= WINDOW_BYTES):
             self._rotating = True
             self._rotate_held()
 
@@ -228,15 +229,13 @@ class DeadLetterPass:
         self._channel.tx_commit()
 
 
-def _deliveries(
-    channel: Any, queue: str, quiet_seconds: float
-) -> Iterator[tuple[int, ParkedMessage]]:
+def _deliveries(channel: Any, queue: str) -> Iterator[tuple[int, ParkedMessage]]:
     """`queue`'s messages as an exclusive consumer gets them; ends early when none comes for
-    `quiet_seconds`. Another consumer there already is `QueueBusy`; the broker ending the
+    `QUIET_SECONDS`. Another consumer there already is `QueueBusy`; the broker ending the
     reading (the queue deleted) is `QueueGone`."""
     try:
         for method, properties, body in channel.consume(
-            queue, exclusive=True, inactivity_timeout=quiet_seconds
+            queue, exclusive=True, inactivity_timeout=QUIET_SECONDS
         ):
             if method is None:
                 return
