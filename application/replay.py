@@ -7,49 +7,15 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 
 
-@dataclass(frozen=True)
-class Selection:
-    """Which dead letters a replay or a drop takes: all of them, those with one of `ids`, or
-    those whose reason matches `reason`."""
+@dataclass
+class Choosing:
+    """Which dead letters a replay or a drop takes, applied to them as they come, head first:
+    all of them, those with one of `ids`, or those whose reason matches `reason`; at most
+    `limit` of them. It notes which of the ids asked for were met, so that one asked for and
+    not there is reported rather than passed over in silence."""
 
     ids: frozenset[str] = frozenset()
     reason: re.Pattern[str] | None = None
-
-    @classmethod
-    def everything(cls) -> Selection:
-        return cls()
-
-    @classmethod
-    def by_ids(cls, ids: Collection[str]) -> Selection:
-        if not ids:
-            raise ValueError("choosing by id needs at least one id")
-        return cls(ids=frozenset(ids))
-
-    @classmethod
-    def by_reason_text(cls, text: str) -> Selection:
-        """A piece of the reason, any case: what an operator copies from `dead-letters list`."""
-        return cls(reason=re.compile(re.escape(text), re.IGNORECASE))
-
-    @classmethod
-    def by_reason_pattern(cls, pattern: str) -> Selection:
-        """A regular expression searched in the reason; raises `re.error` when it is not one."""
-        return cls(reason=re.compile(pattern))
-
-    def chooses(self, message_id: str, reason: str | None) -> bool:
-        if self.ids:
-            return message_id in self.ids
-        if self.reason is not None:
-            return reason is not None and self.reason.search(reason) is not None
-        return True
-
-
-@dataclass
-class Choosing:
-    """A `Selection` applied to the dead letters as they come, head first: at most `limit`
-    of them taken, and a note of which of the ids asked for were met, so that one asked
-    for and not there is reported rather than passed over in silence."""
-
-    selection: Selection
     limit: int | None = None
     taken: int = 0
     met: set[str] = field(default_factory=set)
@@ -58,11 +24,35 @@ class Choosing:
         if self.limit is not None and self.limit < 1:
             raise ValueError("a limit takes at least one")
 
+    @classmethod
+    def by_ids(cls, ids: Collection[str], *, limit: int | None = None) -> Choosing:
+        if not ids:
+            raise ValueError("choosing by id needs at least one id")
+        return cls(ids=frozenset(ids), limit=limit)
+
+    @classmethod
+    def by_reason_text(cls, text: str, *, limit: int | None = None) -> Choosing:
+        """A piece of the reason, any case: what an operator copies from `dead-letters list`."""
+        return cls(reason=re.compile(re.escape(text), re.IGNORECASE), limit=limit)
+
+    @classmethod
+    def by_reason_pattern(cls, pattern: str, *, limit: int | None = None) -> Choosing:
+        """A regular expression searched in the reason; raises `re.error` when it is not one."""
+        return cls(reason=re.compile(pattern), limit=limit)
+
+    def chooses(self, message_id: str, reason: str | None) -> bool:
+        """Whether this dead letter is one of those asked for, the limit aside."""
+        if self.ids:
+            return message_id in self.ids
+        if self.reason is not None:
+            return reason is not None and self.reason.search(reason) is not None
+        return True
+
     def take(self, message_id: str, reason: str | None) -> bool:
         """Whether this dead letter is taken: chosen, and the limit not reached yet."""
-        if message_id in self.selection.ids:
+        if message_id in self.ids:
             self.met.add(message_id)
-        if self.enough or not self.selection.chooses(message_id, reason):
+        if self.enough or not self.chooses(message_id, reason):
             return False
         self.taken += 1
         return True
@@ -74,4 +64,4 @@ class Choosing:
 
     def not_found(self) -> list[str]:
         """The ids asked for that no dead letter met so far had, in order."""
-        return sorted(self.selection.ids - self.met)
+        return sorted(self.ids - self.met)

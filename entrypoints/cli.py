@@ -13,7 +13,7 @@ from pathlib import Path
 from s3_events_handler.adapters.config import ConfigError
 from s3_events_handler.adapters.rabbitmq.dead_letter_model import ReplayStopped
 from s3_events_handler.adapters.rabbitmq.dead_letters import DeadLetterQueue
-from s3_events_handler.application.replay import Choosing, Selection
+from s3_events_handler.application.replay import Choosing
 from s3_events_handler.domain.errors import ServiceUnavailable
 from s3_events_handler.entrypoints.arguments import (
     Commands,
@@ -161,21 +161,22 @@ def _run_dead_letters_drop(args: argparse.Namespace) -> int:
 
 def _chosen(args: argparse.Namespace) -> tuple[Choosing, str]:
     """What `replay` or `drop` was told to take, and that in words (for `drop`'s question)."""
+    limit = args.limit
     if args.ids:
-        selection = Selection.by_ids(args.ids)
+        choosing = Choosing.by_ids(args.ids, limit=limit)
         what = f"the dead letter(s) with id {', '.join(args.ids)}"
     elif args.reason is not None:
-        selection = Selection.by_reason_text(args.reason)
+        choosing = Choosing.by_reason_text(args.reason, limit=limit)
         what = f"the dead letters whose x-error contains {args.reason!r} (any case)"
     elif args.reason_regex is not None:
-        selection = Selection.by_reason_pattern(args.reason_regex)
+        choosing = Choosing.by_reason_pattern(args.reason_regex, limit=limit)
         what = f"the dead letters whose x-error matches /{args.reason_regex}/"
     else:
-        selection = Selection.everything()
+        choosing = Choosing(limit=limit)
         what = "every dead letter"
-    if args.limit is not None:
-        what = f"{what}, at most the first {args.limit},"
-    return Choosing(selection, limit=args.limit), what
+    if limit is not None:
+        what = f"{what}, at most the first {limit},"
+    return choosing, what
 
 
 # -- arguments -----------------------------------------------------------------------------

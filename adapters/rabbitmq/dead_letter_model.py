@@ -28,14 +28,16 @@ class ParkedMessage:
 
     id: str
     body: bytes
-    headers: Mapping[str, Any]
     properties: Any = field(repr=False)
 
     @classmethod
     def read(cls, properties: Any, body: bytes) -> ParkedMessage:
         """The dead letter pika delivered with `properties` and `body`."""
-        headers = dict(properties.headers or {})
-        return cls(_id_of(properties, body, headers), body, headers, properties)
+        return cls(_id_of(properties, body), body, properties)
+
+    @property
+    def headers(self) -> Mapping[str, Any]:
+        return self.properties.headers or {}
 
     @property
     def reason(self) -> str | None:
@@ -71,13 +73,13 @@ class ParkedMessage:
         return None
 
 
-def _id_of(properties: Any, body: bytes, headers: Mapping[str, Any]) -> str:
+def _id_of(properties: Any, body: bytes) -> str:
     """The message_id when it has one; else a short hash of body and headers, the same at
     every look as long as the dead letter is not changed."""
     if properties.message_id:
         return str(properties.message_id)
     digest = hashlib.sha256(body)
-    digest.update(json.dumps(headers, sort_keys=True, default=str).encode())
+    digest.update(json.dumps(properties.headers or {}, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:SHORT_ID_LENGTH]
 
 
@@ -96,14 +98,17 @@ class Tally:
     looked_at: int = 0
     """Handed to the caller (fewer than `there` when it wanted no more, or some went)."""
     removed: int = 0
-    kept: int = 0
-    """Looked at and left in the queue by the caller's choice."""
     unpublishable: list[tuple[str, str]] = field(default_factory=list)
     """(id, why) of those chosen for a replay whose copy pika cannot encode: still here."""
     out_of_place: list[tuple[str, str]] = field(default_factory=list)
     """(id, why) of those kept that could not be rotated: handed back to the queue's head."""
     short: bool = False
     """Fewer dead letters came than were there at the start: something else took some."""
+
+    @property
+    def kept(self) -> int:
+        """Looked at and left in the queue by the caller's choice."""
+        return self.looked_at - self.removed - len(self.unpublishable)
 
 
 class ReplayStopped(Exception):

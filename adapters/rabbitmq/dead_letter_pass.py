@@ -12,10 +12,10 @@ not scale. So the consumer's prefetch is a window of `window` messages (100), an
   own place, nothing is rewritten;
 - a pass that needs more *rotates*: each dead letter kept is published again, unchanged, to
   the tail of the same queue and acked, in AMQP transactions (`tx.select`) of at most one
-  window (and `window_bytes` of bodies). The pass goes on until every message there at the
+  window (and `WINDOW_BYTES` of bodies). The pass goes on until every message there at the
   start has come round once, also when the caller wanted no more (`--limit`, a closed pipe):
   then the queue holds the same messages in the same order as before. A message removed
-  (replayed, dropped) is committed on its own, with the rotations before it.
+  (replayed, dropped) is committed on its own.
 
 The pass stops on the count taken at the start, not when the first message's id comes round
 again: ids are not unique (the records of one split share the original's message_id, and
@@ -32,7 +32,7 @@ rewrites each message once and never holds more than the window unacked. The que
 count dips by at most two windows while a pass rotates it: one held, and for a moment at
 each commit another, as the broker hands out the next window before the committed copies
 have reached the queue. Why 100: it bounds that dip and the bodies in hand (with
-`window_bytes`, 8 MiB, for the dead letters that were too large to handle), while a commit
+`WINDOW_BYTES`, 8 MiB, for the dead letters that were too large to handle), while a commit
 per 100 messages (each a disk sync for persistent messages) rotates 3,000 dead letters in
 about half a second; a commit per message takes five times as long.
 
@@ -69,6 +69,11 @@ from s3_events_handler.adapters.rabbitmq.headers import replay_headers
 
 # Of a body that could not be replayed and is no longer queued: an event is about 1 kB.
 MAX_BODY_SHOWN = 4000
+# Bodies held before what is held is rotated, however few the messages.
+WINDOW_BYTES = 8 * 1024 * 1024
+# No delivery for this long while dead letters there at the start are still to come: the
+# queue holds fewer than it did (something else took some).
+QUIET_SECONDS = 30.0
 ACCESS_REFUSED = 403
 
 
@@ -85,8 +90,6 @@ class DeadLetterPass:
         *,
         replaying: bool,
         window: int,
-        window_bytes: int,
-        quiet_seconds: float,
     ) -> None:
         self._connection = connection
         self._channel = channel
@@ -94,14 +97,8 @@ class DeadLetterPass:
         self._queue = settings.dead_letter_queue
         self._replaying = replaying
         self._window = window
-        self._window_bytes = window_bytes
-        self._quiet_seconds = quiet_seconds
         self._held: list[tuple[int, ParkedMessage]] = []  # read, kept, unacked, in place
-        self._held_bytes = 0
         self._rotating = False
-        self._uncommitted = 0  # rotations in the open transaction
-        self._uncommitted_bytes = 0
-        self._stuck = 0  # kept, unacked to the end: pika cannot publish them again
         self._returned: list[bytes] = []
         self.tally = Tally()
 
@@ -123,63 +120,50 @@ class DeadLetterPass:
             lambda _channel, _method, _properties, body: self._returned.append(body)
         )
         channel.basic_qos(prefetch_count=self._window)
-        deliveries = _deliveries(channel, self._queue, self._quiet_seconds)
+        deliveries = _deliveries(channel, self._queue)
         for read in range(there):
-            satisfied = enough()
-            if satisfied and not self._rotating:
+            looking = not enough()
+            if not looking and not self._rotating:
                 break  # nothing rotated yet: what is held goes back in place at the end
             taken = next(deliveries, None)
             if taken is None:
                 self.tally.short = True
                 break
             tag, message = taken
-            if satisfied:
-                self._keep(tag, message, more=True)
-                continue
-            self.tally.looked_at += 1
-            remove = chosen(message)
-            more = read + 1 < there and not enough()
+            self.tally.looked_at += looking
+            remove = looking and chosen(message)
+            # Once rotating, every dead letter there at the start comes round.
+            more = read + 1 < there and (self._rotating or not enough())
             if remove:
                 self._remove(tag, message, more=more, on_removed=on_removed)
             else:
-                self.tally.kept += 1
                 self._keep(tag, message, more=more)
         self._finish()
         return self.tally
 
     def _keep(self, tag: int, message: ParkedMessage, *, more: bool) -> None:
-        """Leave `message` in the queue: held in place while the pass fits the window,
-        rotated to the tail once it does not."""
-        if self._rotating:
-            self._rotate(tag, message)
-            return
+        """Leave `message` in the queue: held in place, unacked. Once a window's worth is
+        held (or `WINDOW_BYTES` of bodies) and more is to be read, the pass rotates: what
+        is held is moved to the tail, and so on, a window at a time, to the end."""
         self._held.append((tag, message))
-        self._held_bytes += len(message.body)
-        if more and self._fills(len(self._held), self._held_bytes):
-            # More is to be read than a window holds: rotate from here to the end.
+        held_bytes = sum(len(held.body) for _, held in self._held)
+        if more and (len(self._held) >= self._window or held_bytes >= WINDOW_BYTES):
             self._rotating = True
-            held, self._held, self._held_bytes = self._held, [], 0
-            for held_tag, held_message in held:
-                self._rotate(held_tag, held_message)
+            self._rotate_held()
 
-    def _rotate(self, tag: int, message: ParkedMessage) -> None:
-        """Publish `message` again to the tail of its queue and ack it, in the open
-        transaction, committed once a window's worth is in it."""
-        refusal = self._publish(self._queue, message, message.properties.headers)
-        if refusal is not None:
+    def _rotate_held(self) -> None:
+        """Publish each held message again to the tail of its queue and ack it, in one
+        transaction. One pika cannot encode again stays unacked to the end (handed back to
+        the head), and the window widens by one so that the pass goes on."""
+        for tag, message in self._held:
+            refusal = self._publish(self._queue, message, message.properties.headers)
+            if refusal is None:
+                self._channel.basic_ack(delivery_tag=tag)
+                continue
             self.tally.out_of_place.append((message.id, refusal))
-            self._stuck += 1  # unacked to the end: widen the window so the pass goes on
-            self._channel.basic_qos(prefetch_count=self._window + self._stuck)
-            return
-        self._channel.basic_ack(delivery_tag=tag)
-        self._uncommitted += 1
-        self._uncommitted_bytes += len(message.body)
-        if self._fills(self._uncommitted, self._uncommitted_bytes):
-            self._commit()
-
-    def _fills(self, messages: int, size: int) -> bool:
-        """Whether `messages` with bodies of `size` bytes in all make a window's worth."""
-        return messages >= self._window or size >= self._window_bytes
+            self._channel.basic_qos(prefetch_count=self._window + len(self.tally.out_of_place))
+        self._held = []
+        self._commit()
 
     def _remove(
         self,
@@ -189,7 +173,7 @@ class DeadLetterPass:
         more: bool,
         on_removed: Callable[[ParkedMessage], None],
     ) -> None:
-        """Replay or drop `message`: one commit, with the rotations before it."""
+        """Replay or drop `message` in a transaction of its own."""
         if self._replaying:
             incoming = self._settings.incoming_queue
             refusal = self._publish(incoming, message, replay_headers(message.headers))
@@ -219,7 +203,6 @@ class DeadLetterPass:
         """Commit the open transaction; raise if the broker returned a copy in it (routed
         to no queue: `replayed`'s to the incoming queue, else a rotated one)."""
         self._channel.tx_commit()
-        self._uncommitted = self._uncommitted_bytes = 0
         self._connection.process_data_events(time_limit=0)  # hear of a returned copy now
         if not self._returned:
             return
@@ -239,22 +222,20 @@ class DeadLetterPass:
         """Commit the last rotations, stop consuming, and hand back what is still held
         (the window read in place, the messages that could not be rotated, what the broker
         sent ahead): each returns to its own place."""
-        if self._uncommitted:
-            self._commit()
+        if self._rotating and self._held:
+            self._rotate_held()
         self._channel.cancel()
         self._channel.basic_nack(delivery_tag=0, multiple=True, requeue=True)
         self._channel.tx_commit()
 
 
-def _deliveries(
-    channel: Any, queue: str, quiet_seconds: float
-) -> Iterator[tuple[int, ParkedMessage]]:
+def _deliveries(channel: Any, queue: str) -> Iterator[tuple[int, ParkedMessage]]:
     """`queue`'s messages as an exclusive consumer gets them; ends early when none comes for
-    `quiet_seconds`. Another consumer there already is `QueueBusy`; the broker ending the
+    `QUIET_SECONDS`. Another consumer there already is `QueueBusy`; the broker ending the
     reading (the queue deleted) is `QueueGone`."""
     try:
         for method, properties, body in channel.consume(
-            queue, exclusive=True, inactivity_timeout=quiet_seconds
+            queue, exclusive=True, inactivity_timeout=QUIET_SECONDS
         ):
             if method is None:
                 return

@@ -33,18 +33,14 @@ from s3_events_handler.adapters.rabbitmq.dead_letter_model import ParkedMessage,
 from s3_events_handler.adapters.rabbitmq.dead_letter_pass import DeadLetterPass
 from s3_events_handler.adapters.rabbitmq.inspection import Connect, broker_session, queue_depth
 
-# Dead letters unacked at once, and bodies in hand before a rotation is committed early.
+# Dead letters unacked at once (`dead_letter_pass`).
 WINDOW = 100
-WINDOW_BYTES = 8 * 1024 * 1024
-# No delivery for this long while dead letters there at the start are still to come: the
-# queue holds fewer than it did (something else took some).
-QUIET_SECONDS = 30.0
 
 
 class DeadLetterQueue:
     """The dead-letter queue of `settings`, on a connection of its own that declares nothing.
 
-    `window` and `window_bytes` bound what a pass holds unacked (`dead_letter_pass`).
+    `window` bounds what a pass holds unacked (`dead_letter_pass`).
     """
 
     def __init__(
@@ -53,16 +49,12 @@ class DeadLetterQueue:
         *,
         open_connection: Connect = connect,
         window: int = WINDOW,
-        window_bytes: int = WINDOW_BYTES,
-        quiet_seconds: float = QUIET_SECONDS,
     ) -> None:
         if window < 1:
             raise ValueError("a window holds at least one message")
         self._settings = settings
         self._open_connection = open_connection
         self._window = window
-        self._window_bytes = window_bytes
-        self._quiet_seconds = quiet_seconds
 
     @property
     def name(self) -> str:
@@ -131,12 +123,6 @@ class DeadLetterQueue:
                 queue_depth(channel, self.incoming_queue)
             there = queue_depth(channel, self.name)
             walk = DeadLetterPass(
-                connection,
-                channel,
-                self._settings,
-                replaying=replaying,
-                window=self._window,
-                window_bytes=self._window_bytes,
-                quiet_seconds=self._quiet_seconds,
+                connection, channel, self._settings, replaying=replaying, window=self._window
             )
             return walk.run(there, chosen, enough, on_removed)

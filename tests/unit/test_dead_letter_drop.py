@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from s3_events_handler.adapters.logs import fields_of
-from s3_events_handler.application.replay import Choosing, Selection
+from s3_events_handler.application.replay import Choosing
 from s3_events_handler.entrypoints.dead_letters import REMOVALS_LOGGER, drop_dead_letters
 from s3_events_handler.entrypoints.terminal import is_yes
 from tests.unit.fake_dead_letter_broker import DLQ, FakeBroker, properties, queue_of
@@ -53,7 +53,7 @@ def drop(
 
 
 def not_json() -> Choosing:
-    return Choosing(Selection.by_reason_text("not json"))
+    return Choosing.by_reason_text("not json")
 
 
 def test_with_yes_it_drops_the_chosen_without_asking() -> None:
@@ -109,7 +109,7 @@ def test_a_dry_run_neither_asks_nor_changes_anything() -> None:
 
 def test_an_id_not_there_is_reported_and_the_others_dropped() -> None:
     broker = parked()
-    status, out, _ = drop(broker, Choosing(Selection.by_ids(["msg-1", "msg-9"])), stdin=Terminal(),
+    status, out, _ = drop(broker, Choosing.by_ids(["msg-1", "msg-9"]), stdin=Terminal(),
                           yes=True)  # fmt: skip
     assert status == 1
     assert "not found msg-9: no such dead letter in " in out
@@ -118,7 +118,7 @@ def test_an_id_not_there_is_reported_and_the_others_dropped() -> None:
 
 def test_a_limit_drops_the_first_n_chosen_only() -> None:
     broker = parked()
-    status, out, _ = drop(broker, Choosing(Selection.everything(), limit=1), stdin=Terminal(),
+    status, out, _ = drop(broker, Choosing(limit=1), stdin=Terminal(),
                           yes=True)  # fmt: skip
     assert status == 0
     assert broker.bodies() == [b"{}", b"[1"]

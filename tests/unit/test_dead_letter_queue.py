@@ -50,7 +50,7 @@ def test_a_message_id_is_the_id_else_a_hash_that_stays_the_same() -> None:
 
 def test_the_time_is_the_dead_letter_stamp_else_the_broker_s_else_the_message_s() -> None:
     def parked(headers: dict[str, Any], timestamp: int | None = None) -> ParkedMessage:
-        return ParkedMessage("id", b"", headers, properties(timestamp=timestamp))
+        return ParkedMessage("id", b"", properties(headers=headers, timestamp=timestamp))
 
     moved = datetime(2024, 5, 1, 12, 0, 0)  # pika decodes AMQP timestamps as naive UTC
     death = {"x-death": [{"time": moved}]}

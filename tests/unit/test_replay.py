@@ -7,7 +7,7 @@ import re
 import pytest
 
 from s3_events_handler.adapters.rabbitmq.headers import replay_headers
-from s3_events_handler.application.replay import Choosing, Selection
+from s3_events_handler.application.replay import Choosing
 
 
 def test_a_replay_starts_over_but_keeps_the_pid_and_everything_else() -> None:
@@ -29,37 +29,37 @@ def test_a_replay_starts_over_but_keeps_the_pid_and_everything_else() -> None:
 
 
 def test_everything_is_chosen_with_or_without_a_reason() -> None:
-    assert Selection.everything().chooses("any", None)
-    assert Selection.everything().chooses("any", "bad")
+    assert Choosing().chooses("any", None)
+    assert Choosing().chooses("any", "bad")
 
 
 def test_ids_choose_exactly_those() -> None:
-    selection = Selection.by_ids(["msg-1", "3f2a9c0d1e4b"])
-    assert selection.chooses("msg-1", "bad")
-    assert selection.chooses("3f2a9c0d1e4b", None)
-    assert not selection.chooses("msg-2", "bad")
+    choosing = Choosing.by_ids(["msg-1", "3f2a9c0d1e4b"])
+    assert choosing.chooses("msg-1", "bad")
+    assert choosing.chooses("3f2a9c0d1e4b", None)
+    assert not choosing.chooses("msg-2", "bad")
     with pytest.raises(ValueError, match="at least one id"):
-        Selection.by_ids([])
+        Choosing.by_ids([])
 
 
 def test_a_piece_of_the_reason_matches_in_any_case_and_literally() -> None:
-    selection = Selection.by_reason_text("NO FOLDER /vrt/")
-    assert selection.chooses("a", "no folder /VRT/TAPE-SHARE-EVENTS on the transport server")
-    assert not selection.chooses("a", "organisation OR-rf5kf25 has no MAM label")
-    assert not selection.chooses("a", None)
-    assert Selection.by_reason_text("answered 5(0)3").chooses("a", "MediaHaven answered 5(0)3")
+    choosing = Choosing.by_reason_text("NO FOLDER /vrt/")
+    assert choosing.chooses("a", "no folder /VRT/TAPE-SHARE-EVENTS on the transport server")
+    assert not choosing.chooses("a", "organisation OR-rf5kf25 has no MAM label")
+    assert not choosing.chooses("a", None)
+    assert Choosing.by_reason_text("answered 5(0)3").chooses("a", "MediaHaven answered 5(0)3")
 
 
 def test_a_pattern_is_searched_in_the_reason() -> None:
-    selection = Selection.by_reason_pattern(r"answered 5\d\d")
-    assert selection.chooses("a", "gave up after 8 attempts: MediaHaven answered 503 to search")
-    assert not selection.chooses("a", "MediaHaven answered 404 to search")
+    choosing = Choosing.by_reason_pattern(r"answered 5\d\d")
+    assert choosing.chooses("a", "gave up after 8 attempts: MediaHaven answered 503 to search")
+    assert not choosing.chooses("a", "MediaHaven answered 404 to search")
     with pytest.raises(re.error):
-        Selection.by_reason_pattern("answered (")
+        Choosing.by_reason_pattern("answered (")
 
 
 def test_choosing_takes_the_chosen_until_the_limit_and_nothing_after() -> None:
-    choosing = Choosing(Selection.by_reason_text("bad"), limit=2)
+    choosing = Choosing.by_reason_text("bad", limit=2)
     taken = [choosing.take(f"m{n}", reason) for n, reason in enumerate(
         ["bad", "good", None, "BAD", "bad"])]  # fmt: skip
     assert taken == [True, False, False, True, False]
@@ -67,14 +67,14 @@ def test_choosing_takes_the_chosen_until_the_limit_and_nothing_after() -> None:
 
 
 def test_without_a_limit_choosing_never_has_enough() -> None:
-    choosing = Choosing(Selection.everything())
+    choosing = Choosing()
     assert all(choosing.take(f"m{n}", None) for n in range(1000))
     assert not choosing.enough
 
 
 def test_choosing_tells_which_ids_asked_for_were_not_met() -> None:
-    choosing = Choosing(Selection.by_ids(["msg-3", "msg-1", "msg-9"]))
+    choosing = Choosing.by_ids(["msg-3", "msg-1", "msg-9"])
     assert [choosing.take(i, "bad") for i in ("msg-1", "msg-2", "msg-1")] == [True, False, True]
     assert choosing.not_found() == ["msg-3", "msg-9"]
     with pytest.raises(ValueError, match="at least one"):
-        Choosing(Selection.everything(), limit=0)
+        Choosing(limit=0)
