@@ -43,7 +43,7 @@ from s3_events_handler.entrypoints.dead_letters import (
     show_dead_letter,
 )
 from s3_events_handler.entrypoints.demo import run_demo
-from s3_events_handler.entrypoints.exit_codes import ExitCode, summary
+from s3_events_handler.entrypoints.exit_codes import MEANINGS, ExitCode
 from s3_events_handler.entrypoints.reconcile import RECONCILE_HELP
 from s3_events_handler.entrypoints.reconcile import add_arguments as reconcile_arguments
 from s3_events_handler.entrypoints.reconcile import run as run_reconcile
@@ -167,12 +167,13 @@ def _chosen(args: argparse.Namespace) -> tuple[Choosing, str]:
 
 
 def parser() -> argparse.ArgumentParser:
+    statuses = "\n".join(f"  {code.value:<4}{MEANINGS[code]}" for code in ExitCode)
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Archive objects landing in S3 in MediaHaven, and remove them when deleted.",
         epilog=(
             f"Each command has its own help: {PROG} COMMAND --help\n\n"
-            f"exit status (each command's help says what its own mean):\n{summary()}\n"
+            f"exit status (each command's help says what its own mean):\n{statuses}\n"
             'every command\'s, in one table: docs/operations.md, "Exit statuses"'
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -91,7 +91,8 @@ class Demo:
         relations, deleted = len(self.records.relations), len(self.records.deleted)
         self.out.write(f"\n=== {title}\n")
         outcome = self.handle(Delivery(body=body))
-        self.out.write(f"outcome: {type(outcome).__name__}: {_describe(outcome)}\n")
+        said = getattr(outcome, "summary", None) or getattr(outcome, "reason", "")
+        self.out.write(f"outcome: {type(outcome).__name__}: {said}\n")
         for path in sorted(set(self.transport.uploaded) - seen[0]):
             self.out.write(f"--- sidecar {path}\n{self.transport.uploaded[path].decode()}")
         for request in self.transfers.published[seen[1] :]:
@@ -126,11 +127,6 @@ class Demo:
         removed = s3_event("request-4", "ObjectRemoved:Delete", "mam-highresvideo", ESSENCE_KEY)
         self.step("The essence is deleted from S3", removed)
         self.step("A message that is not an S3 event", b"hello")
-
-
-def _describe(outcome: Outcome) -> str:
-    summary = getattr(outcome, "summary", None) or getattr(outcome, "reason", "")
-    return str(summary)
 
 
 def run_demo(out: TextIO) -> int:
