@@ -235,7 +235,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         # as a program stopped by SIGPIPE does.
         stop_writing(sys.stdout)
         return ExitCode.BROKEN_PIPE
-
-
-if __name__ == "__main__":
-    sys.exit(main())
