@@ -37,10 +37,6 @@ from s3_events_handler.domain.model import Query, Term
 from s3_events_handler.entrypoints.container import Container, build_container
 from s3_events_handler.entrypoints.exit_codes import ExitCode
 
-# The shared statuses (entrypoints/exit_codes.py), by what they mean here.
-EXIT_HEALTHY = ExitCode.OK
-EXIT_UNREACHABLE = ExitCode.FAILED
-EXIT_SETTINGS = ExitCode.SETTINGS
 # Looked up to see the Organisations API answer; a well-formed OR-id no organisation has.
 PROBE_OR_ID = "OR-chk0cfg"
 # Searched for to see MediaHaven answer; no archived object has this key.
@@ -116,12 +112,12 @@ class _Report:
         failed = [finding for finding in self._findings if not finding.ok]
         if not failed:
             print(f"all {len(self._findings)} checks passed", file=self._out)
-            return EXIT_HEALTHY
+            return ExitCode.OK
         subjects = ", ".join(dict.fromkeys(finding.subject for finding in failed))
         print(f"{len(failed)} of {len(self._findings)} checks failed: {subjects}", file=self._out)
         if any(finding.wrong_setting for finding in failed):
-            return EXIT_SETTINGS
-        return EXIT_UNREACHABLE
+            return ExitCode.SETTINGS
+        return ExitCode.FAILED
 
 
 def _destination_table(container: Container) -> Iterator[Finding]:

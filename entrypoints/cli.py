@@ -43,7 +43,7 @@ from s3_events_handler.entrypoints.dead_letters import (
     show_dead_letter,
 )
 from s3_events_handler.entrypoints.demo import run_demo
-from s3_events_handler.entrypoints.exit_codes import ExitCode, summary
+from s3_events_handler.entrypoints.exit_codes import MEANINGS, ExitCode
 from s3_events_handler.entrypoints.reconcile import RECONCILE_HELP
 from s3_events_handler.entrypoints.reconcile import add_arguments as reconcile_arguments
 from s3_events_handler.entrypoints.reconcile import run as run_reconcile
@@ -59,15 +59,11 @@ from s3_events_handler.entrypoints.terminal import PROG, complain, stop_writing
 # -- running a command ---------------------------------------------------------------------
 
 
-def _configured(config_path: Path) -> Container:
-    """Settings loaded and logging set up, nothing opened: for an operator command."""
-    return build_container(config_path, quiet=True)
-
-
 def _configured_for_the_broker(config_path: Path) -> Container:
-    """`_configured`, and the broker's certificate verified: one that never will be is a
-    setting to fix (exit 2), as for `consume` and `check-config`, not an outage."""
-    container = _configured(config_path)
+    """Settings loaded and logging set up, nothing opened, and the broker's certificate
+    verified: one that never will be is a setting to fix (exit 2), as for `consume` and
+    `check-config`, not an outage."""
+    container = build_container(config_path, quiet=True)
     check_broker_certificate(container)
     return container
 
@@ -75,7 +71,8 @@ def _configured_for_the_broker(config_path: Path) -> Container:
 def _on(
     config_path: Path, ready: Callable[[Path], Container], command: Callable[[Container], int]
 ) -> int:
-    """`command` on the container `ready` makes: `start` (the service) or `_configured`."""
+    """`command` on the container `ready` makes: `start` (the service) or
+    `_configured_for_the_broker`."""
     try:
         container = ready(config_path)
     except (ConfigError, OSError) as error:
@@ -87,10 +84,6 @@ def _on(
         container.shutdown_resources()
 
 
-def _run_consume(args: argparse.Namespace) -> int:
-    return _on(args.config, start, consume)
-
-
 def _run_process(args: argparse.Namespace) -> int:
     if args.file != "-":
         try:  # before the start, which opens the ledger: a mistyped name touches nothing
@@ -100,14 +93,6 @@ def _run_process(args: argparse.Namespace) -> int:
     # `process` writes its outcome on standard output: its log goes to standard error.
     start_logging_aside = functools.partial(start, log_to=sys.stderr)
     return _on(args.config, start_logging_aside, lambda container: process(container, args.file))
-
-
-def _run_demo(args: argparse.Namespace) -> int:
-    return run_demo(sys.stdout)
-
-
-def _run_check_config(args: argparse.Namespace) -> int:
-    return check_config(args.config, sys.stdout)
 
 
 def _on_the_dead_letters(
@@ -183,12 +168,13 @@ def _chosen(args: argparse.Namespace) -> tuple[Choosing, str]:
 
 
 def parser() -> argparse.ArgumentParser:
+    statuses = "\n".join(f"  {code.value:<4}{MEANINGS[code]}" for code in ExitCode)
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Archive objects landing in S3 in MediaHaven, and remove them when deleted.",
         epilog=(
             f"Each command has its own help: {PROG} COMMAND --help\n\n"
-            f"exit status (each command's help says what its own mean):\n{summary()}\n"
+            f"exit status (each command's help says what its own mean):\n{statuses}\n"
             'every command\'s, in one table: docs/operations.md, "Exit statuses"'
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -196,35 +182,14 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {package_version()}")
     config_option(parser, default=Path(os.environ.get("CONFIG_PATH", "config.yml")))
     commands = Commands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    _add_consume(commands)
-    _add_process(commands)
-    _add_demo(commands)
-    _add_check_config(commands)
-    _add_dead_letters(commands)
-    _add_reconcile(commands)
-    return parser
-
-
-def _add_consume(commands: Commands) -> None:
-    commands.add("consume", "consume S3 events until stopped", CONSUME_HELP, _run_consume)
-
-
-def _add_process(commands: Commands) -> None:
+    commands.add("consume", "consume S3 events until stopped", CONSUME_HELP,
+                 lambda args: _on(args.config, start, consume))  # fmt: skip
     one = commands.add("process", "run one event through the service", PROCESS_HELP, _run_process)
     one.add_argument("file", help="a file holding the event JSON, or - for standard input")
-
-
-def _add_demo(commands: Commands) -> None:
-    commands.add("demo", "run the example events on in-memory adapters", DEMO_HELP, _run_demo,
-                 reads_settings=False)  # fmt: skip
-
-
-def _add_check_config(commands: Commands) -> None:
+    commands.add("demo", "run the example events on in-memory adapters", DEMO_HELP,
+                 lambda args: run_demo(sys.stdout), reads_settings=False)  # fmt: skip
     commands.add("check-config", "check settings and every system, read-only", CHECK_CONFIG_HELP,
-                 _run_check_config)  # fmt: skip
-
-
-def _add_dead_letters(commands: Commands) -> None:
+                 lambda args: check_config(args.config, sys.stdout))  # fmt: skip
     dead = commands.add(
         "dead-letters", "list, show, replay or drop dead letters", DEAD_LETTERS_HELP
     )
@@ -248,39 +213,26 @@ def _add_dead_letters(commands: Commands) -> None:
     drop.add_argument(
         "--yes", action="store_true", help="do it without asking (needed without a terminal)"
     )
-
-
-def _add_reconcile(commands: Commands) -> None:
     reconcile = commands.add("reconcile", "compare a bucket with the archive; send back what is "
                              "missing", RECONCILE_HELP, run_reconcile)  # fmt: skip
     reconcile_arguments(reconcile, positive)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        return _main(argv)
+        try:
+            args = parser().parse_args(argv)
+            check: Callable[[argparse.Namespace], None] | None = getattr(args, "check", None)
+            if check is not None:
+                check(args)
+            run: Callable[[argparse.Namespace], int] = args.run
+            return run(args)
+        finally:  # after the command, --help, --version or a usage error alike: now, not at the
+            # interpreter's exit, where a reader gone away could not be caught
+            sys.stdout.flush()
     except BrokenPipeError:
         # Standard output's reader went away (`demo | head -1`): stop without a traceback,
         # as a program stopped by SIGPIPE does.
         stop_writing(sys.stdout)
         return ExitCode.BROKEN_PIPE
-
-
-def _main(argv: Sequence[str] | None) -> int:
-    try:
-        args = parser().parse_args(argv)
-        check: Callable[[argparse.Namespace], None] | None = getattr(args, "check", None)
-        if check is not None:
-            check(args)
-    except SystemExit:  # --help, --version, a usage error: their output is flushed below too
-        sys.stdout.flush()
-        raise
-    run: Callable[[argparse.Namespace], int] = args.run
-    status = run(args)
-    # Now, not at the interpreter's exit, where a reader gone away could not be caught.
-    sys.stdout.flush()
-    return status
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -19,13 +19,13 @@ PROPERTIES = ("content_type", "content_encoding", "delivery_mode", "priority", "
 
 
 class Table:
-    """The table, each row printed as it comes. The first `buffered` rows (or all, when
-    fewer) set the columns' widths, as wide as their widest cell; a longer cell further on
-    widens its own row only. The reason, last, is as long as it is."""
+    """The table, each row printed as it comes. The first `WINDOW` rows (or all, when
+    fewer: what one pass holds unacked) set the columns' widths, as wide as their widest
+    cell; a longer cell further on widens its own row only. The reason, last, is as long
+    as it is."""
 
-    def __init__(self, write: Callable[[str], object], *, buffered: int = WINDOW) -> None:
+    def __init__(self, write: Callable[[str], object]) -> None:
         self._write = write
-        self._buffered = buffered
         self._waiting: list[tuple[str, ...]] = []
         self._widths: list[int] | None = None
 
@@ -33,7 +33,7 @@ class Table:
         row = _row(letter)
         if self._widths is None:
             self._waiting.append(row)
-            if len(self._waiting) >= self._buffered:
+            if len(self._waiting) >= WINDOW:
                 self._start()
         else:
             self._print(row)

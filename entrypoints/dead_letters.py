@@ -28,13 +28,7 @@ from s3_events_handler.entrypoints.dead_letter_text import (
     printable,
 )
 from s3_events_handler.entrypoints.exit_codes import ExitCode
-from s3_events_handler.entrypoints.terminal import (
-    Output,
-    answer_of,
-    complain,
-    is_terminal,
-    is_yes,
-)
+from s3_events_handler.entrypoints.terminal import Output, complain, is_yes
 
 # Each dead letter `drop` removes, at INFO whatever level an operator command logs at
 # otherwise (`REMOVALS_LOGGER`): who dropped what, and why it had been dead-lettered.
@@ -188,7 +182,11 @@ def _log_removal(letter: ParkedMessage, queue: str) -> None:
 def _confirm(queue: DeadLetterQueue, what: str, *, stdin: TextIO, err: TextIO) -> int | None:
     """Ask on the terminal before a drop: None to go on, else the exit status (2 with no
     terminal to ask on, 1 for any answer but yes)."""
-    if not is_terminal(stdin):
+    try:
+        on_a_terminal = stdin.isatty()
+    except (OSError, ValueError):  # closed, or no descriptor: nobody to ask
+        on_a_terminal = False
+    if not on_a_terminal:
         print(
             "s3-events-handler: dead-letters drop removes dead letters for good: pass --yes "
             "to confirm (standard input is not a terminal to ask on)",
@@ -202,7 +200,10 @@ def _confirm(queue: DeadLetterQueue, what: str, *, stdin: TextIO, err: TextIO) -
         file=err,
         flush=True,
     )
-    answer = answer_of(stdin)
+    try:
+        answer = stdin.readline()
+    except KeyboardInterrupt:  # Ctrl-C answers nothing at all, as the end of input does
+        answer = ""
     if is_yes(answer):
         return None
     print("\nnothing dropped" if not answer else "nothing dropped", file=err)

@@ -8,16 +8,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TextIO
 
-from s3_events_handler.adapters.config import (
-    FtpSettings,
-    LedgerSettings,
-    MediaHavenSettings,
-    S3Settings,
-    Settings,
-)
 from s3_events_handler.adapters.memory import (
     InMemoryArchiveRecords,
     InMemoryLedger,
@@ -26,13 +18,12 @@ from s3_events_handler.adapters.memory import (
     InMemoryTransportServer,
     SequentialPids,
 )
-from s3_events_handler.adapters.rabbitmq import BrokerSettings
-from s3_events_handler.application.limits import MessageLimits
+from s3_events_handler.adapters.rabbitmq.transfer_requests import transfer_request_body
+from s3_events_handler.application.handler import MessageHandler
 from s3_events_handler.application.messages import Delivery, Outcome
 from s3_events_handler.application.retries import RetrySchedule
-from s3_events_handler.application.telemetry import Telemetry
-from s3_events_handler.domain.model import Destinations, Record, TransferRequest
-from s3_events_handler.entrypoints.container import Container
+from s3_events_handler.domain.model import Destinations, Record
+from s3_events_handler.domain.use_cases import IngestEssence, RemoveEssence
 from s3_events_handler.entrypoints.exit_codes import ExitCode
 
 OR_ID = "OR-rf5kf25"
@@ -43,32 +34,6 @@ MD5S = {
     COLLATERAL_KEY: "92eb5ffee6ae2fec3ad71c777531578f",
 }
 
-# Every outside system is an in-memory fake: what names one here is never used.
-_NOWHERE = "demo.invalid"
-DEMO_SETTINGS = Settings(
-    environment="demo",
-    collateral_bucket="mam-collaterals",
-    destination_config=Path(_NOWHERE),
-    shutdown_grace_seconds=20.0,
-    concurrency=1,
-    pin_cpu=False,
-    limits=MessageLimits(),
-    log_level="INFO",
-    log_format="text",
-    metrics_port=0,
-    broker=BrokerSettings(
-        host=_NOWHERE, port=5672, user="", password="", incoming_queue="s3-events",
-        transfer_queue="filetransfer", retries=RetrySchedule(),
-    ),
-    mediahaven=MediaHavenSettings(_NOWHERE, "", "", "", "", max_search_pages=50),
-    ftp=FtpSettings(_NOWHERE, "", "", timeout_seconds=30.0, tls=False, ca_file=""),
-    pid_service_host=_NOWHERE,
-    organisations_host=_NOWHERE,
-    organisations_cache_seconds=3600.0,
-    http_timeout_seconds=30.0,
-    ledger=LedgerSettings(_NOWHERE, "", retention_days=30.0, claim_lease_seconds=30.0),
-    s3=S3Settings("", "", "", region="us-east-1", domain="s3"),
-)  # fmt: skip
 DEMO_DESTINATIONS = Destinations(
     transfer_host="ftp://transport.example.org",
     folders={"vrt": {"essence": "TAPE-SHARE-EVENTS", "collateral": "DISK-SHARE-EVENTS"}},
@@ -100,37 +65,25 @@ def s3_event(request_id: str, event_name: str, bucket: str, key: str) -> dict[st
     }
 
 
-def transfer_request_json(request: TransferRequest) -> dict[str, Any]:
-    return {
-        "source": {
-            "domain": {"name": request.source.domain},
-            "bucket": {"name": request.source.bucket},
-            "object": {"key": request.source.key},
-        },
-        "destination": {"path": request.destination_path, "host": request.destination_host},
-    }
-
-
 class Demo:
-    """The fakes, a container wired to them, and a running account of what happened."""
+    """The use cases on the fakes, as another service would use them, and a running account
+    of what happened."""
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self.records = InMemoryArchiveRecords()
         self.transport = InMemoryTransportServer()
         self.transfers = InMemoryTransferRequests()
-        self.container = Container(settings=DEMO_SETTINGS)
-        self.container.override_providers(
-            records=self.records,
-            pids=SequentialPids(["k98z0d4w1q"]),
-            organisations=InMemoryOrganisations({OR_ID: "VRT"}),
-            transport=self.transport,
-            transfers=self.transfers,
-            destinations=DEMO_DESTINATIONS,
-            ledger=InMemoryLedger(),
-            telemetry=Telemetry(),  # nothing is served: nobody to tell
-        )
-        self.handle: Callable[[Delivery], Outcome] = self.container.handler().handle
+        organisations, ledger = InMemoryOrganisations({OR_ID: "VRT"}), InMemoryLedger()
+        ingest = IngestEssence(
+            records=self.records, pids=SequentialPids(["k98z0d4w1q"]),
+            organisations=organisations, transport=self.transport, transfers=self.transfers,
+            destinations=DEMO_DESTINATIONS, ledger=ledger,
+        )  # fmt: skip
+        remove = RemoveEssence(records=self.records, organisations=organisations, ledger=ledger)
+        handler = MessageHandler(ingest=ingest, remove=remove, retries=RetrySchedule(),
+                                 unfinished=ledger)  # fmt: skip
+        self.handle: Callable[[Delivery], Outcome] = handler.handle
 
     def step(self, title: str, message: dict[str, Any] | bytes) -> None:
         body = message if isinstance(message, bytes) else json.dumps(message).encode()
@@ -138,12 +91,13 @@ class Demo:
         relations, deleted = len(self.records.relations), len(self.records.deleted)
         self.out.write(f"\n=== {title}\n")
         outcome = self.handle(Delivery(body=body))
-        self.out.write(f"outcome: {type(outcome).__name__}: {_describe(outcome)}\n")
+        said = getattr(outcome, "summary", None) or getattr(outcome, "reason", "")
+        self.out.write(f"outcome: {type(outcome).__name__}: {said}\n")
         for path in sorted(set(self.transport.uploaded) - seen[0]):
             self.out.write(f"--- sidecar {path}\n{self.transport.uploaded[path].decode()}")
         for request in self.transfers.published[seen[1] :]:
             self.out.write(f"--- transfer request (message_id {request.message_id})\n")
-            self.out.write(json.dumps(transfer_request_json(request), indent=2) + "\n")
+            self.out.write(json.dumps(json.loads(transfer_request_body(request)), indent=2) + "\n")
         for relation in self.records.relations[relations:]:
             self.out.write(
                 f"--- MediaHaven: relate {relation.related_pid} to record "
@@ -173,11 +127,6 @@ class Demo:
         removed = s3_event("request-4", "ObjectRemoved:Delete", "mam-highresvideo", ESSENCE_KEY)
         self.step("The essence is deleted from S3", removed)
         self.step("A message that is not an S3 event", b"hello")
-
-
-def _describe(outcome: Outcome) -> str:
-    summary = getattr(outcome, "summary", None) or getattr(outcome, "reason", "")
-    return str(summary)
 
 
 def run_demo(out: TextIO) -> int:

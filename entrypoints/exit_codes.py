@@ -10,7 +10,8 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """What the shell sees when a command ends; `MEANINGS` says each in one line."""
+    """What the shell sees when a command ends; `MEANINGS` says each in one line (the top
+    `--help` lists them)."""
 
     OK = 0
     FAILED = 1
@@ -31,8 +32,3 @@ MEANINGS: dict[ExitCode, str] = {
     ),
     ExitCode.BROKEN_PIPE: "standard output closed by its reader (| head): the output cut short",
 }
-
-
-def summary() -> str:
-    """One line per status, for the top `--help`."""
-    return "\n".join(f"  {code.value:<4}{MEANINGS[code]}" for code in ExitCode)

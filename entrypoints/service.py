@@ -63,10 +63,6 @@ def check_broker_certificate(container: Container) -> None:
 def consume(container: Container) -> int:
     if container.settings().pin_cpu:
         pin_to_one_cpu()  # before the workers start: they run where their parent does
-    return _consume(container)
-
-
-def _consume(container: Container) -> int:
     consumer = container.consumer()
     status = container.status_server()
     try:

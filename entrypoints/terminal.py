@@ -46,22 +46,6 @@ def stop_writing(out: TextIO) -> None:
     os.close(null)
 
 
-def is_terminal(stream: TextIO) -> bool:
-    """Whether a person may be typing into `stream`, to be asked a question."""
-    try:
-        return stream.isatty()
-    except (OSError, ValueError):  # closed, or no descriptor
-        return False
-
-
-def answer_of(stdin: TextIO) -> str:
-    """The line typed in answer to a question; nothing at all for end of input or Ctrl-C."""
-    try:
-        return stdin.readline()
-    except KeyboardInterrupt:
-        return ""
-
-
 def is_yes(answer: str) -> bool:
     """`y` or `yes`, in any case: anything else, nothing at all included, is no."""
     return answer.strip().lower() in ("y", "yes")
