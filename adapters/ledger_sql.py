@@ -1,8 +1,10 @@
 """What the SQLite and PostgreSQL ledgers share: the `Ledger` port over a handful of
-statements, and the heartbeat that keeps this consumer's claims alive."""
+statements, the tables made and pruned at start, a failure told as `ServiceUnavailable`,
+and the heartbeat that keeps this consumer's claims alive."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -10,11 +12,13 @@ import socket
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
-from s3_events_handler.adapters.ledger_statements import Parameters, Statements
+from s3_events_handler.adapters.ledger_statements import Dialect, Parameters, Statements
 from s3_events_handler.application.limits import ConsumerLedger
-from s3_events_handler.domain.errors import ClaimedElsewhere, ServiceUnavailable
+from s3_events_handler.application.reasons import one_line
+from s3_events_handler.domain.errors import ClaimedElsewhere, ServiceUnavailable, System
 from s3_events_handler.domain.model import (
     CLAIM_LEASE_SECONDS,
     EventKind,
@@ -41,8 +45,16 @@ class SqlLedger(ConsumerLedger, TransfersSent, ABC):
     this object holds are renewed by a heartbeat thread every third of the lease.
     """
 
-    def __init__(self, sql: Statements, *, lease_seconds: float = CLAIM_LEASE_SECONDS) -> None:
-        self._sql = sql
+    _failures: ClassVar[tuple[type[Exception], ...]]
+    """What the database's driver raises, each told as `ServiceUnavailable`."""
+
+    def __init__(
+        self, dialect: Dialect, where: str, *, lease_seconds: float = CLAIM_LEASE_SECONDS
+    ) -> None:
+        self._dialect = dialect
+        self._sql = Statements.of(dialect)
+        self.where = where
+        """The ledger as its failures name it."""
         self.owner = consumer_name()
         self.lease_seconds = lease_seconds
         self._held: set[str] = set()
@@ -152,10 +164,46 @@ class SqlLedger(ConsumerLedger, TransfersSent, ABC):
             except ServiceUnavailable as error:
                 log.warning("claims not renewed, they lapse unless renewed in time: %s", error)
 
-    @abstractmethod
+    def _prepare(self, connect: Callable[[], Any], retention_days: float) -> None:
+        """Create the tables, give a table made before there were claims their columns, and
+        prune the entries older than `retention_days`, on a connection of its own.
+
+        Only at start, so that a reconnect never forgets an event still being retried; the
+        tables are made under a lock, so consumers starting together take turns.
+        """
+        dialect, age = self._dialect, {"age": retention_days * 86400}
+        try:
+            with contextlib.closing(connect()) as db:
+                for statement in (*dialect.schema_lock, *dialect.tables()):
+                    db.execute(statement)
+                columns = db.execute("SELECT * FROM s3_events_ledger LIMIT 0").description
+                present = {column[0] for column in columns}
+                for column, kind in dialect.claim_columns().items():
+                    if column not in present:
+                        db.execute(f"ALTER TABLE s3_events_ledger ADD COLUMN {column} {kind}")
+                db.execute("COMMIT")
+                db.execute(self._sql.prune_deliveries, age)
+                pruned = db.execute(self._sql.prune_events, age).rowcount
+        except self._failures as error:
+            raise ServiceUnavailable(
+                f"{self.where} cannot be opened: {one_line(str(error))}", system=System.LEDGER
+            ) from None
+        log.info("%s: %d entries older than %s days pruned", self.where, pruned, retention_days)
+
     def _query(self, sql: str, parameters: Parameters) -> list[tuple[Any, ...]]:
         """The rows of one statement, committed by the time it returns; a failure is
-        `ServiceUnavailable`. Whether the commit waits for the disk is each adapter's rule."""
+        `ServiceUnavailable`."""
+        try:
+            return self._run(sql, parameters)
+        except self._failures as error:
+            raise ServiceUnavailable(
+                f"{self.where}: {one_line(str(error))}", system=System.LEDGER
+            ) from None
+
+    @abstractmethod
+    def _run(self, sql: str, parameters: Parameters) -> list[tuple[Any, ...]]:
+        """The rows of one statement, committed by the time it returns. Whether the commit
+        waits for the disk is each adapter's rule."""
 
 
 __all__ = ["SqlLedger", "consumer_name"]
