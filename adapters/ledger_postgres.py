@@ -15,6 +15,7 @@ from s3_events_handler.adapters.postgres_pool import (
     NoAnswer,
     connection_pool,
     connection_settings,
+    settings_of,
 )
 from s3_events_handler.application.reasons import one_line
 from s3_events_handler.domain.errors import ServiceUnavailable, System
@@ -64,12 +65,9 @@ class PostgresLedger(SqlLedger):
         super().__init__(POSTGRES, "ledger database", lease_seconds=lease_seconds)
         self._timeout = timeout
         try:
-            psycopg.conninfo.conninfo_to_dict(dsn)
-        except psycopg.ProgrammingError:
-            # libpq's parse error quotes the text around the fault, which may be the password.
-            raise ServiceUnavailable(
-                "ledger database: the DSN cannot be parsed", system=System.LEDGER
-            ) from None
+            settings_of(dsn)
+        except ValueError as error:
+            raise ServiceUnavailable(f"ledger database: {error}", system=System.LEDGER) from None
         self._prepare(lambda: psycopg.connect(dsn, **connection_settings(timeout)), retention_days)
         self._pool = connection_pool(
             dsn, size=connections, connect_seconds=timeout, statement_seconds=statement_timeout
@@ -114,13 +112,10 @@ def inspect_database(dsn: str, *, timeout: float = 10) -> str:
     Raises `ValueError` for a DSN that cannot be parsed, `ServiceUnavailable` when the
     database does not answer.
     """
-    try:
-        where = psycopg.conninfo.conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        raise ValueError("the DSN cannot be parsed") from None  # its text may hold the password
+    where = settings_of(dsn)
     name = f"{where.get('dbname') or 'the default database'} on {where.get('host') or 'localhost'}"
     try:
-        with psycopg.connect(dsn, autocommit=True, connect_timeout=int(timeout)) as db:
+        with psycopg.connect(dsn, **connection_settings(timeout)) as db:
             row = db.execute("SELECT to_regclass('s3_events_ledger') IS NOT NULL").fetchone()
     except psycopg.Error as error:
         raise ServiceUnavailable(
@@ -134,7 +129,7 @@ def inspect_database(dsn: str, *, timeout: float = 10) -> str:
 def password_in(dsn: str) -> str | None:
     """The password a DSN carries, so the logs can mask it."""
     try:
-        password = psycopg.conninfo.conninfo_to_dict(dsn).get("password")
-    except psycopg.ProgrammingError:
+        password = settings_of(dsn).get("password")
+    except ValueError:
         return None
     return str(password) if password else None

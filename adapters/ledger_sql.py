@@ -83,7 +83,11 @@ class SqlLedger(ConsumerLedger, TransfersSent, ABC):
             raise ClaimedElsewhere(f"the event is being handled by {holder}")
         with self._held_lock:
             self._held.add(identity)
-        self._keep_claims_alive()
+            if self._heartbeat is None:  # a ledger that never claims needs none
+                self._heartbeat = threading.Thread(
+                    target=self._beat, name="ledger-heartbeat", daemon=True
+                )
+                self._heartbeat.start()
         if pid is None and step == Step.NOTHING_DONE:
             return None
         return LedgerEntry(identity, pid, step)
@@ -145,18 +149,6 @@ class SqlLedger(ConsumerLedger, TransfersSent, ABC):
             )
         return rows
 
-    def _keep_claims_alive(self) -> None:
-        """Start the heartbeat with the first claim: a ledger that never claims needs none."""
-        if self._heartbeat is not None or self._closing.is_set():
-            return
-        with self._held_lock:
-            if self._heartbeat is not None:
-                return
-            self._heartbeat = threading.Thread(
-                target=self._beat, name="ledger-heartbeat", daemon=True
-            )
-        self._heartbeat.start()
-
     def _beat(self) -> None:
         while not self._closing.wait(self.lease_seconds / 3):
             try:
@@ -165,8 +157,8 @@ class SqlLedger(ConsumerLedger, TransfersSent, ABC):
                 log.warning("claims not renewed, they lapse unless renewed in time: %s", error)
 
     def _prepare(self, connect: Callable[[], Any], retention_days: float) -> None:
-        """Create the tables, give a table made before there were claims their columns, and
-        prune the entries older than `retention_days`, on a connection of its own.
+        """Create the tables, give the table of events the claim's columns if it lacks them,
+        and prune the entries older than `retention_days`, on a connection of its own.
 
         Only at start, so that a reconnect never forgets an event still being retried; the
         tables are made under a lock, so consumers starting together take turns.

@@ -38,15 +38,14 @@ class Dialect:
     """What makes text compare byte by byte, as the ranges of identities need."""
 
     def tables(self) -> tuple[str, str]:
-        """The ledger's table of events and its table of messages in hand."""
+        """The ledger's table of events, its claim's columns apart (`claim_columns`), and its
+        table of messages in hand."""
         events = (
             "CREATE TABLE IF NOT EXISTS s3_events_ledger ("
             "identity TEXT PRIMARY KEY, "
             "pid TEXT, "
             f"step {self.step_type} NOT NULL, "
-            f"updated_at {self.time_type} NOT NULL{self.updated_at_default}, "
-            "claimed_by TEXT, "
-            f"claimed_until {self.time_type})"
+            f"updated_at {self.time_type} NOT NULL{self.updated_at_default})"
         )
         deliveries = (
             "CREATE TABLE IF NOT EXISTS s3_events_deliveries ("
@@ -57,7 +56,8 @@ class Dialect:
         return events, deliveries
 
     def claim_columns(self) -> dict[str, str]:
-        """The claim's columns and their types, added to a table made before there were claims."""
+        """The claim's columns and their types, added to the table of events when it lacks
+        them: a new table, or one made before there were claims."""
         return {"claimed_by": "TEXT", "claimed_until": self.time_type}
 
 
