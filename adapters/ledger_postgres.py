@@ -63,7 +63,6 @@ class PostgresLedger(SqlLedger):
         lease_seconds: float = CLAIM_LEASE_SECONDS,
     ) -> None:
         super().__init__(POSTGRES, "ledger database", lease_seconds=lease_seconds)
-        self._timeout = timeout
         try:
             settings_of(dsn)
         except ValueError as error:
@@ -91,7 +90,7 @@ class PostgresLedger(SqlLedger):
             try:
                 db = self._pool.getconn()
             except PoolTimeout:
-                raise PoolTimeout(f"no connection within {self._timeout:g} s") from None
+                raise PoolTimeout(f"no connection within {self._pool.timeout:g} s") from None
             try:
                 with self._deadline.watching(db):
                     cursor = db.execute(sql, parameters)

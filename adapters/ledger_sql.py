@@ -31,11 +31,6 @@ from s3_events_handler.domain.ports import TransfersSent
 log = logging.getLogger(__name__)
 
 
-def consumer_name() -> str:
-    """Who holds a claim: unique to this process, and telling an operator which pod it is."""
-    return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
-
-
 class SqlLedger(ConsumerLedger, TransfersSent, ABC):
     """The `Ledger` port; each database writes the statements in its own dialect.
 
@@ -55,7 +50,8 @@ class SqlLedger(ConsumerLedger, TransfersSent, ABC):
         self._sql = Statements.of(dialect)
         self.where = where
         """The ledger as its failures name it."""
-        self.owner = consumer_name()
+        self.owner = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+        """Who holds a claim: unique to this object, and telling an operator which pod it is."""
         self.lease_seconds = lease_seconds
         self._held: set[str] = set()
         self._held_lock = threading.Lock()
@@ -123,18 +119,6 @@ class SqlLedger(ConsumerLedger, TransfersSent, ABC):
         them may still be going on, so they are not let go of here."""
         self._closing.set()
 
-    def renew_claims(self) -> int:
-        """Renew the lease of every claim this consumer holds; how many were renewed."""
-        with self._held_lock:
-            held = sorted(self._held)
-        if not held:
-            return 0
-        rows = self._query(
-            self._sql.renew,
-            {"owner": self.owner, "lease": self.lease_seconds, "held": json.dumps(held)},
-        )
-        return len(rows)
-
     def _about(self, identity: str, **values: object) -> dict[str, object]:
         return {"identity": identity, "owner": self.owner, "lease": self.lease_seconds, **values}
 
@@ -150,9 +134,15 @@ class SqlLedger(ConsumerLedger, TransfersSent, ABC):
         return rows
 
     def _beat(self) -> None:
+        """Renew the lease of every claim this object holds, in one statement."""
         while not self._closing.wait(self.lease_seconds / 3):
+            with self._held_lock:
+                held = sorted(self._held)
+            if not held:
+                continue
+            renewal = {"owner": self.owner, "lease": self.lease_seconds, "held": json.dumps(held)}
             try:
-                self.renew_claims()
+                self._query(self._sql.renew, renewal)
             except ServiceUnavailable as error:
                 log.warning("claims not renewed, they lapse unless renewed in time: %s", error)
 
@@ -198,4 +188,4 @@ class SqlLedger(ConsumerLedger, TransfersSent, ABC):
         waits for the disk is each adapter's rule."""
 
 
-__all__ = ["SqlLedger", "consumer_name"]
+__all__ = ["SqlLedger"]
