@@ -27,9 +27,7 @@ POSTGRES = Dialect(
     seconds="make_interval(secs => {})",
     greatest="GREATEST",
     held_identities="SELECT jsonb_array_elements_text({held}::jsonb)",
-    step_type="SMALLINT",
     time_type="TIMESTAMPTZ",
-    updated_at_default=" DEFAULT now()",
     # The database's collation may sort by language rules, where a prefix's matches need
     # not lie in one range; the ledger is asked this only for objects not archived.
     binary_order=' COLLATE "C"',

@@ -19,7 +19,6 @@ SQLITE = Dialect(
     seconds="{}",
     greatest="MAX",
     held_identities="SELECT value FROM json_each({held})",
-    step_type="INTEGER",
     time_type="REAL",
     # Takes the file's write lock at once rather than at the first write.
     schema_lock=("BEGIN IMMEDIATE",),

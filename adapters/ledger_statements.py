@@ -28,12 +28,10 @@ class Dialect:
     """The two-argument maximum."""
     held_identities: str
     """A subquery of the identities in the JSON list parameter `{held}`."""
-    step_type: str
     time_type: str
     schema_lock: tuple[str, ...]
     """Begins the transaction that creates the tables, with a lock that makes consumers
     starting together take turns."""
-    updated_at_default: str = ""
     binary_order: str = ""
     """What makes text compare byte by byte, as the ranges of identities need."""
 
@@ -44,8 +42,8 @@ class Dialect:
             "CREATE TABLE IF NOT EXISTS s3_events_ledger ("
             "identity TEXT PRIMARY KEY, "
             "pid TEXT, "
-            f"step {self.step_type} NOT NULL, "
-            f"updated_at {self.time_type} NOT NULL{self.updated_at_default})"
+            "step INTEGER NOT NULL, "
+            f"updated_at {self.time_type} NOT NULL)"
         )
         deliveries = (
             "CREATE TABLE IF NOT EXISTS s3_events_deliveries ("
