@@ -2,46 +2,36 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import psycopg
 from psycopg_pool import PoolTimeout
 
 from s3_events_handler.adapters.ledger_sql import SqlLedger
-from s3_events_handler.adapters.ledger_statements import Dialect, Parameters, Statements
+from s3_events_handler.adapters.ledger_statements import Dialect, Parameters
 from s3_events_handler.adapters.postgres_pool import (
     ANSWER_MARGIN_SECONDS,
     AnswerDeadline,
     NoAnswer,
     connection_pool,
     connection_settings,
+    settings_of,
 )
 from s3_events_handler.application.reasons import one_line
 from s3_events_handler.domain.errors import ServiceUnavailable, System
 from s3_events_handler.domain.model import CLAIM_LEASE_SECONDS
 
-log = logging.getLogger(__name__)
-
 POSTGRES = Dialect(
     placeholder=lambda name: f"%({name})s",
     now="now()",
-    lease="make_interval(secs => {lease})",
+    seconds="make_interval(secs => {})",
     greatest="GREATEST",
     held_identities="SELECT jsonb_array_elements_text({held}::jsonb)",
-    step_type="SMALLINT",
     time_type="TIMESTAMPTZ",
-    updated_at_default=" DEFAULT now()",
     # The database's collation may sort by language rules, where a prefix's matches need
     # not lie in one range; the ledger is asked this only for objects not archived.
     binary_order=' COLLATE "C"',
-)
-_STATEMENTS = Statements.of(POSTGRES)
-# A table made before there were claims gets their columns.
-ADD_CLAIM_COLUMNS = (
-    "ALTER TABLE s3_events_ledger "
-    "ADD COLUMN IF NOT EXISTS claimed_by TEXT, "
-    "ADD COLUMN IF NOT EXISTS claimed_until TIMESTAMPTZ"
+    schema_lock=("BEGIN", "SELECT pg_advisory_xact_lock(hashtext('s3_events_ledger'))"),
 )
 
 
@@ -54,8 +44,11 @@ class PostgresLedger(SqlLedger):
     own worker. Each is bounded (`postgres_pool`): `timeout` to connect or to get a
     connection, `statement_timeout` on the server, and that plus a second for the answer
     to arrive. A connection found closed is replaced, without pruning, so a reconnect
-    never forgets an event still being retried.
+    never forgets an event still being retried. The start's own statements have the
+    connect timeout but no statement timeout: a first prune of a large table may take long.
     """
+
+    _failures = (psycopg.Error, NoAnswer)
 
     def __init__(
         self,
@@ -67,24 +60,12 @@ class PostgresLedger(SqlLedger):
         connections: int = 16,
         lease_seconds: float = CLAIM_LEASE_SECONDS,
     ) -> None:
-        super().__init__(_STATEMENTS, lease_seconds=lease_seconds)
-        self._timeout = timeout
+        super().__init__(POSTGRES, "ledger database", lease_seconds=lease_seconds)
         try:
-            psycopg.conninfo.conninfo_to_dict(dsn)
-        except psycopg.ProgrammingError:
-            # libpq's parse error quotes the text around the fault, which may be the password.
-            raise ServiceUnavailable(
-                "ledger database: the DSN cannot be parsed", system=System.LEDGER
-            ) from None
-        try:
-            pruned = _create_and_prune(dsn, timeout=timeout, retention_days=retention_days)
-        except psycopg.Error as error:
-            raise ServiceUnavailable(
-                f"ledger database: {one_line(str(error))}", system=System.LEDGER
-            ) from None
-        log.info(
-            "ledger in PostgreSQL; %d entries older than %s days pruned", pruned, retention_days
-        )
+            settings_of(dsn)
+        except ValueError as error:
+            raise ServiceUnavailable(f"ledger database: {error}", system=System.LEDGER) from None
+        self._prepare(lambda: psycopg.connect(dsn, **connection_settings(timeout)), retention_days)
         self._pool = connection_pool(
             dsn, size=connections, connect_seconds=timeout, statement_seconds=statement_timeout
         )
@@ -95,73 +76,30 @@ class PostgresLedger(SqlLedger):
         self._pool.close()
         self._deadline.close()
 
-    def _query(self, sql: str, parameters: Parameters) -> list[tuple[Any, ...]]:
-        """One statement on a connection of the pool; a failure is `ServiceUnavailable`.
-        Every commit waits for the server's disk (`synchronous_commit`, on by default).
+    def _run(self, sql: str, parameters: Parameters) -> list[tuple[Any, ...]]:
+        """One statement on a connection of the pool. Every commit waits for the server's
+        disk (`synchronous_commit`, on by default).
 
         A connection found closed (the server restarted, or ended the session) is
         replaced, with the other idle ones, most likely closed too, and the statement is
         tried once more. One that got no answer is not: it has had its time.
         """
         for last_try in (False, True):
-            db = self._connection()
+            try:
+                db = self._pool.getconn()
+            except PoolTimeout:
+                raise PoolTimeout(f"no connection within {self._pool.timeout:g} s") from None
             try:
                 with self._deadline.watching(db):
                     cursor = db.execute(sql, parameters)
                     return cursor.fetchall() if cursor.description else []
-            except NoAnswer as error:
-                raise ServiceUnavailable(
-                    f"ledger database: {error}", system=System.LEDGER
-                ) from None
-            except psycopg.OperationalError as error:
+            except psycopg.OperationalError:
                 if last_try or not db.closed:
-                    raise ServiceUnavailable(
-                        f"ledger database: {one_line(str(error))}", system=System.LEDGER
-                    ) from None
+                    raise
                 self._pool.drain()
-            except psycopg.Error as error:
-                raise ServiceUnavailable(
-                    f"ledger database: {one_line(str(error))}", system=System.LEDGER
-                ) from None
             finally:
                 self._pool.putconn(db)
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def _connection(self) -> psycopg.Connection[Any]:
-        try:
-            return self._pool.getconn()
-        except PoolTimeout:
-            raise ServiceUnavailable(
-                f"ledger database: no connection within {self._timeout:g} s",
-                system=System.LEDGER,
-            ) from None
-        except psycopg.Error as error:  # the ledger was closed
-            raise ServiceUnavailable(
-                f"ledger database: {one_line(str(error))}", system=System.LEDGER
-            ) from None
-
-
-def _create_and_prune(dsn: str, *, timeout: float, retention_days: float) -> int:
-    """Create the table if need be and prune it, on a connection of its own; returns how
-    many entries were pruned. No statement timeout: a first prune of a large table may
-    take long."""
-    with psycopg.connect(dsn, **connection_settings(timeout)) as db:
-        with db.transaction():
-            # Consumers starting together would race on CREATE TABLE IF NOT EXISTS.
-            db.execute("SELECT pg_advisory_xact_lock(hashtext('s3_events_ledger'))")
-            events, deliveries = POSTGRES.tables()
-            db.execute(events)
-            db.execute(ADD_CLAIM_COLUMNS)
-            db.execute(deliveries)
-        age = (retention_days * 86400,)
-        db.execute(
-            "DELETE FROM s3_events_deliveries WHERE updated_at < now() - make_interval(secs => %s)",
-            age,
-        )
-        return db.execute(
-            "DELETE FROM s3_events_ledger WHERE updated_at < now() - make_interval(secs => %s)",
-            age,
-        ).rowcount
 
 
 def inspect_database(dsn: str, *, timeout: float = 10) -> str:
@@ -171,13 +109,10 @@ def inspect_database(dsn: str, *, timeout: float = 10) -> str:
     Raises `ValueError` for a DSN that cannot be parsed, `ServiceUnavailable` when the
     database does not answer.
     """
-    try:
-        where = psycopg.conninfo.conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        raise ValueError("the DSN cannot be parsed") from None  # its text may hold the password
+    where = settings_of(dsn)
     name = f"{where.get('dbname') or 'the default database'} on {where.get('host') or 'localhost'}"
     try:
-        with psycopg.connect(dsn, autocommit=True, connect_timeout=int(timeout)) as db:
+        with psycopg.connect(dsn, **connection_settings(timeout)) as db:
             row = db.execute("SELECT to_regclass('s3_events_ledger') IS NOT NULL").fetchone()
     except psycopg.Error as error:
         raise ServiceUnavailable(
@@ -191,7 +126,7 @@ def inspect_database(dsn: str, *, timeout: float = 10) -> str:
 def password_in(dsn: str) -> str | None:
     """The password a DSN carries, so the logs can mask it."""
     try:
-        password = psycopg.conninfo.conninfo_to_dict(dsn).get("password")
-    except psycopg.ProgrammingError:
+        password = settings_of(dsn).get("password")
+    except ValueError:
         return None
     return str(password) if password else None

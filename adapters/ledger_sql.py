@@ -1,8 +1,10 @@
 """What the SQLite and PostgreSQL ledgers share: the `Ledger` port over a handful of
-statements, and the heartbeat that keeps this consumer's claims alive."""
+statements, the tables made and pruned at start, a failure told as `ServiceUnavailable`,
+and the heartbeat that keeps this consumer's claims alive."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -10,11 +12,13 @@ import socket
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
-from s3_events_handler.adapters.ledger_statements import Parameters, Statements
+from s3_events_handler.adapters.ledger_statements import Dialect, Parameters, Statements
 from s3_events_handler.application.limits import ConsumerLedger
-from s3_events_handler.domain.errors import ClaimedElsewhere, ServiceUnavailable
+from s3_events_handler.application.reasons import one_line
+from s3_events_handler.domain.errors import ClaimedElsewhere, ServiceUnavailable, System
 from s3_events_handler.domain.model import (
     CLAIM_LEASE_SECONDS,
     EventKind,
@@ -27,11 +31,6 @@ from s3_events_handler.domain.ports import TransfersSent
 log = logging.getLogger(__name__)
 
 
-def consumer_name() -> str:
-    """Who holds a claim: unique to this process, and telling an operator which pod it is."""
-    return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
-
-
 class SqlLedger(ConsumerLedger, TransfersSent, ABC):
     """The `Ledger` port; each database writes the statements in its own dialect.
 
@@ -41,9 +40,18 @@ class SqlLedger(ConsumerLedger, TransfersSent, ABC):
     this object holds are renewed by a heartbeat thread every third of the lease.
     """
 
-    def __init__(self, sql: Statements, *, lease_seconds: float = CLAIM_LEASE_SECONDS) -> None:
-        self._sql = sql
-        self.owner = consumer_name()
+    _failures: ClassVar[tuple[type[Exception], ...]]
+    """What the database's driver raises, each told as `ServiceUnavailable`."""
+
+    def __init__(
+        self, dialect: Dialect, where: str, *, lease_seconds: float = CLAIM_LEASE_SECONDS
+    ) -> None:
+        self._dialect = dialect
+        self._sql = Statements.of(dialect)
+        self.where = where
+        """The ledger as its failures name it."""
+        self.owner = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+        """Who holds a claim: unique to this object, and telling an operator which pod it is."""
         self.lease_seconds = lease_seconds
         self._held: set[str] = set()
         self._held_lock = threading.Lock()
@@ -71,7 +79,11 @@ class SqlLedger(ConsumerLedger, TransfersSent, ABC):
             raise ClaimedElsewhere(f"the event is being handled by {holder}")
         with self._held_lock:
             self._held.add(identity)
-        self._keep_claims_alive()
+            if self._heartbeat is None:  # a ledger that never claims needs none
+                self._heartbeat = threading.Thread(
+                    target=self._beat, name="ledger-heartbeat", daemon=True
+                )
+                self._heartbeat.start()
         if pid is None and step == Step.NOTHING_DONE:
             return None
         return LedgerEntry(identity, pid, step)
@@ -107,18 +119,6 @@ class SqlLedger(ConsumerLedger, TransfersSent, ABC):
         them may still be going on, so they are not let go of here."""
         self._closing.set()
 
-    def renew_claims(self) -> int:
-        """Renew the lease of every claim this consumer holds; how many were renewed."""
-        with self._held_lock:
-            held = sorted(self._held)
-        if not held:
-            return 0
-        rows = self._query(
-            self._sql.renew,
-            {"owner": self.owner, "lease": self.lease_seconds, "held": json.dumps(held)},
-        )
-        return len(rows)
-
     def _about(self, identity: str, **values: object) -> dict[str, object]:
         return {"identity": identity, "owner": self.owner, "lease": self.lease_seconds, **values}
 
@@ -133,29 +133,59 @@ class SqlLedger(ConsumerLedger, TransfersSent, ABC):
             )
         return rows
 
-    def _keep_claims_alive(self) -> None:
-        """Start the heartbeat with the first claim: a ledger that never claims needs none."""
-        if self._heartbeat is not None or self._closing.is_set():
-            return
-        with self._held_lock:
-            if self._heartbeat is not None:
-                return
-            self._heartbeat = threading.Thread(
-                target=self._beat, name="ledger-heartbeat", daemon=True
-            )
-        self._heartbeat.start()
-
     def _beat(self) -> None:
+        """Renew the lease of every claim this object holds, in one statement."""
         while not self._closing.wait(self.lease_seconds / 3):
+            with self._held_lock:
+                held = sorted(self._held)
+            if not held:
+                continue
+            renewal = {"owner": self.owner, "lease": self.lease_seconds, "held": json.dumps(held)}
             try:
-                self.renew_claims()
+                self._query(self._sql.renew, renewal)
             except ServiceUnavailable as error:
                 log.warning("claims not renewed, they lapse unless renewed in time: %s", error)
 
-    @abstractmethod
+    def _prepare(self, connect: Callable[[], Any], retention_days: float) -> None:
+        """Create the tables, give the table of events the claim's columns if it lacks them,
+        and prune the entries older than `retention_days`, on a connection of its own.
+
+        Only at start, so that a reconnect never forgets an event still being retried; the
+        tables are made under a lock, so consumers starting together take turns.
+        """
+        dialect, age = self._dialect, {"age": retention_days * 86400}
+        try:
+            with contextlib.closing(connect()) as db:
+                for statement in (*dialect.schema_lock, *dialect.tables()):
+                    db.execute(statement)
+                columns = db.execute("SELECT * FROM s3_events_ledger LIMIT 0").description
+                present = {column[0] for column in columns}
+                for column, kind in dialect.claim_columns().items():
+                    if column not in present:
+                        db.execute(f"ALTER TABLE s3_events_ledger ADD COLUMN {column} {kind}")
+                db.execute("COMMIT")
+                db.execute(self._sql.prune_deliveries, age)
+                pruned = db.execute(self._sql.prune_events, age).rowcount
+        except self._failures as error:
+            raise ServiceUnavailable(
+                f"{self.where} cannot be opened: {one_line(str(error))}", system=System.LEDGER
+            ) from None
+        log.info("%s: %d entries older than %s days pruned", self.where, pruned, retention_days)
+
     def _query(self, sql: str, parameters: Parameters) -> list[tuple[Any, ...]]:
         """The rows of one statement, committed by the time it returns; a failure is
-        `ServiceUnavailable`. Whether the commit waits for the disk is each adapter's rule."""
+        `ServiceUnavailable`."""
+        try:
+            return self._run(sql, parameters)
+        except self._failures as error:
+            raise ServiceUnavailable(
+                f"{self.where}: {one_line(str(error))}", system=System.LEDGER
+            ) from None
+
+    @abstractmethod
+    def _run(self, sql: str, parameters: Parameters) -> list[tuple[Any, ...]]:
+        """The rows of one statement, committed by the time it returns. Whether the commit
+        waits for the disk is each adapter's rule."""
 
 
-__all__ = ["SqlLedger", "consumer_name"]
+__all__ = ["SqlLedger"]

@@ -2,38 +2,26 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 from s3_events_handler.adapters.ledger_sql import SqlLedger
-from s3_events_handler.adapters.ledger_statements import (
-    CLAIM_COLUMNS,
-    Dialect,
-    Parameters,
-    Statements,
-)
-from s3_events_handler.domain.errors import ServiceUnavailable, System
+from s3_events_handler.adapters.ledger_statements import Dialect, Parameters, Statements
 from s3_events_handler.domain.model import CLAIM_LEASE_SECONDS
-
-log = logging.getLogger(__name__)
-
-# Now, in seconds since the epoch like time.time(), which the pruning at start compares
-# with. (unixepoch('subsec') says it shorter, but needs SQLite 3.42.)
-_NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 
 SQLITE = Dialect(
     placeholder=lambda name: f":{name}",
-    now=_NOW,
-    lease="{lease}",
+    # In seconds since the epoch. (unixepoch('subsec') says it shorter, but needs SQLite 3.42.)
+    now="((julianday('now') - 2440587.5) * 86400.0)",
+    seconds="{}",
     greatest="MAX",
     held_identities="SELECT value FROM json_each({held})",
-    step_type="INTEGER",
     time_type="REAL",
+    # Takes the file's write lock at once rather than at the first write.
+    schema_lock=("BEGIN IMMEDIATE",),
 )
 _STATEMENTS = Statements.of(SQLITE)
 # The writes that wait for the disk: the steps a new attempt must not do again (SqliteLedger).
@@ -80,6 +68,8 @@ class SqliteLedger(SqlLedger):
     process, not the machine. They reach the disk with the next write that waits.
     """
 
+    _failures = (sqlite3.Error,)
+
     def __init__(
         self,
         path: Path | str,
@@ -87,30 +77,12 @@ class SqliteLedger(SqlLedger):
         retention_days: float = 30,
         lease_seconds: float = CLAIM_LEASE_SECONDS,
     ) -> None:
-        super().__init__(_STATEMENTS, lease_seconds=lease_seconds)
+        super().__init__(SQLITE, f"ledger {path}", lease_seconds=lease_seconds)
         self._path = str(path)
         self._own = threading.local()  # each thread's connection
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
-        try:
-            db = self._connection()
-            events, deliveries = SQLITE.tables()
-            db.execute(events)
-            _add_claim_columns(db)
-            db.execute(deliveries)
-            cutoff = time.time() - retention_days * 86400
-            pruned = db.execute(
-                "DELETE FROM s3_events_ledger WHERE updated_at < ?", (cutoff,)
-            ).rowcount
-            db.execute("DELETE FROM s3_events_deliveries WHERE updated_at < ?", (cutoff,))
-        except sqlite3.Error as error:
-            self.close()
-            raise ServiceUnavailable(
-                f"ledger {self._path} cannot be opened: {error}", system=System.LEDGER
-            ) from error
-        log.info(
-            "ledger at %s (%d entries older than %s days pruned)", path, pruned, retention_days
-        )
+        self._prepare(self._connect, retention_days)
 
     def close(self) -> None:
         """Close every thread's connection; a thread using the ledger afterwards gets an error."""
@@ -119,6 +91,17 @@ class SqliteLedger(SqlLedger):
             connections, self._connections = self._connections, []
         for db in connections:
             db.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        """A connection in WAL mode whose commits do not wait for the disk unless asked to;
+        one busy with another's write waits for it up to `sqlite3.connect`'s 5 s."""
+        db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        # A page cache of 512 KiB each rather than 2 MiB: there is a connection per
+        # worker, the entries read are the recent ones, and the kernel caches the file.
+        db.execute("PRAGMA cache_size=-512")
+        return db
 
     def _connection(self) -> sqlite3.Connection:
         """This thread's connection, opened on its first statement.
@@ -129,54 +112,20 @@ class SqliteLedger(SqlLedger):
         """
         db: sqlite3.Connection | None = getattr(self._own, "db", None)
         if db is None:
-            db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+            db = self._own.db = self._connect()
             with self._connections_lock:
                 self._connections.append(db)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=5000")
-            # A page cache of 512 KiB each rather than 2 MiB: there is a connection per
-            # worker, the entries read are the recent ones, and the kernel caches the file.
-            db.execute("PRAGMA cache_size=-512")
-            self._own.db = db
         return db
 
-    def _query(self, sql: str, parameters: Parameters) -> list[tuple[Any, ...]]:
+    def _run(self, sql: str, parameters: Parameters) -> list[tuple[Any, ...]]:
         """Run one statement in its own transaction; a failing disk is worth a retry later."""
         db = self._connection()
-        try:
-            if sql in _SYNCED:
-                return _synced(db, sql, parameters)
+        if sql not in _SYNCED:
             return db.execute(sql, parameters).fetchall()
-        except sqlite3.Error as error:
-            raise ServiceUnavailable(
-                f"ledger {self._path}: {error}", system=System.LEDGER
-            ) from error
-
-
-def _synced(db: sqlite3.Connection, sql: str, parameters: Parameters) -> list[Any]:
-    """Run `sql` with its commit waiting for the disk, then let the connection's other
-    commits go without waiting again: two statements without I/O."""
-    db.execute("PRAGMA synchronous=FULL")
-    try:
-        return db.execute(sql, parameters).fetchall()
-    finally:
-        db.execute("PRAGMA synchronous=NORMAL")
-
-
-def _add_claim_columns(db: sqlite3.Connection) -> None:
-    """A ledger made before there were claims gets their columns (SQLite has no ADD COLUMN
-    IF NOT EXISTS; two consumers starting together may both try, and one finds it done)."""
-    present = {row[1] for row in db.execute("PRAGMA table_info(s3_events_ledger)")}
-    for column in CLAIM_COLUMNS:
-        if column not in present:
-            try:
-                db.execute(
-                    f"ALTER TABLE s3_events_ledger ADD COLUMN {column} {_CLAIM_TYPES[column]}"
-                )
-            except sqlite3.OperationalError as error:
-                if "duplicate column" not in str(error):
-                    raise
-
-
-_CLAIM_TYPES = {"claimed_by": "TEXT", "claimed_until": "REAL"}
+        # The commit waits for the disk, then the connection's other commits go without
+        # waiting again: two statements without I/O.
+        db.execute("PRAGMA synchronous=FULL")
+        try:
+            return db.execute(sql, parameters).fetchall()
+        finally:
+            db.execute("PRAGMA synchronous=NORMAL")

@@ -1,5 +1,5 @@
-"""The ledger's statements, written once for SQLite and PostgreSQL: a `Dialect` says what
-differs between the two, `Statements.of` writes them in it."""
+"""The ledger's statements and tables, written once for SQLite and PostgreSQL: a `Dialect`
+says what differs between the two, `Statements.of` writes them in it."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from typing import NamedTuple
 from s3_events_handler.domain.model import Step
 
 Parameters = Mapping[str, object]
-
-# The claim's two columns, added to a table made before there were claims.
-CLAIM_COLUMNS = ("claimed_by", "claimed_until")
+# The parameters the statements take, by name.
+_NAMES = ("identity", "owner", "lease", "pid", "step", "held", "digest", "first", "past", "age")
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,28 +22,28 @@ class Dialect:
     """A named parameter: `:name` or `%(name)s`."""
     now: str
     """The database's clock."""
-    lease: str
-    """The lease as added to `now`, `{lease}` where its seconds go."""
+    seconds: str
+    """A span of time to add to `now` or take from it, `{}` where its seconds go."""
     greatest: str
     """The two-argument maximum."""
     held_identities: str
     """A subquery of the identities in the JSON list parameter `{held}`."""
-    step_type: str
     time_type: str
-    updated_at_default: str = ""
+    schema_lock: tuple[str, ...]
+    """Begins the transaction that creates the tables, with a lock that makes consumers
+    starting together take turns."""
     binary_order: str = ""
     """What makes text compare byte by byte, as the ranges of identities need."""
 
     def tables(self) -> tuple[str, str]:
-        """The ledger's table of events and its table of messages in hand."""
+        """The ledger's table of events, its claim's columns apart (`claim_columns`), and its
+        table of messages in hand."""
         events = (
             "CREATE TABLE IF NOT EXISTS s3_events_ledger ("
             "identity TEXT PRIMARY KEY, "
             "pid TEXT, "
-            f"step {self.step_type} NOT NULL, "
-            f"updated_at {self.time_type} NOT NULL{self.updated_at_default}, "
-            "claimed_by TEXT, "
-            f"claimed_until {self.time_type})"
+            "step INTEGER NOT NULL, "
+            f"updated_at {self.time_type} NOT NULL)"
         )
         deliveries = (
             "CREATE TABLE IF NOT EXISTS s3_events_deliveries ("
@@ -53,6 +52,11 @@ class Dialect:
             f"updated_at {self.time_type} NOT NULL)"
         )
         return events, deliveries
+
+    def claim_columns(self) -> dict[str, str]:
+        """The claim's columns and their types, added to the table of events when it lacks
+        them: a new table, or one made before there were claims."""
+        return {"claimed_by": "TEXT", "claimed_until": self.time_type}
 
 
 class Statements(NamedTuple):
@@ -77,11 +81,15 @@ class Statements(NamedTuple):
     transfer_requested: str
     """A row of an ingest that got its transfer request sent, among the identities from
     `{first}` up to but not including `{past}`."""
+    prune_events: str
+    """Entries not touched for `{age}` seconds go."""
+    prune_deliveries: str
 
     @classmethod
     def of(cls, dialect: Dialect) -> Statements:
         now, greatest = dialect.now, dialect.greatest
-        lease = f"{now} + {dialect.lease}"
+        lease = f"{now} + {dialect.seconds.format('{lease}')}"
+        older = f"updated_at < {now} - {dialect.seconds.format('{age}')}"
         takeable = (
             f"s3_events_ledger.step < {int(Step.TRANSFER_REQUESTED)} "
             "AND (s3_events_ledger.claimed_by IS NULL "
@@ -144,7 +152,8 @@ class Statements(NamedTuple):
                 f"AND identity{dialect.binary_order} < {{past}} "
                 f"AND step = {int(Step.TRANSFER_REQUESTED)} LIMIT 1"
             ),
+            prune_events=f"DELETE FROM s3_events_ledger WHERE {older}",
+            prune_deliveries=f"DELETE FROM s3_events_deliveries WHERE {older}",
         )
-        names = ("identity", "owner", "lease", "pid", "step", "held", "digest", "first", "past")
-        placeholders = {name: dialect.placeholder(name) for name in names}
+        placeholders = {name: dialect.placeholder(name) for name in _NAMES}
         return cls(*(template.format(**placeholders) for template in templates))

@@ -222,20 +222,16 @@ class InMemoryLedger(ConsumerLedger, TransfersSent):
         return entry
 
     def claim_pid(self, identity: str, pid: str) -> str:
-        entry = self._held(identity)
-        if entry.pid is not None:
-            return entry.pid
-        self.entries[identity] = LedgerEntry(identity, pid, max(Step.PID_CLAIMED, entry.step))
-        return pid
+        self._hold(identity)
+        return self._record(identity, Step.PID_CLAIMED, pid).pid or pid
 
     def advance(self, identity: str, step: Step) -> None:
-        entry = self._held(identity)
-        self.entries[identity] = LedgerEntry(identity, entry.pid, max(entry.step, step))
+        self._hold(identity)
+        self._record(identity, step)
 
     def release(self, identity: str, step: Step | None = None) -> None:
         if step is not None:
-            entry = self.entries.get(identity) or LedgerEntry(identity, None, Step.NOTHING_DONE)
-            self.entries[identity] = LedgerEntry(identity, entry.pid, max(entry.step, step))
+            self._record(identity, step)
         if self.claims.get(identity, ("", 0.0))[0] == self.owner:
             del self.claims[identity]
 
@@ -249,13 +245,18 @@ class InMemoryLedger(ConsumerLedger, TransfersSent):
         elif self.unfinished.get(digest, 0) > 0:
             self.unfinished[digest] -= 1
 
-    def _held(self, identity: str) -> LedgerEntry:
-        """The event's entry, once its claim is known to be this consumer's; renews the lease."""
+    def _hold(self, identity: str) -> None:
+        """Renew the lease of the event's claim, once it is known to be this consumer's."""
         holder, _ = self.claims.get(identity, ("nobody", 0.0))
         if holder != self.owner:
             raise ClaimedElsewhere(f"the claim on {identity} is held by {holder}, not this one")
         self.claims[identity] = (self.owner, self._clock() + self.lease_seconds)
-        return self.entries.get(identity) or LedgerEntry(identity, None, Step.NOTHING_DONE)
+
+    def _record(self, identity: str, step: Step, pid: str | None = None) -> LedgerEntry:
+        """`step` unless a later one is recorded, and `pid` unless one is: the first stays."""
+        entry = self.entries.get(identity) or LedgerEntry(identity, None, Step.NOTHING_DONE)
+        self.entries[identity] = LedgerEntry(identity, entry.pid or pid, max(entry.step, step))
+        return self.entries[identity]
 
 
 __all__ = [

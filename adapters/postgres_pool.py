@@ -48,6 +48,15 @@ def connection_settings(connect_seconds: float) -> dict[str, Any]:
     return {"autocommit": True, "connect_timeout": max(2, round(connect_seconds)), **KEEPALIVES}
 
 
+def settings_of(dsn: str) -> dict[str, Any]:
+    """The DSN's settings by name. `ValueError` if it cannot be parsed, without libpq's text,
+    which quotes the DSN around the fault, and so may quote the password."""
+    try:
+        return psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        raise ValueError("the DSN cannot be parsed") from None
+
+
 def connection_pool(
     dsn: str, *, size: int, connect_seconds: float, statement_seconds: float
 ) -> ConnectionPool[psycopg.Connection[tuple[Any, ...]]]:
@@ -61,7 +70,7 @@ def connection_pool(
     # In the connection's startup packet rather than a SET after it: one round trip
     # fewer, and none after the connect timeout that could wait for ever. Added to the
     # DSN's own options, which this setting would otherwise replace.
-    own_options = psycopg.conninfo.conninfo_to_dict(dsn).get("options") or ""
+    own_options = settings_of(dsn).get("options") or ""
     statement_timeout = f"-c statement_timeout={round(statement_seconds * 1000)}"
     return ConnectionPool(
         dsn,
@@ -151,4 +160,4 @@ def _shut_down(fileno: int) -> None:
         duplicate.shutdown(socket.SHUT_RDWR)
 
 
-__all__ = ["AnswerDeadline", "NoAnswer", "connection_pool", "connection_settings"]
+__all__ = ["AnswerDeadline", "NoAnswer", "connection_pool", "connection_settings", "settings_of"]
