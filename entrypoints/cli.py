@@ -46,6 +46,7 @@ from s3_events_handler.entrypoints.demo import run_demo
 from s3_events_handler.entrypoints.exit_codes import MEANINGS, ExitCode
 from s3_events_handler.entrypoints.reconcile import RECONCILE_HELP
 from s3_events_handler.entrypoints.reconcile import add_arguments as reconcile_arguments
+from s3_events_handler.entrypoints.reconcile import ready as ready_to_reconcile
 from s3_events_handler.entrypoints.reconcile import run as run_reconcile
 from s3_events_handler.entrypoints.service import (
     cannot_read,
@@ -71,8 +72,8 @@ def _configured_for_the_broker(config_path: Path) -> Container:
 def _on(
     config_path: Path, ready: Callable[[Path], Container], command: Callable[[Container], int]
 ) -> int:
-    """`command` on the container `ready` makes: `start` (the service) or
-    `_configured_for_the_broker`."""
+    """`command` on the container `ready` makes: `start` (the service),
+    `_configured_for_the_broker` or the reconcile module's `ready`."""
     try:
         container = ready(config_path)
     except (ConfigError, OSError) as error:
@@ -213,8 +214,10 @@ def parser() -> argparse.ArgumentParser:
     drop.add_argument(
         "--yes", action="store_true", help="do it without asking (needed without a terminal)"
     )
-    reconcile = commands.add("reconcile", "compare a bucket with the archive; send back what is "
-                             "missing", RECONCILE_HELP, run_reconcile)  # fmt: skip
+    reconcile = commands.add(
+        "reconcile", "compare a bucket with the archive; send back what is missing", RECONCILE_HELP,
+        lambda args: _on(args.config, ready_to_reconcile, functools.partial(run_reconcile, args)),
+    )  # fmt: skip
     reconcile_arguments(reconcile, positive)
     return parser
 

@@ -116,17 +116,17 @@ def add_arguments(sub: argparse.ArgumentParser, positive: Callable[[str], int]) 
     sub.set_defaults(check=check)
 
 
-def run(args: argparse.Namespace) -> int:
-    """`reconcile` as the CLI runs it: settings, the adapters, the report, the status."""
-    try:
-        container = build_container(Path(args.config), quiet=True, needs=S3_NEEDED)
-    except (ConfigError, OSError) as error:
-        return _cannot_start(str(error))
+def ready(config_path: Path) -> Container:
+    """The settings `reconcile` needs, the S3 API's among them, read; nothing opened."""
+    return build_container(config_path, quiet=True, needs=S3_NEEDED)
+
+
+def run(args: argparse.Namespace, container: Container) -> int:
+    """`reconcile` on the container `ready` made: the adapters, the report, the status."""
     settings = container.settings()
     try:
         listing = _bucket_objects(settings.s3, settings.concurrency)
     except ImportError as error:
-        container.shutdown_resources()
         return _cannot_start(f"reconcile needs boto3 ({error.name} is missing): {INSTALL_HINT}")
     try:
         return _reconcile(args, container, listing, sys.stdout, sys.stderr)
@@ -134,7 +134,6 @@ def run(args: argparse.Namespace) -> int:
         return _cannot_start(str(error))
     finally:
         listing.close()
-        container.shutdown_resources()
 
 
 def _bucket_objects(s3: S3Settings, connections: int) -> S3BucketObjects:
