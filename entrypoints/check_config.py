@@ -164,7 +164,7 @@ def _broker(container: Container) -> Iterator[Finding]:
         return
     where = f"{settings.host}:{settings.port}, vhost {settings.vhost}, user {settings.user}"
     yield Finding("broker", True, f"connected to {where}")
-    own = {settings.dead_letter_queue, *map(settings.retry_queue, settings.retries.delays)}
+    own = set(settings.own_queues)
     yield from (_presence(item, own) for item in found)
 
 

@@ -71,6 +71,21 @@ class BrokerSettings:
         return f"{self.incoming_queue}.dead-letter"
 
     @property
+    def retry_queues(self) -> dict[int, str]:
+        """Each retry queue, by the seconds a message waits in it."""
+        return {seconds: self.retry_queue(seconds) for seconds in self.retries.delays}
+
+    @property
+    def own_queues(self) -> list[str]:
+        """The queues no other service uses: none until the first `consume` declares them."""
+        return [*self.retry_queues.values(), self.dead_letter_queue]
+
+    @property
+    def queues(self) -> list[str]:
+        """Every queue the service uses, in the order `declare_topology` declares them."""
+        return [self.incoming_queue, self.transfer_queue, *self.own_queues]
+
+    @property
     def whereabouts(self) -> str:
         """The broker as every message about reaching it names it."""
         return f"the broker at {self.host}:{self.port} (vhost {self.vhost})"
@@ -165,9 +180,9 @@ def declare_topology(channel: Any, settings: BrokerSettings) -> None:
     """
     _declare_queue_with_exchange(channel, settings.incoming_queue, settings.incoming_exchange)
     _declare_queue_with_exchange(channel, settings.transfer_queue, settings.transfer_exchange)
-    for seconds in settings.retries.delays:
+    for seconds, queue in settings.retry_queues.items():
         channel.queue_declare(
-            queue=settings.retry_queue(seconds),
+            queue=queue,
             durable=True,
             arguments={
                 "x-message-ttl": seconds * 1000,

@@ -72,14 +72,8 @@ def inspect_topology(settings: BrokerSettings) -> list[Found]:
 
     A failed passive declare closes its channel, so each lookup has a channel of its own.
     """
-    queues = [
-        settings.incoming_queue,
-        settings.transfer_queue,
-        *(settings.retry_queue(seconds) for seconds in settings.retries.delays),
-        settings.dead_letter_queue,
-    ]
     exchanges = [name for name in (settings.incoming_exchange, settings.transfer_exchange) if name]
-    wanted = [("queue", name) for name in queues] + [("exchange", name) for name in exchanges]
+    wanted = [("queue", name) for name in settings.queues] + [("exchange", n) for n in exchanges]
     with broker_session(settings) as connection:
         return [_look_up(connection.channel(), kind, name) for kind, name in wanted]
 
