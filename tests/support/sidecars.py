@@ -3,6 +3,8 @@ uploads sidecars and publishes requests."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from s3_events_handler.domain.model import S3Object, Sidecar, TransferRequest
 
 # What tests/golden/event-essence-created.json makes for CP VRT in production: rendered,
@@ -29,12 +31,8 @@ def golden_transfer_request() -> TransferRequest:
     """The golden example's transfer request (production, CP VRT): as
     tests/golden/transfer-request-essence.json says, with its message id and correlation id."""
     return TransferRequest(
-        source=S3Object(
-            domain="s3",
-            bucket="mam-highresvideo",
-            key="20261120-journaal-1900-a7f3c2d1-55e4-4b2a-9c1d-0e8f7a6b5c4d.MXF",
-            owner="ingest-robot+OR-rf5kf25",
-        ),
+        # The same object as the sidecar's: a transfer request names no md5 or eTag.
+        source=replace(GOLDEN_ESSENCE_SIDECAR.object, md5=None, etag=None),
         destination_path="/mnt/STORAGE/INGEST/SIDECAR/VRT/TAPE-SHARE-EVENTS/k98z0d4w1q.MXF",
         destination_host="ftp://transport.example.org",
         message_id="k98z0d4w1q",
