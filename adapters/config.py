@@ -1,9 +1,7 @@
 """Settings: `config.yml` read once, at start, into one frozen `Settings`.
 
-`config.yml` gives the shape and the defaults; each `!ENV ${NAME}` tag fills a value in from
-the environment (`env_yaml.py`), and the value keeps NAME, so a problem with it names the
-variable an operator sets. Every problem is collected before anything is reported, so an
-operator fixes a deployment in one round instead of one variable per restart.
+Each `!ENV ${NAME}` value keeps NAME (`env_yaml.py`), so a problem with it names the variable
+an operator sets; every problem is collected first, so a deployment is fixed in one round.
 """
 
 from __future__ import annotations
@@ -85,8 +83,7 @@ class LedgerSettings:
 
 @_settings
 class S3Settings:
-    """The S3 API `reconcile` lists a bucket through (contract §8): optional in `config.yml`,
-    as no other command needs it; `reconcile` asks `load_settings` for `S3_NEEDED`."""
+    """The S3 API `reconcile` lists a bucket through (contract §8); only it needs `S3_NEEDED`."""
 
     endpoint_url: str = _at("s3.endpoint_url")
     access_key_id: str = _at("s3.access_key_id")
@@ -95,7 +92,6 @@ class S3Settings:
     domain: str = _at("s3.domain")
 
 
-# What `reconcile` cannot list a bucket without; `consume` and the others start without them.
 S3_NEEDED = ("s3.endpoint_url", "s3.access_key_id", "s3.secret_access_key")
 
 
@@ -108,8 +104,10 @@ class Settings:
     destination_config: Path = _at("app.destination_config", Path)
     shutdown_grace_seconds: float = _at("app.shutdown_grace_seconds", values.positive_float)
     pin_cpu: bool = _at("app.pin_cpu", values.flag)
-    log_level: str = _at("logging.level", values.choice(values.LOG_LEVELS, upper=True))
-    log_format: str = _at("logging.format", values.choice(values.LOG_FORMATS))
+    log_level: str = _at(
+        "logging.level", values.choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", upper=True)
+    )
+    log_format: str = _at("logging.format", values.choice("json", "text"))
     metrics_port: int = _at("metrics.port", values.port_or_off)
     pid_service_host: str = _at("pid_service.host")
     organisations_host: str = _at("organisations_api.host")
@@ -206,10 +204,7 @@ def load_settings(
     path: Path, environ: Mapping[str, str], *, needs: tuple[str, ...] = ()
 ) -> Settings:
     """The settings from `config.yml` at `path` and `environ`; raises `ConfigError`.
-
-    `needs`: the places in `config.yml` (as `S3_NEEDED`) of optional values the caller
-    cannot do without, reported as missing when empty.
-    """
+    `needs`: optional values the caller cannot do without (as `S3_NEEDED`)."""
     read = _Reader(path, environ)
     concurrency = read("app.concurrency", values.concurrency)
     prefetch = read("rabbitmq.prefetch", values.prefetch)

@@ -23,43 +23,31 @@ class FromEnv(str):
     variable: str
 
 
-class _EnvLoader(yaml.SafeLoader):
-    """A safe loader that knows `!ENV`; one per load, as it remembers what was missing."""
-
-    def __init__(self, stream: Any, environ: Mapping[str, str]) -> None:
-        super().__init__(stream)
-        self.environ = environ
-        self.missing: list[str] = []
-
-
-def _substitute(loader: _EnvLoader, node: yaml.ScalarNode) -> FromEnv:
-    names: list[str] = []
-
-    def replace(match: re.Match[str]) -> str:
-        name = match.group("name")
-        names.append(name)
-        value = loader.environ.get(name)
-        if match.group("default") is not None:
-            return value or match.group("default")
-        if value is None or (not value and match.group("set") is None):
-            loader.missing.append(name)
-            return ""
-        return value
-
-    value = FromEnv(_REFERENCE.sub(replace, loader.construct_scalar(node)))
-    value.variable = names[0] if names else ""
-    return value
-
-
-_EnvLoader.add_constructor("!ENV", _substitute)
-
-
 def load_with_env(path: Path, environ: Mapping[str, str]) -> tuple[Any, list[str]]:
     """The document at `path` with its tags filled in from `environ`, and the required
     variables that were missing or empty, sorted, each once."""
+    missing: set[str] = set()
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group("name")
+        value = environ.get(name)
+        if match.group("default") is not None:
+            return value or match.group("default")
+        if value is None or (not value and match.group("set") is None):
+            missing.add(name)
+            return ""
+        return value
+
+    def substitute(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> FromEnv:
+        text = loader.construct_scalar(node)
+        value = FromEnv(_REFERENCE.sub(replace, text))
+        first = _REFERENCE.search(text)
+        value.variable = first.group("name") if first else ""
+        return value
+
+    class Loader(yaml.SafeLoader):
+        """A safe loader that knows `!ENV`, for this one document."""
+
+    Loader.add_constructor("!ENV", substitute)
     with path.open() as stream:
-        loader = _EnvLoader(stream, environ)
-        try:
-            return loader.get_single_data(), sorted(set(loader.missing))
-        finally:
-            loader.dispose()
+        return yaml.load(stream, Loader), sorted(missing)

@@ -1,77 +1,53 @@
-"""How a setting's text becomes its type, and what it may be: each converter raises
-`ValueError` with what the value must be, which `adapters/config.py` reports under the
-variable's name."""
+"""How a setting's text becomes its type: each converter raises `ValueError` saying what the
+value must be, which `adapters/config.py` reports under the variable's name."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TypeVar
 
-LOG_FORMATS = ("json", "text")
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+N = TypeVar("N", int, float)
+
 TRUE_WORDS = ("true", "1", "yes")
 FALSE_WORDS = ("false", "0", "no")
-
-
-def positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise ValueError("must be at least 1")
-    return number
-
-
-def port_or_off(value: str) -> int:
-    """A TCP port, or 0 for none."""
-    number = int(value)
-    if not 0 <= number <= 65535:
-        raise ValueError("must be a port (1 to 65535), or 0 for off")
-    return number
-
-
 # Each worker may hold an FTP connection and an HTTP connection to each service of its own.
 MAX_CONCURRENCY = 64
 
 
-def concurrency(value: str) -> int:
-    workers = positive_int(value)
-    if workers > MAX_CONCURRENCY:
-        raise ValueError(f"must be at most {MAX_CONCURRENCY}")
-    return workers
+def number(kind: Callable[[str], N], fits: Callable[[N], bool], must: str) -> Callable[[str], N]:
+    """A number of `kind` that `fits`; any other "must be `must`"."""
+
+    def convert(value: str) -> N:
+        number = kind(value)
+        if not fits(number):
+            raise ValueError(f"must be {must}")
+        return number
+
+    return convert
+
+
+positive_int = number(int, lambda n: n >= 1, "at least 1")
+port_or_off = number(int, lambda n: 0 <= n <= 65535, "a port (1 to 65535), or 0 for off")
+concurrency = number(int, lambda n: 1 <= n <= MAX_CONCURRENCY, f"from 1 to {MAX_CONCURRENCY}")
+positive_float = number(float, lambda n: n > 0, "above 0")
+# Under one day a redelivered event could outlive its PID.
+retention_days = number(
+    float,
+    lambda days: 1 <= days < math.inf,
+    "at least 1 day, so the ledger outlives the longest retry chain",
+)
+# The heartbeat renews a claim every third of it, one statement each.
+claim_lease = number(float, lambda seconds: seconds >= 3, "at least 3 seconds")
 
 
 def prefetch(value: str) -> int | None:
-    """Messages the broker hands over before any is acked; empty: one per worker (CONCURRENCY)."""
+    """Empty: one message in hand per worker (CONCURRENCY)."""
     return positive_int(value) if value.strip() else None
 
 
-def positive_float(value: str) -> float:
-    number = float(value)
-    if number <= 0:
-        raise ValueError("must be above 0")
-    return number
-
-
-def retention_days(value: str) -> float:
-    """Days, fractions allowed; under one day a redelivered event could outlive its PID."""
-    days = float(value)
-    if not 1 <= days < math.inf:
-        raise ValueError("must be at least 1 day, so the ledger outlives the longest retry chain")
-    return days
-
-
-def claim_lease(value: str) -> float:
-    """At least 3 s: the heartbeat renews a claim every third of it, one statement each."""
-    seconds = positive_float(value)
-    if seconds < 3:
-        raise ValueError("must be at least 3 seconds")
-    return seconds
-
-
 def delays(value: str) -> tuple[int, ...]:
-    delays = tuple(positive_int(part.strip()) for part in value.split(","))
-    if not delays:
-        raise ValueError("needs at least one delay")
-    return delays
+    return tuple(positive_int(part) for part in value.split(","))
 
 
 def flag(value: str) -> bool:
@@ -82,7 +58,7 @@ def flag(value: str) -> bool:
     raise ValueError("must be true or false (or 1/0, yes/no)")
 
 
-def choice(options: tuple[str, ...], *, upper: bool = False) -> Callable[[str], str]:
+def choice(*options: str, upper: bool = False) -> Callable[[str], str]:
     def convert(value: str) -> str:
         value = value.upper() if upper else value.lower()
         if value not in options:
