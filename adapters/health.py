@@ -1,13 +1,6 @@
-"""Liveness, readiness and the metrics, served over HTTP on METRICS_PORT (contract §7).
-
-`GET /metrics` is the Prometheus exposition of the process's registry; `GET /healthz`
-says whether the consumer loop still comes round, `GET /readyz` whether it is
-connected and consuming, its ledger answers and no stop was asked for. prometheus-client's
-own WSGI app and threaded server, with the two probes routed beside it: a scrape or a
-probe never waits for the consumer, and the consumer never waits for them. Nobody on the
-network can hold the port open (contract §7): a request that has not arrived whole within
-`REQUEST_SECONDS` is closed, and no more than `MAX_CONNECTIONS` connections are held at
-once.
+"""`/metrics`, `/healthz` and `/readyz` on METRICS_PORT (contract §7; docs/operations.md,
+"Health"): prometheus-client's WSGI app and threaded server, on threads of their own so the
+consumer and the probes never wait for each other, and bounded so nobody can hold it open.
 """
 
 from __future__ import annotations
@@ -41,13 +34,8 @@ STALL_MARGIN_SECONDS = 30.0
 
 
 def stall_limit(*, heartbeat: float, grace: float, blocked_timeout: float) -> float:
-    """How long the consumer loop may go without coming round before it counts as stuck.
-
-    It legitimately waits that long inside one call: up to two heartbeats for a broker
-    that went silent, the shutdown grace for the message in hand, and the blocked-
-    connection timeout for a broker that holds back publishers (a resource alarm) —
-    restarting then would not help, and every replica would restart at once.
-    """
+    """How long the consumer loop may go without coming round before it counts as stuck: the
+    longest wait inside one call (a silent broker, the shutdown grace, a resource alarm)."""
     return max(2 * heartbeat, grace, blocked_timeout) + STALL_MARGIN_SECONDS
 
 
@@ -107,7 +95,6 @@ class StatusServer:
         self._request_seconds = request_seconds
         self._max_connections = max_connections
         self._server: _HttpServer | None = None
-        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Listen; raises OSError when the port cannot be had (in use, not allowed)."""
@@ -121,20 +108,15 @@ class StatusServer:
         )
         server.set_app(self._app)
         self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, name="status-server", daemon=True
-        )
-        self._thread.start()
+        threading.Thread(target=server.serve_forever, name="status-server", daemon=True).start()
         log.info("metrics on :%d/metrics, health on /healthz and /readyz", self.port)
 
     def stop(self) -> None:
         server, self._server = self._server, None
         if server is None:
             return
-        server.shutdown()
+        server.shutdown()  # returns once serve_forever has
         server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
 
 def status_app(registry: CollectorRegistry, health: Health) -> WSGIApplication:
@@ -159,18 +141,13 @@ def status_app(registry: CollectorRegistry, health: Health) -> WSGIApplication:
 
 
 class _HttpServer(ThreadingWSGIServer):
-    """A thread for each of at most `max_connections` connections; a connection whose request
-    has not arrived whole within `request_seconds` is closed.
+    """A thread for each of at most `max_connections` connections; one whose request has not
+    arrived whole within `request_seconds` is closed. With every slot taken, a new connection
+    takes the slot of the one that has waited longest for its request (a probe sends its
+    request at once); only when every slot is answering is a new one closed at once."""
 
-    With every slot taken, a new connection takes the slot of the one that has waited
-    longest for its request: a probe sends its request as it connects, so connections
-    that send nothing can neither lock it out nor keep a thread past the deadline. Only
-    when every slot is answering a request is a new connection closed at once.
-    """
-
-    # The listen backlog. A burst of connections waits in the kernel, costing no thread,
-    # instead of having its SYNs dropped (a dropped SYN costs a probe a 1 s retransmit);
-    # the server takes a thousand of them in a fraction of a second.
+    # A burst of connections waits in the kernel's backlog, costing no thread, instead of
+    # having its SYNs dropped (a dropped SYN costs a probe a 1 s retransmit).
     request_queue_size = 1024
 
     def __init__(
