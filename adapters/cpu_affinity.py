@@ -1,18 +1,11 @@
-"""Keeping the consumer on one CPU (`PIN_CPU`).
-
-Only one thread at a time runs Python (the GIL), and a worker lets go of it for every
-socket call and disk write. Spread over several CPUs, each of those hand-overs wakes
-a thread on another CPU, which costs more than the Python it then runs: measured on
-2 CPUs with 16 workers, about 1.5 ms of system time an event against 0.6 ms on one
-CPU (docs/performance.md). On one CPU the threads hand over without waking another.
-
-Which CPUs the process may use is the platform's to say (Kubernetes' CPU manager,
-`taskset`): the consumer picks one of them at start and stays there
-(docs/operations.md).
+"""Keeping the consumer on one CPU (`PIN_CPU`): its threads take turns on the GIL anyway,
+and over several CPUs each hand-over wakes another CPU, which costs more than the Python it
+runs (docs/performance.md). Which CPUs it may use is the platform's to say.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -37,10 +30,8 @@ def pin_to_one_cpu() -> int | None:
         cpu = min(allowed)
     for _ in range(2):  # a thread started meanwhile is looked for again
         for thread in _threads():
-            try:
+            with contextlib.suppress(OSError):  # ended meanwhile
                 os.sched_setaffinity(thread, {cpu})
-            except OSError:  # ended meanwhile
-                continue
     log.info("running on CPU %d of the %d it may use (PIN_CPU)", cpu, len(allowed))
     return cpu
 
@@ -59,6 +50,3 @@ def _threads() -> list[int]:
         return [int(task.name) for task in Path("/proc/self/task").iterdir()]
     except OSError:
         return [0]
-
-
-__all__ = ["pin_to_one_cpu"]

@@ -1,18 +1,8 @@
-"""Log output: one JSON object a line (or plain text), with known secrets masked.
+"""Log output: one JSON object a line in the keys of meemoo's other services (contract §7,
+docs/operations.md "Logs"), or plain text, with known secrets masked.
 
-The JSON lines have the keys meemoo's other Python services write through their shared
-logging library (viaa-chassis: structlog rendered by python-json-logger), so the saved
-searches in Kibana read this service too: `message`, `level` (lower case), `logger`,
-`timestamp` (ISO 8601, UTC), `source` (`file:function:line`), then the line's fields,
-and a traceback under `exc_info` (contract §7).
-
-A line may carry fields beside its message (`extra=with_fields(...)`), and every line
-written while an event is handled carries the event's (`application.log_context`):
-JSON keys of their own, or `key=value` after the text, so a log shipper and a person
-read the same line. structlog is not used: the service's modules log through the
-standard `logging` (as do pika, psycopg and requests), the event's fields are bound in
-the application layer, which may import no logging library, and what is left is a
-formatter of a few lines.
+A line's fields (`extra=with_fields(...)`, and those of the event its thread handles,
+`application.log_context`) are JSON keys of their own, or `key=value` after the text.
 """
 
 from __future__ import annotations
@@ -60,10 +50,6 @@ def timestamp(record: logging.LogRecord) -> str:
     return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def source(record: logging.LogRecord) -> str:
-    return f"{record.pathname}:{record.funcName}:{record.lineno}"
-
-
 class _LineFormatter(logging.Formatter):
     """What every format writes of a line: its message, its fields (those of the event its
     thread is handling, then its own, which win) and its traceback, with known secrets masked
@@ -82,10 +68,7 @@ class _LineFormatter(logging.Formatter):
 
 
 class JsonFormatter(_LineFormatter):
-    """One JSON object per line, so the log shipper needs no parsing rules.
-
-    A line's fields are keys of their own; they never replace the five every line has.
-    """
+    """One JSON object a line; a line's fields never replace the five every line has."""
 
     def format(self, record: logging.LogRecord) -> str:
         message, fields, traceback = self.parts(record)
@@ -94,7 +77,7 @@ class JsonFormatter(_LineFormatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "timestamp": timestamp(record),
-            "source": source(record),
+            "source": f"{record.pathname}:{record.funcName}:{record.lineno}",
         }
         for name, value in fields.items():
             entry.setdefault(name, value)
@@ -104,12 +87,8 @@ class JsonFormatter(_LineFormatter):
 
 
 class TextFormatter(_LineFormatter):
-    """For a person at a terminal: the message, then the line's fields as `key=value`.
-
-    Whatever came from outside is escaped (a line break in an object key or a correlation
-    id cannot start a line of its own); a traceback follows on lines that begin with
-    `  | `, which no log line does.
-    """
+    """For a person at a terminal: the message, then the line's fields as `key=value`, all
+    escaped so nothing from outside starts a line; a traceback on lines that begin `  | `."""
 
     def format(self, record: logging.LogRecord) -> str:
         message, fields, traceback = self.parts(record)
@@ -160,13 +139,10 @@ def configure_logging(
     # Neither format shows the process: no record needs to ask the kernel for its id.
     logging.logProcesses = False
     logging.logMultiprocessing = False
+    debugging = root.level <= logging.DEBUG
     # pika logs every connection hiccup with a traceback; its errors reach our code as
     # exceptions, which log them in one line. Its own account is for debugging.
-    logging.getLogger("pika").setLevel(
-        logging.DEBUG if root.level <= logging.DEBUG else logging.CRITICAL
-    )
+    logging.getLogger("pika").setLevel(logging.DEBUG if debugging else logging.CRITICAL)
     # psycopg's pool logs every connection lent and given back at INFO: only when debugging.
     # Its warnings (a connection found closed, a reconnect that failed) stay.
-    logging.getLogger("psycopg.pool").setLevel(
-        logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING
-    )
+    logging.getLogger("psycopg.pool").setLevel(logging.DEBUG if debugging else logging.WARNING)

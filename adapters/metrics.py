@@ -1,9 +1,5 @@
-"""The `Telemetry` port as Prometheus metrics and health (contract §7).
-
-The metrics live in a `CollectorRegistry` the caller owns (one per process, one per
-test), never in prometheus_client's global one. Every series of a labelled metric is
-there from the start at 0, so `increase()` and alerts see the first event too.
-"""
+"""The `Telemetry` port as Prometheus metrics, in a registry the caller owns (never the
+global one), and as the `Health` the probes read (contract §7)."""
 
 from __future__ import annotations
 
@@ -112,7 +108,8 @@ class PrometheusTelemetry(Telemetry):
             ["system"],
             registry=registry,
         )
-        for kind in EVENT_KINDS:  # every series there from the start, at 0
+        # Every series there from the start, at 0, so `increase()` and alerts see the first event.
+        for kind in EVENT_KINDS:
             self._age.labels(kind)
             for outcome in EventOutcome:
                 self._events.labels(kind, outcome.value)
