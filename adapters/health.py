@@ -78,47 +78,6 @@ class Health:
         return (True, "ready") if alive else (False, why)
 
 
-class StatusServer:
-    """`/metrics`, `/healthz` and `/readyz` on `port` of every interface; port 0: none."""
-
-    def __init__(
-        self,
-        *,
-        port: int,
-        registry: CollectorRegistry,
-        health: Health,
-        request_seconds: float = REQUEST_SECONDS,
-        max_connections: int = MAX_CONNECTIONS,
-    ) -> None:
-        self.port = port
-        self._app = status_app(registry, health)
-        self._request_seconds = request_seconds
-        self._max_connections = max_connections
-        self._server: _HttpServer | None = None
-
-    def start(self) -> None:
-        """Listen; raises OSError when the port cannot be had (in use, not allowed)."""
-        if not self.port:
-            log.info("metrics and health endpoints off (METRICS_PORT=0)")
-            return
-        server = _HttpServer(
-            ("", self.port),
-            request_seconds=self._request_seconds,
-            max_connections=self._max_connections,
-        )
-        server.set_app(self._app)
-        self._server = server
-        threading.Thread(target=server.serve_forever, name="status-server", daemon=True).start()
-        log.info("metrics on :%d/metrics, health on /healthz and /readyz", self.port)
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()  # returns once serve_forever has
-        server.server_close()
-
-
 def status_app(registry: CollectorRegistry, health: Health) -> WSGIApplication:
     """`/metrics` as prometheus-client serves it (text or OpenMetrics, as the scraper asks),
     the probes as one line of text, any other path 404."""
@@ -140,8 +99,11 @@ def status_app(registry: CollectorRegistry, health: Health) -> WSGIApplication:
     return app
 
 
-class _HttpServer(ThreadingWSGIServer):
-    """A thread for each of at most `max_connections` connections; one whose request has not
+class StatusServer(ThreadingWSGIServer):
+    """`/metrics`, `/healthz` and `/readyz` on `port` of every interface, from `start` to
+    `stop`; port 0: none.
+
+    A thread for each of at most `max_connections` connections; one whose request has not
     arrived whole within `request_seconds` is closed. With every slot taken, a new connection
     takes the slot of the one that has waited longest for its request (a probe sends its
     request at once); only when every slot is answering is a new one closed at once."""
@@ -152,18 +114,44 @@ class _HttpServer(ThreadingWSGIServer):
 
     def __init__(
         self,
-        address: tuple[str, int],
         *,
-        request_seconds: float,
-        max_connections: int,
+        port: int,
+        registry: CollectorRegistry,
+        health: Health,
+        request_seconds: float = REQUEST_SECONDS,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
+        self.port = port
         self.request_seconds = request_seconds
         self._max_connections = max_connections
         self._changed = threading.Condition()
         # Every connection that has a thread, oldest first: since when it waits for its
         # request, or None once that has arrived (or the connection was cut and is ending).
         self._held: dict[socket.socket, float | None] = {}
-        super().__init__(address, _StatusHandler)
+        self._serving = False
+        super().__init__(("", port), _StatusHandler, bind_and_activate=False)
+        self.set_app(status_app(registry, health))
+
+    def start(self) -> None:
+        """Listen; raises OSError when the port cannot be had (in use, not allowed)."""
+        if not self.port:
+            log.info("metrics and health endpoints off (METRICS_PORT=0)")
+            return
+        try:
+            self.server_bind()
+            self.server_activate()
+        except OSError:
+            self.server_close()
+            raise
+        threading.Thread(target=self.serve_forever, name="status-server", daemon=True).start()
+        self._serving = True
+        log.info("metrics on :%d/metrics, health on /healthz and /readyz", self.port)
+
+    def stop(self) -> None:
+        if self._serving:
+            self._serving = False
+            self.shutdown()  # returns once serve_forever has
+        self.server_close()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._changed:
@@ -221,7 +209,7 @@ class _HttpServer(ThreadingWSGIServer):
 
 
 class _StatusHandler(WSGIRequestHandler):
-    server: _HttpServer
+    server: StatusServer
 
     def setup(self) -> None:
         super().setup()
