@@ -7,7 +7,6 @@ this is the only module that imports it, and only `reconcile` imports this one.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -22,26 +21,12 @@ from s3_events_handler.domain.bucket import StoredObject
 from s3_events_handler.domain.errors import Rejected, ServiceUnavailable
 from s3_events_handler.domain.ports import BucketObjects
 
-log = logging.getLogger(__name__)
-
-# S3's own largest page; a smaller one only costs round trips.
-DEFAULT_PAGE_SIZE = 1000
 # What a HEAD of an object deleted since it was listed answers (a HEAD has no body: no name).
 GONE = frozenset({"404", "NoSuchKey"})
 FAILURES = (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError)
 # Error codes that say a setting or an argument is wrong, not that S3 is down.
-REFUSALS = frozenset(
-    {
-        "NoSuchBucket",
-        "AccessDenied",
-        "InvalidAccessKeyId",
-        "SignatureDoesNotMatch",
-        "InvalidBucketName",
-        "AllAccessDisabled",
-        "403",
-        "404",
-    }
-)
+REFUSALS = frozenset({"NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                      "InvalidBucketName", "AllAccessDisabled", "403", "404"})  # fmt: skip
 
 
 class S3BucketObjects(BucketObjects):
@@ -61,7 +46,7 @@ class S3BucketObjects(BucketObjects):
         secret_access_key: str,
         region: str,
         timeout: float = 30.0,
-        page_size: int = DEFAULT_PAGE_SIZE,
+        page_size: int = 1000,  # S3's own largest page; a smaller one only costs round trips
         connections: int = 10,
     ) -> None:
         self._where = endpoint_url

@@ -109,7 +109,3 @@ class ReplayStopped(Exception):
 
 class QueueBusy(ServiceUnavailable):
     """The dead-letter queue has a consumer already: another dead-letters command."""
-
-
-class QueueGone(ServiceUnavailable):
-    """The dead-letter queue went away during a pass (deleted): the broker ended it."""

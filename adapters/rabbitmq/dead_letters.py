@@ -1,19 +1,12 @@
 """The dead-letter queue `{S3_EVENTS_QUEUE}.dead-letter`: read, replayed from and dropped from
-without losing or doubling anything, however long it is. What an operator sees meanwhile, and
-why it is done so: docs/operations.md, "The dead-letter queue while a command reads it".
+without losing or doubling anything, however long it is (docs/operations.md, "The dead-letter
+queue while a command reads it", says how and why).
 
-Every command is one pass over the dead letters there when it starts, head first, through an
-*exclusive* consumer: a second command is refused (ACCESS_REFUSED) rather than reading beside
-this one, where "there at the start" would no longer say which messages are ours. RabbitMQ
-cannot browse a classic queue, so a pass holds at most a window unacked: one that ends within
-it hands what it read back with one nack (each message returns to its place); a longer one
-*rotates*, publishing each kept message again to the tail and acking it, a window to an AMQP
-transaction, until every message there at the start has come round. A replay or a drop commits
-each removal (for a replay, its copy to the incoming queue with the ack) in a transaction of
-its own: killed before a commit, neither happened; after it, both.
-
-A pass stops on the count taken at the start, not when an id comes round again: ids are not
-unique (the records of one split share the original's message_id).
+Every command is one pass over the dead letters there when it starts, through an exclusive
+consumer (a second command is refused rather than reading beside it), holding at most a window
+unacked: what it keeps goes back with one nack at the end, or, past the window, is published
+again to the tail and acked, a window to an AMQP transaction, until all have come round. Each
+removal is a transaction of its own: for a replay, the copy and the ack commit together.
 """
 
 from __future__ import annotations
@@ -33,12 +26,12 @@ from s3_events_handler.adapters.rabbitmq.connection import (
 from s3_events_handler.adapters.rabbitmq.dead_letter_model import (
     ParkedMessage,
     QueueBusy,
-    QueueGone,
     ReplayStopped,
     Tally,
 )
 from s3_events_handler.adapters.rabbitmq.headers import replay_headers
 from s3_events_handler.adapters.rabbitmq.inspection import Connect, broker_session, queue_depth
+from s3_events_handler.domain.errors import ServiceUnavailable
 
 # Dead letters unacked at once: it bounds the dip in the queue's ready count (two windows)
 # and the bodies in hand, while a commit per window (not per message) keeps a rotation fast.
@@ -147,7 +140,7 @@ class _Pass:
         )
         channel.basic_qos(prefetch_count=self._window)
         deliveries = _deliveries(channel, self._queue)
-        for read in range(there):
+        for read in range(there):  # the count, not an id come round: ids are not unique
             looking = not enough()
             if not looking and not self._rotating:
                 break  # nothing rotated yet: what is held goes back in place at the end
@@ -231,7 +224,7 @@ class _Pass:
                 f"({self._settings.incoming_queue} deleted?) as its ack was committed: it is "
                 f"in neither queue now; its body, to publish again: {body}"
             )
-        raise QueueGone(
+        raise ServiceUnavailable(
             f"the broker routed a rotated dead letter to no queue: {self._queue} was "
             "deleted during the pass"
         )
@@ -262,4 +255,4 @@ def _deliveries(channel: Any, queue: str) -> Iterator[tuple[int, ParkedMessage]]
                 f"{queue} has a consumer already (another dead-letters command?): run one at a time"
             ) from None
         raise
-    raise QueueGone(f"the broker ended the reading of {queue} (queue deleted?)")
+    raise ServiceUnavailable(f"the broker ended the reading of {queue} (queue deleted?)")
