@@ -1,6 +1,4 @@
-"""Reconcile: what the events missed (contract §8), free of S3, HTTP and the broker: up to
-`workers` look-ups in flight, at most a rate a second, and no more than a window of objects
-in hand."""
+"""Reconcile: what the events missed (contract §8), free of S3, HTTP and the broker."""
 
 from __future__ import annotations
 

@@ -149,9 +149,9 @@ def run(args: argparse.Namespace, container: Container) -> int:
             workers=settings.concurrency,
             rate=RateLimit(args.rate),
         )
+        report = Report(sys.stdout, sys.stderr, as_json=args.json, enqueue=args.enqueue)
         where = f"{args.bucket} under {args.prefix!r}" if args.prefix else args.bucket
-        return _reported(results, Report(sys.stdout, sys.stderr, as_json=args.json,
-                                         enqueue=args.enqueue), where)  # fmt: skip
+        return _reported(results, report, where)
     except ConfigError as error:
         complain(f"cannot start: {error}")
         return ExitCode.SETTINGS
