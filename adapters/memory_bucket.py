@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 
 from s3_events_handler.domain.bucket import Resubmission, StoredObject
@@ -23,20 +23,11 @@ class InMemoryBucket(BucketObjects):
     the pages asked for; `heads` the objects looked at.
     """
 
-    def __init__(
-        self,
-        objects: Iterable[StoredObject] = (),
-        *,
-        metadata: dict[tuple[str, str], dict[str, str]] | None = None,
-        page_size: int = 1000,
-        fail_after: int | None = None,
-    ) -> None:
-        self.stored: dict[tuple[str, str], StoredObject] = {
-            (stored.bucket, stored.key): stored for stored in objects
-        }
-        self.metadata = dict(metadata or {})
+    def __init__(self, *, page_size: int = 1000) -> None:
+        self.stored: dict[tuple[str, str], StoredObject] = {}
+        self.metadata: dict[tuple[str, str], dict[str, str]] = {}
         self.page_size = page_size
-        self.fail_after = fail_after
+        self.fail_after: int | None = None
         self.pages_read = 0
         self.heads: list[str] = []
         self._lock = threading.Lock()

@@ -7,7 +7,6 @@ this is the only module that imports it, and only `reconcile` imports this one.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -22,25 +21,12 @@ from s3_events_handler.domain.bucket import StoredObject
 from s3_events_handler.domain.errors import Rejected, ServiceUnavailable
 from s3_events_handler.domain.ports import BucketObjects
 
-log = logging.getLogger(__name__)
-
-# S3's own largest page; a smaller one only costs round trips.
-DEFAULT_PAGE_SIZE = 1000
 # What a HEAD of an object deleted since it was listed answers (a HEAD has no body: no name).
 GONE = frozenset({"404", "NoSuchKey"})
+FAILURES = (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError)
 # Error codes that say a setting or an argument is wrong, not that S3 is down.
-REFUSALS = frozenset(
-    {
-        "NoSuchBucket",
-        "AccessDenied",
-        "InvalidAccessKeyId",
-        "SignatureDoesNotMatch",
-        "InvalidBucketName",
-        "AllAccessDisabled",
-        "403",
-        "404",
-    }
-)
+REFUSALS = frozenset({"NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                      "InvalidBucketName", "AllAccessDisabled", "403", "404"})  # fmt: skip
 
 
 class S3BucketObjects(BucketObjects):
@@ -60,7 +46,7 @@ class S3BucketObjects(BucketObjects):
         secret_access_key: str,
         region: str,
         timeout: float = 30.0,
-        page_size: int = DEFAULT_PAGE_SIZE,
+        page_size: int = 1000,  # S3's own largest page; a smaller one only costs round trips
         connections: int = 10,
     ) -> None:
         self._where = endpoint_url
@@ -87,59 +73,36 @@ class S3BucketObjects(BucketObjects):
         pages = self._client.get_paginator("list_objects_v2").paginate(
             Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": self._page_size}
         )
-        with self._translated(f"listing bucket {bucket!r}"):
+        try:
             for page in pages:
                 for item in page.get("Contents", ()):
                     yield _stored(bucket, item)
+        except FAILURES as error:
+            raise self._failure(f"listing bucket {bucket!r}", error) from error
 
     def with_metadata(self, stored: StoredObject) -> StoredObject | None:
         try:
-            with self._translated(f"HEAD of {stored.bucket}/{stored.key}"):
-                answer = self._client.head_object(Bucket=stored.bucket, Key=stored.key)
-        except Rejected as refused:
-            if _code_of(refused.__cause__) in GONE:
+            answer = self._client.head_object(Bucket=stored.bucket, Key=stored.key)
+        except FAILURES as error:
+            if _code_of(error) in GONE:
                 return None
-            raise
+            raise self._failure(f"HEAD of {stored.bucket}/{stored.key}", error) from error
         metadata: Mapping[str, str] = answer.get("Metadata") or {}
         return replace(stored, metadata=dict(metadata))
 
     def close(self) -> None:
         self._client.close()
 
-    # -- failures ---------------------------------------------------------------------------
+    def _failure(self, what: str, error: Exception) -> Rejected | ServiceUnavailable:
+        """botocore's failure as the domain's split, once, at the edge."""
+        kind = Rejected if _code_of(error) in REFUSALS else ServiceUnavailable
+        return kind(f"S3 at {self._where}, {what}: {one_line(str(error))}")
 
-    def _translated(self, what: str) -> _Translated:
-        return _Translated(f"S3 at {self._where}, {what}")
 
-
-def _code_of(error: BaseException | None) -> str:
+def _code_of(error: Exception) -> str:
     if isinstance(error, botocore.exceptions.ClientError):
         return str(error.response.get("Error", {}).get("Code", ""))
     return ""
-
-
-class _Translated:
-    """botocore's failures, as the domain's split, once, at the edge."""
-
-    def __init__(self, what: str) -> None:
-        self._what = what
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, _: Any
-    ) -> None:
-        if error is None:
-            return
-        if isinstance(error, botocore.exceptions.ClientError):
-            code = _code_of(error)
-            message = one_line(str(error))
-            if code in REFUSALS:
-                raise Rejected(f"{self._what}: {message}") from error
-            raise ServiceUnavailable(f"{self._what}: {message}") from error
-        if isinstance(error, botocore.exceptions.BotoCoreError):
-            raise ServiceUnavailable(f"{self._what}: {one_line(str(error))}") from error
 
 
 def _stored(bucket: str, item: Mapping[str, Any]) -> StoredObject:

@@ -11,13 +11,6 @@ from typing import Any
 
 from s3_events_handler.domain.model import EventKind
 
-# Who a resubmitted event says it comes from: an operator reading a sidecar's
-# `s3_object_owner` or a ledger row knows it was not the gateway.
-RECONCILE_PRINCIPAL = "reconcile"
-RECONCILE_EVENT_SOURCE = "viaa:s3:reconcile"
-REQUEST_ID_PREFIX = "reconcile-"
-RESUBMITTED_EVENT_NAME = f"{EventKind.CREATED.value}:Put"
-
 
 class ObjectState(enum.StrEnum):
     """What became of an object, as far as the archive and the ledger can tell."""
@@ -70,18 +63,20 @@ class Resubmission:
 
     @property
     def request_id(self) -> str:
-        return f"{REQUEST_ID_PREFIX}{self.object.bare_etag}"
+        return f"reconcile-{self.object.bare_etag}"
 
     def notification(self) -> dict[str, Any]:
-        """The S3 notification, shaped as the gateway's (contract §2), with one record."""
+        """The S3 notification, shaped as the gateway's (contract §2), with one record. Who it
+        says it comes from tells an operator reading a sidecar's `s3_object_owner` or a
+        ledger row that it was not the gateway."""
         obj = self.object
         moment = self.event_time.astimezone(UTC).isoformat(timespec="milliseconds")
         record = {
             "eventVersion": "0.1",
-            "eventSource": RECONCILE_EVENT_SOURCE,
+            "eventSource": "viaa:s3:reconcile",
             "eventTime": moment.replace("+00:00", "Z"),
-            "eventName": RESUBMITTED_EVENT_NAME,
-            "userIdentity": {"principalId": RECONCILE_PRINCIPAL},
+            "eventName": f"{EventKind.CREATED.value}:Put",
+            "userIdentity": {"principalId": "reconcile"},
             "responseElements": {"x-viaa-request-id": self.request_id},
             "s3": {
                 "domain": {"name": self.domain},

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from s3_events_handler.adapters.rabbitmq.dead_letter_model import ParkedMessage
 from s3_events_handler.adapters.rabbitmq.dead_letters import WINDOW
 from s3_events_handler.domain.events import peek
+from s3_events_handler.entrypoints.terminal import printable
 
 COLUMNS = ("ID", "DEAD-LETTERED", "STAGE", "OBJECT", "REASON")
 # The AMQP properties `show` prints, in the protocol's order; `headers` has its own part.
@@ -57,36 +58,35 @@ class Table:
 
 
 def _row(letter: ParkedMessage) -> tuple[str, ...]:
-    return (
-        printable(letter.id),
-        _time(letter.dead_lettered_at),
-        printable(letter.stage or "-"),
-        object_of(letter),
-        printable(letter.reason or "-"),
-    )
+    said = facts(letter)
+    where = _object(said["bucket"], said["key"])
+    cells = (said["id"], said["dead_lettered_at"], said["stage"], where, said["reason"])
+    return tuple(printable(cell or "-") for cell in cells)
 
 
 def json_line(letter: ParkedMessage) -> str:
     """What the table shows of one dead letter, and its PID, as one JSON object: text as it
     is (JSON escapes what a terminal should not see), null for what it does not say."""
+    return json.dumps(facts(letter))
+
+
+def facts(letter: ParkedMessage) -> dict[str, str | None]:
     bucket, key = bucket_and_key(letter)
-    moment = letter.dead_lettered_at
-    facts = {
+    return {
         "id": letter.id,
-        "dead_lettered_at": None if moment is None else _time(moment),
+        "dead_lettered_at": _time(letter.dead_lettered_at),
         "stage": letter.stage,
         "reason": letter.reason,
         "bucket": bucket,
         "key": key,
         "pid": letter.pid,
     }
-    return json.dumps(facts)
 
 
 def details(letter: ParkedMessage) -> list[str]:
     """`show`'s account of one dead letter: id, time, properties, headers and body."""
     lines = [f"id             {printable(letter.id)}",
-             f"dead-lettered  {_time(letter.dead_lettered_at)}",
+             f"dead-lettered  {_time(letter.dead_lettered_at) or '-'}",
              "properties"]  # fmt: skip
     for name in PROPERTIES:
         value = getattr(letter.properties, name, None)
@@ -111,19 +111,22 @@ def _value(value: object) -> str:
     return printable(json.dumps(value, default=str, ensure_ascii=False))
 
 
-def _time(moment: datetime | None) -> str:
+def _time(moment: datetime | None) -> str | None:
     if moment is None:
-        return "-"
+        return None
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def object_of(letter: ParkedMessage) -> str:
-    """`bucket/key` of the event's first record, as far as the body says; `-` for what it
-    does not (a dead letter is often a body that is not an event at all)."""
-    bucket, key = bucket_and_key(letter)
+    return printable(_object(*bucket_and_key(letter)) or "-")
+
+
+def _object(bucket: str | None, key: str | None) -> str | None:
+    """`bucket/key` of the event's first record, as far as the body says; None when it says
+    neither (a dead letter is often a body that is not an event at all)."""
     if bucket is None and key is None:
-        return "-"
-    return printable(f"{bucket or '-'}/{key or '-'}")
+        return None
+    return f"{bucket or '-'}/{key or '-'}"
 
 
 def bucket_and_key(letter: ParkedMessage) -> tuple[str | None, str | None]:
@@ -135,13 +138,3 @@ def bucket_and_key(letter: ParkedMessage) -> tuple[str | None, str | None]:
     records = message.get("Records") if isinstance(message, dict) else None
     _, bucket, key = peek(records[0] if isinstance(records, list) and records else None)
     return bucket or None, key or None
-
-
-def printable(text: str) -> str:
-    """One line on a terminal: control characters (from a hostile key, say) shown escaped."""
-    return "".join(char if char.isprintable() else _escaped(char) for char in text)
-
-
-def _escaped(char: str) -> str:
-    code = ord(char)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"

@@ -1,9 +1,7 @@
-"""The `dead-letters` commands: the dead-letter queue as an operator sees it.
-
-Each returns its exit status; the broker or a queue not there comes out of it as
-`ServiceUnavailable` (`ReplayStopped` from a replay the broker cut short), for the caller to
-say in one line.
-"""
+"""The `dead-letters` commands: the dead-letter queue as an operator sees it. Each is one
+pass over the queue taking what a `Choosing` picks, and returns its exit status; the broker
+or a queue not there comes out as `ServiceUnavailable` (`ReplayStopped` from a replay the
+broker cut short), for the caller to say in one line."""
 
 from __future__ import annotations
 
@@ -13,11 +11,8 @@ from collections.abc import Callable
 from typing import TextIO
 
 from s3_events_handler.adapters.logs import with_fields
-from s3_events_handler.adapters.rabbitmq.dead_letter_model import (
-    ParkedMessage,
-    Tally,
-)
-from s3_events_handler.adapters.rabbitmq.dead_letters import DeadLetterQueue
+from s3_events_handler.adapters.rabbitmq.dead_letter_model import ParkedMessage, Tally
+from s3_events_handler.adapters.rabbitmq.dead_letters import DeadLetterQueue, Heard
 from s3_events_handler.application.replay import Choosing
 from s3_events_handler.entrypoints.dead_letter_text import (
     Table,
@@ -25,10 +20,9 @@ from s3_events_handler.entrypoints.dead_letter_text import (
     details,
     json_line,
     object_of,
-    printable,
 )
 from s3_events_handler.entrypoints.exit_codes import ExitCode
-from s3_events_handler.entrypoints.terminal import Output, complain, is_yes
+from s3_events_handler.entrypoints.terminal import Output, complain, is_yes, printable
 
 # Each dead letter `drop` removes, at INFO whatever level an operator command logs at
 # otherwise (`REMOVALS_LOGGER`): who dropped what, and why it had been dead-lettered.
@@ -45,24 +39,15 @@ def list_dead_letters(
     """
     output = Output(out)
     table = Table(output.line)
-    shown = 0
-
-    def each(letter: ParkedMessage) -> bool:
-        nonlocal shown
-        shown += 1
-        if as_json:
-            output.line(json_line(letter))
-        else:
-            table.add(letter)
-        return not output.gone and (limit is None or shown < limit)
-
-    tally = queue.browse(each)
+    choosing = Choosing(limit=limit)
+    each: Heard = (lambda letter: output.line(json_line(letter))) if as_json else table.add
+    tally = _walk(queue.browse, choosing, each, gone=lambda: output.gone)
     table.close()
     if output.gone:
         return ExitCode.OK  # the reader had enough (`| head`); the queue is as it was
     if tally.looked_at == 0:
         summary = f"no dead letters in {queue.name}"
-    elif limit is not None and limit <= tally.looked_at < tally.there:
+    elif _limited(tally, choosing):
         summary = (
             f"{tally.looked_at} of {tally.there} dead letter(s) in {queue.name} shown "
             f"(--limit {limit}), all left in place"
@@ -81,21 +66,17 @@ def show_dead_letter(queue: DeadLetterQueue, letter_id: str, out: TextIO) -> int
     """Properties, headers and body of the dead letter `letter_id` (of each, should several
     share it: the records of one split share its message_id). Every one stays in the queue."""
     output = Output(out)
-    found = 0
+    choosing = Choosing.by_ids([letter_id])
 
-    def each(letter: ParkedMessage) -> bool:
-        nonlocal found
-        if letter.id == letter_id:
-            if found:
-                output.line("")
-            found += 1
-            for line in details(letter):
-                output.line(line)
-        return not output.gone
+    def each(letter: ParkedMessage) -> None:
+        if choosing.taken > 1:
+            output.line("")
+        for line in details(letter):
+            output.line(line)
 
-    tally = queue.browse(each)
+    tally = _walk(queue.browse, choosing, each, gone=lambda: output.gone)
     _warn_of(tally, queue.name)
-    if output.gone or found:
+    if output.gone or choosing.taken:
         return ExitCode.OK
     complain(f"no dead letter {printable(letter_id)} in {queue.name} ({tally.looked_at} looked at)")
     return ExitCode.FAILED
@@ -107,10 +88,10 @@ def replay_dead_letters(
     """Move the chosen dead letters back to the incoming queue, one transaction each; with
     `dry_run`, only say which."""
     where = f"from {queue.name} to {queue.incoming_queue}"
-    if dry_run:
-        return _dry_run(queue, choosing, f"replay {where}", out)
-    print(f"replaying {where}", file=out, flush=True)
-    return _remove(queue, queue.replay, choosing, "replayed", out)
+    if not dry_run:
+        print(f"replaying {where}", file=out, flush=True)
+    return _remove(queue, queue.replay, choosing, f"replay {where}", "replayed", out,
+                   dry_run=dry_run)  # fmt: skip
 
 
 def drop_dead_letters(
@@ -127,41 +108,65 @@ def drop_dead_letters(
     """Remove the chosen dead letters for good, each in a transaction of its own and logged
     (INFO, its id and reason). Unless `yes`, asked first on a terminal, and refused (exit 2)
     without one. With `dry_run`, only say which."""
-    if dry_run:
-        return _dry_run(queue, choosing, f"drop from {queue.name}", out)
-    if not yes:
+    if not (yes or dry_run):
         refused = _confirm(queue, what, stdin=stdin, err=err)
         if refused is not None:
             return refused
-    print(f"dropping from {queue.name}", file=out, flush=True)
-    return _remove(queue, queue.drop, choosing, "dropped", out, also=_log_removal)
+    if not dry_run:
+        print(f"dropping from {queue.name}", file=out, flush=True)
+    return _remove(queue, queue.drop, choosing, f"drop from {queue.name}", "dropped", out,
+                   dry_run=dry_run, also=_log_removal)  # fmt: skip
+
+
+def _walk(
+    action: Callable[..., Tally],
+    choosing: Choosing,
+    then: Heard,
+    *,
+    gone: Callable[[], bool] = lambda: False,
+) -> Tally:
+    """`action` (browse, replay or drop) on what `choosing` takes, until it has enough or
+    the reader of the output is `gone`; `then` hears of each taken."""
+    return action(
+        lambda letter: choosing.take(letter.id, letter.reason),
+        then,
+        enough=lambda: choosing.enough or gone(),
+    )
 
 
 def _remove(
     queue: DeadLetterQueue,
-    removing: Callable[..., Tally],
+    action: Callable[..., Tally],
     choosing: Choosing,
+    would: str,
     done: str,
     out: TextIO,
     *,
+    dry_run: bool,
     also: Callable[[ParkedMessage, str], None] = lambda letter, queue: None,
 ) -> int:
-    """Run `removing` (a replay or a drop) on what `choosing` takes, a line for each dead
-    letter once its removal is committed, then what was not done and the count."""
+    """`action` (a replay or a drop) on what `choosing` takes, a line for each dead letter
+    once its removal is committed; with `dry_run`, the table of what it `would` take,
+    changing nothing. Then what was not done and the count; exit 1 for anything asked
+    for and not done (an id not there, a dead letter that cannot be republished)."""
+    if dry_run:
+        print(f"dry run: would {would}", file=out)
+        table = Table(lambda line: print(line, file=out))
+        tally = _walk(queue.browse, choosing, table.add)
+        table.close()
+    else:
 
-    def removed(letter: ParkedMessage) -> None:
-        print(f"{done:<10}{printable(letter.id)}  {object_of(letter)}", file=out, flush=True)
-        also(letter, queue.name)
+        def removed(letter: ParkedMessage) -> None:
+            print(f"{done:<10}{printable(letter.id)}  {object_of(letter)}", file=out, flush=True)
+            also(letter, queue.name)
 
-    tally = removing(
-        lambda letter: choosing.take(letter.id, letter.reason),
-        removed,
-        enough=lambda: choosing.enough,
-    )
+        tally = _walk(action, choosing, removed)
     for letter_id, why in tally.unpublishable:
         print(f"skipped   {printable(letter_id)}: cannot be republished as it is: {why}", file=out)
-    missing = _report_not_found(choosing, queue.name, out)
-    print(_summary(done, tally, choosing), file=out)
+    missing = choosing.not_found()
+    for letter_id in missing:
+        print(f"not found {printable(letter_id)}: no such dead letter in {queue.name}", file=out)
+    print(_summary(tally, choosing, would.split()[0], done, dry_run=dry_run), file=out)
     _warn_of(tally, queue.name)
     return ExitCode.FAILED if tally.unpublishable or missing else ExitCode.OK
 
@@ -210,57 +215,29 @@ def _confirm(queue: DeadLetterQueue, what: str, *, stdin: TextIO, err: TextIO) -
     return ExitCode.FAILED
 
 
-def _dry_run(queue: DeadLetterQueue, choosing: Choosing, would: str, out: TextIO) -> int:
-    """The table of what `would` be done, changing nothing; exit 1, as the real thing, when
-    an id asked for is not there."""
-    verb = would.split()[0]
-    print(f"dry run: would {would}", file=out)
-    table = Table(lambda line: print(line, file=out))
-
-    def each(letter: ParkedMessage) -> bool:
-        if choosing.take(letter.id, letter.reason):
-            table.add(letter)
-        return not choosing.enough
-
-    tally = queue.browse(each)
-    table.close()
-    missing = _report_not_found(choosing, queue.name, out)
-    skipped = tally.looked_at - choosing.taken
-    limited = f"; stopped at --limit {choosing.limit}" if _limited(tally, choosing) else ""
-    print(
-        f"dry run: would {verb} {choosing.taken}, skip {skipped} (not chosen){limited}; "
-        "nothing was changed",
-        file=out,
-    )
-    _warn_of(tally, queue.name)
-    return ExitCode.FAILED if missing else ExitCode.OK
-
-
-def _report_not_found(choosing: Choosing, queue: str, out: TextIO) -> list[str]:
-    missing = choosing.not_found()
-    for message_id in missing:
-        print(f"not found {printable(message_id)}: no such dead letter in {queue}", file=out)
-    return missing
-
-
 def _limited(tally: Tally, choosing: Choosing) -> bool:
     """The limit stopped the command before every dead letter there was looked at."""
     return choosing.enough and tally.looked_at < tally.there
 
 
-def _summary(done: str, tally: Tally, choosing: Choosing) -> str:
-    skipped = tally.kept + len(tally.unpublishable)
+def _summary(tally: Tally, choosing: Choosing, verb: str, done: str, *, dry_run: bool) -> str:
+    limited = _limited(tally, choosing)
+    if dry_run:
+        stopped = f"; stopped at --limit {choosing.limit}" if limited else ""
+        return (
+            f"dry run: would {verb} {choosing.taken}, skip {tally.looked_at - choosing.taken} "
+            f"(not chosen){stopped}; nothing was changed"
+        )
     reasons = []
     if tally.kept:
         reasons.append(f"{tally.kept} not chosen")
     if tally.unpublishable:
         reasons.append(f"{len(tally.unpublishable)} cannot be republished")
     why = f" ({', '.join(reasons)}; still in the dead-letter queue)" if reasons else ""
-    limited = ""
-    if _limited(tally, choosing):
+    if limited:
         left = tally.there - tally.looked_at
-        limited = f"; stopped at --limit {choosing.limit}, {left} not looked at"
-    return f"{done} {tally.removed}, skipped {skipped}{why}{limited}"
+        why = f"{why}; stopped at --limit {choosing.limit}, {left} not looked at"
+    return f"{done} {tally.removed}, skipped {tally.kept + len(tally.unpublishable)}{why}"
 
 
 def _warn_of(tally: Tally, queue: str) -> None:

@@ -9,26 +9,20 @@ import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO, TypeVar
 
-from s3_events_handler.adapters.config import S3_NEEDED, ConfigError, S3Settings
+from s3_events_handler.adapters.config import S3_NEEDED, ConfigError
 from s3_events_handler.adapters.rabbitmq.incoming_events import AmqpIncomingEvents
 from s3_events_handler.application.reasons import one_line
-from s3_events_handler.application.reconciling import DEFAULT_RATE, RateLimit, reconcile
+from s3_events_handler.application.reconciling import DEFAULT_RATE, RateLimit, ReconcileBucket
 from s3_events_handler.domain.bucket import Reconciled
 from s3_events_handler.domain.errors import BadInput, Rejected, ServiceUnavailable
 from s3_events_handler.domain.ports import TransfersSent
-from s3_events_handler.domain.reconciliation import ReconcileBucket
 from s3_events_handler.domain.rules import normalise_or_id
 from s3_events_handler.entrypoints.container import Container, build_container
 from s3_events_handler.entrypoints.exit_codes import ExitCode
 from s3_events_handler.entrypoints.reconcile_output import Report
 from s3_events_handler.entrypoints.terminal import complain
 
-if TYPE_CHECKING:
-    from s3_events_handler.adapters.s3_objects import S3BucketObjects
-
-T = TypeVar("T")
 INSTALL_HINT = "pip install 's3-events-handler[reconcile]'"
 DEFAULT_OLDER_THAN = "1h"
 _DURATION = re.compile(r"(\d+)([smhd])")
@@ -125,61 +119,47 @@ def run(args: argparse.Namespace, container: Container) -> int:
     """`reconcile` on the container `ready` made: the adapters, the report, the status."""
     settings = container.settings()
     try:
-        listing = _bucket_objects(settings.s3, settings.concurrency)
+        from s3_events_handler.adapters.s3_objects import S3BucketObjects
     except ImportError as error:
-        return _cannot_start(f"reconcile needs boto3 ({error.name} is missing): {INSTALL_HINT}")
+        complain(f"cannot start: reconcile needs boto3 ({error.name} is missing): {INSTALL_HINT}")
+        return ExitCode.SETTINGS
+    listing = S3BucketObjects(
+        endpoint_url=settings.s3.endpoint_url,
+        access_key_id=settings.s3.access_key_id,
+        secret_access_key=settings.s3.secret_access_key,
+        region=settings.s3.region,
+        connections=settings.concurrency,
+    )
     try:
-        return _reconcile(args, container, listing, sys.stdout, sys.stderr)
+        ledger = _consumers_ledger(container)
+        use_case = ReconcileBucket(
+            objects=listing,
+            records=container.records(),
+            ledger=ledger,
+            clock=lambda: datetime.now(UTC),
+            events=AmqpIncomingEvents(container.broker()) if args.enqueue else None,
+            domain=settings.s3.domain,
+        )
+        results = use_case.execute(
+            args.bucket,
+            prefix=args.prefix,
+            older_than=args.older_than,
+            tenant=args.tenant,
+            limit=args.limit,
+            workers=settings.concurrency,
+            rate=RateLimit(args.rate),
+        )
+        report = Report(sys.stdout, sys.stderr, as_json=args.json, enqueue=args.enqueue)
+        where = f"{args.bucket} under {args.prefix!r}" if args.prefix else args.bucket
+        return _reported(results, report, where)
     except ConfigError as error:
-        return _cannot_start(str(error))
+        complain(f"cannot start: {error}")
+        return ExitCode.SETTINGS
     finally:
         listing.close()
 
 
-def _bucket_objects(s3: S3Settings, connections: int) -> S3BucketObjects:
-    from s3_events_handler.adapters.s3_objects import S3BucketObjects
-
-    return S3BucketObjects(
-        endpoint_url=s3.endpoint_url,
-        access_key_id=s3.access_key_id,
-        secret_access_key=s3.secret_access_key,
-        region=s3.region,
-        connections=connections,
-    )
-
-
-def _reconcile(
-    args: argparse.Namespace,
-    container: Container,
-    listing: S3BucketObjects,
-    out: TextIO,
-    err: TextIO,
-) -> int:
-    ledger = _consumers_ledger(container)
-    if not isinstance(ledger, TransfersSent):  # every ledger the container opens is one
-        raise TypeError(f"{type(ledger).__name__} cannot be asked by object")
-    use_case = ReconcileBucket(
-        objects=listing,
-        records=container.records(),
-        ledger=ledger,
-        clock=lambda: datetime.now(UTC),
-        events=AmqpIncomingEvents(container.broker()) if args.enqueue else None,
-        domain=container.settings().s3.domain,
-    )
-    report = Report(out, err, as_json=args.json, enqueue=args.enqueue)
-    objects = use_case.candidates(args.bucket, prefix=args.prefix, older_than=args.older_than)
-    results = reconcile(
-        use_case,
-        _first(objects, args.limit),
-        workers=container.settings().concurrency,
-        rate=RateLimit(args.rate),
-        tenant=args.tenant,
-    )
-    where = f"{args.bucket} under {args.prefix!r}" if args.prefix else args.bucket
-    return _reported(results, report, where)
-
-
-def _consumers_ledger(container: Container) -> object:
+def _consumers_ledger(container: Container) -> TransfersSent:
     """The ledger the consumer writes, opened. A SQLite file that is not there would be made
     anew, empty, and every object sent would look missing: that is a setting to fix."""
     path, dsn = container.settings().ledger.path, container.settings().ledger.dsn
@@ -189,7 +169,9 @@ def _consumers_ledger(container: Container) -> object:
             [f"LEDGER_PATH: no ledger at {path}; reconcile reads the consumer's "
              "(run it where that file is, or set LEDGER_DSN)"],
         )  # fmt: skip
-    ledger: object = container.ledger()
+    ledger = container.ledger()
+    if not isinstance(ledger, TransfersSent):  # every ledger the container opens is one
+        raise TypeError(f"{type(ledger).__name__} cannot be asked by object")
     return ledger
 
 
@@ -208,15 +190,3 @@ def _reported(results: Iterator[Reconciled], report: Report, where: str) -> int:
         return ExitCode.SETTINGS
     report.close(where)
     return ExitCode.FAILED if report.missing else ExitCode.OK
-
-
-def _first(objects: Iterator[T], limit: int | None) -> Iterator[T]:
-    for count, item in enumerate(objects):
-        if limit is not None and count >= limit:
-            return
-        yield item
-
-
-def _cannot_start(reason: str) -> int:
-    complain(f"cannot start: {reason}")
-    return ExitCode.SETTINGS

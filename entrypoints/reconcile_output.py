@@ -4,22 +4,16 @@ the summary on standard error."""
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections import Counter
 from collections.abc import Callable
 from typing import TextIO
 
 from s3_events_handler.domain.bucket import ObjectState, Reconciled
+from s3_events_handler.entrypoints.terminal import printable
 
 # How often the progress line is redrawn, at most.
 PROGRESS_SECONDS = 0.5
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def _printable(text: str) -> str:
-    """A key as one line on a terminal: control characters written as escapes."""
-    return _UNPRINTABLE.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
 class Report:
@@ -90,7 +84,7 @@ class Report:
             if self._enqueue:
                 facts["enqueued"] = result.enqueued
             return json.dumps(facts, ensure_ascii=False)
-        line = f"{result.state.value:<9}  {modified}  {stored.size:>13}  {_printable(stored.key)}"
+        line = f"{result.state.value:<9}  {modified}  {stored.size:>13}  {printable(stored.key)}"
         return f"{line}  (enqueued)" if result.enqueued else line
 
     def _clear_progress(self) -> None:

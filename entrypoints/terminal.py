@@ -49,3 +49,13 @@ def stop_writing(out: TextIO) -> None:
 def is_yes(answer: str) -> bool:
     """`y` or `yes`, in any case: anything else, nothing at all included, is no."""
     return answer.strip().lower() in ("y", "yes")
+
+
+def printable(text: str) -> str:
+    """One line on a terminal: control characters (from a hostile key, say) shown escaped."""
+    return "".join(char if char.isprintable() else _escaped(char) for char in text)
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"

@@ -32,8 +32,13 @@ class ParkedMessage:
 
     @classmethod
     def read(cls, properties: Any, body: bytes) -> ParkedMessage:
-        """The dead letter pika delivered with `properties` and `body`."""
-        return cls(_id_of(properties, body), body, properties)
+        """The dead letter pika delivered. Its id is the message_id when it has one; else a
+        short hash of body and headers, the same at every look while it is not changed."""
+        if properties.message_id:
+            return cls(str(properties.message_id), body, properties)
+        digest = hashlib.sha256(body)
+        digest.update(json.dumps(properties.headers or {}, sort_keys=True, default=str).encode())
+        return cls(digest.hexdigest()[:SHORT_ID_LENGTH], body, properties)
 
     @property
     def headers(self) -> Mapping[str, Any]:
@@ -73,16 +78,6 @@ class ParkedMessage:
         return None
 
 
-def _id_of(properties: Any, body: bytes) -> str:
-    """The message_id when it has one; else a short hash of body and headers, the same at
-    every look as long as the dead letter is not changed."""
-    if properties.message_id:
-        return str(properties.message_id)
-    digest = hashlib.sha256(body)
-    digest.update(json.dumps(properties.headers or {}, sort_keys=True, default=str).encode())
-    return digest.hexdigest()[:SHORT_ID_LENGTH]
-
-
 def _text(value: object) -> str | None:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
@@ -93,17 +88,14 @@ def _text(value: object) -> str | None:
 class Tally:
     """How a pass went. Dead letters not removed are still in the dead-letter queue."""
 
-    there: int = 0
-    """Ready in the queue when the pass started: what it reads at most."""
-    looked_at: int = 0
-    """Handed to the caller (fewer than `there` when it wanted no more, or some went)."""
+    there: int = 0  # ready when the pass started: what it reads at most
+    looked_at: int = 0  # asked about (fewer than `there` once the caller has enough)
     removed: int = 0
+    # (id, why) of those chosen for a replay whose copy pika cannot encode: still here.
     unpublishable: list[tuple[str, str]] = field(default_factory=list)
-    """(id, why) of those chosen for a replay whose copy pika cannot encode: still here."""
+    # (id, why) of those kept that could not be rotated: handed back to the queue's head.
     out_of_place: list[tuple[str, str]] = field(default_factory=list)
-    """(id, why) of those kept that could not be rotated: handed back to the queue's head."""
-    short: bool = False
-    """Fewer dead letters came than were there at the start: something else took some."""
+    short: bool = False  # fewer came than were there at the start: something took some
 
     @property
     def kept(self) -> int:
@@ -117,7 +109,3 @@ class ReplayStopped(Exception):
 
 class QueueBusy(ServiceUnavailable):
     """The dead-letter queue has a consumer already: another dead-letters command."""
-
-
-class QueueGone(ServiceUnavailable):
-    """The dead-letter queue went away during a pass (deleted): the broker ended it."""

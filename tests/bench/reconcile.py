@@ -55,8 +55,7 @@ def run_child(objects: int, concurrency: int, url: str, secrets: Sequence[str]) 
     import s3_events_handler.adapters.s3_objects  # noqa: F401  (boto3, as the command loads it)
     from s3_events_handler.adapters.ledger_sqlite import SqliteLedger
     from s3_events_handler.adapters.mediahaven import MediaHavenRecords
-    from s3_events_handler.application.reconciling import RateLimit, reconcile
-    from s3_events_handler.domain.reconciliation import ReconcileBucket
+    from s3_events_handler.application.reconciling import RateLimit, ReconcileBucket
 
     client_id, client_secret, username, password = secrets
     with tempfile.TemporaryDirectory() as folder, requests.Session() as session:
@@ -72,9 +71,11 @@ def run_child(objects: int, concurrency: int, url: str, secrets: Sequence[str]) 
             clock=lambda: datetime.now(UTC),
         )  # fmt: skip
         started = time.perf_counter()
-        listing = use_case.candidates(BUCKET, older_than=timedelta(hours=1))
+        results = use_case.execute(
+            BUCKET, older_than=timedelta(hours=1), workers=concurrency, rate=RateLimit(1e9)
+        )
         states: dict[str, int] = {}
-        for result in reconcile(use_case, listing, workers=concurrency, rate=RateLimit(1e9)):
+        for result in results:
             states[result.state.value] = states.get(result.state.value, 0) + 1
         seconds = time.perf_counter() - started
         ledger.close()

@@ -81,7 +81,7 @@ def test_a_second_command_while_one_reads_is_refused_and_the_first_goes_on(
             refused.append(str(refusal.value))
         return True
 
-    tally = DeadLetterQueue(settings, window=2).browse(look)
+    tally = DeadLetterQueue(settings, window=2).browse(look, lambda message: None)
 
     assert tally.looked_at == 3 and refused
     left = amqp.peek_messages(settings.host, settings.port, settings.dead_letter_queue)

@@ -4,14 +4,14 @@ hands back."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from s3_events_handler.adapters.rabbitmq.dead_letter_model import ParkedMessage
+from s3_events_handler.adapters.rabbitmq.dead_letter_model import ParkedMessage, Tally
+from s3_events_handler.adapters.rabbitmq.dead_letters import DeadLetterQueue
 from tests.unit.fake_dead_letter_broker import (
     DLQ,
     INCOMING,
@@ -22,14 +22,13 @@ from tests.unit.fake_dead_letter_broker import (
 )
 
 
-def reader(seen: list[ParkedMessage], wanted: int | None = None) -> Callable[[ParkedMessage], bool]:
-    """A `browse` callback writing down each message, wanting no more after `wanted`."""
-
-    def each(message: ParkedMessage) -> bool:
-        seen.append(message)
-        return wanted is None or len(seen) < wanted
-
-    return each
+def browse(queue: DeadLetterQueue, seen: list[ParkedMessage], wanted: int | None = None) -> Tally:
+    """A pass writing down each message, wanting no more after `wanted`."""
+    return queue.browse(
+        lambda message: True,
+        seen.append,
+        enough=lambda: wanted is not None and len(seen) >= wanted,
+    )
 
 
 def test_a_message_id_is_the_id_else_a_hash_that_stays_the_same() -> None:
@@ -42,7 +41,7 @@ def test_a_message_id_is_the_id_else_a_hash_that_stays_the_same() -> None:
         )
     )
     seen: list[ParkedMessage] = []
-    queue.browse(reader(seen))
+    browse(queue, seen)
     named, hashed, same, other = seen
     assert named.id == "msg-1"
     assert len(hashed.id) == 12 and hashed.id == same.id != other.id
@@ -71,7 +70,7 @@ def test_a_queue_within_the_window_is_handed_back_in_place_and_not_rewritten() -
     broker = FakeBroker.holding(*numbered(4))
     before = list(broker.queues[DLQ])
     seen: list[ParkedMessage] = []
-    tally = queue_of(broker, window=4).browse(reader(seen))
+    tally = browse(queue_of(broker, window=4), seen)
     assert bodies(seen) == [f"body-{n}".encode() for n in range(4)]
     assert broker.queues[DLQ] == before  # the very messages, not copies
     assert (tally.looked_at, tally.short) == (4, False)
@@ -80,7 +79,7 @@ def test_a_queue_within_the_window_is_handed_back_in_place_and_not_rewritten() -
 def test_a_longer_queue_is_rotated_once_round_never_more_than_a_window_unacked() -> None:
     broker = FakeBroker.holding(*numbered(23))
     seen: list[ParkedMessage] = []
-    tally = queue_of(broker, window=4).browse(reader(seen))
+    tally = browse(queue_of(broker, window=4), seen)
     expected = [f"body-{n}".encode() for n in range(23)]
     assert bodies(seen) == expected
     assert broker.bodies() == expected
@@ -93,7 +92,7 @@ def test_wanting_no_more_within_the_window_stops_at_once_and_rewrites_nothing() 
     broker = FakeBroker.holding(*numbered(23))
     before = list(broker.queues[DLQ])
     seen: list[ParkedMessage] = []
-    tally = queue_of(broker, window=4).browse(reader(seen, wanted=3))
+    tally = browse(queue_of(broker, window=4), seen, wanted=3)
     assert len(seen) == 3 and tally.looked_at == 3
     assert broker.queues[DLQ] == before and broker.most_unacked <= 4
 
@@ -101,7 +100,7 @@ def test_wanting_no_more_within_the_window_stops_at_once_and_rewrites_nothing() 
 def test_wanting_no_more_past_the_window_still_brings_the_queue_round() -> None:
     broker = FakeBroker.holding(*numbered(23))
     seen: list[ParkedMessage] = []
-    tally = queue_of(broker, window=4).browse(reader(seen, wanted=7))
+    tally = browse(queue_of(broker, window=4), seen, wanted=7)
     assert len(seen) == 7 and tally.looked_at == 7
     assert broker.bodies() == [f"body-{n}".encode() for n in range(23)]
     assert broker.most_unacked <= 4
@@ -113,7 +112,7 @@ def test_a_rotated_copy_keeps_everything_but_a_user_id_not_ours() -> None:
         (properties(headers=headers, user_id="someone-else", correlation_id="c"), b"a"),
         *numbered(5),
     )
-    queue_of(broker, window=2).browse(lambda message: True)
+    queue_of(broker, window=2).browse(lambda message: True, lambda message: None)
     rotated = broker.queues[DLQ][0]
     assert rotated.body == b"a"
     assert rotated.properties.headers == headers
@@ -155,7 +154,7 @@ def test_a_dead_letter_pika_cannot_encode_again_stays_and_is_reported() -> None:
 def test_one_that_cannot_be_rotated_is_handed_back_at_the_head_and_said() -> None:
     broker = FakeBroker.holding(*numbered(10))
     broker.refuse.add(b"body-6")
-    tally = queue_of(broker, window=3).browse(lambda message: True)
+    tally = queue_of(broker, window=3).browse(lambda message: True, lambda message: None)
     assert broker.bodies() == [b"body-6", *[f"body-{n}".encode() for n in range(10) if n != 6]]
     assert [letter_id for letter_id, _ in tally.out_of_place] == ["msg-6"]
     assert (tally.looked_at, tally.short) == (10, False)

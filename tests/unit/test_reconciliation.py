@@ -11,12 +11,11 @@ import pytest
 
 from s3_events_handler.adapters.memory import InMemoryArchiveRecords, InMemoryLedger
 from s3_events_handler.adapters.memory_bucket import InMemoryBucket, InMemoryIncomingEvents
-from s3_events_handler.application.reconciling import RateLimit, reconcile
+from s3_events_handler.application.reconciling import RateLimit, ReconcileBucket
 from s3_events_handler.domain.bucket import ObjectState, Reconciled, StoredObject
 from s3_events_handler.domain.errors import ServiceUnavailable
 from s3_events_handler.domain.events import parse_record
 from s3_events_handler.domain.model import Record, S3Event, Step
-from s3_events_handler.domain.reconciliation import ReconcileBucket
 
 BUCKET = "mam-highresvideo"
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
@@ -222,10 +221,10 @@ def test_concurrently_results_come_in_listing_order_and_missing_ones_are_enqueue
     setup = Setup(*(archived(f"{n:03}.mxf") for n in range(0, 60, 3)))
     for n in range(60):
         setup.bucket.add(BUCKET, f"{n:03}.mxf", last_modified=LONG_AGO)
-    objects = setup.use_case.candidates(BUCKET, older_than=timedelta(0))
-
     results = list(
-        reconcile(setup.use_case, objects, workers=4, rate=RateLimit(10_000), tenant="OR-rf5kf25")
+        setup.use_case.execute(
+            BUCKET, older_than=timedelta(0), workers=4, rate=RateLimit(10_000), tenant="OR-rf5kf25"
+        )
     )
 
     assert [r.object.key for r in results] == [f"{n:03}.mxf" for n in range(60)]
@@ -240,12 +239,11 @@ def test_a_listing_cut_off_gives_what_was_found_then_the_failure_and_publishes_n
     setup.bucket.fail_after = 5
     for n in range(10):
         setup.bucket.add(BUCKET, f"{n:02}.mxf", last_modified=LONG_AGO)
-    objects = setup.use_case.candidates(BUCKET, older_than=timedelta(0))
     found: list[Reconciled] = []
 
     with pytest.raises(ServiceUnavailable):
-        for result in reconcile(
-            setup.use_case, objects, workers=3, rate=RateLimit(10_000), tenant="OR-rf5kf25"
+        for result in setup.use_case.execute(
+            BUCKET, older_than=timedelta(0), workers=3, rate=RateLimit(10_000), tenant="OR-rf5kf25"
         ):
             found.append(result)
 
