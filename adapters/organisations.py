@@ -7,18 +7,12 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 
-import requests
-
 from s3_events_handler.adapters.http_calls import HttpService
 from s3_events_handler.domain.errors import Rejected, System
 from s3_events_handler.domain.ports import Organisations
 
 # The OR-id travels as a variable, so no id can change the query.
 CP_NAME_QUERY = "query cp($id: String!) { organizations(id: $id) { mam_label } }"
-# Client errors that say "not now" rather than "never": refused credentials are
-# fixed by an operator, and the events should wait for that, not be dead-lettered.
-# (A 429 is transient already on the way in: see `HttpService.send`.)
-_TRANSIENT_CLIENT_ERRORS = frozenset({401, 403, 408})
 
 
 class NoMamLabel(Rejected):
@@ -28,53 +22,41 @@ class NoMamLabel(Rejected):
         super().__init__(message, system=System.ORGANISATIONS)
 
 
-class OrganisationsApi(Organisations):
+class OrganisationsApi(HttpService, Organisations):
     """Looks up the MAM label of an OR-id.
 
     No organisation or no label is permanent for the event; an unreachable or
     confused API is transient. A 5xx or a connection error is tried again a couple
-    of times (the query is idempotent); a timeout is not, so one call never takes
-    much longer than `timeout`.
+    of times (the query is idempotent).
     """
 
-    def __init__(
-        self,
-        *,
-        session: requests.Session,
-        url: str,
-        timeout: float,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self._http = HttpService(
-            session=session,
-            url=url,
-            name="Organisations API",
-            system=System.ORGANISATIONS,
-            timeout=timeout,
-            transient_client_errors=_TRANSIENT_CLIENT_ERRORS,
-            sleep=sleep,
-        )
+    name = "Organisations API"
+    system = System.ORGANISATIONS
+    # Client errors that say "not now" rather than "never": refused credentials are
+    # fixed by an operator, and the events should wait for that, not be dead-lettered.
+    # (A 429 is transient already on the way in: see `HttpService.send`.)
+    transient_client_errors = frozenset({401, 403, 408})
 
     def cp_name(self, or_id: str) -> str:
         """`{"data": {"organizations": [{"mam_label": "VRT"}]}}` -> `VRT`."""
         what = f"the lookup of {or_id}"
         body = {"query": CP_NAME_QUERY, "variables": {"id": or_id}}
-        response = self._http.call("POST", what=what, safe_to_repeat=True, json=body)
-        answer = self._http.json(response, what, dict)
+        response = self.call("POST", what=what, safe_to_repeat=True, json=body)
+        answer = self.json(response, what, dict)
         if answer.get("errors"):
-            raise self._http.unavailable(
-                f"reported errors for {or_id}: {self._http.snippet(str(answer['errors']))}"
+            raise self.unavailable(
+                f"reported errors for {or_id}: {self.snippet(str(answer['errors']))}"
             )
         data = answer.get("data")
         organisations = data.get("organizations") if isinstance(data, dict) else None
         if not isinstance(organisations, list):
-            raise self._http.unavailable(f"answer for {or_id} has no organizations")
+            raise self.unavailable(f"answer for {or_id} has no organizations")
         if not organisations:
             raise NoMamLabel(f"no organisation {or_id} in the Organisations API")
         first = organisations[0]
         label = first.get("mam_label") if isinstance(first, dict) else None
         if label is not None and not isinstance(label, str):
-            raise self._http.unavailable(f"gave a mam_label that is not text for {or_id}")
+            raise self.unavailable(f"gave a mam_label that is not text for {or_id}")
         if not label or not label.strip():
             raise NoMamLabel(f"organisation {or_id} has no MAM label")
         return label
