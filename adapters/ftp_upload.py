@@ -1,11 +1,11 @@
-"""Putting a sidecar in place on the transport server (contract §4.4): written under a
-temporary name of its own, then renamed, so MediaHaven only ever sees whole sidecars.
+"""Putting a sidecar in place on the transport server (contract §4.4), and reading what
+ftplib raises on the way.
 
 Two consumers may write the same sidecar at the same instant (the same event, delivered
 twice). Each writes under a temporary name of its own, and deletes the final file to make
 room only while its own complete temporary file is there to take its place, so no writer
 leaves the final name empty for another. Whatever the server answers is ftplib's to say:
-the caller tells a refusal from a lost connection.
+the caller tells a refusal from a lost connection (`lost_unless_refused`).
 """
 
 from __future__ import annotations
@@ -15,22 +15,56 @@ import ftplib
 import logging
 import secrets
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
-from s3_events_handler.adapters.ftp_connection import FAILURES, NOT_LOGGED_IN, reply_code
 from s3_events_handler.domain.errors import ServiceUnavailable, System
 from s3_events_handler.domain.model import Sidecar
 
 logger = logging.getLogger(__name__)
 
+NOT_LOGGED_IN = 530  # a server that forgot the session: log in again
 _CLOSING = 421  # the server is closing the control connection
 _UNAVAILABLE = 550  # no such file (SIZE, RNFR, DELE), or a refused rename (RNTO)
+# What an ftplib call raises: a reply it did not expect, or the connection failing.
+FAILURES = (ftplib.Error, OSError, EOFError)
 # Random bytes in a temporary name, as hex: unique enough among the few writers of one
 # sidecar, and short enough for the name to stay within 255 bytes (see MAX_SEGMENT_BYTES).
 _TOKEN_BYTES = 4
 # Pauses between the tries of one rename: a race between writers settles within a try or
 # two; a refusal that lasts is the server's answer (the retry queue does the long waits).
 RENAME_PAUSES = (0.05, 0.1, 0.2)
+
+
+def reply_code(error: ftplib.Error) -> int:
+    """The reply code of an ftplib error (0 when the reply has none)."""
+    text = str(error)[:3]
+    return int(text) if text.isdigit() else 0
+
+
+class ConnectionLost(Exception):
+    """The control connection failed, or the server forgot the session: worth one reconnect."""
+
+
+def reply(error: BaseException) -> str:
+    """The server's reply, or the socket error with its type: one line for a reason."""
+    text = str(error)
+    if isinstance(error, ftplib.Error) and text:
+        return text
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+@contextlib.contextmanager
+def lost_unless_refused(doing: str) -> Iterator[None]:
+    """Let a refusal (a 5xx reply) through; anything else means the connection is gone:
+    `ConnectionLost`, saying what it was `doing`."""
+    try:
+        yield
+    except ftplib.error_perm as error:
+        if reply_code(error) != NOT_LOGGED_IN:
+            raise
+        raise ConnectionLost(f"FTP session expired: {reply(error)}") from error
+    except FAILURES as error:
+        raise ConnectionLost(f"{doing} failed: {reply(error)}") from error
 
 
 def temporary_name(sidecar: Sidecar) -> str:
@@ -150,4 +184,12 @@ def _remove(session: ftplib.FTP, temporary: str) -> None:
         session.delete(temporary)
 
 
-__all__ = ["RENAME_PAUSES", "put_in_place", "temporary_name"]
+__all__ = [
+    "FAILURES",
+    "RENAME_PAUSES",
+    "ConnectionLost",
+    "lost_unless_refused",
+    "put_in_place",
+    "reply",
+    "temporary_name",
+]
