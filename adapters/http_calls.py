@@ -69,15 +69,6 @@ class ResendPolicy:
     budget: float = math.inf
 
 
-class _TryAgain(Exception):
-    """A failure another try of the same request may fix; `reason` leaves out the service."""
-
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
-
-
 class HttpService:
     """One service over HTTP, the base of every HTTP adapter: where it is, its session and
     timeout, how often a request is sent, and how its answers are read.
@@ -125,20 +116,50 @@ class HttpService:
         A request `safe_to_repeat` is sent again as often as the policy allows.
         """
         headers = {"Accept": "application/json", **(headers or {})}
-        pauses = self.resend.pauses
+        policy = self.resend
         waited = 0.0
-        for attempt in range(len(pauses) + 1):
+        for backoff in (*policy.pauses, None):
+            retry_after = None
             try:
-                return self._send_once(method, self.url + path, what, headers, kwargs)
-            except _TryAgain as failure:
-                if not safe_to_repeat or attempt == len(pauses):
-                    raise self.unavailable(
-                        failure.reason, retry_after=failure.retry_after
-                    ) from None
-                pause = self._pause(failure, pauses[attempt], waited)
-                log.warning("%s %s; trying again in %.2f s", self.name, failure.reason, pause)
-                self._sleep(pause)
-                waited += pause
+                response = self._session.request(
+                    method, self.url + path, headers=headers, timeout=self._timeout, **kwargs
+                )
+            except requests.Timeout:
+                raise self.unavailable(
+                    f"timed out: did not answer {what} within {self._timeout:g} s"
+                ) from None
+            except requests.RequestException as error:
+                reason = f"{type(error).__name__}: {self.snippet(str(error))}"
+                if isinstance(error, requests.ConnectionError):
+                    failed = f"unreachable for {what}: {reason}"
+                else:
+                    failed = f"call failed ({what}): {reason}"
+            else:
+                status = response.status_code
+                if status < 500 and status != 429:
+                    return response
+                failed = f"answered {status} to {what}"
+                if policy.max_retry_after is None:
+                    if status == 429:
+                        raise self.unavailable(failed)
+                else:  # Retry-After in seconds; an HTTP date counts as not given
+                    seconds = number_in(response.headers.get("Retry-After"))
+                    retry_after = None if seconds is None else max(seconds, 0.0)
+            if not safe_to_repeat or backoff is None:
+                raise self.unavailable(failed, retry_after=retry_after)
+            cap = policy.max_retry_after
+            if retry_after is not None and cap is not None and retry_after > cap:
+                raise self.unavailable(
+                    f"{failed}; Retry-After asks {retry_after:g} s, more than the "
+                    f"{cap:g} s one call may wait",
+                    retry_after=retry_after,
+                )
+            pause = backoff if retry_after is None else retry_after
+            if waited + pause > policy.budget:
+                raise self.unavailable(f"{failed}; gave up after waiting {waited:g} s")
+            log.warning("%s %s; trying again in %.2f s", self.name, failed, pause)
+            self._sleep(pause)
+            waited += pause
         raise AssertionError("unreachable: the last try returns or raises")
 
     def call(
@@ -193,57 +214,6 @@ class HttpService:
         if len(text) > SNIPPET_LENGTH:
             text = text[:SNIPPET_LENGTH] + "…"
         return text or "(empty body)"
-
-    def _send_once(
-        self,
-        method: str,
-        url: str,
-        what: str,
-        headers: Mapping[str, str],
-        kwargs: Mapping[str, Any],
-    ) -> requests.Response:
-        try:
-            response = self._session.request(
-                method, url, headers=headers, timeout=self._timeout, **kwargs
-            )
-        except requests.Timeout:
-            raise self.unavailable(
-                f"timed out: did not answer {what} within {self._timeout:g} s"
-            ) from None
-        except requests.RequestException as error:
-            reason = f"{type(error).__name__}: {self.snippet(str(error))}"
-            if isinstance(error, requests.ConnectionError):
-                raise _TryAgain(f"unreachable for {what}: {reason}") from None
-            raise _TryAgain(f"call failed ({what}): {reason}") from None
-        status = response.status_code
-        if status < 500 and status != 429:
-            return response
-        failed = f"answered {status} to {what}"
-        reads_retry_after = self.resend.max_retry_after is not None
-        if status == 429 and not reads_retry_after:
-            raise self.unavailable(failed)
-        # Retry-After in seconds; an HTTP date counts as not given.
-        seconds = number_in(response.headers.get("Retry-After")) if reads_retry_after else None
-        retry_after = None if seconds is None else max(seconds, 0.0)
-        raise _TryAgain(failed, retry_after)
-
-    def _pause(self, failure: _TryAgain, backoff: float, waited: float) -> float:
-        """The pause before the next try; `ServiceUnavailable` when it does not fit this call."""
-        pause = backoff
-        if failure.retry_after is not None:
-            pause = failure.retry_after
-            cap = self.resend.max_retry_after
-            if cap is not None and pause > cap:
-                raise self.unavailable(
-                    f"{failure.reason}; Retry-After asks {pause:g} s, more than the "
-                    f"{cap:g} s one call may wait",
-                    retry_after=pause,
-                ) from None
-        if waited + pause > self.resend.budget:
-            raise self.unavailable(
-                f"{failure.reason}; gave up after waiting {waited:g} s"
-            ) from None
-        return pause
 
 
 def number_in(value: object) -> float | None:
