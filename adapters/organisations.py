@@ -80,47 +80,27 @@ class CachedOrganisations(Organisations):
         self._inner = inner
         self._ttl = ttl_seconds
         self._clock = clock
-        self._found: dict[str, tuple[str, float]] = {}
-        self._asking: dict[str, Future[str]] = {}  # lookups under way, by OR-id
+        # By OR-id: the lookup under way or found, and when it started; a failed one is dropped.
+        self._lookups: dict[str, tuple[Future[str], float]] = {}
         self._lock = threading.Lock()
 
     def cp_name(self, or_id: str) -> str:
-        label = self._cached(or_id)
-        if label is not None:
-            return label
+        asking = False
         with self._lock:
-            label = self._cached(or_id)  # found while this one waited for the lock
-            if label is not None:
-                return label
-            under_way = self._asking.get(or_id)
-            if under_way is None:
-                answer: Future[str] = Future()
-                self._asking[or_id] = answer
-        if under_way is not None:
-            return under_way.result()  # the same label, or the same failure, as the one asking
-        return self._ask(or_id, answer)
-
-    def _ask(self, or_id: str, answer: Future[str]) -> str:
-        """The one lookup of `or_id` under way; whoever waits for it gets its answer too."""
-        try:
-            now = self._clock()
-            label = self._inner.cp_name(or_id)
-            self._found[or_id] = (label, now)
-        except BaseException as error:
-            answer.set_exception(error)
-            raise
-        else:
-            answer.set_result(label)
-            return label
-        finally:
-            with self._lock:
-                del self._asking[or_id]
-
-    def _cached(self, or_id: str) -> str | None:
-        cached = self._found.get(or_id)
-        if cached is not None and self._clock() - cached[1] < self._ttl:
-            return cached[0]
-        return None
+            lookup = self._lookups.get(or_id)
+            if lookup is None or (lookup[0].done() and self._clock() - lookup[1] >= self._ttl):
+                lookup = self._lookups[or_id] = (Future(), self._clock())
+                asking = True
+        answer = lookup[0]
+        if asking:
+            try:
+                answer.set_result(self._inner.cp_name(or_id))
+            except BaseException as error:
+                answer.set_exception(error)
+                with self._lock:
+                    if self._lookups.get(or_id) is lookup:
+                        del self._lookups[or_id]
+        return answer.result()  # the same label, or the same failure, as the one asking
 
 
 __all__ = ["CP_NAME_QUERY", "CachedOrganisations", "NoMamLabel", "OrganisationsApi"]
