@@ -13,7 +13,6 @@ import math
 import os
 import time
 from collections.abc import Callable, Container, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -53,35 +52,25 @@ def service_session(url: str, *, connections: int) -> requests.Session:
     return session
 
 
-@dataclass(frozen=True, slots=True)
-class ResendPolicy:
-    """How one call sends its request again, within a time budget, before it fails.
-
-    `pauses` come before the 2nd, 3rd, ... try. With `max_retry_after` set, the
-    service's Retry-After replaces the pause and a 429 is tried again too; a longer
-    Retry-After ends the call at once, the wait left to the retry queue. Without it, a
-    429 ends the call at once: a quick retry would only press a service that asked us to
-    slow down. `budget` bounds all pauses of one call together.
-    """
-
-    pauses: tuple[float, ...]
-    max_retry_after: float | None = None
-    budget: float = math.inf
-
-
 class HttpService:
     """One service over HTTP, the base of every HTTP adapter: where it is, its session and
     timeout, how often a request is sent, and how its answers are read.
 
-    A subclass names its service and system, the client errors an operator or time fixes
-    (for which the event waits rather than being `Rejected`), and its resend policy.
-    Headers go on each request, never on the session.
+    A subclass names its service and system, and the client errors an operator or time
+    fixes, for which the event waits rather than being `Rejected`.
     """
 
     name: str
     system: System  # what every failure of the service says it came from
     transient_client_errors: Container[int] = frozenset()
-    resend = ResendPolicy(pauses=BACKOFF_SECONDS)
+    # A request `safe_to_repeat` is sent again after each of `pauses`, all within
+    # `retry_budget`. With `max_retry_after` set, the service's Retry-After replaces the
+    # pause and a 429 is tried again too; a longer one ends the call at once, the wait left
+    # to the retry queue. Without it, a 429 ends the call at once: a quick retry would
+    # only press a service that asked us to slow down.
+    pauses: tuple[float, ...] = BACKOFF_SECONDS
+    max_retry_after: float | None = None
+    retry_budget = math.inf
 
     def __init__(
         self,
@@ -113,12 +102,11 @@ class HttpService:
         """The answer to one request for `path` under the service's URL; no answer, a 5xx or
         a 429 is `ServiceUnavailable`, any other status is the caller's to judge.
 
-        A request `safe_to_repeat` is sent again as often as the policy allows.
+        A request `safe_to_repeat` is sent again as the class attributes above say.
         """
         headers = {"Accept": "application/json", **(headers or {})}
-        policy = self.resend
         waited = 0.0
-        for backoff in (*policy.pauses, None):
+        for backoff in (*self.pauses, None):
             retry_after = None
             try:
                 response = self._session.request(
@@ -139,7 +127,7 @@ class HttpService:
                 if status < 500 and status != 429:
                     return response
                 failed = f"answered {status} to {what}"
-                if policy.max_retry_after is None:
+                if self.max_retry_after is None:
                     if status == 429:
                         raise self.unavailable(failed)
                 else:  # Retry-After in seconds; an HTTP date counts as not given
@@ -147,7 +135,7 @@ class HttpService:
                     retry_after = None if seconds is None else max(seconds, 0.0)
             if not safe_to_repeat or backoff is None:
                 raise self.unavailable(failed, retry_after=retry_after)
-            cap = policy.max_retry_after
+            cap = self.max_retry_after
             if retry_after is not None and cap is not None and retry_after > cap:
                 raise self.unavailable(
                     f"{failed}; Retry-After asks {retry_after:g} s, more than the "
@@ -155,19 +143,12 @@ class HttpService:
                     retry_after=retry_after,
                 )
             pause = backoff if retry_after is None else retry_after
-            if waited + pause > policy.budget:
+            if waited + pause > self.retry_budget:
                 raise self.unavailable(f"{failed}; gave up after waiting {waited:g} s")
             log.warning("%s %s; trying again in %.2f s", self.name, failed, pause)
             self._sleep(pause)
             waited += pause
         raise AssertionError("unreachable: the last try returns or raises")
-
-    def call(
-        self, method: str, path: str = "", *, what: str, safe_to_repeat: bool, **kwargs: Any
-    ) -> requests.Response:
-        """`send`, then `succeeded`: the answer to a request the service carried out."""
-        response = self.send(method, path, what=what, safe_to_repeat=safe_to_repeat, **kwargs)
-        return self.succeeded(response, what)
 
     def succeeded(
         self, response: requests.Response, what: str, *, also_fine: Container[int] = ()
@@ -231,7 +212,6 @@ def number_in(value: object) -> float | None:
 __all__ = [
     "BACKOFF_SECONDS",
     "HttpService",
-    "ResendPolicy",
     "number_in",
     "service_session",
 ]

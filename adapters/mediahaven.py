@@ -12,7 +12,7 @@ from urllib.parse import quote, urlencode
 import requests
 
 from s3_events_handler.adapters import sidecar_xml
-from s3_events_handler.adapters.http_calls import HttpService, ResendPolicy, number_in
+from s3_events_handler.adapters.http_calls import HttpService, number_in
 from s3_events_handler.adapters.mediahaven_auth import MediaHavenTokens
 from s3_events_handler.domain.errors import SearchTooBroad, ServiceUnavailable, System
 from s3_events_handler.domain.model import DEFAULT_MAX_SEARCH_PAGES, Query, Record
@@ -21,8 +21,6 @@ from s3_events_handler.domain.ports import ArchiveRecords
 log = logging.getLogger(__name__)
 
 RECORDS_PATH = "mediahaven-rest-api/v2/records"
-# Sending one of these again has the effect of sending it once (RFC 9110, 9.2.2).
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 # Pauses before the 2nd and 3rd try of an idempotent request, when no Retry-After says otherwise.
 BACKOFF_SECONDS = (0.5, 1.0)
 # All pauses of one request together; the retry queue does the long waits.
@@ -53,6 +51,7 @@ class MediaHavenRecords(HttpService, ArchiveRecords):
 
     name = "MediaHaven"
     system = System.MEDIAHAVEN
+    pauses = BACKOFF_SECONDS
 
     def __init__(
         self,
@@ -77,11 +76,8 @@ class MediaHavenRecords(HttpService, ArchiveRecords):
         super().__init__(
             session=session, url=base_url.rstrip("/") + "/", timeout=timeout, sleep=sleep
         )
-        self.resend = ResendPolicy(
-            pauses=BACKOFF_SECONDS,
-            max_retry_after=max_retry_wait,
-            budget=max(RETRY_BUDGET_SECONDS, max_retry_wait),
-        )
+        self.max_retry_after = max_retry_wait
+        self.retry_budget = max(RETRY_BUDGET_SECONDS, max_retry_wait)
         self._page_size = page_size
         self._max_pages = max_pages
         self._tokens = MediaHavenTokens(
@@ -162,13 +158,14 @@ class MediaHavenRecords(HttpService, ArchiveRecords):
         self, method: str, path: str, *, what: str, gone_is_fine: bool = False, **body: Any
     ) -> requests.Response:
         """One authorised request; its answer, or the failure `HttpService.succeeded` makes
-        of it. Only an idempotent method is sent again after a transient failure."""
+        of it. Only an idempotent method (GET, DELETE; not POST) is sent again after a
+        transient failure."""
         response = self._tokens.send_authorised(
             lambda authorisation: self.send(
                 method,
                 path,
                 what=what,
-                safe_to_repeat=method in IDEMPOTENT_METHODS,
+                safe_to_repeat=method != "POST",
                 headers=authorisation,
                 **body,
             ),

@@ -41,8 +41,8 @@ class OrganisationsApi(HttpService, Organisations):
         """`{"data": {"organizations": [{"mam_label": "VRT"}]}}` -> `VRT`."""
         what = f"the lookup of {or_id}"
         body = {"query": CP_NAME_QUERY, "variables": {"id": or_id}}
-        response = self.call("POST", what=what, safe_to_repeat=True, json=body)
-        answer = self.json(response, what, dict)
+        response = self.send("POST", what=what, safe_to_repeat=True, json=body)
+        answer = self.json(self.succeeded(response, what), what, dict)
         if answer.get("errors"):
             raise self.unavailable(
                 f"reported errors for {or_id}: {self.snippet(str(answer['errors']))}"

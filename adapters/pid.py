@@ -35,7 +35,8 @@ class PidWebService(HttpService, PidService):
 
     def mint(self) -> str:
         what = "a PID request"
-        answer = self.json(self.call("GET", what=what, safe_to_repeat=True), what)
+        response = self.send("GET", what=what, safe_to_repeat=True)
+        answer = self.json(self.succeeded(response, what), what)
         # `[{"id": "k98z0d4w1q", "number": 1}]` -> `k98z0d4w1q`; anything else is no PID.
         first = answer[0] if isinstance(answer, list) and answer else None
         pid = first.get("id") if isinstance(first, dict) else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from s3_events_handler.adapters.http_calls import SNIPPET_LENGTH, HttpService, ResendPolicy
+from s3_events_handler.adapters.http_calls import SNIPPET_LENGTH, HttpService
 from s3_events_handler.domain.errors import System
 
 TOKEN = "t0ken-" * 8
@@ -13,7 +13,7 @@ TOKEN = "t0ken-" * 8
 class Example(HttpService):
     name = "Example"
     system = System.PID
-    resend = ResendPolicy(pauses=())
+    pauses = ()
 
     def secrets(self) -> list[str | None]:
         return [TOKEN]
