@@ -160,16 +160,8 @@ class MediaHavenRecords(HttpService, ArchiveRecords):
         """One authorised request; its answer, or the failure `HttpService.succeeded` makes
         of it. Only an idempotent method (GET, DELETE; not POST) is sent again after a
         transient failure."""
-        response = self._tokens.send_authorised(
-            lambda authorisation: self.send(
-                method,
-                path,
-                what=what,
-                safe_to_repeat=method != "POST",
-                headers=authorisation,
-                **body,
-            ),
-            what,
+        response = self._tokens.send(
+            method, path, what=what, safe_to_repeat=method != "POST", **body
         )
         return self.succeeded(response, what, also_fine={404} if gone_is_fine else ())
 

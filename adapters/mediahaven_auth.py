@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import requests
 
@@ -24,9 +25,6 @@ PASSWORD_GRANT_PATH = "auth/ropc.php"
 REFRESH_GRANT_PATH = "auth/oauth2/token"
 # Renew this long before the token expires, so it cannot run out in flight.
 EXPIRY_MARGIN_SECONDS = 30.0
-
-# A request sent with the given headers (the Authorization header), answered.
-AuthorisedRequest = Callable[[Mapping[str, str]], requests.Response]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,19 +67,19 @@ class MediaHavenTokens:
         self._token: _Token | None = None
         self._lock = threading.Lock()  # held while a token is asked for
 
-    def send_authorised(self, send: AuthorisedRequest, what: str) -> requests.Response:
-        """`send` with a valid token; when it is refused, renewed and `send` called once more.
+    def send(self, method: str, path: str, *, what: str, **kwargs: Any) -> requests.Response:
+        """`HttpService.send` with a valid token; when it is refused, renewed and sent once more.
 
         A refusal of a freshly issued token is transient: the API user's rights are
         for an operator to fix, and the event can wait for that.
         """
         token = self._valid_token()
-        response = send(token.header())
+        response = self._http.send(method, path, what=what, headers=token.header(), **kwargs)
         if response.status_code != 401:
             return response
         log.info("MediaHaven refused the access token for %s; renewing it", what)
         token = self._valid_token(refused=token)
-        response = send(token.header())
+        response = self._http.send(method, path, what=what, headers=token.header(), **kwargs)
         if response.status_code == 401:
             with self._lock:
                 if self._token is token:
@@ -158,6 +156,5 @@ class MediaHavenTokens:
 __all__ = [
     "PASSWORD_GRANT_PATH",
     "REFRESH_GRANT_PATH",
-    "AuthorisedRequest",
     "MediaHavenTokens",
 ]
