@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import ftplib
 import logging
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -160,14 +159,9 @@ class FtpTransportServer(TransportServer):
                     self._keep(connection)
 
     def find_folders(self, wanted: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str | None]:
-        """Where each (CP name, folder) destination is on the server; None where it is not.
-
-        Reads only (NLST, CWD), for a check before anything is uploaded. The destination
-        table lists CP names lower-cased and the server's folders carry the MAM label's
-        own case, so the CP name matches in any case; the folder is the one an upload
-        changes to. Raises `ServiceUnavailable` when the server cannot be logged in to or
-        listed.
-        """
+        """Where each (CP name, folder) destination is on the server, None where it is not:
+        a check that only reads (NLST, CWD). The CP name matches in any case, as the table
+        lists it lower-cased and the server's folders carry the MAM label's own case."""
         found: dict[tuple[str, str], str | None] = {}
         with self._turns:
             connection = self._kept() or self._log_in()
@@ -250,11 +244,18 @@ class FtpTransportServer(TransportServer):
         from the next connection on.
         """
         how = " over FTPS" if self._tls else ""
-        session = (
-            ftplib.FTP_TLS(context=self._tls_context(), timeout=self._timeout)
-            if self._tls
-            else ftplib.FTP(timeout=self._timeout)
-        )
+        if not self._tls:
+            session = ftplib.FTP(timeout=self._timeout)
+        else:
+            try:
+                context = client_context(self._ca_file)
+            except OSError as error:
+                raise ServiceUnavailable(
+                    f"MEDIAHAVEN_FTP_CA_FILE={self._ca_file!r} cannot be used for FTPS: "
+                    f"{error.strerror or error}",
+                    system=System.FTP,
+                ) from error
+            session = ftplib.FTP_TLS(context=context, timeout=self._timeout)
         try:
             session.connect(self._hostname, self._port)
             session.login(self._user, self._password)  # FTP_TLS: AUTH TLS first
@@ -281,13 +282,3 @@ class FtpTransportServer(TransportServer):
             self.connections_opened += 1
         logger.info("logged in to FTP server %s as %s%s", self.address, self._user, how)
         return _Connection(session)
-
-    def _tls_context(self) -> ssl.SSLContext:
-        try:
-            return client_context(self._ca_file)
-        except OSError as error:
-            raise ServiceUnavailable(
-                f"MEDIAHAVEN_FTP_CA_FILE={self._ca_file!r} cannot be used for FTPS: "
-                f"{error.strerror or error}",
-                system=System.FTP,
-            ) from error

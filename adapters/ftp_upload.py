@@ -1,11 +1,9 @@
 """Putting a sidecar in place on the transport server (contract §4.4), and reading what
 ftplib raises on the way.
 
-Two consumers may write the same sidecar at the same instant (the same event, delivered
-twice). Each writes under a temporary name of its own, and deletes the final file to make
-room only while its own complete temporary file is there to take its place, so no writer
-leaves the final name empty for another. Whatever the server answers is ftplib's to say:
-the caller tells a refusal from a lost connection (`lost_unless_refused`).
+Two writers of one sidecar (the same event, delivered twice) may interleave: each deletes
+the final file to make room only while its own complete temporary file is there to take
+its place, so neither leaves the final name empty for the other.
 """
 
 from __future__ import annotations
@@ -82,9 +80,8 @@ def put_in_place(
 ) -> None:
     """STOR `data` as `temporary` in the session's folder, then rename it to `final`.
 
-    Raises what ftplib raised, with the temporary file removed when the server answered
-    (and still knows the session); `ServiceUnavailable` when the temporary file vanished
-    and no sidecar took its place.
+    Raises what ftplib raised (the caller tells a refusal from a lost connection), or
+    `ServiceUnavailable` when the temporary file vanished and no sidecar took its place.
     """
     try:
         _store(session, temporary, data)
@@ -109,12 +106,8 @@ def _store(session: ftplib.FTP, name: str, data: bytes) -> None:
 def _rename_into_place(
     session: ftplib.FTP, temporary: str, final: str, size: int, sleep: Callable[[float], None]
 ) -> None:
-    """Rename `temporary` (`size` bytes) to `final`, however other writers interleave.
-
-    Another writer of the same sidecar may rename its own copy (the same bytes) between
-    any two of these steps, so a refusal is looked into and tried again a few times.
-    Raises the last refusal when it lasts and the sidecar is not there.
-    """
+    """Rename `temporary` (`size` bytes) to `final`; a refusal is looked into and tried
+    again a few times, as another writer may rename its copy between any two steps."""
     for pause in (*RENAME_PAUSES, None):
         try:
             session.rename(temporary, final)
@@ -132,30 +125,7 @@ def _rename_into_place(
             "renaming %s to %s was refused (%s); trying again", temporary, final, refusal
         )
         sleep(pause)
-    _take_the_sidecar_in_place(session, temporary, final, size, refusal)
-
-
-def _make_room(session: ftplib.FTP, final: str) -> None:
-    """Delete `final` when the server may have refused to rename over it.
-
-    Only called while this upload's complete temporary file is there, so whatever is
-    deleted is replaced by the next try, whoever else is writing.
-    """
-    if _size(session, final) is None:
-        return  # the refusal was about something else: a race, or the server's rule
-    try:
-        session.delete(final)
-    except ftplib.error_perm as error:
-        if reply_code(error) != _UNAVAILABLE:
-            raise
-        return  # another writer deleted it first; the next try renames into the gap
-    logger.warning("server refused to rename over %s; deleted it first", final)
-
-
-def _take_the_sidecar_in_place(
-    session: ftplib.FTP, temporary: str, final: str, size: int, refusal: ftplib.Error
-) -> None:
-    """After the tries: a complete `final` is the same sidecar, placed by another writer."""
+    # After the tries: a complete `final` is the same sidecar, placed by another writer.
     if _size(session, final) == size:
         _remove(session, temporary)
         logger.warning("sidecar %s was put in place by another writer meanwhile", final)
@@ -166,6 +136,20 @@ def _take_the_sidecar_in_place(
             system=System.FTP,
         )
     raise refusal
+
+
+def _make_room(session: ftplib.FTP, final: str) -> None:
+    """Delete `final` when the server may have refused to rename over it; only while this
+    upload's complete temporary file is there, so the next try fills the gap."""
+    if _size(session, final) is None:
+        return  # the refusal was about something else: a race, or the server's rule
+    try:
+        session.delete(final)
+    except ftplib.error_perm as error:
+        if reply_code(error) != _UNAVAILABLE:
+            raise
+        return  # another writer deleted it first; the next try renames into the gap
+    logger.warning("server refused to rename over %s; deleted it first", final)
 
 
 def _size(session: ftplib.FTP, name: str) -> int | None:
