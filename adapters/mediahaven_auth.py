@@ -1,9 +1,7 @@
 """MediaHaven's OAuth2 tokens (contract §4.1): what every API call carries, kept valid.
 
-The first call logs in (password grant). A token is renewed shortly before it
-expires and when MediaHaven refuses it (401): refreshed, or asked for anew when
-the refresh is refused. Refused credentials are transient: an operator fixes
-them and the waiting events go through.
+Refused credentials are transient: an operator fixes them and the waiting events go
+through.
 """
 
 from __future__ import annotations
@@ -120,7 +118,6 @@ class MediaHavenTokens:
         try:
             return self._grant(PASSWORD_GRANT_PATH, self._login)
         except _GrantRefused as refused:
-            # Transient: an operator fixes the credentials and the waiting events go through.
             raise self._http.unavailable(
                 f"refused the API credentials ({refused}); check "
                 "MEDIAHAVEN_API_USERNAME, _PASSWD, _CLIENT_ID and _CLIENT_SECRET"
@@ -143,14 +140,12 @@ class MediaHavenTokens:
         new_refresh = body.get("refresh_token")
         if isinstance(new_refresh, str) and new_refresh:
             refresh = new_refresh
-        return _Token(access, refresh, self._renew_at(body.get("expires_in")))
-
-    def _renew_at(self, expires_in: object) -> float | None:
-        seconds = number_in(expires_in)
-        if seconds is None or seconds <= 0:
-            return None
-        # A short-lived token is renewed halfway rather than at once on every call.
-        return self._clock() + seconds - min(EXPIRY_MARGIN_SECONDS, seconds / 2)
+        seconds = number_in(body.get("expires_in"))
+        renew_at = None
+        if seconds is not None and seconds > 0:
+            # A short-lived token is renewed halfway rather than at once on every call.
+            renew_at = self._clock() + seconds - min(EXPIRY_MARGIN_SECONDS, seconds / 2)
+        return _Token(access, refresh, renew_at)
 
 
 __all__ = [

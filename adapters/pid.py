@@ -56,12 +56,9 @@ class LocalPids(PidService):
 
 
 def accepts_connections(url: str, *, timeout: float) -> str:
-    """Open a TCP connection to `url`'s host and port, then close it; `host:port`.
-
-    For a service that must not be called to be checked: the PID service hands out a new
-    PID for every request, and HEAD runs the same handler as GET in many frameworks.
-    Raises `ServiceUnavailable` when nothing accepts the connection.
-    """
+    """Open a TCP connection to `url`'s host and port, then close it; `host:port`, or
+    `ServiceUnavailable`. For a check of a service that must not be called: the PID service
+    hands out a PID for every request, and HEAD often runs the same handler as GET."""
     parts = urlsplit(url)
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
