@@ -122,10 +122,6 @@ class FtpTransportServer(TransportServer):
         self._free: list[_Connection] = []  # the one used last is taken first
         self.connections_opened = 0
 
-    def __repr__(self) -> str:
-        scheme = "ftps (explicit)" if self._tls else "ftp"
-        return f"FtpTransportServer({scheme} {self.address}, user={self._user!r})"
-
     def upload(self, sidecar: Sidecar) -> None:
         """Write `.{name}.xml.{token}.part`, then rename it: MediaHaven only sees whole sidecars.
 
