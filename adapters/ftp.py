@@ -1,31 +1,32 @@
 """The transport server over FTP (ftplib): sidecars land whole, under their final name.
 
-One control connection is kept open and reused between uploads; it is opened on the first
-upload and reopened once when it turns out to have died. Opening and logging in, over FTPS
-too, is `ftp_connection`'s; the upload itself, with the rules for two writers of one
-sidecar (contract §4.4), is `ftp_upload`'s.
+Each upload in progress has a control connection of its own (one carries one command at
+a time), kept for the next upload and reopened once when it turns out to have died. With
+`tls` it is explicit FTPS (contract §7): `AUTH TLS` before logging in, then `PROT P`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ftplib
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from types import TracebackType
+from dataclasses import dataclass
 from typing import Self
 from urllib.parse import urlsplit
 
 from s3_events_handler.adapters import sidecar_xml
-from s3_events_handler.adapters.ftp_connection import (
+from s3_events_handler.adapters.ftp_upload import (
+    FAILURES,
     ConnectionLost,
-    FtpAccount,
-    FtpConnection,
     lost_unless_refused,
+    put_in_place,
     reply,
+    temporary_name,
 )
-from s3_events_handler.adapters.ftp_upload import put_in_place, temporary_name
+from s3_events_handler.adapters.tls import client_context, unverified, verification_failure
 from s3_events_handler.application.reasons import Redactor
 from s3_events_handler.domain.errors import Rejected, ServiceUnavailable, System
 from s3_events_handler.domain.model import Sidecar
@@ -61,11 +62,35 @@ def parse_ftp_host(value: str) -> tuple[str, int]:
     return parts.hostname, DEFAULT_PORT if port is None else port
 
 
-class FtpTransportServer(TransportServer):
-    """MediaHaven's transport server over one FTP connection, one upload at a time.
+@dataclass(eq=False)
+class _Connection:
+    """A logged-in control connection, in binary mode, and the folder it is in."""
 
-    An FTP control connection carries one command at a time: uploads from several
-    threads wait for each other on its lock. `FtpTransportPool` gives each its own.
+    session: ftplib.FTP
+    folder: str | None = None
+
+    def change_to(self, folder: str) -> None:
+        """CWD `folder`, unless the connection is there already: most uploads share one.
+        A refusal is the server's reply (`ftplib.error_perm`)."""
+        if self.folder != folder:
+            self.folder = None
+            with lost_unless_refused(f"FTP CWD {folder}"):
+                self.session.cwd(folder)
+            self.folder = folder
+
+    def is_folder(self, path: str) -> bool:
+        try:
+            self.change_to(path)
+        except ftplib.error_perm:
+            return False
+        return True
+
+
+class FtpTransportServer(TransportServer):
+    """MediaHaven's transport server over up to `connections` FTP connections, each used by
+    one upload at a time and opened on the first upload that finds none free.
+
+    `tls`: explicit FTPS, verified against the system's CA store plus `ca_file`.
     """
 
     def __init__(
@@ -77,20 +102,25 @@ class FtpTransportServer(TransportServer):
         timeout: float,
         tls: bool = False,
         ca_file: str = "",
+        connections: int = 1,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        """`tls`: explicit FTPS, verified against the system's CA store plus `ca_file`."""
-        hostname, port = parse_ftp_host(host)
-        self._account = FtpAccount(hostname, port, user, password, timeout, tls, ca_file)
+        if connections < 1:
+            raise ValueError(f"an FTP transport server needs room for a connection: {connections}")
+        self._hostname, self._port = parse_ftp_host(host)
+        self.address = f"{self._hostname}:{self._port}"
+        self._user = user
+        self._password = password
+        self._timeout = timeout
+        self._tls = tls
+        self._ca_file = ca_file
+        self._sleep = sleep
         # Servers sometimes echo what they were sent; no reply quoted in a message shows it.
         self._scrub = Redactor([password]).redact
-        self._connection: FtpConnection | None = None
-        self._lock = threading.Lock()
-        self._sleep = sleep
+        self._turns = threading.BoundedSemaphore(connections)
+        self._lock = threading.Lock()  # over the two below
+        self._free: list[_Connection] = []  # the one used last is taken first
         self.connections_opened = 0
-
-    def __repr__(self) -> str:
-        return f"FtpTransportServer({self._account})"
 
     def upload(self, sidecar: Sidecar) -> None:
         """Write `.{name}.xml.{token}.part`, then rename it: MediaHaven only sees whole sidecars.
@@ -101,72 +131,74 @@ class FtpTransportServer(TransportServer):
         """
         data = sidecar_xml.render(sidecar)
         temporary = temporary_name(sidecar)
-        with self._lock:
-            tries = 1 if self._connection is None else 2
+        with self._turns:
+            connection = self._kept()
+            tries = 1 if connection is None else 2
             for tried in range(1, tries + 1):
+                connection = connection or self._log_in()
                 try:
-                    self._place(sidecar, temporary, data)
+                    self._place(connection, sidecar, temporary, data)
                     return
                 except ConnectionLost as lost:
-                    self._discard()
+                    self._close(connection)
+                    connection = None
                     if tried == tries:
                         raise ServiceUnavailable(
                             self._scrub(str(lost)), system=System.FTP
                         ) from lost.__cause__
                     logger.warning(
                         "FTP connection to %s was lost (%s); reconnecting once",
-                        self._account.address,
+                        self.address,
                         self._scrub(str(lost)),
                     )
+                finally:
+                    self._keep(connection)
 
     def find_folders(self, wanted: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str | None]:
-        """Where each (CP name, folder) destination is on the server; None where it is not.
-
-        Reads only (NLST, CWD), for a check before anything is uploaded. The destination
-        table lists CP names lower-cased and the server's folders carry the MAM label's
-        own case, so the CP name matches in any case; the folder is the one an upload
-        changes to. Raises `ServiceUnavailable` when the server cannot be logged in to or
-        listed.
-        """
-        with self._lock:
-            connection = self._connected()
+        """Where each (CP name, folder) destination is on the server, None where it is not:
+        a check that only reads (NLST, CWD). The CP name matches in any case, as the table
+        lists it lower-cased and the server's folders carry the MAM label's own case."""
+        found: dict[tuple[str, str], str | None] = {}
+        with self._turns:
+            connection = self._kept() or self._log_in()
             try:
-                top = connection.names("/")
-                found: dict[tuple[str, str], str | None] = {}
+                with lost_unless_refused("FTP NLST /"):
+                    # Some servers answer with paths, others with names.
+                    top = [entry.rsplit("/", 1)[-1] for entry in connection.session.nlst("/")]
                 for cp_name, folder in wanted:
                     paths = (f"/{name}/{folder}" for name in top if name.lower() == cp_name.lower())
                     found[(cp_name, folder)] = next(filter(connection.is_folder, paths), None)
             except (ConnectionLost, ftplib.error_perm) as error:  # a refusal says it all
-                self._discard()
+                self._close(connection)
                 raise ServiceUnavailable(
-                    f"cannot list the folders on FTP server {self._account.address}: "
+                    f"cannot list the folders on FTP server {self.address}: "
                     f"{self._scrub(str(error))}",
                     system=System.FTP,
                 ) from error
+            self._keep(connection)
         return found
 
     def close(self) -> None:
-        """Drop the connection; the next upload opens a new one."""
+        """Close the connections not in use (one in use is left to its upload, which may be
+        stuck in a call); the next upload opens a new one."""
         with self._lock:
-            self._discard()
+            free, self._free = self._free, []
+        for connection in free:
+            self._close(connection)
 
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _place(self, sidecar: Sidecar, temporary: str, data: bytes) -> None:
-        """The upload on this object's connection: `Rejected` when the server refuses it,
+    def _place(
+        self, connection: _Connection, sidecar: Sidecar, temporary: str, data: bytes
+    ) -> None:
+        """The upload on `connection`: `Rejected` when the server refuses it,
         `ConnectionLost` when the connection failed."""
         folder = f"/{sidecar.cp_name}/{sidecar.folder}"
         final = sidecar.filename
-        connection = self._connected()
         try:
             connection.change_to(folder)
         except ftplib.error_perm as error:
@@ -185,20 +217,64 @@ class FtpTransportServer(TransportServer):
             ) from error
         logger.debug("uploaded sidecar %s/%s (%d bytes)", folder, final, len(data))
 
-    def _connected(self) -> FtpConnection:
-        """This object's connection, logged in now if there is none."""
-        if self._connection is None:
-            self._connection = self._account.log_in()
-            self.connections_opened += 1
-            account = self._account
-            how = " over FTPS" if account.tls else ""
-            logger.info("logged in to FTP server %s as %s%s", account.address, account.user, how)
-        return self._connection
+    def _kept(self) -> _Connection | None:
+        with self._lock:
+            return self._free.pop() if self._free else None
 
-    def _discard(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
+    def _keep(self, connection: _Connection | None) -> None:
+        if connection is not None:  # None: closed for good
+            with self._lock:
+                self._free.append(connection)
+
+    def _close(self, connection: _Connection) -> None:
+        """Close the sockets without a goodbye: a server that stopped answering holds up nothing."""
+        try:
+            connection.session.close()
+        except OSError as error:
+            logger.debug("closing the FTP connection failed: %s", reply(error))
+
+    def _log_in(self) -> _Connection:
+        """A new connection, logged in and in binary mode; `ServiceUnavailable` saying why not.
+
+        The TLS context is made for each connection, so a CA file fixed in place is used
+        from the next connection on.
+        """
+        how = " over FTPS" if self._tls else ""
+        if not self._tls:
+            session = ftplib.FTP(timeout=self._timeout)
+        else:
             try:
-                connection.close()
+                context = client_context(self._ca_file)
             except OSError as error:
-                logger.debug("closing the FTP connection failed: %s", reply(error))
+                raise ServiceUnavailable(
+                    f"MEDIAHAVEN_FTP_CA_FILE={self._ca_file!r} cannot be used for FTPS: "
+                    f"{error.strerror or error}",
+                    system=System.FTP,
+                ) from error
+            session = ftplib.FTP_TLS(context=context, timeout=self._timeout)
+        try:
+            session.connect(self._hostname, self._port)
+            session.login(self._user, self._password)  # FTP_TLS: AUTH TLS first
+            if isinstance(session, ftplib.FTP_TLS):
+                session.prot_p()  # the data channel encrypted too
+            with contextlib.suppress(ftplib.Error):  # paths in UTF-8 where the server asks
+                session.sendcmd("OPTS UTF8 ON")
+            # Binary once per connection, where ftplib's `storbinary` asks before every file.
+            session.voidcmd("TYPE I")
+        except FAILURES as error:
+            session.close()
+            failure = verification_failure(error)
+            if failure is None:
+                why = (
+                    f"cannot log in to FTP server {self.address}{how} as {self._user!r}: "
+                    f"{self._scrub(reply(error))}"
+                )
+            else:
+                names = ("MEDIAHAVEN_FTP_TLS", "MEDIAHAVEN_FTP_CA_FILE")
+                refused = unverified(f"FTP server {self.address}", names, self._ca_file, failure)
+                why = f"{refused}; events are retried, and go through once the CA is fixed"
+            raise ServiceUnavailable(why, system=System.FTP) from error
+        with self._lock:
+            self.connections_opened += 1
+        logger.info("logged in to FTP server %s as %s%s", self.address, self._user, how)
+        return _Connection(session)

@@ -1,12 +1,9 @@
-"""HTTP calls: the one way every HTTP adapter sends a request and reads its answer.
+"""HTTP calls: the one way every HTTP adapter sends a request and reads its answer
+(docs/architecture.md, "Retries and failures").
 
-A request is sent again after a short pause when another try may help (a refused or
-broken connection, a 5xx, a 429 from a service whose Retry-After is read) and the
-caller says it is safe to repeat. A timeout is not tried again, so one call never
-takes much longer than the timeout. The long waits are the retry queue's (contract §6).
-An answer is judged here too: its status (`HttpService.succeeded`), its JSON
-(`HttpService.json`), and what a message quotes of it, short and without secrets
-(`HttpService.snippet`).
+A request is sent again within the call only where that is safe and may help; a
+timeout is not, so one call never takes much longer than the timeout. The long waits
+are the retry queue's (contract §6).
 """
 
 from __future__ import annotations
@@ -16,7 +13,6 @@ import math
 import os
 import time
 from collections.abc import Callable, Container, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -38,10 +34,9 @@ _JSON_SHAPES: dict[type, str] = {dict: "a JSON object", list: "a JSON array"}
 def service_session(url: str, *, connections: int) -> requests.Session:
     """A keep-alive session for the one service at `url`, keeping up to `connections` to it.
 
-    What requests would otherwise look up in the environment on every call, it reads
-    once, here: the proxy for `url` (or none, as NO_PROXY says) and a CA bundle
-    (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE). ~/.netrc is never read: every service
-    authenticates in the headers its adapter sends.
+    The proxy for `url` and a CA bundle (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE) are read
+    from the environment once, here, not on every call (docs/performance.md); ~/.netrc
+    never: every service authenticates in the headers its adapter sends.
     """
     session = requests.Session()
     session.trust_env = False
@@ -57,69 +52,42 @@ def service_session(url: str, *, connections: int) -> requests.Session:
     return session
 
 
-@dataclass(frozen=True, slots=True)
-class ResendPolicy:
-    """How one call sends its request again, within a time budget, before it fails.
-
-    `pauses` come before the 2nd, 3rd, ... try. With `max_retry_after` set, the
-    service's Retry-After is read: it replaces the pause, a 429 is tried again too,
-    and a Retry-After longer than `max_retry_after` ends the call at once, the wait
-    left to the retry queue. Without it, a 429 ends the call at once: a quick retry
-    would only press a service that asked us to slow down. `budget` bounds all pauses
-    of one call together.
-    """
-
-    pauses: tuple[float, ...]
-    max_retry_after: float | None = None
-    budget: float = math.inf
-
-
-# A few quick tries, Retry-After not read: enough for a service that answers fast.
-QUICK_TRIES = ResendPolicy(pauses=BACKOFF_SECONDS)
-
-
-class _TryAgain(Exception):
-    """A failure another try of the same request may fix; `reason` leaves out the service."""
-
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
-
-
 class HttpService:
-    """One service over HTTP: where it is, its session, timeout and resend policy, and how
-    its answers are read; every HTTP adapter talks to its service through one of these.
+    """One service over HTTP, the base of every HTTP adapter: where it is, its session and
+    timeout, how often a request is sent, and how its answers are read.
 
-    `secrets` is asked for what no message may show each time one is written, as
-    secrets such as access tokens change. Headers go on each request, never on the
-    session, which may be shared with adapters for other hosts. A client error is
-    `Rejected`, unless its status is one of `transient_client_errors`: one an
-    operator or time fixes, for which the event should wait.
+    A subclass names its service and system, and the client errors an operator or time
+    fixes, for which the event waits rather than being `Rejected`.
     """
+
+    name: str
+    system: System  # what every failure of the service says it came from
+    transient_client_errors: Container[int] = frozenset()
+    # A request `safe_to_repeat` is sent again after each of `pauses`, all within
+    # `retry_budget`. With `max_retry_after` set, the service's Retry-After replaces the
+    # pause and a 429 is tried again too; a longer one ends the call at once, the wait left
+    # to the retry queue. Without it, a 429 ends the call at once: a quick retry would
+    # only press a service that asked us to slow down.
+    pauses: tuple[float, ...] = BACKOFF_SECONDS
+    max_retry_after: float | None = None
+    retry_budget = math.inf
 
     def __init__(
         self,
         *,
         session: requests.Session,
         url: str,
-        name: str,
-        system: System,
         timeout: float,
-        resend: ResendPolicy = QUICK_TRIES,
-        transient_client_errors: Container[int] = frozenset(),
         sleep: Callable[[float], None] = time.sleep,
-        secrets: Callable[[], Iterable[str | None]] = tuple,
     ) -> None:
         self.url = url
-        self.name = name
-        self.system = system  # what every failure of the service says it came from
         self._session = session
         self._timeout = timeout
-        self._resend = resend
-        self._transient_client_errors = transient_client_errors
         self._sleep = sleep
-        self._secrets = secrets
+
+    def secrets(self) -> Iterable[str | None]:
+        """What no message may show; asked each time one is written, as tokens change."""
+        return ()
 
     def send(
         self,
@@ -134,53 +102,66 @@ class HttpService:
         """The answer to one request for `path` under the service's URL; no answer, a 5xx or
         a 429 is `ServiceUnavailable`, any other status is the caller's to judge.
 
-        A request `safe_to_repeat` is sent again after a failure another try may fix,
-        as often as the policy allows.
+        A request `safe_to_repeat` is sent again as the class attributes above say.
         """
         headers = {"Accept": "application/json", **(headers or {})}
-        pauses = self._resend.pauses
         waited = 0.0
-        for attempt in range(len(pauses) + 1):
+        for backoff in (*self.pauses, None):
+            retry_after = None
             try:
-                return self._send_once(method, self.url + path, what, headers, kwargs)
-            except _TryAgain as failure:
-                if not safe_to_repeat or attempt == len(pauses):
-                    raise self.unavailable(
-                        failure.reason, retry_after=failure.retry_after
-                    ) from None
-                pause = self._pause(failure, pauses[attempt], waited)
-                log.warning("%s %s; trying again in %.2f s", self.name, failure.reason, pause)
-                self._sleep(pause)
-                waited += pause
+                response = self._session.request(
+                    method, self.url + path, headers=headers, timeout=self._timeout, **kwargs
+                )
+            except requests.Timeout:
+                raise self.unavailable(
+                    f"timed out: did not answer {what} within {self._timeout:g} s"
+                ) from None
+            except requests.RequestException as error:
+                reason = f"{type(error).__name__}: {self.snippet(str(error))}"
+                if isinstance(error, requests.ConnectionError):
+                    failed = f"unreachable for {what}: {reason}"
+                else:
+                    failed = f"call failed ({what}): {reason}"
+            else:
+                status = response.status_code
+                if status < 500 and status != 429:
+                    return response
+                failed = f"answered {status} to {what}"
+                if self.max_retry_after is None:
+                    if status == 429:
+                        raise self.unavailable(failed)
+                else:  # Retry-After in seconds; an HTTP date counts as not given
+                    seconds = number_in(response.headers.get("Retry-After"))
+                    retry_after = None if seconds is None else max(seconds, 0.0)
+            if not safe_to_repeat or backoff is None:
+                raise self.unavailable(failed, retry_after=retry_after)
+            cap = self.max_retry_after
+            if retry_after is not None and cap is not None and retry_after > cap:
+                raise self.unavailable(
+                    f"{failed}; Retry-After asks {retry_after:g} s, more than the "
+                    f"{cap:g} s one call may wait",
+                    retry_after=retry_after,
+                )
+            pause = backoff if retry_after is None else retry_after
+            if waited + pause > self.retry_budget:
+                raise self.unavailable(f"{failed}; gave up after waiting {waited:g} s")
+            log.warning("%s %s; trying again in %.2f s", self.name, failed, pause)
+            self._sleep(pause)
+            waited += pause
         raise AssertionError("unreachable: the last try returns or raises")
-
-    def call(
-        self,
-        method: str,
-        path: str = "",
-        *,
-        what: str,
-        safe_to_repeat: bool,
-        **kwargs: Any,
-    ) -> requests.Response:
-        """`send`, then `succeeded`: the answer to a request the service carried out."""
-        response = self.send(method, path, what=what, safe_to_repeat=safe_to_repeat, **kwargs)
-        return self.succeeded(response, what)
 
     def succeeded(
         self, response: requests.Response, what: str, *, also_fine: Container[int] = ()
     ) -> requests.Response:
-        """`response` when it is a 2xx (or in `also_fine`); otherwise the failure it is.
-
-        A client error is `Rejected`, quoting what the service said, unless it is one
-        of the service's transient ones; anything else is `ServiceUnavailable`.
-        """
+        """`response` when it is a 2xx (or in `also_fine`); otherwise the failure it is:
+        `Rejected` for a client error the service does not call transient, quoting what
+        it said, else `ServiceUnavailable`."""
         status = response.status_code
         if 200 <= status < 300 or status in also_fine:
             return response
         if not 400 <= status < 500:
             raise self.unavailable(f"answered an unexpected {status} to {what}")
-        if status in self._transient_client_errors:
+        if status in self.transient_client_errors:
             raise self.unavailable(f"answered {status} to {what}")
         raise Rejected(
             f"{self.name} answered {status} to {what}: {self.snippet(response.text)}",
@@ -188,10 +169,8 @@ class HttpService:
         )
 
     def json(self, response: requests.Response, what: str, shape: type = object) -> Any:
-        """The JSON in the answer, of the `shape` the caller needs (a dict, a list, any).
-
-        Anything else is nonsense a later try may not repeat: `ServiceUnavailable`.
-        """
+        """The JSON in the answer, of the `shape` the caller needs (a dict, a list, any);
+        anything else is nonsense a later try may not repeat: `ServiceUnavailable`."""
         expected = _JSON_SHAPES.get(shape, "JSON")
         try:
             body = response.json()
@@ -212,63 +191,10 @@ class HttpService:
     def snippet(self, text: str) -> str:
         """What a server or library said, on one line, short, and without our secrets."""
         # Masked before it is cut: a secret cut in two would no longer be recognised.
-        text = one_line(text, self._secrets())
+        text = one_line(text, self.secrets())
         if len(text) > SNIPPET_LENGTH:
             text = text[:SNIPPET_LENGTH] + "…"
         return text or "(empty body)"
-
-    def _send_once(
-        self,
-        method: str,
-        url: str,
-        what: str,
-        headers: Mapping[str, str],
-        kwargs: Mapping[str, Any],
-    ) -> requests.Response:
-        try:
-            # The session's settings (proxies, CA bundle) were fixed by `service_session`,
-            # with `trust_env` off: this reads nothing from the environment.
-            response = self._session.request(
-                method, url, headers=headers, timeout=self._timeout, **kwargs
-            )
-        except requests.Timeout:
-            raise self.unavailable(
-                f"timed out: did not answer {what} within {self._timeout:g} s"
-            ) from None
-        except requests.RequestException as error:
-            reason = f"{type(error).__name__}: {self.snippet(str(error))}"
-            if isinstance(error, requests.ConnectionError):
-                raise _TryAgain(f"unreachable for {what}: {reason}") from None
-            raise _TryAgain(f"call failed ({what}): {reason}") from None
-        status = response.status_code
-        if status < 500 and status != 429:
-            return response
-        failed = f"answered {status} to {what}"
-        reads_retry_after = self._resend.max_retry_after is not None
-        if status == 429 and not reads_retry_after:
-            raise self.unavailable(failed)
-        # Retry-After in seconds; an HTTP date counts as not given.
-        seconds = number_in(response.headers.get("Retry-After")) if reads_retry_after else None
-        retry_after = None if seconds is None else max(seconds, 0.0)
-        raise _TryAgain(failed, retry_after)
-
-    def _pause(self, failure: _TryAgain, backoff: float, waited: float) -> float:
-        """The pause before the next try; `ServiceUnavailable` when it does not fit this call."""
-        pause = backoff
-        if failure.retry_after is not None:
-            pause = failure.retry_after
-            cap = self._resend.max_retry_after
-            if cap is not None and pause > cap:
-                raise self.unavailable(
-                    f"{failure.reason}; Retry-After asks {pause:g} s, more than the "
-                    f"{cap:g} s one call may wait",
-                    retry_after=pause,
-                ) from None
-        if waited + pause > self._resend.budget:
-            raise self.unavailable(
-                f"{failure.reason}; gave up after waiting {waited:g} s"
-            ) from None
-        return pause
 
 
 def number_in(value: object) -> float | None:
@@ -285,9 +211,7 @@ def number_in(value: object) -> float | None:
 
 __all__ = [
     "BACKOFF_SECONDS",
-    "QUICK_TRIES",
     "HttpService",
-    "ResendPolicy",
     "number_in",
     "service_session",
 ]

@@ -1,11 +1,5 @@
 """MediaHaven's records over its REST API v2 (contract §4.1): search, relation update, delete.
-
-Each call carries a token from `mediahaven_auth` and goes through `http_calls`,
-which tries it again where that may help and sorts every failure into the
-domain's split: what a later attempt may fix (no answer, 5xx, 429, refused
-credentials) is `ServiceUnavailable`; a request MediaHaven refuses for good
-(another 4xx) is `Rejected`.
-"""
+Each call carries a token from `mediahaven_auth`."""
 
 from __future__ import annotations
 
@@ -18,8 +12,8 @@ from urllib.parse import quote, urlencode
 import requests
 
 from s3_events_handler.adapters import sidecar_xml
-from s3_events_handler.adapters.http_calls import HttpService, ResendPolicy, number_in
-from s3_events_handler.adapters.mediahaven_auth import ApiCredentials, MediaHavenTokens
+from s3_events_handler.adapters.http_calls import HttpService, number_in
+from s3_events_handler.adapters.mediahaven_auth import MediaHavenTokens
 from s3_events_handler.domain.errors import SearchTooBroad, ServiceUnavailable, System
 from s3_events_handler.domain.model import DEFAULT_MAX_SEARCH_PAGES, Query, Record
 from s3_events_handler.domain.ports import ArchiveRecords
@@ -27,8 +21,6 @@ from s3_events_handler.domain.ports import ArchiveRecords
 log = logging.getLogger(__name__)
 
 RECORDS_PATH = "mediahaven-rest-api/v2/records"
-# Sending one of these again has the effect of sending it once (RFC 9110, 9.2.2).
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 # Pauses before the 2nd and 3rd try of an idempotent request, when no Retry-After says otherwise.
 BACKOFF_SECONDS = (0.5, 1.0)
 # All pauses of one request together; the retry queue does the long waits.
@@ -49,13 +41,17 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
-class MediaHavenRecords(ArchiveRecords):
+class MediaHavenRecords(HttpService, ArchiveRecords):
     """The `ArchiveRecords` port over MediaHaven's REST API v2.
 
     Safe to share between threads: a search keeps its pages to itself, and the token
     is renewed under a lock. `max_retry_wait` is the longest Retry-After one call
     waits out; a longer one is left to the retry queue. `max_pages` bounds every search.
     """
+
+    name = "MediaHaven"
+    system = System.MEDIAHAVEN
+    pauses = BACKOFF_SECONDS
 
     def __init__(
         self,
@@ -77,25 +73,24 @@ class MediaHavenRecords(ArchiveRecords):
             raise ValueError(
                 f"page_size and max_pages must be at least 1: {page_size}, {max_pages}"
             )
+        super().__init__(
+            session=session, url=base_url.rstrip("/") + "/", timeout=timeout, sleep=sleep
+        )
+        self.max_retry_after = max_retry_wait
+        self.retry_budget = max(RETRY_BUDGET_SECONDS, max_retry_wait)
         self._page_size = page_size
         self._max_pages = max_pages
-        self._http = HttpService(
-            session=session,
-            url=base_url.rstrip("/") + "/",
-            name="MediaHaven",
-            system=System.MEDIAHAVEN,
-            timeout=timeout,
-            resend=ResendPolicy(
-                pauses=BACKOFF_SECONDS,
-                max_retry_after=max_retry_wait,
-                budget=max(RETRY_BUDGET_SECONDS, max_retry_wait),
-            ),
-            sleep=sleep,
-            # Asked when a message is written, by then set: tokens change as they are renewed.
-            secrets=lambda: self._tokens.secrets(),
+        self._tokens = MediaHavenTokens(
+            http=self,
+            client_id=client_id,
+            client_secret=client_secret,
+            username=username,
+            password=password,
+            clock=clock,
         )
-        credentials = ApiCredentials(client_id, client_secret, username, password)
-        self._tokens = MediaHavenTokens(http=self._http, credentials=credentials, clock=clock)
+
+    def secrets(self) -> list[str | None]:
+        return self._tokens.secrets()
 
     # -- the port -------------------------------------------------------------------------
 
@@ -110,12 +105,12 @@ class MediaHavenRecords(ArchiveRecords):
             params = urlencode(
                 {"q": q, "startIndex": start, "nrOfResults": self._page_size}, quote_via=quote
             )
-            page = self._http.json(
+            page = self.json(
                 self._call("GET", f"{RECORDS_PATH}?{params}", what="search"), "search", dict
             )
             results = page.get("Results")
             if not isinstance(results, list):
-                raise self._http.unavailable("search answered without a Results list")
+                raise self.unavailable("search answered without a Results list")
             for record in _records(results):
                 if record.fragment_id not in given:
                     given.add(record.fragment_id)
@@ -163,19 +158,12 @@ class MediaHavenRecords(ArchiveRecords):
         self, method: str, path: str, *, what: str, gone_is_fine: bool = False, **body: Any
     ) -> requests.Response:
         """One authorised request; its answer, or the failure `HttpService.succeeded` makes
-        of it. Only an idempotent method is sent again after a transient failure."""
-        response = self._tokens.send_authorised(
-            lambda authorisation: self._http.send(
-                method,
-                path,
-                what=what,
-                safe_to_repeat=method in IDEMPOTENT_METHODS,
-                headers=authorisation,
-                **body,
-            ),
-            what,
+        of it. Only an idempotent method (GET, DELETE; not POST) is sent again after a
+        transient failure."""
+        response = self._tokens.send(
+            method, path, what=what, safe_to_repeat=method != "POST", **body
         )
-        return self._http.succeeded(response, what, also_fine={404} if gone_is_fine else ())
+        return self.succeeded(response, what, also_fine={404} if gone_is_fine else ())
 
 
 def _next_start(page: Mapping[str, Any], asked_start: int, received: int) -> int | None:

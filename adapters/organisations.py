@@ -7,18 +7,12 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 
-import requests
-
 from s3_events_handler.adapters.http_calls import HttpService
 from s3_events_handler.domain.errors import Rejected, System
 from s3_events_handler.domain.ports import Organisations
 
 # The OR-id travels as a variable, so no id can change the query.
 CP_NAME_QUERY = "query cp($id: String!) { organizations(id: $id) { mam_label } }"
-# Client errors that say "not now" rather than "never": refused credentials are
-# fixed by an operator, and the events should wait for that, not be dead-lettered.
-# (A 429 is transient already on the way in: see `HttpService.send`.)
-_TRANSIENT_CLIENT_ERRORS = frozenset({401, 403, 408})
 
 
 class NoMamLabel(Rejected):
@@ -28,53 +22,41 @@ class NoMamLabel(Rejected):
         super().__init__(message, system=System.ORGANISATIONS)
 
 
-class OrganisationsApi(Organisations):
+class OrganisationsApi(HttpService, Organisations):
     """Looks up the MAM label of an OR-id.
 
     No organisation or no label is permanent for the event; an unreachable or
     confused API is transient. A 5xx or a connection error is tried again a couple
-    of times (the query is idempotent); a timeout is not, so one call never takes
-    much longer than `timeout`.
+    of times (the query is idempotent).
     """
 
-    def __init__(
-        self,
-        *,
-        session: requests.Session,
-        url: str,
-        timeout: float,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self._http = HttpService(
-            session=session,
-            url=url,
-            name="Organisations API",
-            system=System.ORGANISATIONS,
-            timeout=timeout,
-            transient_client_errors=_TRANSIENT_CLIENT_ERRORS,
-            sleep=sleep,
-        )
+    name = "Organisations API"
+    system = System.ORGANISATIONS
+    # Client errors that say "not now" rather than "never": refused credentials are
+    # fixed by an operator, and the events should wait for that, not be dead-lettered.
+    # (A 429 is transient already on the way in: see `HttpService.send`.)
+    transient_client_errors = frozenset({401, 403, 408})
 
     def cp_name(self, or_id: str) -> str:
         """`{"data": {"organizations": [{"mam_label": "VRT"}]}}` -> `VRT`."""
         what = f"the lookup of {or_id}"
         body = {"query": CP_NAME_QUERY, "variables": {"id": or_id}}
-        response = self._http.call("POST", what=what, safe_to_repeat=True, json=body)
-        answer = self._http.json(response, what, dict)
+        response = self.send("POST", what=what, safe_to_repeat=True, json=body)
+        answer = self.json(self.succeeded(response, what), what, dict)
         if answer.get("errors"):
-            raise self._http.unavailable(
-                f"reported errors for {or_id}: {self._http.snippet(str(answer['errors']))}"
+            raise self.unavailable(
+                f"reported errors for {or_id}: {self.snippet(str(answer['errors']))}"
             )
         data = answer.get("data")
         organisations = data.get("organizations") if isinstance(data, dict) else None
         if not isinstance(organisations, list):
-            raise self._http.unavailable(f"answer for {or_id} has no organizations")
+            raise self.unavailable(f"answer for {or_id} has no organizations")
         if not organisations:
             raise NoMamLabel(f"no organisation {or_id} in the Organisations API")
         first = organisations[0]
         label = first.get("mam_label") if isinstance(first, dict) else None
         if label is not None and not isinstance(label, str):
-            raise self._http.unavailable(f"gave a mam_label that is not text for {or_id}")
+            raise self.unavailable(f"gave a mam_label that is not text for {or_id}")
         if not label or not label.strip():
             raise NoMamLabel(f"organisation {or_id} has no MAM label")
         return label
@@ -98,47 +80,27 @@ class CachedOrganisations(Organisations):
         self._inner = inner
         self._ttl = ttl_seconds
         self._clock = clock
-        self._found: dict[str, tuple[str, float]] = {}
-        self._asking: dict[str, Future[str]] = {}  # lookups under way, by OR-id
+        # By OR-id: the lookup under way or found, and when it started; a failed one is dropped.
+        self._lookups: dict[str, tuple[Future[str], float]] = {}
         self._lock = threading.Lock()
 
     def cp_name(self, or_id: str) -> str:
-        label = self._cached(or_id)
-        if label is not None:
-            return label
+        asking = False
         with self._lock:
-            label = self._cached(or_id)  # found while this one waited for the lock
-            if label is not None:
-                return label
-            under_way = self._asking.get(or_id)
-            if under_way is None:
-                answer: Future[str] = Future()
-                self._asking[or_id] = answer
-        if under_way is not None:
-            return under_way.result()  # the same label, or the same failure, as the one asking
-        return self._ask(or_id, answer)
-
-    def _ask(self, or_id: str, answer: Future[str]) -> str:
-        """The one lookup of `or_id` under way; whoever waits for it gets its answer too."""
-        try:
-            now = self._clock()
-            label = self._inner.cp_name(or_id)
-            self._found[or_id] = (label, now)
-        except BaseException as error:
-            answer.set_exception(error)
-            raise
-        else:
-            answer.set_result(label)
-            return label
-        finally:
-            with self._lock:
-                del self._asking[or_id]
-
-    def _cached(self, or_id: str) -> str | None:
-        cached = self._found.get(or_id)
-        if cached is not None and self._clock() - cached[1] < self._ttl:
-            return cached[0]
-        return None
+            lookup = self._lookups.get(or_id)
+            if lookup is None or (lookup[0].done() and self._clock() - lookup[1] >= self._ttl):
+                lookup = self._lookups[or_id] = (Future(), self._clock())
+                asking = True
+        answer = lookup[0]
+        if asking:
+            try:
+                answer.set_result(self._inner.cp_name(or_id))
+            except BaseException as error:
+                answer.set_exception(error)
+                with self._lock:
+                    if self._lookups.get(or_id) is lookup:
+                        del self._lookups[or_id]
+        return answer.result()  # the same label, or the same failure, as the one asking
 
 
 __all__ = ["CP_NAME_QUERY", "CachedOrganisations", "NoMamLabel", "OrganisationsApi"]

@@ -5,11 +5,7 @@ from __future__ import annotations
 import secrets
 import socket
 import string
-import time
-from collections.abc import Callable
 from urllib.parse import urlsplit
-
-import requests
 
 from s3_events_handler.adapters.http_calls import HttpService
 from s3_events_handler.domain.errors import ServiceUnavailable, System
@@ -26,40 +22,26 @@ def uses_pid_service(app_environment: str) -> bool:
     return app_environment.lower() in PID_SERVICE_ENVIRONMENTS
 
 
-class PidWebService(PidService):
+class PidWebService(HttpService, PidService):
     """The PID service over HTTP; every failure is transient, as the event can wait for a PID.
 
     A 5xx or a connection error is tried again a couple of times: a PID minted and
-    then lost is harmless. A timeout is not tried again, so one call never takes much
-    longer than `timeout`.
+    then lost is harmless.
     """
 
-    def __init__(
-        self,
-        *,
-        session: requests.Session,
-        url: str,
-        timeout: float,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self._http = HttpService(
-            session=session,
-            url=url,
-            name="PID service",
-            system=System.PID,
-            timeout=timeout,
-            transient_client_errors=range(400, 500),
-            sleep=sleep,
-        )
+    name = "PID service"
+    system = System.PID
+    transient_client_errors = range(400, 500)
 
     def mint(self) -> str:
         what = "a PID request"
-        answer = self._http.json(self._http.call("GET", what=what, safe_to_repeat=True), what)
+        response = self.send("GET", what=what, safe_to_repeat=True)
+        answer = self.json(self.succeeded(response, what), what)
         # `[{"id": "k98z0d4w1q", "number": 1}]` -> `k98z0d4w1q`; anything else is no PID.
         first = answer[0] if isinstance(answer, list) and answer else None
         pid = first.get("id") if isinstance(first, dict) else None
         if not isinstance(pid, str) or not is_valid_pid(pid):
-            raise self._http.unavailable(f"gave no valid PID: {self._http.snippet(str(answer))}")
+            raise self.unavailable(f"gave no valid PID: {self.snippet(str(answer))}")
         return pid
 
 
@@ -74,12 +56,9 @@ class LocalPids(PidService):
 
 
 def accepts_connections(url: str, *, timeout: float) -> str:
-    """Open a TCP connection to `url`'s host and port, then close it; `host:port`.
-
-    For a service that must not be called to be checked: the PID service hands out a new
-    PID for every request, and HEAD runs the same handler as GET in many frameworks.
-    Raises `ServiceUnavailable` when nothing accepts the connection.
-    """
+    """Open a TCP connection to `url`'s host and port, then close it; `host:port`, or
+    `ServiceUnavailable`. For a check of a service that must not be called: the PID service
+    hands out a PID for every request, and HEAD often runs the same handler as GET."""
     parts = urlsplit(url)
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)

@@ -1,9 +1,8 @@
 """TLS for the broker (AMQPS) and the transport server (FTPS): one client context, one
-reading of what went wrong, and one way to say it.
+reading of what went wrong, and one way to say it (docs/operations.md).
 
-The context trusts the system's CA store plus an optional CA file, and checks the
-server's host name. It is made anew for each connection, so a CA file fixed in place
-(a ConfigMap that was updated) is used from the next connection on, without a restart.
+The context is made anew for each connection, so a CA file fixed in place is used from
+the next connection on, without a restart.
 """
 
 from __future__ import annotations

@@ -22,7 +22,6 @@ from s3_events_handler.adapters.config import (
 )
 from s3_events_handler.adapters.destinations import load_destinations
 from s3_events_handler.adapters.ftp import FtpTransportServer
-from s3_events_handler.adapters.ftp_pool import FtpTransportPool
 from s3_events_handler.adapters.health import Health, StatusServer, stall_limit
 from s3_events_handler.adapters.http_calls import service_session
 from s3_events_handler.adapters.ledger_postgres import PostgresLedger
@@ -53,23 +52,20 @@ def http_session(url: str, connections: int) -> Iterator[requests.Session]:
     session.close()
 
 
-def ftp_transport(ftp: FtpSettings, connections: int) -> Iterator[FtpTransportPool]:
-    """A connection per worker at most, each opened on its first upload."""
-
-    def connect() -> FtpTransportServer:
-        return FtpTransportServer(
-            host=ftp.host,
-            user=ftp.user,
-            password=ftp.password,
-            timeout=ftp.timeout_seconds,
-            tls=ftp.tls,
-            ca_file=ftp.ca_file,
-        )
-
-    connect()  # an FTP host setting that cannot be read stops the start, not the first upload
-    pool = FtpTransportPool(connect, size=connections)
-    yield pool
-    pool.close()
+def ftp_transport(ftp: FtpSettings, connections: int) -> Iterator[FtpTransportServer]:
+    """A connection per worker at most, each opened on its first upload; an FTP host setting
+    that cannot be read stops the start, not the first upload."""
+    transport = FtpTransportServer(
+        host=ftp.host,
+        user=ftp.user,
+        password=ftp.password,
+        timeout=ftp.timeout_seconds,
+        tls=ftp.tls,
+        ca_file=ftp.ca_file,
+        connections=connections,
+    )
+    yield transport
+    transport.close()
 
 
 def broker_connection(settings: BrokerSettings) -> Iterator[BrokerConnection]:

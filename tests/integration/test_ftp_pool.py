@@ -1,5 +1,5 @@
-"""The FTP pool against a real FTP server: workers upload side by side, each on a connection
-of its own, and the connections are kept for the next uploads."""
+"""The FTP transport server's connections against a real FTP server: workers upload side by
+side, each on a connection of its own, and the connections are kept for the next uploads."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from s3_events_handler.adapters.ftp import FtpTransportServer
-from s3_events_handler.adapters.ftp_pool import FtpTransportPool
 from s3_events_handler.domain.model import S3Object, Sidecar
 from tests.support.ftp_server import FtpTestServer
 from tests.support.threads import side_by_side
@@ -36,18 +35,19 @@ def server(tmp_path: Path) -> Iterator[FtpTestServer]:
 
 
 @pytest.fixture
-def pool(server: FtpTestServer) -> Iterator[FtpTransportPool]:
-    def connect() -> FtpTransportServer:
-        return FtpTransportServer(
-            host=server.host, user=server.user, password=server.password, timeout=5.0
-        )
-
-    opened = FtpTransportPool(connect, size=SIZE)
+def pool(server: FtpTestServer) -> Iterator[FtpTransportServer]:
+    opened = FtpTransportServer(
+        host=server.host,
+        user=server.user,
+        password=server.password,
+        timeout=5.0,
+        connections=SIZE,
+    )
     yield opened
     opened.close()
 
 
-def upload_side_by_side(pool: FtpTransportPool, workers: int, each: int, label: str) -> None:
+def upload_side_by_side(pool: FtpTransportServer, workers: int, each: int, label: str) -> None:
     def uploads(worker: int) -> None:
         for n in range(each):
             name = f"{label}{worker:02d}{n:04d}"
@@ -57,7 +57,7 @@ def upload_side_by_side(pool: FtpTransportPool, workers: int, each: int, label: 
 
 
 def test_workers_upload_side_by_side_on_at_most_size_connections_kept_between_uploads(
-    pool: FtpTransportPool, server: FtpTestServer
+    pool: FtpTransportServer, server: FtpTestServer
 ) -> None:
     upload_side_by_side(pool, workers=2 * SIZE, each=5, label="a")
 
@@ -68,7 +68,7 @@ def test_workers_upload_side_by_side_on_at_most_size_connections_kept_between_up
 
 
 def test_after_a_server_restart_each_connection_logs_in_again_once_in_the_upload(
-    pool: FtpTransportPool, server: FtpTestServer
+    pool: FtpTransportServer, server: FtpTestServer
 ) -> None:
     upload_side_by_side(pool, workers=SIZE, each=3, label="b")
     before = server.logins
@@ -81,7 +81,7 @@ def test_after_a_server_restart_each_connection_logs_in_again_once_in_the_upload
 
 
 def test_the_destination_folders_are_looked_for_on_a_connection_of_the_pool(
-    pool: FtpTransportPool, server: FtpTestServer
+    pool: FtpTransportServer, server: FtpTestServer
 ) -> None:
     found = pool.find_folders([("vrt", "TAPE-SHARE-EVENTS"), ("vrt", "NOWHERE")])
 
@@ -93,8 +93,11 @@ def test_the_destination_folders_are_looked_for_on_a_connection_of_the_pool(
 
 
 def test_a_pool_needs_room_for_a_connection(server: FtpTestServer) -> None:
-    def connect() -> FtpTransportServer:
-        raise AssertionError("nothing is opened before an upload asks for it")
-
     with pytest.raises(ValueError, match="room"):
-        FtpTransportPool(connect, size=0)
+        FtpTransportServer(
+            host=server.host,
+            user=server.user,
+            password=server.password,
+            timeout=5.0,
+            connections=0,
+        )

@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import requests
 
-from s3_events_handler.adapters.http_calls import SNIPPET_LENGTH, HttpService, ResendPolicy
+from s3_events_handler.adapters.http_calls import SNIPPET_LENGTH, HttpService
 from s3_events_handler.domain.errors import System
 
 TOKEN = "t0ken-" * 8
 
 
+class Example(HttpService):
+    name = "Example"
+    system = System.PID
+    pauses = ()
+
+    def secrets(self) -> list[str | None]:
+        return [TOKEN]
+
+
 def service() -> HttpService:
-    return HttpService(
-        session=requests.Session(),
-        url="https://example.invalid/",
-        name="Example",
-        system=System.PID,
-        timeout=1.0,
-        resend=ResendPolicy(pauses=()),
-        secrets=lambda: [TOKEN],
-    )
+    return Example(session=requests.Session(), url="https://example.invalid/", timeout=1.0)
 
 
 def test_a_snippet_is_one_short_line() -> None:
