@@ -139,31 +139,28 @@ class MessageHandler:
             self._telemetry.ledger_answered()
 
     def _handle(self, delivery: Delivery) -> Outcome:
-        pid = delivery.pid
-        attempt = delivery.attempt
-        correlation_id = delivery.correlation_id
-        record: Any = None
+        pid, correlation_id = delivery.pid, delivery.correlation_id
+        facts = EventFacts(pid=pid, attempt=delivery.attempt)
         try:
             records = self._records(delivery.body)
             record = records[0]
+            facts = _facts(record, pid, delivery.attempt)
             if len(records) > 1:
                 bodies = tuple(json.dumps({"Records": [r]}).encode() for r in records)
-                facts = _facts(record, attempt, pid, Stage.PARSE)
                 return Split(bodies, facts=replace(facts, bucket=None, key=None, event_time=None))
             if correlation_id is None:
                 correlation_id = _correlation_id_of(record)
-            _, bucket, key = peek(record)
-            bind_event_fields(correlation_id=correlation_id, bucket=bucket, key=key)
+            bind_event_fields(correlation_id=correlation_id, bucket=facts.bucket, key=facts.key)
             event = parse_record(record)
             use_case = self._use_cases[event.kind]
             result = use_case.execute(event, correlation_id=correlation_id, pid=pid)
         except Exception as error:  # the service never stops for one message
             stage = stage_of(error) or Stage.PARSE
-            facts = _facts(record, attempt, pid_of(error) or pid, stage)
+            facts = replace(facts, pid=pid_of(error) or pid, stage=stage.value)
             return self._failed(delivery, error, correlation_id, facts)
         log.debug("done: %s", result)
         known = result.pid if isinstance(result, (Sent, AlreadyHandled)) else None
-        facts = _facts(record, attempt, known or pid, result.stage)
+        facts = replace(facts, pid=known or pid, stage=result.stage.value)
         return Done(result=result, correlation_id=correlation_id, facts=facts)
 
     def _failed(
@@ -226,16 +223,15 @@ class MessageHandler:
         return outcome
 
 
-def _facts(record: Any, attempt: int, pid: str | None, stage: Stage) -> EventFacts:
-    """What is known of the event, for its log line and metrics: bucket and key as the record
-    gives them, so bad input is reported as it came."""
+def _facts(record: Any, pid: str | None, attempt: int) -> EventFacts:
+    """What is known of the event at stage `parse`, for its log line and metrics: bucket and
+    key as the record gives them, so bad input is reported as it came."""
     kind, bucket, key = peek(record)
     return EventFacts(
         kind="removed" if kind is EventKind.REMOVED else "created",
         bucket=bucket,
         key=key,
         pid=pid,
-        stage=stage.value,
         attempt=attempt,
         event_time=_event_time_of(record),
     )
