@@ -36,16 +36,11 @@ class Redactor:
         return text
 
 
-def redact(text: str, secrets: Iterable[str | None]) -> str:
-    """`text` with every non-empty secret in `secrets` masked; for secrets that change."""
-    return Redactor(secrets).redact(text)
-
-
 def one_line(text: str, secrets: Iterable[str | None] = ()) -> str:
     """`text` on one line, white space folded, at most `MAX_REASON_LENGTH` characters, with
     each of `secrets` masked."""
     flat = " ".join(text.split()).encode("utf-8", "backslashreplace").decode("utf-8")
-    flat = redact(flat, secrets)
+    flat = Redactor(secrets).redact(flat)
     return flat if len(flat) <= MAX_REASON_LENGTH else flat[: MAX_REASON_LENGTH - 1] + "…"
 
 

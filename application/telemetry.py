@@ -80,13 +80,11 @@ class Telemetry:
         """A use case's claim found its event taken in before (`EventClaim`'s `on_recall`)."""
 
     def ledger_answered(self) -> None:
-        """A ledger statement succeeded (the handler's crash count, before and after each
-        message): the ledger answers again after a failure (`downstream_error(System.LEDGER)`),
-        or still does."""
+        """A statement of the handler's crash count succeeded: the ledger answers (again)."""
 
     def downstream_error(self, system: System) -> None:
-        """A call to `system` failed or was refused (after the adapter's own quick tries): told
-        once an event's attempt, where the handler decides its outcome."""
+        """A call to `system` failed or was refused: told once an attempt, where the handler
+        decides its outcome."""
 
     def connected(self) -> None:
         """Connected to the broker and consuming."""
