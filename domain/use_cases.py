@@ -111,15 +111,16 @@ class IngestEssence:
                 return AlreadyArchived(key=event.object.key)
         if collateral is None:
             sidecar = self._essence_sidecar(event, claim, cp_name, pid)
-            pid = sidecar.pid
         else:
             sidecar = self._collateral_sidecar(event, claim, cp_name, collateral)
-            pid = None  # its sidecar's PID is the essence's, not one for a retry to reuse
-        with at_stage(Stage.SIDECAR_UPLOAD, pid=pid):
+        # A failure from here on carries the PID a retry of the essence reuses; a collateral
+        # mints none (its sidecar's is its essence's).
+        minted = None if sidecar.is_collateral else sidecar.pid
+        with at_stage(Stage.SIDECAR_UPLOAD, pid=minted):
             self._transport.upload(sidecar)
         # No ledger write in between: a new attempt does the same after an upload as
         # before it (the same bytes again under the same name, then the request).
-        with at_stage(Stage.TRANSFER_REQUEST, pid=pid):
+        with at_stage(Stage.TRANSFER_REQUEST, pid=minted):
             request = self._destinations.transfer_request(sidecar, correlation_id=correlation_id)
             self._transfers.publish(request)
             claim.finish(Step.TRANSFER_REQUESTED)  # and lets go of the claim, in one write
