@@ -62,12 +62,8 @@ def transient_outcome(
 ) -> Retry | DeadLetter:
     """A transient failure of `delivery`: retried as the next attempt, with the PID of `facts`,
     after the backoff of its attempt (or the longer wait a `ServiceUnavailable` asked for), and
-    dead-lettered once its attempts are spent.
-
-    The handler's answer to any failure but a permanent one; for the consumer also what a
-    delivery becomes whose handling raised what nobody foresaw (a bug, say in telemetry),
-    instead of dropping its connection (contract §6). `facts` default to what the delivery
-    says, at stage `received`.
+    dead-lettered once its attempts are spent (contract §6). Also what a delivery becomes whose
+    handling raised (a bug): then `facts` are what the delivery says, at stage `received`.
     """
     attempt = delivery.attempt
     reason = reason_of(error)
@@ -87,9 +83,8 @@ def retry_instead(
     delivery: Delivery, refused: Split | DeadLetter, reason: str, retries: RetrySchedule
 ) -> Retry:
     """The retry that takes the place of an outcome the broker would not take (a dead-letter
-    queue that refuses publishes, contract §6): the message waits out the backoff of its attempt
-    in its retry queue and comes back, neither lost nor looped straight back. Always a retry,
-    also past the last attempt: the dead letters are what refused it."""
+    queue that refuses publishes, contract §6), after the backoff of its attempt: always a
+    retry, also past the last attempt, since the dead letters are what refused it."""
     correlation_id = (
         (refused.correlation_id if isinstance(refused, DeadLetter) else None)
         or delivery.correlation_id
