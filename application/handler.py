@@ -103,11 +103,12 @@ class MessageHandler:
         if size > limits.max_bytes:
             reason = f"the body is {size} bytes, over MAX_MESSAGE_BYTES ({limits.max_bytes})"
             return self._dead_letter(reason, delivery.correlation_id, EventFacts())
-        if self._unfinished is None:
+        unfinished = self._unfinished
+        if unfinished is None:
             return self._handle(delivery)
         digest = digest_of(delivery.body)
         try:
-            deaths = self._unfinished.begin_delivery(digest)
+            deaths = unfinished.begin_delivery(digest)
         except S3EventsHandlerError as error:
             facts = EventFacts(stage=Stage.LEDGER.value, attempt=delivery.attempt)
             return self._failed(delivery, error, delivery.correlation_id, facts)
@@ -125,18 +126,13 @@ class MessageHandler:
             handled = not isinstance(outcome, Retry) or outcome.attempted
             return outcome
         finally:
-            self._end_delivery(self._unfinished, digest, handled=handled)
-
-    def _end_delivery(
-        self, unfinished: UnfinishedDeliveries, digest: str, *, handled: bool
-    ) -> None:
-        try:
-            unfinished.end_delivery(digest, handled=handled)
-        except S3EventsHandlerError as error:
-            self._count(error)
-            log.warning("the message's crash count stays until it ends again: %s", error)
-        else:
-            self._telemetry.ledger_answered()
+            try:
+                unfinished.end_delivery(digest, handled=handled)
+            except S3EventsHandlerError as error:
+                self._count(error)
+                log.warning("the message's crash count stays until it ends again: %s", error)
+            else:
+                self._telemetry.ledger_answered()
 
     def _handle(self, delivery: Delivery) -> Outcome:
         pid, correlation_id = delivery.pid, delivery.correlation_id
