@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
@@ -18,6 +17,7 @@ from s3_events_handler.application.limits import (
 )
 from s3_events_handler.application.log_context import bind_event_fields, event_log_context
 from s3_events_handler.application.messages import (
+    DeadLetter,
     Delivery,
     Done,
     EventFacts,
@@ -26,14 +26,18 @@ from s3_events_handler.application.messages import (
     Split,
 )
 from s3_events_handler.application.reasons import reason_of
-from s3_events_handler.application.retries import RetrySchedule, dead_letter, retry_later, utc_now
+from s3_events_handler.application.retries import (
+    RetrySchedule,
+    dead_letter,
+    transient_outcome,
+    utc_now,
+)
 from s3_events_handler.application.telemetry import Telemetry
 from s3_events_handler.domain.errors import (
     BadInput,
     ClaimedElsewhere,
     PermanentError,
     S3EventsHandlerError,
-    ServiceUnavailable,
     pid_of,
     stage_of,
 )
@@ -99,13 +103,16 @@ class MessageHandler:
         if size > limits.max_bytes:
             reason = f"the body is {size} bytes, over MAX_MESSAGE_BYTES ({limits.max_bytes})"
             return self._dead_letter(reason, delivery.correlation_id, EventFacts())
+        unfinished = self._unfinished
+        if unfinished is None:
+            return self._handle(delivery)
         digest = digest_of(delivery.body)
         try:
-            deaths = self._unfinished.begin_delivery(digest) if self._unfinished is not None else 0
+            deaths = unfinished.begin_delivery(digest)
         except S3EventsHandlerError as error:
             facts = EventFacts(stage=Stage.LEDGER.value, attempt=delivery.attempt)
             return self._failed(delivery, error, delivery.correlation_id, facts)
-        self._ledger_answered()
+        self._telemetry.ledger_answered()
         handled = True
         try:
             if deaths >= limits.poison_limit:
@@ -119,49 +126,37 @@ class MessageHandler:
             handled = not isinstance(outcome, Retry) or outcome.attempted
             return outcome
         finally:
-            self._end_delivery(digest, handled=handled)
-
-    def _end_delivery(self, digest: str, *, handled: bool) -> None:
-        if self._unfinished is None:
-            return
-        try:
-            self._unfinished.end_delivery(digest, handled=handled)
-        except S3EventsHandlerError as error:
-            self._count(error)
-            log.warning("the message's crash count stays until it ends again: %s", error)
-        else:
-            self._ledger_answered()
-
-    def _ledger_answered(self) -> None:
-        if self._unfinished is not None:
-            self._telemetry.ledger_answered()
+            try:
+                unfinished.end_delivery(digest, handled=handled)
+            except S3EventsHandlerError as error:
+                self._count(error)
+                log.warning("the message's crash count stays until it ends again: %s", error)
+            else:
+                self._telemetry.ledger_answered()
 
     def _handle(self, delivery: Delivery) -> Outcome:
-        pid = delivery.pid
-        attempt = delivery.attempt
-        correlation_id = delivery.correlation_id
-        record: Any = None
+        pid, correlation_id = delivery.pid, delivery.correlation_id
+        facts = EventFacts(pid=pid, attempt=delivery.attempt)
         try:
             records = self._records(delivery.body)
             record = records[0]
+            facts = _facts(record, pid, delivery.attempt)
             if len(records) > 1:
                 bodies = tuple(json.dumps({"Records": [r]}).encode() for r in records)
-                facts = _facts(record, attempt, pid, Stage.PARSE)
                 return Split(bodies, facts=replace(facts, bucket=None, key=None, event_time=None))
             if correlation_id is None:
                 correlation_id = _correlation_id_of(record)
-            _, bucket, key = peek(record)
-            bind_event_fields(correlation_id=correlation_id, bucket=bucket, key=key)
+            bind_event_fields(correlation_id=correlation_id, bucket=facts.bucket, key=facts.key)
             event = parse_record(record)
             use_case = self._use_cases[event.kind]
             result = use_case.execute(event, correlation_id=correlation_id, pid=pid)
         except Exception as error:  # the service never stops for one message
             stage = stage_of(error) or Stage.PARSE
-            facts = _facts(record, attempt, pid_of(error) or pid, stage)
+            facts = replace(facts, pid=pid_of(error) or pid, stage=stage.value)
             return self._failed(delivery, error, correlation_id, facts)
         log.debug("done: %s", result)
         known = result.pid if isinstance(result, (Sent, AlreadyHandled)) else None
-        facts = _facts(record, attempt, known or pid, result.stage)
+        facts = replace(facts, pid=known or pid, stage=result.stage.value)
         return Done(result=result, correlation_id=correlation_id, facts=facts)
 
     def _failed(
@@ -172,10 +167,29 @@ class MessageHandler:
         self._count(error)
         if isinstance(error, PermanentError):
             return self._dead_letter(str(error), correlation_id, facts)
-        correlation_id = correlation_id or str(uuid.uuid4())
+        attempt = delivery.attempt
         if isinstance(error, ClaimedElsewhere):
-            return self._back_later(delivery, error, correlation_id, facts)
-        return self._retry(delivery, error, correlation_id, facts)
+            # Another consumer is on the event: it comes back after the shortest delay, its
+            # attempt not counted, and finds it done or the claim lapsed (contract §6).
+            reason, delay = reason_of(error), self._retries.delays[0]
+            log.info("not handled now, back in %d s: %s", delay, reason)
+            correlation_id = correlation_id or str(uuid.uuid4())
+            return Retry(reason, delay, attempt, correlation_id, facts, attempted=False)
+        outcome = transient_outcome(
+            delivery,
+            error,
+            self._retries,
+            clock=self._clock,
+            correlation_id=correlation_id,
+            facts=facts,
+        )
+        if isinstance(outcome, DeadLetter):
+            log.error("dead-lettered at %s: %s", facts.stage, outcome.reason)
+        elif isinstance(error, S3EventsHandlerError):
+            log.warning("attempt %d failed at %s: %s", attempt, facts.stage, outcome.reason)
+        else:
+            log.exception("unexpected failure at %s (attempt %d)", facts.stage, attempt)
+        return outcome
 
     def _count(self, error: Exception) -> None:
         """An outside system's failure or refusal, counted under its name; bad input is the
@@ -199,64 +213,21 @@ class MessageHandler:
             )
         return records
 
-    def _retry(
-        self, delivery: Delivery, error: Exception, correlation_id: str, facts: EventFacts
-    ) -> Outcome:
-        attempt = delivery.attempt
-        reason = reason_of(error)
-        if attempt >= self._retries.max_attempts:
-            return self._dead_letter(
-                f"gave up after {attempt} attempts: {reason}", correlation_id, facts
-            )
-        if isinstance(error, S3EventsHandlerError):
-            log.warning("attempt %d failed at %s: %s", attempt, facts.stage, reason)
-        else:
-            log.exception("unexpected failure at %s (attempt %d)", facts.stage, attempt)
-        delay = self._retries.delay_after(attempt)
-        if isinstance(error, ServiceUnavailable) and error.retry_after:
-            delay = max(delay, math.ceil(error.retry_after))  # as the service asked
-        return retry_later(
-            delivery,
-            reason,
-            self._retries,
-            correlation_id=correlation_id,
-            facts=facts,
-            delay_seconds=delay,
-        )
-
-    def _back_later(
-        self, delivery: Delivery, error: ClaimedElsewhere, correlation_id: str, facts: EventFacts
-    ) -> Retry:
-        """Another consumer is on the event: it comes back after the shortest delay, its
-        attempt not counted, and finds it done or the claim lapsed (contract §6)."""
-        reason = reason_of(error)
-        delay = self._retries.delays[0]
-        log.info("not handled now, back in %d s: %s", delay, reason)
-        return Retry(
-            reason=reason,
-            delay_seconds=delay,
-            next_attempt=delivery.attempt,
-            correlation_id=correlation_id,
-            facts=facts,
-            attempted=False,
-        )
-
     def _dead_letter(self, reason: str, correlation_id: str | None, facts: EventFacts) -> Outcome:
         outcome = dead_letter(reason, correlation_id=correlation_id, facts=facts, now=self._clock())
         log.error("dead-lettered at %s: %s", facts.stage, outcome.reason)
         return outcome
 
 
-def _facts(record: Any, attempt: int, pid: str | None, stage: Stage) -> EventFacts:
-    """What is known of the event, for its log line and metrics: bucket and key as the record
-    gives them, so bad input is reported as it came."""
+def _facts(record: Any, pid: str | None, attempt: int) -> EventFacts:
+    """What is known of the event at stage `parse`, for its log line and metrics: bucket and
+    key as the record gives them, so bad input is reported as it came."""
     kind, bucket, key = peek(record)
     return EventFacts(
         kind="removed" if kind is EventKind.REMOVED else "created",
         bucket=bucket,
         key=key,
         pid=pid,
-        stage=stage.value,
         attempt=attempt,
         event_time=_event_time_of(record),
     )
@@ -275,18 +246,13 @@ def _event_time_of(record: Any) -> float | None:
 
 
 def _correlation_id_of(record: Any) -> str:
-    if isinstance(record, dict):
-        elements = record.get("responseElements")
-        if isinstance(elements, dict):
-            request_id = elements.get("x-viaa-request-id")
-            if isinstance(request_id, str) and request_id and _short_string(request_id):
+    """The gateway's request id, where it can travel as an AMQP short string; else a new one."""
+    elements = record.get("responseElements") if isinstance(record, dict) else None
+    request_id = elements.get("x-viaa-request-id") if isinstance(elements, dict) else None
+    if isinstance(request_id, str) and request_id:
+        try:
+            if len(request_id.encode("utf-8")) <= MAX_SHORT_STRING_BYTES:
                 return request_id
+        except UnicodeEncodeError:  # a lone surrogate
+            pass
     return str(uuid.uuid4())
-
-
-def _short_string(value: str) -> bool:
-    """Whether `value` can travel as an AMQP short string (a correlation id)."""
-    try:
-        return len(value.encode("utf-8")) <= MAX_SHORT_STRING_BYTES
-    except UnicodeEncodeError:
-        return False

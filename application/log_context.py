@@ -1,11 +1,7 @@
-"""The event a thread is working on, for every log line written meanwhile (contract §7).
-
-With several events in hand, a warning from deep in an adapter ("attempt 2 failed",
-"unexpected error") is only useful if it says which event it is about. The handler binds
-the event's `correlation_id`, `bucket` and `key` here for as long as it handles it; the
-log output adds them to every line written in that time, at any level, by any module.
-Standard-library `contextvars`, so each worker thread has its own, and this layer needs
-no logging library.
+"""The event a thread is working on, for every log line written meanwhile (contract §7): a
+warning from deep in an adapter is only useful if it says which event it is about. The
+handler binds the event's fields here; the log output adds them to every line. Standard
+`contextvars`, so each worker thread has its own and this layer needs no logging library.
 """
 
 from __future__ import annotations

@@ -11,13 +11,9 @@ from s3_events_handler.domain.results import EventOutcome, Result
 
 @dataclass(frozen=True, slots=True)
 class EventFacts:
-    """What is known of the event behind an outcome, for its log line and its metrics.
-
-    Bad input is reported too, so every field but `kind` may be unknown. `kind` is
-    `created` or `removed` as the record's `eventName` says; a message that says
-    neither (not JSON, no records, no or another event name) counts as `created`,
-    the flow almost every message takes, so the metric keeps its two kinds.
-    """
+    """What is known of the event behind an outcome, for its log line and its metrics; for bad
+    input every field may be unknown but `kind`, which counts a message that names neither
+    kind as `created`, so the metric keeps its two kinds."""
 
     kind: str = "created"
     bucket: str | None = None

@@ -1,10 +1,7 @@
-"""The one place that turns a failure into the text that leaves the service: one line, of
-bounded length, that UTF-8 can carry, with known secrets masked. Dead letters' `x-error`,
-log lines and the commands' reports all take it.
-
-Servers and libraries echo what they were sent (a password in an FTP reply, a token in
-an error body) and write messages over several lines (psycopg, PyYAML), so every such
-text passes through `one_line` (or a `Redactor`, for a secret known ahead) first.
+"""The one place that turns a failure into the text that leaves the service (dead letters'
+`x-error`, log lines, the commands' reports): one line, of bounded length, that UTF-8 can
+carry, with known secrets masked, since servers and libraries echo what they were sent and
+write messages over several lines.
 """
 
 from __future__ import annotations
@@ -39,19 +36,11 @@ class Redactor:
         return text
 
 
-def redact(text: str, secrets: Iterable[str | None]) -> str:
-    """`text` with every non-empty secret in `secrets` masked; for secrets that change."""
-    return Redactor(secrets).redact(text)
-
-
-__all__ = ["MASK", "Redactor", "redact"]
-
-
 def one_line(text: str, secrets: Iterable[str | None] = ()) -> str:
     """`text` on one line, white space folded, at most `MAX_REASON_LENGTH` characters, with
     each of `secrets` masked."""
     flat = " ".join(text.split()).encode("utf-8", "backslashreplace").decode("utf-8")
-    flat = redact(flat, secrets)
+    flat = Redactor(secrets).redact(flat)
     return flat if len(flat) <= MAX_REASON_LENGTH else flat[: MAX_REASON_LENGTH - 1] + "…"
 
 

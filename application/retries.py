@@ -3,6 +3,7 @@ letter a failure becomes (contract §6)."""
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from datetime import UTC, datetime
 
 from s3_events_handler.application.messages import DeadLetter, Delivery, EventFacts, Retry, Split
 from s3_events_handler.application.reasons import one_line, reason_of
+from s3_events_handler.domain.errors import ServiceUnavailable
 from s3_events_handler.domain.model import Stage
 
 
@@ -35,27 +37,6 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def retry_later(
-    delivery: Delivery,
-    reason: str,
-    retries: RetrySchedule,
-    *,
-    correlation_id: str,
-    facts: EventFacts,
-    delay_seconds: int | None = None,
-) -> Retry:
-    """`delivery` again after the backoff of its attempt (or `delay_seconds`) as the next
-    attempt, with the PID of `facts`, so the retry reuses it."""
-    attempt = delivery.attempt
-    return Retry(
-        reason=reason,
-        delay_seconds=retries.delay_after(attempt) if delay_seconds is None else delay_seconds,
-        next_attempt=attempt + 1,
-        correlation_id=correlation_id,
-        facts=facts,
-    )
-
-
 def dead_letter(
     reason: str, *, correlation_id: str | None, facts: EventFacts, now: datetime
 ) -> DeadLetter:
@@ -76,33 +57,38 @@ def transient_outcome(
     retries: RetrySchedule,
     *,
     clock: Callable[[], datetime] = utc_now,
+    correlation_id: str | None = None,
+    facts: EventFacts | None = None,
 ) -> Retry | DeadLetter:
-    """The outcome of a delivery whose handling raised what nobody foresaw (a bug, say in
-    telemetry), for the consumer to settle instead of dropping its connection (contract §6): a
-    transient failure of that one message, retried with the backoff of its attempt and
-    dead-lettered once its attempts are spent, as `MessageHandler` does with any other."""
+    """A transient failure of `delivery`: retried as the next attempt, with the PID of `facts`,
+    after the backoff of its attempt (or the longer wait a `ServiceUnavailable` asked for), and
+    dead-lettered once its attempts are spent (contract §6). Also what a delivery becomes whose
+    handling raised (a bug): then `facts` are what the delivery says, at stage `received`.
+    """
     attempt = delivery.attempt
     reason = reason_of(error)
-    correlation_id = delivery.correlation_id or str(uuid.uuid4())
-    facts = EventFacts(pid=delivery.pid, stage=Stage.RECEIVED.value, attempt=attempt)
+    correlation_id = correlation_id or delivery.correlation_id or str(uuid.uuid4())
+    if facts is None:
+        facts = EventFacts(pid=delivery.pid, stage=Stage.RECEIVED.value, attempt=attempt)
     if attempt >= retries.max_attempts:
         reason = f"gave up after {attempt} attempts: {reason}"
         return dead_letter(reason, correlation_id=correlation_id, facts=facts, now=clock())
-    return retry_later(delivery, reason, retries, correlation_id=correlation_id, facts=facts)
+    delay = retries.delay_after(attempt)
+    if isinstance(error, ServiceUnavailable) and error.retry_after:
+        delay = max(delay, math.ceil(error.retry_after))  # as the service asked
+    return Retry(reason, delay, attempt + 1, correlation_id, facts)
 
 
 def retry_instead(
     delivery: Delivery, refused: Split | DeadLetter, reason: str, retries: RetrySchedule
 ) -> Retry:
     """The retry that takes the place of an outcome the broker would not take (a dead-letter
-    queue that refuses publishes, contract §6): the message waits out the backoff of its attempt
-    in its retry queue and comes back, neither lost nor looped straight back. Always a retry,
-    also past the last attempt: the dead letters are what refused it."""
+    queue that refuses publishes, contract §6), after the backoff of its attempt: always a
+    retry, also past the last attempt, since the dead letters are what refused it."""
     correlation_id = (
         (refused.correlation_id if isinstance(refused, DeadLetter) else None)
         or delivery.correlation_id
         or str(uuid.uuid4())
     )
-    return retry_later(
-        delivery, reason, retries, correlation_id=correlation_id, facts=refused.facts
-    )
+    delay = retries.delay_after(delivery.attempt)
+    return Retry(reason, delay, delivery.attempt + 1, correlation_id, refused.facts)

@@ -1,10 +1,5 @@
-"""What the service tells its operators about itself, as a port (contract §7).
-
-The consumer and the handler report here what happened (the handler each failure of an
-outside system, once, where it decides the event's outcome); an adapter turns it into
-metrics and health. Nothing in here knows Prometheus or HTTP. The port itself tells
-nobody, so it is also what the core uses where nobody watches (tests, the `process`
-command, services using the library).
+"""What the service tells its operators about itself, as a port (contract §7): an adapter turns
+it into metrics and health; the port itself tells nobody, for where nobody watches.
 """
 
 from __future__ import annotations
@@ -85,13 +80,11 @@ class Telemetry:
         """A use case's claim found its event taken in before (`EventClaim`'s `on_recall`)."""
 
     def ledger_answered(self) -> None:
-        """A ledger statement succeeded (the handler's crash count, before and after each
-        message): the ledger answers again after a failure (`downstream_error(System.LEDGER)`),
-        or still does."""
+        """A statement of the handler's crash count succeeded: the ledger answers (again)."""
 
     def downstream_error(self, system: System) -> None:
-        """A call to `system` failed or was refused (after the adapter's own quick tries): told
-        once an event's attempt, where the handler decides its outcome."""
+        """A call to `system` failed or was refused: told once an attempt, where the handler
+        decides its outcome."""
 
     def connected(self) -> None:
         """Connected to the broker and consuming."""
@@ -109,11 +102,5 @@ class Telemetry:
         """The consumer loop came round: it is not stuck."""
 
 
-# The outcomes and systems telemetry reports, where its adapters and callers look for them.
-__all__ = [
-    "EVENT_KINDS",
-    "EventOutcome",
-    "EventReport",
-    "System",
-    "Telemetry",
-]
+# With the outcomes and systems telemetry reports, where its adapters look for them.
+__all__ = ["EVENT_KINDS", "EventOutcome", "EventReport", "System", "Telemetry"]

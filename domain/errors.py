@@ -31,7 +31,9 @@ class S3EventsHandlerError(Exception):
     it names it; None when the failure is the event's own (bad input) or ours.
     """
 
-    system: System | None = None
+    def __init__(self, message: str, *, system: System | None = None) -> None:
+        super().__init__(message)
+        self.system = system
 
 
 class PermanentError(S3EventsHandlerError):
@@ -44,10 +46,6 @@ class BadInput(PermanentError):
 
 class Rejected(PermanentError):
     """An outside system refused the request for good (a 4xx, a missing folder, no MAM label)."""
-
-    def __init__(self, message: str, *, system: System | None = None) -> None:
-        super().__init__(message)
-        self.system = system
 
 
 class TransientError(S3EventsHandlerError):
@@ -63,18 +61,13 @@ class ServiceUnavailable(TransientError):
     def __init__(
         self, message: str, *, system: System | None = None, retry_after: float | None = None
     ) -> None:
-        super().__init__(message)
-        self.system = system
+        super().__init__(message, system=system)
         self.retry_after = retry_after
 
 
 class SearchTooBroad(ServiceUnavailable):
-    """A search matched more pages of results than one may read (`MAX_SEARCH_PAGES`, contract §4.1).
-
-    Transient, so that the event waits where an operator sees why (a key that matches
-    half the archive, a bound set too low) rather than the service guessing from part of
-    the results.
-    """
+    """A search matched more pages than one may read (`MAX_SEARCH_PAGES`, contract §4.1).
+    Transient, so the event waits where an operator sees why."""
 
     def __init__(self, max_pages: int, query: str) -> None:
         super().__init__(
@@ -88,12 +81,9 @@ class EssenceNotArchivedYet(TransientError):
 
 
 class ClaimedElsewhere(TransientError):
-    """Another consumer holds the event's claim in the ledger (contract §6), or took it over after
-    this one's lease lapsed: this consumer does nothing more for the event now.
-
-    Not a failure of the attempt: the event goes back on the retry path with the shortest
-    delay and its attempt count unchanged.
-    """
+    """Another consumer holds the event's claim in the ledger, or took it over after this one's
+    lease lapsed (contract §6). Not a failure of the attempt: the event comes back after the
+    shortest delay, its attempt count unchanged."""
 
 
 @contextmanager

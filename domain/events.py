@@ -54,13 +54,6 @@ def _kind_named(name: str) -> EventKind | None:
     return next((kind for kind in EventKind if name.startswith(f"{kind.value}:")), None)
 
 
-def event_kind(name: str) -> EventKind:
-    kind = _kind_named(name)
-    if kind is None:
-        raise BadInput(f"unknown event type: {name!r}")
-    return kind
-
-
 def raw_md5(record: Mapping[str, Any]) -> str | None:
     metadata = _at(record, "s3", "object", "metadata")
     if not isinstance(metadata, Mapping):
@@ -77,7 +70,9 @@ def parse_record(record: object) -> S3Event:
     if not isinstance(record, Mapping):
         raise BadInput("a record is not a JSON object")
     name = _required(record, "eventName")
-    kind = event_kind(name)
+    kind = _kind_named(name)
+    if kind is None:
+        raise BadInput(f"unknown event type: {name!r}")
     key = require_xml_text(_required(record, "s3", "object", "key"), "object key")
     md5 = raw_md5(record)
     obj = S3Object(

@@ -42,10 +42,8 @@ class Step(enum.IntEnum):
         return self >= Step.TRANSFER_REQUESTED
 
 
-# How long a claim on an event lasts unless its holder renews it (contract §6); the default of
-# `CLAIM_LEASE_SECONDS`. The holder renews it at every ledger write and, from a heartbeat,
-# every third of it, so an attempt keeps it however long it takes; a consumer that died
-# lets it lapse within this time, and its events wait that long for the next one.
+# How long a claim on an event lasts unless its holder renews it (contract §6), the default of
+# `CLAIM_LEASE_SECONDS`: how long the events of a consumer that died wait for the next one.
 CLAIM_LEASE_SECONDS = 30.0
 
 
@@ -109,14 +107,9 @@ class S3Event:
 
     @property
     def identity(self) -> str:
-        """Stable across redeliveries and duplicates of the same gateway event (contract §6).
-
-        One gateway request can carry records for many objects, so the request id
-        alone does not name an event: kind, bucket and key always take part, then
-        the request id, or the eTag and event time where there is none. Written as
-        a JSON list, so no key can make two events look alike; a long one is
-        hashed, so any ledger can index it (keys may be kilobytes).
-        """
+        """Stable across redeliveries and duplicates of one gateway event (contract §6): a JSON
+        list, so no key can make two events look alike; hashed when long (keys may be
+        kilobytes), so any ledger can index it."""
         obj = self.object
         parts = [self.kind.name.lower(), obj.bucket, obj.key]
         if self.request_id:

@@ -63,16 +63,10 @@ class TransferRequests(Protocol):
 
 
 class Ledger(Protocol):
-    """Durable memory of the events taken in, so a redelivery or duplicate is not done twice,
-    and the claim that keeps two consumers off one event (contract §6).
-
-    Keyed by `S3Event.identity`. One ledger object speaks for one consumer process; several
-    processes may share the database behind it. An event is claimed before its first side
-    effect and released after its last; only the claim's holder records steps, so two
-    consumers never both mint a PID, post a relation or send a request for one event. A
-    claim lapses by itself after a lease that is renewed while its holder lives, so a
-    consumer that died leaves nothing stuck.
-    """
+    """Durable memory of the events taken in, keyed by `S3Event.identity`, so a redelivery or
+    duplicate is not done twice, and the claim that keeps two consumers off one event
+    (contract §6). One ledger object speaks for one consumer process; only the claim's holder
+    records steps."""
 
     def recall(self, identity: str) -> LedgerEntry | None:
         """What is recorded of the event, claimed or not; None when nothing is."""

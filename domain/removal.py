@@ -111,16 +111,11 @@ class RemoveEssence:
             Query.any_of(*(Term("dc_identifier_localid", local_id) for local_id in fragments))
         )
         own = {record.fragment_id for record in matches}
-        seen: set[str] = set()
-        collaterals = []
-        for record in related:
-            if (
-                not record.is_fragment
-                and record.local_id in fragments
-                and record.s3_bucket == self._collateral_bucket
-                and record.fragment_id not in own
-                and record.fragment_id not in seen
-            ):
-                seen.add(record.fragment_id)
-                collaterals.append((record, fragments[record.local_id]))
-        return collaterals
+        return [
+            (record, fragments[record.local_id])
+            for record in related  # each once, as the port promises
+            if not record.is_fragment
+            and record.local_id in fragments
+            and record.s3_bucket == self._collateral_bucket
+            and record.fragment_id not in own
+        ]

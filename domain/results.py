@@ -1,10 +1,7 @@
-"""What a use case did, as values a caller can act on without reading prose, and the one
-vocabulary for how an event ended.
+"""What a use case did, as values a caller can act on, and how an event ended.
 
-Each result also reads as one line (`str(result)`): the wording of the `done:`
-log line and of the `process` command's summary, which operators know. Each names
-its `kind` (the log line's `result`), its `outcome` (done, or skipped when there was
-nothing to do) and the `stage` its attempt ended at.
+Each result names its `kind` (the log line's `result`), its `outcome` and the `stage` its
+attempt ended at; `str(result)` is the `done:` log line and the `process` command's summary.
 """
 
 from __future__ import annotations
@@ -17,9 +14,7 @@ from s3_events_handler.domain.model import Stage
 
 
 class EventOutcome(enum.StrEnum):
-    """How an event ended: the value is what the metrics and the log line's `outcome` field
-    say (contract §7), `action` what became of its message, as the consumer's log line and the
-    `process` command's report say it."""
+    """How an event ended, as the metrics and the log line's `outcome` say (contract §7)."""
 
     DONE = "done"
     SKIPPED = "skipped"
@@ -30,7 +25,8 @@ class EventOutcome(enum.StrEnum):
 
     @property
     def action(self) -> str:
-        """`done` (a skipped event too), `retry`, `dead-letter` or `split`."""
+        """What became of the message, as the `process` command says it: `done` (a skipped
+        event too), `retry`, `dead-letter` or `split`."""
         return _ACTIONS.get(self, self.value)
 
 

@@ -24,7 +24,8 @@ MAX_EXTENSION_BYTES = 32
 # Characters XML 1.0 cannot carry: C0 controls except tab, newline and carriage return,
 # lone surrogates and the two non-characters U+FFFE/U+FFFF.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# What no file or folder name on the transport server may hold: a control character, / or \.
+_NOT_IN_A_NAME = re.compile("[\x00-\x1f\x7f-\x9f/\\\\]")
 
 
 def normalise_or_id(raw: str) -> str:
@@ -33,7 +34,7 @@ def normalise_or_id(raw: str) -> str:
     if len(parts) != 2 or not parts[0] or len(parts[1]) != NOID_LENGTH:
         raise BadInput(f"not an OR-id (PREFIX-noid, noid of {NOID_LENGTH}): {raw!r}")
     prefix, noid = parts
-    if _CONTROL.search(raw) or "/" in raw or "\\" in raw:
+    if _NOT_IN_A_NAME.search(raw):
         raise BadInput(f"not an OR-id: {raw!r}")
     return f"{prefix.upper()}-{noid.lower()}"
 
@@ -51,7 +52,7 @@ def is_valid_pid(value: str) -> bool:
 
 def require_path_segment(value: str, what: str) -> str:
     """Values that become part of an FTP path must stay one segment below their folder."""
-    if not value or value in (".", "..") or "/" in value or "\\" in value or _CONTROL.search(value):
+    if not value or value in (".", "..") or _NOT_IN_A_NAME.search(value):
         raise BadInput(f"{what} cannot be used as a folder or file name: {value!r}")
     if len(value.encode("utf-8", "surrogatepass")) > MAX_SEGMENT_BYTES:
         raise BadInput(f"{what} is longer than {MAX_SEGMENT_BYTES} bytes: {value[:40]!r}…")
@@ -67,7 +68,7 @@ def require_transferable_extension(extension: str) -> str:
             f"the object's extension {extension} is the sidecar's: "
             "MediaHaven would take the file for its own sidecar"
         )
-    if "/" in extension or "\\" in extension or _CONTROL.search(extension):
+    if _NOT_IN_A_NAME.search(extension):
         raise BadInput(
             f"the object's extension {extension[:40]!r} holds a control character, / or \\: "
             "it cannot end a file name on the transport server"

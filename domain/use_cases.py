@@ -99,22 +99,31 @@ class IngestEssence:
     def _ingest(
         self, event: S3Event, claim: EventClaim, correlation_id: str, pid: str | None
     ) -> IngestResult:
-        collateral = self._collateral_key(event)
+        # Checked before any call: a bad collateral key is bad input, whatever MediaHaven says.
+        collateral = None
+        if event.object.bucket == self._collateral_bucket:
+            collateral = CollateralKey.parse(event.object.key)
         with at_stage(Stage.ORGANISATIONS):
             cp_name = require_path_segment(self._organisations.cp_name(event.or_id), "CP name")
         with at_stage(Stage.ARCHIVED_CHECK):
             if self._is_archived(event, cp_name, collateral is not None):
                 log.warning("already archived, nothing to do: %s", event.object.key)
                 return AlreadyArchived(key=event.object.key)
-        entry, identity = claim.entry, claim.identity
         if collateral is None:
-            known = entry.pid if entry is not None else None
-            sidecar = self._essence_sidecar(event, identity, cp_name, known, pid)
-            self._send(claim, sidecar, correlation_id, sidecar.pid)
+            sidecar = self._essence_sidecar(event, claim, cp_name, pid)
         else:
-            related = entry is not None and entry.step >= Step.RELATION_ADDED
-            sidecar = self._collateral_sidecar(event, identity, cp_name, collateral, related)
-            self._send(claim, sidecar, correlation_id, None)
+            sidecar = self._collateral_sidecar(event, claim, cp_name, collateral)
+        # A failure from here on carries the PID a retry of the essence reuses; a collateral
+        # mints none (its sidecar's is its essence's).
+        minted = None if sidecar.is_collateral else sidecar.pid
+        with at_stage(Stage.SIDECAR_UPLOAD, pid=minted):
+            self._transport.upload(sidecar)
+        # No ledger write in between: a new attempt does the same after an upload as
+        # before it (the same bytes again under the same name, then the request).
+        with at_stage(Stage.TRANSFER_REQUEST, pid=minted):
+            request = self._destinations.transfer_request(sidecar, correlation_id=correlation_id)
+            self._transfers.publish(request)
+            claim.finish(Step.TRANSFER_REQUESTED)  # and lets go of the claim, in one write
         return Sent(
             key=event.object.key,
             cp_name=sidecar.cp_name,
@@ -122,26 +131,6 @@ class IngestEssence:
             sidecar_file=sidecar.filename,
             pid=sidecar.pid,
         )
-
-    def _collateral_key(self, event: S3Event) -> CollateralKey | None:
-        """Checked before any call: a bad collateral key is bad input, whatever MediaHaven says."""
-        if event.object.bucket != self._collateral_bucket:
-            return None
-        return CollateralKey.parse(event.object.key)
-
-    def _send(
-        self, claim: EventClaim, sidecar: Sidecar, correlation_id: str, pid: str | None
-    ) -> None:
-        """The sidecar first, then the transfer request; the ledger notes the request once done
-        and lets go of the claim in the same write. `pid`: the essence's, for its failures."""
-        with at_stage(Stage.SIDECAR_UPLOAD, pid=pid):
-            self._transport.upload(sidecar)
-        # No ledger write in between: a new attempt does the same after an upload as
-        # before it (the same bytes again under the same name, then the request).
-        with at_stage(Stage.TRANSFER_REQUEST, pid=pid):
-            request = self._destinations.transfer_request(sidecar, correlation_id=correlation_id)
-            self._transfers.publish(request)
-            claim.finish(Step.TRANSFER_REQUESTED)
 
     def _is_archived(self, event: S3Event, cp_name: str, collateral: bool) -> bool:
         """Only a hit that matches exactly counts: a search engine also returns near misses.
@@ -160,14 +149,15 @@ class IngestEssence:
         )
 
     def _essence_sidecar(
-        self, event: S3Event, identity: str, cp_name: str, known: str | None, pid: str | None
+        self, event: S3Event, claim: EventClaim, cp_name: str, pid: str | None
     ) -> Sidecar:
-        """`known`: the ledger's PID, already claimed; else `pid` (an earlier attempt's) or a
-        new one is claimed."""
+        """The ledger's PID, already claimed; else `pid` (an earlier attempt's) or a new one is
+        claimed."""
+        known = claim.entry.pid if claim.entry is not None else None
         with at_stage(Stage.PID, pid=pid):
             if known is None:
                 known = self._ledger.claim_pid(
-                    identity, pid or require_path_segment(self._pids.mint(), "PID")
+                    claim.identity, pid or require_path_segment(self._pids.mint(), "PID")
                 )
         with at_stage(Stage.PID, pid=known):
             return Sidecar(
@@ -181,9 +171,10 @@ class IngestEssence:
             )
 
     def _collateral_sidecar(
-        self, event: S3Event, identity: str, cp_name: str, key: CollateralKey, related: bool
+        self, event: S3Event, claim: EventClaim, cp_name: str, key: CollateralKey
     ) -> Sidecar:
-        """`related`: an earlier attempt already linked it, so the update is not posted twice."""
+        """Linked to its essence unless an earlier attempt did, so the update is not posted
+        twice."""
         with at_stage(Stage.ESSENCE_LOOKUP):
             essence = self._find_essence(key.media_id)
             if not essence.pid:
@@ -191,15 +182,15 @@ class IngestEssence:
             essence_pid = require_path_segment(essence.pid, "essence PID")
             name = f"{essence_pid}_{key.collateral_type}"
             # Derived, not minted: the ledger keeps it only to mark the event as taken in.
-            self._ledger.claim_pid(identity, name)
-            if not related:
+            self._ledger.claim_pid(claim.identity, name)
+            if claim.entry is None or claim.entry.step < Step.RELATION_ADDED:
                 with at_stage(Stage.RELATION):
                     self._records.add_relation(
                         essence.fragment_id,
                         name,
                         reason=f"[s3-events-handler] Voeg relatie van {key.object_use} toe",
                     )
-                    self._ledger.advance(identity, Step.RELATION_ADDED)
+                    self._ledger.advance(claim.identity, Step.RELATION_ADDED)
             return Sidecar(
                 name=name,
                 cp_name=cp_name,
