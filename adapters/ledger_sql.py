@@ -63,7 +63,6 @@ class Dialect(NamedTuple):
 class Statements(NamedTuple):
     """Every statement the ledger runs, each returning rows that say what happened."""
 
-    recall: str
     claim: str
     """Taken unless finished or held live by another; the row says which."""
     claim_pid: str
@@ -96,7 +95,6 @@ class Statements(NamedTuple):
         later_step = f"step = {sql.greatest}(step, :step)"
         identity = f"identity{sql.binary_order}"
         statements = cls(
-            recall="SELECT pid, step FROM s3_events_ledger WHERE identity = :identity",
             claim=(
                 "INSERT INTO s3_events_ledger "
                 "(identity, pid, step, updated_at, claimed_by, claimed_until) "
@@ -174,10 +172,6 @@ class SqlLedger(ConsumerLedger, TransfersSent, ABC):
         self._held_lock = threading.Lock()
         self._heartbeat: threading.Thread | None = None
         self._closing = threading.Event()
-
-    def recall(self, identity: str) -> LedgerEntry | None:
-        rows = self._query(self._sql.recall, {"identity": identity})
-        return LedgerEntry(identity, rows[0][0], Step(rows[0][1])) if rows else None
 
     def transfer_requested(self, bucket: str, key: str) -> bool:
         # Every identity that begins with the prefix, and no other, sorts from the prefix up

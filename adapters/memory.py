@@ -199,9 +199,6 @@ class InMemoryLedger(ConsumerLedger, TransfersSent):
         other.unfinished = self.unfinished
         return other
 
-    def recall(self, identity: str) -> LedgerEntry | None:
-        return self.entries.get(identity)
-
     def transfer_requested(self, bucket: str, key: str) -> bool:
         prefix = identity_prefix(EventKind.CREATED, bucket, key)
         return any(

@@ -74,10 +74,6 @@ class Ledger(Protocol):
     consumer that died leaves nothing stuck.
     """
 
-    def recall(self, identity: str) -> LedgerEntry | None:
-        """What is recorded of the event, claimed or not; None when nothing is."""
-        ...
-
     def claim(self, identity: str) -> LedgerEntry | None:
         """Hold the event for this consumer until `release`, and say how far it got.
 
