@@ -1,11 +1,8 @@
 """The ledger in PostgreSQL: for several consumers side by side sharing one memory.
 
-Every wait on the database is bounded, so none holds a worker long (docs/reliability.md,
-"A lost ledger connection"): libpq's `connect_timeout` to connect, and as long for a
-connection from the pool; the server's `statement_timeout`; TCP keepalives, so an idle
-connection whose peer is gone is closed by the kernel; and `AnswerDeadline` for an answer
-that never comes (a half-open link), where the server's own timeout cannot help.
-"""
+Every wait on the database is bounded, so none holds a worker long: to connect, to get a
+connection, the statement on the server, and the answer (docs/reliability.md, "A lost
+ledger connection")."""
 
 from __future__ import annotations
 
@@ -25,7 +22,7 @@ from s3_events_handler.adapters.ledger_sql import Dialect, Parameters, Rows, Sql
 from s3_events_handler.domain.model import CLAIM_LEASE_SECONDS
 
 POSTGRES = Dialect(
-    parameter="%({})s",
+    parameter=r"%(\1)s",
     now="now()",
     seconds="make_interval(secs => {})",
     greatest="GREATEST",
@@ -37,10 +34,6 @@ POSTGRES = Dialect(
     binary_order=' COLLATE "C"',
 )
 
-# The server cancels a statement past its statement_timeout and says so; the deadline on
-# the answer leaves it that much longer before cutting the connection.
-ANSWER_MARGIN_SECONDS = 1.0
-
 
 class NoAnswer(Exception):
     """The statement's answer did not come within the deadline; its connection was cut."""
@@ -48,13 +41,12 @@ class NoAnswer(Exception):
 
 class PostgresLedger(SqlLedger):
     """Each statement commits on its own, waiting for the server's disk (`synchronous_commit`,
-    on by default); concurrent claims of one event agree on one PID.
+    on by default), on a pool of up to `connections` (one per worker): a slow statement
+    holds up its own worker only.
 
-    Opening it connects, creates the tables and prunes old entries, so an unreachable
-    database stops the start rather than the first event; those statements have no
-    statement timeout, as a first prune of a large table may take long. The statements then
-    run on a pool of up to `connections` (one per worker), so a slow one holds up only its
-    own worker.
+    Opening it connects, so an unreachable database stops the start rather than the first
+    event; the start's statements have no statement timeout, as a first prune of a large
+    table may take long.
     """
 
     _failures = (psycopg.Error, NoAnswer)
@@ -86,7 +78,9 @@ class PostgresLedger(SqlLedger):
             name="ledger",
             open=True,
         )
-        self._deadline = AnswerDeadline(statement_timeout + ANSWER_MARGIN_SECONDS)
+        # The server cancels a statement past its statement_timeout and says so; the deadline
+        # on the answer leaves it a second longer before cutting the connection.
+        self._deadline = AnswerDeadline(statement_timeout + 1)
 
     def close(self) -> None:
         super().close()

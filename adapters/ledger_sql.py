@@ -44,7 +44,7 @@ class Dialect(NamedTuple):
     """What differs between SQLite and PostgreSQL, as SQL text."""
 
     parameter: str
-    """A named parameter, `{}` where its name goes."""
+    """A named parameter, `\\1` where its name goes (a replacement of `re.sub`)."""
     now: str
     """The database's clock."""
     seconds: str
@@ -81,7 +81,7 @@ class Statements(NamedTuple):
 
     @classmethod
     def of(cls, sql: Dialect) -> Statements:
-        """Written with `:name` parameters, then in the dialect's own."""
+        """Written with `:name` parameters, then rewritten in the dialect's own."""
         lease = f"{sql.now} + {sql.seconds.format(':lease')}"
         older = f"updated_at < {sql.now} - {sql.seconds.format(':age')}"
         takeable = (
@@ -144,8 +144,7 @@ class Statements(NamedTuple):
             prune_events=f"DELETE FROM s3_events_ledger WHERE {older}",
             prune_deliveries=f"DELETE FROM s3_events_deliveries WHERE {older}",
         )
-        name = re.compile(r":(\w+)")
-        return cls(*(name.sub(lambda m: sql.parameter.format(m[1]), s) for s in statements))
+        return cls(*(re.sub(r":(\w+)", sql.parameter, s) for s in statements))
 
 
 class SqlLedger(ConsumerLedger, TransfersSent, ABC):

@@ -11,7 +11,7 @@ from s3_events_handler.adapters.ledger_sql import Dialect, Parameters, Rows, Sql
 from s3_events_handler.domain.model import CLAIM_LEASE_SECONDS
 
 SQLITE = Dialect(
-    parameter=":{}",
+    parameter=r":\1",
     # In seconds since the epoch. (unixepoch('subsec') says it shorter, but needs SQLite 3.42.)
     now="((julianday('now') - 2440587.5) * 86400.0)",
     seconds="{}",
@@ -72,15 +72,13 @@ class SqliteLedger(SqlLedger):
         # while it waits for the disk would keep every other worker waiting too. SQLite
         # (WAL) lets them read at once and takes their writes in turn.
         self._own = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._connections_lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []  # to close; appending is atomic
         self._prepare(self._connect, retention_days)
 
     def close(self) -> None:
         """Close every thread's connection; a thread using the ledger afterwards gets an error."""
         super().close()
-        with self._connections_lock:
-            connections, self._connections = self._connections, []
+        connections, self._connections = self._connections, []
         for db in connections:
             db.close()
 
@@ -100,8 +98,7 @@ class SqliteLedger(SqlLedger):
         db: sqlite3.Connection | None = getattr(self._own, "db", None)
         if db is None:
             db = self._own.db = self._connect()
-            with self._connections_lock:
-                self._connections.append(db)
+            self._connections.append(db)
         return db
 
     def _run(self, sql: str, parameters: Parameters) -> Rows:
