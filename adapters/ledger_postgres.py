@@ -98,8 +98,7 @@ class PostgresLedger(SqlLedger):
                 raise PoolTimeout(f"no connection within {self._pool.timeout:g} s") from None
             try:
                 with self._deadline.watching(db):
-                    cursor = db.execute(sql, parameters)
-                    return cursor.fetchall() if cursor.description else []
+                    return db.execute(sql, parameters).fetchall()
             except psycopg.OperationalError:
                 if last_try or not db.closed:
                     raise

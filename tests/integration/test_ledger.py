@@ -4,6 +4,7 @@ behaviour, which the in-memory ledger shares, is tests/contracts/test_ledger.py.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sqlite3
@@ -66,15 +67,18 @@ def open_ledger(open_ledger_with: OpenerWith) -> Opener:
     return lambda: open_ledger_with(lease_seconds=CLAIM_LEASE_SECONDS)
 
 
-def drop_claim_columns(ledger: SqliteLedger | PostgresLedger) -> None:
+def drop_claim_columns(store: Path | str) -> None:
     """Make the table look as it did before there were claims."""
-    statement = "ALTER TABLE s3_events_ledger DROP COLUMN claimed_by, DROP COLUMN claimed_until"
-    if isinstance(ledger, SqliteLedger):
-        db = ledger._connection()
-        db.execute("ALTER TABLE s3_events_ledger DROP COLUMN claimed_by")
-        db.execute("ALTER TABLE s3_events_ledger DROP COLUMN claimed_until")
+    if isinstance(store, Path):
+        with contextlib.closing(sqlite3.connect(store)) as db:
+            db.execute("ALTER TABLE s3_events_ledger DROP COLUMN claimed_by")
+            db.execute("ALTER TABLE s3_events_ledger DROP COLUMN claimed_until")
+            db.commit()
     else:
-        ledger._query(statement, {})
+        with psycopg.connect(store) as pg:
+            pg.execute(
+                "ALTER TABLE s3_events_ledger DROP COLUMN claimed_by, DROP COLUMN claimed_until"
+            )
 
 
 def taken_in(ledger: Ledger, identity: str, pid: str, step: Step = Step.PID_CLAIMED) -> None:
@@ -171,11 +175,10 @@ def test_the_workers_of_one_consumer_share_its_ledger_and_lose_no_write(
 
 
 def test_a_ledger_made_before_claims_gets_their_columns(
-    open_ledger: Opener, tmp_path: Path
+    open_ledger: Opener, store: Path | str
 ) -> None:
-    first = open_ledger()
-    drop_claim_columns(first)
-    first.close()
+    open_ledger().close()
+    drop_claim_columns(store)
     second, third = open_ledger(), open_ledger()
     second.claim("event-1")
     with pytest.raises(ClaimedElsewhere):
