@@ -133,7 +133,7 @@ class Statements(NamedTuple):
             ),
             end_delivery="DELETE FROM s3_events_deliveries WHERE digest = :digest RETURNING digest",
             take_back_delivery=(
-                f"UPDATE s3_events_deliveries SET unfinished = unfinished - 1, "
+                "UPDATE s3_events_deliveries SET unfinished = unfinished - 1, "
                 f"updated_at = {sql.now} WHERE digest = :digest AND unfinished > 0 "
                 "RETURNING digest"
             ),
