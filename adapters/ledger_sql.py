@@ -1,6 +1,7 @@
-"""What the SQLite and PostgreSQL ledgers share: the `Ledger` port over a handful of
-statements, the tables made and pruned at start, a failure told as `ServiceUnavailable`,
-and the heartbeat that keeps this consumer's claims alive."""
+"""The `Ledger` port over SQL, shared by SQLite and PostgreSQL: the statements, written once
+with what differs between the two databases in a `Dialect`; the tables, made and pruned at
+start; and the heartbeat that renews this consumer's claims. Why a claim is a lease row is
+in docs/architecture.md ("The claim")."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ import contextlib
 import json
 import logging
 import os
+import re
 import socket
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from typing import Any, ClassVar
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, NamedTuple
 
-from s3_events_handler.adapters.ledger_statements import Dialect, Parameters, Statements
 from s3_events_handler.application.limits import ConsumerLedger
 from s3_events_handler.application.reasons import one_line
 from s3_events_handler.domain.errors import ClaimedElsewhere, ServiceUnavailable, System
@@ -30,13 +31,126 @@ from s3_events_handler.domain.ports import TransfersSent
 
 log = logging.getLogger(__name__)
 
+Parameters = Mapping[str, object]
+Rows = list[tuple[Any, ...]]
+
+
+def unavailable(where: str, error: Exception) -> ServiceUnavailable:
+    """A database's failure as the ledger tells it: one line, naming the ledger."""
+    return ServiceUnavailable(f"{where}: {one_line(str(error))}", system=System.LEDGER)
+
+
+class Dialect(NamedTuple):
+    """What differs between SQLite and PostgreSQL, as SQL text."""
+
+    parameter: str
+    """A named parameter, `\\1` where its name goes (a replacement of `re.sub`)."""
+    now: str
+    """The database's clock."""
+    seconds: str
+    """A span of `{}` seconds, to add to `now` or take from it."""
+    greatest: str
+    held: str
+    """A subquery of the identities in the JSON list `:held`."""
+    time_type: str
+    schema_lock: tuple[str, ...]
+    """Begins the transaction that creates the tables, with a lock that makes consumers
+    starting together take turns."""
+    binary_order: str = ""
+    """What makes text compare byte by byte, as the ranges of identities need."""
+
+
+class Statements(NamedTuple):
+    """Every statement the ledger runs, each returning rows that say what happened."""
+
+    claim: str
+    """Taken unless finished or held live by another; the row says which."""
+    claim_pid: str
+    """The first PID stays; only the holder stores one."""
+    advance: str
+    release: str
+    """The step is recorded whoever holds the claim (it was done); the claim let go of only
+    if it is still this consumer's."""
+    renew: str
+    begin_delivery: str
+    end_delivery: str
+    take_back_delivery: str
+    transfer_requested: str
+    prune_events: str
+    prune_deliveries: str
+
+    @classmethod
+    def of(cls, sql: Dialect) -> Statements:
+        """Written with `:name` parameters, then rewritten in the dialect's own."""
+        lease = f"{sql.now} + {sql.seconds.format(':lease')}"
+        older = f"updated_at < {sql.now} - {sql.seconds.format(':age')}"
+        takeable = (
+            f"s3_events_ledger.step < {int(Step.TRANSFER_REQUESTED)} "
+            "AND (s3_events_ledger.claimed_by IS NULL "
+            "OR s3_events_ledger.claimed_by = excluded.claimed_by "
+            f"OR s3_events_ledger.claimed_until <= {sql.now})"
+        )
+        held = "identity = :identity AND claimed_by = :owner"
+        renewed = f"claimed_until = {lease}, updated_at = {sql.now}"
+        later_step = f"step = {sql.greatest}(step, :step)"
+        identity = f"identity{sql.binary_order}"
+        statements = cls(
+            claim=(
+                "INSERT INTO s3_events_ledger "
+                "(identity, pid, step, updated_at, claimed_by, claimed_until) "
+                f"VALUES (:identity, NULL, 0, {sql.now}, :owner, {lease}) "
+                "ON CONFLICT (identity) DO UPDATE SET "
+                f"claimed_by = CASE WHEN {takeable} "
+                "THEN excluded.claimed_by ELSE s3_events_ledger.claimed_by END, "
+                f"claimed_until = CASE WHEN {takeable} "
+                "THEN excluded.claimed_until ELSE s3_events_ledger.claimed_until END, "
+                f"updated_at = {sql.now} "
+                "RETURNING pid, step, claimed_by"
+            ),
+            claim_pid=(
+                "UPDATE s3_events_ledger SET pid = COALESCE(pid, :pid), "
+                f"step = {sql.greatest}(step, {int(Step.PID_CLAIMED)}), {renewed} "
+                f"WHERE {held} RETURNING pid"
+            ),
+            advance=(
+                f"UPDATE s3_events_ledger SET {later_step}, {renewed} WHERE {held} RETURNING step"
+            ),
+            release=(
+                f"UPDATE s3_events_ledger SET {later_step}, "
+                "claimed_until = CASE WHEN claimed_by = :owner THEN NULL ELSE claimed_until END, "
+                "claimed_by = CASE WHEN claimed_by = :owner THEN NULL ELSE claimed_by END, "
+                f"updated_at = {sql.now} WHERE identity = :identity RETURNING claimed_by"
+            ),
+            renew=(
+                f"UPDATE s3_events_ledger SET {renewed} WHERE claimed_by = :owner "
+                f"AND identity IN ({sql.held}) RETURNING identity"
+            ),
+            begin_delivery=(
+                "INSERT INTO s3_events_deliveries (digest, unfinished, updated_at) "
+                f"VALUES (:digest, 1, {sql.now}) ON CONFLICT (digest) DO UPDATE SET "
+                f"unfinished = s3_events_deliveries.unfinished + 1, updated_at = {sql.now} "
+                "RETURNING unfinished"
+            ),
+            end_delivery="DELETE FROM s3_events_deliveries WHERE digest = :digest RETURNING digest",
+            take_back_delivery=(
+                "UPDATE s3_events_deliveries SET unfinished = unfinished - 1, "
+                f"updated_at = {sql.now} WHERE digest = :digest AND unfinished > 0 "
+                "RETURNING digest"
+            ),
+            transfer_requested=(
+                f"SELECT 1 FROM s3_events_ledger WHERE {identity} >= :first "
+                f"AND {identity} < :past AND step = {int(Step.TRANSFER_REQUESTED)} LIMIT 1"
+            ),
+            prune_events=f"DELETE FROM s3_events_ledger WHERE {older}",
+            prune_deliveries=f"DELETE FROM s3_events_deliveries WHERE {older}",
+        )
+        return cls(*(re.sub(r":(\w+)", sql.parameter, s) for s in statements))
+
 
 class SqlLedger(ConsumerLedger, TransfersSent, ABC):
-    """The `Ledger` port; each database writes the statements in its own dialect.
+    """The `Ledger` port; each database runs the statements its own way (`_run`).
 
-    A claim is a lease row (holder, expiry) compared with the database's clock, so it
-    works alike in SQLite and PostgreSQL, needs no connection or transaction held for
-    the attempt, and outlives a lost connection (see docs/architecture.md). The claims
+    A claim is a lease row (holder, expiry) compared with the database's clock; the claims
     this object holds are renewed by a heartbeat thread every third of the lease.
     """
 
@@ -58,10 +172,6 @@ class SqlLedger(ConsumerLedger, TransfersSent, ABC):
         self._heartbeat: threading.Thread | None = None
         self._closing = threading.Event()
 
-    def recall(self, identity: str) -> LedgerEntry | None:
-        rows = self._query(self._sql.recall, {"identity": identity})
-        return LedgerEntry(identity, rows[0][0], Step(rows[0][1])) if rows else None
-
     def transfer_requested(self, bucket: str, key: str) -> bool:
         # Every identity that begins with the prefix, and no other, sorts from the prefix up
         # to the prefix with its last character (a comma) raised by one: a range the
@@ -71,10 +181,10 @@ class SqlLedger(ConsumerLedger, TransfersSent, ABC):
         return bool(self._query(self._sql.transfer_requested, {"first": first, "past": past}))
 
     def claim(self, identity: str) -> LedgerEntry | None:
-        rows = self._query(self._sql.claim, self._about(identity))
-        pid, step, holder = rows[0][0], Step(rows[0][1]), rows[0][2]
-        if step.finished:
-            return LedgerEntry(identity, pid, step)
+        [(pid, step, holder)] = self._query(self._sql.claim, self._about(identity))
+        entry = LedgerEntry(identity, pid, Step(step))
+        if entry.step.finished:
+            return entry
         if holder != self.owner:
             raise ClaimedElsewhere(f"the event is being handled by {holder}")
         with self._held_lock:
@@ -84,13 +194,10 @@ class SqlLedger(ConsumerLedger, TransfersSent, ABC):
                     target=self._beat, name="ledger-heartbeat", daemon=True
                 )
                 self._heartbeat.start()
-        if pid is None and step == Step.NOTHING_DONE:
-            return None
-        return LedgerEntry(identity, pid, step)
+        return None if pid is None and entry.step == Step.NOTHING_DONE else entry
 
     def claim_pid(self, identity: str, pid: str) -> str:
-        rows = self._held_query(self._sql.claim_pid, identity, pid=pid)
-        return str(rows[0][0])
+        return str(self._held_query(self._sql.claim_pid, identity, pid=pid))
 
     def advance(self, identity: str, step: Step) -> None:
         self._held_query(self._sql.advance, identity, step=int(step))
@@ -107,8 +214,8 @@ class SqlLedger(ConsumerLedger, TransfersSent, ABC):
             )
 
     def begin_delivery(self, digest: str) -> int:
-        rows = self._query(self._sql.begin_delivery, {"digest": digest})
-        return int(rows[0][0]) - 1
+        [(unfinished,)] = self._query(self._sql.begin_delivery, {"digest": digest})
+        return int(unfinished) - 1
 
     def end_delivery(self, digest: str, *, handled: bool = True) -> None:
         statement = self._sql.end_delivery if handled else self._sql.take_back_delivery
@@ -122,8 +229,8 @@ class SqlLedger(ConsumerLedger, TransfersSent, ABC):
     def _about(self, identity: str, **values: object) -> dict[str, object]:
         return {"identity": identity, "owner": self.owner, "lease": self.lease_seconds, **values}
 
-    def _held_query(self, sql: str, identity: str, **values: object) -> list[tuple[Any, ...]]:
-        """A statement that only the claim's holder may run; renews the lease."""
+    def _held_query(self, sql: str, identity: str, **values: object) -> object:
+        """A statement only the claim's holder may run, which renews the lease; its one value."""
         rows = self._query(sql, self._about(identity, **values))
         if not rows:
             with self._held_lock:
@@ -131,7 +238,7 @@ class SqlLedger(ConsumerLedger, TransfersSent, ABC):
             raise ClaimedElsewhere(
                 "this consumer's claim lapsed and the event is being handled by another"
             )
-        return rows
+        return rows[0][0]
 
     def _beat(self) -> None:
         """Renew the lease of every claim this object holds, in one statement."""
@@ -147,45 +254,45 @@ class SqlLedger(ConsumerLedger, TransfersSent, ABC):
                 log.warning("claims not renewed, they lapse unless renewed in time: %s", error)
 
     def _prepare(self, connect: Callable[[], Any], retention_days: float) -> None:
-        """Create the tables, give the table of events the claim's columns if it lacks them,
-        and prune the entries older than `retention_days`, on a connection of its own.
+        """Create the tables (the claim's columns added to a table made before there were
+        claims) and prune the entries older than `retention_days`, on a connection of its own.
 
-        Only at start, so that a reconnect never forgets an event still being retried; the
-        tables are made under a lock, so consumers starting together take turns.
+        Only at start, so that a reconnect never forgets an event still being retried.
         """
-        dialect, age = self._dialect, {"age": retention_days * 86400}
+        time, age = self._dialect.time_type, {"age": retention_days * 86400}
+        failures: tuple[type[Exception], ...] = (*self._failures, ValueError)  # a path, a DSN
         try:
             with contextlib.closing(connect()) as db:
-                for statement in (*dialect.schema_lock, *dialect.tables()):
+                for statement in (
+                    *self._dialect.schema_lock,
+                    "CREATE TABLE IF NOT EXISTS s3_events_ledger (identity TEXT PRIMARY KEY, "
+                    f"pid TEXT, step INTEGER NOT NULL, updated_at {time} NOT NULL)",
+                    "CREATE TABLE IF NOT EXISTS s3_events_deliveries (digest TEXT PRIMARY KEY, "
+                    f"unfinished INTEGER NOT NULL, updated_at {time} NOT NULL)",
+                ):
                     db.execute(statement)
                 columns = db.execute("SELECT * FROM s3_events_ledger LIMIT 0").description
                 present = {column[0] for column in columns}
-                for column, kind in dialect.claim_columns().items():
+                for column, kind in {"claimed_by": "TEXT", "claimed_until": time}.items():
                     if column not in present:
                         db.execute(f"ALTER TABLE s3_events_ledger ADD COLUMN {column} {kind}")
                 db.execute("COMMIT")
                 db.execute(self._sql.prune_deliveries, age)
                 pruned = db.execute(self._sql.prune_events, age).rowcount
-        except self._failures as error:
-            raise ServiceUnavailable(
-                f"{self.where} cannot be opened: {one_line(str(error))}", system=System.LEDGER
-            ) from None
+        except failures as error:
+            raise unavailable(f"{self.where} cannot be opened", error) from None
         log.info("%s: %d entries older than %s days pruned", self.where, pruned, retention_days)
 
-    def _query(self, sql: str, parameters: Parameters) -> list[tuple[Any, ...]]:
-        """The rows of one statement, committed by the time it returns; a failure is
-        `ServiceUnavailable`."""
+    def _query(self, sql: str, parameters: Parameters) -> Rows:
         try:
             return self._run(sql, parameters)
         except self._failures as error:
-            raise ServiceUnavailable(
-                f"{self.where}: {one_line(str(error))}", system=System.LEDGER
-            ) from None
+            raise unavailable(self.where, error) from None
 
     @abstractmethod
-    def _run(self, sql: str, parameters: Parameters) -> list[tuple[Any, ...]]:
+    def _run(self, sql: str, parameters: Parameters) -> Rows:
         """The rows of one statement, committed by the time it returns. Whether the commit
         waits for the disk is each adapter's rule."""
 
 
-__all__ = ["SqlLedger"]
+__all__ = ["Dialect", "SqlLedger", "Statements", "unavailable"]

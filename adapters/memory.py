@@ -92,7 +92,8 @@ class InMemoryArchiveRecords(ArchiveRecords):
         self.records = [r for r in self.records if r.fragment_id != fragment_id]
 
 
-def _field_value(record: Record, name: str) -> str | None:
+def exact_match(record: Record, query: Query) -> bool:
+    """Every group has a term whose field equals its value exactly."""
     fields = {
         "s3_object_key": record.s3_object_key,
         "s3_bucket": record.s3_bucket,
@@ -100,15 +101,7 @@ def _field_value(record: Record, name: str) -> str | None:
         "PID": record.pid,
         "md5": record.md5,
     }
-    return fields.get(name)
-
-
-def exact_match(record: Record, query: Query) -> bool:
-    """Every group has a term whose field equals its value exactly."""
-    return all(
-        any(_field_value(record, term.field) == term.value for term in group)
-        for group in query.groups
-    )
+    return all(any(fields.get(t.field) == t.value for t in group) for group in query.groups)
 
 
 class SequentialPids(PidService):
@@ -171,11 +164,8 @@ class InMemoryTransferRequests(TransferRequests):
 
 
 class InMemoryLedger(ConsumerLedger, TransfersSent):
-    """The ledger as dicts: durable only as long as the process lives.
-
-    `beside(owner)` is another consumer's view of the same memory, for tests of two
-    consumers racing for one event; `clock` (seconds) lets a test make a lease lapse.
-    """
+    """The ledger as dicts, for as long as the process lives. `beside(owner)` is another
+    consumer's view of the same memory; `clock` (seconds) lets a test make a lease lapse."""
 
     def __init__(
         self,
@@ -195,12 +185,8 @@ class InMemoryLedger(ConsumerLedger, TransfersSent):
 
     def beside(self, owner: str) -> InMemoryLedger:
         other = InMemoryLedger(owner=owner, lease_seconds=self.lease_seconds, clock=self._clock)
-        other.entries, other.claims = self.entries, self.claims
-        other.unfinished = self.unfinished
+        other.entries, other.claims, other.unfinished = self.entries, self.claims, self.unfinished
         return other
-
-    def recall(self, identity: str) -> LedgerEntry | None:
-        return self.entries.get(identity)
 
     def transfer_requested(self, bucket: str, key: str) -> bool:
         prefix = identity_prefix(EventKind.CREATED, bucket, key)

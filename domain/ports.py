@@ -68,10 +68,6 @@ class Ledger(Protocol):
     (contract §6). One ledger object speaks for one consumer process; only the claim's holder
     records steps."""
 
-    def recall(self, identity: str) -> LedgerEntry | None:
-        """What is recorded of the event, claimed or not; None when nothing is."""
-        ...
-
     def claim(self, identity: str) -> LedgerEntry | None:
         """Hold the event for this consumer until `release`, and say how far it got.
 

@@ -17,9 +17,23 @@ from s3_events_handler.domain.errors import ClaimedElsewhere
 from s3_events_handler.domain.events import parse_record
 from s3_events_handler.domain.model import LedgerEntry, Step
 from s3_events_handler.domain.ports import TransfersSent
+from tests.support.ledger_store import recorded
 
-Consumer = Callable[[], ConsumerLedger]
-"""Each call is another consumer's ledger on the same store (the first call, the first)."""
+
+class Consumer:
+    """Each call is another consumer's ledger on the same store (the first call, the first);
+    `recorded` is what the store holds of an event, read from the store itself."""
+
+    def __init__(
+        self,
+        open_one: Callable[[], ConsumerLedger],
+        recorded: Callable[[str], LedgerEntry | None],
+    ) -> None:
+        self._open_one = open_one
+        self.recorded = recorded
+
+    def __call__(self) -> ConsumerLedger:
+        return self._open_one()
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
@@ -34,27 +48,31 @@ def consumer(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Consume
                 return first[0]
             return first[0].beside(f"consumer-{len(first) + 1}")
 
-    elif request.param == "sqlite":
-        path = tmp_path / "ledger.sqlite3"
-
-        def open_one() -> ConsumerLedger:
-            opened.append(SqliteLedger(path))
-            return opened[-1]
+        def read(identity: str) -> LedgerEntry | None:
+            return first[0].entries.get(identity)
 
     else:
-        dsn = request.getfixturevalue("postgres_dsn")
+        store: Path | str = (
+            tmp_path / "ledger.sqlite3"
+            if request.param == "sqlite"
+            else request.getfixturevalue("postgres_dsn")
+        )
 
         def open_one() -> ConsumerLedger:
-            opened.append(PostgresLedger(dsn))
+            opened.append(SqliteLedger(store) if isinstance(store, Path) else PostgresLedger(store))
             return opened[-1]
 
-    yield open_one
+        def read(identity: str) -> LedgerEntry | None:
+            return recorded(store, identity)
+
+    yield Consumer(open_one, read)
     for ledger in opened:
         ledger.close()
 
 
-def test_an_unknown_event_is_not_recalled(consumer: Consumer) -> None:
-    assert consumer().recall("never-seen") is None
+def test_an_unknown_event_is_not_recorded(consumer: Consumer) -> None:
+    consumer()
+    assert consumer.recorded("never-seen") is None
 
 
 def test_a_new_event_is_claimed_with_nothing_done_yet(consumer: Consumer) -> None:
@@ -82,7 +100,7 @@ def test_the_first_pid_stored_for_an_event_wins(consumer: Consumer) -> None:
     assert ledger.claim("event-1") is None
     assert ledger.claim_pid("event-1", "a1b2c3d4e5") == "a1b2c3d4e5"
     assert ledger.claim_pid("event-1", "z9y8x7w6v5") == "a1b2c3d4e5"
-    assert ledger.recall("event-1") == LedgerEntry("event-1", "a1b2c3d4e5", Step.PID_CLAIMED)
+    assert consumer.recorded("event-1") == LedgerEntry("event-1", "a1b2c3d4e5", Step.PID_CLAIMED)
     ledger.release("event-1")
     assert ledger.claim("event-1") == LedgerEntry("event-1", "a1b2c3d4e5", Step.PID_CLAIMED)
     assert ledger.claim_pid("event-1", "z9y8x7w6v5") == "a1b2c3d4e5"
@@ -94,10 +112,12 @@ def test_steps_only_move_forward(consumer: Consumer) -> None:
     ledger.claim_pid("event-1", "a1b2c3d4e5")
     ledger.advance("event-1", Step.RELATION_ADDED)
     ledger.advance("event-1", Step.PID_CLAIMED)
-    assert ledger.recall("event-1") == LedgerEntry("event-1", "a1b2c3d4e5", Step.RELATION_ADDED)
+    assert consumer.recorded("event-1") == LedgerEntry("event-1", "a1b2c3d4e5", Step.RELATION_ADDED)
     ledger.release("event-1", Step.TRANSFER_REQUESTED)
     ledger.release("event-1", Step.SIDECAR_UPLOADED)
-    assert ledger.recall("event-1") == LedgerEntry("event-1", "a1b2c3d4e5", Step.TRANSFER_REQUESTED)
+    assert consumer.recorded("event-1") == LedgerEntry(
+        "event-1", "a1b2c3d4e5", Step.TRANSFER_REQUESTED
+    )
 
 
 def test_a_release_with_a_step_records_it_and_lets_go(consumer: Consumer) -> None:
@@ -106,7 +126,7 @@ def test_a_release_with_a_step_records_it_and_lets_go(consumer: Consumer) -> Non
     first.claim_pid("event-1", "a1b2c3d4e5")
     first.release("event-1", Step.RELATION_ADDED)
     resumed = LedgerEntry("event-1", "a1b2c3d4e5", Step.RELATION_ADDED)
-    assert first.recall("event-1") == resumed
+    assert consumer.recorded("event-1") == resumed
     assert second.claim("event-1") == resumed  # let go: the next consumer resumes
     with pytest.raises(ClaimedElsewhere):
         first.advance("event-1", Step.TRANSFER_REQUESTED)  # no longer the holder
@@ -124,7 +144,7 @@ def test_a_finished_event_is_returned_and_not_claimed(consumer: Consumer) -> Non
         second.advance("event-1", Step.REMOVED)  # looking is not holding
     with pytest.raises(ClaimedElsewhere):
         second.claim_pid("event-1", "z9y8x7w6v5")
-    assert second.recall("event-1") == finished
+    assert consumer.recorded("event-1") == finished
 
 
 def test_only_the_holder_stores_a_pid_or_records_a_step(consumer: Consumer) -> None:
@@ -135,7 +155,7 @@ def test_only_the_holder_stores_a_pid_or_records_a_step(consumer: Consumer) -> N
     with pytest.raises(ClaimedElsewhere):
         other.advance("event-1", Step.RELATION_ADDED)
     assert holder.claim_pid("event-1", "a1b2c3d4e5") == "a1b2c3d4e5"
-    assert other.recall("event-1") == LedgerEntry("event-1", "a1b2c3d4e5", Step.PID_CLAIMED)
+    assert consumer.recorded("event-1") == LedgerEntry("event-1", "a1b2c3d4e5", Step.PID_CLAIMED)
 
 
 def test_an_event_never_claimed_takes_no_pid_and_no_step(consumer: Consumer) -> None:
@@ -144,7 +164,7 @@ def test_an_event_never_claimed_takes_no_pid_and_no_step(consumer: Consumer) -> 
         ledger.claim_pid("event-1", "a1b2c3d4e5")
     with pytest.raises(ClaimedElsewhere):
         ledger.advance("event-1", Step.RELATION_ADDED)
-    assert ledger.recall("event-1") is None
+    assert consumer.recorded("event-1") is None
 
 
 def test_deliveries_begun_and_not_ended_are_counted(consumer: Consumer) -> None:

@@ -4,6 +4,7 @@ behaviour, which the in-memory ledger shares, is tests/contracts/test_ledger.py.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sqlite3
@@ -23,6 +24,7 @@ from s3_events_handler.adapters.ledger_sqlite import SqliteLedger, inspect_locat
 from s3_events_handler.domain.errors import ClaimedElsewhere, ServiceUnavailable, System
 from s3_events_handler.domain.model import CLAIM_LEASE_SECONDS, LedgerEntry, Step
 from s3_events_handler.domain.ports import Ledger
+from tests.support.ledger_store import recorded
 from tests.support.loopback import LOOPBACK
 from tests.support.relay import Relay
 from tests.support.threads import side_by_side
@@ -35,21 +37,25 @@ class OpenerWith(Protocol):
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def open_ledger_with(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenerWith]:
-    """Opens a ledger on one store, each a consumer of its own; all are closed afterwards."""
-    opened: list[SqliteLedger | PostgresLedger] = []
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """A SQLite file's path, or a PostgreSQL database's DSN."""
     if request.param == "sqlite":
-        path = tmp_path / "ledger.sqlite3"
+        return tmp_path / "ledger.sqlite3"
+    dsn: str = request.getfixturevalue("postgres_dsn")
+    return dsn
 
-        def open_one(*, lease_seconds: float) -> SqliteLedger | PostgresLedger:
-            opened.append(SqliteLedger(path, lease_seconds=lease_seconds))
-            return opened[-1]
-    else:
-        dsn = request.getfixturevalue("postgres_dsn")
 
-        def open_one(*, lease_seconds: float) -> SqliteLedger | PostgresLedger:
-            opened.append(PostgresLedger(dsn, lease_seconds=lease_seconds))
-            return opened[-1]
+@pytest.fixture
+def open_ledger_with(store: Path | str) -> Iterator[OpenerWith]:
+    """Opens a ledger on `store`, each a consumer of its own; all are closed afterwards."""
+    opened: list[SqliteLedger | PostgresLedger] = []
+
+    def open_one(*, lease_seconds: float) -> SqliteLedger | PostgresLedger:
+        if isinstance(store, Path):
+            opened.append(SqliteLedger(store, lease_seconds=lease_seconds))
+        else:
+            opened.append(PostgresLedger(store, lease_seconds=lease_seconds))
+        return opened[-1]
 
     yield open_one
     for ledger in opened:
@@ -61,15 +67,18 @@ def open_ledger(open_ledger_with: OpenerWith) -> Opener:
     return lambda: open_ledger_with(lease_seconds=CLAIM_LEASE_SECONDS)
 
 
-def drop_claim_columns(ledger: SqliteLedger | PostgresLedger) -> None:
+def drop_claim_columns(store: Path | str) -> None:
     """Make the table look as it did before there were claims."""
-    statement = "ALTER TABLE s3_events_ledger DROP COLUMN claimed_by, DROP COLUMN claimed_until"
-    if isinstance(ledger, SqliteLedger):
-        db = ledger._connection()
-        db.execute("ALTER TABLE s3_events_ledger DROP COLUMN claimed_by")
-        db.execute("ALTER TABLE s3_events_ledger DROP COLUMN claimed_until")
+    if isinstance(store, Path):
+        with contextlib.closing(sqlite3.connect(store)) as db:
+            db.execute("ALTER TABLE s3_events_ledger DROP COLUMN claimed_by")
+            db.execute("ALTER TABLE s3_events_ledger DROP COLUMN claimed_until")
+            db.commit()
     else:
-        ledger._query(statement, {})
+        with psycopg.connect(store) as pg:
+            pg.execute(
+                "ALTER TABLE s3_events_ledger DROP COLUMN claimed_by, DROP COLUMN claimed_until"
+            )
 
 
 def taken_in(ledger: Ledger, identity: str, pid: str, step: Step = Step.PID_CLAIMED) -> None:
@@ -79,15 +88,14 @@ def taken_in(ledger: Ledger, identity: str, pid: str, step: Step = Step.PID_CLAI
     ledger.release(identity, step)
 
 
-def test_what_was_written_survives_a_restart(open_ledger: Opener) -> None:
+def test_what_was_written_survives_a_restart(open_ledger: Opener, store: Path | str) -> None:
     first = open_ledger()
     first.claim("event-1")
     first.claim_pid("event-1", "a1b2c3d4e5")
     first.advance("event-1", Step.RELATION_ADDED)
     first.close()
-    assert open_ledger().recall("event-1") == LedgerEntry(
-        "event-1", "a1b2c3d4e5", Step.RELATION_ADDED
-    )
+    open_ledger()
+    assert recorded(store, "event-1") == LedgerEntry("event-1", "a1b2c3d4e5", Step.RELATION_ADDED)
 
 
 def test_consumers_racing_for_one_event_leave_it_to_one(open_ledger: Opener) -> None:
@@ -163,15 +171,14 @@ def test_the_workers_of_one_consumer_share_its_ledger_and_lose_no_write(
         for event in range(events):
             identity = f"worker-{n}-event-{event}"
             expected = LedgerEntry(identity, f"{n:03d}{event:07d}", Step.TRANSFER_REQUESTED)
-            assert ledger.recall(identity) == expected
+            assert ledger.claim(identity) == expected  # finished: returned, not claimed
 
 
 def test_a_ledger_made_before_claims_gets_their_columns(
-    open_ledger: Opener, tmp_path: Path
+    open_ledger: Opener, store: Path | str
 ) -> None:
-    first = open_ledger()
-    drop_claim_columns(first)
-    first.close()
+    open_ledger().close()
+    drop_claim_columns(store)
     second, third = open_ledger(), open_ledger()
     second.claim("event-1")
     with pytest.raises(ClaimedElsewhere):
@@ -230,9 +237,9 @@ def test_old_entries_are_pruned_when_the_ledger_opens(tmp_path: Path) -> None:
     with sqlite3.connect(path) as db:
         db.execute("UPDATE s3_events_ledger SET updated_at = updated_at - 31 * 86400")
     taken_in(SqliteLedger(path), "new", "z9y8x7w6v5")
-    reopened = SqliteLedger(path, retention_days=30)
-    assert reopened.recall("old") is None
-    assert reopened.recall("new") is not None
+    SqliteLedger(path, retention_days=30)
+    assert recorded(path, "old") is None
+    assert recorded(path, "new") is not None
 
 
 def test_an_unwritable_sqlite_file_is_a_transient_failure(tmp_path: Path) -> None:
@@ -258,7 +265,7 @@ def test_a_dropped_postgres_connection_is_reopened(postgres_dsn: str) -> None:
     ledger.claim("event-1")
     ledger.claim_pid("event-1", "a1b2c3d4e5")
     drop_connections(postgres_dsn)
-    assert ledger.recall("event-1") == LedgerEntry("event-1", "a1b2c3d4e5", Step.PID_CLAIMED)
+    assert ledger.claim("event-1") == LedgerEntry("event-1", "a1b2c3d4e5", Step.PID_CLAIMED)
     ledger.close()
 
 
@@ -286,10 +293,9 @@ def test_a_fractional_postgres_retention_keeps_younger_entries_and_prunes_older_
     first.close()
     age(postgres_dsn, "30-hours-old", hours=30)
     age(postgres_dsn, "40-hours-old", hours=40)
-    reopened = PostgresLedger(postgres_dsn, retention_days=1.5)
-    assert reopened.recall("30-hours-old") is not None
-    assert reopened.recall("40-hours-old") is None
-    reopened.close()
+    PostgresLedger(postgres_dsn, retention_days=1.5).close()
+    assert recorded(postgres_dsn, "30-hours-old") is not None
+    assert recorded(postgres_dsn, "40-hours-old") is None
 
 
 def test_a_postgres_reconnect_does_not_prune(postgres_dsn: str) -> None:
@@ -298,7 +304,7 @@ def test_a_postgres_reconnect_does_not_prune(postgres_dsn: str) -> None:
     taken_in(ledger, "event-1", "a1b2c3d4e5")
     age(postgres_dsn, "event-1", hours=48)
     drop_connections(postgres_dsn)
-    assert ledger.recall("event-1") == LedgerEntry("event-1", "a1b2c3d4e5", Step.PID_CLAIMED)
+    assert ledger.claim("event-1") == LedgerEntry("event-1", "a1b2c3d4e5", Step.PID_CLAIMED)
     ledger.close()
 
 
@@ -335,28 +341,28 @@ def relayed_ledger(relay: Relay, postgres_dsn: str) -> Iterator[PostgresLedger]:
     ledger.close()
 
 
-def timed_recalls(ledger: PostgresLedger) -> list[tuple[float, LedgerEntry | Exception | None]]:
-    """`WORKERS` recalls side by side: how long each took, and what it got."""
+def timed_claims(ledger: PostgresLedger) -> list[tuple[float, LedgerEntry | Exception | None]]:
+    """`WORKERS` claims of the event side by side: how long each took, and what it got."""
 
-    def recall(n: int) -> tuple[float, LedgerEntry | Exception | None]:
+    def claim(n: int) -> tuple[float, LedgerEntry | Exception | None]:
         started = time.monotonic()
         try:
-            answer: LedgerEntry | Exception | None = ledger.recall("event-1")
+            answer: LedgerEntry | Exception | None = ledger.claim("event-1")
         except ServiceUnavailable as error:
             answer = error
         return time.monotonic() - started, answer
 
-    answers = side_by_side(recall, WORKERS, timeout=20)
+    answers = side_by_side(claim, WORKERS, timeout=20)
     assert all(not isinstance(answer, Exception) for answer in answers), answers
     return [answer for answer in answers if not isinstance(answer, Exception)]
 
 
 def seconds_until_it_answers(ledger: PostgresLedger, *, within: float) -> float:
-    """Recall until the ledger answers, as the retries of an event would."""
+    """Claim the event until the ledger answers, as the retries of an event would."""
     started = time.monotonic()
     while True:
         try:
-            entry = ledger.recall("event-1")
+            entry = ledger.claim("event-1")
         except ServiceUnavailable:
             assert time.monotonic() - started < within, f"no answer within {within} s"
             continue
@@ -376,9 +382,9 @@ def test_a_postgres_database_out_of_reach_fails_every_worker_fast_until_it_is_ba
     if silent:
         relay.swallowing = True
         relay.up()
-    recalls = timed_recalls(relayed_ledger)
-    assert all(isinstance(answer, ServiceUnavailable) for _, answer in recalls), recalls
-    assert max(seconds for seconds, _ in recalls) < CONNECT_SECONDS + SLACK_SECONDS
+    claims = timed_claims(relayed_ledger)
+    assert all(isinstance(answer, ServiceUnavailable) for _, answer in claims), claims
+    assert max(seconds for seconds, _ in claims) < CONNECT_SECONDS + SLACK_SECONDS
 
     relay.down()  # and the connections it swallowed
     relay.swallowing = False
@@ -393,11 +399,11 @@ def test_a_postgres_connection_that_stops_answering_fails_within_the_statement_t
     connections and on new ones. No keepalive or server timeout sees it; the deadline on
     the answer does, for every worker at once."""
     relay.swallowing = True
-    recalls = timed_recalls(relayed_ledger)
-    assert all(isinstance(answer, ServiceUnavailable) for _, answer in recalls), recalls
+    claims = timed_claims(relayed_ledger)
+    assert all(isinstance(answer, ServiceUnavailable) for _, answer in claims), claims
     deadline = max(STATEMENT_SECONDS + 1, CONNECT_SECONDS)  # an answer, or a connection
-    assert max(seconds for seconds, _ in recalls) < deadline + SLACK_SECONDS
-    assert any("no answer within 2 s" in str(answer) for _, answer in recalls), recalls
+    assert max(seconds for seconds, _ in claims) < deadline + SLACK_SECONDS
+    assert any("no answer within 2 s" in str(answer) for _, answer in claims), claims
 
     relay.swallowing = False
     # A connection opened while the relay swallowed may wait out its connect timeout first.
@@ -442,7 +448,7 @@ def test_a_statement_stuck_on_a_lock_is_cancelled_and_holds_up_no_other_worker(
         with pytest.raises(ServiceUnavailable, match="statement timeout"):
             locked.result(timeout=STATEMENT_SECONDS + SLACK_SECONDS)
     ledger.advance("locked", Step.TRANSFER_REQUESTED)  # the lock is gone: it goes through
-    assert ledger.recall("locked") == LedgerEntry("locked", "a1b2c3d4e5", Step.TRANSFER_REQUESTED)
+    assert ledger.claim("locked") == LedgerEntry("locked", "a1b2c3d4e5", Step.TRANSFER_REQUESTED)
     ledger.close()
 
 

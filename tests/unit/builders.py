@@ -161,9 +161,6 @@ class Failing:
     def publish(self, request: TransferRequest) -> None:
         raise self.error
 
-    def recall(self, identity: str) -> LedgerEntry | None:
-        raise self.error
-
     def claim_pid(self, identity: str, pid: str) -> str:
         raise self.error
 

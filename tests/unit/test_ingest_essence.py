@@ -244,7 +244,7 @@ def test_a_redelivery_after_a_crash_reuses_the_pid_the_ledger_holds(examples: Pa
     assert world.pids.minted == []
     assert list(world.transport.uploaded) == ["/VRT/TAPE-SHARE-EVENTS/a1b2c3d4e5.xml"]
     assert world.transfers.published[0].message_id == "a1b2c3d4e5"
-    assert world.ledger.recall(event.identity) == LedgerEntry(
+    assert world.ledger.entries.get(event.identity) == LedgerEntry(
         event.identity, "a1b2c3d4e5", Step.TRANSFER_REQUESTED
     )
 
@@ -255,7 +255,7 @@ def test_the_ledger_knows_the_pid_before_the_sidecar_goes_out(examples: Path) ->
     event = event_of(golden_event(examples, ESSENCE))
     with pytest.raises(Rejected):
         world.ingest.execute(event, correlation_id="c")
-    assert world.ledger.recall(event.identity) == LedgerEntry(
+    assert world.ledger.entries.get(event.identity) == LedgerEntry(
         event.identity, "k98z0d4w1q", Step.PID_CLAIMED
     )
 

@@ -234,7 +234,7 @@ def test_a_consumer_whose_lease_lapsed_stops_at_its_next_ledger_write(examples: 
     with pytest.raises(ClaimedElsewhere):
         use_case.execute(event, correlation_id="a")
     assert world.transport.uploads == [] and world.transfers.published == []
-    assert world.ledger.recall(event.identity) is None  # its PID was never stored
+    assert world.ledger.entries.get(event.identity) is None  # its PID was never stored
 
 
 def test_a_finished_event_is_not_claimed_again(examples: Path) -> None:
