@@ -6,11 +6,11 @@ import functools
 import os
 import sys
 from collections.abc import Iterator
+from contextlib import closing
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TextIO
 
-import requests
 from dependency_injector import containers, providers
 
 from s3_events_handler.adapters.config import (
@@ -34,7 +34,6 @@ from s3_events_handler.adapters.pid import LocalPids, PidWebService, uses_pid_se
 from s3_events_handler.adapters.rabbitmq import (
     AmqpTransferRequests,
     BrokerConnection,
-    BrokerSettings,
     Consumer,
 )
 from s3_events_handler.adapters.rabbitmq.dead_letters import DeadLetterQueue
@@ -43,13 +42,6 @@ from s3_events_handler.application.limits import ConsumerLedger
 from s3_events_handler.application.ordering import ordering_key
 from s3_events_handler.domain.errors import ServiceUnavailable
 from s3_events_handler.domain.use_cases import IngestEssence, RemoveEssence
-
-
-def http_session(url: str, connections: int) -> Iterator[requests.Session]:
-    """One keep-alive session per outside service, a connection per worker, closed at shutdown."""
-    session = service_session(url, connections=connections)
-    yield session
-    session.close()
 
 
 def ftp_transport(ftp: FtpSettings, connections: int) -> Iterator[FtpTransportServer]:
@@ -66,13 +58,6 @@ def ftp_transport(ftp: FtpSettings, connections: int) -> Iterator[FtpTransportSe
     )
     yield transport
     transport.close()
-
-
-def broker_connection(settings: BrokerSettings) -> Iterator[BrokerConnection]:
-    """Opened by whoever uses it first (the consumer reconnects on its own); closed at shutdown."""
-    connection = BrokerConnection(settings)
-    yield connection
-    connection.close()
 
 
 def open_ledger(ledger: LedgerSettings, workers: int) -> Iterator[ConsumerLedger]:
@@ -118,7 +103,8 @@ class Container(containers.DeclarativeContainer):
 
     settings = providers.Dependency(instance_of=Settings)
     broker_settings = settings.provided.broker
-    broker = providers.Resource(broker_connection, settings=broker_settings)
+    # Opened by whoever uses it first (the consumer reconnects on its own); closed at shutdown.
+    broker = providers.Resource(closing, providers.Factory(BrokerConnection, broker_settings))
 
     # Metrics and health (contract §7): the registry belongs to this container, so to the process.
     metrics_registry = providers.Singleton(process_registry)
@@ -144,10 +130,13 @@ class Container(containers.DeclarativeContainer):
     workers = settings.provided.concurrency
     mediahaven = settings.provided.mediahaven
     http_timeout = settings.provided.http_timeout_seconds
-    mediahaven_session = providers.Resource(http_session, mediahaven.host, workers)
-    pid_session = providers.Resource(http_session, settings.provided.pid_service_host, workers)
+    # One keep-alive session per outside service, a connection per worker, closed at shutdown.
+    mediahaven_session = providers.Resource(service_session, mediahaven.host, connections=workers)
+    pid_session = providers.Resource(
+        service_session, settings.provided.pid_service_host, connections=workers
+    )
     organisations_session = providers.Resource(
-        http_session, settings.provided.organisations_host, workers
+        service_session, settings.provided.organisations_host, connections=workers
     )
 
     records = providers.Singleton(
