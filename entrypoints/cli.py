@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from s3_events_handler.adapters.config import ConfigError
+from s3_events_handler.adapters.rabbitmq import BrokerCertificateError, check_certificate
 from s3_events_handler.adapters.rabbitmq.dead_letter_model import ReplayStopped
 from s3_events_handler.adapters.rabbitmq.dead_letters import DeadLetterQueue
 from s3_events_handler.application.replay import Choosing
@@ -50,7 +51,6 @@ from s3_events_handler.entrypoints.reconcile import ready as ready_to_reconcile
 from s3_events_handler.entrypoints.reconcile import run as run_reconcile
 from s3_events_handler.entrypoints.service import (
     cannot_read,
-    check_broker_certificate,
     consume,
     process,
     start,
@@ -61,11 +61,10 @@ from s3_events_handler.entrypoints.terminal import PROG, complain, stop_writing
 
 
 def _configured_for_the_broker(config_path: Path) -> Container:
-    """Settings loaded and logging set up, nothing opened, and the broker's certificate
-    verified: one that never will be is a setting to fix (exit 2), as for `consume` and
-    `check-config`, not an outage."""
+    """Settings loaded, nothing opened, and the broker's certificate verified as `consume`
+    verifies it at its start."""
     container = build_container(config_path, quiet=True)
-    check_broker_certificate(container)
+    check_certificate(container.broker_settings())
     return container
 
 
@@ -73,10 +72,11 @@ def _on(
     config_path: Path, ready: Callable[[Path], Container], command: Callable[[Container], int]
 ) -> int:
     """`command` on the container `ready` makes: `start` (the service),
-    `_configured_for_the_broker` or the reconcile module's `ready`."""
+    `_configured_for_the_broker` or the reconcile module's `ready`. A broker certificate
+    never accepted is a setting to fix (exit 2), not an outage."""
     try:
         container = ready(config_path)
-    except (ConfigError, OSError) as error:
+    except (ConfigError, BrokerCertificateError, OSError) as error:
         complain(f"cannot start: {error}")
         return ExitCode.SETTINGS
     try:

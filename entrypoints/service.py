@@ -11,13 +11,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from s3_events_handler.adapters.config import ConfigError
 from s3_events_handler.adapters.cpu_affinity import pin_to_one_cpu
-from s3_events_handler.adapters.rabbitmq import (
-    BrokerCertificateError,
-    cannot_reach,
-    check_certificate,
-)
+from s3_events_handler.adapters.rabbitmq import cannot_reach, check_certificate
 from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
 from s3_events_handler.entrypoints.container import Container, build_container
 from s3_events_handler.entrypoints.exit_codes import ExitCode
@@ -28,16 +23,15 @@ log = logging.getLogger("s3-events-handler")
 
 def start(config_path: Path, *, log_to: TextIO | None = None) -> Container:
     """`build_container`, the destination table read and the resources opened (the ledger
-    among them); raises `ConfigError`, with whatever was opened closed again.
-
-    A bad table or ledger, or a broker certificate that cannot be verified, stops the
-    start, not the first event; all are checked before anything is logged, so a failed
-    start says one thing.
+    among them); raises `ConfigError` or `BrokerCertificateError`, with whatever was opened
+    closed again. Each is checked before anything is logged: a failed start says one thing.
     """
     container = build_container(config_path, log_to=log_to)
     try:
         destinations = container.destinations()
-        check_broker_certificate(container)
+        # One the service will never accept is a setting to fix: without this, the consumer
+        # would reconnect forever as if the broker were down.
+        check_certificate(container.broker_settings())
         container.init_resources()
     except BaseException:
         container.shutdown_resources()
@@ -49,15 +43,6 @@ def start(config_path: Path, *, log_to: TextIO | None = None) -> Container:
         dict(destinations.folders),
     )
     return container
-
-
-def check_broker_certificate(container: Container) -> None:
-    """With RABBIT_MQ_SSL, a certificate the service will never accept is a setting to fix:
-    without this, the consumer would reconnect forever as if the broker were down."""
-    try:
-        check_certificate(container.broker_settings())
-    except BrokerCertificateError as error:
-        raise ConfigError([], [str(error)]) from None
 
 
 def consume(container: Container) -> int:
