@@ -61,11 +61,8 @@ def ftp_transport(ftp: FtpSettings, connections: int) -> Iterator[FtpTransportSe
 
 
 def open_ledger(ledger: LedgerSettings, workers: int) -> Iterator[ConsumerLedger]:
-    """PostgreSQL when LEDGER_DSN is set (several consumers), else a SQLite file.
-
-    Opened at start: a ledger that cannot be opened is a setting to fix, named as such.
-    PostgreSQL gets a connection per worker (`connections`) at most.
-    """
+    """PostgreSQL when LEDGER_DSN is set (several consumers), else a SQLite file; opened at
+    start, so one that cannot be opened is a setting to fix, named as such."""
     retention_days, lease_seconds = ledger.retention_days, ledger.claim_lease_seconds
     try:
         chosen: PostgresLedger | SqliteLedger = (
@@ -73,7 +70,7 @@ def open_ledger(ledger: LedgerSettings, workers: int) -> Iterator[ConsumerLedger
                 ledger.dsn,
                 retention_days=retention_days,
                 lease_seconds=lease_seconds,
-                connections=workers + 1,  # and the heartbeat that renews the claims
+                connections=workers + 1,  # one a worker, one for the heartbeat renewing claims
             )
             if ledger.dsn
             else SqliteLedger(
@@ -231,14 +228,9 @@ def build_container(
     log_to: TextIO | None = None,
     needs: tuple[str, ...] = (),
 ) -> Container:
-    """Settings loaded and checked, logging set up; raises `ConfigError`.
-
-    The log goes to standard output, where the platform reads a service's lines, or to
-    `log_to`. `quiet`: an operator command prints its own report on standard output, so
-    its log goes to standard error and shows warnings and errors only, unless
-    LOG_LEVEL=DEBUG asks for everything. `needs`: the optional settings a command cannot
-    do without (`load_settings`).
-    """
+    """Settings loaded and checked, logging set up (docs/operations.md, "Logs"); raises
+    `ConfigError`. `quiet`: an operator command's log, warnings up, on standard error.
+    `needs`: the optional settings the command cannot do without (`load_settings`)."""
     settings = load_settings(config_path, os.environ, needs=needs)
     level = settings.log_level
     if quiet and level == "INFO":

@@ -1,8 +1,5 @@
-"""`s3-events-handler demo`: the example events end to end on the in-memory adapters.
-
-Shows what the service sends where, without any outside system: the sidecars
-on the transport server, the transfer requests, and the MediaHaven calls.
-"""
+"""`s3-events-handler demo`: the example events end to end on the in-memory adapters, and
+what the service sends where: the sidecars, the transfer requests, the MediaHaven calls."""
 
 from __future__ import annotations
 

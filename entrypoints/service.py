@@ -29,8 +29,8 @@ def start(config_path: Path, *, log_to: TextIO | None = None) -> Container:
     container = build_container(config_path, log_to=log_to)
     try:
         destinations = container.destinations()
-        # One the service will never accept is a setting to fix: without this, the consumer
-        # would reconnect forever as if the broker were down.
+        # A broker certificate never accepted is a setting to fix: without this check, the
+        # consumer would reconnect forever as if the broker were down.
         check_certificate(container.broker_settings())
         container.init_resources()
     except BaseException:
