@@ -49,12 +49,7 @@ from s3_events_handler.entrypoints.reconcile import RECONCILE_HELP
 from s3_events_handler.entrypoints.reconcile import add_arguments as reconcile_arguments
 from s3_events_handler.entrypoints.reconcile import ready as ready_to_reconcile
 from s3_events_handler.entrypoints.reconcile import run as run_reconcile
-from s3_events_handler.entrypoints.service import (
-    cannot_read,
-    consume,
-    process,
-    start,
-)
+from s3_events_handler.entrypoints.service import cannot_read, consume, process, start
 from s3_events_handler.entrypoints.terminal import PROG, complain, stop_writing
 
 # -- running a command ---------------------------------------------------------------------

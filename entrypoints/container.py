@@ -31,11 +31,7 @@ from s3_events_handler.adapters.mediahaven import MediaHavenRecords
 from s3_events_handler.adapters.metrics import PrometheusTelemetry, process_registry
 from s3_events_handler.adapters.organisations import CachedOrganisations, OrganisationsApi
 from s3_events_handler.adapters.pid import LocalPids, PidWebService, uses_pid_service
-from s3_events_handler.adapters.rabbitmq import (
-    AmqpTransferRequests,
-    BrokerConnection,
-    Consumer,
-)
+from s3_events_handler.adapters.rabbitmq import AmqpTransferRequests, BrokerConnection, Consumer
 from s3_events_handler.adapters.rabbitmq.dead_letters import DeadLetterQueue
 from s3_events_handler.application.handler import MessageHandler
 from s3_events_handler.application.limits import ConsumerLedger
