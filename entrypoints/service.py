@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 from s3_events_handler.adapters.cpu_affinity import pin_to_one_cpu
 from s3_events_handler.adapters.rabbitmq import cannot_reach, check_certificate
-from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
+from s3_events_handler.application.messages import Delivery, Done, Outcome, Retry, Split
 from s3_events_handler.entrypoints.container import Container, build_container
 from s3_events_handler.entrypoints.exit_codes import ExitCode
 from s3_events_handler.entrypoints.terminal import complain
@@ -92,19 +92,20 @@ def cannot_read(source: str, error: OSError) -> int:
 
 
 def _report(handle: Any, delivery: Delivery) -> int:
+    """The outcome as one line of JSON, and its exit status: a split message's is its worst
+    record's, a retry before a dead letter, since a retried record may yet succeed."""
     outcome: Outcome = handle(delivery)
     if isinstance(outcome, Split):
         return max(_report(handle, Delivery(body=body)) for body in outcome.bodies)
-    print(json.dumps(_as_json(outcome), ensure_ascii=False))
-    if isinstance(outcome, Done):
-        return ExitCode.OK
-    return ExitCode.TEMPFAIL if isinstance(outcome, Retry) else ExitCode.FAILED
-
-
-def _as_json(outcome: Done | Retry | DeadLetter) -> dict[str, Any]:
     said: dict[str, Any] = {"outcome": outcome.event_outcome.action}
     if isinstance(outcome, Done):
-        return said | {"result": outcome.result.kind, "summary": outcome.summary}
-    if isinstance(outcome, Retry):
-        return said | {"reason": outcome.reason, "delay": outcome.delay_seconds}
-    return said | {"reason": outcome.reason, "stage": outcome.stage}
+        said |= {"result": outcome.result.kind, "summary": outcome.summary}
+        status = ExitCode.OK
+    elif isinstance(outcome, Retry):
+        said |= {"reason": outcome.reason, "delay": outcome.delay_seconds}
+        status = ExitCode.TEMPFAIL
+    else:
+        said |= {"reason": outcome.reason, "stage": outcome.stage}
+        status = ExitCode.FAILED
+    print(json.dumps(said, ensure_ascii=False))
+    return status
