@@ -15,7 +15,6 @@ from dependency_injector import containers, providers
 
 from s3_events_handler.adapters.config import (
     ConfigError,
-    FtpSettings,
     LedgerSettings,
     Settings,
     load_settings,
@@ -38,22 +37,6 @@ from s3_events_handler.application.limits import ConsumerLedger
 from s3_events_handler.application.ordering import ordering_key
 from s3_events_handler.domain.errors import ServiceUnavailable
 from s3_events_handler.domain.use_cases import IngestEssence, RemoveEssence
-
-
-def ftp_transport(ftp: FtpSettings, connections: int) -> Iterator[FtpTransportServer]:
-    """A connection per worker at most, each opened on its first upload; an FTP host setting
-    that cannot be read stops the start, not the first upload."""
-    transport = FtpTransportServer(
-        host=ftp.host,
-        user=ftp.user,
-        password=ftp.password,
-        timeout=ftp.timeout_seconds,
-        tls=ftp.tls,
-        ca_file=ftp.ca_file,
-        connections=connections,
-    )
-    yield transport
-    transport.close()
 
 
 def open_ledger(ledger: LedgerSettings, workers: int) -> Iterator[ConsumerLedger]:
@@ -163,14 +146,29 @@ class Container(containers.DeclarativeContainer):
         ),
         ttl_seconds=settings.provided.organisations_cache_seconds,
     )
-    transport = providers.Resource(ftp_transport, settings.provided.ftp, workers)
+    ftp = settings.provided.ftp
+    # A connection per worker at most, each opened on its first upload; an FTP host setting
+    # that cannot be read stops the start, not the first upload.
+    transport = providers.Resource(
+        closing,
+        providers.Factory(
+            FtpTransportServer,
+            host=ftp.host,
+            user=ftp.user,
+            password=ftp.password,
+            timeout=ftp.timeout_seconds,
+            tls=ftp.tls,
+            ca_file=ftp.ca_file,
+            connections=workers,
+        ),
+    )
     transfers = providers.Singleton(AmqpTransferRequests.for_settings, broker)
     ledger = providers.Resource(open_ledger, settings.provided.ledger, workers)
     destinations = providers.Singleton(
         load_destinations,
         settings.provided.destination_config,
         environment=settings.provided.environment,
-        transfer_host=settings.provided.ftp.host,
+        transfer_host=ftp.host,
     )
 
     # Each adapter's failures name their system; the handler counts them (application.handler).
