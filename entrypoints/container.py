@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Iterator
 from contextlib import closing
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -33,33 +32,26 @@ from s3_events_handler.adapters.pid import LocalPids, PidWebService, uses_pid_se
 from s3_events_handler.adapters.rabbitmq import AmqpTransferRequests, BrokerConnection, Consumer
 from s3_events_handler.adapters.rabbitmq.dead_letters import DeadLetterQueue
 from s3_events_handler.application.handler import MessageHandler
-from s3_events_handler.application.limits import ConsumerLedger
 from s3_events_handler.application.ordering import ordering_key
 from s3_events_handler.domain.errors import ServiceUnavailable
 from s3_events_handler.domain.use_cases import IngestEssence, RemoveEssence
 
 
-def open_ledger(ledger: LedgerSettings, workers: int) -> Iterator[ConsumerLedger]:
+def open_ledger(ledger: LedgerSettings, workers: int) -> PostgresLedger | SqliteLedger:
     """PostgreSQL when LEDGER_DSN is set (several consumers), else a SQLite file; opened at
     start, so one that cannot be opened is a setting to fix, named as such."""
     retention_days, lease_seconds = ledger.retention_days, ledger.claim_lease_seconds
     try:
-        chosen: PostgresLedger | SqliteLedger = (
-            PostgresLedger(
+        if ledger.dsn:
+            return PostgresLedger(
                 ledger.dsn,
                 retention_days=retention_days,
                 lease_seconds=lease_seconds,
                 connections=workers + 1,  # one a worker, one for the heartbeat renewing claims
             )
-            if ledger.dsn
-            else SqliteLedger(
-                ledger.path, retention_days=retention_days, lease_seconds=lease_seconds
-            )
-        )
+        return SqliteLedger(ledger.path, retention_days=retention_days, lease_seconds=lease_seconds)
     except ServiceUnavailable as error:
         raise ConfigError([], [f"{ledger.variable}: {error}"]) from None
-    yield chosen
-    chosen.close()
 
 
 def pid_source(environment: str) -> str:
@@ -163,7 +155,9 @@ class Container(containers.DeclarativeContainer):
         ),
     )
     transfers = providers.Singleton(AmqpTransferRequests.for_settings, broker)
-    ledger = providers.Resource(open_ledger, settings.provided.ledger, workers)
+    ledger = providers.Resource(
+        closing, providers.Callable(open_ledger, settings.provided.ledger, workers)
+    )
     destinations = providers.Singleton(
         load_destinations,
         settings.provided.destination_config,
