@@ -1,11 +1,10 @@
-"""The building blocks of the command line: a level of commands, each with its own help and
-`--config` after its name too, and the types its arguments are checked against."""
+"""The building blocks of the command line: a command with its own help and `--config` after
+its name too, and the types its arguments are checked against."""
 
 from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,35 +19,24 @@ def config_option(parser: argparse.ArgumentParser, *, default: Any) -> None:
     )
 
 
-class Commands:
-    """The commands of one level (`COMMAND`, or the `ACTION` of `dead-letters`)."""
-
-    def __init__(self, group: Any) -> None:
-        self._group = group
-        # `--config` after the command too; SUPPRESS keeps the value given before it, if any.
-        self._config_after = argparse.ArgumentParser(add_help=False)
-        config_option(self._config_after, default=argparse.SUPPRESS)
-
-    def add(
-        self,
-        name: str,
-        summary: str,
-        text: str,
-        run: Callable[[argparse.Namespace], int] | None = None,
-        *,
-        reads_settings: bool = True,
-    ) -> argparse.ArgumentParser:
-        """A command `name`: `summary` in its parent's list, `text` in its own help."""
-        sub: argparse.ArgumentParser = self._group.add_parser(
-            name,
-            parents=[self._config_after] if reads_settings else [],
-            help=summary,
-            description=text,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        if run is not None:
-            sub.set_defaults(run=run)
-        return sub
+def add_command(
+    commands: Any,
+    name: str,
+    summary: str,
+    text: str,
+    *,
+    reads_settings: bool = True,
+    **defaults: Any,
+) -> argparse.ArgumentParser:
+    """A command `name` of `commands` (argparse's subparsers): `summary` in its parent's list,
+    `text` in its own help, `defaults` set on the arguments it parses."""
+    sub: argparse.ArgumentParser = commands.add_parser(
+        name, help=summary, description=text, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    if reads_settings:  # `--config` after the command too; SUPPRESS keeps one given before it
+        config_option(sub, default=argparse.SUPPRESS)
+    sub.set_defaults(**defaults)
+    return sub
 
 
 def choice_arguments(sub: argparse.ArgumentParser, done: str) -> None:

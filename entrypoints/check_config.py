@@ -1,24 +1,12 @@
 """`check-config`: are the settings right, and does every system the consumer needs answer?
 
-It must be safe to run against production at any time, so it only reads:
-
-- the broker: with TLS, the certificate check `consume` makes at its start (a certificate
-  that cannot be verified is a setting to fix, as there); then passive declares, on a
-  connection that declares nothing (a missing queue is reported, not created);
-- MediaHaven: a token grant and one authenticated search. A grant alone proves the
-  credentials; the search also proves the records API is where MEDIAHAVEN_API_HOST says and
-  that the API user may search, which is the first thing every event needs;
-- the PID service: a TCP connection only. Every request to it mints a PID, and HEAD runs the
-  same handler as GET in many frameworks;
-- the Organisations API: one lookup (a query, nothing stored) of an OR-id nobody has;
-- the FTP server: a login and a listing of the destination folders, nothing uploaded;
-- the ledger: its location looked at (a SQLite file is not created) or one SELECT in its
-  database; opening it for real would create it and prune it.
+It only reads, so it is safe against production at any time: what each check does, and
+why that and no more, is in docs/operations.md ("Checking a deployment").
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -32,7 +20,7 @@ from s3_events_handler.adapters.pid import accepts_connections, uses_pid_service
 from s3_events_handler.adapters.rabbitmq import BrokerCertificateError, check_certificate
 from s3_events_handler.adapters.rabbitmq.inspection import Found, inspect_topology
 from s3_events_handler.application.reasons import Redactor, one_line
-from s3_events_handler.domain.errors import S3EventsHandlerError
+from s3_events_handler.domain.errors import Rejected, S3EventsHandlerError, System
 from s3_events_handler.domain.model import Query, Term
 from s3_events_handler.entrypoints.container import Container, build_container
 from s3_events_handler.entrypoints.exit_codes import ExitCode
@@ -54,7 +42,9 @@ class Finding:
     wrong_setting: bool = False
 
 
-Check = Callable[[Container], Iterable[Finding]]
+# A check yields the detail of its own line when it passes, and any line of its own making
+# (the broker's, one per queue and exchange); it raises when it fails.
+Check = Callable[[Container], Iterator[str | Finding]]
 
 
 def check_config(config_path: Path, out: TextIO) -> int:
@@ -70,18 +60,19 @@ def check_config(config_path: Path, out: TextIO) -> int:
     report.mask = Redactor(settings.secrets, shortest=SHORTEST_MASKED_SECRET).redact
     environment = settings.environment
     report.add(Finding("settings", True, f"read {config_path}; APP_ENVIRONMENT={environment}"))
-    checks: list[Check] = [
-        _destination_table,
-        _ledger,
-        _broker,
-        _mediahaven,
-        _pid_service,
-        _organisations,
-        _ftp,
+    # Each system's subject, where it is when its lines should say so, and its check.
+    checks: list[tuple[str, str, Check]] = [
+        ("destination table", "", _destination_table),
+        ("ledger", "", _ledger),
+        ("broker", "", _broker),
+        ("MediaHaven", settings.mediahaven.host, _mediahaven),
+        ("PID service", "", _pid_service),
+        ("Organisations API", settings.organisations_host, _organisations),
+        ("FTP server", "", _ftp),
     ]
     try:
-        for check in checks:
-            report.run(check, container)
+        for subject, where, check in checks:
+            report.run(subject, where, check, container)
     finally:
         container.shutdown_resources()
     return report.finish()
@@ -93,12 +84,19 @@ class _Report:
         self._findings: list[Finding] = []
         self.mask: Callable[[str], str] = str
 
-    def run(self, check: Check, container: Container) -> None:
-        """Every finding of `check`; one it did not foresee fails it rather than the command."""
-        subject = check.__name__.strip("_").replace("_", " ")
+    def run(self, subject: str, where: str, check: Check, container: Container) -> None:
+        """The lines of `check`, or the one that says why it failed: a setting to fix for a
+        `ConfigError` or a broker certificate never accepted, else a system that does not
+        answer as it should (a failure nobody foresaw among them, rather than the command's)."""
+        at = f"{where}: " if where else ""
         try:
-            for finding in check(container):
-                self.add(finding)
+            for line in check(container):
+                ok = line if isinstance(line, Finding) else Finding(subject, True, at + line)
+                self.add(ok)
+        except (ConfigError, BrokerCertificateError) as error:
+            self.add(Finding(subject, False, at + str(error), wrong_setting=True))
+        except S3EventsHandlerError as error:
+            self.add(Finding(subject, False, at + str(error)))
         except Exception as error:
             self.add(Finding(subject, False, f"unexpected {type(error).__name__}: {error}"))
 
@@ -120,50 +118,31 @@ class _Report:
         return ExitCode.FAILED
 
 
-def _destination_table(container: Container) -> Iterator[Finding]:
-    settings = container.settings()
-    try:
-        destinations = container.destinations()
-    except ConfigError as error:
-        yield Finding("destination table", False, str(error), wrong_setting=True)
-        return
-    yield Finding(
-        "destination table",
-        True,
+def _destination_table(container: Container) -> Iterator[str]:
+    settings, destinations = container.settings(), container.destinations()
+    yield (
         f"{settings.destination_config}: {len(destinations.folders)} CP name(s) listed for "
-        f"{settings.environment}, any other goes to {destinations.default_folder}",
+        f"{settings.environment}, any other goes to {destinations.default_folder}"
     )
 
 
-def _ledger(container: Container) -> Iterator[Finding]:
+def _ledger(container: Container) -> Iterator[str]:
     ledger = container.settings().ledger
     try:
         if ledger.dsn:
-            yield Finding(
-                "ledger", True, f"PostgreSQL (LEDGER_DSN): {inspect_database(ledger.dsn)}"
-            )
+            yield f"PostgreSQL (LEDGER_DSN): {inspect_database(ledger.dsn)}"
         else:
-            yield Finding("ledger", True, f"SQLite (LEDGER_PATH): {inspect_location(ledger.path)}")
-    except ValueError as error:
-        yield Finding("ledger", False, f"{ledger.variable}: {error}", wrong_setting=True)
-    except S3EventsHandlerError as error:
-        yield Finding("ledger", False, str(error))
+            yield f"SQLite (LEDGER_PATH): {inspect_location(ledger.path)}"
+    except ValueError as error:  # the location or the DSN itself is wrong
+        raise ConfigError([], [f"{ledger.variable}: {error}"]) from None
 
 
-def _broker(container: Container) -> Iterator[Finding]:
+def _broker(container: Container) -> Iterator[str | Finding]:
     settings = container.broker_settings()
-    try:
-        # As `consume` at its start: a certificate it will never accept is a setting to fix.
-        check_certificate(settings)
-        found = inspect_topology(settings)
-    except BrokerCertificateError as error:
-        yield Finding("broker", False, str(error), wrong_setting=True)
-        return
-    except S3EventsHandlerError as error:
-        yield Finding("broker", False, str(error))
-        return
+    check_certificate(settings)  # as `consume` at its start
+    found = inspect_topology(settings)
     where = f"{settings.host}:{settings.port}, vhost {settings.vhost}, user {settings.user}"
-    yield Finding("broker", True, f"connected to {where}")
+    yield f"connected to {where}"
     own = set(settings.own_queues)
     yield from (_presence(item, own) for item in found)
 
@@ -180,71 +159,42 @@ def _presence(item: Found, own_queues: set[str]) -> Finding:
     return Finding(subject, True, "exists")
 
 
-def _mediahaven(container: Container) -> Iterator[Finding]:
-    host = container.settings().mediahaven.host
-    try:
-        records = list(
-            container.records().search(Query.any_of(Term("s3_object_key", PROBE_OBJECT_KEY)))
-        )
-    except S3EventsHandlerError as error:
-        yield Finding("MediaHaven", False, f"{host}: {error}")
-        return
-    yield Finding(
-        "MediaHaven", True, f"{host}: token granted, a search answered ({len(records)} found)"
-    )
+def _mediahaven(container: Container) -> Iterator[str]:
+    probe = Query.any_of(Term("s3_object_key", PROBE_OBJECT_KEY))
+    yield f"token granted, a search answered ({len(list(container.records().search(probe)))} found)"
 
 
-def _pid_service(container: Container) -> Iterator[Finding]:
+def _pid_service(container: Container) -> Iterator[str]:
     settings = container.settings()
     if not uses_pid_service(settings.environment):
-        yield Finding(
-            "PID service", True, f"not used: APP_ENVIRONMENT={settings.environment} mints locally"
-        )
+        yield f"not used: APP_ENVIRONMENT={settings.environment} mints locally"
         return
-    try:
-        where = accepts_connections(
-            settings.pid_service_host, timeout=settings.http_timeout_seconds
-        )
-    except S3EventsHandlerError as error:
-        yield Finding("PID service", False, str(error))
-        return
-    yield Finding("PID service", True, f"{where} accepts connections (not asked: that mints a PID)")
+    where = accepts_connections(settings.pid_service_host, timeout=settings.http_timeout_seconds)
+    yield f"{where} accepts connections (not asked: that mints a PID)"
 
 
-def _organisations(container: Container) -> Iterator[Finding]:
-    url = container.settings().organisations_host
+def _organisations(container: Container) -> Iterator[str]:
     try:
         label = container.organisations().cp_name(PROBE_OR_ID)
     except NoMamLabel:
         label = "none, as expected"
-    except S3EventsHandlerError as error:
-        yield Finding("Organisations API", False, f"{url}: {error}")
-        return
-    yield Finding("Organisations API", True, f"{url}: answered a lookup ({PROBE_OR_ID}: {label})")
+    yield f"answered a lookup ({PROBE_OR_ID}: {label})"
 
 
-def _ftp(container: Container) -> Iterator[Finding]:
-    host, user = container.settings().ftp.host, container.settings().ftp.user
+def _ftp(container: Container) -> Iterator[str]:
+    ftp = container.settings().ftp
     try:
         folders = container.destinations().folders
     except ConfigError:
         folders = {}  # reported by the destination table's check; the login is still worth it
     wanted = sorted({(cp, folder) for cp, kinds in folders.items() for folder in kinds.values()})
-    try:
-        found = container.transport().find_folders(wanted)
-    except S3EventsHandlerError as error:
-        yield Finding("FTP server", False, str(error))
-        return
+    found = container.transport().find_folders(wanted)
     missing = [f"/{cp}/{folder}" for (cp, folder), path in found.items() if path is None]
     if missing:
-        yield Finding(
-            "FTP server",
-            False,
-            f"{host}: logged in as {user}, but no folder "
-            f"{', '.join(missing)} (CP name in any case); the service does not create them",
+        raise Rejected(
+            f"{ftp.host}: logged in as {ftp.user}, but no folder {', '.join(missing)} "
+            "(CP name in any case); the service does not create them",
+            system=System.FTP,
         )
-        return
     present = ", ".join(path for path in found.values() if path) or "none listed in the table"
-    yield Finding(
-        "FTP server", True, f"{host}: logged in as {user}; destination folders: {present}"
-    )
+    yield f"{ftp.host}: logged in as {ftp.user}; destination folders: {present}"

@@ -11,12 +11,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from s3_events_handler.adapters.config import ConfigError
+from s3_events_handler.adapters.rabbitmq import BrokerCertificateError, check_certificate
 from s3_events_handler.adapters.rabbitmq.dead_letter_model import ReplayStopped
 from s3_events_handler.adapters.rabbitmq.dead_letters import DeadLetterQueue
 from s3_events_handler.application.replay import Choosing
 from s3_events_handler.domain.errors import ServiceUnavailable
 from s3_events_handler.entrypoints.arguments import (
-    Commands,
+    add_command,
     choice_arguments,
     config_option,
     non_empty,
@@ -48,24 +49,17 @@ from s3_events_handler.entrypoints.reconcile import RECONCILE_HELP
 from s3_events_handler.entrypoints.reconcile import add_arguments as reconcile_arguments
 from s3_events_handler.entrypoints.reconcile import ready as ready_to_reconcile
 from s3_events_handler.entrypoints.reconcile import run as run_reconcile
-from s3_events_handler.entrypoints.service import (
-    cannot_read,
-    check_broker_certificate,
-    consume,
-    process,
-    start,
-)
+from s3_events_handler.entrypoints.service import cannot_read, consume, process, start
 from s3_events_handler.entrypoints.terminal import PROG, complain, stop_writing
 
 # -- running a command ---------------------------------------------------------------------
 
 
 def _configured_for_the_broker(config_path: Path) -> Container:
-    """Settings loaded and logging set up, nothing opened, and the broker's certificate
-    verified: one that never will be is a setting to fix (exit 2), as for `consume` and
-    `check-config`, not an outage."""
+    """Settings loaded, nothing opened, and the broker's certificate verified as `consume`
+    verifies it at its start."""
     container = build_container(config_path, quiet=True)
-    check_broker_certificate(container)
+    check_certificate(container.broker_settings())
     return container
 
 
@@ -73,10 +67,11 @@ def _on(
     config_path: Path, ready: Callable[[Path], Container], command: Callable[[Container], int]
 ) -> int:
     """`command` on the container `ready` makes: `start` (the service),
-    `_configured_for_the_broker` or the reconcile module's `ready`."""
+    `_configured_for_the_broker` or the reconcile module's `ready`. A broker certificate
+    never accepted is a setting to fix (exit 2), not an outage."""
     try:
         container = ready(config_path)
-    except (ConfigError, OSError) as error:
+    except (ConfigError, BrokerCertificateError, OSError) as error:
         complain(f"cannot start: {error}")
         return ExitCode.SETTINGS
     try:
@@ -96,11 +91,10 @@ def _run_process(args: argparse.Namespace) -> int:
     return _on(args.config, start_logging_aside, lambda container: process(container, args.file))
 
 
-def _on_the_dead_letters(
-    args: argparse.Namespace, command: Callable[[DeadLetterQueue], int]
-) -> int:
-    """`command` on the dead-letter queue, with the settings and no resources opened; the
-    broker or a queue failing it is one line and exit 1."""
+def _on_the_dead_letters(args: argparse.Namespace) -> int:
+    """The `dead-letters` action on the queue, with the settings and no resources opened;
+    the broker or a queue failing it is one line and exit 1."""
+    action: Callable[[DeadLetterQueue, argparse.Namespace], int] = args.on_queue
 
     def on(container: Container) -> int:
         if logging.getLevelNamesMapping()[container.settings().log_level] <= logging.INFO:
@@ -108,7 +102,7 @@ def _on_the_dead_letters(
             # removal `drop` makes is logged all the same, unless LOG_LEVEL asks for less.
             logging.getLogger(REMOVALS_LOGGER).setLevel(logging.INFO)
         try:
-            return command(container.dead_letter_queue())
+            return action(container.dead_letter_queue(), args)
         except (ServiceUnavailable, ReplayStopped) as error:
             complain(str(error))
             return ExitCode.FAILED
@@ -116,33 +110,10 @@ def _on_the_dead_letters(
     return _on(args.config, _configured_for_the_broker, on)
 
 
-def _run_dead_letters_list(args: argparse.Namespace) -> int:
-    return _on_the_dead_letters(
-        args,
-        lambda queue: list_dead_letters(queue, sys.stdout, as_json=args.json, limit=args.limit),
-    )
-
-
-def _run_dead_letters_show(args: argparse.Namespace) -> int:
-    return _on_the_dead_letters(args, lambda queue: show_dead_letter(queue, args.id, sys.stdout))
-
-
-def _run_dead_letters_replay(args: argparse.Namespace) -> int:
-    choosing, _ = _chosen(args)
-    return _on_the_dead_letters(
-        args,
-        lambda queue: replay_dead_letters(queue, choosing, dry_run=args.dry_run, out=sys.stdout),
-    )
-
-
-def _run_dead_letters_drop(args: argparse.Namespace) -> int:
+def _drop(queue: DeadLetterQueue, args: argparse.Namespace) -> int:
     choosing, what = _chosen(args)
-
-    def drop(queue: DeadLetterQueue) -> int:
-        return drop_dead_letters(queue, choosing, what=what, yes=args.yes, dry_run=args.dry_run,
-                                 out=sys.stdout, stdin=sys.stdin, err=sys.stderr)  # fmt: skip
-
-    return _on_the_dead_letters(args, drop)
+    return drop_dead_letters(queue, choosing, what=what, yes=args.yes, dry_run=args.dry_run,
+                             out=sys.stdout, stdin=sys.stdin, err=sys.stderr)  # fmt: skip
 
 
 def _chosen(args: argparse.Namespace) -> tuple[Choosing, str]:
@@ -182,41 +153,54 @@ def parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {package_version()}")
     config_option(parser, default=Path(os.environ.get("CONFIG_PATH", "config.yml")))
-    commands = Commands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    commands.add("consume", "consume S3 events until stopped", CONSUME_HELP,
-                 lambda args: _on(args.config, start, consume))  # fmt: skip
-    one = commands.add("process", "run one event through the service", PROCESS_HELP, _run_process)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_command(commands, "consume", "consume S3 events until stopped", CONSUME_HELP,
+                run=lambda args: _on(args.config, start, consume))  # fmt: skip
+    one = add_command(commands, "process", "run one event through the service", PROCESS_HELP,
+                      run=_run_process)  # fmt: skip
     one.add_argument("file", help="a file holding the event JSON, or - for standard input")
-    commands.add("demo", "run the example events on in-memory adapters", DEMO_HELP,
-                 lambda args: run_demo(sys.stdout), reads_settings=False)  # fmt: skip
-    commands.add("check-config", "check settings and every system, read-only", CHECK_CONFIG_HELP,
-                 lambda args: check_config(args.config, sys.stdout))  # fmt: skip
-    dead = commands.add(
-        "dead-letters", "list, show, replay or drop dead letters", DEAD_LETTERS_HELP
-    )
-    actions = Commands(dead.add_subparsers(dest="action", required=True, metavar="ACTION"))
-    listing = actions.add("list", "list the dead letters, leaving them in place", LIST_HELP,
-                          _run_dead_letters_list)  # fmt: skip
+    add_command(commands, "demo", "run the example events on in-memory adapters", DEMO_HELP,
+                reads_settings=False, run=lambda args: run_demo(sys.stdout))  # fmt: skip
+    add_command(commands, "check-config", "check settings and every system, read-only",
+                CHECK_CONFIG_HELP,
+                run=lambda args: check_config(args.config, sys.stdout))  # fmt: skip
+    dead = add_command(commands, "dead-letters", "list, show, replay or drop dead letters",
+                       DEAD_LETTERS_HELP, run=_on_the_dead_letters)  # fmt: skip
+    actions = dead.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = add_command(
+        actions, "list", "list the dead letters, leaving them in place", LIST_HELP,
+        on_queue=lambda queue, args: list_dead_letters(
+            queue, sys.stdout, as_json=args.json, limit=args.limit
+        ),
+    )  # fmt: skip
     listing.add_argument(
         "--json", action="store_true", help="one JSON object a line instead of the table"
     )
     listing.add_argument(
         "--limit", metavar="N", type=positive, help="stop after the first N (head first)"
     )
-    show = actions.add("show", "print the headers and body of one dead letter", SHOW_HELP,
-                       _run_dead_letters_show)  # fmt: skip
+    show = add_command(
+        actions, "show", "print the headers and body of one dead letter", SHOW_HELP,
+        on_queue=lambda queue, args: show_dead_letter(queue, args.id, sys.stdout),
+    )  # fmt: skip
     show.add_argument("id", metavar="ID", type=non_empty, help="its id, as listed")
-    replay = actions.add("replay", "move dead letters back to the incoming queue", REPLAY_HELP,
-                         _run_dead_letters_replay)  # fmt: skip
+    replay = add_command(
+        actions, "replay", "move dead letters back to the incoming queue", REPLAY_HELP,
+        on_queue=lambda queue, args: replay_dead_letters(
+            queue, _chosen(args)[0], dry_run=args.dry_run, out=sys.stdout
+        ),
+    )  # fmt: skip
     choice_arguments(replay, "replayed")
-    drop = actions.add("drop", "remove dead letters for good", DROP_HELP, _run_dead_letters_drop)
+    drop = add_command(actions, "drop", "remove dead letters for good", DROP_HELP, on_queue=_drop)
     choice_arguments(drop, "dropped")
     drop.add_argument(
         "--yes", action="store_true", help="do it without asking (needed without a terminal)"
     )
-    reconcile = commands.add(
-        "reconcile", "compare a bucket with the archive; send back what is missing", RECONCILE_HELP,
-        lambda args: _on(args.config, ready_to_reconcile, functools.partial(run_reconcile, args)),
+    reconcile = add_command(
+        commands, "reconcile", "compare a bucket with the archive; send back what is missing",
+        RECONCILE_HELP, run=lambda args: _on(
+            args.config, ready_to_reconcile, functools.partial(run_reconcile, args)
+        ),
     )  # fmt: skip
     reconcile_arguments(reconcile, positive)
     return parser

@@ -5,17 +5,15 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Iterator
+from contextlib import closing
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TextIO
 
-import requests
 from dependency_injector import containers, providers
 
 from s3_events_handler.adapters.config import (
     ConfigError,
-    FtpSettings,
     LedgerSettings,
     Settings,
     load_settings,
@@ -31,74 +29,29 @@ from s3_events_handler.adapters.mediahaven import MediaHavenRecords
 from s3_events_handler.adapters.metrics import PrometheusTelemetry, process_registry
 from s3_events_handler.adapters.organisations import CachedOrganisations, OrganisationsApi
 from s3_events_handler.adapters.pid import LocalPids, PidWebService, uses_pid_service
-from s3_events_handler.adapters.rabbitmq import (
-    AmqpTransferRequests,
-    BrokerConnection,
-    BrokerSettings,
-    Consumer,
-)
+from s3_events_handler.adapters.rabbitmq import AmqpTransferRequests, BrokerConnection, Consumer
 from s3_events_handler.adapters.rabbitmq.dead_letters import DeadLetterQueue
 from s3_events_handler.application.handler import MessageHandler
-from s3_events_handler.application.limits import ConsumerLedger
 from s3_events_handler.application.ordering import ordering_key
 from s3_events_handler.domain.errors import ServiceUnavailable
 from s3_events_handler.domain.use_cases import IngestEssence, RemoveEssence
 
 
-def http_session(url: str, connections: int) -> Iterator[requests.Session]:
-    """One keep-alive session per outside service, a connection per worker, closed at shutdown."""
-    session = service_session(url, connections=connections)
-    yield session
-    session.close()
-
-
-def ftp_transport(ftp: FtpSettings, connections: int) -> Iterator[FtpTransportServer]:
-    """A connection per worker at most, each opened on its first upload; an FTP host setting
-    that cannot be read stops the start, not the first upload."""
-    transport = FtpTransportServer(
-        host=ftp.host,
-        user=ftp.user,
-        password=ftp.password,
-        timeout=ftp.timeout_seconds,
-        tls=ftp.tls,
-        ca_file=ftp.ca_file,
-        connections=connections,
-    )
-    yield transport
-    transport.close()
-
-
-def broker_connection(settings: BrokerSettings) -> Iterator[BrokerConnection]:
-    """Opened by whoever uses it first (the consumer reconnects on its own); closed at shutdown."""
-    connection = BrokerConnection(settings)
-    yield connection
-    connection.close()
-
-
-def open_ledger(ledger: LedgerSettings, workers: int) -> Iterator[ConsumerLedger]:
-    """PostgreSQL when LEDGER_DSN is set (several consumers), else a SQLite file.
-
-    Opened at start: a ledger that cannot be opened is a setting to fix, named as such.
-    PostgreSQL gets a connection per worker (`connections`) at most.
-    """
+def open_ledger(ledger: LedgerSettings, workers: int) -> PostgresLedger | SqliteLedger:
+    """PostgreSQL when LEDGER_DSN is set (several consumers), else a SQLite file; opened at
+    start, so one that cannot be opened is a setting to fix, named as such."""
     retention_days, lease_seconds = ledger.retention_days, ledger.claim_lease_seconds
     try:
-        chosen: PostgresLedger | SqliteLedger = (
-            PostgresLedger(
+        if ledger.dsn:
+            return PostgresLedger(
                 ledger.dsn,
                 retention_days=retention_days,
                 lease_seconds=lease_seconds,
-                connections=workers + 1,  # and the heartbeat that renews the claims
+                connections=workers + 1,  # one a worker, one for the heartbeat renewing claims
             )
-            if ledger.dsn
-            else SqliteLedger(
-                ledger.path, retention_days=retention_days, lease_seconds=lease_seconds
-            )
-        )
+        return SqliteLedger(ledger.path, retention_days=retention_days, lease_seconds=lease_seconds)
     except ServiceUnavailable as error:
         raise ConfigError([], [f"{ledger.variable}: {error}"]) from None
-    yield chosen
-    chosen.close()
 
 
 def pid_source(environment: str) -> str:
@@ -118,7 +71,8 @@ class Container(containers.DeclarativeContainer):
 
     settings = providers.Dependency(instance_of=Settings)
     broker_settings = settings.provided.broker
-    broker = providers.Resource(broker_connection, settings=broker_settings)
+    # Opened by whoever uses it first (the consumer reconnects on its own); closed at shutdown.
+    broker = providers.Resource(closing, providers.Factory(BrokerConnection, broker_settings))
 
     # Metrics and health (contract §7): the registry belongs to this container, so to the process.
     metrics_registry = providers.Singleton(process_registry)
@@ -144,10 +98,13 @@ class Container(containers.DeclarativeContainer):
     workers = settings.provided.concurrency
     mediahaven = settings.provided.mediahaven
     http_timeout = settings.provided.http_timeout_seconds
-    mediahaven_session = providers.Resource(http_session, mediahaven.host, workers)
-    pid_session = providers.Resource(http_session, settings.provided.pid_service_host, workers)
+    # One keep-alive session per outside service, a connection per worker, closed at shutdown.
+    mediahaven_session = providers.Resource(service_session, mediahaven.host, connections=workers)
+    pid_session = providers.Resource(
+        service_session, settings.provided.pid_service_host, connections=workers
+    )
     organisations_session = providers.Resource(
-        http_session, settings.provided.organisations_host, workers
+        service_session, settings.provided.organisations_host, connections=workers
     )
 
     records = providers.Singleton(
@@ -181,14 +138,31 @@ class Container(containers.DeclarativeContainer):
         ),
         ttl_seconds=settings.provided.organisations_cache_seconds,
     )
-    transport = providers.Resource(ftp_transport, settings.provided.ftp, workers)
+    ftp = settings.provided.ftp
+    # A connection per worker at most, each opened on its first upload; an FTP host setting
+    # that cannot be read stops the start, not the first upload.
+    transport = providers.Resource(
+        closing,
+        providers.Factory(
+            FtpTransportServer,
+            host=ftp.host,
+            user=ftp.user,
+            password=ftp.password,
+            timeout=ftp.timeout_seconds,
+            tls=ftp.tls,
+            ca_file=ftp.ca_file,
+            connections=workers,
+        ),
+    )
     transfers = providers.Singleton(AmqpTransferRequests.for_settings, broker)
-    ledger = providers.Resource(open_ledger, settings.provided.ledger, workers)
+    ledger = providers.Resource(
+        closing, providers.Callable(open_ledger, settings.provided.ledger, workers)
+    )
     destinations = providers.Singleton(
         load_destinations,
         settings.provided.destination_config,
         environment=settings.provided.environment,
-        transfer_host=settings.provided.ftp.host,
+        transfer_host=ftp.host,
     )
 
     # Each adapter's failures name their system; the handler counts them (application.handler).
@@ -242,14 +216,9 @@ def build_container(
     log_to: TextIO | None = None,
     needs: tuple[str, ...] = (),
 ) -> Container:
-    """Settings loaded and checked, logging set up; raises `ConfigError`.
-
-    The log goes to standard output, where the platform reads a service's lines, or to
-    `log_to`. `quiet`: an operator command prints its own report on standard output, so
-    its log goes to standard error and shows warnings and errors only, unless
-    LOG_LEVEL=DEBUG asks for everything. `needs`: the optional settings a command cannot
-    do without (`load_settings`).
-    """
+    """Settings loaded and checked, logging set up (docs/operations.md, "Logs"); raises
+    `ConfigError`. `quiet`: an operator command's log, warnings up, on standard error.
+    `needs`: the optional settings the command cannot do without (`load_settings`)."""
     settings = load_settings(config_path, os.environ, needs=needs)
     level = settings.log_level
     if quiet and level == "INFO":

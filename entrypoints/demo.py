@@ -1,13 +1,9 @@
-"""`s3-events-handler demo`: the example events end to end on the in-memory adapters.
-
-Shows what the service sends where, without any outside system: the sidecars
-on the transport server, the transfer requests, and the MediaHaven calls.
-"""
+"""`s3-events-handler demo`: the example events end to end on the in-memory adapters, and
+what the service sends where: the sidecars, the transfer requests, the MediaHaven calls."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any, TextIO
 
 from s3_events_handler.adapters.memory import (
@@ -20,7 +16,7 @@ from s3_events_handler.adapters.memory import (
 )
 from s3_events_handler.adapters.rabbitmq.transfer_requests import transfer_request_body
 from s3_events_handler.application.handler import MessageHandler
-from s3_events_handler.application.messages import Delivery, Outcome
+from s3_events_handler.application.messages import Delivery
 from s3_events_handler.application.retries import RetrySchedule
 from s3_events_handler.domain.model import Destinations, Record
 from s3_events_handler.domain.use_cases import IngestEssence, RemoveEssence
@@ -65,70 +61,61 @@ def s3_event(request_id: str, event_name: str, bucket: str, key: str) -> dict[st
     }
 
 
-class Demo:
+def run_demo(out: TextIO) -> int:
     """The use cases on the fakes, as another service would use them, and a running account
-    of what happened."""
+    of what happened at each step."""
+    records, transport = InMemoryArchiveRecords(), InMemoryTransportServer()
+    transfers, ledger = InMemoryTransferRequests(), InMemoryLedger()
+    organisations = InMemoryOrganisations({OR_ID: "VRT"})
+    ingest = IngestEssence(
+        records=records, pids=SequentialPids(["k98z0d4w1q"]), organisations=organisations,
+        transport=transport, transfers=transfers, destinations=DEMO_DESTINATIONS, ledger=ledger,
+    )  # fmt: skip
+    remove = RemoveEssence(records=records, organisations=organisations, ledger=ledger)
+    handler = MessageHandler(ingest=ingest, remove=remove, retries=RetrySchedule(),
+                             unfinished=ledger)  # fmt: skip
 
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-        self.records = InMemoryArchiveRecords()
-        self.transport = InMemoryTransportServer()
-        self.transfers = InMemoryTransferRequests()
-        organisations, ledger = InMemoryOrganisations({OR_ID: "VRT"}), InMemoryLedger()
-        ingest = IngestEssence(
-            records=self.records, pids=SequentialPids(["k98z0d4w1q"]),
-            organisations=organisations, transport=self.transport, transfers=self.transfers,
-            destinations=DEMO_DESTINATIONS, ledger=ledger,
-        )  # fmt: skip
-        remove = RemoveEssence(records=self.records, organisations=organisations, ledger=ledger)
-        handler = MessageHandler(ingest=ingest, remove=remove, retries=RetrySchedule(),
-                                 unfinished=ledger)  # fmt: skip
-        self.handle: Callable[[Delivery], Outcome] = handler.handle
-
-    def step(self, title: str, message: dict[str, Any] | bytes) -> None:
+    def step(title: str, message: dict[str, Any] | bytes) -> None:
         body = message if isinstance(message, bytes) else json.dumps(message).encode()
-        seen = (set(self.transport.uploaded), len(self.transfers.published))
-        relations, deleted = len(self.records.relations), len(self.records.deleted)
-        self.out.write(f"\n=== {title}\n")
-        outcome = self.handle(Delivery(body=body))
+        uploads, published = len(transport.uploads), len(transfers.published)
+        relations, deleted = len(records.relations), len(records.deleted)
+        out.write(f"\n=== {title}\n")
+        outcome = handler.handle(Delivery(body=body))
         said = getattr(outcome, "summary", None) or getattr(outcome, "reason", "")
-        self.out.write(f"outcome: {type(outcome).__name__}: {said}\n")
-        for path in sorted(set(self.transport.uploaded) - seen[0]):
-            self.out.write(f"--- sidecar {path}\n{self.transport.uploaded[path].decode()}")
-        for request in self.transfers.published[seen[1] :]:
-            self.out.write(f"--- transfer request (message_id {request.message_id})\n")
-            self.out.write(json.dumps(json.loads(transfer_request_body(request)), indent=2) + "\n")
-        for relation in self.records.relations[relations:]:
-            self.out.write(
+        out.write(f"outcome: {type(outcome).__name__}: {said}\n")
+        for path in transport.uploads[uploads:]:
+            out.write(f"--- sidecar {path}\n{transport.uploaded[path].decode()}")
+        for request in transfers.published[published:]:
+            out.write(f"--- transfer request (message_id {request.message_id})\n")
+            out.write(json.dumps(json.loads(transfer_request_body(request)), indent=2) + "\n")
+        for relation in records.relations[relations:]:
+            out.write(
                 f"--- MediaHaven: relate {relation.related_pid} to record "
                 f"{relation.fragment_id} ({relation.reason})\n"
             )
-        for fragment_id in self.records.deleted[deleted:]:
-            reason = self.records.delete_reasons[fragment_id]
-            self.out.write(f"--- MediaHaven: delete record {fragment_id} ({reason})\n")
+        for fragment_id in records.deleted[deleted:]:
+            out.write(
+                f"--- MediaHaven: delete record {fragment_id} "
+                f"({records.delete_reasons[fragment_id]})\n"
+            )
 
-    def run(self) -> None:
-        essence = s3_event("request-1", "ObjectCreated:Put", "mam-highresvideo", ESSENCE_KEY)
-        self.step("An essence lands in S3", essence)
-        self.step("The gateway sends the same event twice", essence)
-        self.out.write("\n(MediaHaven ingests it, with a fragment of local id MEDIA-0042)\n")
-        self.records.records += [
-            Record("essence-1", False, "k98z0d4w1q", None, ESSENCE_KEY, "mam-highresvideo"),
-            Record("fragment-1", True, "k98z0d4w1q", "MEDIA-0042", ESSENCE_KEY, "mam-highresvideo"),
-        ]
-        again = s3_event("request-2", "ObjectCreated:Put", "mam-highresvideo", ESSENCE_KEY)
-        self.step("The same file is written to S3 again", again)
-        collateral = s3_event("request-3", "ObjectCreated:Put", "mam-collaterals", COLLATERAL_KEY)
-        self.step("Subtitles for it land in the collateral bucket", collateral)
-        self.records.records.append(
-            Record("collateral-1", False, "k98z0d4w1q_closedOt", "MEDIA-0042", COLLATERAL_KEY,
-                   "mam-collaterals")
-        )  # fmt: skip
-        removed = s3_event("request-4", "ObjectRemoved:Delete", "mam-highresvideo", ESSENCE_KEY)
-        self.step("The essence is deleted from S3", removed)
-        self.step("A message that is not an S3 event", b"hello")
-
-
-def run_demo(out: TextIO) -> int:
-    Demo(out).run()
+    essence = s3_event("request-1", "ObjectCreated:Put", "mam-highresvideo", ESSENCE_KEY)
+    step("An essence lands in S3", essence)
+    step("The gateway sends the same event twice", essence)
+    out.write("\n(MediaHaven ingests it, with a fragment of local id MEDIA-0042)\n")
+    records.records += [
+        Record("essence-1", False, "k98z0d4w1q", None, ESSENCE_KEY, "mam-highresvideo"),
+        Record("fragment-1", True, "k98z0d4w1q", "MEDIA-0042", ESSENCE_KEY, "mam-highresvideo"),
+    ]
+    again = s3_event("request-2", "ObjectCreated:Put", "mam-highresvideo", ESSENCE_KEY)
+    step("The same file is written to S3 again", again)
+    collateral = s3_event("request-3", "ObjectCreated:Put", "mam-collaterals", COLLATERAL_KEY)
+    step("Subtitles for it land in the collateral bucket", collateral)
+    records.records.append(
+        Record("collateral-1", False, "k98z0d4w1q_closedOt", "MEDIA-0042", COLLATERAL_KEY,
+               "mam-collaterals")
+    )  # fmt: skip
+    removed = s3_event("request-4", "ObjectRemoved:Delete", "mam-highresvideo", ESSENCE_KEY)
+    step("The essence is deleted from S3", removed)
+    step("A message that is not an S3 event", b"hello")
     return ExitCode.OK

@@ -1,8 +1,5 @@
-"""The exit statuses of every `s3-events-handler` command, defined once.
-
-What 1 means depends on the command; each command's `--help` says it, and
-docs/operations.md ("Exit statuses") has the table of every command's statuses.
-"""
+"""The exit statuses of every `s3-events-handler` command, defined once; what each means
+for each command is in its `--help` and in docs/operations.md ("Exit statuses")."""
 
 from __future__ import annotations
 
@@ -10,8 +7,7 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """What the shell sees when a command ends; `MEANINGS` says each in one line (the top
-    `--help` lists them)."""
+    """What the shell sees when a command ends; `MEANINGS` says each in one line."""
 
     OK = 0
     FAILED = 1

@@ -11,14 +11,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from s3_events_handler.adapters.config import ConfigError
 from s3_events_handler.adapters.cpu_affinity import pin_to_one_cpu
-from s3_events_handler.adapters.rabbitmq import (
-    BrokerCertificateError,
-    cannot_reach,
-    check_certificate,
-)
-from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Outcome, Retry, Split
+from s3_events_handler.adapters.rabbitmq import cannot_reach, check_certificate
+from s3_events_handler.application.messages import Delivery, Done, Outcome, Retry, Split
 from s3_events_handler.entrypoints.container import Container, build_container
 from s3_events_handler.entrypoints.exit_codes import ExitCode
 from s3_events_handler.entrypoints.terminal import complain
@@ -28,16 +23,15 @@ log = logging.getLogger("s3-events-handler")
 
 def start(config_path: Path, *, log_to: TextIO | None = None) -> Container:
     """`build_container`, the destination table read and the resources opened (the ledger
-    among them); raises `ConfigError`, with whatever was opened closed again.
-
-    A bad table or ledger, or a broker certificate that cannot be verified, stops the
-    start, not the first event; all are checked before anything is logged, so a failed
-    start says one thing.
+    among them); raises `ConfigError` or `BrokerCertificateError`, with whatever was opened
+    closed again. Each is checked before anything is logged: a failed start says one thing.
     """
     container = build_container(config_path, log_to=log_to)
     try:
         destinations = container.destinations()
-        check_broker_certificate(container)
+        # A broker certificate never accepted is a setting to fix: without this check, the
+        # consumer would reconnect forever as if the broker were down.
+        check_certificate(container.broker_settings())
         container.init_resources()
     except BaseException:
         container.shutdown_resources()
@@ -49,15 +43,6 @@ def start(config_path: Path, *, log_to: TextIO | None = None) -> Container:
         dict(destinations.folders),
     )
     return container
-
-
-def check_broker_certificate(container: Container) -> None:
-    """With RABBIT_MQ_SSL, a certificate the service will never accept is a setting to fix:
-    without this, the consumer would reconnect forever as if the broker were down."""
-    try:
-        check_certificate(container.broker_settings())
-    except BrokerCertificateError as error:
-        raise ConfigError([], [str(error)]) from None
 
 
 def consume(container: Container) -> int:
@@ -107,19 +92,20 @@ def cannot_read(source: str, error: OSError) -> int:
 
 
 def _report(handle: Any, delivery: Delivery) -> int:
+    """The outcome as one line of JSON, and its exit status: a split message's is its worst
+    record's, a retry before a dead letter, since a retried record may yet succeed."""
     outcome: Outcome = handle(delivery)
     if isinstance(outcome, Split):
         return max(_report(handle, Delivery(body=body)) for body in outcome.bodies)
-    print(json.dumps(_as_json(outcome), ensure_ascii=False))
-    if isinstance(outcome, Done):
-        return ExitCode.OK
-    return ExitCode.TEMPFAIL if isinstance(outcome, Retry) else ExitCode.FAILED
-
-
-def _as_json(outcome: Done | Retry | DeadLetter) -> dict[str, Any]:
     said: dict[str, Any] = {"outcome": outcome.event_outcome.action}
     if isinstance(outcome, Done):
-        return said | {"result": outcome.result.kind, "summary": outcome.summary}
-    if isinstance(outcome, Retry):
-        return said | {"reason": outcome.reason, "delay": outcome.delay_seconds}
-    return said | {"reason": outcome.reason, "stage": outcome.stage}
+        said |= {"result": outcome.result.kind, "summary": outcome.summary}
+        status = ExitCode.OK
+    elif isinstance(outcome, Retry):
+        said |= {"reason": outcome.reason, "delay": outcome.delay_seconds}
+        status = ExitCode.TEMPFAIL
+    else:
+        said |= {"reason": outcome.reason, "stage": outcome.stage}
+        status = ExitCode.FAILED
+    print(json.dumps(said, ensure_ascii=False))
+    return status
