@@ -13,6 +13,7 @@ from typing import Any, TypeVar, cast, dataclass_transform
 
 from s3_events_handler.adapters import setting_values as values
 from s3_events_handler.adapters.env_yaml import load_with_env
+from s3_events_handler.adapters.ftp import parse_ftp_host
 from s3_events_handler.adapters.ledger_postgres import password_in
 from s3_events_handler.adapters.rabbitmq import BrokerSettings
 from s3_events_handler.adapters.tls import readable_ca_file
@@ -60,7 +61,7 @@ class MediaHavenSettings:
 class FtpSettings:
     """The transport server MediaHaven takes sidecars from."""
 
-    host: str = _at("mediahaven.ftp.host")
+    host: str = _at("mediahaven.ftp.host", values.checked(parse_ftp_host))
     user: str = _at("mediahaven.ftp.user")
     password: str = _at("mediahaven.ftp.passwd", secret=True)
     timeout_seconds: float = _at("mediahaven.ftp.timeout_seconds", values.positive_float)

@@ -58,6 +58,16 @@ def flag(value: str) -> bool:
     raise ValueError("must be true or false (or 1/0, yes/no)")
 
 
+def checked(check: Callable[[str], object]) -> Callable[[str], str]:
+    """The text itself, once `check` (which raises `ValueError` saying why) accepts it."""
+
+    def convert(value: str) -> str:
+        check(value)
+        return value
+
+    return convert
+
+
 def choice(*options: str, upper: bool = False) -> Callable[[str], str]:
     def convert(value: str) -> str:
         value = value.upper() if upper else value.lower()

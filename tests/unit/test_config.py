@@ -111,6 +111,8 @@ def test_the_user_prefix_of_today_is_accepted_and_ignored() -> None:
         ("METRICS_PORT", "65536"),
         ("MAX_SEARCH_PAGES", "0"),
         ("MAX_SEARCH_PAGES", "all"),
+        ("MEDIAHAVEN_FTP_HOST", "ftp://transport.example.org:notaport"),
+        ("MEDIAHAVEN_FTP_HOST", "sftp://transport.example.org"),
     ],
 )
 def test_a_malformed_value_is_named_with_the_reason(name: str, value: str) -> None:
