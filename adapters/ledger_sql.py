@@ -27,7 +27,6 @@ from s3_events_handler.domain.model import (
     Step,
     identity_prefix,
 )
-from s3_events_handler.domain.ports import TransfersSent
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +146,7 @@ class Statements(NamedTuple):
         return cls(*(re.sub(r":(\w+)", sql.parameter, s) for s in statements))
 
 
-class SqlLedger(ConsumerLedger, TransfersSent, ABC):
+class SqlLedger(ConsumerLedger, ABC):
     """The `Ledger` port; each database runs the statements its own way (`_run`).
 
     A claim is a lease row (holder, expiry) compared with the database's clock; the claims

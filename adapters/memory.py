@@ -31,7 +31,6 @@ from s3_events_handler.domain.ports import (
     Organisations,
     PidService,
     TransferRequests,
-    TransfersSent,
     TransportServer,
 )
 
@@ -163,7 +162,7 @@ class InMemoryTransferRequests(TransferRequests):
         self.published.append(request)
 
 
-class InMemoryLedger(ConsumerLedger, TransfersSent):
+class InMemoryLedger(ConsumerLedger):
     """The ledger as dicts, for as long as the process lives. `beside(owner)` is another
     consumer's view of the same memory; `clock` (seconds) lets a test make a lease lapse."""
 

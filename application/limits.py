@@ -7,7 +7,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Protocol
 
-from s3_events_handler.domain.ports import Ledger
+from s3_events_handler.domain.ports import Ledger, TransfersSent
 
 # A real event is a few KiB; a JSON body costs several times its size as Python objects,
 # and the deployment's memory limit is 192 MiB.
@@ -49,8 +49,9 @@ class UnfinishedDeliveries(Protocol):
         ...
 
 
-class ConsumerLedger(Ledger, UnfinishedDeliveries, Protocol):
-    """The ledger as a consumer uses it: the events taken in, and the messages in hand."""
+class ConsumerLedger(Ledger, UnfinishedDeliveries, TransfersSent, Protocol):
+    """The ledger the consumer writes: the events taken in, the messages in hand, and the
+    objects whose transfer was requested (what `reconcile` reads back)."""
 
 
 def digest_of(body: bytes) -> str:

@@ -12,11 +12,11 @@ from pathlib import Path
 
 from s3_events_handler.adapters.config import S3_NEEDED, ConfigError
 from s3_events_handler.adapters.rabbitmq.incoming_events import AmqpIncomingEvents
+from s3_events_handler.application.limits import ConsumerLedger
 from s3_events_handler.application.reasons import one_line
 from s3_events_handler.application.reconciling import DEFAULT_RATE, RateLimit, ReconcileBucket
 from s3_events_handler.domain.bucket import Reconciled
 from s3_events_handler.domain.errors import BadInput, Rejected, ServiceUnavailable
-from s3_events_handler.domain.ports import TransfersSent
 from s3_events_handler.domain.rules import normalise_or_id
 from s3_events_handler.entrypoints.container import Container, build_container
 from s3_events_handler.entrypoints.exit_codes import ExitCode
@@ -159,7 +159,7 @@ def run(args: argparse.Namespace, container: Container) -> int:
         listing.close()
 
 
-def _consumers_ledger(container: Container) -> TransfersSent:
+def _consumers_ledger(container: Container) -> ConsumerLedger:
     """The ledger the consumer writes, opened. A SQLite file that is not there would be made
     anew, empty, and every object sent would look missing: that is a setting to fix."""
     path, dsn = container.settings().ledger.path, container.settings().ledger.dsn
@@ -169,9 +169,7 @@ def _consumers_ledger(container: Container) -> TransfersSent:
             [f"LEDGER_PATH: no ledger at {path}; reconcile reads the consumer's "
              "(run it where that file is, or set LEDGER_DSN)"],
         )  # fmt: skip
-    ledger = container.ledger()
-    if not isinstance(ledger, TransfersSent):  # every ledger the container opens is one
-        raise TypeError(f"{type(ledger).__name__} cannot be asked by object")
+    ledger: ConsumerLedger = container.ledger()  # open_ledger's: its type is lost in `closing`
     return ledger
 
 
