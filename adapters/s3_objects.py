@@ -16,6 +16,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
+from s3_events_handler.adapters.config import S3Settings
 from s3_events_handler.application.reasons import one_line
 from s3_events_handler.domain.bucket import StoredObject
 from s3_events_handler.domain.errors import Rejected, ServiceUnavailable
@@ -40,16 +41,13 @@ class S3BucketObjects(BucketObjects):
 
     def __init__(
         self,
+        s3: S3Settings,
         *,
-        endpoint_url: str,
-        access_key_id: str,
-        secret_access_key: str,
-        region: str,
         timeout: float = 30.0,
         page_size: int = 1000,  # S3's own largest page; a smaller one only costs round trips
         connections: int = 10,
     ) -> None:
-        self._where = endpoint_url
+        self._where = s3.endpoint_url
         self._page_size = page_size
         config = botocore.config.Config(
             connect_timeout=timeout,
@@ -62,10 +60,10 @@ class S3BucketObjects(BucketObjects):
         )
         self._client: Any = boto3.session.Session().client(
             "s3",
-            endpoint_url=endpoint_url,
-            aws_access_key_id=access_key_id,
-            aws_secret_access_key=secret_access_key,
-            region_name=region,
+            endpoint_url=s3.endpoint_url,
+            aws_access_key_id=s3.access_key_id,
+            aws_secret_access_key=s3.secret_access_key,
+            region_name=s3.region,
             config=config,
         )
 

@@ -123,13 +123,7 @@ def run(args: argparse.Namespace, container: Container) -> int:
     except ImportError as error:
         complain(f"cannot start: reconcile needs boto3 ({error.name} is missing): {INSTALL_HINT}")
         return ExitCode.SETTINGS
-    listing = S3BucketObjects(
-        endpoint_url=settings.s3.endpoint_url,
-        access_key_id=settings.s3.access_key_id,
-        secret_access_key=settings.s3.secret_access_key,
-        region=settings.s3.region,
-        connections=settings.concurrency,
-    )
+    listing = S3BucketObjects(settings.s3, connections=settings.concurrency)
     try:
         ledger = _consumers_ledger(container)
         use_case = ReconcileBucket(

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from s3_events_handler.adapters.config import S3Settings
 from s3_events_handler.domain.errors import Rejected, ServiceUnavailable
 from tests.support.s3_server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, FakeS3
 
@@ -18,14 +19,14 @@ AWKWARD_KEYS = ("a key with spaces.mxf", "ünïcødé/日本語 😀.mxf", "plus
 
 
 def adapter_for(server: FakeS3, *, page_size: int = 1000) -> S3BucketObjects:
-    return S3BucketObjects(
+    s3 = S3Settings(
         endpoint_url=server.url,
         access_key_id=ACCESS_KEY_ID,
         secret_access_key=SECRET_ACCESS_KEY,
         region=REGION,
-        timeout=5,
-        page_size=page_size,
+        domain="s3",
     )
+    return S3BucketObjects(s3, timeout=5, page_size=page_size)
 
 
 def test_every_page_is_listed_in_key_order(s3_server: FakeS3) -> None:
