@@ -111,12 +111,8 @@ class S3Event:
         list, so no key can make two events look alike; hashed when long (keys may be
         kilobytes), so any ledger can index it."""
         obj = self.object
-        parts = [self.kind.name.lower(), obj.bucket, obj.key]
-        if self.request_id:
-            parts.append(self.request_id)
-        else:
-            parts.extend((obj.etag or "", self.event_time or ""))
-        identity = json.dumps(parts, ensure_ascii=False, separators=(",", ":"))
+        event = [self.request_id] if self.request_id else [obj.etag or "", self.event_time or ""]
+        identity = _identity_list(self.kind, obj.bucket, obj.key, *event)
         if len(identity) <= MAX_IDENTITY_LENGTH:
             return identity
         return "sha256:" + hashlib.sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()
@@ -125,8 +121,13 @@ class S3Event:
 def identity_prefix(kind: EventKind, bucket: str, key: str) -> str:
     """How the identity of every event of `kind` about this object begins (`S3Event.identity`,
     when not hashed): how the ledger is asked about an object rather than an event."""
-    parts = json.dumps([kind.name.lower(), bucket, key], ensure_ascii=False, separators=(",", ":"))
-    return parts[:-1] + ","
+    return _identity_list(kind, bucket, key)[:-1] + ","
+
+
+def _identity_list(kind: EventKind, bucket: str, key: str, *event: str) -> str:
+    """The object, then what tells one event about it from another, as a compact JSON list."""
+    parts = [kind.name.lower(), bucket, key, *event]
+    return json.dumps(parts, ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
