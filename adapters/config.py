@@ -35,6 +35,11 @@ class ConfigError(Exception):
         lines.extend(problems)
         super().__init__("; ".join(lines))
 
+    @classmethod
+    def of(cls, problem: str) -> ConfigError:
+        """Settings with one problem, and no variable missing."""
+        return cls([], [problem])
+
 
 def _at(dotted: str, convert: Callable[[str], Any] = str, *, secret: bool = False) -> Any:
     """A setting: where `config.yml` has it, and how its text becomes its type."""
@@ -145,7 +150,7 @@ class _Reader:
     def __init__(self, path: Path, environ: Mapping[str, str]) -> None:
         tree, self._missing = load_with_env(path, environ)
         if not isinstance(tree, dict):
-            raise ConfigError([], [f"{path} does not hold a mapping"])
+            raise ConfigError.of(f"{path} does not hold a mapping")
         self._path, self._tree = path, tree
         self._problems: list[str] = []
 

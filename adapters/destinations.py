@@ -31,8 +31,8 @@ def load_destinations(path: Path, *, environment: str, transfer_host: str) -> De
     else:
         folders, problems = _folders(table, environment)
     if problems:
-        raise ConfigError(
-            [], [f"DESTINATION_CONFIG={str(path)!r} is not valid: " + "; ".join(problems)]
+        raise ConfigError.of(
+            f"DESTINATION_CONFIG={str(path)!r} is not valid: " + "; ".join(problems)
         )
     return Destinations(transfer_host=transfer_host, folders=folders)
 

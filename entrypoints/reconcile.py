@@ -158,11 +158,10 @@ def _consumers_ledger(container: Container) -> ConsumerLedger:
     anew, empty, and every object sent would look missing: that is a setting to fix."""
     path, dsn = container.settings().ledger.path, container.settings().ledger.dsn
     if not dsn and not Path(path).is_file():
-        raise ConfigError(
-            [],
-            [f"LEDGER_PATH: no ledger at {path}; reconcile reads the consumer's "
-             "(run it where that file is, or set LEDGER_DSN)"],
-        )  # fmt: skip
+        raise ConfigError.of(
+            f"LEDGER_PATH: no ledger at {path}; reconcile reads the consumer's "
+            "(run it where that file is, or set LEDGER_DSN)"
+        )
     ledger: ConsumerLedger = container.ledger()  # open_ledger's: its type is lost in `closing`
     return ledger
 
