@@ -134,7 +134,7 @@ def _ledger(container: Container) -> Iterator[str]:
         else:
             yield f"SQLite (LEDGER_PATH): {inspect_location(ledger.path)}"
     except ValueError as error:  # the location or the DSN itself is wrong
-        raise ConfigError([], [f"{ledger.variable}: {error}"]) from None
+        raise ConfigError.of(f"{ledger.variable}: {error}") from None
 
 
 def _broker(container: Container) -> Iterator[str | Finding]:

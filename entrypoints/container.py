@@ -51,7 +51,7 @@ def open_ledger(ledger: LedgerSettings, workers: int) -> PostgresLedger | Sqlite
             )
         return SqliteLedger(ledger.path, retention_days=retention_days, lease_seconds=lease_seconds)
     except ServiceUnavailable as error:
-        raise ConfigError([], [f"{ledger.variable}: {error}"]) from None
+        raise ConfigError.of(f"{ledger.variable}: {error}") from None
 
 
 def pid_source(environment: str) -> str:
