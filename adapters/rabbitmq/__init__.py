@@ -10,8 +10,7 @@ from s3_events_handler.adapters.rabbitmq.connection import (
 )
 from s3_events_handler.adapters.rabbitmq.consumer import Consumer
 from s3_events_handler.adapters.rabbitmq.io_thread import BrokerConnection
-from s3_events_handler.adapters.rabbitmq.received import Received, Settled
-from s3_events_handler.adapters.rabbitmq.settlement import Settlement
+from s3_events_handler.adapters.rabbitmq.settlement import Received, Settled, Settlement
 from s3_events_handler.adapters.rabbitmq.transfer_requests import (
     AmqpTransferRequests,
     transfer_request_body,

@@ -28,8 +28,7 @@ from s3_events_handler.adapters.logs import with_fields
 from s3_events_handler.adapters.rabbitmq.connection import BrokerSettings, describe
 from s3_events_handler.adapters.rabbitmq.dispatch import Job, Work, Workers
 from s3_events_handler.adapters.rabbitmq.io_thread import BrokerConnection
-from s3_events_handler.adapters.rabbitmq.received import Received, Settled
-from s3_events_handler.adapters.rabbitmq.settlement import Settlement
+from s3_events_handler.adapters.rabbitmq.settlement import Received, Settled, Settlement
 from s3_events_handler.application.messages import Delivery, Outcome
 from s3_events_handler.application.ordering import Unordered
 from s3_events_handler.application.retries import RetrySchedule

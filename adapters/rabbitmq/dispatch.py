@@ -24,8 +24,7 @@ from typing import Any
 
 from s3_events_handler.adapters.rabbitmq.connection import connection_lost
 from s3_events_handler.adapters.rabbitmq.io_thread import call_on_io_thread
-from s3_events_handler.adapters.rabbitmq.received import Received, Settled
-from s3_events_handler.adapters.rabbitmq.settlement import Settlement
+from s3_events_handler.adapters.rabbitmq.settlement import Received, Settled, Settlement
 from s3_events_handler.application.messages import Delivery, Outcome
 from s3_events_handler.application.ordering import KeyedQueue
 from s3_events_handler.application.retries import RetrySchedule, transient_outcome

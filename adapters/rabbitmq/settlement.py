@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import assert_never
 
 import pika
@@ -32,11 +32,12 @@ from s3_events_handler.adapters.rabbitmq.headers import (
     ERROR_HEADER,
     STAGE_HEADER,
     attempt_of,
+    delivery_of,
     headers_for,
 )
-from s3_events_handler.adapters.rabbitmq.received import Received, Settled
 from s3_events_handler.application.messages import (
     DeadLetter,
+    Delivery,
     Done,
     EventFacts,
     Outcome,
@@ -57,6 +58,37 @@ _LONGEST_HOLD_SECONDS = 300
 _DEFAULT_EXCHANGE = ""
 # The stage of a message dead-lettered because its copy could not be encoded.
 _REPUBLISH_STAGE = "republish"
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """An incoming message as the broker delivered it: what a republish copies and the ack names."""
+
+    delivery_tag: int
+    properties: pika.BasicProperties
+    body: bytes
+
+    def delivery(self) -> Delivery:
+        """The message as the application sees it."""
+        return delivery_of(self.body, self.properties)
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What became of a delivery, for the consumer's one log line a message and its metrics."""
+
+    outcome: Outcome
+    """What was carried out: the outcome asked for, or the `DeadLetter` that took its place
+    when AMQP could not encode its copies, so nothing reports a retry or a split that
+    never happened."""
+    destination: str
+    """Where its replacement went: `-` for none, a queue, or `N x queue` for several."""
+    correlation_id: str | None
+
+    @property
+    def kind(self) -> str:
+        """`done`, `split`, `retry` or `dead-letter`."""
+        return self.outcome.event_outcome.action
 
 
 class Settlement:
