@@ -1,23 +1,16 @@
-"""Which messages must wait for each other: events about one object go one at a time, in order.
-
-Several messages are handled at once, but two events about the same object (a
-create and the remove that follows it, or an event and its duplicate) are not:
-the second waits until the first is settled, so the ledger and MediaHaven see
-them in the order the gateway sent them. Everything here is bookkeeping on one
-thread (the consumer's); no locks, no I/O.
+"""Which messages must wait for each other: events about one object go one at a time, in order,
+so the ledger and MediaHaven see a create and the remove that follows it (or an event and its
+duplicate) in the order the gateway sent them. The workers keep that order
+(`adapters/rabbitmq/dispatch.py`); this only says which object a message is about.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
-from collections import deque
 from collections.abc import Hashable
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from s3_events_handler.application.limits import DEFAULT_MAX_MESSAGE_BYTES
-
-T = TypeVar("T")
 
 
 class Unordered:
@@ -61,52 +54,4 @@ def _at(record: Any, *path: str) -> Any:
     return node
 
 
-class KeyedQueue(Generic[T]):
-    """Items by key: one item of a key in progress at a time, the rest waiting in arrival order.
-
-    `admit` says whether an item may start now; `release`, called when the item in
-    progress is done with, hands out the next one of its key. Not thread-safe: one
-    thread owns it.
-    """
-
-    def __init__(self) -> None:
-        # A key is here while an item of it is in progress; its deque holds those waiting,
-        # each with its place in the arrival order of all keys.
-        self._waiting: dict[Hashable, deque[tuple[int, T]]] = {}
-        self._arrivals = itertools.count()
-
-    def admit(self, key: Hashable, item: T) -> bool:
-        """True when `item` may start now; False when it waits behind another of its key."""
-        waiting = self._waiting.get(key)
-        if waiting is None:
-            self._waiting[key] = deque()
-            return True
-        waiting.append((next(self._arrivals), item))
-        return False
-
-    def release(self, key: Hashable) -> T | None:
-        """The item of `key` in progress is done: the next of its key, now in progress, if any."""
-        waiting = self._waiting[key]
-        if waiting:
-            return waiting.popleft()[1]
-        del self._waiting[key]
-        return None
-
-    def take_waiting(self) -> list[T]:
-        """Every item not started yet, in arrival order; the ones in progress stay."""
-        entries = (entry for waiting in self._waiting.values() for entry in waiting)
-        taken = sorted(entries, key=lambda entry: entry[0])
-        for waiting in self._waiting.values():
-            waiting.clear()
-        return [item for _, item in taken]
-
-    @property
-    def in_progress(self) -> int:
-        return len(self._waiting)
-
-    @property
-    def waiting(self) -> int:
-        return sum(len(waiting) for waiting in self._waiting.values())
-
-
-__all__ = ["KeyedQueue", "Unordered", "ordering_key"]
+__all__ = ["Unordered", "ordering_key"]

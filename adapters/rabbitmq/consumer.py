@@ -1,22 +1,19 @@
-"""The consumer: pika's threaded pattern, plus what the contract asks of it (contract §6).
+"""The consumer: pika's threaded consumer (`examples/basic_consumer_threaded.py`), plus what the
+contract asks of it (contract §6; docs/architecture.md, "The threads").
 
-The thread that calls `run()` is the I/O thread: it owns the connection, consumes,
-and reconnects whenever the broker goes away. Each delivery goes to a worker
-(`dispatch.py`: one at a time per object); the worker runs the handler, then hands
-the settlement back with `add_callback_threadsafe` of the connection the delivery
-came on (`io_thread.call_on_io_thread`) and waits for it: confirmed republishes,
-then the ack (`settlement.py`). A connection that closed never runs what was handed
-to it, so an outcome is never acked on another channel.
+The thread that calls `run()` is the I/O thread: it owns the connection, consumes, and
+reconnects whenever the broker goes away. A worker runs the handler, then hands the
+settlement (confirmed republishes, then the ack) to the connection the delivery came on with
+`add_callback_threadsafe`, and waits for it. A connection that closed never runs what was
+handed to it, so an outcome is never acked on another channel.
 
 Only a lost channel or connection ends a connection's loop. Anything else that goes wrong
-with one message (a handler that raised, a republish the broker refused) is that message's
-transient failure: it costs no reconnect, and the other messages in hand keep their outcomes.
+with one message is that message's transient failure: it costs no reconnect.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
 from functools import partial
@@ -25,20 +22,20 @@ from typing import Any
 import pika.exceptions
 
 from s3_events_handler.adapters.logs import with_fields
-from s3_events_handler.adapters.rabbitmq.connection import BrokerSettings, describe
-from s3_events_handler.adapters.rabbitmq.dispatch import Job, Work, Workers
-from s3_events_handler.adapters.rabbitmq.io_thread import BrokerConnection
+from s3_events_handler.adapters.rabbitmq.connection import (
+    BrokerSettings,
+    connection_lost,
+    describe,
+)
+from s3_events_handler.adapters.rabbitmq.dispatch import Job, Workers
+from s3_events_handler.adapters.rabbitmq.io_thread import BrokerConnection, call_on_io_thread
 from s3_events_handler.adapters.rabbitmq.settlement import Received, Settled, Settlement
 from s3_events_handler.application.messages import Delivery, Outcome
 from s3_events_handler.application.ordering import Unordered
-from s3_events_handler.application.retries import RetrySchedule
+from s3_events_handler.application.retries import RetrySchedule, transient_outcome
 from s3_events_handler.application.telemetry import EventReport, System, Telemetry
 
 log = logging.getLogger(__name__)
-
-
-class _ConsumerCancelled(Exception):
-    """The broker cancelled our consumer (e.g. the queue was deleted): start over."""
 
 
 def _unordered(body: bytes) -> Hashable:
@@ -46,37 +43,10 @@ def _unordered(body: bytes) -> Hashable:
     return Unordered()
 
 
-class _Backoff:
-    """The reconnect delays: a step further for each connection lost (or not made), back to the
-    first only once a message settled since the last loss (the connection works again). A
-    connection that merely opens is no reset: one lost again and again before anything settles
-    backs off further each time."""
-
-    def __init__(self, delays: Sequence[float]) -> None:
-        if not delays:
-            raise ValueError("reconnect_delays needs at least one delay")
-        self._delays = tuple(delays)
-        self._steps = 0
-        self._settled_then = 0
-
-    def next(self, settled: int) -> float:
-        """The delay before the next attempt, `settled` messages having settled so far."""
-        if settled > self._settled_then:
-            self._steps = 0
-        self._settled_then = settled
-        delay = self._delays[min(self._steps, len(self._delays) - 1)]
-        self._steps += 1
-        return delay
-
-
 class Consumer:
-    """Consumes the incoming queue until stopped; survives the broker going away.
-
-    Every message ends acked after its outcome was carried out (republishes
-    confirmed first), or unacked when anything went wrong, for the broker to
-    redeliver (contract §6). Up to `concurrency` messages are handled at once; messages
-    with the same `ordering_key` one at a time, in the order they arrived.
-    """
+    """Consumes the incoming queue until stopped, surviving the broker going away: up to
+    `concurrency` messages at once, those with the same `ordering_key` one at a time, in the
+    order they arrived. Each ends acked once its outcome was carried out, or unacked."""
 
     def __init__(
         self,
@@ -92,42 +62,31 @@ class Consumer:
         poll_interval: float = 0.2,
         telemetry: Telemetry | None = None,
     ) -> None:
+        if not reconnect_delays:
+            raise ValueError("reconnect_delays needs at least one delay")
         self._connection = connection
         self._settings = settings
+        self._handler = handler
         self._ordering_key = ordering_key
         self._retries = retries or settings.retries
-        """For a message whose handler raised, or whose outcome the broker refused."""
-        self._telemetry = telemetry or Telemetry()
-        self._backoff = _Backoff(reconnect_delays)
+        self._reconnect_delays = tuple(reconnect_delays)
         self._sleep = sleep
         self._poll_interval = poll_interval
-        self._stopping = False
-        """Set once by `stop()`; read by the I/O thread and by each worker before it starts."""
-        self._stop_requested_at = 0.0
-        self._work = Work(
-            handler,
-            self._retries,
-            stopping=lambda: self._stopping,
-            settled=partial(_account, self._telemetry),
-        )
+        self._telemetry = telemetry or Telemetry()
         self._workers = Workers(self._work, size=concurrency)
-        self.ready = threading.Event()
-        """Set once consuming; cleared when the connection is lost."""
+        self._stopped_at: float | None = None
+        """When `stop()` was called; read by the I/O thread and by each worker before it starts."""
         self.connects = 0
-        """Successful connections so far; more than one means the consumer reconnected."""
+        """Connections consumed on so far; more than one means the consumer reconnected."""
+        self.messages_handled = 0
+        """Messages whose outcome was carried out and acked; counted on the I/O thread."""
 
     def stop(self) -> None:
-        """Ask `run()` to finish, and start no message from now on; only sets flags (and tells
+        """Ask `run()` to finish, and start no message from now on; only sets a value (and tells
         telemetry), so it is safe in a signal handler."""
-        if not self._stopping:
-            self._stop_requested_at = time.monotonic()
-            self._stopping = True
+        if self._stopped_at is None:
+            self._stopped_at = time.monotonic()
             self._telemetry.stopping()
-
-    @property
-    def messages_handled(self) -> int:
-        """Messages whose outcome was carried out and acked."""
-        return self._work.messages_handled
 
     @property
     def in_hand(self) -> int:
@@ -135,35 +94,47 @@ class Consumer:
         return len(self._workers.in_hand())
 
     def run(self, grace_seconds: float | None = None) -> None:
-        """Consume until `stop()`; then finish the messages in hand within `grace_seconds`.
-
-        Past the grace the connection is closed without acking: the broker redelivers.
-        Broker trouble never ends this: it reconnects with backoff.
-        """
+        """Consume until `stop()`; then finish the messages in hand within `grace_seconds`, past
+        which the connection closes with them unacked. Broker trouble never ends this: it
+        reconnects, a delay further each time until a message settles again (an opened
+        connection is no reset)."""
+        delays, steps, settled_then = self._reconnect_delays, 0, 0
         try:
-            while not self._stopping:
+            while self._stopped_at is None:
                 opened = False
                 try:
                     self._connection.open()
                     opened = True
-                    self.connects += 1
                     self._consume(grace_seconds)
                     return
                 except Exception as error:
-                    self.ready.clear()
                     self._telemetry.disconnected()
                     self._connection.close()
                     _log_failure(error, self._settings.password, self._telemetry)
-                    if opened:
-                        self._let_go_of_the_lost_channel()
-                if self._stopping:
-                    self._finish_in_hand(grace_seconds)
-                    break
-                delay = self._backoff.next(self.messages_handled)
+                if opened:
+                    # Its delivery tags mean nothing any more: the messages not started are
+                    # dropped; those in a handler go on, but what they hand back is never run.
+                    # The broker redelivers them all; a copy waits for its stale one (one key).
+                    self._workers.take_unstarted()
+                    if in_hand := self._workers.in_hand():
+                        log.warning(
+                            "waiting for messages %s of the lost channel before their "
+                            "redelivered copies start; their outcomes are dropped, the broker "
+                            "redelivers them",
+                            _tags(in_hand),
+                        )
+                if self._stopped_at is not None:
+                    while not self._finished(grace_seconds):  # no connection to pump
+                        self._telemetry.loop_tick()
+                        time.sleep(self._poll_interval)
+                    return
+                if self.messages_handled > settled_then:
+                    steps, settled_then = 0, self.messages_handled
+                delay = delays[min(steps, len(delays) - 1)]
+                steps += 1
                 log.warning("reconnecting to the broker in %s s", delay)
                 self._sleep_unless_stopped(delay)
         finally:
-            self.ready.clear()
             self._telemetry.disconnected()
             self._connection.close()
             self._workers.shutdown()
@@ -171,41 +142,40 @@ class Consumer:
 
     def _consume(self, grace_seconds: float | None) -> None:
         """The I/O thread's loop on one connection: pump, hand back held messages, stop."""
-        settings = self._settings
+        settings, queue = self._settings, self._settings.incoming_queue
         channel = self._connection.channel
         settlement = Settlement(channel, settings, self._retries)
-        cancelled_by_broker: list[Any] = []
-        channel.add_on_cancel_callback(cancelled_by_broker.append)
+
+        def cancelled_by_broker(method: Any) -> None:  # raised out of process_data_events
+            raise pika.exceptions.ConsumerCancelled(f"the broker cancelled consuming {queue}")
+
+        channel.add_on_cancel_callback(cancelled_by_broker)
         consumer_tag = channel.basic_consume(
-            queue=settings.incoming_queue,
+            queue=queue,
             on_message_callback=partial(self._on_message, settlement),
             auto_ack=False,
         )
-        self.ready.set()
+        self.connects += 1
         self._telemetry.connected()
         log.info(
             "consuming from %s (prefetch %d, %d workers)",
-            settings.incoming_queue,
+            queue,
             settings.prefetch,
             self._workers.size,
         )
         cancelled = False
         while True:
             self._telemetry.loop_tick()
-            if self._stopping and not cancelled:
+            if self._stopped_at is not None and not cancelled:
                 # No new deliveries; the ones received but not started go back at once.
                 channel.basic_cancel(consumer_tag)
                 for job in self._workers.take_unstarted():
-                    job.settlement.give_back(job.received)
+                    settlement.give_back(job.received)
                 cancelled = True
             # Stopping, each held message goes back at once: nothing more will be handled.
             settlement.hand_back_held(due_by=float("inf") if cancelled else time.monotonic())
-            if cancelled and self._stopped(grace_seconds):
+            if cancelled and self._finished(grace_seconds):
                 return
-            if cancelled_by_broker:
-                raise _ConsumerCancelled(
-                    f"the broker cancelled consuming {settings.incoming_queue}"
-                )
             if not channel.is_open:
                 raise pika.exceptions.ChannelWrongStateError("the channel closed")
             self._connection.process_data_events(self._poll_interval)
@@ -216,51 +186,58 @@ class Consumer:
         received = Received(method.delivery_tag, properties, body)
         self._workers.submit(Job(received, self._ordering_key(body), channel, settlement))
 
-    def _stopped(self, grace_seconds: float | None) -> bool:
+    def _work(self, job: Job) -> None:
+        """On a worker: handle the delivery, then have the I/O thread settle it on the connection
+        it came on, and wait. Once the consumer stops, it goes back to the queue unstarted."""
+        if self._stopped_at is not None:
+            settle = partial(job.settlement.give_back, job.received)
+        else:
+            started = time.monotonic()  # the event's duration: its work, not its wait
+            delivery = job.received.delivery()
+            try:
+                outcome = self._handler(delivery)
+            except BaseException as error:  # settled as that message's failure, never dropped
+                log.error(
+                    "message %d: the handler raised; handled as a transient failure",
+                    job.delivery_tag,
+                    exc_info=error,
+                )
+                outcome = transient_outcome(delivery, error, self._retries)
+            settle = partial(self._settle, job, outcome, started)
+        try:
+            call_on_io_thread(job.channel.connection, settle)
+        except Exception as error:
+            if not connection_lost(error):
+                raise  # a bug: the worker logs it
+            log.debug("message %d: not settled, its connection is gone", job.delivery_tag)
+
+    def _settle(self, job: Job, outcome: Outcome, started: float) -> None:
+        """On the I/O thread: carry out the outcome, then account for it."""
+        settled = job.settlement.carry_out(job.received, outcome)
+        if settled is None:  # held back: no queue takes it
+            return
+        self.messages_handled += 1
+        _account(self._telemetry, job, settled, started)
+
+    def _finished(self, grace_seconds: float | None) -> bool:
         """Stopping: whether the loop may end, all in hand settled or the grace run out."""
         in_hand = self._workers.in_hand()
+        stopped_for = time.monotonic() - (self._stopped_at or 0.0)
         if not in_hand:
             log.info("stopped consuming; closing the broker connection")
-            return True
-        if self._grace_expired(grace_seconds):
+        elif grace_seconds is None or stopped_for < grace_seconds:
+            return False
+        else:
             log.warning(
                 "messages %s not finished %s s after stop; left unacked for redelivery",
                 _tags(in_hand),
                 grace_seconds,
             )
-            return True
-        return False
-
-    def _grace_expired(self, grace_seconds: float | None) -> bool:
-        if grace_seconds is None:
-            return False
-        return time.monotonic() - self._stop_requested_at >= grace_seconds
-
-    def _let_go_of_the_lost_channel(self) -> None:
-        """The channel is gone, and with it the meaning of its delivery tags.
-
-        The messages not started are dropped; those in a handler go on, but what they hand
-        back is never run (their connection is closed), and a redelivered copy waits for
-        its stale one, as they share a key. The broker redelivers them all.
-        """
-        self._workers.take_unstarted()
-        in_hand = self._workers.in_hand()
-        if in_hand:
-            log.warning(
-                "waiting for messages %s of the lost channel before their redelivered copies "
-                "start; their outcomes are dropped, the broker redelivers them",
-                _tags(in_hand),
-            )
-
-    def _finish_in_hand(self, grace_seconds: float | None) -> None:
-        """Stopping without a connection: let the handlers in hand end, within the grace."""
-        while not self._stopped(grace_seconds):
-            self._telemetry.loop_tick()
-            time.sleep(self._poll_interval)
+        return True
 
     def _sleep_unless_stopped(self, seconds: float) -> None:
         left = seconds
-        while left > 0 and not self._stopping:
+        while left > 0 and self._stopped_at is None:
             self._telemetry.loop_tick()
             step = min(left, 0.25)
             self._sleep(step)
@@ -270,7 +247,7 @@ class Consumer:
 def _log_failure(error: Exception, secret: str, telemetry: Telemetry) -> None:
     """Why a connection's loop ended: the broker (counted as its error), or a bug."""
     text = describe(error, secret)
-    if isinstance(error, (pika.exceptions.AMQPError, OSError, _ConsumerCancelled)):
+    if isinstance(error, (pika.exceptions.AMQPError, OSError)):
         telemetry.downstream_error(System.BROKER)
         log.warning("broker connection lost: %s", text)
     else:
@@ -278,12 +255,11 @@ def _log_failure(error: Exception, secret: str, telemetry: Telemetry) -> None:
 
 
 def _account(telemetry: Telemetry, job: Job, settled: Settled, started: float) -> None:
-    """A settled event's metrics and its one log line."""
+    """A settled event's metrics and its one INFO line (contract §7), its facts as fields. The
+    fault suite parses the message too: keep its shape and this logger."""
     seconds = time.monotonic() - started
     report = EventReport.of(settled.outcome, correlation_id=settled.correlation_id, seconds=seconds)
     telemetry.event_finished(report)
-    # The event's one INFO line (contract §7), its facts as fields. The fault suite parses
-    # the message too: keep its shape and this logger.
     log.info(
         "%s: message %d (correlation id %s) -> %s",
         settled.kind,
@@ -295,4 +271,4 @@ def _account(telemetry: Telemetry, job: Job, settled: Settled, started: float) -
 
 
 def _tags(jobs: Sequence[Job]) -> str:
-    return ", ".join(str(job.delivery_tag) for job in jobs)
+    return ", ".join(str(tag) for tag in sorted(job.delivery_tag for job in jobs))

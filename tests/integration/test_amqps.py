@@ -108,7 +108,8 @@ def test_a_consumer_over_amqps_publishes_the_transfer_request_and_acks(
         )
 
     with consuming(connection, handler) as (consumer, _thread):
-        assert consumer.ready.wait(10), "the consumer did not start consuming over AMQPS"
+        started = amqp.wait_until(lambda: consumer.connects == 1, timeout=10)
+        assert started, "the consumer did not start consuming over AMQPS"
         amqp.publish(settings.host, settings.port, settings.incoming_queue, b'{"Records": []}')
         assert amqp.wait_until(lambda: consumer.messages_handled == 1, timeout=10)
 
@@ -178,10 +179,11 @@ def test_the_consumer_waits_for_a_tls_broker_that_is_down_and_consumes_once_it_i
         consumer,
         thread,
     ):
-        assert not consumer.ready.wait(1)
+        assert not amqp.wait_until(lambda: consumer.connects > 0, timeout=1)
         assert thread.is_alive()
 
         tls_proxy.start()  # the same port
-        assert consumer.ready.wait(10), "the consumer did not reconnect over AMQPS"
+        started = amqp.wait_until(lambda: consumer.connects == 1, timeout=10)
+        assert started, "the consumer did not reconnect over AMQPS"
         amqp.publish(settings.host, settings.port, settings.incoming_queue, b"{}")
         assert amqp.wait_until(lambda: consumer.messages_handled == 1, timeout=10)

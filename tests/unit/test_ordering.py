@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Hashable
 from pathlib import Path
 
 import pytest
 
-from s3_events_handler.application.ordering import KeyedQueue, Unordered, ordering_key
+from s3_events_handler.application.ordering import Unordered, ordering_key
 
 ESSENCE = "event-essence-created.json"
 
@@ -60,32 +59,3 @@ def test_a_message_that_names_no_single_object_waits_for_nothing(body: bytes) ->
     first, second = ordering_key(body), ordering_key(body)
     assert isinstance(first, Unordered)
     assert first != second  # the same body twice: still not ordered with each other
-
-
-def test_items_of_a_key_start_one_at_a_time_in_arrival_order() -> None:
-    queue: KeyedQueue[str] = KeyedQueue()
-    started = [item for key, item in [("a", "a1"), ("b", "b1"), ("a", "a2"), ("a", "a3")]
-               if queue.admit(key, item)]  # fmt: skip
-    assert started == ["a1", "b1"]
-    assert (queue.in_progress, queue.waiting) == (2, 2)
-
-    assert queue.release("a") == "a2"
-    assert queue.release("b") is None
-    assert queue.release("a") == "a3"
-    assert queue.release("a") is None
-    assert (queue.in_progress, queue.waiting) == (0, 0)
-    assert queue.admit("a", "a4")  # a key that is free again starts at once
-
-
-def test_taking_the_waiting_items_leaves_those_in_progress_in_progress() -> None:
-    queue: KeyedQueue[str] = KeyedQueue()
-    arrivals: list[tuple[Hashable, str]] = [
-        ("a", "a1"), ("b", "b1"), ("a", "a2"), ("b", "b2"), ("a", "a3"), ("c", "c1"),
-    ]  # fmt: skip
-    for key, item in arrivals:
-        queue.admit(key, item)
-
-    assert queue.take_waiting() == ["a2", "b2", "a3"]  # in the order they arrived
-    assert (queue.in_progress, queue.waiting) == (3, 0)
-    assert queue.release("a") is None
-    assert not queue.admit("b", "b3")  # b1 is still in progress
