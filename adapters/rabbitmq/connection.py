@@ -15,7 +15,7 @@ import logging
 import ssl
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import pika
 import pika.exceptions
@@ -91,61 +91,14 @@ class BrokerSettings:
         return f"the broker at {self.host}:{self.port} (vhost {self.vhost})"
 
 
-class ConfirmingChannel(Protocol):
-    """What the service asks of pika's BlockingChannel once `confirm_delivery()` is on.
-
-    In confirm mode `basic_publish` returns only once the broker confirmed the
-    message. It raises UnroutableError when a mandatory message reached no queue,
-    NackError when the broker refused it, and ChannelClosed or AMQPConnectionError
-    when the channel or the connection went away first.
-    """
-
-    def basic_publish(
-        self, exchange: str, routing_key: str, body: bytes, properties: Any, *, mandatory: bool
-    ) -> None: ...
-
-    def basic_ack(self, *, delivery_tag: int) -> None: ...
-
-    def basic_reject(self, *, delivery_tag: int, requeue: bool) -> None: ...
-
-
-def publish_confirmed(
-    channel: ConfirmingChannel, exchange: str, routing_key: str, body: bytes, properties: Any
-) -> None:
-    """Publish mandatory on a confirming channel; returns once the broker took the message.
-
-    Mandatory, so a message that reaches no queue (an unbound exchange, a queue
-    deleted under us) fails instead of being confirmed and dropped.
-    """
-    channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
-
-
-# Everything BasicProperties carries: a message published again keeps it all.
-_PROPERTY_NAMES = (
-    "content_type",
-    "content_encoding",
-    "headers",
-    "delivery_mode",
-    "priority",
-    "correlation_id",
-    "reply_to",
-    "expiration",
-    "message_id",
-    "timestamp",
-    "type",
-    "user_id",
-    "app_id",
-    "cluster_id",
-)
-
-
 def copy_properties(original: Any, user: str, **changes: Any) -> pika.BasicProperties:
-    """A received message's properties with `changes` applied, to publish it again as `user`.
+    """A received message's properties, all of them, with `changes` applied, to publish it
+    again as `user`.
 
     A `user_id` other than ours is dropped: the broker refuses a publish whose
     user_id is not the connection's user, and the message could never move on.
     """
-    values = {name: getattr(original, name, None) for name in _PROPERTY_NAMES}
+    values = dict(vars(original))
     if values["user_id"] != user:
         values["user_id"] = None
     values.update(changes)

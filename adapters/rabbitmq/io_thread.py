@@ -1,12 +1,7 @@
-"""The I/O thread: the one broker connection a consumer keeps open, and how other threads
-reach it.
-
-pika is not thread-safe. The thread that opens the connection (the I/O thread) is
-the only one that touches it: it consumes, acks, republishes and keeps heartbeats
-flowing. Another thread hands it a call with the connection's
-`add_callback_threadsafe`, pika's one thread-safe method, and waits for the result
-(`call_on_io_thread`).
-"""
+"""The I/O thread: the one broker connection a consumer keeps open, and how other threads reach
+it. pika is not thread-safe: the thread that opens the connection is the only one that touches
+it; another hands it a call with `add_callback_threadsafe`, pika's one thread-safe method, and
+waits for the result (docs/architecture.md, "The threads")."""
 
 from __future__ import annotations
 
@@ -27,7 +22,6 @@ from s3_events_handler.adapters.rabbitmq.connection import (
     connection_lost,
     declare_topology,
     describe,
-    publish_confirmed,
 )
 from s3_events_handler.domain.errors import ServiceUnavailable, System
 
@@ -40,28 +34,20 @@ _CLOSED_POLL_SECONDS = 0.1
 
 
 class BrokerConnection:
-    """One connection and one confirming channel, reopened (and the topology redeclared) on demand.
-
-    The thread that calls `open()` is the I/O thread; only it touches pika. Other
-    threads go through `run_on_io_thread`, which works while the I/O thread keeps
-    calling `process_data_events` (the consumer loop does).
-    """
+    """One connection and one confirming channel, opened again (and the topology declared) on
+    demand, by the thread that then is the I/O thread."""
 
     def __init__(self, settings: BrokerSettings) -> None:
-        self._settings = settings
+        self.settings = settings
         # The connection and its channel as one value, so another thread reading it once
         # never sees one connection's channel with another connection.
         self._opened: tuple[Any, Any] | None = None
         self._io_thread: int | None = None
 
-    @property
-    def settings(self) -> BrokerSettings:
-        return self._settings
-
     def open(self) -> None:
         """Connect, declare the topology, and set up the channel (confirms, prefetch)."""
         self.close()
-        settings = self._settings
+        settings = self.settings
         connection = connect(settings)
         try:
             channel = connection.channel()
@@ -83,11 +69,8 @@ class BrokerConnection:
         )
 
     def close(self) -> None:
-        """Close if open; a connection that already died is simply forgotten.
-
-        Whatever other threads handed to it and it did not run yet is never run (pika drops
-        it), and `call_on_io_thread` tells them so.
-        """
+        """Close if open; a connection that already died is simply forgotten. What other threads
+        handed to it and it did not run is never run (`call_on_io_thread` tells them so)."""
         opened, self._opened = self._opened, None
         if opened is not None:
             _close_quietly(opened[0])
@@ -117,8 +100,13 @@ class BrokerConnection:
         correlation_id: str | None,
     ) -> None:
         """From any thread: a JSON message of our own (`what`), persistent, mandatory and
-        confirmed, published on the I/O thread (`run_on_io_thread`). Whatever keeps it from a
-        queue is `ServiceUnavailable` naming `what` and where it was sent."""
+        confirmed, published on the I/O thread. Whatever keeps it from a queue is
+        `ServiceUnavailable` naming `what` and where it was sent.
+
+        On the I/O thread itself, or before any thread opened the connection (a command
+        without a consumer loop owns its connection), it publishes at once, opening the
+        connection if it is not open.
+        """
         properties = pika.BasicProperties(
             delivery_mode=PERSISTENT,
             content_type=JSON,
@@ -128,34 +116,25 @@ class BrokerConnection:
         target = f"exchange {exchange!r} with routing key {routing_key!r}"
 
         def publish_on_io_thread() -> None:
-            publish_confirmed(self.channel, exchange, routing_key, body, properties)
+            self.channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
 
         try:
-            self.run_on_io_thread(publish_on_io_thread)
+            if self._io_thread not in (None, threading.get_ident()):
+                call_on_io_thread(self._open()[0], publish_on_io_thread)
+            else:
+                if not self.is_open:
+                    self.open()
+                publish_on_io_thread()
         except pika.exceptions.UnroutableError as error:
             raise _unavailable(f"{what} reached no queue via {target}") from error
         except pika.exceptions.NackError as error:
             raise _unavailable(f"broker refused the {what} via {target}") from error
         except (pika.exceptions.AMQPError, OSError) as error:
-            reason = describe(error, self._settings.password)
+            reason = describe(error, self.settings.password)
             raise _unavailable(f"{what} not published via {target}: {reason}") from error
         log.debug(
             "%s %s published via %s (correlation id %s)", what, message_id, target, correlation_id
         )
-
-    def run_on_io_thread(self, fn: Callable[[], T]) -> T:
-        """Run `fn` on the I/O thread and return its result or raise its exception.
-
-        On the I/O thread itself (or before any thread opened the connection) it
-        runs `fn` directly, (re)opening a connection that is not open: a command
-        without a consumer loop owns its connection. From another thread it is
-        `call_on_io_thread` on the connection open now.
-        """
-        if self._io_thread in (None, threading.get_ident()):
-            if not self.is_open:
-                self.open()
-            return fn()
-        return call_on_io_thread(self._open()[0], fn)
 
     def _open(self) -> tuple[Any, Any]:
         opened = self._opened
@@ -167,12 +146,10 @@ class BrokerConnection:
 def call_on_io_thread(connection: Any, fn: Callable[[], T]) -> T:
     """From a worker: run `fn` on the thread that pumps `connection`, wait, return its result.
 
-    pika's own way across threads (`add_callback_threadsafe`), bound to this one
-    connection: a callback handed to a connection that closes before running it is
-    never run, so it can never act on a later connection's channel. Raises pika's
-    ConnectionWrongStateError once the connection closed without running `fn`.
-    A lost connection that `fn` runs into is raised on the I/O thread too, so that
-    its loop reconnects at once.
+    Bound to this one connection: one that closes before running `fn` never runs it, so `fn`
+    never acts on a later connection's channel; then this raises pika's
+    ConnectionWrongStateError. A lost connection that `fn` runs into is raised on the I/O
+    thread too, so that its loop reconnects at once.
     """
     future: Future[T] = Future()
 

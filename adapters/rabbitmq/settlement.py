@@ -5,6 +5,10 @@ Every outcome but Done replaces the delivery with other messages: its records
 acked only after the broker confirmed each of them, so a broker that goes away
 in between costs a redelivery, never a message. Short of a lost channel, an outcome
 the broker refuses costs that message alone: it is retried instead, or held back.
+
+On a channel in confirm mode `basic_publish` returns once the broker confirmed; published
+mandatory, a message that reaches no queue raises UnroutableError instead of being
+confirmed and dropped; one the broker refuses, NackError.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, replace
-from typing import assert_never
+from typing import Any, assert_never
 
 import pika
 
@@ -21,12 +25,10 @@ from s3_events_handler.adapters.rabbitmq.connection import (
     REFUSED,
     UNENCODABLE,
     BrokerSettings,
-    ConfirmingChannel,
     connection_lost,
     copy_properties,
     declare_topology,
     describe,
-    publish_confirmed,
 )
 from s3_events_handler.adapters.rabbitmq.headers import (
     ERROR_HEADER,
@@ -102,7 +104,7 @@ class Settlement:
 
     def __init__(
         self,
-        channel: ConfirmingChannel,
+        channel: Any,
         settings: BrokerSettings,
         retries: RetrySchedule | None = None,
     ) -> None:
@@ -254,7 +256,7 @@ class Settlement:
         clients, say); retrying such a message would loop forever.
         """
         try:
-            publish_confirmed(self._channel, _DEFAULT_EXCHANGE, queue, body, properties)
+            self._channel.basic_publish(_DEFAULT_EXCHANGE, queue, body, properties, mandatory=True)
             return None
         except UNENCODABLE as error:
             reason = describe(error)
@@ -265,5 +267,5 @@ class Settlement:
             headers = {ERROR_HEADER: verdict, STAGE_HEADER: _REPUBLISH_STAGE}
             bare = pika.BasicProperties(headers=headers, delivery_mode=PERSISTENT)
             dead_letters = self._settings.dead_letter_queue
-            publish_confirmed(self._channel, _DEFAULT_EXCHANGE, dead_letters, body, bare)
+            self._channel.basic_publish(_DEFAULT_EXCHANGE, dead_letters, body, bare, mandatory=True)
             return verdict
