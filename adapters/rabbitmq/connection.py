@@ -1,12 +1,6 @@
-"""Reaching the broker: settings, topology, a blocking connection, a confirmed publish
-(contract §4.5). Every connection the service opens is `connect`'s, and every command that
-cannot make one says so with `cannot_reach`. The connection the consumer keeps open, and how
-other threads reach it, is `io_thread.py`'s.
-
-With `tls` set the connection is AMQPS (contract §7): the broker's certificate and host
-name are verified, and a certificate that fails is reported as `BrokerCertificateError`,
-naming the settings to fix; `check_certificate` asks that before anything that would
-retry forever.
+"""Reaching the broker: its settings, the topology, the one blocking connection (`connect`:
+AMQPS with `tls`, its certificate checked, contract §4.5, §7) and what a command says without
+one (`cannot_reach`). docs/architecture.md ("Ports and who implements them") says who uses what.
 """
 
 from __future__ import annotations

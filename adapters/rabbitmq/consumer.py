@@ -1,14 +1,7 @@
-"""The consumer: pika's threaded consumer (`examples/basic_consumer_threaded.py`), plus what the
-contract asks of it (contract §6; docs/architecture.md, "The threads").
-
-The thread that calls `run()` is the I/O thread: it owns the connection, consumes, and
-reconnects whenever the broker goes away. A worker runs the handler, then hands the
-settlement (confirmed republishes, then the ack) to the connection the delivery came on with
-`add_callback_threadsafe`, and waits for it. A connection that closed never runs what was
-handed to it, so an outcome is never acked on another channel.
-
-Only a lost channel or connection ends a connection's loop. Anything else that goes wrong
-with one message is that message's transient failure: it costs no reconnect.
+"""The consumer: pika's threaded consumer (`examples/basic_consumer_threaded.py`) with what the
+contract adds: one object's events in order, confirmed republishes before the ack, the stop
+(docs/architecture.md, "The threads"). Only a lost channel or connection ends a connection's
+loop; anything else that goes wrong with one message is that message's transient failure.
 """
 
 from __future__ import annotations

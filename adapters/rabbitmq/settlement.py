@@ -1,10 +1,5 @@
-"""Settling a delivery: the confirmed publishes that take its place, then its ack (contract §2, §6).
-
-Every outcome but Done replaces the delivery with other messages: its records
-(a split), a copy in a retry queue, a copy in the dead letters. The delivery is
-acked only after the broker confirmed each of them, so a broker that goes away
-in between costs a redelivery, never a message. Short of a lost channel, an outcome
-the broker refuses costs that message alone: it is retried instead, or held back.
+"""Settling a delivery: the confirmed publishes that take its place, then its ack (contract §2, §6;
+docs/reliability.md, "Acks come last" and "One message's failure is its own").
 
 On a channel in confirm mode `basic_publish` returns once the broker confirmed; published
 mandatory, a message that reaches no queue raises UnroutableError instead of being
@@ -94,13 +89,9 @@ class Settled:
 
 
 class Settlement:
-    """Carries out outcomes on the channel their deliveries came on: confirmed publishes, then ack.
-
-    One per channel, on the thread that owns it: a delivery tag means something
-    only on its own channel, and pika is not thread-safe. A publish the broker did
-    not confirm raises before the ack, so the delivery stays with the broker. The
-    messages held back unacked are this channel's too: they go with it.
-    """
+    """Carries out outcomes on the channel their deliveries came on, as a delivery tag means
+    something only there: confirmed publishes, then the ack. One per channel, on its thread;
+    the messages it holds back unacked go with the channel."""
 
     def __init__(
         self,
@@ -126,10 +117,8 @@ class Settlement:
 
     def carry_out(self, received: Received, outcome: Outcome) -> Settled | None:
         """Settle `outcome`, or the retry that takes its place if the broker refused it; None
-        when no queue took the message at all: it is held back (`hand_back_held`).
-
-        Raises only when the channel or the connection is gone.
-        """
+        when no queue took the message at all: it is held back (`hand_back_held`). Raises only
+        when the channel or the connection is gone."""
         try:
             return self._settle_or_retry(received, outcome)
         except Exception as error:
@@ -177,13 +166,8 @@ class Settlement:
         return self.settle(received, instead)
 
     def _hold(self, received: Received) -> None:
-        """Keep a message that no queue takes unacked, and hand it back after a delay.
-
-        Handed back at once, it would come straight back, to be handled and refused again
-        at full speed. Kept unacked it cannot be lost: the broker keeps it until it is
-        handed back, or redelivers it when the connection goes. It waits the backoff of its
-        attempt (at most `_LONGEST_HOLD_SECONDS`), taking up a prefetch slot meanwhile.
-        """
+        """Keep a message that no queue takes unacked for the backoff of its attempt, then hand
+        it back: at once, it would come straight back to be refused again at full speed."""
         attempt = attempt_of(received.properties.headers or {})
         seconds = min(self._retries.delay_after(attempt), _LONGEST_HOLD_SECONDS)
         self._held.append((time.monotonic() + seconds, received))
@@ -249,12 +233,9 @@ class Settlement:
     def _publish(
         self, received: Received, queue: str, body: bytes, properties: pika.BasicProperties
     ) -> str | None:
-        """Publish confirmed; properties AMQP cannot encode send the message to the dead letters
-        instead, and the dead letter's reason is returned.
-
-        pika decodes some header values it cannot encode again (floats from other
-        clients, say); retrying such a message would loop forever.
-        """
+        """Publish confirmed; properties AMQP cannot encode (pika decodes some header values it
+        cannot encode again, floats from other clients, say) send the message to the dead
+        letters instead, for a retry would loop forever: the dead letter's reason is returned."""
         try:
             self._channel.basic_publish(_DEFAULT_EXCHANGE, queue, body, properties, mandatory=True)
             return None
