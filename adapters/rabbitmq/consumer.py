@@ -96,9 +96,9 @@ class Consumer:
             while self._stopped_at is None:
                 opened = False
                 try:
-                    self._connection.open()
+                    channel = self._connection.open()
                     opened = True
-                    self._consume(grace_seconds)
+                    self._consume(channel, grace_seconds)
                     return
                 except Exception as error:
                     self._telemetry.disconnected()
@@ -133,10 +133,9 @@ class Consumer:
             self._workers.shutdown()
             log.info("consumer stopped after %d messages", self.messages_handled)
 
-    def _consume(self, grace_seconds: float | None) -> None:
+    def _consume(self, channel: Any, grace_seconds: float | None) -> None:
         """The I/O thread's loop on one connection: pump, hand back held messages, stop."""
         settings, queue = self._settings, self._settings.incoming_queue
-        channel = self._connection.channel
         settlement = Settlement(channel, settings, self._retries)
 
         def cancelled_by_broker(method: Any) -> None:  # raised out of process_data_events
@@ -171,13 +170,13 @@ class Consumer:
                 return
             if not channel.is_open:
                 raise pika.exceptions.ChannelWrongStateError("the channel closed")
-            self._connection.process_data_events(self._poll_interval)
+            channel.connection.process_data_events(time_limit=self._poll_interval)
 
     def _on_message(
         self, settlement: Settlement, channel: Any, method: Any, properties: Any, body: bytes
     ) -> None:
         received = Received(method.delivery_tag, properties, body)
-        self._workers.submit(Job(received, self._ordering_key(body), channel, settlement))
+        self._workers.submit(Job(received, self._ordering_key(body), settlement))
 
     def _work(self, job: Job) -> None:
         """On a worker: handle the delivery, then have the I/O thread settle it on the connection
@@ -198,7 +197,7 @@ class Consumer:
                 outcome = transient_outcome(delivery, error, self._retries)
             settle = partial(self._settle, job, outcome, started)
         try:
-            call_on_io_thread(job.channel.connection, settle)
+            call_on_io_thread(job.settlement.channel.connection, settle)
         except Exception as error:
             if not connection_lost(error):
                 raise  # a bug: the worker logs it

@@ -10,7 +10,6 @@ import threading
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any
 
 from s3_events_handler.adapters.rabbitmq.settlement import Received, Settlement
 
@@ -19,16 +18,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(eq=False, slots=True)
 class Job:
-    """One delivery, with the channel it came on: settled on that channel's connection or
+    """One delivery, with the settlement of the channel it came on: settled on that channel or
     not at all, as its tag names a message on that channel only."""
 
     received: Received
     key: Hashable
     """Jobs of one key run one at a time, in order (`ordering_key`)."""
-    channel: Any
-    """The pika channel it came on; `channel.connection` is the way back to the I/O thread."""
     settlement: Settlement
-    """That channel's."""
 
     @property
     def delivery_tag(self) -> int:

@@ -44,8 +44,9 @@ class BrokerConnection:
         self._opened: tuple[Any, Any] | None = None
         self._io_thread: int | None = None
 
-    def open(self) -> None:
-        """Connect, declare the topology, and set up the channel (confirms, prefetch)."""
+    def open(self) -> Any:
+        """Connect, declare the topology, and set up the channel (confirms, prefetch): the
+        channel, its connection `channel.connection`, for this thread alone."""
         self.close()
         settings = self.settings
         connection = connect(settings)
@@ -67,6 +68,7 @@ class BrokerConnection:
             ", AMQPS" if settings.tls else "",
             settings.user,
         )
+        return channel
 
     def close(self) -> None:
         """Close if open; a connection that already died is simply forgotten. What other threads
@@ -79,15 +81,6 @@ class BrokerConnection:
     def is_open(self) -> bool:
         opened = self._opened
         return opened is not None and opened[0].is_open and opened[1].is_open
-
-    @property
-    def channel(self) -> Any:
-        """The confirming channel (I/O thread only)."""
-        return self._open()[1]
-
-    def process_data_events(self, time_limit: float) -> None:
-        """Pump I/O: heartbeats, deliveries, confirms, calls from other threads. I/O thread only."""
-        self._open()[0].process_data_events(time_limit=time_limit)
 
     def publish(
         self,
@@ -116,7 +109,8 @@ class BrokerConnection:
         target = f"exchange {exchange!r} with routing key {routing_key!r}"
 
         def publish_on_io_thread() -> None:
-            self.channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
+            channel = self._open()[1]
+            channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
 
         try:
             if self._io_thread not in (None, threading.get_ident()):

@@ -99,7 +99,8 @@ class Settlement:
         settings: BrokerSettings,
         retries: RetrySchedule | None = None,
     ) -> None:
-        self._channel = channel
+        self.channel = channel
+        """The channel it settles on; `channel.connection` is the way back to its I/O thread."""
         self._settings = settings
         self._retries = retries or settings.retries
         self._held: list[tuple[float, Received]] = []
@@ -108,12 +109,12 @@ class Settlement:
     def settle(self, received: Received, outcome: Outcome) -> Settled:
         """Publish what replaces `received`, then ack it; raises, unacked, if any publish failed."""
         settled = self._replace(received, outcome)
-        self._channel.basic_ack(delivery_tag=received.delivery_tag)
+        self.channel.basic_ack(delivery_tag=received.delivery_tag)
         return settled
 
     def give_back(self, received: Received) -> None:
         """Hand `received` back to its queue unsettled (rejected, requeued) for another try."""
-        self._channel.basic_reject(delivery_tag=received.delivery_tag, requeue=True)
+        self.channel.basic_reject(delivery_tag=received.delivery_tag, requeue=True)
 
     def carry_out(self, received: Received, outcome: Outcome) -> Settled | None:
         """Settle `outcome`, or the retry that takes its place if the broker refused it; None
@@ -150,7 +151,7 @@ class Settlement:
             if isinstance(error, pika.exceptions.UnroutableError):
                 # No queue of that name: one of ours was deleted under us. Declared again,
                 # as a reconnect would, it takes the message when it comes back.
-                declare_topology(self._channel, self._settings)
+                declare_topology(self.channel, self._settings)
             if not isinstance(outcome, (Split, DeadLetter)):
                 raise  # a retry refused has nowhere else to go
             refusal = describe(error)
@@ -237,7 +238,7 @@ class Settlement:
         cannot encode again, floats from other clients, say) send the message to the dead
         letters instead, for a retry would loop forever: the dead letter's reason is returned."""
         try:
-            self._channel.basic_publish(_DEFAULT_EXCHANGE, queue, body, properties, mandatory=True)
+            self.channel.basic_publish(_DEFAULT_EXCHANGE, queue, body, properties, mandatory=True)
             return None
         except UNENCODABLE as error:
             reason = describe(error)
@@ -248,5 +249,5 @@ class Settlement:
             headers = {ERROR_HEADER: verdict, STAGE_HEADER: _REPUBLISH_STAGE}
             bare = pika.BasicProperties(headers=headers, delivery_mode=PERSISTENT)
             dead_letters = self._settings.dead_letter_queue
-            self._channel.basic_publish(_DEFAULT_EXCHANGE, dead_letters, body, bare, mandatory=True)
+            self.channel.basic_publish(_DEFAULT_EXCHANGE, dead_letters, body, bare, mandatory=True)
             return verdict

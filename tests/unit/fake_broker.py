@@ -1,11 +1,11 @@
 """A stand-in for `BrokerConnection`, for the consumer's loop without a broker.
 
-Each `open()` makes a new `ConsumingChannel` (a `RecordingChannel` that also takes a
+Each `open()` returns a new `ConsumingChannel` (a `RecordingChannel` that also takes a
 consumer and declarations) on a new `FakeConnection`; messages handed to `deliver` reach
-the consumer's callback the next time its loop pumps I/O, each with the next delivery tag
-of that channel; and `lose_connection()` makes the next pump fail as a connection that
-died does. As pika's, a connection runs the callbacks handed to it from other threads
-only while it is pumped, and drops them when it closes.
+the consumer's callback the next time its loop pumps the connection, each with the next
+delivery tag of that channel; and `lose_connection()` makes the next pump fail as a
+connection that died does. As pika's, a connection runs the callbacks handed to it from
+other threads only while it is pumped, and drops them when it closes.
 """
 
 from __future__ import annotations
@@ -26,18 +26,22 @@ OnMessage = Callable[[Any, pika.spec.Basic.Deliver, pika.BasicProperties, bytes]
 
 
 class FakeConnection:
-    """What a worker uses of pika's BlockingConnection: `add_callback_threadsafe`, `is_closed`."""
+    """What the consumer uses of pika's BlockingConnection: `process_data_events`, and a
+    worker's `add_callback_threadsafe` and `is_closed`."""
 
-    def __init__(self, wake: Callable[[], None]) -> None:
+    def __init__(self, broker: FakeBroker) -> None:
         self.is_closed = False
-        self._wake = wake
+        self._broker = broker
         self._callbacks: deque[Callable[[], None]] = deque()
+
+    def process_data_events(self, time_limit: float) -> None:
+        self._broker.process_data_events(time_limit)
 
     def add_callback_threadsafe(self, callback: Callable[[], None]) -> None:
         if self.is_closed:
             raise pika.exceptions.ConnectionWrongStateError("the connection is closed")
         self._callbacks.append(callback)
-        self._wake()
+        self._broker.wake()
 
     def run_callbacks(self) -> None:
         """What pika does in `process_data_events`: run what other threads handed over."""
@@ -101,9 +105,10 @@ class FakeBroker:
     def channel(self) -> ConsumingChannel:
         return self.channels[-1]
 
-    def open(self) -> None:
+    def open(self) -> ConsumingChannel:
         self._lose = False
-        self.channels.append(ConsumingChannel(FakeConnection(self.wake)))
+        self.channels.append(ConsumingChannel(FakeConnection(self)))
+        return self.channel
 
     def close(self) -> None:
         if self.channels:

@@ -76,7 +76,7 @@ class Pool:
 
     def submit(self, tag: int, key: Hashable) -> None:
         received = Received(tag, pika.BasicProperties(), b"{}")
-        self.workers.submit(Job(received, key, self.channel, self.settlement))
+        self.workers.submit(Job(received, key, self.settlement))
 
     def settle_until(self, count: int) -> None:
         """Until `count` jobs are done, their keys freed."""
