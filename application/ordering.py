@@ -23,13 +23,10 @@ class Unordered:
 
 
 def ordering_key(body: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Hashable:
-    """`(bucket, key)` of a message holding one record; any other message a key of its own.
-
-    A message with several records is split into messages of one record each, which are
-    ordered then; one that cannot be read, or is larger than `max_bytes`
-    (`MAX_MESSAGE_BYTES`, never parsed), is dead-lettered without touching any object.
-    Cheaper than parsing the event, as it runs for every message on the consumer's thread.
-    """
+    """`(bucket, key)` of a message holding one record; any other message a key of its own: one
+    with several records is split first, its records ordered then; one unreadable or over
+    `max_bytes` (never parsed) is dead-lettered without touching an object. Cheaper than
+    parsing the event, as it runs for every message on the consumer's I/O thread."""
     if len(body) > max_bytes:
         return Unordered()
     try:

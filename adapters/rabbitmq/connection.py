@@ -22,7 +22,6 @@ log = logging.getLogger(__name__)
 
 PERSISTENT = 2
 JSON = "application/json"
-DIRECT = "direct"
 
 # A publish the broker refused (a queue that would not take it, or no queue of that name):
 # a channel error to pika, but the channel lives on and the message is still ours.
@@ -33,10 +32,8 @@ _LOST = (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError, 
 
 @dataclass(frozen=True)
 class BrokerSettings:
-    """Where the broker is and what this service calls its queues (contract §4.5, §5).
-
-    Checked where it is read (`adapters/config.py`), not here.
-    """
+    """Where the broker is and what this service calls its queues (contract §4.5, §5); checked
+    where it is read (`adapters/config.py`)."""
 
     host: str
     port: int
@@ -145,7 +142,7 @@ def _declare_queue_with_exchange(channel: Any, queue: str, exchange: str) -> Non
     if exchange:
         channel.exchange_declare(
             exchange=exchange,
-            exchange_type=DIRECT,
+            exchange_type="direct",
             durable=False,
             auto_delete=False,
             internal=False,
@@ -154,12 +151,8 @@ def _declare_queue_with_exchange(channel: Any, queue: str, exchange: str) -> Non
 
 
 def connect(settings: BrokerSettings) -> Any:
-    """A plain blocking connection, nothing declared: for the consumer, which declares its
-    topology next, and for commands that must leave the broker as they found it.
-
-    AMQPS when `settings.tls`; a certificate that fails verification raises
-    `BrokerCertificateError`.
-    """
+    """A blocking connection, nothing declared (commands must leave the broker as they found
+    it); AMQPS with `tls`, where a certificate that fails raises `BrokerCertificateError`."""
     ssl_options = (
         pika.SSLOptions(client_context(settings.ca_file), server_hostname=settings.host)
         if settings.tls

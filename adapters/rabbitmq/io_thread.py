@@ -39,14 +39,13 @@ class BrokerConnection:
 
     def __init__(self, settings: BrokerSettings) -> None:
         self.settings = settings
-        # The connection and its channel as one value, so another thread reading it once
-        # never sees one connection's channel with another connection.
-        self._opened: tuple[Any, Any] | None = None
+        self._channel: Any = None
+        """The confirming channel open now; `channel.connection` is its connection."""
         self._io_thread: int | None = None
 
     def open(self) -> Any:
-        """Connect, declare the topology, and set up the channel (confirms, prefetch): the
-        channel, its connection `channel.connection`, for this thread alone."""
+        """Connect, declare the topology, and set up the channel (confirms, prefetch); returns
+        the channel, for this thread alone."""
         self.close()
         settings = self.settings
         connection = connect(settings)
@@ -58,7 +57,7 @@ class BrokerConnection:
         except BaseException:
             _close_quietly(connection)
             raise
-        self._opened = (connection, channel)
+        self._channel = channel
         self._io_thread = threading.get_ident()
         log.info(
             "connected to the broker at %s:%s (vhost %s%s) as %s",
@@ -73,14 +72,14 @@ class BrokerConnection:
     def close(self) -> None:
         """Close if open; a connection that already died is simply forgotten. What other threads
         handed to it and it did not run is never run (`call_on_io_thread` tells them so)."""
-        opened, self._opened = self._opened, None
-        if opened is not None:
-            _close_quietly(opened[0])
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            _close_quietly(channel.connection)
 
     @property
     def is_open(self) -> bool:
-        opened = self._opened
-        return opened is not None and opened[0].is_open and opened[1].is_open
+        channel = self._channel
+        return channel is not None and channel.connection.is_open and channel.is_open
 
     def publish(
         self,
@@ -93,13 +92,9 @@ class BrokerConnection:
         correlation_id: str | None,
     ) -> None:
         """From any thread: a JSON message of our own (`what`), persistent, mandatory and
-        confirmed, published on the I/O thread. Whatever keeps it from a queue is
-        `ServiceUnavailable` naming `what` and where it was sent.
-
-        On the I/O thread itself, or before any thread opened the connection (a command
-        without a consumer loop owns its connection), it publishes at once, opening the
-        connection if it is not open.
-        """
+        confirmed, on the I/O thread: at once on the thread that opened the connection, or
+        before any did (a command without a consumer loop owns its connection, opened here
+        if need be). Whatever keeps it from a queue is `ServiceUnavailable` naming `what`."""
         properties = pika.BasicProperties(
             delivery_mode=PERSISTENT,
             content_type=JSON,
@@ -109,12 +104,11 @@ class BrokerConnection:
         target = f"exchange {exchange!r} with routing key {routing_key!r}"
 
         def publish_on_io_thread() -> None:
-            channel = self._open()[1]
-            channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
+            self._open().basic_publish(exchange, routing_key, body, properties, mandatory=True)
 
         try:
             if self._io_thread not in (None, threading.get_ident()):
-                call_on_io_thread(self._open()[0], publish_on_io_thread)
+                call_on_io_thread(self._open().connection, publish_on_io_thread)
             else:
                 if not self.is_open:
                     self.open()
@@ -130,21 +124,18 @@ class BrokerConnection:
             "%s %s published via %s (correlation id %s)", what, message_id, target, correlation_id
         )
 
-    def _open(self) -> tuple[Any, Any]:
-        opened = self._opened
-        if opened is None:
+    def _open(self) -> Any:
+        if self._channel is None:
             raise pika.exceptions.ConnectionWrongStateError("the broker connection is not open")
-        return opened
+        return self._channel
 
 
 def call_on_io_thread(connection: Any, fn: Callable[[], T]) -> T:
     """From a worker: run `fn` on the thread that pumps `connection`, wait, return its result.
 
-    Bound to this one connection: one that closes before running `fn` never runs it, so `fn`
-    never acts on a later connection's channel; then this raises pika's
-    ConnectionWrongStateError. A lost connection that `fn` runs into is raised on the I/O
-    thread too, so that its loop reconnects at once.
-    """
+    A connection that closes first never runs `fn` (so it never acts on a later connection's
+    channel): then this raises pika's ConnectionWrongStateError. A lost connection that `fn`
+    runs into is raised on the I/O thread too, so that its loop reconnects at once."""
     future: Future[T] = Future()
 
     def call() -> None:
