@@ -25,7 +25,7 @@ from s3_events_handler.adapters.rabbitmq.io_thread import BrokerConnection, call
 from s3_events_handler.adapters.rabbitmq.settlement import Received, Settled, Settlement
 from s3_events_handler.application.messages import Delivery, Outcome
 from s3_events_handler.application.ordering import Unordered
-from s3_events_handler.application.retries import RetrySchedule, transient_outcome
+from s3_events_handler.application.retries import transient_outcome
 from s3_events_handler.application.telemetry import EventReport, System, Telemetry
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,6 @@ class Consumer:
         *,
         concurrency: int = 1,
         ordering_key: Callable[[bytes], Hashable] = _unordered,
-        retries: RetrySchedule | None = None,
         reconnect_delays: Sequence[float] = (1, 2, 5, 10, 30),
         sleep: Callable[[float], None] = time.sleep,
         poll_interval: float = 0.2,
@@ -61,7 +60,6 @@ class Consumer:
         self._settings = settings
         self._handler = handler
         self._ordering_key = ordering_key
-        self._retries = retries or settings.retries
         self._reconnect_delays = tuple(reconnect_delays)
         self._sleep = sleep
         self._poll_interval = poll_interval
@@ -136,7 +134,7 @@ class Consumer:
     def _consume(self, channel: Any, grace_seconds: float | None) -> None:
         """The I/O thread's loop on one connection: pump, hand back held messages, stop."""
         settings, queue = self._settings, self._settings.incoming_queue
-        settlement = Settlement(channel, settings, self._retries)
+        settlement = Settlement(channel, settings)
 
         def cancelled_by_broker(method: Any) -> None:  # raised out of process_data_events
             raise pika.exceptions.ConsumerCancelled(f"the broker cancelled consuming {queue}")
@@ -194,7 +192,7 @@ class Consumer:
                     job.delivery_tag,
                     exc_info=error,
                 )
-                outcome = transient_outcome(delivery, error, self._retries)
+                outcome = transient_outcome(delivery, error, self._settings.retries)
             settle = partial(self._settle, job, outcome, started)
         try:
             call_on_io_thread(job.settlement.channel.connection, settle)

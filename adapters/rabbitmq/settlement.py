@@ -42,7 +42,7 @@ from s3_events_handler.application.messages import (
     Split,
 )
 from s3_events_handler.application.reasons import one_line
-from s3_events_handler.application.retries import RetrySchedule, retry_instead
+from s3_events_handler.application.retries import retry_instead
 
 log = logging.getLogger(__name__)
 
@@ -93,16 +93,10 @@ class Settlement:
     something only there: confirmed publishes, then the ack. One per channel, on its thread;
     the messages it holds back unacked go with the channel."""
 
-    def __init__(
-        self,
-        channel: Any,
-        settings: BrokerSettings,
-        retries: RetrySchedule | None = None,
-    ) -> None:
+    def __init__(self, channel: Any, settings: BrokerSettings) -> None:
         self.channel = channel
         """The channel it settles on; `channel.connection` is the way back to its I/O thread."""
         self._settings = settings
-        self._retries = retries or settings.retries
         self._held: list[tuple[float, Received]] = []
         """Messages no queue takes, each with when it goes back (`time.monotonic`)."""
 
@@ -156,7 +150,9 @@ class Settlement:
                 raise  # a retry refused has nowhere else to go
             refusal = describe(error)
         delivery = received.delivery()
-        instead = retry_instead(delivery, outcome, f"not settled: {refusal}", self._retries)
+        instead = retry_instead(
+            delivery, outcome, f"not settled: {refusal}", self._settings.retries
+        )
         log.warning(
             "message %d: its %s was not carried out (%s); retried in %d s instead",
             received.delivery_tag,
@@ -170,7 +166,7 @@ class Settlement:
         """Keep a message that no queue takes unacked for the backoff of its attempt, then hand
         it back: at once, it would come straight back to be refused again at full speed."""
         attempt = attempt_of(received.properties.headers or {})
-        seconds = min(self._retries.delay_after(attempt), _LONGEST_HOLD_SECONDS)
+        seconds = min(self._settings.retries.delay_after(attempt), _LONGEST_HOLD_SECONDS)
         self._held.append((time.monotonic() + seconds, received))
         log.warning(
             "message %d left unacked: no queue takes it; back to the queue in %d s",

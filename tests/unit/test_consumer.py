@@ -9,6 +9,7 @@ settled on the next one. On stop, nothing starts any more.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 import time
@@ -19,7 +20,7 @@ import pika
 import pika.exceptions
 import pytest
 
-from s3_events_handler.adapters.rabbitmq import Consumer
+from s3_events_handler.adapters.rabbitmq import BrokerSettings, Consumer
 from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Outcome
 from s3_events_handler.application.retries import RetrySchedule
 from s3_events_handler.domain.results import AlreadyArchived
@@ -41,13 +42,18 @@ class Running:
     """A consumer on a fake broker, `run()` in a thread as the service's main thread runs it."""
 
     def __init__(
-        self, handler: Callable[[Delivery], Outcome], *, grace: float = 5, **options: Any
+        self,
+        handler: Callable[[Delivery], Outcome],
+        *,
+        grace: float = 5,
+        settings: BrokerSettings = SETTINGS,
+        **options: Any,
     ) -> None:
         self.broker = FakeBroker()
         self.slept: list[float] = []
         self.consumer = Consumer(
             cast(Any, self.broker),
-            SETTINGS,
+            settings,
             handler,
             sleep=self.slept.append,
             poll_interval=0.02,
@@ -97,6 +103,11 @@ def wait_until(condition: Callable[[], bool], timeout: float = TIMEOUT) -> bool:
     return True
 
 
+def with_retries(retries: RetrySchedule) -> BrokerSettings:
+    """`SETTINGS` with `retries`: the schedule the handler, the consumer and the settlement read."""
+    return dataclasses.replace(SETTINGS, retries=retries)
+
+
 def by_body(outcomes: dict[bytes, Outcome]) -> Callable[[Delivery], Outcome]:
     """A handler answering each body with its outcome; `RuntimeError` for `b"raises"`."""
 
@@ -137,7 +148,7 @@ def test_a_handler_that_raised_gets_its_message_retried_and_the_others_keep_thei
 def test_a_handler_that_raised_on_its_last_attempt_is_dead_lettered(
     start: Callable[..., Running],
 ) -> None:
-    running = start(by_body({}), retries=RetrySchedule(delays=(10,), max_attempts=3))
+    running = start(by_body({}), settings=with_retries(RetrySchedule(delays=(10,), max_attempts=3)))
     running.broker.deliver(b"raises", pika.BasicProperties(headers={"x-attempt": 3}))
     channel = running.broker.channel
     assert wait_until(lambda: channel.acked == [1]), channel.calls
@@ -182,7 +193,9 @@ def test_a_message_no_queue_takes_is_held_unacked_then_handed_back_after_its_bac
     start: Callable[..., Running],
 ) -> None:
     running = start(
-        by_body({b"not json": NOT_JSON}), concurrency=2, retries=RetrySchedule(delays=(1,))
+        by_body({b"not json": NOT_JSON}),
+        concurrency=2,
+        settings=with_retries(RetrySchedule(delays=(1,))),
     )
     channel = running.broker.channel
     channel.fail_confirm(nacked(), publish_number=1)  # the dead-letter queue refuses it,
