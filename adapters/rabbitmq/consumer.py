@@ -15,12 +15,9 @@ from typing import Any
 import pika.exceptions
 
 from s3_events_handler.adapters.logs import with_fields
-from s3_events_handler.adapters.rabbitmq.connection import (
-    BrokerSettings,
-    connection_lost,
-    describe,
-)
+from s3_events_handler.adapters.rabbitmq.connection import BrokerSettings, connection_lost, describe
 from s3_events_handler.adapters.rabbitmq.dispatch import Job, Workers
+from s3_events_handler.adapters.rabbitmq.headers import delivery_of
 from s3_events_handler.adapters.rabbitmq.io_thread import BrokerConnection, call_on_io_thread
 from s3_events_handler.adapters.rabbitmq.settlement import Received, Settled, Settlement
 from s3_events_handler.application.messages import Delivery, Outcome
@@ -183,7 +180,7 @@ class Consumer:
             settle = partial(job.settlement.give_back, job.received)
         else:
             started = time.monotonic()  # the event's duration: its work, not its wait
-            delivery = job.received.delivery()
+            delivery = delivery_of(job.received.body, job.received.properties)
             try:
                 outcome = self._handler(delivery)
             except BaseException as error:  # settled as that message's failure, never dropped

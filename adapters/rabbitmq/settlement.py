@@ -34,7 +34,6 @@ from s3_events_handler.adapters.rabbitmq.headers import (
 )
 from s3_events_handler.application.messages import (
     DeadLetter,
-    Delivery,
     Done,
     EventFacts,
     Outcome,
@@ -64,10 +63,6 @@ class Received:
     delivery_tag: int
     properties: pika.BasicProperties
     body: bytes
-
-    def delivery(self) -> Delivery:
-        """The message as the application sees it."""
-        return delivery_of(self.body, self.properties)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +107,8 @@ class Settlement:
 
     def carry_out(self, received: Received, outcome: Outcome) -> Settled | None:
         """Settle `outcome`, or the retry that takes its place if the broker refused it; None
-        when no queue took the message at all: it is held back (`hand_back_held`). Raises only
-        when the channel or the connection is gone."""
+        when no queue took the message at all. Raises only when the channel or the connection
+        is gone."""
         try:
             return self._settle_or_retry(received, outcome)
         except Exception as error:
@@ -125,8 +120,17 @@ class Settlement:
                 describe(error),
                 exc_info=None if isinstance(error, REFUSED) else error,  # a bug: show where
             )
-            self._hold(received)
-            return None
+        # Held unacked for the backoff of its attempt, then handed back (`hand_back_held`): at
+        # once, it would come straight back to be refused again at full speed.
+        attempt = attempt_of(received.properties.headers or {})
+        seconds = min(self._settings.retries.delay_after(attempt), _LONGEST_HOLD_SECONDS)
+        self._held.append((time.monotonic() + seconds, received))
+        log.warning(
+            "message %d left unacked: no queue takes it; back to the queue in %d s",
+            received.delivery_tag,
+            seconds,
+        )
+        return None
 
     def hand_back_held(self, *, due_by: float) -> None:
         """Hand the held messages due by `due_by` (`time.monotonic`) back to the queue."""
@@ -149,7 +153,7 @@ class Settlement:
             if not isinstance(outcome, (Split, DeadLetter)):
                 raise  # a retry refused has nowhere else to go
             refusal = describe(error)
-        delivery = received.delivery()
+        delivery = delivery_of(received.body, received.properties)
         instead = retry_instead(
             delivery, outcome, f"not settled: {refusal}", self._settings.retries
         )
@@ -161,18 +165,6 @@ class Settlement:
             instead.delay_seconds,
         )
         return self.settle(received, instead)
-
-    def _hold(self, received: Received) -> None:
-        """Keep a message that no queue takes unacked for the backoff of its attempt, then hand
-        it back: at once, it would come straight back to be refused again at full speed."""
-        attempt = attempt_of(received.properties.headers or {})
-        seconds = min(self._settings.retries.delay_after(attempt), _LONGEST_HOLD_SECONDS)
-        self._held.append((time.monotonic() + seconds, received))
-        log.warning(
-            "message %d left unacked: no queue takes it; back to the queue in %d s",
-            received.delivery_tag,
-            seconds,
-        )
 
     def _replace(self, received: Received, outcome: Outcome) -> Settled:
         """Publish whatever takes the delivery's place; each is confirmed before this returns."""
