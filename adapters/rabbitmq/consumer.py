@@ -20,17 +20,12 @@ from s3_events_handler.adapters.rabbitmq.dispatch import Job, Workers
 from s3_events_handler.adapters.rabbitmq.headers import delivery_of
 from s3_events_handler.adapters.rabbitmq.io_thread import BrokerConnection, call_on_io_thread
 from s3_events_handler.adapters.rabbitmq.settlement import Received, Settled, Settlement
+from s3_events_handler.application import ordering
 from s3_events_handler.application.messages import Delivery, Outcome
-from s3_events_handler.application.ordering import Unordered
 from s3_events_handler.application.retries import transient_outcome
 from s3_events_handler.application.telemetry import EventReport, System, Telemetry
 
 log = logging.getLogger(__name__)
-
-
-def _unordered(body: bytes) -> Hashable:
-    """No message waits for another: for handlers that order nothing."""
-    return Unordered()
 
 
 class Consumer:
@@ -45,7 +40,7 @@ class Consumer:
         handler: Callable[[Delivery], Outcome],
         *,
         concurrency: int = 1,
-        ordering_key: Callable[[bytes], Hashable] = _unordered,
+        ordering_key: Callable[[bytes], Hashable] = ordering.ordering_key,
         reconnect_delays: Sequence[float] = (1, 2, 5, 10, 30),
         sleep: Callable[[float], None] = time.sleep,
         poll_interval: float = 0.2,
@@ -208,8 +203,9 @@ class Consumer:
 
     def _finished(self, grace_seconds: float | None) -> bool:
         """Stopping: whether the loop may end, all in hand settled or the grace run out."""
+        assert self._stopped_at is not None  # asked only once stopping
         in_hand = self._workers.in_hand()
-        stopped_for = time.monotonic() - (self._stopped_at or 0.0)
+        stopped_for = time.monotonic() - self._stopped_at
         if not in_hand:
             log.info("stopped consuming; closing the broker connection")
         elif grace_seconds is None or stopped_for < grace_seconds:
