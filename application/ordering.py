@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Hashable
-from typing import Any
 
 from s3_events_handler.application.limits import DEFAULT_MAX_MESSAGE_BYTES
+from s3_events_handler.domain.events import peek
 
 
 class Unordered:
@@ -36,19 +36,8 @@ def ordering_key(body: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> 
     records = message.get("Records") if isinstance(message, dict) else None
     if not isinstance(records, list) or len(records) != 1:
         return Unordered()
-    bucket, key = _at(records[0], "bucket", "name"), _at(records[0], "object", "key")
-    if isinstance(bucket, str) and isinstance(key, str):
-        return (bucket, key)
-    return Unordered()
-
-
-def _at(record: Any, *path: str) -> Any:
-    node = record.get("s3") if isinstance(record, dict) else None
-    for step in path:
-        if not isinstance(node, dict):  # what json.loads gives for an object
-            return None
-        node = node.get(step)
-    return node
+    _, bucket, key = peek(records[0])
+    return Unordered() if bucket is None or key is None else (bucket, key)
 
 
 __all__ = ["Unordered", "ordering_key"]
