@@ -15,7 +15,7 @@ from s3_events_handler.adapters import setting_values as values
 from s3_events_handler.adapters.env_yaml import load_with_env
 from s3_events_handler.adapters.ftp import parse_ftp_host
 from s3_events_handler.adapters.ledger_postgres import password_in
-from s3_events_handler.adapters.rabbitmq import BrokerSettings
+from s3_events_handler.adapters.rabbitmq.connection import BrokerSettings
 from s3_events_handler.adapters.tls import readable_ca_file
 from s3_events_handler.application.limits import MessageLimits
 from s3_events_handler.application.retries import RetrySchedule

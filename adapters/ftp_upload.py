@@ -166,14 +166,3 @@ def _remove(session: ftplib.FTP, temporary: str) -> None:
     """Best effort: a refused upload should not leave its `.part` file behind."""
     with contextlib.suppress(*FAILURES):
         session.delete(temporary)
-
-
-__all__ = [
-    "FAILURES",
-    "RENAME_PAUSES",
-    "ConnectionLost",
-    "lost_unless_refused",
-    "put_in_place",
-    "reply",
-    "temporary_name",
-]

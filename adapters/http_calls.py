@@ -207,11 +207,3 @@ def number_in(value: object) -> float | None:
     except ValueError:
         return None
     return number if math.isfinite(number) else None
-
-
-__all__ = [
-    "BACKOFF_SECONDS",
-    "HttpService",
-    "number_in",
-    "service_session",
-]

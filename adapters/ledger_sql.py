@@ -292,6 +292,3 @@ class SqlLedger(ConsumerLedger, ABC):
     def _run(self, sql: str, parameters: Parameters) -> Rows:
         """The rows of one statement, committed by the time it returns. Whether the commit
         waits for the disk is each adapter's rule."""
-
-
-__all__ = ["Dialect", "SqlLedger", "Statements", "unavailable"]

@@ -234,6 +234,3 @@ def _flag(value: object) -> bool:
     if isinstance(value, bool):
         return value
     return isinstance(value, str) and value.strip().lower() == "true"
-
-
-__all__ = ["MediaHavenRecords", "render_query"]

@@ -146,10 +146,3 @@ class MediaHavenTokens:
             # A short-lived token is renewed halfway rather than at once on every call.
             renew_at = self._clock() + seconds - min(EXPIRY_MARGIN_SECONDS, seconds / 2)
         return _Token(access, refresh, renew_at)
-
-
-__all__ = [
-    "PASSWORD_GRANT_PATH",
-    "REFRESH_GRANT_PATH",
-    "MediaHavenTokens",
-]

@@ -76,6 +76,3 @@ class InMemoryIncomingEvents(IncomingEvents):
 
     def publish(self, event: Resubmission) -> None:
         self.published.append(event)
-
-
-__all__ = ["InMemoryBucket", "InMemoryIncomingEvents"]

@@ -101,6 +101,3 @@ class CachedOrganisations(Organisations):
                     if self._lookups.get(or_id) is lookup:
                         del self._lookups[or_id]
         return answer.result()  # the same label, or the same failure, as the one asking
-
-
-__all__ = ["CP_NAME_QUERY", "CachedOrganisations", "NoMamLabel", "OrganisationsApi"]

@@ -72,12 +72,3 @@ def accepts_connections(url: str, *, timeout: float) -> str:
     except OSError as error:
         raise ServiceUnavailable(f"nothing accepts connections at {where}: {error}") from error
     return where
-
-
-__all__ = [
-    "PID_SERVICE_ENVIRONMENTS",
-    "LocalPids",
-    "PidWebService",
-    "accepts_connections",
-    "uses_pid_service",
-]

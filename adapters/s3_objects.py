@@ -114,6 +114,3 @@ def _stored(bucket: str, item: Mapping[str, Any]) -> StoredObject:
         etag=str(item.get("ETag", "")),
         last_modified=modified,
     )
-
-
-__all__ = ["S3BucketObjects"]

@@ -38,6 +38,3 @@ def ordering_key(body: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> 
         return Unordered()
     _, bucket, key = peek(records[0])
     return Unordered() if bucket is None or key is None else (bucket, key)
-
-
-__all__ = ["Unordered", "ordering_key"]

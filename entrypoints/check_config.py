@@ -17,7 +17,7 @@ from s3_events_handler.adapters.ledger_sqlite import inspect_location
 from s3_events_handler.adapters.logs import SHORTEST_MASKED_SECRET
 from s3_events_handler.adapters.organisations import NoMamLabel
 from s3_events_handler.adapters.pid import accepts_connections, uses_pid_service
-from s3_events_handler.adapters.rabbitmq import BrokerCertificateError, check_certificate
+from s3_events_handler.adapters.rabbitmq.connection import BrokerCertificateError, check_certificate
 from s3_events_handler.adapters.rabbitmq.inspection import Found, inspect_topology
 from s3_events_handler.application.reasons import Redactor, one_line
 from s3_events_handler.domain.errors import Rejected, S3EventsHandlerError, System

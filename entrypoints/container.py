@@ -29,8 +29,10 @@ from s3_events_handler.adapters.mediahaven import MediaHavenRecords
 from s3_events_handler.adapters.metrics import PrometheusTelemetry, process_registry
 from s3_events_handler.adapters.organisations import CachedOrganisations, OrganisationsApi
 from s3_events_handler.adapters.pid import LocalPids, PidWebService, uses_pid_service
-from s3_events_handler.adapters.rabbitmq import AmqpTransferRequests, BrokerConnection, Consumer
+from s3_events_handler.adapters.rabbitmq.consumer import Consumer
 from s3_events_handler.adapters.rabbitmq.dead_letters import DeadLetterQueue
+from s3_events_handler.adapters.rabbitmq.io_thread import BrokerConnection
+from s3_events_handler.adapters.rabbitmq.transfer_requests import AmqpTransferRequests
 from s3_events_handler.application.handler import MessageHandler
 from s3_events_handler.application.ordering import ordering_key
 from s3_events_handler.domain.errors import ServiceUnavailable

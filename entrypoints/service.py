@@ -12,7 +12,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 from s3_events_handler.adapters.cpu_affinity import pin_to_one_cpu
-from s3_events_handler.adapters.rabbitmq import cannot_reach, check_certificate
+from s3_events_handler.adapters.rabbitmq.connection import cannot_reach, check_certificate
 from s3_events_handler.application.messages import Delivery, Done, Outcome, Retry, Split
 from s3_events_handler.entrypoints.container import Container, build_container
 from s3_events_handler.entrypoints.exit_codes import ExitCode

@@ -1,32 +1,10 @@
 """RabbitMQ: the broker connection, the transfer-request publisher, the consumer loop and the
 settling of each message's outcome."""
 
+# Only for entrypoints/cli.py, until its import names connection.py like everyone else's.
 from s3_events_handler.adapters.rabbitmq.connection import (
-    BrokerCertificateError,
-    BrokerSettings,
-    cannot_reach,
-    check_certificate,
-    declare_topology,
+    BrokerCertificateError as BrokerCertificateError,
 )
-from s3_events_handler.adapters.rabbitmq.consumer import Consumer
-from s3_events_handler.adapters.rabbitmq.io_thread import BrokerConnection
-from s3_events_handler.adapters.rabbitmq.settlement import Received, Settled, Settlement
-from s3_events_handler.adapters.rabbitmq.transfer_requests import (
-    AmqpTransferRequests,
-    transfer_request_body,
+from s3_events_handler.adapters.rabbitmq.connection import (
+    check_certificate as check_certificate,
 )
-
-__all__ = [
-    "AmqpTransferRequests",
-    "BrokerCertificateError",
-    "BrokerConnection",
-    "BrokerSettings",
-    "Consumer",
-    "Received",
-    "Settled",
-    "Settlement",
-    "cannot_reach",
-    "check_certificate",
-    "declare_topology",
-    "transfer_request_body",
-]

@@ -115,6 +115,3 @@ class Workers:
                         self._queue(waiting.popleft())
                         if not waiting:
                             del self._waiting[job.key]
-
-
-__all__ = ["Job", "Workers"]

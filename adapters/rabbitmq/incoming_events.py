@@ -27,6 +27,3 @@ class AmqpIncomingEvents(IncomingEvents):
             message_id=event.request_id,
             correlation_id=event.request_id,
         )
-
-
-__all__ = ["AmqpIncomingEvents"]

@@ -11,9 +11,9 @@ from typing import Any, Protocol
 import pytest
 
 from s3_events_handler.adapters.memory import InMemoryTransferRequests
-from s3_events_handler.adapters.rabbitmq import (
+from s3_events_handler.adapters.rabbitmq.io_thread import BrokerConnection
+from s3_events_handler.adapters.rabbitmq.transfer_requests import (
     AmqpTransferRequests,
-    BrokerConnection,
     transfer_request_body,
 )
 from s3_events_handler.domain.ports import TransferRequests

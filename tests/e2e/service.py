@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from s3_events_handler.adapters.config import load_settings
-from s3_events_handler.adapters.rabbitmq import BrokerSettings
+from s3_events_handler.adapters.rabbitmq.connection import BrokerSettings
 from s3_events_handler.application.retries import RetrySchedule
 from tests.support import amqp
 from tests.support.ftp_server import FtpTestServer

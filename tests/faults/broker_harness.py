@@ -17,7 +17,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from s3_events_handler.adapters.rabbitmq import BrokerSettings
+from s3_events_handler.adapters.rabbitmq.connection import BrokerSettings
 from tests.e2e.service import RunningService
 from tests.support import amqp
 

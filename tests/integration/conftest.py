@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from s3_events_handler.adapters.rabbitmq import BrokerSettings
+from s3_events_handler.adapters.rabbitmq.connection import BrokerSettings
 from tests.support import amqp
 
 

@@ -18,14 +18,14 @@ from pathlib import Path
 import pika.exceptions
 import pytest
 
-from s3_events_handler.adapters.rabbitmq import (
-    AmqpTransferRequests,
+from s3_events_handler.adapters.rabbitmq.connection import (
     BrokerCertificateError,
-    BrokerConnection,
     BrokerSettings,
-    Consumer,
     check_certificate,
 )
+from s3_events_handler.adapters.rabbitmq.consumer import Consumer
+from s3_events_handler.adapters.rabbitmq.io_thread import BrokerConnection
+from s3_events_handler.adapters.rabbitmq.transfer_requests import AmqpTransferRequests
 from s3_events_handler.application.messages import Delivery, Done, Outcome
 from s3_events_handler.domain.results import Sent
 from tests.integration.test_rabbitmq import ARCHIVED

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pika
 import pytest
 
-from s3_events_handler.adapters.rabbitmq import BrokerSettings
+from s3_events_handler.adapters.rabbitmq.connection import BrokerSettings
 from s3_events_handler.adapters.rabbitmq.dead_letter_model import (
     ParkedMessage,
     QueueBusy,

@@ -19,11 +19,11 @@ import pika
 import pytest
 
 from s3_events_handler.adapters.logs import fields_of
-from s3_events_handler.adapters.rabbitmq import (
+from s3_events_handler.adapters.rabbitmq.connection import BrokerSettings
+from s3_events_handler.adapters.rabbitmq.consumer import Consumer
+from s3_events_handler.adapters.rabbitmq.io_thread import BrokerConnection
+from s3_events_handler.adapters.rabbitmq.transfer_requests import (
     AmqpTransferRequests,
-    BrokerConnection,
-    BrokerSettings,
-    Consumer,
     transfer_request_body,
 )
 from s3_events_handler.application.messages import (

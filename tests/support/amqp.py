@@ -18,7 +18,7 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from s3_events_handler.adapters.rabbitmq import BrokerSettings, declare_topology
+from s3_events_handler.adapters.rabbitmq.connection import BrokerSettings, declare_topology
 from s3_events_handler.application.retries import RetrySchedule
 
 USER = "guest"

@@ -14,7 +14,7 @@ import pika
 import pika.frame
 import pika.spec
 
-from s3_events_handler.adapters.rabbitmq import BrokerSettings
+from s3_events_handler.adapters.rabbitmq.connection import BrokerSettings
 from s3_events_handler.application.retries import RetrySchedule
 
 CHANNEL_NUMBER = 1

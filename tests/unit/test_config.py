@@ -12,7 +12,7 @@ from s3_events_handler.adapters.config import (
     load_settings,
 )
 from s3_events_handler.adapters.destinations import load_destinations
-from s3_events_handler.adapters.rabbitmq import BrokerSettings
+from s3_events_handler.adapters.rabbitmq.connection import BrokerSettings
 from s3_events_handler.application.limits import MessageLimits
 from s3_events_handler.application.retries import RetrySchedule
 from s3_events_handler.domain.model import FileKind

@@ -20,7 +20,8 @@ import pika
 import pika.exceptions
 import pytest
 
-from s3_events_handler.adapters.rabbitmq import BrokerSettings, Consumer
+from s3_events_handler.adapters.rabbitmq.connection import BrokerSettings
+from s3_events_handler.adapters.rabbitmq.consumer import Consumer
 from s3_events_handler.application.messages import DeadLetter, Delivery, Done, Outcome
 from s3_events_handler.application.retries import RetrySchedule
 from s3_events_handler.domain.results import AlreadyArchived

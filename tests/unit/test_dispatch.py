@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import pika
 import pytest
 
-from s3_events_handler.adapters.rabbitmq import Received, Settlement
 from s3_events_handler.adapters.rabbitmq.dispatch import Job, Workers
+from s3_events_handler.adapters.rabbitmq.settlement import Received, Settlement
 from s3_events_handler.application.messages import Done, Outcome
 from s3_events_handler.domain.results import AlreadyArchived
 from tests.unit.recording_channel import SETTINGS, RecordingChannel

@@ -19,7 +19,8 @@ import pytest
 from dependency_injector import providers
 from pytest_mock import MockerFixture
 
-from s3_events_handler.adapters.rabbitmq import BrokerConnection, BrokerSettings
+from s3_events_handler.adapters.rabbitmq.connection import BrokerSettings
+from s3_events_handler.adapters.rabbitmq.io_thread import BrokerConnection
 from s3_events_handler.application.handler import MessageHandler
 from s3_events_handler.application.messages import (
     DeadLetter,

@@ -13,7 +13,7 @@ import pika
 import pika.exceptions
 import pytest
 
-from s3_events_handler.adapters.rabbitmq import Received, Settled, Settlement
+from s3_events_handler.adapters.rabbitmq.settlement import Received, Settled, Settlement
 from s3_events_handler.application.messages import (
     DeadLetter,
     Done,
