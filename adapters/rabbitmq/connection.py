@@ -191,17 +191,12 @@ def check_certificate(settings: BrokerSettings) -> None:
     except BrokerCertificateError:
         raise
     except (pika.exceptions.AMQPError, OSError) as error:
-        log.debug("no connection to the broker yet: %s", describe(error, settings.password))
-
-
-def describe(error: BaseException, secret: str = "") -> str:
-    """A one-line account of a broker error; never shows the password."""
-    return reason_of(error, [secret])
+        log.debug("no connection to the broker yet: %s", reason_of(error, [settings.password]))
 
 
 def cannot_reach(settings: BrokerSettings, error: BaseException) -> str:
     """What a command says when `connect` failed: where the broker is and why, no password."""
-    return f"cannot reach {settings.whereabouts}: {describe(error, settings.password)}"
+    return f"cannot reach {settings.whereabouts}: {reason_of(error, [settings.password])}"
 
 
 def connection_lost(error: BaseException) -> bool:

@@ -15,13 +15,14 @@ from typing import Any
 import pika.exceptions
 
 from s3_events_handler.adapters.logs import with_fields
-from s3_events_handler.adapters.rabbitmq.connection import BrokerSettings, connection_lost, describe
+from s3_events_handler.adapters.rabbitmq.connection import BrokerSettings, connection_lost
 from s3_events_handler.adapters.rabbitmq.dispatch import Job, Workers
 from s3_events_handler.adapters.rabbitmq.headers import delivery_of
 from s3_events_handler.adapters.rabbitmq.io_thread import BrokerConnection, call_on_io_thread
 from s3_events_handler.adapters.rabbitmq.settlement import Received, Settled, Settlement
 from s3_events_handler.application import ordering
 from s3_events_handler.application.messages import Delivery, Outcome
+from s3_events_handler.application.reasons import reason_of
 from s3_events_handler.application.retries import transient_outcome
 from s3_events_handler.application.telemetry import EventReport, System, Telemetry
 
@@ -229,7 +230,7 @@ class Consumer:
 
 def _log_failure(error: Exception, secret: str, telemetry: Telemetry) -> None:
     """Why a connection's loop ended: the broker (counted as its error), or a bug."""
-    text = describe(error, secret)
+    text = reason_of(error, [secret])
     if isinstance(error, (pika.exceptions.AMQPError, OSError)):
         telemetry.downstream_error(System.BROKER)
         log.warning("broker connection lost: %s", text)

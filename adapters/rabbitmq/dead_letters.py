@@ -21,7 +21,6 @@ from s3_events_handler.adapters.rabbitmq.connection import (
     BrokerSettings,
     connect,
     copy_properties,
-    describe,
 )
 from s3_events_handler.adapters.rabbitmq.dead_letter_model import (
     ParkedMessage,
@@ -31,6 +30,7 @@ from s3_events_handler.adapters.rabbitmq.dead_letter_model import (
 )
 from s3_events_handler.adapters.rabbitmq.headers import replay_headers
 from s3_events_handler.adapters.rabbitmq.inspection import Connect, broker_session, queue_depth
+from s3_events_handler.application.reasons import reason_of
 from s3_events_handler.domain.errors import ServiceUnavailable
 
 # Dead letters unacked at once: it bounds the dip in the queue's ready count (two windows)
@@ -208,7 +208,7 @@ class _Pass:
         try:
             self._channel.basic_publish("", queue, message.body, properties, mandatory=True)
         except UNENCODABLE as error:
-            return describe(error)
+            return reason_of(error)
         return None
 
     def _commit(self, replayed: ParkedMessage | None = None) -> None:

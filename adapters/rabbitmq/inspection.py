@@ -17,8 +17,8 @@ from s3_events_handler.adapters.rabbitmq.connection import (
     BrokerSettings,
     cannot_reach,
     connect,
-    describe,
 )
+from s3_events_handler.application.reasons import reason_of
 from s3_events_handler.domain.errors import ServiceUnavailable
 
 NOT_FOUND = 404
@@ -52,7 +52,7 @@ def broker_session(settings: BrokerSettings, open_connection: Connect = connect)
     try:
         yield connection
     except (pika.exceptions.AMQPError, OSError) as error:
-        reason = describe(error, settings.password)
+        reason = reason_of(error, [settings.password])
         raise ServiceUnavailable(f"{settings.whereabouts} failed us: {reason}") from None
     finally:
         if connection.is_open:

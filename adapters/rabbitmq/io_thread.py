@@ -21,8 +21,8 @@ from s3_events_handler.adapters.rabbitmq.connection import (
     connect,
     connection_lost,
     declare_topology,
-    describe,
 )
+from s3_events_handler.application.reasons import reason_of
 from s3_events_handler.domain.errors import ServiceUnavailable, System
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class BrokerConnection:
         except pika.exceptions.NackError as error:
             raise _unavailable(f"broker refused the {what} via {target}") from error
         except (pika.exceptions.AMQPError, OSError) as error:
-            reason = describe(error, self.settings.password)
+            reason = reason_of(error, [self.settings.password])
             raise _unavailable(f"{what} not published via {target}: {reason}") from error
         log.debug(
             "%s %s published via %s (correlation id %s)", what, message_id, target, correlation_id

@@ -23,7 +23,6 @@ from s3_events_handler.adapters.rabbitmq.connection import (
     connection_lost,
     copy_properties,
     declare_topology,
-    describe,
 )
 from s3_events_handler.adapters.rabbitmq.headers import (
     ERROR_HEADER,
@@ -40,7 +39,7 @@ from s3_events_handler.application.messages import (
     Retry,
     Split,
 )
-from s3_events_handler.application.reasons import one_line
+from s3_events_handler.application.reasons import one_line, reason_of
 from s3_events_handler.application.retries import retry_instead
 
 log = logging.getLogger(__name__)
@@ -117,7 +116,7 @@ class Settlement:
             log.error(
                 "message %d could not be settled: %s",
                 received.delivery_tag,
-                describe(error),
+                reason_of(error),
                 exc_info=None if isinstance(error, REFUSED) else error,  # a bug: show where
             )
         # Held unacked for the backoff of its attempt, then handed back (`hand_back_held`): at
@@ -152,7 +151,7 @@ class Settlement:
                 declare_topology(self.channel, self._settings)
             if not isinstance(outcome, (Split, DeadLetter)):
                 raise  # a retry refused has nowhere else to go
-            refusal = describe(error)
+            refusal = reason_of(error)
         delivery = delivery_of(received.body, received.properties)
         instead = retry_instead(
             delivery, outcome, f"not settled: {refusal}", self._settings.retries
@@ -229,7 +228,7 @@ class Settlement:
             self.channel.basic_publish(_DEFAULT_EXCHANGE, queue, body, properties, mandatory=True)
             return None
         except UNENCODABLE as error:
-            reason = describe(error)
+            reason = reason_of(error)
             log.error(
                 "message %d cannot be republished as it is: %s", received.delivery_tag, reason
             )
