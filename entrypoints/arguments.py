@@ -42,7 +42,10 @@ def add_command(
 def choice_arguments(sub: argparse.ArgumentParser, done: str) -> None:
     """How `replay` and `drop` are told which dead letters: one way, never all by default."""
     chosen = sub.add_mutually_exclusive_group(required=True)
-    chosen.add_argument("--all", action="store_true", help="every dead letter")
+    chosen.add_argument(
+        "--all", action="store_true",
+        help="every dead letter (never by default: one of these four choices is needed)",
+    )  # fmt: skip
     chosen.add_argument(
         "--id", dest="ids", action="append", metavar="ID", type=non_empty,
         help="the dead letter with this id (as listed); repeat for more",

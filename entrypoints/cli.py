@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from s3_events_handler.adapters.config import ConfigError
-from s3_events_handler.adapters.rabbitmq import BrokerCertificateError, check_certificate
+from s3_events_handler.adapters.rabbitmq.connection import BrokerCertificateError, check_certificate
 from s3_events_handler.adapters.rabbitmq.dead_letter_model import ReplayStopped
 from s3_events_handler.adapters.rabbitmq.dead_letters import DeadLetterQueue
 from s3_events_handler.application.replay import Choosing
@@ -174,11 +174,14 @@ def parser() -> argparse.ArgumentParser:
         ),
     )  # fmt: skip
     listing.add_argument(
-        "--json", action="store_true", help="one JSON object a line instead of the table"
-    )
+        "--json", action="store_true",
+        help="one JSON object a line instead of the table (id, dead_lettered_at, stage, reason,"
+        " bucket, key, pid; null where the dead letter does not say), the count on standard error",
+    )  # fmt: skip
     listing.add_argument(
-        "--limit", metavar="N", type=positive, help="stop after the first N (head first)"
-    )
+        "--limit", metavar="N", type=positive,
+        help="stop after the first N (head first): up to 100 are read in place, nothing rewritten",
+    )  # fmt: skip
     show = add_command(
         actions, "show", "print the headers and body of one dead letter", SHOW_HELP,
         on_queue=lambda queue, args: show_dead_letter(queue, args.id, sys.stdout),
@@ -194,8 +197,10 @@ def parser() -> argparse.ArgumentParser:
     drop = add_command(actions, "drop", "remove dead letters for good", DROP_HELP, on_queue=_drop)
     choice_arguments(drop, "dropped")
     drop.add_argument(
-        "--yes", action="store_true", help="do it without asking (needed without a terminal)"
-    )
+        "--yes", action="store_true",
+        help="do it without asking; needed when standard input is not a terminal (a script,"
+        " a pipe)",
+    )  # fmt: skip
     reconcile = add_command(
         commands, "reconcile", "compare a bucket with the archive; send back what is missing",
         RECONCILE_HELP, run=lambda args: _on(

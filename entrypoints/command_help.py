@@ -51,9 +51,11 @@ DEAD_LETTERS_HELP = """\
 Look at the dead-letter queue {S3_EVENTS_QUEUE}.dead-letter, move its messages back to
 the incoming queue once the cause is fixed, or drop those that will never go through.
 
-Each command reads the queue once, at most 100 messages unacked at a time, and leaves
-what it does not take in its order. One dead-letters command at a time: a second one
-is refused while another reads the queue.
+Each command reads the queue once, head first, at most 100 messages unacked at a time,
+and every dead letter it does not take stays, in its order: up to 100 are handed back
+with one nack at the end; a longer queue is brought round once (each published again
+to its tail and acked, 100 to a transaction). One dead-letters command at a time: a
+second one is refused while another reads the queue.
 
 examples:
   s3-events-handler dead-letters list
@@ -64,18 +66,11 @@ examples:
 
 LIST_HELP = """\
 List the dead letters, head of the queue first, each as it is read: id, when
-dead-lettered, stage, bucket/key and reason. Every one stays in the queue, in its
-order, and at most 100 are unacked at a time: up to 100 are handed back with one
-nack at the end; a longer queue is brought round once (each published again to
-its tail and acked, 100 to a transaction). One dead-letters command at a time.
+dead-lettered, stage, bucket/key and reason. Every one stays in the queue, as
+`dead-letters --help` says.
 
 The id is the message_id when the message has one, else a short hash of its body and
 headers; `dead-letters replay --id` takes it.
-
---json writes one JSON object a line instead (id, dead_lettered_at, stage, reason,
-bucket, key, pid; null where the dead letter does not say), the count on standard
-error. --limit N stops after the first N: up to 100 are read in place, without
-rewriting anything.
 
 exit status: 0 listed, 1 the broker or the queue is not there, 2 settings wrong
 
@@ -90,8 +85,7 @@ Print one dead letter whole: its id and when it was dead-lettered, its AMQP
 properties, its headers (x-error, x-error-stage, x-pid, x-death, ...) and its body,
 as text (characters a terminal should not interpret shown escaped). Several dead
 letters may share an id (the records of one split message share its message_id):
-each is printed. The queue is read as `dead-letters list` reads it; every dead
-letter stays, in its order.
+each is printed. Every dead letter stays in the queue, as `dead-letters --help` says.
 
 exit status: 0 shown, 1 no dead letter with that id (or the broker or the queue is
 not there), 2 settings wrong
@@ -107,8 +101,8 @@ x-dead-lettered-at removed, x-pid kept (the replay reuses the PID).
 
 Each dead letter moves in one AMQP transaction: the copy's publish and the dead
 letter's ack are committed together. Interrupted (killed, connection lost), a replay
-loses and doubles nothing; run it again to finish. Dead letters not chosen stay, in
-their order. --limit N replays at most the first N chosen (head first).
+loses and doubles nothing; run it again to finish. Dead letters not chosen stay, as
+`dead-letters --help` says.
 
 exit status: 0 done, 1 something not replayed or an --id not there (said which; a
 --dry-run says the same), 2 settings wrong or no choice given
@@ -123,15 +117,10 @@ examples:
 
 DROP_HELP = """\
 Remove dead letters for good: those that will never go through (a body that is not
-JSON, an event for a test bucket), once looked at. Chosen as for replay: --all, --id,
---reason or --reason-regex, never all by default; --limit N takes at most the first N
-chosen. Each removal is its own AMQP transaction and is logged (INFO: the id, the
-queue, x-error and x-error-stage, bucket, key, x-pid). Dead letters not chosen stay,
-in their order.
-
-On a terminal it asks first (the choice and the queue's depth); --yes does without
-asking, and is needed when standard input is not a terminal (a script, a pipe).
---dry-run lists what would be dropped and changes nothing.
+JSON, an event for a test bucket), once looked at. Each removal is its own AMQP
+transaction and is logged (INFO: the id, the queue, x-error and x-error-stage, bucket,
+key, x-pid). Dead letters not chosen stay, as `dead-letters --help` says. On a
+terminal it asks first (the choice and the queue's depth).
 
 exit status: 0 done, 1 an --id not there, or the question answered no (or the broker
 or the queue not there), 2 settings wrong, no choice given, or no --yes without a

@@ -7,8 +7,16 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from s3_events_handler.adapters.rabbitmq.dead_letter_model import ParkedMessage
+from s3_events_handler.adapters.rabbitmq.dead_letter_model import dead_letter_id
 from s3_events_handler.adapters.rabbitmq.dead_letters import WINDOW
+from s3_events_handler.adapters.rabbitmq.headers import (
+    ERROR_HEADER,
+    PID_HEADER,
+    STAGE_HEADER,
+    dead_lettered_at,
+    text_of,
+)
+from s3_events_handler.adapters.rabbitmq.settlement import Received
 from s3_events_handler.domain.events import peek
 from s3_events_handler.entrypoints.terminal import printable
 
@@ -30,7 +38,7 @@ class Table:
         self._waiting: list[tuple[str, ...]] = []
         self._widths: list[int] | None = None
 
-    def add(self, letter: ParkedMessage) -> None:
+    def add(self, letter: Received) -> None:
         row = _row(letter)
         if self._widths is None:
             self._waiting.append(row)
@@ -57,36 +65,36 @@ class Table:
         self._write("  ".join([*cells, row[-1]]))
 
 
-def _row(letter: ParkedMessage) -> tuple[str, ...]:
+def _row(letter: Received) -> tuple[str, ...]:
     said = facts(letter)
     where = _object(said["bucket"], said["key"])
     cells = (said["id"], said["dead_lettered_at"], said["stage"], where, said["reason"])
     return tuple(printable(cell or "-") for cell in cells)
 
 
-def json_line(letter: ParkedMessage) -> str:
+def json_line(letter: Received) -> str:
     """What the table shows of one dead letter, and its PID, as one JSON object: text as it
     is (JSON escapes what a terminal should not see), null for what it does not say."""
     return json.dumps(facts(letter))
 
 
-def facts(letter: ParkedMessage) -> dict[str, str | None]:
+def facts(letter: Received) -> dict[str, str | None]:
     bucket, key = bucket_and_key(letter)
     return {
-        "id": letter.id,
-        "dead_lettered_at": _time(letter.dead_lettered_at),
-        "stage": letter.stage,
-        "reason": letter.reason,
+        "id": dead_letter_id(letter),
+        "dead_lettered_at": _time(dead_lettered_at(letter.properties)),
+        "stage": text_of(letter.headers, STAGE_HEADER),
+        "reason": text_of(letter.headers, ERROR_HEADER),
         "bucket": bucket,
         "key": key,
-        "pid": letter.pid,
+        "pid": text_of(letter.headers, PID_HEADER),
     }
 
 
-def details(letter: ParkedMessage) -> list[str]:
+def details(letter: Received) -> list[str]:
     """`show`'s account of one dead letter: id, time, properties, headers and body."""
-    lines = [f"id             {printable(letter.id)}",
-             f"dead-lettered  {_time(letter.dead_lettered_at) or '-'}",
+    lines = [f"id             {printable(dead_letter_id(letter))}",
+             f"dead-lettered  {_time(dead_lettered_at(letter.properties)) or '-'}",
              "properties"]  # fmt: skip
     for name in PROPERTIES:
         value = getattr(letter.properties, name, None)
@@ -117,7 +125,7 @@ def _time(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def object_of(letter: ParkedMessage) -> str:
+def object_of(letter: Received) -> str:
     return printable(_object(*bucket_and_key(letter)) or "-")
 
 
@@ -129,7 +137,7 @@ def _object(bucket: str | None, key: str | None) -> str | None:
     return f"{bucket or '-'}/{key or '-'}"
 
 
-def bucket_and_key(letter: ParkedMessage) -> tuple[str | None, str | None]:
+def bucket_and_key(letter: Received) -> tuple[str | None, str | None]:
     """Bucket and key of the event's first record, each None where the body does not say."""
     try:
         message = json.loads(letter.body)

@@ -11,13 +11,15 @@ from collections.abc import Callable
 from typing import TextIO
 
 from s3_events_handler.adapters.logs import with_fields
-from s3_events_handler.adapters.rabbitmq.dead_letter_model import ParkedMessage, Tally
+from s3_events_handler.adapters.rabbitmq.dead_letter_model import Tally, dead_letter_id
 from s3_events_handler.adapters.rabbitmq.dead_letters import DeadLetterQueue, Heard
+from s3_events_handler.adapters.rabbitmq.headers import ERROR_HEADER, text_of
+from s3_events_handler.adapters.rabbitmq.settlement import Received
 from s3_events_handler.application.replay import Choosing
 from s3_events_handler.entrypoints.dead_letter_text import (
     Table,
-    bucket_and_key,
     details,
+    facts,
     json_line,
     object_of,
 )
@@ -68,7 +70,7 @@ def show_dead_letter(queue: DeadLetterQueue, letter_id: str, out: TextIO) -> int
     output = Output(out)
     choosing = Choosing.by_ids([letter_id])
 
-    def each(letter: ParkedMessage) -> None:
+    def each(letter: Received) -> None:
         if choosing.taken > 1:
             output.line("")
         for line in details(letter):
@@ -128,7 +130,7 @@ def _walk(
     """`action` (browse, replay or drop) on what `choosing` takes, until it has enough or
     the reader of the output is `gone`; `then` hears of each taken."""
     return action(
-        lambda letter: choosing.take(letter.id, letter.reason),
+        lambda letter: choosing.take(dead_letter_id(letter), text_of(letter.headers, ERROR_HEADER)),
         then,
         enough=lambda: choosing.enough or gone(),
     )
@@ -143,7 +145,7 @@ def _remove(
     out: TextIO,
     *,
     dry_run: bool,
-    also: Callable[[ParkedMessage, str], None] = lambda letter, queue: None,
+    also: Callable[[Received, str], None] = lambda letter, queue: None,
 ) -> int:
     """`action` (a replay or a drop) on what `choosing` takes, a line for each dead letter
     once its removal is committed; with `dry_run`, the table of what it `would` take,
@@ -156,8 +158,9 @@ def _remove(
         table.close()
     else:
 
-        def removed(letter: ParkedMessage) -> None:
-            print(f"{done:<10}{printable(letter.id)}  {object_of(letter)}", file=out, flush=True)
+        def removed(letter: Received) -> None:
+            line = f"{done:<10}{printable(dead_letter_id(letter))}  {object_of(letter)}"
+            print(line, file=out, flush=True)
             also(letter, queue.name)
 
         tally = _walk(action, choosing, removed)
@@ -171,15 +174,16 @@ def _remove(
     return ExitCode.FAILED if tally.unpublishable or missing else ExitCode.OK
 
 
-def _log_removal(letter: ParkedMessage, queue: str) -> None:
-    bucket, key = bucket_and_key(letter)
-    fields = {"dead_letter_id": letter.id, "reason": letter.reason, "stage": letter.stage,
-              "queue": queue, "bucket": bucket, "key": key, "pid": letter.pid}  # fmt: skip
+def _log_removal(letter: Received, queue: str) -> None:
+    said = facts(letter)
+    fields = {"dead_letter_id": said["id"], "reason": said["reason"], "stage": said["stage"],
+              "queue": queue, "bucket": said["bucket"], "key": said["key"],
+              "pid": said["pid"]}  # fmt: skip
     removals.info(
         "dropped dead letter %s from %s: %s",
-        letter.id,
+        said["id"],
         queue,
-        letter.reason or "(no x-error)",
+        said["reason"] or "(no x-error)",
         extra=with_fields(fields),
     )
 

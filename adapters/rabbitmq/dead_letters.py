@@ -23,13 +23,14 @@ from s3_events_handler.adapters.rabbitmq.connection import (
     copy_properties,
 )
 from s3_events_handler.adapters.rabbitmq.dead_letter_model import (
-    ParkedMessage,
     QueueBusy,
     ReplayStopped,
     Tally,
+    dead_letter_id,
 )
 from s3_events_handler.adapters.rabbitmq.headers import replay_headers
 from s3_events_handler.adapters.rabbitmq.inspection import Connect, broker_session, queue_depth
+from s3_events_handler.adapters.rabbitmq.settlement import Received
 from s3_events_handler.application.reasons import reason_of
 from s3_events_handler.domain.errors import ServiceUnavailable
 
@@ -45,8 +46,8 @@ QUIET_SECONDS = 30.0
 MAX_BODY_SHOWN = 4000
 ACCESS_REFUSED = 403
 
-Chosen = Callable[[ParkedMessage], bool]
-Heard = Callable[[ParkedMessage], None]
+Chosen = Callable[[Received], bool]
+Heard = Callable[[Received], None]
 Removal = Literal["replay", "drop"] | None
 
 
@@ -124,7 +125,7 @@ class _Pass:
         self._queue = settings.dead_letter_queue
         self._removal = removal
         self._window = window
-        self._held: list[tuple[int, ParkedMessage]] = []  # read, kept, unacked, in place
+        self._held: list[Received] = []  # read, kept, unacked, in place
         self._rotating = False
         self._returned: list[bytes] = []
         self.tally = Tally()
@@ -144,11 +145,10 @@ class _Pass:
             looking = not enough()
             if not looking and not self._rotating:
                 break  # nothing rotated yet: what is held goes back in place at the end
-            taken = next(deliveries, None)
-            if taken is None:
+            message = next(deliveries, None)
+            if message is None:
                 self.tally.short = True
                 break
-            tag, message = taken
             self.tally.looked_at += looking
             picked = looking and chosen(message)
             if picked and self._removal is None:
@@ -156,17 +156,17 @@ class _Pass:
             # Once rotating, every dead letter there at the start comes round.
             more = read + 1 < there and (self._rotating or not enough())
             if picked and self._removal is not None:
-                self._remove(tag, message, then, more=more)
+                self._remove(message, then, more=more)
             else:
-                self._keep(tag, message, more=more)
+                self._keep(message, more=more)
         self._finish()
         return self.tally
 
-    def _keep(self, tag: int, message: ParkedMessage, *, more: bool) -> None:
+    def _keep(self, message: Received, *, more: bool) -> None:
         """Hold `message` in place, unacked; once a window is held (or `WINDOW_BYTES`) and
         more is to be read, the pass rotates what it holds, and from then on to the end."""
-        self._held.append((tag, message))
-        held_bytes = sum(len(held.body) for _, held in self._held)
+        self._held.append(message)
+        held_bytes = sum(len(held.body) for held in self._held)
         if more and (len(self._held) >= self._window or held_bytes >= WINDOW_BYTES):
             self._rotating = True
             self._rotate_held()
@@ -175,32 +175,32 @@ class _Pass:
         """Publish each held message again to the tail and ack it, in one transaction. One
         pika cannot encode again stays unacked to the end (handed back to the head), and the
         window widens by one so that the pass goes on."""
-        for tag, message in self._held:
+        for message in self._held:
             refusal = self._publish(self._queue, message, message.properties.headers)
             if refusal is None:
-                self._channel.basic_ack(delivery_tag=tag)
+                self._channel.basic_ack(delivery_tag=message.delivery_tag)
                 continue
-            self.tally.out_of_place.append((message.id, refusal))
+            self.tally.out_of_place.append((dead_letter_id(message), refusal))
             self._channel.basic_qos(prefetch_count=self._window + len(self.tally.out_of_place))
         self._held = []
         self._commit()
 
-    def _remove(self, tag: int, message: ParkedMessage, then: Heard, *, more: bool) -> None:
+    def _remove(self, message: Received, then: Heard, *, more: bool) -> None:
         replaying = self._removal == "replay"
         if replaying:
             incoming = self._settings.incoming_queue
             refusal = self._publish(incoming, message, replay_headers(message.headers))
             if refusal is not None:
-                self.tally.unpublishable.append((message.id, refusal))
-                self._keep(tag, message, more=more)
+                self.tally.unpublishable.append((dead_letter_id(message), refusal))
+                self._keep(message, more=more)
                 return
-        self._channel.basic_ack(delivery_tag=tag)
+        self._channel.basic_ack(delivery_tag=message.delivery_tag)
         self._commit(replayed=message if replaying else None)
         self.tally.removed += 1
         then(message)
 
     def _publish(
-        self, queue: str, message: ParkedMessage, headers: Mapping[str, Any] | None
+        self, queue: str, message: Received, headers: Mapping[str, Any] | None
     ) -> str | None:
         """Publish a copy of `message` to `queue`, mandatory, in the open transaction: None,
         or why pika refused to encode it (before sending anything)."""
@@ -211,7 +211,7 @@ class _Pass:
             return reason_of(error)
         return None
 
-    def _commit(self, replayed: ParkedMessage | None = None) -> None:
+    def _commit(self, replayed: Received | None = None) -> None:
         """Commit; raise if the broker returned a copy (routed to no queue)."""
         self._channel.tx_commit()
         self._connection.process_data_events(time_limit=0)  # hear of a returned copy now
@@ -220,7 +220,7 @@ class _Pass:
         if replayed is not None:
             body = replayed.body.decode("utf-8", "replace")[:MAX_BODY_SHOWN]
             raise ReplayStopped(
-                f"the broker routed the copy of dead letter {replayed.id} to no queue "
+                f"the broker routed the copy of dead letter {dead_letter_id(replayed)} to no queue "
                 f"({self._settings.incoming_queue} deleted?) as its ack was committed: it is "
                 f"in neither queue now; its body, to publish again: {body}"
             )
@@ -239,7 +239,7 @@ class _Pass:
         self._channel.tx_commit()
 
 
-def _deliveries(channel: Any, queue: str) -> Iterator[tuple[int, ParkedMessage]]:
+def _deliveries(channel: Any, queue: str) -> Iterator[Received]:
     """`queue`'s messages as an exclusive consumer gets them; ends early when none comes for
     `QUIET_SECONDS`."""
     try:
@@ -248,7 +248,7 @@ def _deliveries(channel: Any, queue: str) -> Iterator[tuple[int, ParkedMessage]]
         ):
             if method is None:
                 return
-            yield method.delivery_tag, ParkedMessage.read(properties, body or b"")
+            yield Received(method.delivery_tag, properties, body or b"")
     except pika.exceptions.ChannelClosedByBroker as error:
         if error.reply_code == ACCESS_REFUSED and "exclusive" in str(error.reply_text):
             raise QueueBusy(

@@ -5,6 +5,7 @@ speaks of attempts, PIDs and reasons; this is where they become AMQP headers and
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from s3_events_handler.application.messages import DeadLetter, Delivery, Retry
@@ -44,11 +45,38 @@ def attempt_of(headers: Mapping[str, Any]) -> int:
 
 
 def pid_of(headers: Mapping[str, Any]) -> str | None:
-    """`x-pid` when it holds a valid PID_HEADER; anything else is not used."""
-    value = headers.get(PID_HEADER)
+    """`x-pid` when it holds a valid PID; anything else is not used."""
+    value = text_of(headers, PID_HEADER)
+    return value if value is not None and is_valid_pid(value) else None
+
+
+def text_of(headers: Mapping[str, Any], name: str) -> str | None:
+    """The header `name` as text (pika gives AMQP long strings as bytes); None if not text."""
+    value = headers.get(name)
     if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    return value if isinstance(value, str) and is_valid_pid(value) else None
+        return value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else None
+
+
+def dead_lettered_at(properties: Any) -> datetime | None:
+    """When a dead letter was dead-lettered (`x-dead-lettered-at`). Older dead letters do not
+    say: then when the broker last moved it (`x-death`), else its `timestamp` property."""
+    headers = properties.headers or {}
+    stamped = text_of(headers, DEAD_LETTERED_AT_HEADER)
+    if stamped:
+        try:
+            return datetime.fromisoformat(stamped)
+        except ValueError:
+            pass
+    deaths = headers.get("x-death")
+    if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
+        moved = deaths[0].get("time")
+        if isinstance(moved, datetime):
+            return moved if moved.tzinfo else moved.replace(tzinfo=UTC)
+    timestamp = properties.timestamp
+    if isinstance(timestamp, int) and not isinstance(timestamp, bool):
+        return datetime.fromtimestamp(timestamp, UTC)
+    return None
 
 
 def headers_for(outcome: Retry | DeadLetter, headers: Mapping[str, Any]) -> dict[str, Any]:

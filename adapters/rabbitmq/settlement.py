@@ -57,11 +57,16 @@ _REPUBLISH_STAGE = "republish"
 
 @dataclass(frozen=True, slots=True)
 class Received:
-    """An incoming message as the broker delivered it: what a republish copies and the ack names."""
+    """A message as the broker delivered it (an event, or a dead letter a command reads): what
+    a republish copies and the ack names."""
 
     delivery_tag: int
     properties: pika.BasicProperties
     body: bytes
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        return self.properties.headers or {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +126,7 @@ class Settlement:
             )
         # Held unacked for the backoff of its attempt, then handed back (`hand_back_held`): at
         # once, it would come straight back to be refused again at full speed.
-        attempt = attempt_of(received.properties.headers or {})
+        attempt = attempt_of(received.headers)
         seconds = min(self._settings.retries.delay_after(attempt), _LONGEST_HOLD_SECONDS)
         self._held.append((time.monotonic() + seconds, received))
         log.warning(
@@ -198,7 +203,7 @@ class Settlement:
         properties = copy_properties(
             received.properties,
             self._settings.user,
-            headers=headers_for(outcome, received.properties.headers or {}),
+            headers=headers_for(outcome, received.headers),
             correlation_id=correlation_id,
             delivery_mode=PERSISTENT,
             expiration=None,

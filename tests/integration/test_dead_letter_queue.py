@@ -9,13 +9,10 @@ import pika
 import pytest
 
 from s3_events_handler.adapters.rabbitmq.connection import BrokerSettings
-from s3_events_handler.adapters.rabbitmq.dead_letter_model import (
-    ParkedMessage,
-    QueueBusy,
-    ReplayStopped,
-)
+from s3_events_handler.adapters.rabbitmq.dead_letter_model import QueueBusy, ReplayStopped
 from s3_events_handler.adapters.rabbitmq.dead_letters import DeadLetterQueue
 from s3_events_handler.adapters.rabbitmq.inspection import QueueMissing
+from s3_events_handler.adapters.rabbitmq.settlement import Received
 from tests.support import amqp
 
 
@@ -46,7 +43,7 @@ def test_a_copy_routed_nowhere_stops_the_replay_and_names_the_dead_letter(
     park(settings, b"first", b"second")
     queue = DeadLetterQueue(settings)
 
-    def delete_the_incoming_queue_first(message: ParkedMessage) -> bool:
+    def delete_the_incoming_queue_first(message: Received) -> bool:
         amqp.delete_queues(settings.host, settings.port, settings.incoming_queue)
         return True
 
@@ -74,7 +71,7 @@ def test_a_second_command_while_one_reads_is_refused_and_the_first_goes_on(
     park(settings, b"first", b"second", b"third")
     refused: list[str] = []
 
-    def look(message: ParkedMessage) -> bool:
+    def look(message: Received) -> bool:
         if not refused:  # the first is read: another command starts now
             with pytest.raises(QueueBusy, match="has a consumer already") as refusal:
                 DeadLetterQueue(settings).drop(lambda message: True, lambda message: None)

@@ -10,8 +10,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from s3_events_handler.adapters.rabbitmq.dead_letter_model import ParkedMessage, Tally
+from s3_events_handler.adapters.rabbitmq.dead_letter_model import Tally, dead_letter_id
 from s3_events_handler.adapters.rabbitmq.dead_letters import DeadLetterQueue
+from s3_events_handler.adapters.rabbitmq.headers import dead_lettered_at, text_of
+from s3_events_handler.adapters.rabbitmq.settlement import Received
 from tests.unit.fake_dead_letter_broker import (
     DLQ,
     INCOMING,
@@ -22,7 +24,7 @@ from tests.unit.fake_dead_letter_broker import (
 )
 
 
-def browse(queue: DeadLetterQueue, seen: list[ParkedMessage], wanted: int | None = None) -> Tally:
+def browse(queue: DeadLetterQueue, seen: list[Received], wanted: int | None = None) -> Tally:
     """A pass writing down each message, wanting no more after `wanted`."""
     return queue.browse(
         lambda message: True,
@@ -40,36 +42,39 @@ def test_a_message_id_is_the_id_else_a_hash_that_stays_the_same() -> None:
             (properties(headers={"x-error": "worse"}), b"b"),
         )
     )
-    seen: list[ParkedMessage] = []
+    seen: list[Received] = []
     browse(queue, seen)
     named, hashed, same, other = seen
-    assert named.id == "msg-1"
-    assert len(hashed.id) == 12 and hashed.id == same.id != other.id
+    assert dead_letter_id(named) == "msg-1"
+    assert len(dead_letter_id(hashed)) == 12
+    assert dead_letter_id(hashed) == dead_letter_id(same) != dead_letter_id(other)
 
 
 def test_the_time_is_the_dead_letter_stamp_else_the_broker_s_else_the_message_s() -> None:
-    def parked(headers: dict[str, Any], timestamp: int | None = None) -> ParkedMessage:
-        return ParkedMessage("id", b"", properties(headers=headers, timestamp=timestamp))
+    def parked(headers: dict[str, Any], timestamp: int | None = None) -> Received:
+        return Received(0, properties(headers=headers, timestamp=timestamp), b"")
 
     moved = datetime(2024, 5, 1, 12, 0, 0)  # pika decodes AMQP timestamps as naive UTC
     death = {"x-death": [{"time": moved}]}
     stamp = {"x-dead-lettered-at": "2024-05-01T12:30:05+00:00"}
-    assert parked({**stamp, **death}, 1).dead_lettered_at == datetime(
+    assert dead_lettered_at(parked({**stamp, **death}, 1).properties) == datetime(
         2024, 5, 1, 12, 30, 5, tzinfo=UTC
     )
-    assert parked(death, 1).dead_lettered_at == moved.replace(tzinfo=UTC)
-    assert parked({}, 1714566605).dead_lettered_at == datetime(2024, 5, 1, 12, 30, 5, tzinfo=UTC)
-    assert parked({"x-dead-lettered-at": "garbage"}).dead_lettered_at is None
+    assert dead_lettered_at(parked(death, 1).properties) == moved.replace(tzinfo=UTC)
+    assert dead_lettered_at(parked({}, 1714566605).properties) == datetime(
+        2024, 5, 1, 12, 30, 5, tzinfo=UTC
+    )
+    assert dead_lettered_at(parked({"x-dead-lettered-at": "garbage"}).properties) is None
 
 
-def bodies(messages: list[ParkedMessage]) -> list[bytes]:
+def bodies(messages: list[Received]) -> list[bytes]:
     return [message.body for message in messages]
 
 
 def test_a_queue_within_the_window_is_handed_back_in_place_and_not_rewritten() -> None:
     broker = FakeBroker.holding(*numbered(4))
     before = list(broker.queues[DLQ])
-    seen: list[ParkedMessage] = []
+    seen: list[Received] = []
     tally = browse(queue_of(broker, window=4), seen)
     assert bodies(seen) == [f"body-{n}".encode() for n in range(4)]
     assert broker.queues[DLQ] == before  # the very messages, not copies
@@ -78,7 +83,7 @@ def test_a_queue_within_the_window_is_handed_back_in_place_and_not_rewritten() -
 
 def test_a_longer_queue_is_rotated_once_round_never_more_than_a_window_unacked() -> None:
     broker = FakeBroker.holding(*numbered(23))
-    seen: list[ParkedMessage] = []
+    seen: list[Received] = []
     tally = browse(queue_of(broker, window=4), seen)
     expected = [f"body-{n}".encode() for n in range(23)]
     assert bodies(seen) == expected
@@ -91,7 +96,7 @@ def test_a_longer_queue_is_rotated_once_round_never_more_than_a_window_unacked()
 def test_wanting_no_more_within_the_window_stops_at_once_and_rewrites_nothing() -> None:
     broker = FakeBroker.holding(*numbered(23))
     before = list(broker.queues[DLQ])
-    seen: list[ParkedMessage] = []
+    seen: list[Received] = []
     tally = browse(queue_of(broker, window=4), seen, wanted=3)
     assert len(seen) == 3 and tally.looked_at == 3
     assert broker.queues[DLQ] == before and broker.most_unacked <= 4
@@ -99,7 +104,7 @@ def test_wanting_no_more_within_the_window_stops_at_once_and_rewrites_nothing() 
 
 def test_wanting_no_more_past_the_window_still_brings_the_queue_round() -> None:
     broker = FakeBroker.holding(*numbered(23))
-    seen: list[ParkedMessage] = []
+    seen: list[Received] = []
     tally = browse(queue_of(broker, window=4), seen, wanted=7)
     assert len(seen) == 7 and tally.looked_at == 7
     assert broker.bodies() == [f"body-{n}".encode() for n in range(23)]
@@ -128,7 +133,7 @@ def test_each_replay_commits_its_copy_with_its_ack_and_the_rest_keep_their_order
     )
     heard: list[tuple[bytes, list[bytes]]] = []
     tally = queue_of(broker, window=2).replay(
-        lambda m: m.reason == "bad",
+        lambda m: text_of(m.headers, "x-error") == "bad",
         lambda m: heard.append((m.body, broker.bodies(INCOMING))),
     )
     assert (tally.removed, tally.kept) == (2, 7)
@@ -164,7 +169,8 @@ def test_a_drop_removes_only_the_chosen_each_committed_before_it_is_told() -> No
     broker = FakeBroker.holding(*numbered(9))
     told: list[tuple[str, int]] = []
     tally = queue_of(broker, window=2).drop(
-        lambda m: m.id in {"msg-1", "msg-7"}, lambda m: told.append((m.id, len(broker.bodies())))
+        lambda m: dead_letter_id(m) in {"msg-1", "msg-7"},
+        lambda m: told.append((dead_letter_id(m), len(broker.bodies()))),
     )
     assert tally.removed == 2
     assert [letter_id for letter_id, _ in told] == ["msg-1", "msg-7"]
@@ -187,9 +193,9 @@ def test_any_pass_looks_at_each_once_holds_a_window_and_keeps_the_rest_in_order(
     seen: list[str] = []
     wanted = {f"msg-{n}" for n in removed}
 
-    def chosen(message: ParkedMessage) -> bool:
-        seen.append(message.id)
-        return message.id in wanted
+    def chosen(message: Received) -> bool:
+        seen.append(dead_letter_id(message))
+        return dead_letter_id(message) in wanted
 
     def enough() -> bool:
         return stop_after is not None and len(seen) >= stop_after
